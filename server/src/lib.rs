@@ -1,0 +1,28 @@
+//! mcqd: a persistent message queue that speaks the memcache text protocol,
+//! with MemcacheQ's semantics.
+//!
+//! # Layout
+//! The modules follow a request's path through the server.
+//!
+//! - [`protocol`] turns bytes into requests and replies into bytes. No I/O,
+//!   so every input is testable without a socket.
+//! - [`net`] owns listeners and connections: it reads, parses a whole batch,
+//!   submits it, and writes the replies back in request order.
+//! - [`shard`] decides which executor owns a queue (a stable hash of its name)
+//!   and carries requests for another executor's queues over glommio's
+//!   shared-nothing channels.
+//! - [`store`] is one storage shard: the queues that hash to it and the log
+//!   that makes them durable.
+//! - [`stats`] sums the per-executor counters for `stats`.
+//! - [`config`] is the command line; [`server`] the process lifecycle
+//!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+
+pub mod logging;
+
+pub mod config;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod stats;
+pub mod store;

@@ -1,0 +1,421 @@
+//! Listeners and connections: bytes in, requests submitted, replies out in
+//! request order.
+//!
+//! # Why a connection works in batches
+//! A connection reads what the socket has, parses every whole request in it,
+//! and submits them all to their shards before awaiting any reply. Each
+//! submission changes queue state at once and hands back a future for its
+//! durability, so a pipeline of 2,000 `set`s becomes one group commit rather
+//! than 2,000, and a `get` after a `set` in the same batch sees that `set`.
+//! The replies are then awaited in request order and written with one
+//! `write`. Bytes that arrive meanwhile wait in the socket buffer, which is
+//! where back-pressure on a client that sends faster than the log syncs
+//! belongs.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::log;
+use crate::protocol::{self, reply, Command, Parsed};
+use crate::shard::{Op, OpReply, Router};
+use crate::stats::{Counters, ServerInfo};
+
+use crate::store::{LocalFuture, StoreError, StoreStats};
+
+/// What every executor shares: limits and process-wide counters. Only
+/// atomics, touched at accept, close and `stats`, never per request.
+pub struct Shared {
+    pub max_connections: usize,
+    pub max_message_size: usize,
+    pub connections: AtomicUsize,
+    pub total_connections: AtomicUsize,
+    pub stopping: AtomicBool,
+    pub info: ServerInfo,
+    /// Counters of every executor, summed by `stats`.
+    pub counters: Vec<Arc<Counters>>,
+}
+
+/// Largest batch of requests parsed before their replies are awaited.
+const MAX_BATCH: usize = 4096;
+/// Reply bytes gathered before they are written even though more replies
+/// are still to come.
+const FLUSH_AT: usize = 256 * 1024;
+/// Read size.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Resolves once shutdown has been requested.
+pub async fn stopping(shared: &Shared) {
+    while !shared.stopping.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Accepts connections on this executor until shutdown, then waits for them
+/// to finish what they had read.
+pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared>, me: usize) {
+    let live = Rc::new(Cell::new(0usize));
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            stopping(&shared).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                log!(0, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > shared.max_connections {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            log!(
+                1,
+                "connection refused: limit of {} reached",
+                shared.max_connections
+            );
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(b"SERVER_ERROR too many connections\r\n")
+                    .await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        }
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let (router, shared, live) = (router.clone(), shared.clone(), live.clone());
+        live.set(live.get() + 1);
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().ok();
+            log!(1, "executor {me}: connection from {peer:?}");
+            let mut conn = Connection::new(stream, router, shared.clone(), me);
+            if let Err(e) = conn.run().await {
+                log!(1, "executor {me}: connection {peer:?}: {e}");
+            }
+            let _ = conn.stream.close().await;
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            live.set(live.get() - 1);
+        })
+        .detach();
+    }
+    while live.get() > 0 {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A reply in the making: ready now, or waiting for one or more shards.
+enum Pending {
+    Ready(Vec<u8>),
+    Set(LocalFuture<OpReply>),
+    Delete(LocalFuture<OpReply>),
+    Get {
+        pops: Vec<(Vec<u8>, LocalFuture<OpReply>)>,
+        with_seq: bool,
+    },
+    Stats(Vec<LocalFuture<OpReply>>),
+    StatsQueue(Vec<LocalFuture<OpReply>>),
+}
+
+struct Connection {
+    stream: TcpStream,
+    router: Rc<Router>,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Bytes of a refused data block still to be discarded.
+    skip: u64,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, router: Rc<Router>, shared: Arc<Shared>, me: usize) -> Self {
+        let counters = shared.counters[me].clone();
+        Connection {
+            stream,
+            router,
+            shared,
+            counters,
+            input: Vec::with_capacity(READ_CHUNK),
+            output: Vec::with_capacity(READ_CHUNK),
+            skip: 0,
+        }
+    }
+
+    async fn run(&mut self) -> std::io::Result<()> {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let read = future::or(async { Some(self.stream.read(&mut chunk).await) }, async {
+                stopping(&self.shared).await;
+                None
+            })
+            .await;
+            let n = match read {
+                None => return Ok(()),
+                Some(result) => result?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.counters.add(&self.counters.bytes_read, n as u64);
+            let mut fresh = &chunk[..n];
+            if self.skip > 0 {
+                let dropped = self.skip.min(n as u64) as usize;
+                self.skip -= dropped as u64;
+                fresh = &fresh[dropped..];
+            }
+            self.input.extend_from_slice(fresh);
+            loop {
+                let (batch, close) = self.parse_batch();
+                if batch.is_empty() && !close {
+                    break;
+                }
+                self.answer(batch).await?;
+                if close {
+                    return Ok(());
+                }
+            }
+            if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
+                self.input.shrink_to(READ_CHUNK);
+            }
+        }
+    }
+
+    /// Parses and submits every whole request in the input buffer (up to
+    /// [`MAX_BATCH`]). Returns the pending replies and whether the connection
+    /// must close after them.
+    fn parse_batch(&mut self) -> (Vec<Pending>, bool) {
+        let mut batch = Vec::new();
+        let mut used = 0;
+        let mut close = false;
+        while batch.len() < MAX_BATCH && self.skip == 0 {
+            match protocol::parse(&self.input[used..], self.shared.max_message_size) {
+                Parsed::Incomplete => break,
+                Parsed::Command { command, consumed } => {
+                    used += consumed;
+                    if command == Command::Quit {
+                        close = true;
+                        break;
+                    }
+                    if let Some(pending) = self.submit(command) {
+                        batch.push(pending);
+                    }
+                }
+                Parsed::Reject {
+                    reject,
+                    consumed,
+                    skip,
+                } => {
+                    used += consumed;
+                    let available = (self.input.len() - used) as u64;
+                    let now = skip.min(available);
+                    used += now as usize;
+                    self.skip = skip - now;
+                    log!(2, "rejected request: {}", reject.line());
+                    let mut out = Vec::new();
+                    reply::line(&mut out, reject.line());
+                    batch.push(Pending::Ready(out));
+                }
+                Parsed::Fatal(line) => {
+                    let mut out = Vec::new();
+                    reply::line(&mut out, line);
+                    batch.push(Pending::Ready(out));
+                    close = true;
+                    used = self.input.len();
+                    break;
+                }
+            }
+        }
+        self.input.drain(..used);
+        (batch, close)
+    }
+
+    /// Starts one request; `None` when it wants no reply at all.
+    fn submit(&mut self, command: Command) -> Option<Pending> {
+        let router = &self.router;
+        let c = &self.counters;
+        let ready = |line: &str| {
+            let mut out = Vec::new();
+            reply::line(&mut out, line);
+            Some(Pending::Ready(out))
+        };
+        match command {
+            Command::Set {
+                queue,
+                flags,
+                body,
+                noreply,
+            } => {
+                c.add(&c.cmd_set, 1);
+                let done = router.submit(router.shard_of(&queue), Op::Set { queue, flags, body });
+                if noreply {
+                    // The request is applied; its durability needs nobody
+                    // to wait for it, and a failure is logged by the store.
+                    glommio::spawn_local(done).detach();
+                    return None;
+                }
+                Some(Pending::Set(done))
+            }
+            Command::Get { queues, with_seq } => {
+                c.add(&c.cmd_get, queues.len() as u64);
+                let pops = queues
+                    .into_iter()
+                    .map(|queue| {
+                        let done = router.submit(
+                            router.shard_of(&queue),
+                            Op::Get {
+                                queue: queue.clone(),
+                            },
+                        );
+                        (queue, done)
+                    })
+                    .collect();
+                Some(Pending::Get { pops, with_seq })
+            }
+            Command::Delete { queue, noreply } => {
+                let done = router.submit(router.shard_of(&queue), Op::Delete { queue });
+                if noreply {
+                    glommio::spawn_local(done).detach();
+                    return None;
+                }
+                Some(Pending::Delete(done))
+            }
+            Command::Stats => Some(Pending::Stats(self.each_shard(|| Op::Stats))),
+            Command::StatsQueue => Some(Pending::StatsQueue(self.each_shard(|| Op::QueueStats))),
+            Command::StatsReset => {
+                for counters in &self.shared.counters {
+                    counters.reset();
+                }
+                ready("RESET")
+            }
+            Command::Version => ready(&format!("VERSION {}", env!("CARGO_PKG_VERSION"))),
+            Command::Verbosity { noreply } => {
+                if noreply {
+                    None
+                } else {
+                    ready("OK")
+                }
+            }
+            Command::Quit => None,
+        }
+    }
+
+    fn each_shard(&self, op: impl Fn() -> Op) -> Vec<LocalFuture<OpReply>> {
+        (0..self.router.shards())
+            .map(|shard| self.router.submit(shard, op()))
+            .collect()
+    }
+
+    /// Awaits the batch's replies in order and writes them.
+    async fn answer(&mut self, batch: Vec<Pending>) -> std::io::Result<()> {
+        for pending in batch {
+            self.finish(pending).await;
+            if self.output.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.counters
+                .add(&self.counters.bytes_written, self.output.len() as u64);
+            self.output.clear();
+            if self.output.capacity() > 4 * FLUSH_AT {
+                self.output.shrink_to(FLUSH_AT);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, pending: Pending) {
+        let out = &mut self.output;
+        match pending {
+            Pending::Ready(bytes) => out.extend_from_slice(&bytes),
+            Pending::Set(done) => match done.await {
+                OpReply::Set(Ok(())) => reply::line(out, "STORED"),
+                other => reply::line(out, &server_error(other)),
+            },
+            Pending::Delete(done) => match done.await {
+                OpReply::Delete(Ok(true)) => reply::line(out, "DELETED"),
+                OpReply::Delete(Ok(false)) => reply::line(out, "NOT_FOUND"),
+                other => reply::line(out, &server_error(other)),
+            },
+            Pending::Get { pops, with_seq } => {
+                let mut failure = None;
+                for (queue, done) in pops {
+                    match done.await {
+                        OpReply::Get(Ok(Some(message))) => {
+                            self.counters.add(&self.counters.get_hits, 1);
+                            let seq = with_seq.then_some(message.seq);
+                            reply::value(out, &queue, message.flags, seq, &message.body);
+                        }
+                        OpReply::Get(Ok(None)) => self.counters.add(&self.counters.get_misses, 1),
+                        other => failure = Some(server_error(other)),
+                    }
+                }
+                match failure {
+                    // Messages already popped in this request were written
+                    // above: they are gone from their queues, so they must
+                    // reach the client.
+                    Some(error) => reply::line(out, &error),
+                    None => reply::line(out, "END"),
+                }
+            }
+            Pending::Stats(parts) => {
+                let mut total = StoreStats::default();
+                for part in parts {
+                    if let OpReply::Stats(s) = part.await {
+                        total.queues += s.queues;
+                        total.items += s.items;
+                        total.bytes += s.bytes;
+                        total.log_writes += s.log_writes;
+                        total.log_fsyncs += s.log_fsyncs;
+                        total.log_bytes_written += s.log_bytes_written;
+                        total.log_segments += s.log_segments;
+                        total.log_disk_bytes += s.log_disk_bytes;
+                    }
+                }
+                crate::stats::write_stats(out, &self.shared, &total);
+            }
+            Pending::StatsQueue(parts) => {
+                let mut all = Vec::new();
+                for part in parts {
+                    if let OpReply::QueueStats(list) = part.await {
+                        all.extend(list);
+                    }
+                }
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                for q in all {
+                    reply::stat(out, &q.name, format_args!("{}/{}", q.enqueued, q.dequeued));
+                }
+                reply::line(out, "END");
+            }
+        }
+    }
+}
+
+fn server_error(reply: OpReply) -> String {
+    let error = match reply {
+        OpReply::Set(Err(e)) | OpReply::Delete(Err(e)) | OpReply::Get(Err(e)) => e,
+        other => StoreError::Failed(format!("unexpected reply {other:?}")),
+    };
+    match error {
+        StoreError::OutOfSpace => "SERVER_ERROR out of space".to_string(),
+        StoreError::Failed(why) => format!("SERVER_ERROR {}", why.replace(['\r', '\n'], " ")),
+    }
+}

@@ -1,0 +1,601 @@
+//! The memcache text protocol as MemcacheQ speaks it: requests in, reply
+//! bytes out. No I/O lives here, so every byte sequence a client can send is
+//! testable without a socket.
+//!
+//! # Why two-phase
+//! [`parse`] first checks that a whole frame (request line, and for `set` the
+//! data block and its `\r\n`) is in the buffer, and only then allocates.
+//! "Need more bytes" ([`Parsed::Incomplete`]) is a different outcome from
+//! "this is an error" ([`Parsed::Reject`]), which is different again from
+//! "this stream can no longer be framed" ([`Parsed::Fatal`]): only the last
+//! closes the connection.
+//!
+//! Every length that comes off the wire is bounded before it is used: request
+//! lines by [`MAX_LINE`], data blocks by the configured message size limit,
+//! and all arithmetic on them is checked.
+
+use std::fmt::Write as _;
+
+/// Longest request line we wait for before giving up on the stream.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Longest queue name, as memcached's key limit.
+pub const MAX_QUEUE_NAME: usize = 250;
+
+/// A request that is well formed and ready to execute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `set <q> <flags> <exptime> <bytes> [noreply]` + data block.
+    Set {
+        queue: Vec<u8>,
+        flags: u32,
+        body: Vec<u8>,
+        noreply: bool,
+    },
+    /// `get`/`gets <q> [<q> …]`; `with_seq` for `gets`.
+    Get {
+        queues: Vec<Vec<u8>>,
+        with_seq: bool,
+    },
+    /// `delete <q> [0] [noreply]`.
+    Delete { queue: Vec<u8>, noreply: bool },
+    /// `stats`.
+    Stats,
+    /// `stats queue`.
+    StatsQueue,
+    /// `stats reset`.
+    StatsReset,
+    /// `version`.
+    Version,
+    /// `verbosity <n> [noreply]`.
+    Verbosity { noreply: bool },
+    /// `quit`.
+    Quit,
+}
+
+/// An error reply that leaves the connection usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Unknown or unsupported command, or an empty line: `ERROR`.
+    Error,
+    /// `CLIENT_ERROR bad command line format`.
+    BadFormat,
+    /// `CLIENT_ERROR bad queue name`.
+    BadQueueName,
+    /// `CLIENT_ERROR bad data chunk`.
+    BadDataChunk,
+    /// `SERVER_ERROR object too large for cache`.
+    TooLarge,
+}
+
+impl Reject {
+    /// The reply line, without its `\r\n`.
+    pub fn line(self) -> &'static str {
+        match self {
+            Reject::Error => "ERROR",
+            Reject::BadFormat => "CLIENT_ERROR bad command line format",
+            Reject::BadQueueName => "CLIENT_ERROR bad queue name",
+            Reject::BadDataChunk => "CLIENT_ERROR bad data chunk",
+            Reject::TooLarge => "SERVER_ERROR object too large for cache",
+        }
+    }
+}
+
+/// What [`parse`] found at the front of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// No whole frame yet: read more bytes and call again.
+    Incomplete,
+    /// A request; `consumed` bytes of the buffer belong to it.
+    Command { command: Command, consumed: usize },
+    /// A request that gets an error reply. `consumed` bytes are used up now,
+    /// and `skip` more bytes (a data block that will not be stored, maybe not
+    /// yet received) must be discarded as they arrive.
+    Reject {
+        reject: Reject,
+        consumed: usize,
+        skip: u64,
+    },
+    /// The stream cannot be framed any more: send this line, then close.
+    Fatal(&'static str),
+}
+
+/// Parses the first request in `buf`. `max_body` is the message size limit
+/// (`-B`).
+pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
+    let Some(nl) = memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
+        return if buf.len() > MAX_LINE {
+            Parsed::Fatal("CLIENT_ERROR line too long")
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    let line_len = nl + 1;
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let reject = |reject| Parsed::Reject {
+        reject,
+        consumed: line_len,
+        skip: 0,
+    };
+    let command = |command| Parsed::Command {
+        command,
+        consumed: line_len,
+    };
+    let Some(verb) = tokens.next() else {
+        return reject(Reject::Error);
+    };
+    let args: Vec<&[u8]> = tokens.collect();
+    match verb {
+        b"set" => parse_set(&buf[line_len..], line_len, &args, max_body),
+        b"get" | b"gets" => {
+            if args.is_empty() {
+                return reject(Reject::Error);
+            }
+            if !args.iter().all(|q| valid_queue_name(q)) {
+                return reject(Reject::BadQueueName);
+            }
+            command(Command::Get {
+                queues: args.iter().map(|q| q.to_vec()).collect(),
+                with_seq: verb == b"gets",
+            })
+        }
+        b"delete" => {
+            let (rest, noreply) = strip_noreply(&args);
+            let queue = match rest {
+                [q] | [q, b"0"] => q,
+                _ => return reject(Reject::BadFormat),
+            };
+            if !valid_queue_name(queue) {
+                return reject(Reject::BadQueueName);
+            }
+            command(Command::Delete {
+                queue: queue.to_vec(),
+                noreply,
+            })
+        }
+        b"stats" => match args.as_slice() {
+            [] => command(Command::Stats),
+            [b"queue"] => command(Command::StatsQueue),
+            [b"reset"] => command(Command::StatsReset),
+            _ => reject(Reject::Error),
+        },
+        b"version" if args.is_empty() => command(Command::Version),
+        b"verbosity" => match strip_noreply(&args) {
+            ([level], noreply) if parse_u32(level).is_some() => {
+                command(Command::Verbosity { noreply })
+            }
+            _ => reject(Reject::Error),
+        },
+        b"quit" => command(Command::Quit),
+        _ => reject(Reject::Error),
+    }
+}
+
+/// `set`: the line is `args`; `data` is everything after the line.
+fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> Parsed {
+    let bad = |reject| Parsed::Reject {
+        reject,
+        consumed: line_len,
+        skip: 0,
+    };
+    let (fields, noreply) = strip_noreply(args);
+    let [queue, flags, exptime, bytes] = fields else {
+        return bad(Reject::BadFormat);
+    };
+    let (Some(flags), Some(_exptime), Some(bytes)) =
+        (parse_u32(flags), parse_u32(exptime), parse_u32(bytes))
+    else {
+        return bad(Reject::BadFormat);
+    };
+    // From here the length is trusted enough to frame the stream: a request
+    // we refuse still has its data block discarded, so the next request is
+    // read from the right place.
+    let block = u64::from(bytes) + 2;
+    let refuse = |reject| Parsed::Reject {
+        reject,
+        consumed: line_len,
+        skip: block,
+    };
+    if !valid_queue_name(queue) {
+        return refuse(Reject::BadQueueName);
+    }
+    let bytes = bytes as usize;
+    if bytes > max_body {
+        return refuse(Reject::TooLarge);
+    }
+    // bytes <= max_body, a usize, so this cannot overflow on any target we
+    // build for; checked anyway because it came off the wire.
+    let Some(block) = bytes.checked_add(2) else {
+        return refuse(Reject::TooLarge);
+    };
+    if data.len() < block {
+        return Parsed::Incomplete;
+    }
+    let consumed = line_len + block;
+    if &data[bytes..block] != b"\r\n" {
+        return Parsed::Reject {
+            reject: Reject::BadDataChunk,
+            consumed,
+            skip: 0,
+        };
+    }
+    Parsed::Command {
+        command: Command::Set {
+            queue: queue.to_vec(),
+            flags,
+            body: data[..bytes].to_vec(),
+            noreply,
+        },
+        consumed,
+    }
+}
+
+fn strip_noreply<'a, 'b>(args: &'a [&'b [u8]]) -> (&'a [&'b [u8]], bool) {
+    match args.split_last() {
+        Some((&b"noreply", rest)) => (rest, true),
+        _ => (args, false),
+    }
+}
+
+/// 1 to 250 bytes, no control characters, no space, no `/` (reserved for
+/// per-request options such as Kestrel's `get q/t=500`).
+pub fn valid_queue_name(name: &[u8]) -> bool {
+    (1..=MAX_QUEUE_NAME).contains(&name.len())
+        && name.iter().all(|&b| b > b' ' && b != 0x7f && b != b'/')
+}
+
+/// A decimal u32: digits only (no sign), no overflow.
+fn parse_u32(token: &[u8]) -> Option<u32> {
+    if token.is_empty() || token.len() > 10 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = token
+        .iter()
+        .try_fold(0u64, |acc, &d| Some(acc * 10 + u64::from(d - b'0')))?;
+    u32::try_from(value).ok()
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Reply encoders. Each appends to `out`, so one connection's replies to a
+/// whole pipeline go out in one write.
+pub mod reply {
+    use super::*;
+
+    pub fn line(out: &mut Vec<u8>, line: &str) {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `VALUE <q> <flags> <bytes>[ <seq>]\r\n<data>\r\n` (the caller adds `END`).
+    pub fn value(out: &mut Vec<u8>, queue: &[u8], flags: u32, seq: Option<u64>, body: &[u8]) {
+        out.extend_from_slice(b"VALUE ");
+        out.extend_from_slice(queue);
+        let mut head = String::with_capacity(32);
+        let _ = write!(head, " {} {}", flags, body.len());
+        if let Some(seq) = seq {
+            let _ = write!(head, " {seq}");
+        }
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `STAT <name> <value>\r\n`.
+    pub fn stat(out: &mut Vec<u8>, name: &[u8], value: impl std::fmt::Display) {
+        out.extend_from_slice(b"STAT ");
+        out.extend_from_slice(name);
+        out.push(b' ');
+        out.extend_from_slice(value.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1024;
+
+    fn cmd(input: &[u8]) -> Command {
+        match parse(input, MAX) {
+            Parsed::Command { command, consumed } => {
+                assert_eq!(consumed, input.len(), "whole input consumed");
+                command
+            }
+            other => panic!("expected a command, got {other:?}"),
+        }
+    }
+
+    fn rejected(input: &[u8]) -> (Reject, usize, u64) {
+        match parse(input, MAX) {
+            Parsed::Reject {
+                reject,
+                consumed,
+                skip,
+            } => (reject, consumed, skip),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_with_binary_body() {
+        let body = b"a\r\nEND\r\n\0z";
+        let mut input = format!("set q4 7 0 {}\r\n", body.len()).into_bytes();
+        input.extend_from_slice(body);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(
+            cmd(&input),
+            Command::Set {
+                queue: b"q4".to_vec(),
+                flags: 7,
+                body: body.to_vec(),
+                noreply: false
+            }
+        );
+    }
+
+    #[test]
+    fn set_noreply_bare_newline_and_many_spaces() {
+        assert_eq!(
+            cmd(b"set  q  1 0 2   noreply\nhi\r\n"),
+            Command::Set {
+                queue: b"q".to_vec(),
+                flags: 1,
+                body: b"hi".to_vec(),
+                noreply: true
+            }
+        );
+    }
+
+    #[test]
+    fn set_waits_for_the_whole_block() {
+        let input = b"set q 0 0 5\r\nhello\r\n";
+        for cut in 0..input.len() {
+            assert_eq!(
+                parse(&input[..cut], MAX),
+                Parsed::Incomplete,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_malformed_lines() {
+        for line in [
+            &b"set q 0 0\r\n"[..],
+            b"set q 0 0 x\r\n",
+            b"set q -1 0 5\r\n",
+            b"set q 0 0 -5\r\n",
+            b"set q 4294967296 0 5\r\n",
+            b"set q 0 0 99999999999999999999\r\n",
+            b"set q 0 0 5 norepl\r\n",
+            b"set\r\n",
+        ] {
+            let (reject, consumed, skip) = rejected(line);
+            assert_eq!((reject, consumed, skip), (Reject::BadFormat, line.len(), 0));
+        }
+    }
+
+    #[test]
+    fn set_bad_name_discards_the_block() {
+        let (reject, consumed, skip) = rejected(b"set a/b 0 0 5\r\n");
+        assert_eq!((reject, consumed, skip), (Reject::BadQueueName, 15, 7));
+        let long = format!("set {} 0 0 1\r\n", "x".repeat(251));
+        assert_eq!(rejected(long.as_bytes()).0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn set_too_large_discards_the_block() {
+        let (reject, consumed, skip) = rejected(b"set q 0 0 1025\r\n");
+        assert_eq!((reject, consumed, skip), (Reject::TooLarge, 16, 1027));
+        let (reject, _, skip) = rejected(b"set q 0 0 4294967295\r\n");
+        assert_eq!((reject, skip), (Reject::TooLarge, 4294967297));
+    }
+
+    #[test]
+    fn set_bad_terminator() {
+        let (reject, consumed, skip) = rejected(b"set q 0 0 2\r\nhiXY");
+        assert_eq!((reject, consumed, skip), (Reject::BadDataChunk, 17, 0));
+    }
+
+    #[test]
+    fn get_and_gets() {
+        assert_eq!(
+            cmd(b"get a b a\r\n"),
+            Command::Get {
+                queues: vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()],
+                with_seq: false
+            }
+        );
+        assert_eq!(
+            cmd(b"gets a\r\n"),
+            Command::Get {
+                queues: vec![b"a".to_vec()],
+                with_seq: true
+            }
+        );
+        assert_eq!(rejected(b"get\r\n").0, Reject::Error);
+        assert_eq!(rejected(b"get ok q/t=500\r\n").0, Reject::BadQueueName);
+        assert_eq!(rejected(b"get a\x01b\r\n").0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn delete_forms() {
+        let del = |noreply| Command::Delete {
+            queue: b"q".to_vec(),
+            noreply,
+        };
+        assert_eq!(cmd(b"delete q\r\n"), del(false));
+        assert_eq!(cmd(b"delete q noreply\r\n"), del(true));
+        assert_eq!(cmd(b"delete q 0\r\n"), del(false));
+        assert_eq!(rejected(b"delete\r\n").0, Reject::BadFormat);
+        assert_eq!(rejected(b"delete q 5\r\n").0, Reject::BadFormat);
+        assert_eq!(rejected(b"delete q/x\r\n").0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn small_commands() {
+        assert_eq!(cmd(b"stats\r\n"), Command::Stats);
+        assert_eq!(cmd(b"stats queue\r\n"), Command::StatsQueue);
+        assert_eq!(cmd(b"stats reset\r\n"), Command::StatsReset);
+        assert_eq!(cmd(b"version\r\n"), Command::Version);
+        assert_eq!(
+            cmd(b"verbosity 1\r\n"),
+            Command::Verbosity { noreply: false }
+        );
+        assert_eq!(
+            cmd(b"verbosity 1 noreply\r\n"),
+            Command::Verbosity { noreply: true }
+        );
+        assert_eq!(cmd(b"quit\r\n"), Command::Quit);
+        for line in [
+            &b"\r\n"[..],
+            b"stats items\r\n",
+            b"verbosity\r\n",
+            b"SET q 0 0 1\r\n",
+            b"add q 0 0 1\r\n",
+            b"incr q 1\r\n",
+            b"flush_all\r\n",
+            b"cas q 0 0 1 1\r\n",
+            b"touch q 0\r\n",
+        ] {
+            assert_eq!(rejected(line).0, Reject::Error, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn line_limit() {
+        let mut long = vec![b'a'; MAX_LINE];
+        assert_eq!(parse(&long, MAX), Parsed::Incomplete);
+        long.push(b'a');
+        assert_eq!(
+            parse(&long, MAX),
+            Parsed::Fatal("CLIENT_ERROR line too long")
+        );
+        // A line of exactly MAX_LINE bytes plus its newline is still a line.
+        let mut ok = b"get ".to_vec();
+        ok.resize(MAX_LINE, b'q');
+        ok.push(b'\n');
+        assert_eq!(rejected(&ok).0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn replies() {
+        let mut out = Vec::new();
+        reply::value(&mut out, b"q4", 0, None, b"hello");
+        reply::value(&mut out, b"q", 3, Some(9), b"");
+        reply::line(&mut out, "END");
+        assert_eq!(
+            out,
+            b"VALUE q4 0 5\r\nhello\r\nVALUE q 3 0 9\r\n\r\nEND\r\n"
+        );
+    }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Splits `input` at `cuts` and feeds it the way a connection does,
+        /// returning what the parser produced.
+        fn feed(input: &[u8], cuts: &[usize]) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            let mut skip = 0u64;
+            let mut fed = 0;
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            points.push(input.len());
+            points.sort_unstable();
+            for point in points {
+                buf.extend_from_slice(&input[fed..point.max(fed)]);
+                fed = fed.max(point);
+                loop {
+                    if skip > 0 {
+                        let n = skip.min(buf.len() as u64) as usize;
+                        buf.drain(..n);
+                        skip -= n as u64;
+                        if skip > 0 {
+                            break;
+                        }
+                    }
+                    match parse(&buf, 64) {
+                        Parsed::Incomplete => break,
+                        Parsed::Command { command, consumed } => {
+                            assert!(consumed > 0 && consumed <= buf.len());
+                            buf.drain(..consumed);
+                            out.push(format!("{command:?}"));
+                        }
+                        Parsed::Reject {
+                            reject,
+                            consumed,
+                            skip: s,
+                        } => {
+                            assert!(consumed > 0 && consumed <= buf.len());
+                            buf.drain(..consumed);
+                            skip = s;
+                            out.push(reject.line().to_string());
+                        }
+                        Parsed::Fatal(line) => {
+                            out.push(line.to_string());
+                            return out;
+                        }
+                    }
+                }
+            }
+            out
+        }
+
+        fn request() -> impl Strategy<Value = Vec<u8>> {
+            let name = "[a-z0-9]{1,5}";
+            prop_oneof![
+                (
+                    name,
+                    any::<u32>(),
+                    proptest::collection::vec(any::<u8>(), 0..80)
+                )
+                    .prop_map(|(q, f, body)| {
+                        let mut r = format!("set {q} {f} 0 {}\r\n", body.len()).into_bytes();
+                        r.extend_from_slice(&body);
+                        r.extend_from_slice(b"\r\n");
+                        r
+                    }),
+                name.prop_map(|q| format!("get {q}\r\n").into_bytes()),
+                name.prop_map(|q| format!("delete {q} noreply\r\n").into_bytes()),
+                Just(b"stats queue\r\n".to_vec()),
+                Just(b"bogus\r\n".to_vec()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn random_bytes_never_panic(
+                input in proptest::collection::vec(any::<u8>(), 0..600),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            ) {
+                feed(&input, &cuts);
+            }
+
+            #[test]
+            fn random_garbage_with_commands_never_panic(
+                parts in proptest::collection::vec(
+                    prop_oneof![request(), proptest::collection::vec(any::<u8>(), 0..20)], 0..20),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            ) {
+                feed(&parts.concat(), &cuts);
+            }
+
+            #[test]
+            fn splits_do_not_change_the_result(
+                requests in proptest::collection::vec(request(), 1..30),
+                cuts in proptest::collection::vec(any::<usize>(), 0..20),
+            ) {
+                let input = requests.concat();
+                prop_assert_eq!(feed(&input, &cuts), feed(&input, &[]));
+            }
+        }
+    }
+}

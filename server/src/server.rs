@@ -1,0 +1,263 @@
+//! Process lifecycle: start the executors, open the shards they own, serve,
+//! and on SIGTERM or SIGINT stop accepting, finish the requests already read,
+//! make everything durable and exit 0.
+//!
+//! # Why signals are taken on the main thread
+//! SIGTERM and SIGINT are blocked before any executor thread exists, so they
+//! inherit the mask and the kernel delivers both signals only to the main
+//! thread, which waits for them with `sigtimedwait`. The executors never see
+//! a signal handler; they learn of shutdown through one atomic flag.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::log;
+use crate::net::{self, Shared};
+use crate::shard::{self, Envelope, Router};
+use crate::stats::{Counters, ServerInfo};
+use crate::store::{Store, StoreConfig, SyncMode};
+
+/// Memory each executor registers with io_uring for DMA buffers. Kept small
+/// because an unprivileged user's RLIMIT_MEMLOCK is often 8 MiB for the whole
+/// process; I/O beyond it still works with ordinary allocations.
+const IO_MEMORY: usize = 2 << 20;
+
+/// Runs the server until it is told to stop. Errors are start-up failures.
+pub fn run(config: Config) -> io::Result<()> {
+    crate::logging::set_verbosity(config.verbose);
+    for warning in config.ignored_flag_warnings() {
+        log!(0, "{warning}");
+    }
+    let executors = config.executors();
+    std::fs::create_dir_all(&config.data_dir)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let shards = shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
+    for s in 0..shards {
+        std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
+    }
+
+    block_stop_signals()?;
+    let shared = Arc::new(Shared {
+        max_connections: config.max_connections,
+        max_message_size: config.max_message_size,
+        connections: AtomicUsize::new(0),
+        total_connections: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        info: ServerInfo {
+            started: Instant::now(),
+            threads: executors,
+        },
+        counters: (0..executors)
+            .map(|_| Arc::new(Counters::default()))
+            .collect(),
+    });
+    let progress = Arc::new(Progress::default());
+    let mesh = MeshBuilder::<Envelope, _>::full(executors, 1024);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    let mut handles = Vec::new();
+    for me in 0..executors {
+        let (config, shared, progress, mesh) = (
+            config.clone(),
+            shared.clone(),
+            progress.clone(),
+            mesh.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(me % cpus))
+            .name(&format!("mcqd-{me}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                let result =
+                    executor_main(me, executors, shards, &config, shared, &progress, mesh).await;
+                if let Err(e) = &result {
+                    log!(0, "executor {me}: {e}");
+                    progress.failed.store(true, Ordering::SeqCst);
+                }
+                result
+            })
+            .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
+        handles.push(handle);
+    }
+
+    let mut announced = false;
+    let mut stop_reason = None;
+    while stop_reason.is_none() {
+        if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
+            stop_reason = Some(format!("signal {signal}"));
+        } else if progress.failed.load(Ordering::SeqCst) {
+            stop_reason = Some("an executor failed".into());
+        } else if !announced && progress.serving.load(Ordering::SeqCst) == executors {
+            announced = true;
+            log!(
+                0,
+                "listening on {}:{} ({} executors, {} shards, sync {}, data {})",
+                config.listen,
+                config.port,
+                executors,
+                shards,
+                describe(config.sync_mode()),
+                config.data_dir.display()
+            );
+        }
+    }
+    let reason = stop_reason.unwrap_or_default();
+    log!(0, "stopping ({reason}): finishing requests in flight");
+    shared.stopping.store(true, Ordering::SeqCst);
+    let mut failed = progress.failed.load(Ordering::SeqCst);
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => failed = true,
+            Err(e) => {
+                log!(0, "executor panicked: {e:?}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(io::Error::other(
+            "stopped after a failure (see the lines above)",
+        ));
+    }
+    log!(0, "stopped cleanly");
+    Ok(())
+}
+
+/// Start-up and shutdown rendezvous of the executors.
+#[derive(Default)]
+struct Progress {
+    /// Executors that opened their shards and are accepting.
+    serving: AtomicUsize,
+    /// Executors whose connections have all finished.
+    drained: AtomicUsize,
+    failed: AtomicBool,
+}
+
+async fn executor_main(
+    me: usize,
+    executors: usize,
+    shards: u32,
+    config: &Config,
+    shared: Arc<Shared>,
+    progress: &Progress,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+) -> io::Result<()> {
+    // Every executor joins the mesh before anything can fail, or the others
+    // would wait for it forever.
+    let mesh = mesh
+        .join()
+        .await
+        .map_err(|e| io::Error::other(format!("channel mesh: {e}")))?;
+    let mesh = if executors > 1 { Some(mesh) } else { None };
+
+    let mut local: Vec<Option<Store>> = (0..shards).map(|_| None).collect();
+    for s in (me..shards as usize).step_by(executors) {
+        let store_config = StoreConfig {
+            dir: shard::shard_dir(&config.data_dir, s as u32),
+            sync: config.sync_mode(),
+            segment_size: config.segment_size,
+            max_disk: config.max_disk.map(|d| d / u64::from(shards)),
+            cache_bytes: (config.cache_mib << 20) / shards as usize,
+        };
+        let store = Store::open(store_config)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("shard {s}: {e}")))?;
+        local[s] = Some(store);
+    }
+    let router = Router::start(me, executors, shards, local, mesh);
+    let listener = TcpListener::bind((config.listen, config.port)).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("cannot listen on {}:{}: {e}", config.listen, config.port),
+        )
+    })?;
+    progress.serving.fetch_add(1, Ordering::SeqCst);
+
+    net::serve(listener, router.clone(), shared.clone(), me).await;
+
+    // Other executors' connections may still send requests to our shards:
+    // keep serving the mesh until every executor has drained.
+    progress.drained.fetch_add(1, Ordering::SeqCst);
+    while progress.drained.load(Ordering::SeqCst) < executors {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    for store in router.local_stores() {
+        store.close().await?;
+    }
+    Ok(())
+}
+
+fn describe(sync: SyncMode) -> String {
+    match sync {
+        SyncMode::Always => "always".into(),
+        SyncMode::Interval(d) => format!("interval={}ms", d.as_millis()),
+    }
+}
+
+/// Takes an exclusive lock on `<data_dir>/LOCK`, so two servers can never
+/// share one log (SO_REUSEPORT would happily let both bind the port).
+fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
+    let path = data_dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{} is in use by another mcqd", data_dir.display()),
+        ));
+    }
+    Ok(file)
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+fn block_stop_signals() -> io::Result<()> {
+    let set = stop_signals();
+    // SAFETY: changes this thread's signal mask only; threads spawned later
+    // inherit it.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for SIGTERM or SIGINT; returns its name.
+fn wait_stop_signal(timeout: Duration) -> Option<&'static str> {
+    let set = stop_signals();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the set and timespec live across the call; no siginfo wanted.
+    match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } {
+        libc::SIGTERM => Some("SIGTERM"),
+        libc::SIGINT => Some("SIGINT"),
+        _ => None,
+    }
+}

@@ -1,0 +1,347 @@
+//! Shard-per-core routing: which executor owns a queue, and how a request
+//! for a queue owned elsewhere gets there and back.
+//!
+//! # Why this shape
+//! Each queue belongs to exactly one storage shard,
+//! `shard = fnv1a64(queue name) mod S` ([`shard_for`]), and shard `j` is
+//! owned by executor `j mod N`. S is written into the data directory's
+//! manifest when it is created and never changes, so restarting with another
+//! `-t` moves shards between executors but never moves a queue between
+//! shards. A queue's state is therefore touched by one thread only, with no
+//! lock on the request path.
+//!
+//! A request for a shard owned by another executor travels over glommio's
+//! shared-nothing channel mesh. [`Router::submit`] puts it on a local,
+//! unbounded, in-order outbox at once (so a pipelined connection's requests
+//! leave in request order and without waiting for each other), and a pump
+//! task per peer moves the outbox into the bounded cross-thread channel. The
+//! owner applies requests in the order they arrive, exactly as it applies
+//! its own connections' requests, and sends each reply back tagged with the
+//! id of the waiting future.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::store::{LocalFuture, Message, QueueStat, Store, StoreError, StoreStats};
+
+/// The queue → shard hash. FNV-1a, 64 bit. It decides where every queue's
+/// data lives on disk, so it **must never change** between versions.
+pub fn shard_for(queue: &[u8], shards: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in queue {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(shards)) as u32
+}
+
+/// The directory of storage shard `shard`.
+pub fn shard_dir(data_dir: &Path, shard: u32) -> PathBuf {
+    data_dir.join(format!("shard-{shard:03}"))
+}
+
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_MAGIC: &str = "mcq-manifest 1";
+
+/// Reads the shard count from `<data_dir>/MANIFEST`, or creates the data
+/// directory with `shards_if_new` shards. The manifest is written to a
+/// temporary file, fsync'd and renamed, and the directory fsync'd, so a crash
+/// never leaves a half-written one.
+pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<u32> {
+    let path = data_dir.join(MANIFEST);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_manifest(&text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an mcq manifest", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir)?;
+            let tmp = data_dir.join("MANIFEST.tmp");
+            let mut file = fs::File::create(&tmp)?;
+            write!(file, "{MANIFEST_MAGIC}\nshards {shards_if_new}\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(data_dir)?.sync_all()?;
+            Ok(shards_if_new)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_manifest(text: &str) -> Option<u32> {
+    let mut lines = text.lines();
+    if lines.next()? != MANIFEST_MAGIC {
+        return None;
+    }
+    lines
+        .find_map(|l| l.strip_prefix("shards "))?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&s| s > 0)
+}
+
+/// An operation on one storage shard; what crosses executors.
+#[derive(Debug)]
+pub enum Op {
+    Set {
+        queue: Vec<u8>,
+        flags: u32,
+        body: Vec<u8>,
+    },
+    Get {
+        queue: Vec<u8>,
+    },
+    Delete {
+        queue: Vec<u8>,
+    },
+    QueueStats,
+    Stats,
+}
+
+/// The result of an [`Op`].
+#[derive(Debug)]
+pub enum OpReply {
+    Set(Result<(), StoreError>),
+    Get(Result<Option<Message>, StoreError>),
+    Delete(Result<bool, StoreError>),
+    QueueStats(Vec<QueueStat>),
+    Stats(StoreStats),
+}
+
+/// What travels on the channel mesh.
+#[derive(Debug)]
+pub enum Envelope {
+    Request {
+        from: usize,
+        id: u64,
+        shard: u32,
+        op: Op,
+    },
+    Reply {
+        id: u64,
+        reply: OpReply,
+    },
+}
+
+/// Applies `op` to `store` now and returns the future of its reply.
+fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
+    match op {
+        Op::Set { queue, flags, body } => {
+            let done = store.set(&queue, flags, body);
+            Box::pin(async move { OpReply::Set(done.await) })
+        }
+        Op::Get { queue } => {
+            let done = store.get(&queue);
+            Box::pin(async move { OpReply::Get(done.await) })
+        }
+        Op::Delete { queue } => {
+            let done = store.delete(&queue);
+            Box::pin(async move { OpReply::Delete(done.await) })
+        }
+        Op::QueueStats => {
+            let stats = store.queue_stats();
+            Box::pin(async move { OpReply::QueueStats(stats) })
+        }
+        Op::Stats => {
+            let stats = store.stats();
+            Box::pin(async move { OpReply::Stats(stats) })
+        }
+    }
+}
+
+/// One executor's view of all shards: its own stores, and outboxes to the
+/// executors that own the others.
+pub struct Router {
+    me: usize,
+    executors: usize,
+    shards: u32,
+    /// Indexed by shard number; `Some` for the shards this executor owns.
+    local: Vec<Option<Store>>,
+    outboxes: Vec<Option<LocalSender<Envelope>>>,
+    waiting: RefCell<HashMap<u64, LocalSender<OpReply>>>,
+    next_id: Cell<u64>,
+}
+
+impl Router {
+    /// Builds the router of executor `me` and starts its channel tasks.
+    /// `local` holds this executor's stores, indexed by shard number.
+    pub fn start(
+        me: usize,
+        executors: usize,
+        shards: u32,
+        local: Vec<Option<Store>>,
+        mesh: Option<(Senders<Envelope>, Receivers<Envelope>)>,
+    ) -> Rc<Router> {
+        let mut outboxes: Vec<Option<LocalSender<Envelope>>> =
+            (0..executors).map(|_| None).collect();
+        let mut inboxes = Vec::new();
+        if let Some((senders, receivers)) = mesh {
+            let senders = Rc::new(senders);
+            for (peer, outbox) in outboxes.iter_mut().enumerate() {
+                if peer == me {
+                    continue;
+                }
+                let (tx, rx) = local_channel::new_unbounded();
+                *outbox = Some(tx);
+                glommio::spawn_local(pump(rx, senders.clone(), peer)).detach();
+            }
+            inboxes.push(receivers);
+        }
+        let router = Rc::new(Router {
+            me,
+            executors,
+            shards,
+            local,
+            outboxes,
+            waiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        });
+        for mut receivers in inboxes {
+            for (_peer, inbox) in receivers.streams() {
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    while let Some(envelope) = inbox.recv().await {
+                        router.receive(envelope);
+                    }
+                })
+                .detach();
+            }
+        }
+        router
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The shard that owns `queue`.
+    pub fn shard_of(&self, queue: &[u8]) -> u32 {
+        shard_for(queue, self.shards)
+    }
+
+    /// This executor's own stores.
+    pub fn local_stores(&self) -> impl Iterator<Item = &Store> {
+        self.local.iter().flatten()
+    }
+
+    /// Applies `op` to `shard` — here, or on its owner — in submission order,
+    /// and returns the future of the reply.
+    pub fn submit(&self, shard: u32, op: Op) -> LocalFuture<OpReply> {
+        if let Some(Some(store)) = self.local.get(shard as usize) {
+            return apply(store, op);
+        }
+        let owner = shard as usize % self.executors;
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiting.borrow_mut().insert(id, tx);
+        let sent = self.outboxes[owner].as_ref().map(|outbox| {
+            outbox.try_send(Envelope::Request {
+                from: self.me,
+                id,
+                shard,
+                op,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            self.waiting.borrow_mut().remove(&id);
+            return Box::pin(async {
+                OpReply::Set(Err(StoreError::Failed("shard owner unreachable".into())))
+            });
+        }
+        Box::pin(async move {
+            rx.recv().await.unwrap_or_else(|| {
+                OpReply::Set(Err(StoreError::Failed("shard owner went away".into())))
+            })
+        })
+    }
+
+    fn receive(self: &Rc<Self>, envelope: Envelope) {
+        match envelope {
+            Envelope::Request {
+                from,
+                id,
+                shard,
+                op,
+            } => {
+                let done = match self.local.get(shard as usize) {
+                    Some(Some(store)) => apply(store, op),
+                    _ => Box::pin(async {
+                        OpReply::Set(Err(StoreError::Failed(
+                            "request routed to the wrong executor".into(),
+                        )))
+                    }),
+                };
+                let router = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = done.await;
+                    if let Some(Some(outbox)) = router.outboxes.get(from) {
+                        let _ = outbox.try_send(Envelope::Reply { id, reply });
+                    }
+                })
+                .detach();
+            }
+            Envelope::Reply { id, reply } => {
+                if let Some(waiter) = self.waiting.borrow_mut().remove(&id) {
+                    let _ = waiter.try_send(reply);
+                }
+            }
+        }
+    }
+}
+
+/// Moves one outbox into the cross-thread channel to `peer`, in order.
+async fn pump(outbox: LocalReceiver<Envelope>, senders: Rc<Senders<Envelope>>, peer: usize) {
+    while let Some(envelope) = outbox.recv().await {
+        if senders.send_to(peer, envelope).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_never_changes() {
+        // These values are part of the on-disk format: a queue must map to
+        // the same shard in every version.
+        assert_eq!(
+            shard_for(b"", 1_000_003),
+            (0xcbf2_9ce4_8422_2325u64 % 1_000_003) as u32
+        );
+        assert_eq!(
+            shard_for(b"q4", u32::MAX),
+            (0x08d2_0e07_b572_cc18u64 % u64::from(u32::MAX)) as u32
+        );
+        assert_eq!(
+            shard_for(b"a", u32::MAX),
+            (0xaf63dc4c8601ec8cu64 % u64::from(u32::MAX)) as u32
+        );
+        for shards in 1..10 {
+            assert!(shard_for(b"anything", shards) < shards);
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let dir = std::env::temp_dir().join(format!("mcq-manifest-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(open_manifest(&dir, 3).unwrap(), 3);
+        assert_eq!(open_manifest(&dir, 8).unwrap(), 3, "existing manifest wins");
+        fs::write(dir.join(MANIFEST), "garbage").unwrap();
+        assert!(open_manifest(&dir, 3).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
