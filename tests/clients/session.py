@@ -1,0 +1,32 @@
+"""The MemcacheQ session through pymemcache. Usage: python3 session.py PORT"""
+import sys
+
+from pymemcache.client.base import Client
+
+port = int(sys.argv[1])
+
+# pymemcache sends `noreply` by default; check both ways.
+for noreply in (True, False):
+    c = Client(("127.0.0.1", port), default_noreply=noreply)
+    q = "pyq-noreply" if noreply else "pyq"
+    assert c.set(q, b"hello") is True
+    assert c.set(q, b"world") is True
+    stats = c.stats("queue")
+    assert stats[q.encode()] == b"2/0", stats
+    assert c.get(q) == b"hello"
+    assert c.stats("queue")[q.encode()] == b"2/1"
+    assert c.get(q) == b"world"
+    assert c.get(q) is None
+    body = b"\x00\r\nEND\r\n\xff" * 100
+    c.set(q, body, noreply=False)
+    assert c.get(q) == body
+    # get_many pops one message from each named queue.
+    c.set(q + "a", b"1", noreply=False)
+    c.set(q + "b", b"2", noreply=False)
+    assert c.get_many([q + "a", q + "b", q + "missing"]) == {q + "a": b"1", q + "b": b"2"}
+    assert c.delete(q, noreply=False) is True
+    assert c.delete(q, noreply=False) is False
+    version = c.version()
+    assert version, version
+    c.close()
+print("pymemcache session ok")

@@ -1,0 +1,354 @@
+//! The end-to-end test harness: starts the real `mcqd` binary on a free
+//! port with its data on a real disk, and talks to it over TCP.
+//!
+//! # Why a separate crate
+//! These tests judge the program a user runs, not the library: they see only
+//! what a memcache client or an operator sees (bytes on a socket, files in the
+//! data directory, exit codes, log lines). The binary is found through
+//! `MCQD_BIN`, or else in the workspace's target directory; `scripts/test`
+//! builds it first. Data directories live under `target/e2e/`, never on
+//! tmpfs, where O_DIRECT quietly turns into buffered I/O.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous bound on how long anything may take before a test gives up
+/// (a hang must fail, not wedge CI). Never a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The mcqd binary under test.
+pub fn mcqd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MCQD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    for profile in ["debug", "release"] {
+        let bin = target.join(profile).join("mcqd");
+        if bin.exists() {
+            return bin;
+        }
+    }
+    panic!(
+        "no mcqd binary under {}: build it first (scripts/test does), or set MCQD_BIN",
+        target.display()
+    );
+}
+
+/// A fresh directory on a real disk for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = workspace.join("target").join("e2e").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running mcqd.
+pub struct Server {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts mcqd with a fresh data directory and `args`.
+    pub fn start(name: &str, args: &[&str]) -> Server {
+        let data_dir = test_dir(name).join("data");
+        Server::start_in(&data_dir, args)
+    }
+
+    /// Starts mcqd on `data_dir` (kept from an earlier run, maybe).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        let mut server = Server {
+            port: 0,
+            data_dir: data_dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        // The port may be taken between our probe and mcqd's bind; try again.
+        for _ in 0..5 {
+            self.port = free_port();
+            let mut child = Command::new(mcqd_bin())
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg("-H")
+                .arg(&self.data_dir)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start mcqd");
+            let stderr = child.stderr.take().unwrap();
+            let log = self.log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[mcqd] {line}");
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = self.log();
+                    if log.contains("cannot listen") {
+                        break;
+                    }
+                    panic!("mcqd exited during start-up with {status}:\n{log}");
+                }
+                if self.log().contains("listening on") {
+                    self.child = Some(child);
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("mcqd did not start:\n{}", self.log());
+    }
+
+    /// Everything mcqd wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// SIGKILL: a crash as far as the log is concerned.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait();
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Waits for the process to exit (bounded by [`PATIENCE`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mcqd did not exit:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts it again on the same data directory, with `args` this time.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "stop or kill it first");
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.log.lock().unwrap().clear();
+        self.launch();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A plain blocking memcache client that speaks raw bytes.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_n(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 65536];
+            let got = self.stream.read(&mut chunk).expect("read");
+            assert!(
+                got > 0,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads until `end` has arrived, returning everything up to and
+    /// including it.
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = self.buf.windows(end.len()).position(|w| w == end) {
+                return self.buf.drain(..at + end.len()).collect();
+            }
+            let mut chunk = [0u8; 65536];
+            let got = self.stream.read(&mut chunk).expect("read");
+            assert!(
+                got > 0,
+                "connection closed waiting for {:?}, have {:?}",
+                String::from_utf8_lossy(end),
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+
+    /// Sends `request` and asserts that exactly `reply` comes back.
+    pub fn expect(&mut self, request: &[u8], reply: &[u8]) {
+        self.send(request);
+        let got = self.read_n(reply.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply),
+            "reply to {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// True once the server has closed the connection (and sent nothing
+    /// more).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0))
+    }
+
+    pub fn set(&mut self, queue: &str, body: &[u8]) {
+        let mut request = format!("set {queue} 0 0 {}\r\n", body.len()).into_bytes();
+        request.extend_from_slice(body);
+        request.extend_from_slice(b"\r\n");
+        self.expect(&request, b"STORED\r\n");
+    }
+
+    /// Pops one message: `None` on a miss.
+    pub fn get(&mut self, queue: &str) -> Option<Vec<u8>> {
+        self.send(format!("get {queue}\r\n").as_bytes());
+        let head = self.read_until(b"\r\n");
+        if head == b"END\r\n" {
+            return None;
+        }
+        let head = String::from_utf8(head).expect("ascii header");
+        let fields: Vec<&str> = head.trim_end().split(' ').collect();
+        assert_eq!(fields.len(), 4, "VALUE line: {head:?}");
+        assert_eq!((fields[0], fields[1]), ("VALUE", queue), "VALUE line: {head:?}");
+        let len: usize = fields[3].parse().unwrap();
+        let mut body = self.read_n(len + 2);
+        assert_eq!(&body[len..], b"\r\n");
+        body.truncate(len);
+        assert_eq!(self.read_n(5), b"END\r\n");
+        Some(body)
+    }
+
+    /// `stats queue` as (name, enqueued, dequeued).
+    pub fn queue_stats(&mut self) -> Vec<(String, u64, u64)> {
+        self.send(b"stats queue\r\n");
+        let text = String::from_utf8(self.read_until(b"END\r\n")).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (name, counts) = l.rsplit_once(' ').unwrap();
+                let (enq, deq) = counts.split_once('/').unwrap();
+                (name.to_string(), enq.parse().unwrap(), deq.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// `stats` as name → value.
+    pub fn stats(&mut self) -> std::collections::BTreeMap<String, String> {
+        self.send(b"stats\r\n");
+        let text = String::from_utf8(self.read_until(b"END\r\n")).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Runs a third-party client program. When the program (or its library) is
+/// missing it skips loudly on a developer's machine and fails under CI, so CI
+/// can never silently skip it.
+pub fn third_party(program: &str, args: &[&str], probe: &[&str], what: &str) -> Option<Command> {
+    let available = Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !available {
+        let message = format!("{what} is not installed (probe: {program} {probe:?})");
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}: CI must run this test (.ci/run installs it)");
+        }
+        eprintln!("\n!!!!! SKIPPED: {message}; install it to run this test !!!!!\n");
+        return None;
+    }
+    let mut command = Command::new(program);
+    command.args(args);
+    Some(command)
+}

@@ -1,0 +1,399 @@
+//! The protocol contract (`shared/protocol.md`) checked against the real
+//! binary over TCP: exact reply bytes, pipelining, every error case followed
+//! by a request that still works, and concurrency across executors.
+
+use std::collections::HashMap;
+use std::thread;
+
+use mcq_tests::{Client, Server};
+
+#[test]
+fn memcacheq_session_byte_for_byte() {
+    let server = Server::start("session", &["-t", "2"]);
+    let mut c = server.client();
+    c.expect(b"set q4 0 0 5\r\nhello\r\n", b"STORED\r\n");
+    c.expect(b"set q4 0 0 5\r\nworld\r\n", b"STORED\r\n");
+    c.expect(b"stats queue\r\n", b"STAT q4 2/0\r\nEND\r\n");
+    c.expect(b"get q4\r\n", b"VALUE q4 0 5\r\nhello\r\nEND\r\n");
+    c.expect(b"stats queue\r\n", b"STAT q4 2/1\r\nEND\r\n");
+    c.expect(b"get q4\r\n", b"VALUE q4 0 5\r\nworld\r\nEND\r\n");
+    c.expect(b"get q4\r\n", b"END\r\n");
+    c.expect(b"delete q4\r\n", b"DELETED\r\n");
+    c.expect(b"delete q4\r\n", b"NOT_FOUND\r\n");
+    c.expect(b"stats queue\r\n", b"END\r\n");
+}
+
+#[test]
+fn flags_binary_bodies_gets_and_multi_get() {
+    let server = Server::start("flags", &["-t", "2"]);
+    let mut c = server.client();
+    c.expect(b"set a 4294967295 0 7\r\n\r\nEND\r\n\r\n", b"STORED\r\n");
+    c.expect(b"set b 7 99 3\r\n\0\x01\xff\r\n", b"STORED\r\n");
+    c.expect(b"set a 1 0 0\r\n\r\n", b"STORED\r\n");
+    c.expect(
+        b"get a b missing a a\r\n",
+        b"VALUE a 4294967295 7\r\n\r\nEND\r\n\r\nVALUE b 7 3\r\n\0\x01\xff\r\nVALUE a 1 0\r\n\r\nEND\r\n",
+    );
+    c.expect(b"set c 3 0 2\r\nhi\r\nset c 3 0 2\r\nho\r\n", b"STORED\r\nSTORED\r\n");
+    c.expect(b"gets c\r\n", b"VALUE c 3 2 0\r\nhi\r\nEND\r\n");
+    c.expect(b"gets c\r\n", b"VALUE c 3 2 1\r\nho\r\nEND\r\n");
+    // `get` never creates a queue.
+    c.expect(b"stats queue\r\n", b"STAT a 2/2\r\nSTAT b 1/1\r\nSTAT c 2/2\r\nEND\r\n");
+}
+
+#[test]
+fn noreply_version_verbosity_quit() {
+    let server = Server::start("misc", &["-t", "1"]);
+    let mut c = server.client();
+    c.send(b"set q 0 0 1 noreply\r\nx\r\nverbosity 1 noreply\r\ndelete nothing noreply\r\n");
+    c.expect(b"get q\r\n", b"VALUE q 0 1\r\nx\r\nEND\r\n");
+    c.expect(b"verbosity 1\r\n", b"OK\r\n");
+    c.send(b"version\r\n");
+    let version = String::from_utf8(c.read_until(b"\r\n")).unwrap();
+    assert!(version.starts_with("VERSION ") && version.len() > 10, "{version:?}");
+    c.expect(b"stats reset\r\n", b"RESET\r\n");
+    c.send(b"quit\r\n");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn stats_reports_the_documented_fields() {
+    let server = Server::start("stats", &["-t", "2"]);
+    let mut c = server.client();
+    c.set("s1", b"12345");
+    c.set("s2", b"123");
+    c.set("s2", b"1");
+    assert_eq!(c.get("s2").unwrap(), b"123");
+    assert_eq!(c.get("nothing"), None);
+    let stats = c.stats();
+    for field in [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "pointer_size",
+        "rusage_user",
+        "rusage_system",
+        "curr_connections",
+        "total_connections",
+        "threads",
+        "cmd_get",
+        "get_hits",
+        "get_misses",
+        "cmd_set",
+        "bytes_read",
+        "bytes_written",
+        "curr_queues",
+        "curr_items",
+        "bytes",
+        "log_writes",
+        "log_fsyncs",
+        "log_bytes_written",
+        "log_segments",
+        "log_disk_bytes",
+    ] {
+        assert!(stats.contains_key(field), "stats lacks {field}: {stats:?}");
+    }
+    assert_eq!(stats["pid"], server.pid().to_string());
+    assert_eq!(stats["threads"], "2");
+    assert_eq!(stats["cmd_set"], "3");
+    assert_eq!(stats["cmd_get"], "2");
+    assert_eq!(stats["get_hits"], "1");
+    assert_eq!(stats["get_misses"], "1");
+    assert_eq!(stats["curr_queues"], "2");
+    assert_eq!(stats["curr_items"], "2");
+    assert_eq!(stats["bytes"], "6");
+    assert_eq!(stats["curr_connections"], "1");
+    c.expect(b"stats reset\r\n", b"RESET\r\n");
+    let stats = c.stats();
+    assert_eq!(stats["cmd_set"], "0");
+    assert_eq!(stats["curr_items"], "2", "reset leaves the queues alone");
+    c.expect(b"stats items\r\n", b"ERROR\r\n");
+}
+
+#[test]
+fn fifo_across_many_queues_and_both_executors() {
+    let server = Server::start("fifo", &["-t", "2"]);
+    let queues: Vec<String> = (0..40).map(|i| format!("fifo-{i}")).collect();
+    // Many connections land on both executors; every queue is written from
+    // one of them and read from another.
+    let mut writers: Vec<Client> = (0..4).map(|_| server.client()).collect();
+    for n in 0..50 {
+        for (i, q) in queues.iter().enumerate() {
+            writers[(i + n) % 4].set(q, format!("{q}:{n}").as_bytes());
+        }
+    }
+    let mut readers: Vec<Client> = (0..4).map(|_| server.client()).collect();
+    for n in 0..50 {
+        for (i, q) in queues.iter().enumerate() {
+            let body = readers[(i + n + 1) % 4].get(q).expect("message");
+            assert_eq!(String::from_utf8(body).unwrap(), format!("{q}:{n}"));
+        }
+    }
+    for q in &queues {
+        assert_eq!(readers[0].get(q), None);
+    }
+}
+
+#[test]
+fn pipelined_sets_then_gets_in_one_write_each() {
+    let server = Server::start("pipeline", &["-t", "2"]);
+    let mut c = server.client();
+    let mut sets = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..2000 {
+        let q = format!("p{}", i % 7);
+        let body = format!("message-{i}");
+        sets.extend_from_slice(format!("set {q} {i} 0 {}\r\n{body}\r\n", body.len()).as_bytes());
+        expected.push((q, i, body));
+    }
+    c.send(&sets);
+    assert_eq!(c.read_n(2000 * 8), b"STORED\r\n".repeat(2000));
+
+    // Gets in the order the sets went in: each queue hands its messages back
+    // in FIFO order, interleaved exactly as they were written.
+    let mut gets = Vec::new();
+    let mut replies = Vec::new();
+    for (q, flags, body) in &expected {
+        gets.extend_from_slice(format!("get {q}\r\n").as_bytes());
+        replies.extend_from_slice(format!("VALUE {q} {flags} {}\r\n{body}\r\nEND\r\n", body.len()).as_bytes());
+    }
+    c.send(&gets);
+    let got = c.read_n(replies.len());
+    assert!(got == replies, "pipelined gets answered out of order");
+}
+
+#[test]
+fn one_request_over_many_packets() {
+    let server = Server::start("split", &["-t", "2"]);
+    let mut c = server.client();
+    let request = b"set split 5 0 10\r\n0123\r\n6789\r\nget split\r\n";
+    for byte in request.iter() {
+        c.send(&[*byte]);
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(c.read_n(8), b"STORED\r\n");
+    assert_eq!(c.read_n(35), b"VALUE split 5 10\r\n0123\r\n6789\r\nEND\r\n");
+}
+
+#[test]
+fn every_error_keeps_the_connection_usable() {
+    let server = Server::start("errors", &["-t", "2", "-B", "1024"]);
+    let mut c = server.client();
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"\r\n", b"ERROR\r\n"),
+        (b"bogus\r\n", b"ERROR\r\n"),
+        (b"GET q\r\n", b"ERROR\r\n"),
+        (b"add q 0 0 1\r\n", b"ERROR\r\n"),
+        (b"replace q 0 0 1\r\n", b"ERROR\r\n"),
+        (b"append q 0 0 1\r\n", b"ERROR\r\n"),
+        (b"prepend q 0 0 1\r\n", b"ERROR\r\n"),
+        (b"cas q 0 0 1 1\r\n", b"ERROR\r\n"),
+        (b"incr q 1\r\n", b"ERROR\r\n"),
+        (b"decr q 1\r\n", b"ERROR\r\n"),
+        (b"touch q 0\r\n", b"ERROR\r\n"),
+        (b"flush_all\r\n", b"ERROR\r\n"),
+        (b"get\r\n", b"ERROR\r\n"),
+        (b"stats bogus\r\n", b"ERROR\r\n"),
+        (b"set q 0 0\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"set q x 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"set q 0 0 -1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"set q 4294967296 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"set q 0 0 99999999999999999999\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"set q/t=1 0 0 1\r\nx\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (b"get a/open\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (b"get ok bad\x07name\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (b"delete bad/name\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (b"set q 0 0 3\r\nabcde\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+        (b"set q 0 0 3\r\nabc\n\n", b"CLIENT_ERROR bad data chunk\r\n"),
+    ];
+    for (request, reply) in cases {
+        c.expect(request, reply);
+        c.expect(b"set ok 0 0 2\r\nok\r\n", b"STORED\r\n");
+        c.expect(b"get ok\r\n", b"VALUE ok 0 2\r\nok\r\nEND\r\n");
+    }
+    let long_name = format!("set {} 0 0 1\r\nx\r\n", "n".repeat(251));
+    c.expect(long_name.as_bytes(), b"CLIENT_ERROR bad queue name\r\n");
+    let max_name = "n".repeat(250);
+    c.set(&max_name, b"fits");
+    assert_eq!(c.get(&max_name).unwrap(), b"fits");
+
+    // Over -B: the block is read and thrown away, the connection goes on.
+    let mut big = b"set big 0 0 1025\r\n".to_vec();
+    big.extend_from_slice(&[b'x'; 1025]);
+    big.extend_from_slice(b"\r\n");
+    c.expect(&big, b"SERVER_ERROR object too large for cache\r\n");
+    c.set("big", &[b'y'; 1024]);
+    assert_eq!(c.get("big").unwrap(), vec![b'y'; 1024]);
+    // Nothing from any refused request was stored.
+    c.expect(b"get q\r\n", b"END\r\n");
+    c.expect(b"stats queue\r\n", format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 25/25\r\nEND\r\n").as_bytes());
+}
+
+#[test]
+fn an_endless_line_is_refused_and_closed() {
+    let server = Server::start("longline", &["-t", "1"]);
+    let mut c = server.client();
+    c.send(b"set keep 0 0 1\r\nk\r\n");
+    assert_eq!(c.read_n(8), b"STORED\r\n");
+    c.send(&vec![b'g'; 9000]);
+    assert_eq!(c.read_n(28), b"CLIENT_ERROR line too long\r\n");
+    assert!(c.is_closed());
+    let mut again = server.client();
+    assert_eq!(again.get("keep").unwrap(), b"k");
+}
+
+#[test]
+fn a_client_that_vanishes_mid_message_leaves_nothing() {
+    let server = Server::start("vanish", &["-t", "2"]);
+    {
+        let mut c = server.client();
+        c.send(b"set half 0 0 100\r\nonly part of it");
+        c.send(b"set");
+    }
+    {
+        let mut c = server.client();
+        c.send(b"set half 0 0 5\r\nhello");
+    }
+    let mut c = server.client();
+    c.expect(b"get half\r\n", b"END\r\n");
+    c.expect(b"stats queue\r\n", b"END\r\n");
+    let stats = c.stats();
+    assert_eq!(stats["curr_items"], "0");
+}
+
+#[test]
+fn concurrent_producers_lose_and_duplicate_nothing() {
+    let server = Server::start("producers", &["-t", "2"]);
+    let producers = 8;
+    let per_producer = 500;
+    let port = server.port;
+    let handles: Vec<_> = (0..producers)
+        .map(|p| {
+            thread::spawn(move || {
+                let mut c = Client::connect(port);
+                // Half of them pipeline everything in one write.
+                if p % 2 == 0 {
+                    let mut batch = Vec::new();
+                    for n in 0..per_producer {
+                        let body = format!("{p}:{n}");
+                        batch.extend_from_slice(format!("set shared 0 0 {}\r\n{body}\r\n", body.len()).as_bytes());
+                    }
+                    c.send(&batch);
+                    assert_eq!(c.read_n(8 * per_producer), b"STORED\r\n".repeat(per_producer));
+                } else {
+                    for n in 0..per_producer {
+                        c.set("shared", format!("{p}:{n}").as_bytes());
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let mut c = server.client();
+    let mut next: HashMap<usize, usize> = HashMap::new();
+    while let Some(body) = c.get("shared") {
+        let text = String::from_utf8(body).unwrap();
+        let (p, n) = text.split_once(':').unwrap();
+        let (p, n): (usize, usize) = (p.parse().unwrap(), n.parse().unwrap());
+        let expected = next.entry(p).or_insert(0);
+        assert_eq!(n, *expected, "producer {p}: out of order or duplicated");
+        *expected += 1;
+    }
+    assert_eq!(next.len(), producers);
+    assert!(next.values().all(|&n| n == per_producer), "lost messages: {next:?}");
+    assert_eq!(
+        c.queue_stats(),
+        vec![("shared".to_string(), (producers * per_producer) as u64, (producers * per_producer) as u64)]
+    );
+}
+
+#[test]
+fn connection_limit_answers_and_closes() {
+    let server = Server::start("limit", &["-t", "2", "-c", "3"]);
+    let mut held: Vec<Client> = (0..3).map(|_| server.client()).collect();
+    for c in &mut held {
+        c.expect(b"version\r\n".as_slice(), b"VERSION ");
+        c.read_until(b"\r\n");
+    }
+    let mut extra = server.client();
+    assert_eq!(extra.read_until(b"\r\n"), b"SERVER_ERROR too many connections\r\n");
+    assert!(extra.is_closed());
+    held.pop();
+    // The freed slot is counted back once the server sees the close.
+    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+    loop {
+        let mut c = server.client();
+        c.send(b"version\r\n");
+        let line = c.read_until(b"\r\n");
+        if line.starts_with(b"VERSION ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_finishes_what_was_read_and_exits_zero() {
+    let mut server = Server::start("sigterm", &["-t", "2"]);
+    let mut c = server.client();
+    c.set("t", b"before");
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}");
+    assert!(server.log().contains("stopped cleanly"), "{}", server.log());
+    assert!(c.is_closed());
+}
+
+#[test]
+fn memcacheq_flags_are_accepted_with_a_warning() {
+    let server = Server::start(
+        "mcqflags",
+        &["-t", "1", "-A", "4096", "-L", "1024", "-C", "60", "-R", "-d", "-r", "-u", "nobody", "-N", "-v"],
+    );
+    let log = server.log();
+    for flag in ["-A ", "-L ", "-C ", "-R ", "-d ", "-r ", "-u "] {
+        assert!(log.contains(&format!("mcqd: {flag}")), "no warning for {flag}:\n{log}");
+    }
+    assert!(log.contains("sync interval=100ms"), "-N means interval=100:\n{log}");
+    let mut c = server.client();
+    c.set("works", b"yes");
+}
+
+#[test]
+fn help_and_version() {
+    let out = std::process::Command::new(mcq_tests::mcqd_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    for flag in [
+        "--port",
+        "--listen",
+        "--max-connections",
+        "--threads",
+        "--data-dir",
+        "--max-message-size",
+        "--cache-size",
+        "--sync",
+        "--no-sync",
+        "--segment-size",
+        "--max-disk",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = std::process::Command::new(mcq_tests::mcqd_bin()).arg("--version").output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("mcqd "));
+}
+
+#[test]
+fn two_servers_cannot_share_a_data_directory() {
+    let server = Server::start("lock", &["-t", "1"]);
+    let out = std::process::Command::new(mcq_tests::mcqd_bin())
+        .args(["-p", &mcq_tests::free_port().to_string(), "-H"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another mcqd"));
+}
