@@ -43,7 +43,14 @@ pub struct Shared {
 }
 
 /// Largest batch of requests parsed before their replies are awaited.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 1024;
+/// Bodies a batch of `get`s may hold in memory at once, at the worst case of
+/// every message being `-B` bytes: bounds a connection's memory however
+/// deep its pipeline.
+const BATCH_GET_BYTES: usize = 128 << 20;
+/// How long shutdown waits for connections to finish what they had read
+/// (a client that stopped reading its replies must not hold the process).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reply bytes gathered before they are written even though more replies
 /// are still to come.
 const FLUSH_AT: usize = 256 * 1024;
@@ -111,8 +118,16 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         })
         .detach();
     }
-    while live.get() > 0 {
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while live.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if live.get() > 0 {
+        log!(
+            0,
+            "executor {me}: {} connections still busy after {DRAIN_TIMEOUT:?}; closing them",
+            live.get()
+        );
     }
 }
 
@@ -200,7 +215,9 @@ impl Connection {
         let mut batch = Vec::new();
         let mut used = 0;
         let mut close = false;
-        while batch.len() < MAX_BATCH && self.skip == 0 {
+        let max_gets = (BATCH_GET_BYTES / self.shared.max_message_size.max(1)).max(16);
+        let mut gets = 0;
+        while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
             match protocol::parse(&self.input[used..], self.shared.max_message_size) {
                 Parsed::Incomplete => break,
                 Parsed::Command { command, consumed } => {
@@ -208,6 +225,9 @@ impl Connection {
                     if command == Command::Quit {
                         close = true;
                         break;
+                    }
+                    if let Command::Get { queues, .. } = &command {
+                        gets += queues.len();
                     }
                     if let Some(pending) = self.submit(command) {
                         batch.push(pending);
@@ -261,9 +281,7 @@ impl Connection {
                 c.add(&c.cmd_set, 1);
                 let done = router.submit(router.shard_of(&queue), Op::Set { queue, flags, body });
                 if noreply {
-                    // The request is applied; its durability needs nobody
-                    // to wait for it, and a failure is logged by the store.
-                    glommio::spawn_local(done).detach();
+                    forget(done);
                     return None;
                 }
                 Some(Pending::Set(done))
@@ -287,7 +305,7 @@ impl Connection {
             Command::Delete { queue, noreply } => {
                 let done = router.submit(router.shard_of(&queue), Op::Delete { queue });
                 if noreply {
-                    glommio::spawn_local(done).detach();
+                    forget(done);
                     return None;
                 }
                 Some(Pending::Delete(done))
@@ -407,6 +425,22 @@ impl Connection {
             }
         }
     }
+}
+
+/// Lets a `noreply` request complete with nobody waiting for it: it is
+/// already applied; only a failure is worth a log line, since the client
+/// asked not to hear about it.
+fn forget(done: LocalFuture<OpReply>) {
+    glommio::spawn_local(async move {
+        let reply = done.await;
+        if matches!(
+            reply,
+            OpReply::Set(Err(_)) | OpReply::Delete(Err(_)) | OpReply::Get(Err(_))
+        ) {
+            log!(0, "noreply request failed: {}", server_error(reply));
+        }
+    })
+    .detach();
 }
 
 fn server_error(reply: OpReply) -> String {
