@@ -27,7 +27,10 @@ pub fn mcqd_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("MCQD_BIN") {
         return PathBuf::from(bin);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
@@ -59,7 +62,11 @@ pub fn test_dir(name: &str) -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running mcqd.
@@ -292,7 +299,11 @@ impl Client {
         let head = String::from_utf8(head).expect("ascii header");
         let fields: Vec<&str> = head.trim_end().split(' ').collect();
         assert_eq!(fields.len(), 4, "VALUE line: {head:?}");
-        assert_eq!((fields[0], fields[1]), ("VALUE", queue), "VALUE line: {head:?}");
+        assert_eq!(
+            (fields[0], fields[1]),
+            ("VALUE", queue),
+            "VALUE line: {head:?}"
+        );
         let len: usize = fields[3].parse().unwrap();
         let mut body = self.read_n(len + 2);
         assert_eq!(&body[len..], b"\r\n");

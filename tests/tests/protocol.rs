@@ -34,11 +34,17 @@ fn flags_binary_bodies_gets_and_multi_get() {
         b"get a b missing a a\r\n",
         b"VALUE a 4294967295 7\r\n\r\nEND\r\n\r\nVALUE b 7 3\r\n\0\x01\xff\r\nVALUE a 1 0\r\n\r\nEND\r\n",
     );
-    c.expect(b"set c 3 0 2\r\nhi\r\nset c 3 0 2\r\nho\r\n", b"STORED\r\nSTORED\r\n");
+    c.expect(
+        b"set c 3 0 2\r\nhi\r\nset c 3 0 2\r\nho\r\n",
+        b"STORED\r\nSTORED\r\n",
+    );
     c.expect(b"gets c\r\n", b"VALUE c 3 2 0\r\nhi\r\nEND\r\n");
     c.expect(b"gets c\r\n", b"VALUE c 3 2 1\r\nho\r\nEND\r\n");
     // `get` never creates a queue.
-    c.expect(b"stats queue\r\n", b"STAT a 2/2\r\nSTAT b 1/1\r\nSTAT c 2/2\r\nEND\r\n");
+    c.expect(
+        b"stats queue\r\n",
+        b"STAT a 2/2\r\nSTAT b 1/1\r\nSTAT c 2/2\r\nEND\r\n",
+    );
 }
 
 #[test]
@@ -50,7 +56,10 @@ fn noreply_version_verbosity_quit() {
     c.expect(b"verbosity 1\r\n", b"OK\r\n");
     c.send(b"version\r\n");
     let version = String::from_utf8(c.read_until(b"\r\n")).unwrap();
-    assert!(version.starts_with("VERSION ") && version.len() > 10, "{version:?}");
+    assert!(
+        version.starts_with("VERSION ") && version.len() > 10,
+        "{version:?}"
+    );
     c.expect(b"stats reset\r\n", b"RESET\r\n");
     c.send(b"quit\r\n");
     assert!(c.is_closed());
@@ -156,7 +165,9 @@ fn pipelined_sets_then_gets_in_one_write_each() {
     let mut replies = Vec::new();
     for (q, flags, body) in &expected {
         gets.extend_from_slice(format!("get {q}\r\n").as_bytes());
-        replies.extend_from_slice(format!("VALUE {q} {flags} {}\r\n{body}\r\nEND\r\n", body.len()).as_bytes());
+        replies.extend_from_slice(
+            format!("VALUE {q} {flags} {}\r\n{body}\r\nEND\r\n", body.len()).as_bytes(),
+        );
     }
     c.send(&gets);
     let got = c.read_n(replies.len());
@@ -195,17 +206,44 @@ fn every_error_keeps_the_connection_usable() {
         (b"flush_all\r\n", b"ERROR\r\n"),
         (b"get\r\n", b"ERROR\r\n"),
         (b"stats bogus\r\n", b"ERROR\r\n"),
-        (b"set q 0 0\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set q x 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set q 0 0 -1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set q 4294967296 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set q 0 0 99999999999999999999\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set q/t=1 0 0 1\r\nx\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (
+            b"set q 0 0\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q x 0 1\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q 0 0 -1\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q 4294967296 0 1\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q 0 0 99999999999999999999\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q/t=1 0 0 1\r\nx\r\n",
+            b"CLIENT_ERROR bad queue name\r\n",
+        ),
         (b"get a/open\r\n", b"CLIENT_ERROR bad queue name\r\n"),
-        (b"get ok bad\x07name\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (
+            b"get ok bad\x07name\r\n",
+            b"CLIENT_ERROR bad queue name\r\n",
+        ),
         (b"delete bad/name\r\n", b"CLIENT_ERROR bad queue name\r\n"),
-        (b"set q 0 0 3\r\nabcde\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
-        (b"set q 0 0 3\r\nabc\n\n", b"CLIENT_ERROR bad data chunk\r\n"),
+        (
+            b"set q 0 0 3\r\nabcde\r\n",
+            b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        ),
+        (
+            b"set q 0 0 3\r\nabc\n\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+        ),
     ];
     for (request, reply) in cases {
         c.expect(request, reply);
@@ -227,7 +265,10 @@ fn every_error_keeps_the_connection_usable() {
     assert_eq!(c.get("big").unwrap(), vec![b'y'; 1024]);
     // Nothing from any refused request was stored.
     c.expect(b"get q\r\n", b"END\r\n");
-    c.expect(b"stats queue\r\n", format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 25/25\r\nEND\r\n").as_bytes());
+    c.expect(
+        b"stats queue\r\n",
+        format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 25/25\r\nEND\r\n").as_bytes(),
+    );
 }
 
 #[test]
@@ -277,10 +318,15 @@ fn concurrent_producers_lose_and_duplicate_nothing() {
                     let mut batch = Vec::new();
                     for n in 0..per_producer {
                         let body = format!("{p}:{n}");
-                        batch.extend_from_slice(format!("set shared 0 0 {}\r\n{body}\r\n", body.len()).as_bytes());
+                        batch.extend_from_slice(
+                            format!("set shared 0 0 {}\r\n{body}\r\n", body.len()).as_bytes(),
+                        );
                     }
                     c.send(&batch);
-                    assert_eq!(c.read_n(8 * per_producer), b"STORED\r\n".repeat(per_producer));
+                    assert_eq!(
+                        c.read_n(8 * per_producer),
+                        b"STORED\r\n".repeat(per_producer)
+                    );
                 } else {
                     for n in 0..per_producer {
                         c.set("shared", format!("{p}:{n}").as_bytes());
@@ -303,10 +349,17 @@ fn concurrent_producers_lose_and_duplicate_nothing() {
         *expected += 1;
     }
     assert_eq!(next.len(), producers);
-    assert!(next.values().all(|&n| n == per_producer), "lost messages: {next:?}");
+    assert!(
+        next.values().all(|&n| n == per_producer),
+        "lost messages: {next:?}"
+    );
     assert_eq!(
         c.queue_stats(),
-        vec![("shared".to_string(), (producers * per_producer) as u64, (producers * per_producer) as u64)]
+        vec![(
+            "shared".to_string(),
+            (producers * per_producer) as u64,
+            (producers * per_producer) as u64
+        )]
     );
 }
 
@@ -319,7 +372,10 @@ fn connection_limit_answers_and_closes() {
         c.read_until(b"\r\n");
     }
     let mut extra = server.client();
-    assert_eq!(extra.read_until(b"\r\n"), b"SERVER_ERROR too many connections\r\n");
+    assert_eq!(
+        extra.read_until(b"\r\n"),
+        b"SERVER_ERROR too many connections\r\n"
+    );
     assert!(extra.is_closed());
     held.pop();
     // The freed slot is counted back once the server sees the close.
@@ -351,20 +407,32 @@ fn sigterm_finishes_what_was_read_and_exits_zero() {
 fn memcacheq_flags_are_accepted_with_a_warning() {
     let server = Server::start(
         "mcqflags",
-        &["-t", "1", "-A", "4096", "-L", "1024", "-C", "60", "-R", "-d", "-r", "-u", "nobody", "-N", "-v"],
+        &[
+            "-t", "1", "-A", "4096", "-L", "1024", "-C", "60", "-R", "-d", "-r", "-u", "nobody",
+            "-N", "-v",
+        ],
     );
     let log = server.log();
     for flag in ["-A ", "-L ", "-C ", "-R ", "-d ", "-r ", "-u "] {
-        assert!(log.contains(&format!("mcqd: {flag}")), "no warning for {flag}:\n{log}");
+        assert!(
+            log.contains(&format!("mcqd: {flag}")),
+            "no warning for {flag}:\n{log}"
+        );
     }
-    assert!(log.contains("sync interval=100ms"), "-N means interval=100:\n{log}");
+    assert!(
+        log.contains("sync interval=100ms"),
+        "-N means interval=100:\n{log}"
+    );
     let mut c = server.client();
     c.set("works", b"yes");
 }
 
 #[test]
 fn help_and_version() {
-    let out = std::process::Command::new(mcq_tests::mcqd_bin()).arg("--help").output().unwrap();
+    let out = std::process::Command::new(mcq_tests::mcqd_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     for flag in [
@@ -382,7 +450,10 @@ fn help_and_version() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    let out = std::process::Command::new(mcq_tests::mcqd_bin()).arg("--version").output().unwrap();
+    let out = std::process::Command::new(mcq_tests::mcqd_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("mcqd "));
 }
 
