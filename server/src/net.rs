@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
 
 use crate::log;
 use crate::protocol::{self, reply, Command, Parsed};
@@ -57,10 +58,36 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Resolves once shutdown has been requested.
+/// Resolves once shutdown has been requested (polls the process-wide flag;
+/// one poller per executor, see [`StopSignal`]).
 pub async fn stopping(shared: &Shared) {
     while !shared.stopping.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shutdown as seen by one executor's tasks. One task polls the shared flag;
+/// everyone else waits on a permit-less semaphore that is closed on
+/// shutdown, which wakes them all at once — so a thousand idle connections
+/// cost no timer wake-ups.
+#[derive(Clone)]
+pub struct StopSignal(Rc<Semaphore>);
+
+impl StopSignal {
+    fn start(shared: Arc<Shared>) -> StopSignal {
+        let signal = StopSignal(Rc::new(Semaphore::new(0)));
+        let closer = signal.0.clone();
+        glommio::spawn_local(async move {
+            stopping(&shared).await;
+            closer.close();
+        })
+        .detach();
+        signal
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn wait(&self) {
+        let _ = self.0.acquire(1).await;
     }
 }
 
@@ -68,9 +95,10 @@ pub async fn stopping(shared: &Shared) {
 /// to finish what they had read.
 pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared>, me: usize) {
     let live = Rc::new(Cell::new(0usize));
+    let stop = StopSignal::start(shared.clone());
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            stopping(&shared).await;
+            stop.wait().await;
             None
         })
         .await;
@@ -103,12 +131,13 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let (router, shared, live) = (router.clone(), shared.clone(), live.clone());
+        let (router, shared, live, stop) =
+            (router.clone(), shared.clone(), live.clone(), stop.clone());
         live.set(live.get() + 1);
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
             log!(1, "executor {me}: connection from {peer:?}");
-            let mut conn = Connection::new(stream, router, shared.clone(), me);
+            let mut conn = Connection::new(stream, router, shared.clone(), stop, me);
             if let Err(e) = conn.run().await {
                 log!(1, "executor {me}: connection {peer:?}: {e}");
             }
@@ -148,6 +177,7 @@ struct Connection {
     stream: TcpStream,
     router: Rc<Router>,
     shared: Arc<Shared>,
+    stop: StopSignal,
     counters: Arc<Counters>,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -156,12 +186,19 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, router: Rc<Router>, shared: Arc<Shared>, me: usize) -> Self {
+    fn new(
+        stream: TcpStream,
+        router: Rc<Router>,
+        shared: Arc<Shared>,
+        stop: StopSignal,
+        me: usize,
+    ) -> Self {
         let counters = shared.counters[me].clone();
         Connection {
             stream,
             router,
             shared,
+            stop,
             counters,
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(READ_CHUNK),
@@ -173,7 +210,7 @@ impl Connection {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             let read = future::or(async { Some(self.stream.read(&mut chunk).await) }, async {
-                stopping(&self.shared).await;
+                self.stop.wait().await;
                 None
             })
             .await;
