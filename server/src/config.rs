@@ -17,8 +17,15 @@ use crate::store::SyncMode;
 /// `get <queue>` pops its head, `delete <queue>` drops it, `stats queue`
 /// lists every queue as `<enqueued>/<dequeued>`.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "mcqd", version, about, long_about = None)]
+#[command(name = "mcqd", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
+    /// Read flags from this file first: one `name = value` per line (long
+    /// flag names without the dashes, e.g. `port = 22201`, `sync = always`),
+    /// a bare `name` for a switch, `#` starts a comment. Flags given on the
+    /// command line win over the file.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// TCP port to listen on.
     #[arg(short = 'p', long, default_value_t = 22201)]
     pub port: u16,
@@ -117,6 +124,40 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parses the command line, folding in `--config FILE` if given. Exits
+    /// with a usage message on bad flags, as clap does.
+    pub fn from_args() -> Config {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Config::try_from_args(args) {
+            Ok(config) => config,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// [`Config::from_args`] on explicit arguments (the first is the program).
+    pub fn try_from_args(args: Vec<std::ffi::OsString>) -> Result<Config, clap::Error> {
+        let first = Config::try_parse_from(&args)?;
+        let Some(path) = &first.config else {
+            return Ok(first);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::Io,
+                format!("cannot read config file {}: {e}\n", path.display()),
+            )
+        })?;
+        let from_file = config_file_args(&text).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("{}: {e}\n", path.display()),
+            )
+        })?;
+        let mut merged = vec![args[0].clone()];
+        merged.extend(from_file.into_iter().map(Into::into));
+        merged.extend(args[1..].iter().cloned());
+        Config::try_parse_from(merged)
+    }
+
     /// The sync mode in force, `-N` folded in.
     pub fn sync_mode(&self) -> SyncMode {
         if self.no_sync {
@@ -175,6 +216,36 @@ impl Config {
     }
 }
 
+/// Turns config file lines into long flags.
+fn config_file_args(text: &str) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = match line.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim())),
+            None => (line, None),
+        };
+        if name.is_empty()
+            || name.starts_with('-')
+            || name.contains(char::is_whitespace)
+            || name == "config"
+        {
+            return Err(format!(
+                "line {}: expected `name = value` or `name`, got `{raw}`",
+                n + 1
+            ));
+        }
+        args.push(format!("--{name}"));
+        if let Some(value) = value {
+            args.push(value.to_string());
+        }
+    }
+    Ok(args)
+}
+
 fn parse_sync(text: &str) -> Result<SyncMode, String> {
     if text == "always" {
         return Ok(SyncMode::Always);
@@ -214,6 +285,36 @@ mod tests {
         assert_eq!(c.sync_mode(), SyncMode::Always);
         assert_eq!(c.segment_size, 64 << 20);
         assert!(c.ignored_flag_warnings().is_empty());
+    }
+
+    #[test]
+    fn config_file_then_command_line() {
+        let dir = std::env::temp_dir().join(format!("mcq-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mcqd.conf");
+        std::fs::write(
+            &file,
+            "# production\nport = 9999\nsync = interval=10   # group commit every 10 ms\n\nno-sync\ndata-dir = /var/lib/mcq\n",
+        )
+        .unwrap();
+        let args = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+            ["mcqd", "--config", file.to_str().unwrap()]
+                .iter()
+                .chain(extra)
+                .map(Into::into)
+                .collect()
+        };
+        let c = Config::try_from_args(args(&[])).unwrap();
+        assert_eq!(c.port, 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/mcq"));
+        assert!(c.no_sync);
+        let c = Config::try_from_args(args(&["-p", "1234"])).unwrap();
+        assert_eq!(c.port, 1234, "the command line wins");
+        std::fs::write(&file, "port 9999\n").unwrap();
+        assert!(Config::try_from_args(args(&[])).is_err());
+        std::fs::write(&file, "bogus = 1\n").unwrap();
+        assert!(Config::try_from_args(args(&[])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
