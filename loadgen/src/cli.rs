@@ -1,0 +1,265 @@
+//! Command-line flags.
+//!
+//! The flags are the user interface and the record of a run (the JSON output
+//! repeats the command line), so every one is documented for `--help` and
+//! parsed into typed values here; the rest of the crate never sees strings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::workload::{KeyDist, SizeDist, Workload};
+
+/// Load generator for memcache-protocol servers: mcqd, memcached, MemcacheQ.
+///
+/// Closed loop by default (every connection keeps `--pipeline` requests
+/// outstanding); with `--rate` it runs open loop and measures latency from
+/// each request's intended send time.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mcq-loadgen", version, about, long_about = None)]
+pub struct Args {
+    /// Server to load, HOST:PORT. Repeat for several servers; connections are
+    /// spread over them round-robin (in pairs mode, pair by pair).
+    #[arg(
+        long = "server",
+        short = 's',
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:22201"
+    )]
+    pub servers: Vec<String>,
+
+    /// Total number of connections, over all threads and servers.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub connections: usize,
+
+    /// Generator threads; each drives its share of the connections with epoll.
+    #[arg(long, short = 't', default_value_t = 1)]
+    pub threads: usize,
+
+    /// Requests outstanding per connection (pipelining depth).
+    #[arg(long, short = 'p', default_value_t = 1, value_name = "D")]
+    pub pipeline: usize,
+
+    /// How long to measure, after the warm-up (e.g. 10s, 500ms, 2m).
+    /// Default 10s unless --requests is given.
+    #[arg(long, short = 'd', value_parser = parse_duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many measured requests instead of after a duration
+    /// (in pairs mode: this many messages produced).
+    #[arg(long, short = 'n')]
+    pub requests: Option<u64>,
+
+    /// Run this long before measuring; nothing from the warm-up is reported.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+
+    /// Open loop: send this many requests per second in total, on one global
+    /// schedule spread over the connections (in pairs mode: the producers).
+    /// Latency is measured from each request's intended send time.
+    #[arg(long, value_name = "OPS")]
+    pub rate: Option<f64>,
+
+    /// Fraction of requests that are `set` in the mixed workload.
+    #[arg(long, default_value_t = 0.5)]
+    pub set_ratio: f64,
+
+    /// Message size in bytes: N, a uniform range LO..HI, or exp:MEAN.
+    /// Traceable messages (pairs, --verify) are at least 32 bytes.
+    #[arg(long, default_value = "100")]
+    pub value_size: SizeDist,
+
+    /// Number of queues (keys) the requests are spread over.
+    #[arg(long, default_value_t = 16)]
+    pub queues: u64,
+
+    /// How requests pick a queue: uniform, zipf (s = 0.99) or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    pub key_dist: KeyDist,
+
+    /// Queue names are this prefix followed by the queue number.
+    #[arg(long, default_value = "lg")]
+    pub key_prefix: String,
+
+    /// What to send: mixed (set/get by --set-ratio), set, get, or pairs
+    /// (producer/consumer connection pairs measuring end-to-end latency).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub workload: Workload,
+
+    /// Check every message read back: per-producer order, no duplicates, no
+    /// corruption, and — after draining every queue at the end — no loss.
+    /// Exits with status 1 when verification fails.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write an HdrHistogram interval log (one histogram per second, V2
+    /// compressed, values in ns; end-to-end latency tagged "e2e").
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+
+    /// Write an SVG plot of latency by percentile.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// No progress line; only the summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// A connection with requests outstanding and no reply for this long is
+    /// aborted (and counted as an error).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// In pairs mode, how long a consumer waits after a miss before asking
+    /// again (0 = immediately).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub miss_backoff: Duration,
+
+    /// Seed for the request generators (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `10s`, `250ms`, `100us`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (try 10s, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ns, us, ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Args {
+    /// Checks that the flags make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.set_ratio) {
+            return Err("--set-ratio must be between 0 and 1".into());
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return Err("--rate must be positive".into());
+            }
+        }
+        if self.workload == Workload::Pairs && self.connections < 2 {
+            return Err("--workload pairs needs at least 2 connections".into());
+        }
+        if self.key_prefix.is_empty()
+            || self
+                .key_prefix
+                .bytes()
+                .any(|b| b <= b' ' || b == b'/' || b == 0x7f)
+        {
+            return Err(
+                "--key-prefix must be non-empty, without spaces, control characters or '/'".into(),
+            );
+        }
+        if self.key_prefix.len() + 20 > 250 {
+            return Err("--key-prefix is too long for a 250-byte queue name".into());
+        }
+        if self.queues > u64::from(u32::MAX) {
+            return Err("--queues is too large".into());
+        }
+        if self.requests == Some(0) {
+            return Err("--requests must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn measure_duration(&self) -> Option<Duration> {
+        match (self.duration, self.requests) {
+            (Some(d), _) => Some(d),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// Whether message bodies carry the traceable header.
+    pub fn traced(&self) -> bool {
+        self.verify || self.workload == Workload::Pairs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let a = Args::try_parse_from([
+            "mcq-loadgen",
+            "--server",
+            "a:1",
+            "--server",
+            "b:2",
+            "--rate",
+            "1000",
+            "--value-size",
+            "64..1024",
+            "--key-dist",
+            "zipf:1.1",
+            "--workload",
+            "pairs",
+            "--requests",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(a.servers, vec!["a:1", "b:2"]);
+        assert_eq!(a.value_size, SizeDist::Range(64, 1024));
+        assert_eq!(a.workload, Workload::Pairs);
+        assert!(a.validate().is_ok());
+        assert_eq!(a.measure_duration(), None);
+        assert!(a.traced());
+
+        let d = Args::try_parse_from(["mcq-loadgen"]).unwrap();
+        assert_eq!(d.servers, vec!["127.0.0.1:22201"]);
+        assert_eq!(d.measure_duration(), Some(Duration::from_secs(10)));
+
+        assert!(Args::try_parse_from(["x", "--duration", "1s", "--requests", "5"]).is_err());
+        let bad = Args::try_parse_from(["x", "--set-ratio", "1.5"]).unwrap();
+        assert!(bad.validate().is_err());
+        let bad = Args::try_parse_from(["x", "--key-prefix", "a b"]).unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

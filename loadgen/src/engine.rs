@@ -1,0 +1,942 @@
+//! The generator threads: each one drives its share of the connections with
+//! one epoll loop.
+//!
+//! Why this shape: the server is what is being measured, so the client must
+//! spend as little as possible per request and never stall a connection on
+//! another. A thread owns its connections outright (buffers, in-flight queue,
+//! random generator, histograms), so the hot path touches no lock and no
+//! atomic except an occasional budget claim. Each wake-up reads every ready
+//! socket once, parses all complete replies, refills the pipeline and issues
+//! one `write` per connection. Per-request work is a few appends into a
+//! reused buffer and one histogram record; nothing is allocated.
+//!
+//! Closed loop keeps `--pipeline` requests in flight per connection; latency
+//! is reply time minus send time. Open loop walks the thread's slots of the
+//! global [`Schedule`]; a request whose connection is full waits in that
+//! connection's backlog, and its latency still counts from when it was due.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use crate::poll::{self, Epoll, Timer};
+use crate::protocol::{self, parse_reply, Parsed, Reply};
+use crate::schedule::{now_ns, Schedule};
+use crate::stats::{new_hist, Abort, Counters};
+use crate::verify::{ConsumerLog, ProducerLog};
+use crate::workload::{Header, KeyChooser, Pattern, Rng, SizeDist, Workload, HEADER_LEN};
+
+pub const SECOND: u64 = 1_000_000_000;
+const TIMER_TOKEN: u64 = u64::MAX;
+/// Below this distance to a deadline, poll and spin instead of sleeping.
+const SPIN_NS: u64 = 40_000;
+/// Budget claimed from the shared counter at a time (closed loop, --requests).
+const CLAIM_CHUNK: u64 = 16;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Read-only description of the run, shared by all threads.
+pub struct Plan {
+    pub workload: Workload,
+    pub set_ratio: f64,
+    pub pipeline: usize,
+    pub value_size: SizeDist,
+    pub traced: bool,
+    pub verify: bool,
+    pub names: Vec<Vec<u8>>,
+    pub keys: KeyChooser,
+    pub pattern: Pattern,
+    pub run: u32,
+    pub n_conns: u32,
+    pub t0: u64,
+    pub measure_start: u64,
+    pub end: Option<u64>,
+    pub rate: Option<f64>,
+    pub sched_slots: u64,
+    pub open_limit: Option<u64>,
+    pub timeout: u64,
+    pub miss_backoff: u64,
+    pub seed: u64,
+}
+
+/// Mutable state shared by all threads (touched rarely).
+pub struct Shared {
+    /// Measured requests still to issue (closed loop with --requests).
+    pub budget: Option<AtomicU64>,
+    /// Producer connections (pairs) that may still produce.
+    pub producers_active: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// set/get chosen per request (mixed, set and get workloads).
+    Mixed,
+    Producer(u32),
+    Consumer(u32),
+}
+
+/// A connected socket and what it is for.
+pub struct ConnSpec {
+    pub id: u32,
+    pub stream: TcpStream,
+    pub server: String,
+    pub role: Role,
+    /// Its slot in the open-loop schedule, if it is scheduled.
+    pub slot: Option<u64>,
+}
+
+/// What a thread reports to the main thread.
+// One message per thread per second: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Msg {
+    /// Everything completed during interval `index` (1 s each from t0);
+    /// `counters` are cumulative. `last` marks the thread's final, partial
+    /// interval.
+    Interval {
+        thread: usize,
+        index: u64,
+        last: bool,
+        counters: Counters,
+        hist: Histogram<u64>,
+        e2e: Histogram<u64>,
+    },
+    Done {
+        thread: usize,
+        out: Box<ThreadOut>,
+    },
+}
+
+pub struct ThreadOut {
+    pub counters: Counters,
+    /// Completion time of the last measured request.
+    pub last_complete: u64,
+    pub producers: Vec<ProducerLog>,
+    pub consumer: Option<ConsumerLog>,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    intended: u64,
+    seq: u64,
+    queue: u32,
+    req_bytes: u32,
+    is_set: bool,
+    measured: bool,
+    /// Issued after every producer had finished (pairs).
+    after_done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Live,
+    Dead,
+}
+
+struct Conn {
+    id: u32,
+    stream: TcpStream,
+    server: String,
+    role: Role,
+    state: State,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    want_out: bool,
+    inflight: VecDeque<Pending>,
+    backlog: VecDeque<u64>,
+    seq: u64,
+    producer_log: Option<usize>,
+    /// Producer: has stopped for good and said so.
+    producer_finished: bool,
+    /// Consumer: has seen its queue empty after all producers finished.
+    consumer_finished: bool,
+    resume_at: u64,
+    last_rx: u64,
+    dirty: bool,
+}
+
+pub struct Worker {
+    index: usize,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    conns: Vec<Conn>,
+    ep: Epoll,
+    timer: Option<Timer>,
+    sched: Option<Schedule>,
+    rng: Rng,
+    counters: Counters,
+    hist: Histogram<u64>,
+    e2e: Histogram<u64>,
+    interval: u64,
+    stopping: bool,
+    allowance: u64,
+    last_complete: u64,
+    producers: Vec<ProducerLog>,
+    consumer: Option<ConsumerLog>,
+    dirty: Vec<usize>,
+    next_timeout_check: u64,
+    /// Pairs: when consumers give up on queues that never run dry (0 = not
+    /// yet decided). Set `--timeout` after the last producer finished.
+    consumer_deadline: u64,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        plan: Arc<Plan>,
+        shared: Arc<Shared>,
+        tx: Sender<Msg>,
+        specs: Vec<ConnSpec>,
+    ) -> io::Result<Worker> {
+        let ep = Epoll::new((specs.len() + 1).min(64))?;
+        let mut conns = Vec::with_capacity(specs.len());
+        let mut producers = Vec::new();
+        let mut slots = Vec::new();
+        for (i, s) in specs.into_iter().enumerate() {
+            s.stream.set_nonblocking(true)?;
+            ep.add(s.stream.as_raw_fd(), poll::IN | poll::ERR, i as u64)?;
+            if let Some(slot) = s.slot {
+                slots.push((slot, i));
+            }
+            let produces = !matches!(s.role, Role::Consumer(_));
+            let producer_log = if plan.verify && produces {
+                producers.push(ProducerLog {
+                    id: s.id,
+                    ..ProducerLog::default()
+                });
+                Some(producers.len() - 1)
+            } else {
+                None
+            };
+            conns.push(Conn {
+                id: s.id,
+                stream: s.stream,
+                server: s.server,
+                role: s.role,
+                state: State::Live,
+                rbuf: vec![0; READ_CHUNK],
+                rstart: 0,
+                rend: 0,
+                wbuf: Vec::with_capacity(64 * 1024),
+                wpos: 0,
+                want_out: false,
+                inflight: VecDeque::with_capacity(plan.pipeline),
+                backlog: VecDeque::new(),
+                seq: 0,
+                producer_log,
+                producer_finished: !matches!(s.role, Role::Producer(_)),
+                consumer_finished: !matches!(s.role, Role::Consumer(_)),
+                resume_at: 0,
+                last_rx: 0,
+                dirty: false,
+            });
+        }
+        let (timer, sched) = match plan.rate {
+            Some(rate) => {
+                let t = Timer::new()?;
+                ep.add(t.fd, poll::IN, TIMER_TOKEN)?;
+                let s = Schedule::new(
+                    plan.t0,
+                    rate,
+                    plan.sched_slots,
+                    slots,
+                    plan.open_limit,
+                    plan.end,
+                );
+                (Some(t), Some(s))
+            }
+            None => (None, None),
+        };
+        let consumer = plan
+            .verify
+            .then(|| ConsumerLog::new(plan.run, plan.n_conns));
+        let rng = Rng::new(plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
+        Ok(Worker {
+            index,
+            plan,
+            shared,
+            tx,
+            conns,
+            ep,
+            timer,
+            sched,
+            rng,
+            counters: Counters::default(),
+            hist: new_hist(),
+            e2e: new_hist(),
+            interval: 0,
+            stopping: false,
+            allowance: 0,
+            last_complete: 0,
+            producers,
+            consumer,
+            dirty: Vec::new(),
+            next_timeout_check: 0,
+            consumer_deadline: 0,
+        })
+    }
+
+    /// Runs until every connection is finished, then reports `Done`.
+    pub fn run(mut self) {
+        poll::tighten_timer_slack();
+        let start = self.plan.t0;
+        while now_ns() < start {
+            std::hint::spin_loop();
+        }
+        let now = now_ns();
+        for ci in 0..self.conns.len() {
+            self.fill(ci, now);
+            self.flush(ci);
+        }
+        loop {
+            let now = now_ns();
+            self.report_intervals(now);
+            if let Some(end) = self.plan.end {
+                if now >= end {
+                    self.stopping = true;
+                }
+            }
+            if self.sched.is_some() {
+                self.schedule_due(now);
+            }
+            if self.plan.miss_backoff > 0 {
+                for ci in 0..self.conns.len() {
+                    let c = &self.conns[ci];
+                    if matches!(c.role, Role::Consumer(_)) && c.resume_at != 0 && c.resume_at <= now
+                    {
+                        self.conns[ci].resume_at = 0;
+                        self.mark_dirty(ci);
+                    }
+                }
+            }
+            self.update_producers_done();
+            self.check_consumer_deadline(now);
+            self.flush_dirty(now);
+            if now >= self.next_timeout_check {
+                self.check_timeouts(now);
+                self.next_timeout_check = now + SECOND / 10;
+            }
+            if self.all_done() {
+                break;
+            }
+            let wait_ms = self.wait_ms(now_ns());
+            let mut ready: [(u32, u64); 64] = [(0, 0); 64];
+            let mut n = 0;
+            match self.ep.wait(wait_ms) {
+                Ok(events) => {
+                    for ev in events {
+                        if n < ready.len() {
+                            ready[n] = ev;
+                            n += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mcq-loadgen: epoll_wait failed: {e}");
+                    break;
+                }
+            }
+            for &(events, token) in &ready[..n] {
+                if token == TIMER_TOKEN {
+                    if let Some(t) = &self.timer {
+                        t.clear();
+                    }
+                    continue;
+                }
+                let ci = token as usize;
+                if self.conns[ci].state != State::Live {
+                    continue;
+                }
+                if events & poll::OUT != 0 {
+                    self.flush(ci);
+                }
+                if events & (poll::IN | poll::ERR) != 0 {
+                    self.read(ci);
+                    if self.conns[ci].state == State::Live {
+                        let now = now_ns();
+                        self.fill(ci, now);
+                        self.flush(ci);
+                    }
+                }
+            }
+        }
+        let now = now_ns();
+        self.report_intervals(now);
+        let idx = self.interval;
+        let hist = std::mem::replace(&mut self.hist, new_hist());
+        let e2e = std::mem::replace(&mut self.e2e, new_hist());
+        let _ = self.tx.send(Msg::Interval {
+            thread: self.index,
+            index: idx,
+            last: true,
+            counters: self.counters.clone(),
+            hist,
+            e2e,
+        });
+        let out = ThreadOut {
+            counters: self.counters.clone(),
+            last_complete: self.last_complete,
+            producers: std::mem::take(&mut self.producers),
+            consumer: self.consumer.take(),
+        };
+        let _ = self.tx.send(Msg::Done {
+            thread: self.index,
+            out: Box::new(out),
+        });
+    }
+
+    /// How long `epoll_wait` may sleep: until the next interval boundary,
+    /// due request or backoff expiry; 0 (spin) when one is imminent.
+    fn wait_ms(&mut self, now: u64) -> i32 {
+        let mut deadline = self.plan.t0 + (self.interval + 1) * SECOND;
+        deadline = deadline.min(self.next_timeout_check);
+        let mut precise = None;
+        if let Some(s) = &self.sched {
+            if let Some((_, due, _)) = s.peek() {
+                precise = Some(due);
+            }
+        }
+        if self.plan.miss_backoff > 0 {
+            for c in &self.conns {
+                if c.resume_at != 0 {
+                    precise = Some(precise.map_or(c.resume_at, |p: u64| p.min(c.resume_at)));
+                }
+            }
+        }
+        if let Some(p) = precise {
+            if p <= now + SPIN_NS {
+                return 0;
+            }
+            if p < deadline {
+                if let Some(t) = &self.timer {
+                    // Wake a little early and spin the rest of the way.
+                    if t.arm_at(p - SPIN_NS / 2).is_ok() {
+                        return (deadline.saturating_sub(now) / 1_000_000 + 1) as i32;
+                    }
+                }
+                deadline = p;
+            }
+        }
+        if deadline <= now {
+            return 0;
+        }
+        ((deadline - now).div_ceil(1_000_000)).min(i32::MAX as u64) as i32
+    }
+
+    fn report_intervals(&mut self, now: u64) {
+        let current = now.saturating_sub(self.plan.t0) / SECOND;
+        while self.interval < current {
+            let hist = std::mem::replace(&mut self.hist, new_hist());
+            let e2e = std::mem::replace(&mut self.e2e, new_hist());
+            let _ = self.tx.send(Msg::Interval {
+                thread: self.index,
+                index: self.interval,
+                last: false,
+                counters: self.counters.clone(),
+                hist,
+                e2e,
+            });
+            self.interval += 1;
+        }
+    }
+
+    fn mark_dirty(&mut self, ci: usize) {
+        if !self.conns[ci].dirty {
+            self.conns[ci].dirty = true;
+            self.dirty.push(ci);
+        }
+    }
+
+    fn flush_dirty(&mut self, now: u64) {
+        while let Some(ci) = self.dirty.pop() {
+            self.conns[ci].dirty = false;
+            self.fill(ci, now);
+            self.flush(ci);
+        }
+    }
+
+    fn schedule_due(&mut self, now: u64) {
+        let Some(sched) = self.sched.as_mut() else {
+            return;
+        };
+        while let Some((_, due, ci)) = sched.peek() {
+            if due > now {
+                break;
+            }
+            sched.advance();
+            if self.conns[ci].state == State::Live {
+                self.conns[ci].backlog.push_back(due);
+                if !self.conns[ci].dirty {
+                    self.conns[ci].dirty = true;
+                    self.dirty.push(ci);
+                }
+            }
+        }
+        if sched.peek().is_none() {
+            self.stopping = true;
+        }
+    }
+
+    /// Whether a closed-loop request may be issued now.
+    fn claim(&mut self, now: u64) -> bool {
+        if self.stopping {
+            return false;
+        }
+        if let Some(end) = self.plan.end {
+            if now >= end {
+                self.stopping = true;
+                return false;
+            }
+        }
+        let Some(budget) = &self.shared.budget else {
+            return true;
+        };
+        if now < self.plan.measure_start {
+            return true;
+        }
+        if self.allowance == 0 {
+            let got = budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(CLAIM_CHUNK))
+                })
+                .unwrap_or(0);
+            self.allowance = got.min(CLAIM_CHUNK);
+            if self.allowance == 0 {
+                self.stopping = true;
+                return false;
+            }
+        }
+        self.allowance -= 1;
+        true
+    }
+
+    /// Tops up a connection's pipeline.
+    fn fill(&mut self, ci: usize, now: u64) {
+        if self.conns[ci].state != State::Live {
+            return;
+        }
+        let depth = self.plan.pipeline;
+        match self.conns[ci].role {
+            Role::Mixed | Role::Producer(_) => {
+                if self.sched.is_some() {
+                    while self.conns[ci].inflight.len() < depth {
+                        let Some(due) = self.conns[ci].backlog.pop_front() else {
+                            break;
+                        };
+                        self.issue(ci, due, now);
+                    }
+                } else {
+                    while self.conns[ci].inflight.len() < depth && self.claim(now) {
+                        self.issue(ci, now, now);
+                    }
+                }
+            }
+            Role::Consumer(_) => {
+                let c = &self.conns[ci];
+                if c.consumer_finished || c.resume_at != 0 {
+                    return;
+                }
+                while self.conns[ci].inflight.len() < depth {
+                    self.issue(ci, now, now);
+                }
+            }
+        }
+    }
+
+    fn issue(&mut self, ci: usize, intended: u64, now: u64) {
+        let plan = &*self.plan;
+        let c = &mut self.conns[ci];
+        let (is_set, queue) = match c.role {
+            Role::Producer(q) => (true, q),
+            Role::Consumer(q) => (false, q),
+            Role::Mixed => {
+                let is_set = match plan.workload {
+                    Workload::Set => true,
+                    Workload::Get => false,
+                    _ => self.rng.unit() < plan.set_ratio,
+                };
+                (is_set, plan.keys.pick(&mut self.rng))
+            }
+        };
+        let name = &plan.names[queue as usize];
+        let start = c.wbuf.len();
+        let mut seq = 0;
+        if is_set {
+            let min = if plan.traced { HEADER_LEN } else { 0 };
+            let len = plan.value_size.sample(&mut self.rng, min);
+            seq = c.seq;
+            c.seq += 1;
+            protocol::begin_set(&mut c.wbuf, name, len);
+            if plan.traced {
+                let at = c.wbuf.len();
+                c.wbuf.resize(at + HEADER_LEN, 0);
+                Header {
+                    run: plan.run,
+                    producer: c.id,
+                    queue,
+                    seq,
+                    sent_ns: intended,
+                }
+                .write(&mut c.wbuf[at..]);
+                c.wbuf
+                    .extend_from_slice(plan.pattern.slice(c.id, seq, len - HEADER_LEN));
+            } else {
+                c.wbuf.extend_from_slice(plan.pattern.slice(c.id, seq, len));
+            }
+            protocol::finish_set(&mut c.wbuf);
+            if let Some(p) = c.producer_log {
+                self.producers[p].sent = seq + 1;
+            }
+        } else {
+            protocol::encode_get(&mut c.wbuf, name);
+        }
+        if c.inflight.is_empty() {
+            c.last_rx = now;
+        }
+        let measured = intended >= plan.measure_start && plan.end.is_none_or(|end| intended < end);
+        let after_done = matches!(c.role, Role::Consumer(_))
+            && self.shared.producers_active.load(Ordering::Acquire) == 0;
+        c.inflight.push_back(Pending {
+            intended,
+            seq,
+            queue,
+            req_bytes: (c.wbuf.len() - start) as u32,
+            is_set,
+            measured,
+            after_done,
+        });
+    }
+
+    fn flush(&mut self, ci: usize) {
+        let c = &mut self.conns[ci];
+        if c.state != State::Live {
+            return;
+        }
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    self.abort(ci, Abort::Closed, "write returned 0".into());
+                    return;
+                }
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.want_out {
+                        c.want_out = true;
+                        let fd = c.stream.as_raw_fd();
+                        let _ = self
+                            .ep
+                            .modify(fd, poll::IN | poll::OUT | poll::ERR, ci as u64);
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.abort(ci, Abort::Closed, format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        c.wbuf.clear();
+        c.wpos = 0;
+        if c.want_out {
+            c.want_out = false;
+            let fd = c.stream.as_raw_fd();
+            let _ = self.ep.modify(fd, poll::IN | poll::ERR, ci as u64);
+        }
+    }
+
+    fn read(&mut self, ci: usize) {
+        loop {
+            let c = &mut self.conns[ci];
+            if c.rbuf.len() - c.rend < READ_CHUNK / 4 {
+                if c.rstart > 0 {
+                    c.rbuf.copy_within(c.rstart..c.rend, 0);
+                    c.rend -= c.rstart;
+                    c.rstart = 0;
+                }
+                if c.rbuf.len() - c.rend < READ_CHUNK / 4 {
+                    let grow = c.rbuf.len();
+                    c.rbuf.resize(c.rbuf.len() + grow, 0);
+                }
+            }
+            let space = c.rbuf.len() - c.rend;
+            let n = match c.stream.read(&mut c.rbuf[c.rend..]) {
+                Ok(0) => {
+                    let msg = if c.inflight.is_empty() {
+                        "server closed the connection".to_string()
+                    } else {
+                        format!(
+                            "server closed the connection with {} requests outstanding",
+                            c.inflight.len()
+                        )
+                    };
+                    self.abort(ci, Abort::Closed, msg);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.abort(ci, Abort::Closed, format!("read failed: {e}"));
+                    return;
+                }
+            };
+            c.rend += n;
+            let now = now_ns();
+            c.last_rx = now;
+            if !self.parse_replies(ci, now) {
+                return;
+            }
+            if n < space {
+                return;
+            }
+        }
+    }
+
+    /// Consumes every complete reply in the buffer; false if the connection
+    /// was aborted.
+    fn parse_replies(&mut self, ci: usize, now: u64) -> bool {
+        loop {
+            let c = &mut self.conns[ci];
+            if c.rstart == c.rend {
+                c.rstart = 0;
+                c.rend = 0;
+                return true;
+            }
+            // Split borrows: the reply borrows rbuf while we update the rest.
+            let rbuf = std::mem::take(&mut c.rbuf);
+            let (rstart, rend) = (c.rstart, c.rend);
+            let outcome = match parse_reply(&rbuf[rstart..rend]) {
+                Parsed::Incomplete { need } => {
+                    let c = &mut self.conns[ci];
+                    if need > rbuf.len() - rstart {
+                        // A large VALUE: make room for all of it.
+                        let mut rbuf = rbuf;
+                        rbuf.copy_within(rstart..rend, 0);
+                        let new_len = (need + READ_CHUNK).max(rbuf.len());
+                        rbuf.resize(new_len, 0);
+                        c.rbuf = rbuf;
+                        c.rend = rend - rstart;
+                        c.rstart = 0;
+                    } else {
+                        c.rbuf = rbuf;
+                    }
+                    return true;
+                }
+                Parsed::Desync(msg) => Err(msg),
+                Parsed::Reply { reply, len } => self.complete(ci, reply, len, now).map(|_| len),
+            };
+            self.conns[ci].rbuf = rbuf;
+            match outcome {
+                Ok(len) => self.conns[ci].rstart += len,
+                Err(msg) => {
+                    self.abort(ci, Abort::Desync, format!("protocol desync: {msg}"));
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Accounts for one reply to the oldest outstanding request.
+    fn complete(
+        &mut self,
+        ci: usize,
+        reply: Reply<'_>,
+        len: usize,
+        now: u64,
+    ) -> Result<(), String> {
+        let plan = &*self.plan;
+        let c = &mut self.conns[ci];
+        let Some(p) = c.inflight.pop_front() else {
+            return Err("reply received with no request outstanding".into());
+        };
+        let counters = &mut self.counters;
+        let m = p.measured;
+        match (p.is_set, reply) {
+            (true, Reply::Stored) => {
+                if m {
+                    counters.sets += 1;
+                }
+                if let Some(pl) = c.producer_log {
+                    self.producers[pl].acked.set(p.seq);
+                }
+            }
+            (_, Reply::Error(kind, line)) => {
+                if m {
+                    if p.is_set {
+                        counters.sets += 1;
+                    } else {
+                        counters.gets += 1;
+                    }
+                    counters.reply_error(kind);
+                }
+                if let (true, Some(pl)) = (p.is_set, c.producer_log) {
+                    self.producers[pl].failed.set(p.seq);
+                }
+                if counters.errors() <= 3 {
+                    eprintln!(
+                        "mcq-loadgen: connection {} got {}",
+                        c.id,
+                        String::from_utf8_lossy(line)
+                    );
+                }
+            }
+            (false, Reply::End) => {
+                if m {
+                    counters.gets += 1;
+                    counters.misses += 1;
+                }
+                if matches!(c.role, Role::Consumer(_)) {
+                    if p.after_done {
+                        c.consumer_finished = true;
+                    } else if plan.miss_backoff > 0 {
+                        c.resume_at = now + plan.miss_backoff;
+                    }
+                }
+            }
+            (false, Reply::Value { key, data, .. }) => {
+                let name = &plan.names[p.queue as usize];
+                if key != name.as_slice() {
+                    return Err(format!(
+                        "VALUE for key {:?} in reply to get {:?}",
+                        String::from_utf8_lossy(key),
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+                if m {
+                    counters.gets += 1;
+                    counters.hits += 1;
+                }
+                if plan.traced {
+                    let header = match &mut self.consumer {
+                        Some(log) => log.check(c.id, p.queue, data, &plan.pattern),
+                        None => Header::read(data).filter(|h| h.run == plan.run),
+                    };
+                    if let Some(h) = header {
+                        if h.sent_ns >= plan.measure_start {
+                            self.e2e
+                                .saturating_record(now.saturating_sub(h.sent_ns).max(1));
+                        }
+                    }
+                }
+            }
+            (true, other) => {
+                return Err(format!("{other:?} in reply to a set"));
+            }
+            (false, Reply::Stored) => {
+                return Err("STORED in reply to a get".into());
+            }
+        }
+        counters.ops_all += 1;
+        if m {
+            counters.ops += 1;
+            counters.bytes_sent += u64::from(p.req_bytes);
+            counters.bytes_received += len as u64;
+            self.hist
+                .saturating_record(now.saturating_sub(p.intended).max(1));
+            self.last_complete = now;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, ci: usize, kind: Abort, msg: String) {
+        let c = &mut self.conns[ci];
+        if c.state == State::Dead {
+            return;
+        }
+        eprintln!(
+            "mcq-loadgen: connection {} to {}: {msg}; closing it",
+            c.id, c.server
+        );
+        c.state = State::Dead;
+        let _ = self.ep.delete(c.stream.as_raw_fd());
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        c.inflight.clear();
+        c.backlog.clear();
+        c.consumer_finished = true;
+        self.counters.abort(kind);
+        if !c.producer_finished {
+            c.producer_finished = true;
+            self.shared.producers_active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn update_producers_done(&mut self) {
+        if !self.stopping {
+            return;
+        }
+        for c in &mut self.conns {
+            if !c.producer_finished && c.inflight.is_empty() && c.backlog.is_empty() {
+                c.producer_finished = true;
+                self.shared.producers_active.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// A consumer normally stops at its first miss after all producers are
+    /// done. A server that is not a queue (memcached answers the same `get`
+    /// forever) would keep it going, so after `--timeout` it stops anyway.
+    fn check_consumer_deadline(&mut self, now: u64) {
+        if self.shared.producers_active.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        if self.consumer_deadline == 0 {
+            self.consumer_deadline = now + self.plan.timeout;
+            return;
+        }
+        if now < self.consumer_deadline {
+            return;
+        }
+        let mut stopped = 0;
+        for c in &mut self.conns {
+            if !c.consumer_finished {
+                c.consumer_finished = true;
+                stopped += 1;
+            }
+        }
+        if stopped > 0 {
+            eprintln!(
+                "mcq-loadgen: {stopped} consumers still found messages {:.1} s after the producers \
+                 stopped; stopping them (is the server a queue?)",
+                self.plan.timeout as f64 / 1e9
+            );
+        }
+    }
+
+    fn check_timeouts(&mut self, now: u64) {
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            if c.state == State::Live
+                && !c.inflight.is_empty()
+                && now.saturating_sub(c.last_rx) > self.plan.timeout
+            {
+                let msg = format!(
+                    "no reply for {:.1} s with {} requests outstanding",
+                    (now - c.last_rx) as f64 / 1e9,
+                    c.inflight.len()
+                );
+                self.abort(ci, Abort::Timeout, msg);
+            }
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.conns.iter().all(|c| {
+            c.state == State::Dead
+                || (c.inflight.is_empty()
+                    && c.backlog.is_empty()
+                    && match c.role {
+                        Role::Consumer(_) => c.consumer_finished,
+                        _ => self.stopping,
+                    })
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! Turning histograms and counters into numbers people read: the summary on
+//! stdout and the JSON file.
+//!
+//! Both are built from one [`Results`] value so that they can never disagree,
+//! and percentiles are forced monotonic (p50 ≤ … ≤ max) so that consumers of
+//! the JSON can rely on it even where the histogram's bucket equivalence would
+//! otherwise round a lower percentile above `max`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::verify::VerifyReport;
+
+/// A latency spectrum in microseconds.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p75: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub p9999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+pub const QUANTILES: [(&str, f64); 6] = [
+    ("p50", 0.5),
+    ("p75", 0.75),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+];
+
+/// The spectrum of a nanosecond histogram, or `None` when it is empty.
+pub fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
+    if h.is_empty() {
+        return None;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let mut vals = [0f64; 7];
+    let mut prev = 0.0;
+    for (i, (_, q)) in QUANTILES.iter().enumerate() {
+        let v = us(h.value_at_quantile(*q)).max(prev);
+        vals[i] = v;
+        prev = v;
+    }
+    vals[6] = us(h.max()).max(prev);
+    Some(Percentiles {
+        count: h.len(),
+        p50: vals[0],
+        p75: vals[1],
+        p90: vals[2],
+        p99: vals[3],
+        p999: vals[4],
+        p9999: vals[5],
+        max: vals[6],
+        mean: h.mean() / 1000.0,
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Results {
+    /// The full command line.
+    pub config: String,
+    pub servers: Vec<String>,
+    pub workload: String,
+    pub connections: usize,
+    pub threads: usize,
+    pub pipeline: usize,
+    pub queues: u64,
+    pub value_size: String,
+    pub key_dist: String,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// Target of the open-loop schedule (null: closed loop).
+    pub rate_target: Option<f64>,
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    pub sets: u64,
+    pub gets: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub latency_us: Option<Percentiles>,
+    pub e2e_latency_us: Option<Percentiles>,
+    pub verify: Option<VerifyReport>,
+}
+
+fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.2} kB", b / 1e3)
+    } else {
+        format!("{b} B")
+    }
+}
+
+fn spectrum_row(out: &mut impl Write, label: &str, p: &Option<Percentiles>) -> io::Result<()> {
+    match p {
+        None => writeln!(out, "  {label:<12} (no samples)"),
+        Some(p) => writeln!(
+            out,
+            "  {label:<12} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            p.p50, p.p75, p.p90, p.p99, p.p999, p.p9999, p.max, p.mean
+        ),
+    }
+}
+
+pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "mcq-loadgen: {} workload, {} connections x pipeline {}, {} threads, {} queues, value size {}",
+        r.workload, r.connections, r.pipeline, r.threads, r.queues, r.value_size
+    )?;
+    writeln!(
+        out,
+        "  duration     {:.2} s measured (after {:.2} s warm-up){}",
+        r.duration_s,
+        r.warmup_s,
+        r.rate_target
+            .map(|t| format!(", open loop at {t:.0} req/s"))
+            .unwrap_or_else(|| ", closed loop".into())
+    )?;
+    writeln!(
+        out,
+        "  throughput   {:.1} ops/s ({} requests)",
+        r.ops_per_sec, r.ops
+    )?;
+    writeln!(
+        out,
+        "  requests     sets {}  gets {} (hits {}, misses {})",
+        r.sets, r.gets, r.hits, r.misses
+    )?;
+    let kinds: Vec<String> = r
+        .errors_by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    writeln!(
+        out,
+        "  errors       {}{}",
+        r.errors,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        }
+    )?;
+    let secs = r.duration_s.max(1e-9);
+    writeln!(
+        out,
+        "  bytes        sent {} ({}/s), received {} ({}/s)",
+        human_bytes(r.bytes_sent),
+        human_bytes((r.bytes_sent as f64 / secs) as u64),
+        human_bytes(r.bytes_received),
+        human_bytes((r.bytes_received as f64 / secs) as u64)
+    )?;
+    writeln!(
+        out,
+        "  latency (us)       p50       p75       p90       p99     p99.9    p99.99       max      mean"
+    )?;
+    spectrum_row(out, "request", &r.latency_us)?;
+    if r.e2e_latency_us.is_some() || r.workload == "pairs" {
+        spectrum_row(out, "end-to-end", &r.e2e_latency_us)?;
+    }
+    if let Some(v) = &r.verify {
+        writeln!(
+            out,
+            "  verify       {}: sent {}, acknowledged {}, refused {}, in doubt {}, received {} ({} by the final drain)",
+            if v.passed { "PASSED" } else { "FAILED" },
+            v.sent,
+            v.acknowledged,
+            v.refused,
+            v.in_doubt,
+            v.received,
+            v.drained
+        )?;
+        writeln!(
+            out,
+            "               lost {}, duplicates {}, out of order {}, corrupt {}, phantom {}, resurrected {}, foreign {}",
+            v.lost, v.duplicates, v.out_of_order, v.corrupt, v.phantom, v.resurrected, v.foreign
+        )?;
+        for p in &v.problems {
+            writeln!(out, "               - {p}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_hist;
+    use crate::workload::Rng;
+
+    #[test]
+    fn percentiles_are_monotonic() {
+        let mut rng = Rng::new(5);
+        for trial in 0..50 {
+            let mut h = new_hist();
+            let n = 1 + rng.below(5000);
+            for _ in 0..n {
+                // Heavy-tailed values spanning many buckets.
+                let v = 1 + (rng.unit().powi(8) * 1e9 * (trial as f64 + 1.0)) as u64;
+                h.record(v).unwrap();
+            }
+            let p = percentiles(&h).unwrap();
+            let seq = [p.p50, p.p75, p.p90, p.p99, p.p999, p.p9999, p.max];
+            assert!(seq.windows(2).all(|w| w[0] <= w[1]), "{seq:?}");
+            assert_eq!(p.count, n);
+            assert!(p.mean <= p.max);
+        }
+        assert!(percentiles(&new_hist()).is_none());
+    }
+
+    #[test]
+    fn known_values_in_microseconds() {
+        let mut h = new_hist();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let p = percentiles(&h).unwrap();
+        assert!((p.p50 - 500.0).abs() < 1.0, "{}", p.p50);
+        assert!((p.p99 - 990.0).abs() < 1.0, "{}", p.p99);
+        assert!((p.max - 1000.0).abs() < 1.0, "{}", p.max);
+    }
+}
