@@ -19,9 +19,13 @@
 
 pub mod logging;
 
+pub mod cache;
 pub mod config;
+pub mod index;
+pub mod log;
 pub mod net;
 pub mod protocol;
+pub mod queue;
 pub mod server;
 pub mod shard;
 pub mod stats;

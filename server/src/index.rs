@@ -1,0 +1,376 @@
+//! Index files: `<first lsn, 20 digits>.idx`, one per sealed segment.
+//!
+//! An index is an rkyv archive of a [`SegmentIndex`]: for every queue that
+//! has records in the segment, its name (when the segment holds its
+//! `Created` record), the highest head/tail the segment's records assert,
+//! whether the segment deletes it, and the position of each of its messages.
+//! That is everything recovery needs from a sealed segment, so a restart
+//! reads the index files (validated once with bytecheck, then read in place)
+//! and scans only the open segment.
+//!
+//! File layout (see `docs/format.md`): the archive, then a 16-byte trailer
+//! `u32 crc32c(archive) | u32 archive length | u64 magic "MCQIDX01"`.
+//! An index is written to `<name>.idx.tmp`, fdatasync'd, renamed into place
+//! and the directory fsync'd, so a crash leaves either no index (rebuilt by
+//! scanning the segment) or a whole one.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use glommio::io::{DmaFile, OpenOptions};
+use rkyv::util::AlignedVec;
+
+use crate::log::record::{self, Header, Kind};
+
+/// Trailer magic, little-endian "MCQIDX01".
+pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX01");
+/// Bumped on any change to [`SegmentIndex`].
+pub const INDEX_VERSION: u32 = 1;
+const TRAILER_LEN: usize = 16;
+
+/// Where one message's record is in its segment.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgPos {
+    pub seq: u64,
+    pub off: u32,
+    /// Record length, header included, padding excluded.
+    pub len: u32,
+}
+
+/// What one segment says about one queue.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq, Default,
+)]
+pub struct QueueIndex {
+    pub id: u32,
+    /// Set when the segment has a `Created` record for the queue.
+    pub created: bool,
+    pub name: Vec<u8>,
+    /// Set when the segment has a `Deleted` record for the queue.
+    pub deleted: bool,
+    /// Highest head asserted by `Created`/`Consumed` records (0 if none).
+    pub head: u64,
+    /// Highest tail asserted by `Created`/`Enqueued` records (0 if none).
+    pub tail: u64,
+    pub msgs: Vec<MsgPos>,
+}
+
+/// The whole index of one segment.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq, Default,
+)]
+pub struct SegmentIndex {
+    pub version: u32,
+    /// The segment's number (its first lsn).
+    pub first_lsn: u64,
+    /// Highest lsn of a valid record in the segment.
+    pub last_lsn: u64,
+    /// End of the last valid record.
+    pub data_len: u64,
+    /// The segment holds a complete checkpoint.
+    pub checkpoint: bool,
+    /// From the checkpoint record: the next queue id to hand out.
+    pub next_queue_id: u32,
+    /// Highest queue id mentioned by any record.
+    pub max_queue_id: u32,
+    /// Records skipped as corrupt when the index was built by a scan.
+    pub corrupt_records: u32,
+    pub queues: Vec<QueueIndex>,
+}
+
+/// Builds a [`SegmentIndex`] from the records of a segment, in log order.
+#[derive(Default)]
+pub struct IndexBuilder {
+    first_lsn: u64,
+    last_lsn: u64,
+    data_len: u64,
+    checkpoint: bool,
+    next_queue_id: u32,
+    max_queue_id: u32,
+    pub corrupt_records: u32,
+    queues: HashMap<u32, QueueIndex>,
+}
+
+impl IndexBuilder {
+    pub fn new(first_lsn: u64) -> IndexBuilder {
+        IndexBuilder {
+            first_lsn,
+            ..IndexBuilder::default()
+        }
+    }
+
+    fn queue(&mut self, id: u32) -> &mut QueueIndex {
+        self.queues.entry(id).or_insert_with(|| QueueIndex {
+            id,
+            ..QueueIndex::default()
+        })
+    }
+
+    /// Feeds one valid record found at `off`.
+    pub fn record(&mut self, h: &Header, body: &[u8], off: u64) {
+        self.last_lsn = self.last_lsn.max(h.lsn);
+        self.data_len = self.data_len.max(off + h.record_len() as u64);
+        if h.kind != Kind::Checkpoint {
+            self.max_queue_id = self.max_queue_id.max(h.queue);
+        }
+        match h.kind {
+            Kind::Created => {
+                if let Some((head, tail, name)) = record::parse_created(body) {
+                    let q = self.queue(h.queue);
+                    q.created = true;
+                    q.name = name.to_vec();
+                    q.head = q.head.max(head);
+                    q.tail = q.tail.max(tail);
+                }
+            }
+            Kind::Enqueued => {
+                let q = self.queue(h.queue);
+                q.tail = q.tail.max(h.seq + 1);
+                q.msgs.push(MsgPos {
+                    seq: h.seq,
+                    off: off as u32,
+                    len: (record::HEADER_LEN + body.len()) as u32,
+                });
+            }
+            Kind::Consumed => {
+                let q = self.queue(h.queue);
+                q.head = q.head.max(h.seq);
+            }
+            Kind::Deleted => {
+                let q = self.queue(h.queue);
+                q.deleted = true;
+                q.msgs.clear();
+            }
+            Kind::Checkpoint => {
+                self.checkpoint = true;
+                self.next_queue_id = self.next_queue_id.max(h.seq as u32);
+            }
+        }
+    }
+
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    /// The finished index, queues sorted by id, messages by seq.
+    pub fn finish(self) -> SegmentIndex {
+        let mut queues: Vec<QueueIndex> = self.queues.into_values().collect();
+        queues.sort_by_key(|q| q.id);
+        for q in &mut queues {
+            q.msgs.sort_by_key(|m| m.seq);
+        }
+        SegmentIndex {
+            version: INDEX_VERSION,
+            first_lsn: self.first_lsn,
+            last_lsn: self.last_lsn,
+            data_len: self.data_len,
+            checkpoint: self.checkpoint,
+            next_queue_id: self.next_queue_id,
+            max_queue_id: self.max_queue_id,
+            corrupt_records: self.corrupt_records,
+            queues,
+        }
+    }
+}
+
+/// Serialises an index into the file's bytes (archive + trailer).
+pub fn encode(index: &SegmentIndex) -> Vec<u8> {
+    let archive =
+        rkyv::to_bytes::<rkyv::rancor::Error>(index).expect("serialising an index cannot fail");
+    let mut out = Vec::with_capacity(archive.len() + TRAILER_LEN);
+    out.extend_from_slice(&archive);
+    out.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+    out.extend_from_slice(&(archive.len() as u32).to_le_bytes());
+    out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
+    out
+}
+
+/// A validated index file held in an aligned buffer; read in place.
+pub struct LoadedIndex {
+    buf: AlignedVec<16>,
+    len: usize,
+}
+
+impl LoadedIndex {
+    /// Validates `bytes` (trailer, checksum, then bytecheck of the archive).
+    pub fn from_bytes(bytes: &[u8], first_lsn: u64) -> Result<LoadedIndex, String> {
+        if bytes.len() < TRAILER_LEN {
+            return Err(format!("{} bytes is too short", bytes.len()));
+        }
+        let t = &bytes[bytes.len() - TRAILER_LEN..];
+        let magic = u64::from_le_bytes(t[8..16].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(t[0..4].try_into().expect("4 bytes"));
+        if magic != INDEX_MAGIC {
+            return Err("bad magic".into());
+        }
+        if len != bytes.len() - TRAILER_LEN {
+            return Err("bad length".into());
+        }
+        if crc32c::crc32c(&bytes[..len]) != crc {
+            return Err("checksum mismatch".into());
+        }
+        let mut buf = AlignedVec::<16>::with_capacity(len);
+        buf.extend_from_slice(&bytes[..len]);
+        let loaded = LoadedIndex { buf, len };
+        let idx = loaded
+            .try_get()
+            .map_err(|e| format!("invalid archive: {e}"))?;
+        if idx.version.to_native() != INDEX_VERSION {
+            return Err(format!(
+                "version {} (want {INDEX_VERSION})",
+                idx.version.to_native()
+            ));
+        }
+        if idx.first_lsn.to_native() != first_lsn {
+            return Err(format!("belongs to segment {}", idx.first_lsn.to_native()));
+        }
+        Ok(loaded)
+    }
+
+    fn try_get(&self) -> Result<&ArchivedSegmentIndex, rkyv::rancor::Error> {
+        rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(&self.buf[..self.len])
+    }
+
+    /// The archived index. Validated once in `from_bytes`; validating again
+    /// here keeps this safe code (it is cheap next to the I/O that loaded it).
+    pub fn get(&self) -> &ArchivedSegmentIndex {
+        self.try_get().expect("validated when loaded")
+    }
+
+    /// Size of the file.
+    pub fn file_len(&self) -> u64 {
+        (self.len + TRAILER_LEN) as u64
+    }
+}
+
+fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
+    crate::log::segment::to_io(e)
+}
+
+/// Reads and validates `path`; `Ok(None)` when it does not exist.
+pub async fn load(path: &Path, first_lsn: u64) -> io::Result<Option<Result<LoadedIndex, String>>> {
+    let file = match DmaFile::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = gerr(e);
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+    };
+    let size = file.file_size().await.map_err(gerr)?;
+    let res = file.read_at_aligned(0, file.align_up(size) as usize).await;
+    let _ = file.close().await;
+    let data = res.map_err(gerr)?;
+    let n = (size as usize).min(data.len());
+    Ok(Some(LoadedIndex::from_bytes(&data[..n], first_lsn)))
+}
+
+/// Writes `bytes` to `path` crash-safely: temp file, fdatasync, rename,
+/// directory fsync (done by the caller, who may batch it).
+pub async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("idx.tmp");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(gerr)?;
+    let padded = file.align_up(bytes.len() as u64) as usize;
+    let mut buf = file.alloc_dma_buffer(padded.max(file.alignment() as usize));
+    buf.as_bytes_mut().fill(0);
+    buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+    let res = async {
+        let n = file.write_at(buf, 0).await.map_err(gerr)?;
+        if n < bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short index write",
+            ));
+        }
+        file.truncate(bytes.len() as u64).await.map_err(gerr)?;
+        file.fdatasync().await.map_err(gerr)?;
+        Ok(())
+    }
+    .await;
+    let _ = file.close().await;
+    res?;
+    glommio::io::rename(&tmp, path).await.map_err(gerr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentIndex {
+        let mut b = IndexBuilder::new(100);
+        let mut buf = vec![];
+        let mut off = 0u64;
+        let mut put = |b: &mut IndexBuilder, h: Header, body: &[u8]| {
+            buf.clear();
+            record::encode_into(&mut buf, &h, body);
+            b.record(&h, body, off);
+            off += buf.len() as u64;
+        };
+        let h = |kind, queue, lsn, seq, len| Header {
+            kind,
+            queue,
+            lsn,
+            seq,
+            time: 0,
+            flags: 0,
+            len,
+        };
+        let cb = record::created_body(0, 0, b"alpha");
+        put(&mut b, h(Kind::Created, 1, 100, 0, cb.len() as u32), &cb);
+        put(&mut b, h(Kind::Checkpoint, 0, 101, 2, 0), &[]);
+        put(&mut b, h(Kind::Enqueued, 1, 102, 0, 3), b"one");
+        put(&mut b, h(Kind::Enqueued, 1, 103, 1, 3), b"two");
+        put(&mut b, h(Kind::Consumed, 1, 104, 1, 0), &[]);
+        b.finish()
+    }
+
+    #[test]
+    fn builder_summarises() {
+        let idx = sample();
+        assert!(idx.checkpoint);
+        assert_eq!(idx.next_queue_id, 2);
+        assert_eq!(idx.last_lsn, 104);
+        let q = &idx.queues[0];
+        assert_eq!(
+            (q.id, q.created, &q.name[..], q.head, q.tail),
+            (1, true, &b"alpha"[..], 1, 2)
+        );
+        assert_eq!(q.msgs.len(), 2);
+        assert_eq!(q.msgs[0].len, 51);
+    }
+
+    #[test]
+    fn encode_validate_and_reject_every_flipped_byte() {
+        let idx = sample();
+        let bytes = encode(&idx);
+        let loaded = LoadedIndex::from_bytes(&bytes, 100).unwrap();
+        let a = loaded.get();
+        assert_eq!(a.queues[0].msgs[1].seq.to_native(), 1);
+        assert_eq!(a.queues[0].name.as_slice(), b"alpha");
+        assert!(LoadedIndex::from_bytes(&bytes, 101).is_err());
+        for i in 0..bytes.len() {
+            let mut c = bytes.clone();
+            c[i] ^= 0x10;
+            assert!(LoadedIndex::from_bytes(&c, 100).is_err(), "flip at {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(LoadedIndex::from_bytes(&bytes[..cut], 100).is_err());
+        }
+    }
+}

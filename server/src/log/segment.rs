@@ -1,0 +1,225 @@
+//! Segment files: naming, error plumbing, and the checked scan that recovery,
+//! index rebuilds and compaction share.
+//!
+//! A segment is `<first lsn, 20 digits>.log`: a preallocated file of
+//! `segment_size` bytes (zeros until written) holding records back to back
+//! from offset 0, each starting at a multiple of 8. Once sealed it is
+//! truncated to its data rounded up to 4 KiB and gets its `.idx`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::DmaFile;
+use glommio::GlommioError;
+
+use super::record::{self, DecodeError, Header, HEADER_LEN, RECORD_ALIGN};
+
+/// DMA alignment we write with.
+pub const BLOCK: u64 = 4096;
+/// Bytes read per DMA read when scanning.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// `<dir>/<first lsn, 20 digits>.log`
+pub fn log_path(dir: &Path, first_lsn: u64) -> PathBuf {
+    dir.join(format!("{first_lsn:020}.log"))
+}
+
+/// `<dir>/<first lsn, 20 digits>.idx`
+pub fn idx_path(dir: &Path, first_lsn: u64) -> PathBuf {
+    dir.join(format!("{first_lsn:020}.idx"))
+}
+
+/// The first lsn encoded in a segment or index file name, and its suffix.
+pub fn parse_name(name: &str) -> Option<(u64, &str)> {
+    let (num, ext) = name.split_once('.')?;
+    if num.len() != 20 || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((num.parse().ok()?, ext))
+}
+
+/// The OS error number behind a glommio error, if there is one.
+pub fn errno<T>(e: &GlommioError<T>) -> Option<i32> {
+    match e {
+        GlommioError::IoError(e) => e.raw_os_error(),
+        GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Converts a glommio error to `io::Error`, keeping the OS error number
+/// (glommio's own conversion drops it for "enhanced" errors).
+pub fn to_io<T>(e: GlommioError<T>) -> io::Error {
+    match errno(&e) {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::other(e.to_string()),
+    }
+}
+
+/// Disk-full conditions.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// What a scan found besides the records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// End of the last valid record (padded to 8).
+    pub data_len: u64,
+    pub last_lsn: u64,
+    pub records: u64,
+    /// Invalid stretches followed by valid records: `(offset, bytes skipped)`.
+    pub corrupt: Vec<(u64, u64)>,
+    /// Invalid bytes after the last valid record: `(offset, bytes cut)`.
+    pub torn: Option<(u64, u64)>,
+}
+
+/// A forward-moving window over a file, filled by aligned DMA reads.
+struct Window<'a> {
+    file: &'a DmaFile,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    /// Makes `[off, off + n)` (clipped to the file) available; returns how
+    /// many bytes from `off` are.
+    async fn fill(&mut self, off: u64, n: usize) -> io::Result<usize> {
+        let want_end = (off + n as u64).min(self.file_len);
+        if off < self.start {
+            // Never happens: scans only move forward.
+            return Err(io::Error::other("scan window moved backwards"));
+        }
+        while self.start + (self.buf.len() as u64) < want_end {
+            let keep_from = (off / BLOCK) * BLOCK;
+            if keep_from > self.start {
+                let drop = ((keep_from - self.start) as usize).min(self.buf.len());
+                self.buf.drain(..drop);
+                self.start += drop as u64;
+            }
+            let end = self.start + self.buf.len() as u64;
+            let size = ((want_end - end) as usize)
+                .max(SCAN_CHUNK)
+                .next_multiple_of(BLOCK as usize);
+            let data = self.file.read_at_aligned(end, size).await.map_err(to_io)?;
+            if data.is_empty() {
+                break;
+            }
+            let take = data.len().min((self.file_len - end) as usize);
+            self.buf.extend_from_slice(&data[..take]);
+            if take < size {
+                break;
+            }
+        }
+        let avail_end = self.start + self.buf.len() as u64;
+        Ok(avail_end.saturating_sub(off).min(n as u64) as usize)
+    }
+
+    fn slice(&self, off: u64, n: usize) -> &[u8] {
+        let s = (off - self.start) as usize;
+        &self.buf[s..s + n]
+    }
+}
+
+/// Reads every record of a segment in order, verifying each, and hands the
+/// valid ones (header, body, offset) to `on_record`.
+///
+/// A record that fails its checks starts a resynchronisation: the scan looks
+/// at every following 8-byte boundary for a record that verifies and whose
+/// lsn is above the last good one. If it finds one, the bad stretch is
+/// reported in `corrupt` and skipped; if not, the non-zero bytes after the
+/// last good record are reported as the torn tail. Zeros (preallocated,
+/// never written) are the clean end.
+pub async fn scan<F>(file: &DmaFile, file_len: u64, mut on_record: F) -> io::Result<ScanReport>
+where
+    F: FnMut(&Header, &[u8], u64),
+{
+    let mut w = Window {
+        file,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let mut rep = ScanReport::default();
+    let mut pos = 0u64;
+    let mut last_lsn: Option<u64> = None;
+    'outer: loop {
+        // Try a record at `pos`.
+        if let Some(h) = try_record(&mut w, pos, last_lsn).await? {
+            let have = w.fill(pos, HEADER_LEN + h.len as usize).await?;
+            debug_assert_eq!(have, HEADER_LEN + h.len as usize);
+            let bytes = w.slice(pos, HEADER_LEN + h.len as usize);
+            on_record(&h, &bytes[HEADER_LEN..], pos);
+            rep.records += 1;
+            last_lsn = Some(h.lsn);
+            rep.last_lsn = h.lsn;
+            pos += h.record_len() as u64;
+            rep.data_len = pos;
+            continue;
+        }
+        // Resynchronise.
+        let bad = pos;
+        let mut last_nonzero: Option<u64> = None;
+        let mut q = pos;
+        while q < file_len {
+            let n = w.fill(q, RECORD_ALIGN).await?;
+            if let Some(i) = w.slice(q, n).iter().rposition(|&b| b != 0) {
+                last_nonzero = Some(q + i as u64);
+            }
+            if q > bad && try_record(&mut w, q, last_lsn).await?.is_some() {
+                rep.corrupt.push((bad, q - bad));
+                pos = q;
+                continue 'outer;
+            }
+            q += RECORD_ALIGN as u64;
+        }
+        if let Some(z) = last_nonzero {
+            rep.torn = Some((bad, z + 1 - bad));
+        }
+        break;
+    }
+    Ok(rep)
+}
+
+/// The verified header of the record at `pos`, if there is one.
+async fn try_record(
+    w: &mut Window<'_>,
+    pos: u64,
+    last_lsn: Option<u64>,
+) -> io::Result<Option<Header>> {
+    if w.fill(pos, HEADER_LEN).await? < HEADER_LEN {
+        return Ok(None);
+    }
+    let h = match record::parse_header(w.slice(pos, HEADER_LEN)) {
+        Ok(h) => h,
+        Err(DecodeError::Short { .. } | DecodeError::Zero | DecodeError::Invalid) => {
+            return Ok(None)
+        }
+    };
+    if last_lsn.is_some_and(|l| h.lsn <= l) {
+        return Ok(None);
+    }
+    let need = HEADER_LEN + h.len as usize;
+    if pos + need as u64 > w.file_len || w.fill(pos, need).await? < need {
+        return Ok(None);
+    }
+    Ok(record::decode(w.slice(pos, need)).ok().map(|(h, _)| h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            log_path(Path::new("/d"), 42),
+            Path::new("/d/00000000000000000042.log")
+        );
+        assert_eq!(parse_name("00000000000000000042.log"), Some((42, "log")));
+        assert_eq!(parse_name("00000000000000000042.idx"), Some((42, "idx")));
+        assert_eq!(parse_name("42.log"), None);
+        assert_eq!(parse_name("spare.tmp"), None);
+    }
+}
