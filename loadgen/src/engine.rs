@@ -61,6 +61,8 @@ pub struct Plan {
     pub open_limit: Option<u64>,
     pub timeout: u64,
     pub miss_backoff: u64,
+    /// Nanoseconds to keep polling before sleeping in `epoll_wait`.
+    pub busy_poll: u64,
     pub seed: u64,
 }
 
@@ -186,6 +188,8 @@ pub struct Worker {
     /// Pairs: when consumers give up on queues that never run dry (0 = not
     /// yet decided). Set `--timeout` after the last producer finished.
     consumer_deadline: u64,
+    /// When the current run of empty polls began (0: not idle), for `--busy-poll`.
+    idle_since: u64,
 }
 
 impl Worker {
@@ -281,6 +285,7 @@ impl Worker {
             dirty: Vec::new(),
             next_timeout_check: 0,
             consumer_deadline: 0,
+            idle_since: 0,
         })
     }
 
@@ -327,7 +332,19 @@ impl Worker {
             if self.all_done() {
                 break;
             }
-            let wait_ms = self.wait_ms(now_ns());
+            let now = now_ns();
+            let mut wait_ms = self.wait_ms(now);
+            if wait_ms != 0 && self.plan.busy_poll > 0 {
+                // Poll instead of sleeping for a little while: a reply is
+                // usually microseconds away, and waking a halted (virtual)
+                // CPU costs more than the spin.
+                if self.idle_since == 0 {
+                    self.idle_since = now;
+                }
+                if now - self.idle_since < self.plan.busy_poll {
+                    wait_ms = 0;
+                }
+            }
             let mut ready: [(u32, u64); 64] = [(0, 0); 64];
             let mut n = 0;
             match self.ep.wait(wait_ms) {
@@ -343,6 +360,9 @@ impl Worker {
                     eprintln!("mcq-loadgen: epoll_wait failed: {e}");
                     break;
                 }
+            }
+            if n > 0 {
+                self.idle_since = 0;
             }
             for &(events, token) in &ready[..n] {
                 if token == TIMER_TOKEN {

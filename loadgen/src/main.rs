@@ -195,6 +195,7 @@ fn run(args: &Args) -> Result<u8, String> {
         open_limit,
         timeout: args.timeout.as_nanos() as u64,
         miss_backoff: args.miss_backoff.as_nanos() as u64,
+        busy_poll: args.busy_poll.as_nanos() as u64,
         seed,
     });
     let shared = Arc::new(Shared {
