@@ -115,6 +115,9 @@ pub enum Msg {
 
 pub struct ThreadOut {
     pub counters: Counters,
+    /// Open loop: how late requests were written, relative to when they were
+    /// due (generator lateness plus waiting for a free pipeline slot).
+    pub send_lag: Histogram<u64>,
     /// Completion time of the last measured request.
     pub last_complete: u64,
     pub producers: Vec<ProducerLog>,
@@ -177,6 +180,7 @@ pub struct Worker {
     counters: Counters,
     hist: Histogram<u64>,
     e2e: Histogram<u64>,
+    send_lag: Histogram<u64>,
     interval: u64,
     stopping: bool,
     allowance: u64,
@@ -276,6 +280,7 @@ impl Worker {
             counters: Counters::default(),
             hist: new_hist(),
             e2e: new_hist(),
+            send_lag: new_hist(),
             interval: 0,
             stopping: false,
             allowance: 0,
@@ -403,6 +408,7 @@ impl Worker {
         });
         let out = ThreadOut {
             counters: self.counters.clone(),
+            send_lag: std::mem::replace(&mut self.send_lag, new_hist()),
             last_complete: self.last_complete,
             producers: std::mem::take(&mut self.producers),
             consumer: self.consumer.take(),
@@ -622,6 +628,10 @@ impl Worker {
             c.last_rx = now;
         }
         let measured = intended >= plan.measure_start && plan.end.is_none_or(|end| intended < end);
+        if measured && plan.rate.is_some() && !matches!(c.role, Role::Consumer(_)) {
+            self.send_lag
+                .saturating_record(now.saturating_sub(intended).max(1));
+        }
         let after_done = matches!(c.role, Role::Consumer(_))
             && self.shared.producers_active.load(Ordering::Acquire) == 0;
         c.inflight.push_back(Pending {

@@ -92,6 +92,8 @@ pub struct Results {
     pub bytes_received: u64,
     pub latency_us: Option<Percentiles>,
     pub e2e_latency_us: Option<Percentiles>,
+    /// Open loop: how late requests went out relative to their due time.
+    pub send_lag_us: Option<Percentiles>,
     pub verify: Option<VerifyReport>,
 }
 
@@ -175,6 +177,9 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
     spectrum_row(out, "request", &r.latency_us)?;
     if r.e2e_latency_us.is_some() || r.workload == "pairs" {
         spectrum_row(out, "end-to-end", &r.e2e_latency_us)?;
+    }
+    if r.send_lag_us.is_some() {
+        spectrum_row(out, "send lag", &r.send_lag_us)?;
     }
     if let Some(v) = &r.verify {
         writeln!(
