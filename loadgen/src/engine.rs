@@ -247,22 +247,25 @@ impl Worker {
                 dirty: false,
             });
         }
-        let (timer, sched) = match plan.rate {
-            Some(rate) => {
-                let t = Timer::new()?;
-                ep.add(t.fd, poll::IN, TIMER_TOKEN)?;
-                let s = Schedule::new(
-                    plan.t0,
-                    rate,
-                    plan.sched_slots,
-                    slots,
-                    plan.open_limit,
-                    plan.end,
-                );
-                (Some(t), Some(s))
-            }
-            None => (None, None),
+        // A timerfd paces open-loop sends and times consumer back-off, both
+        // finer than epoll_wait's millisecond timeout.
+        let timer = if plan.rate.is_some() || plan.miss_backoff > 0 {
+            let t = Timer::new()?;
+            ep.add(t.fd, poll::IN, TIMER_TOKEN)?;
+            Some(t)
+        } else {
+            None
         };
+        let sched = plan.rate.map(|rate| {
+            Schedule::new(
+                plan.t0,
+                rate,
+                plan.sched_slots,
+                slots,
+                plan.open_limit,
+                plan.end,
+            )
+        });
         let consumer = plan
             .verify
             .then(|| ConsumerLog::new(plan.run, plan.n_conns));
