@@ -158,6 +158,15 @@ where
             rep.data_len = pos;
             continue;
         }
+        // A zero header inside a block is padding left where one batch's
+        // write overlapped the next: records go on at the next block.
+        if !pos.is_multiple_of(BLOCK) && is_zero_header(&mut w, pos).await? {
+            let next = pos.next_multiple_of(BLOCK);
+            if try_record(&mut w, next, last_lsn).await?.is_some() {
+                pos = next;
+                continue;
+            }
+        }
         // Resynchronise.
         let bad = pos;
         let mut last_nonzero: Option<u64> = None;
@@ -180,6 +189,13 @@ where
         break;
     }
     Ok(rep)
+}
+
+async fn is_zero_header(w: &mut Window<'_>, pos: u64) -> io::Result<bool> {
+    if w.fill(pos, HEADER_LEN).await? < HEADER_LEN {
+        return Ok(false);
+    }
+    Ok(w.slice(pos, HEADER_LEN).iter().all(|&b| b == 0))
 }
 
 /// The verified header of the record at `pos`, if there is one.

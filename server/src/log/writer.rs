@@ -165,6 +165,12 @@ pub struct Log {
     cur_base: u64,
     /// `cur` holds records not yet handed to the committer.
     dirty: bool,
+    /// The partial block at the start of `cur` is being written by batch
+    /// `Some(n)`: the next record starts at the next block instead, so two
+    /// writes in flight never cover the same block.
+    tail_inflight: Option<u64>,
+    /// Batches handed to the committer so far.
+    batches: u64,
     /// Whole runs of segments sealed since the last batch.
     parts: Vec<Part>,
     /// Index of the open segment, built as records are appended.
@@ -237,6 +243,8 @@ impl Log {
             cur: Vec::new(),
             cur_base: 0,
             dirty: false,
+            tail_inflight: None,
+            batches: 0,
             parts: Vec::new(),
             builder: IndexBuilder::new(next_lsn),
             checkpoint_lsn: 0,
@@ -272,6 +280,16 @@ impl Log {
         self.cur_base + self.cur.len() as u64
     }
 
+    /// Where the next record will start (past the padding when the partial
+    /// tail block is in flight).
+    fn next_off(&self) -> u64 {
+        if self.tail_inflight.is_some() {
+            self.cur_base + BLOCK
+        } else {
+            self.end()
+        }
+    }
+
     /// Bytes on disk that count against `max_disk` (segments and indexes;
     /// the spare is the consumers' reserve and does not count).
     pub fn disk_used(&self) -> u64 {
@@ -294,7 +312,7 @@ impl Log {
         } else {
             self.segment_size
         };
-        if self.end() + need <= limit {
+        if self.next_off() + need <= limit {
             return Ok(());
         }
         if set {
@@ -308,7 +326,7 @@ impl Log {
             return Err(StoreError::OutOfSpace);
         }
         self.roll(queues);
-        if self.end() + need > self.segment_size {
+        if self.next_off() + need > self.segment_size {
             // Only a record bigger than a segment gets here.
             return Err(StoreError::OutOfSpace);
         }
@@ -335,7 +353,12 @@ impl Log {
     {
         let old = self.open_ord;
         let end = self.end();
-        let data = std::mem::take(&mut self.cur);
+        let mut data = std::mem::take(&mut self.cur);
+        if self.tail_inflight.take().is_some() {
+            // Only the in-flight partial block: nothing new to write, but
+            // the (empty) part still marks the segment's end.
+            data.clear();
+        }
         self.parts.push(Part {
             ord: old,
             base: self.cur_base,
@@ -407,6 +430,12 @@ impl Log {
             flags,
             len: body.len() as u32,
         };
+        if self.tail_inflight.take().is_some() {
+            // The rest of the partial block stays zeros (readers skip a zero
+            // header to the next block boundary).
+            self.cur_base += BLOCK;
+            self.cur.clear();
+        }
         let off = self.end();
         record::encode_into(&mut self.cur, &h, body);
         self.builder.record(&h, body, off);
@@ -482,14 +511,19 @@ impl Log {
         self.dirty || !self.parts.is_empty() || self.acked_lsn < self.last_lsn()
     }
 
-    fn take_batch(&mut self) -> (Vec<Part>, u64) {
+    /// Everything appended since the last batch, as one batch.
+    fn take_batch(&mut self) -> Option<Batch> {
         let mut parts = std::mem::take(&mut self.parts);
+        let id = self.batches + 1;
         if self.dirty {
             self.dirty = false;
             let data = std::mem::take(&mut self.cur);
             let keep = (data.len() as u64 / BLOCK * BLOCK) as usize;
             self.cur = data[keep..].to_vec();
             self.cur.reserve(1 << 16);
+            if !self.cur.is_empty() {
+                self.tail_inflight = Some(id);
+            }
             parts.push(Part {
                 ord: self.open_ord,
                 base: self.cur_base,
@@ -498,8 +532,29 @@ impl Log {
             });
             self.cur_base += keep as u64;
         }
-        (parts, self.last_lsn())
+        if parts.is_empty() {
+            return None;
+        }
+        self.batches = id;
+        let creates_file = parts
+            .iter()
+            .any(|p| self.segs.get(&p.ord).is_some_and(|s| s.file.is_none()));
+        Some(Batch {
+            id,
+            parts,
+            last: self.last_lsn(),
+            creates_file,
+        })
     }
+}
+
+/// One group commit.
+struct Batch {
+    id: u64,
+    parts: Vec<Part>,
+    last: u64,
+    /// It creates a segment file: no other batch may run beside it.
+    creates_file: bool,
 }
 
 fn os_reason(what: &str, e: &io::Error) -> String {
@@ -642,62 +697,105 @@ pub async fn committer(log: Rc<RefCell<Log>>) {
     log.borrow_mut().tasks -= 1;
 }
 
+/// Batches in flight at once. Two keep the disk busy while the next batch
+/// gathers and while acknowledged writers submit again.
+const MAX_INFLIGHT: usize = 2;
+
+type BatchTask = Pin<Box<glommio::Task<Result<(), String>>>>;
+
+/// Writes one batch (and, with `--sync always`, fdatasyncs it).
+async fn run_batch(log: Rc<RefCell<Log>>, parts: Rc<Vec<Part>>) -> Result<(), String> {
+    let always = matches!(log.borrow().sync, SyncMode::Always);
+    let mut touched: Vec<(Rc<DmaFile>, bool)> = Vec::new();
+    for part in parts.iter() {
+        let f = write_part(&log, part)
+            .await
+            .map_err(|e| os_reason("segment write failed", &e))?;
+        if !touched.iter().any(|(t, _)| t.is_same(&f)) {
+            touched.push((f, part.seal));
+        }
+    }
+    for (f, sealed) in &touched {
+        if always || *sealed {
+            f.fdatasync()
+                .await
+                .map_err(|e| os_reason("fdatasync failed", &to_io(e)))?;
+            log.borrow_mut().log_fsyncs += 1;
+        }
+    }
+    Ok(())
+}
+
+struct InFlight {
+    id: u64,
+    last: u64,
+    parts: Rc<Vec<Part>>,
+    creates_file: bool,
+    task: BatchTask,
+}
+
 async fn commit_loop(log: &Rc<RefCell<Log>>) {
     let notify = log.borrow().committer.clone();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
     loop {
-        let batch = {
-            let mut l = log.borrow_mut();
-            if l.failed.is_some() {
+        // Start another batch if allowed. Batches are written concurrently
+        // but completed (acknowledged) strictly in order.
+        let can_start = inflight.len() < MAX_INFLIGHT && !inflight.iter().any(|b| b.creates_file);
+        if can_start {
+            let batch = {
+                let mut l = log.borrow_mut();
+                if l.failed.is_some() {
+                    return;
+                }
+                l.take_batch()
+            };
+            if let Some(b) = batch {
+                let parts = Rc::new(b.parts);
+                let task = Box::pin(glommio::spawn_local(run_batch(log.clone(), parts.clone())));
+                inflight.push_back(InFlight {
+                    id: b.id,
+                    last: b.last,
+                    parts,
+                    creates_file: b.creates_file,
+                    task,
+                });
+                continue;
+            }
+        }
+        let Some(front) = inflight.front_mut() else {
+            if log.borrow().closed {
                 return;
             }
-            let (parts, last) = l.take_batch();
-            if parts.is_empty() && l.closed {
-                return;
-            }
-            (!parts.is_empty()).then_some((parts, last))
-        };
-        let Some((parts, last)) = batch else {
             notify.wait().await;
             continue;
         };
-        let always = matches!(log.borrow().sync, SyncMode::Always);
-        let mut touched: Vec<(Rc<DmaFile>, bool)> = Vec::new();
-        let mut err = None;
-        for part in &parts {
-            match write_part(log, part).await {
-                Ok(f) => {
-                    if !touched.iter().any(|(t, _)| t.is_same(&f)) {
-                        touched.push((f, part.seal));
-                    }
-                }
-                Err(e) => {
-                    err = Some(os_reason("segment write failed", &e));
-                    break;
-                }
-            }
-        }
-        if err.is_none() {
-            log.borrow_mut().written_lsn = last;
-            for (f, sealed) in &touched {
-                if always || *sealed {
-                    if let Err(e) = f.fdatasync().await {
-                        err = Some(os_reason("fdatasync failed", &to_io(e)));
-                        break;
-                    }
-                    log.borrow_mut().log_fsyncs += 1;
-                }
-            }
-        }
+        // Wait for the oldest batch; and for new records when another batch
+        // could start beside it.
+        let done = if can_start {
+            futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+                notify.wait().await;
+                None
+            })
+            .await
+        } else {
+            Some((&mut front.task).await)
+        };
+        let Some(result) = done else { continue };
+        let b = inflight.pop_front().expect("front exists");
         let mut l = log.borrow_mut();
-        if let Some(why) = err {
+        if let Err(why) = result {
             l.fail(why);
             return;
         }
-        if always {
-            l.synced_lsn = last;
+        l.written_lsn = b.last;
+        if matches!(l.sync, SyncMode::Always) {
+            l.synced_lsn = b.last;
         }
-        l.acked_lsn = last;
-        for part in &parts {
+        l.acked_lsn = b.last;
+        if l.tail_inflight == Some(b.id) {
+            l.tail_inflight = None;
+        }
+        for part in b.parts.iter() {
             if part.seal {
                 if let Some(seg) = l.segs.get_mut(&part.ord) {
                     seg.complete = true;
