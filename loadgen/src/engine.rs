@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -33,6 +33,29 @@ use crate::verify::{ConsumerLog, ProducerLog};
 use crate::workload::{Header, KeyChooser, Pattern, Rng, SizeDist, Workload, HEADER_LEN};
 
 pub const SECOND: u64 = 1_000_000_000;
+
+/// Set by SIGINT/SIGTERM: stop issuing, finish what is in flight, report.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+    // A second signal kills the process the default way.
+    // SAFETY: restoring the default disposition is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
+}
+
+/// Makes Ctrl-C end the run early with a report instead of losing it.
+pub fn install_interrupt_handler() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only touches an atomic and calls signal().
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
 const TIMER_TOKEN: u64 = u64::MAX;
 /// Below this distance to a deadline, poll and spin instead of sleeping.
 const SPIN_NS: u64 = 40_000;
@@ -192,6 +215,8 @@ pub struct Worker {
     /// Pairs: when consumers give up on queues that never run dry (0 = not
     /// yet decided). Set `--timeout` after the last producer finished.
     consumer_deadline: u64,
+    /// SIGINT seen: no new requests, not even scheduled ones.
+    interrupted: bool,
     /// When the current run of empty polls began (0: not idle), for `--busy-poll`.
     idle_since: u64,
 }
@@ -294,6 +319,7 @@ impl Worker {
             next_timeout_check: 0,
             consumer_deadline: 0,
             idle_since: 0,
+            interrupted: false,
         })
     }
 
@@ -317,7 +343,11 @@ impl Worker {
                     self.stopping = true;
                 }
             }
-            if self.sched.is_some() {
+            if !self.interrupted && INTERRUPTED.load(Ordering::Relaxed) {
+                self.interrupted = true;
+                self.stopping = true;
+            }
+            if self.sched.is_some() && !self.interrupted {
                 self.schedule_due(now);
             }
             if self.plan.miss_backoff > 0 {

@@ -215,6 +215,7 @@ fn run(args: &Args) -> Result<u8, String> {
         None => None,
     };
 
+    engine::install_interrupt_handler();
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (i, specs) in per_thread.into_iter().enumerate() {
@@ -341,7 +342,15 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     // The window is the schedule's, stretched to the last reply: an open-loop
     // backlog that drains after the end must not inflate the achieved rate.
-    let duration_ns = end.unwrap_or(0).max(last_complete) - measure_start;
+    let interrupted = engine::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
+    if interrupted {
+        eprintln!("mcq-loadgen: interrupted; results cover the run so far");
+    }
+    let window_end = match end {
+        Some(e) if !interrupted => e.max(last_complete),
+        _ => last_complete,
+    };
+    let duration_ns = window_end.saturating_sub(measure_start);
     let duration_s = (duration_ns as f64 / 1e9).max(1e-9);
 
     let verify_report = if args.verify {

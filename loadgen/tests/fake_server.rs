@@ -290,3 +290,61 @@ fn desync_aborts_instead_of_hanging() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("protocol desync"), "{out}");
 }
+
+#[test]
+fn open_loop_counts_every_scheduled_request() {
+    let addr = start_server(None);
+    let json = tmp("open.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "3",
+        "--rate",
+        "20000",
+        "--requests",
+        "600",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["ops"], 600);
+    assert_eq!(j["rate_target"], 20000.0);
+    assert_spectrum(&j["latency_us"]);
+    assert_eq!(j["send_lag_us"]["count"], 600);
+}
+
+#[test]
+fn verify_spans_several_servers() {
+    let (a, b) = (start_server(None), start_server(None));
+    let json = tmp("two.json");
+    let (code, out) = run(&[
+        "--server",
+        &a,
+        "--server",
+        &b,
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--pipeline",
+        "4",
+        "--requests",
+        "3000",
+        "--set-ratio",
+        "0.7",
+        "--queues",
+        "5",
+        "--verify",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["verify"]["passed"], true);
+    assert_eq!(j["verify"]["received"], j["sets"]);
+    assert!(j["verify"]["drained"].as_u64().unwrap() > 0);
+}
