@@ -213,7 +213,8 @@ pub struct Worker {
     dirty: Vec<usize>,
     next_timeout_check: u64,
     /// Pairs: when consumers give up on queues that never run dry (0 = not
-    /// yet decided). Set `--timeout` after the last producer finished.
+    /// yet decided, MAX = never or already done). Set `--timeout` after the
+    /// last producer finished.
     consumer_deadline: u64,
     /// SIGINT seen: no new requests, not even scheduled ones.
     interrupted: bool,
@@ -291,6 +292,7 @@ impl Worker {
                 plan.end,
             )
         });
+        let has_consumers = conns.iter().any(|c| matches!(c.role, Role::Consumer(_)));
         let consumer = plan
             .verify
             .then(|| ConsumerLog::new(plan.run, plan.n_conns));
@@ -317,7 +319,7 @@ impl Worker {
             consumer,
             dirty: Vec::new(),
             next_timeout_check: 0,
-            consumer_deadline: 0,
+            consumer_deadline: if has_consumers { 0 } else { u64::MAX },
             idle_since: 0,
             interrupted: false,
         })
@@ -948,7 +950,9 @@ impl Worker {
     /// done. A server that is not a queue (memcached answers the same `get`
     /// forever) would keep it going, so after `--timeout` it stops anyway.
     fn check_consumer_deadline(&mut self, now: u64) {
-        if self.shared.producers_active.load(Ordering::Acquire) != 0 {
+        if self.consumer_deadline == u64::MAX
+            || self.shared.producers_active.load(Ordering::Acquire) != 0
+        {
             return;
         }
         if self.consumer_deadline == 0 {
@@ -965,6 +969,7 @@ impl Worker {
                 stopped += 1;
             }
         }
+        self.consumer_deadline = u64::MAX;
         if stopped > 0 {
             eprintln!(
                 "mcq-loadgen: {stopped} consumers still found messages {:.1} s after the producers \
