@@ -120,6 +120,14 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub miss_backoff: Duration,
 
+    /// When the server closes a connection (a crash, a restart), reconnect
+    /// and carry on instead of dropping it; give up after --timeout. With
+    /// --verify, messages popped by gets whose replies were lost may be
+    /// missing, and duplicates are tolerated (a crashed server may hand out
+    /// a popped message again).
+    #[arg(long)]
+    pub reconnect: bool,
+
     /// Keep polling the sockets this long before sleeping in epoll_wait
     /// (e.g. 50us). Cuts wake-up latency (large on VMs) at the price of CPU;
     /// leave it at 0 when the generator shares cores with the server.

@@ -17,11 +17,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -62,6 +63,8 @@ const SPIN_NS: u64 = 40_000;
 /// Budget claimed from the shared counter at a time (closed loop, --requests).
 const CLAIM_CHUNK: u64 = 16;
 const READ_CHUNK: usize = 64 * 1024;
+/// Pause between reconnection attempts.
+const RETRY_NS: u64 = 50_000_000;
 
 /// Read-only description of the run, shared by all threads.
 pub struct Plan {
@@ -86,6 +89,8 @@ pub struct Plan {
     pub miss_backoff: u64,
     /// Nanoseconds to keep polling before sleeping in `epoll_wait`.
     pub busy_poll: u64,
+    /// Re-establish connections the server closed (crash tests).
+    pub reconnect: bool,
     pub seed: u64,
 }
 
@@ -110,6 +115,7 @@ pub struct ConnSpec {
     pub id: u32,
     pub stream: TcpStream,
     pub server: String,
+    pub addr: SocketAddr,
     pub role: Role,
     /// Its slot in the open-loop schedule, if it is scheduled.
     pub slot: Option<u64>,
@@ -145,6 +151,12 @@ pub struct ThreadOut {
     pub last_complete: u64,
     pub producers: Vec<ProducerLog>,
     pub consumer: Option<ConsumerLog>,
+    /// `get`s in flight on connections that broke: each may have popped a
+    /// message whose reply was lost (at-most-once delivery).
+    pub gets_in_doubt: u64,
+    pub reconnects: u64,
+    /// Connections given up for good.
+    pub dead: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -162,6 +174,8 @@ struct Pending {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Live,
+    /// Lost its socket; `--reconnect` is trying to get a new one.
+    Reconnecting,
     Dead,
 }
 
@@ -169,6 +183,9 @@ struct Conn {
     id: u32,
     stream: TcpStream,
     server: String,
+    addr: SocketAddr,
+    down_since: u64,
+    retry_at: u64,
     role: Role,
     state: State,
     rbuf: Vec<u8>,
@@ -218,6 +235,10 @@ pub struct Worker {
     consumer_deadline: u64,
     /// SIGINT seen: no new requests, not even scheduled ones.
     interrupted: bool,
+    gets_in_doubt: u64,
+    reconnects: u64,
+    /// Connections in `State::Reconnecting`.
+    reconnecting: usize,
     /// When the current run of empty polls began (0: not idle), for `--busy-poll`.
     idle_since: u64,
 }
@@ -254,6 +275,9 @@ impl Worker {
                 id: s.id,
                 stream: s.stream,
                 server: s.server,
+                addr: s.addr,
+                down_since: 0,
+                retry_at: 0,
                 role: s.role,
                 state: State::Live,
                 rbuf: vec![0; READ_CHUNK],
@@ -322,6 +346,9 @@ impl Worker {
             consumer_deadline: if has_consumers { 0 } else { u64::MAX },
             idle_since: 0,
             interrupted: false,
+            gets_in_doubt: 0,
+            reconnects: 0,
+            reconnecting: 0,
         })
     }
 
@@ -361,6 +388,9 @@ impl Worker {
                         self.mark_dirty(ci);
                     }
                 }
+            }
+            if self.reconnecting > 0 {
+                self.try_reconnects(now);
             }
             self.update_producers_done();
             self.check_consumer_deadline(now);
@@ -447,6 +477,9 @@ impl Worker {
             last_complete: self.last_complete,
             producers: std::mem::take(&mut self.producers),
             consumer: self.consumer.take(),
+            gets_in_doubt: self.gets_in_doubt,
+            reconnects: self.reconnects,
+            dead: self.conns.iter().filter(|c| c.state != State::Live).count() as u64,
         };
         let _ = self.tx.send(Msg::Done {
             thread: self.index,
@@ -459,6 +492,9 @@ impl Worker {
     fn wait_ms(&mut self, now: u64) -> i32 {
         let mut deadline = self.plan.t0 + (self.interval + 1) * SECOND;
         deadline = deadline.min(self.next_timeout_check);
+        if self.reconnecting > 0 {
+            deadline = deadline.min(now + RETRY_NS);
+        }
         let mut precise = None;
         if let Some(s) = &self.sched {
             if let Some((_, due, _)) = s.peek() {
@@ -533,7 +569,7 @@ impl Worker {
                 break;
             }
             sched.advance();
-            if self.conns[ci].state == State::Live {
+            if self.conns[ci].state != State::Dead {
                 self.conns[ci].backlog.push_back(due);
                 if !self.conns[ci].dirty {
                     self.conns[ci].dirty = true;
@@ -913,24 +949,105 @@ impl Worker {
     }
 
     fn abort(&mut self, ci: usize, kind: Abort, msg: String) {
+        let now = now_ns();
+        let reconnect = self.plan.reconnect && kind != Abort::Desync;
         let c = &mut self.conns[ci];
-        if c.state == State::Dead {
+        if c.state != State::Live {
             return;
         }
         eprintln!(
-            "mcq-loadgen: connection {} to {}: {msg}; closing it",
-            c.id, c.server
+            "mcq-loadgen: connection {} to {}: {msg}; {}",
+            c.id,
+            c.server,
+            if reconnect {
+                "reconnecting"
+            } else {
+                "closing it"
+            }
         );
-        c.state = State::Dead;
         let _ = self.ep.delete(c.stream.as_raw_fd());
         let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        // Sets in flight stay neither acknowledged nor refused: in doubt.
+        self.gets_in_doubt += c.inflight.iter().filter(|p| !p.is_set).count() as u64;
+        c.inflight.clear();
+        c.rstart = 0;
+        c.rend = 0;
+        c.wbuf.clear();
+        c.wpos = 0;
+        c.want_out = false;
+        self.counters.abort(kind);
+        if reconnect {
+            // The open-loop backlog is kept: those requests are still due,
+            // and their latency will include the outage.
+            c.state = State::Reconnecting;
+            c.down_since = now;
+            c.retry_at = now + RETRY_NS;
+            self.reconnecting += 1;
+        } else {
+            self.kill(ci);
+        }
+    }
+
+    /// Gives a connection up for good.
+    fn kill(&mut self, ci: usize) {
+        let c = &mut self.conns[ci];
+        if c.state == State::Reconnecting {
+            self.reconnecting -= 1;
+        }
+        c.state = State::Dead;
         c.inflight.clear();
         c.backlog.clear();
         c.consumer_finished = true;
-        self.counters.abort(kind);
         if !c.producer_finished {
             c.producer_finished = true;
             self.shared.producers_active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn try_reconnects(&mut self, now: u64) {
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            if c.state != State::Reconnecting || now < c.retry_at {
+                continue;
+            }
+            if now - c.down_since > self.plan.timeout {
+                eprintln!(
+                    "mcq-loadgen: connection {} to {}: could not reconnect within {:.1} s; giving up",
+                    c.id,
+                    c.server,
+                    self.plan.timeout as f64 / 1e9
+                );
+                self.kill(ci);
+                continue;
+            }
+            let stream = TcpStream::connect_timeout(&c.addr, Duration::from_millis(100))
+                .and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|_| s));
+            let c = &mut self.conns[ci];
+            match stream {
+                Ok(stream) => {
+                    if self
+                        .ep
+                        .add(stream.as_raw_fd(), poll::IN | poll::ERR, ci as u64)
+                        .is_err()
+                    {
+                        c.retry_at = now + RETRY_NS;
+                        continue;
+                    }
+                    eprintln!(
+                        "mcq-loadgen: connection {} to {}: reconnected after {:.2} s",
+                        c.id,
+                        c.server,
+                        (now - c.down_since) as f64 / 1e9
+                    );
+                    c.stream = stream;
+                    c.state = State::Live;
+                    c.last_rx = now;
+                    self.reconnecting -= 1;
+                    self.reconnects += 1;
+                    self.mark_dirty(ci);
+                }
+                Err(_) => c.retry_at = now_ns() + RETRY_NS,
+            }
         }
     }
 
@@ -999,6 +1116,10 @@ impl Worker {
     fn all_done(&self) -> bool {
         self.conns.iter().all(|c| {
             c.state == State::Dead
+                || (c.state == State::Reconnecting
+                    && self.stopping
+                    && c.backlog.is_empty()
+                    && !matches!(c.role, Role::Consumer(_)))
                 || (c.inflight.is_empty()
                     && c.backlog.is_empty()
                     && match c.role {

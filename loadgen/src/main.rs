@@ -157,6 +157,7 @@ fn run(args: &Args) -> Result<u8, String> {
             id: id as u32,
             stream,
             server: name.clone(),
+            addr: *addr,
             role,
             slot: scheduled.then(|| {
                 slot += 1;
@@ -196,6 +197,7 @@ fn run(args: &Args) -> Result<u8, String> {
         timeout: args.timeout.as_nanos() as u64,
         miss_backoff: args.miss_backoff.as_nanos() as u64,
         busy_poll: args.busy_poll.as_nanos() as u64,
+        reconnect: args.reconnect,
         seed,
     });
     let shared = Arc::new(Shared {
@@ -331,8 +333,12 @@ fn run(args: &Args) -> Result<u8, String> {
     let mut consumer_logs = Vec::new();
     let mut last_complete = measure_start;
     let mut send_lag = new_hist();
+    let (mut gets_in_doubt, mut reconnects, mut dead) = (0, 0, 0);
     for out in outs.into_iter().flatten() {
         counters.merge(&out.counters);
+        gets_in_doubt += out.gets_in_doubt;
+        reconnects += out.reconnects;
+        dead += out.dead;
         let _ = send_lag.add(&out.send_lag);
         producer_logs.extend(out.producers);
         if let Some(c) = out.consumer {
@@ -367,7 +373,15 @@ fn run(args: &Args) -> Result<u8, String> {
             )?;
         }
         consumer_logs.push(drain_log);
-        Some(verify::finish(&producer_logs, &consumer_logs, drained))
+        Some(verify::finish(
+            &producer_logs,
+            &consumer_logs,
+            drained,
+            verify::Crashes {
+                reconnects,
+                gets_in_doubt,
+            },
+        ))
     } else {
         None
     };
@@ -439,7 +453,7 @@ fn run(args: &Args) -> Result<u8, String> {
     if results.verify.as_ref().is_some_and(|v| !v.passed) {
         return Ok(EXIT_VERIFY_FAILED);
     }
-    if counters.aborts.iter().sum::<u64>() > 0 {
+    if dead > 0 {
         return Ok(EXIT_CONNECTION_ERRORS);
     }
     Ok(0)

@@ -198,6 +198,13 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
             "               lost {}, duplicates {}, out of order {}, corrupt {}, phantom {}, resurrected {}, foreign {}",
             v.lost, v.duplicates, v.out_of_order, v.corrupt, v.phantom, v.resurrected, v.foreign
         )?;
+        if v.reconnects > 0 || v.gets_in_doubt > 0 {
+            writeln!(
+                out,
+                "               {} reconnects, {} gets in doubt (losses up to that many and duplicates are tolerated)",
+                v.reconnects, v.gets_in_doubt
+            )?;
+        }
         for p in &v.problems {
             writeln!(out, "               - {p}")?;
         }

@@ -17,21 +17,43 @@ type Queues = Arc<Mutex<HashMap<Vec<u8>, VecDeque<(u32, Vec<u8>)>>>>;
 /// Starts a FIFO memcache queue server; with `lose_nth = Some(n)` the n-th
 /// stored message (1-based) is acknowledged but never kept.
 fn start_server(lose_nth: Option<u64>) -> String {
+    start_server_with(lose_nth, None)
+}
+
+/// Like [`start_server`]; with `drop_all_at = Some(n)` every open connection
+/// is cut right after the n-th `set` is stored, as a crashing server would.
+fn start_server_with(lose_nth: Option<u64>, drop_all_at: Option<u64>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let queues: Queues = Arc::default();
     let stored = Arc::new(AtomicU64::new(0));
+    let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let (queues, stored) = (queues.clone(), stored.clone());
-            std::thread::spawn(move || serve(conn, queues, stored, lose_nth));
+            open.lock().unwrap().push(conn.try_clone().unwrap());
+            let (queues, stored, open) = (queues.clone(), stored.clone(), open.clone());
+            std::thread::spawn(move || {
+                serve(conn, queues, stored, lose_nth, &|n| {
+                    if drop_all_at == Some(n) {
+                        for c in open.lock().unwrap().drain(..) {
+                            let _ = c.shutdown(std::net::Shutdown::Both);
+                        }
+                    }
+                })
+            });
         }
     });
     addr
 }
 
-fn serve(conn: TcpStream, queues: Queues, stored: Arc<AtomicU64>, lose_nth: Option<u64>) {
+fn serve(
+    conn: TcpStream,
+    queues: Queues,
+    stored: Arc<AtomicU64>,
+    lose_nth: Option<u64>,
+    after_store: &dyn Fn(u64),
+) {
     let mut r = BufReader::new(conn.try_clone().unwrap());
     let mut w = BufWriter::new(conn);
     let mut line = Vec::new();
@@ -60,7 +82,10 @@ fn serve(conn: TcpStream, queues: Queues, stored: Arc<AtomicU64>, lose_nth: Opti
                         .or_default()
                         .push_back((flags.parse().unwrap(), body));
                 }
-                w.write_all(b"STORED\r\n").unwrap();
+                after_store(n);
+                if w.write_all(b"STORED\r\n").is_err() {
+                    return;
+                }
             }
             ["get", q] => {
                 let msg = queues
@@ -68,14 +93,22 @@ fn serve(conn: TcpStream, queues: Queues, stored: Arc<AtomicU64>, lose_nth: Opti
                     .unwrap()
                     .get_mut(q.as_bytes())
                     .and_then(|d| d.pop_front());
+                let mut reply = Vec::new();
                 if let Some((flags, body)) = msg {
-                    write!(w, "VALUE {q} {flags} {}\r\n", body.len()).unwrap();
-                    w.write_all(&body).unwrap();
-                    w.write_all(b"\r\n").unwrap();
+                    write!(reply, "VALUE {q} {flags} {}\r\n", body.len()).unwrap();
+                    reply.extend_from_slice(&body);
+                    reply.extend_from_slice(b"\r\n");
                 }
-                w.write_all(b"END\r\n").unwrap();
+                reply.extend_from_slice(b"END\r\n");
+                if w.write_all(&reply).is_err() {
+                    return;
+                }
             }
-            _ => w.write_all(b"ERROR\r\n").unwrap(),
+            _ => {
+                if w.write_all(b"ERROR\r\n").is_err() {
+                    return;
+                }
+            }
         }
         if r.buffer().is_empty() && w.flush().is_err() {
             return;
@@ -347,4 +380,42 @@ fn verify_spans_several_servers() {
     assert_eq!(j["verify"]["passed"], true);
     assert_eq!(j["verify"]["received"], j["sets"]);
     assert!(j["verify"]["drained"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn reconnect_survives_a_server_that_drops_every_connection() {
+    let addr = start_server_with(None, Some(700));
+    let json = tmp("crash.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "6",
+        "--workload",
+        "pairs",
+        "--pipeline",
+        "4",
+        "--requests",
+        "3000",
+        "--queues",
+        "3",
+        "--verify",
+        "--reconnect",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reconnected"), "{out}");
+    let j = read_json(&json);
+    let v = &j["verify"];
+    assert_eq!(v["passed"], true, "{out}");
+    assert!(v["reconnects"].as_u64().unwrap() >= 1);
+    assert!(v["lost"].as_u64().unwrap() <= v["gets_in_doubt"].as_u64().unwrap());
+    // Sets in flight at the cut are in doubt: sent, never answered.
+    assert_eq!(v["sent"], 3000);
+    assert_eq!(
+        v["acknowledged"].as_u64().unwrap() + v["in_doubt"].as_u64().unwrap(),
+        3000
+    );
 }
