@@ -239,6 +239,10 @@ pub struct Worker {
     reconnects: u64,
     /// Connections in `State::Reconnecting`.
     reconnecting: usize,
+    /// Whether any connection issues requests on its own (not a consumer).
+    has_producers: bool,
+    /// Connections given up for good.
+    killed: usize,
     /// When the current run of empty polls began (0: not idle), for `--busy-poll`.
     idle_since: u64,
 }
@@ -317,6 +321,7 @@ impl Worker {
             )
         });
         let has_consumers = conns.iter().any(|c| matches!(c.role, Role::Consumer(_)));
+        let has_producers = conns.iter().any(|c| !matches!(c.role, Role::Consumer(_)));
         let consumer = plan
             .verify
             .then(|| ConsumerLog::new(plan.run, plan.n_conns));
@@ -349,6 +354,8 @@ impl Worker {
             gets_in_doubt: 0,
             reconnects: 0,
             reconnecting: 0,
+            has_producers,
+            killed: 0,
         })
     }
 
@@ -399,7 +406,9 @@ impl Worker {
                 self.check_timeouts(now);
                 self.next_timeout_check = now + SECOND / 10;
             }
-            if self.all_done() {
+            // all_done() walks every connection; it can only be true once
+            // issuing has stopped, in a consumers-only thread, or after a loss.
+            if (self.stopping || !self.has_producers || self.killed > 0) && self.all_done() {
                 break;
             }
             let now = now_ns();
@@ -995,6 +1004,7 @@ impl Worker {
             self.reconnecting -= 1;
         }
         c.state = State::Dead;
+        self.killed += 1;
         c.inflight.clear();
         c.backlog.clear();
         c.consumer_finished = true;
