@@ -9,9 +9,11 @@
 //! - `restart`: time to reopen a shard holding N small messages, with its
 //!   index files and with them deleted.
 //!
-//! Usage: `logbench <dir on the disk to test> [throughput|batching|restart|all]`
+//! Usage: `logbench <dir on the disk to test> [throughput|tp-only|batching|restart|all]`
 //! Environment: `SECS` (per throughput run, default 10), `WRITERS`
-//! (throughput, default 1024), `MESSAGES` (restart, default 10000000).
+//! (throughput, default 1024), `DEPTH` (sets each throughput writer keeps
+//! in flight, like a pipelining client; default 1), `MESSAGES` (restart,
+//! default 10000000).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -74,6 +76,7 @@ async fn set_throughput(
     writers: usize,
     secs: u64,
 ) -> (f64, f64, u64, u64) {
+    let depth = env("DEPTH", 1) as usize;
     let store = Store::open(config(dir, sync)).await.unwrap();
     let stop = Rc::new(Cell::new(false));
     let count = Rc::new(Cell::new(0u64));
@@ -83,9 +86,19 @@ async fn set_throughput(
     for w in 0..writers {
         let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
         tasks.push(glommio::spawn_local(async move {
+            // Each writer pipelines `depth` sets, as a pipelining client
+            // (or several connections) would.
             let q = format!("q{}", w % 16);
+            let mut pending = std::collections::VecDeque::new();
             while !stop.get() {
-                store.set(q.as_bytes(), 0, vec![b'x'; 4096]).await.unwrap();
+                while pending.len() < depth {
+                    pending.push_back(store.set(q.as_bytes(), 0, vec![b'x'; 4096]));
+                }
+                pending.pop_front().unwrap().await.unwrap();
+                count.set(count.get() + 1);
+            }
+            for f in pending {
+                f.await.unwrap();
                 count.set(count.get() + 1);
             }
         }));
@@ -224,6 +237,13 @@ fn main() {
                         prev_dd = next_dd;
                     }
                 }
+            }
+            if what == "tp-only" {
+                let d = fresh(&base, "tp");
+                let (mbs, _, n, _) =
+                    set_throughput(&d, SyncMode::Interval(Duration::from_millis(100)), writers, secs).await;
+                println!("    {n} sets, {mbs:.0} MB/s");
+                let _ = std::fs::remove_dir_all(&d);
             }
             if what == "batching" || what == "all" {
                 println!("batching: 100-byte sets under --sync always, {secs} s per run");
