@@ -40,6 +40,11 @@ pub fn run(config: Config) -> io::Result<()> {
     }
     let executors = config.executors();
     std::fs::create_dir_all(&config.data_dir)?;
+    // Absolute from here on: the log's files are opened through io_uring,
+    // where a relative path is not resolved against our working directory
+    // (a relative -H failed with EBADF).
+    let mut config = config;
+    config.data_dir = std::fs::canonicalize(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let shards = shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     for s in 0..shards {

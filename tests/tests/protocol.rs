@@ -468,3 +468,32 @@ fn two_servers_cannot_share_a_data_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another mcqd"));
 }
+
+#[test]
+fn a_relative_data_directory_works() {
+    // The default `-H ./mcq-data` is relative: the README's first command
+    // depends on it.
+    let dir = mcq_tests::test_dir("relative");
+    let port = mcq_tests::free_port();
+    let mut child = std::process::Command::new(mcq_tests::mcqd_bin())
+        .current_dir(&dir)
+        .args(["-p", &port.to_string(), "-t", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+    let mut c = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            drop(stream);
+            break Client::connect(port);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "mcqd exited");
+        assert!(std::time::Instant::now() < deadline, "mcqd did not start");
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    c.set("rel", b"ative");
+    assert_eq!(c.get("rel").unwrap(), b"ative");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(dir.join("mcq-data").join("MANIFEST").exists());
+}
