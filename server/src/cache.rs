@@ -7,6 +7,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// Bytes charged per entry on top of its body (map slot, order slot, the
+/// body's allocation header).
+pub const ENTRY_OVERHEAD: usize = 64;
+
 /// `(queue id, message seq)`.
 pub type Key = (u32, u64);
 
@@ -29,28 +33,30 @@ impl HotCache {
         }
     }
 
-    /// Bytes of bodies held.
+    /// Bytes charged for the entries held.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Keeps `body` unless it alone is over the limit; evicts the oldest
-    /// entries to make room.
+    /// Keeps `body` unless it alone is over a quarter of the limit; evicts
+    /// the oldest entries to make room. Each entry is charged its body plus
+    /// [`ENTRY_OVERHEAD`], so even empty bodies are bounded in number.
     pub fn insert(&mut self, key: Key, flags: u32, body: Vec<u8>) {
-        if body.len() > self.limit / 4 || body.len() > self.limit {
+        let cost = body.len() + ENTRY_OVERHEAD;
+        if cost > self.limit / 4 {
             return;
         }
-        while self.bytes + body.len() > self.limit {
+        while self.bytes + cost > self.limit {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
             if let Some((_, b)) = self.map.remove(&old) {
-                self.bytes -= b.len();
+                self.bytes -= b.len() + ENTRY_OVERHEAD;
             }
         }
-        self.bytes += body.len();
+        self.bytes += cost;
         if let Some((_, b)) = self.map.insert(key, (flags, body)) {
-            self.bytes -= b.len();
+            self.bytes -= b.len() + ENTRY_OVERHEAD;
         }
         self.order.push_back(key);
     }
@@ -58,7 +64,7 @@ impl HotCache {
     /// Takes the entry out (the message was popped).
     pub fn take(&mut self, key: Key) -> Option<(u32, Vec<u8>)> {
         let v = self.map.remove(&key)?;
-        self.bytes -= v.1.len();
+        self.bytes -= v.1.len() + ENTRY_OVERHEAD;
         // Keep `order` from filling with dead keys when nothing is evicted.
         while let Some(front) = self.order.front() {
             if self.map.contains_key(front) {
@@ -85,20 +91,29 @@ mod tests {
 
     #[test]
     fn bounded_and_evicts_oldest() {
-        let mut c = HotCache::new(100);
+        let mut c = HotCache::new(1000);
         for i in 0..10 {
-            c.insert((1, i), 0, vec![0; 20]);
-            assert!(c.bytes() <= 100);
+            c.insert((1, i), 0, vec![0; 100]);
+            assert!(c.bytes() <= 1000);
         }
         assert!(c.take((1, 0)).is_none());
-        assert_eq!(c.take((1, 9)).unwrap().1.len(), 20);
+        assert_eq!(c.take((1, 9)).unwrap().1.len(), 100);
         let before = c.bytes();
-        c.insert((1, 99), 0, vec![0; 90]);
+        c.insert((1, 99), 0, vec![0; 200]);
         assert_eq!(
             c.bytes(),
             before,
             "a body over a quarter of the cache is not kept"
         );
+    }
+
+    #[test]
+    fn empty_bodies_are_bounded_too() {
+        let mut c = HotCache::new(64 * 100);
+        for i in 0..10_000 {
+            c.insert((1, i), 0, Vec::new());
+        }
+        assert!(c.map.len() <= 100);
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Store {
             .next_multiple_of(segment::BLOCK);
         writer::probe_device(&config.dir).await?;
         let rec = recovery::recover(&config.dir, &label).await?;
+        let unverified = rec.unverified;
         let mut state = State {
             queues: HashMap::with_capacity(rec.queues.len()),
             names: BTreeMap::new(),
@@ -235,6 +236,10 @@ impl Store {
             store.log.clone(),
         ))
         .detach();
+        if !unverified.is_empty() {
+            let (state, log) = (store.state.clone(), store.log.clone());
+            glommio::spawn_local(compaction::scrub(state, log, unverified)).detach();
+        }
         Acked {
             log: store.log.clone(),
             lsn: checkpoint,

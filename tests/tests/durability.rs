@@ -219,7 +219,9 @@ fn torn_tail_and_flipped_byte_are_reported_and_the_rest_served() {
         );
         got.push(i);
     }
-    assert_eq!(errors, 1, "the flipped message is reported once");
+    // The damage is found by the background scrub (the message is dropped
+    // before anyone asks for it) or by the read (that one get fails).
+    assert!(errors <= 1, "{errors} errors");
     assert!(server.log().contains("corrupt record"), "{}", server.log());
     // Intact messages come in order, none twice; only the flipped one is
     // missing before the cut.

@@ -17,6 +17,9 @@
 //!    its live messages are appended again (same queue, seq, flags, time,
 //!    body) to the open segment; the locators move, the old segment dies and
 //!    step 2 deletes it. So a slow queue cannot pin old segments.
+//!
+//! Separately, once after a start, [`scrub`] reads the sealed segments that
+//! recovery took from their index files and verifies every checksum.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -339,4 +342,78 @@ fn copy_if_live(
     l.retain(nord, len);
     l.release(ord, len, lsn);
     true
+}
+
+/// Verifies, once, the checksums of the sealed segments recovery loaded from
+/// their index files (it did not read them), so damage is found and
+/// reported even before a consumer reaches it. A damaged message is dropped
+/// from its queue (logged) instead of failing a `get` later.
+pub(crate) async fn scrub(state: Rc<RefCell<State>>, log: Rc<RefCell<Log>>, ords: Vec<u32>) {
+    log.borrow_mut().tasks += 1;
+    scrub_segments(&state, &log, ords).await;
+    log.borrow_mut().tasks -= 1;
+}
+
+async fn scrub_segments(state: &Rc<RefCell<State>>, log: &Rc<RefCell<Log>>, ords: Vec<u32>) {
+    for ord in ords {
+        let (file, data_len, first_lsn, label) = {
+            let l = log.borrow();
+            if l.closed || l.failed.is_some() {
+                return;
+            }
+            match l.segs.get(&ord) {
+                Some(s) => (s.file.clone(), s.data_len, s.first_lsn, l.label.clone()),
+                None => continue, // already reclaimed
+            }
+        };
+        let Some(file) = file else { continue };
+        let rep = match segment::scan(&file, data_len, |_, _, _| {}).await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::log!(0, "{label}: scrub of segment {first_lsn:020} failed: {e}");
+                continue;
+            }
+        };
+        let mut bad: Vec<(u64, u64)> = rep.corrupt.clone();
+        bad.extend(rep.torn);
+        for (off, len) in bad {
+            crate::log!(
+                0,
+                "{label}: segment {first_lsn:020}: corrupt record(s) at offset {off}, {len} bytes: checksum mismatch"
+            );
+            drop_messages_in(state, log, ord, off, off + len);
+        }
+    }
+}
+
+/// Drops the queued messages whose record starts in `[from, to)` of segment
+/// `ord`: their records are damaged.
+fn drop_messages_in(state: &RefCell<State>, log: &RefCell<Log>, ord: u32, from: u64, to: u64) {
+    let mut st = state.borrow_mut();
+    let st = &mut *st;
+    let mut l = log.borrow_mut();
+    let lsn = l.last_lsn();
+    let label = l.label.clone();
+    for q in st.queues.values_mut() {
+        let hit: Vec<u64> = q
+            .locs
+            .iter()
+            .filter(|loc| loc.seg == ord && (from..to).contains(&u64::from(loc.off)))
+            .map(|loc| loc.seq)
+            .collect();
+        for seq in hit {
+            if let Some(loc) = q.remove(seq) {
+                crate::log!(
+                    0,
+                    "{label}: message {seq} of queue {} is damaged: dropped",
+                    String::from_utf8_lossy(&q.name)
+                );
+                l.release(ord, loc.len, lsn);
+                l.corrupt_records += 1;
+                st.items -= 1;
+                st.bytes -= loc.body_len();
+                st.cache.remove((q.id, seq));
+            }
+        }
+    }
 }

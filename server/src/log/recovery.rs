@@ -53,6 +53,8 @@ pub struct Recovered {
     pub corrupt_records: u64,
     /// Index files rebuilt from scans.
     pub rebuilt_indexes: u32,
+    /// Segments summarised from their index files: not yet checksummed.
+    pub unverified: Vec<u32>,
 }
 
 enum Summary {
@@ -316,6 +318,7 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
     let mut summaries: Vec<(u32, Summary)> = Vec::new();
     let mut corrupt_records = 0u64;
     let mut rebuilt = 0u32;
+    let mut unverified = Vec::new();
     let mut ord = 0u32;
     for (&first_lsn, path) in &logs {
         let file = open_segment(path).await?;
@@ -374,6 +377,9 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
             Summary::Built(b) => (b.data_len, b.corrupt_records, index::encode(b).len() as u64),
         };
         corrupt_records += u64::from(corrupt);
+        if matches!(summary, Summary::Loaded(_)) {
+            unverified.push(ord);
+        }
         let disk_bytes = file.file_size().await.map_err(to_io)?;
         let mut seg = Seg::new(first_lsn, Some(Rc::new(file)), disk_bytes);
         seg.data_len = data_len;
@@ -423,5 +429,6 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
         next_queue_id: next_queue_id.max(1),
         corrupt_records,
         rebuilt_indexes: rebuilt,
+        unverified,
     })
 }
