@@ -9,7 +9,7 @@
 //! - `restart`: time to reopen a shard holding N small messages, with its
 //!   index files and with them deleted.
 //!
-//! Usage: `logbench <dir on the disk to test> [throughput|tp-only|batching|restart|all]`
+//! Usage: `logbench <dir on the disk to test> [throughput|tp-only|batching|restart|space|all]`
 //! Environment: `SECS` (per throughput run, default 10), `WRITERS`
 //! (throughput, default 1024), `DEPTH` (sets each throughput writer keeps
 //! in flight, like a pipelining client; default 1), `MESSAGES` (restart,
@@ -237,6 +237,34 @@ fn main() {
                         prev_dd = next_dd;
                     }
                 }
+            }
+            if what == "space" {
+                // 1 GB of 1,000-byte messages, nothing consumed.
+                let d = fresh(&base, "space");
+                let store = Store::open(config(&d, SyncMode::Interval(Duration::from_millis(100)))).await.unwrap();
+                let mut pending = Vec::new();
+                for i in 0..1_000_000u64 {
+                    pending.push(store.set(format!("q{}", i % 16).as_bytes(), 0, vec![b's'; 1000]));
+                    if pending.len() == 1024 {
+                        for f in pending.drain(..) {
+                            f.await.unwrap();
+                        }
+                    }
+                }
+                for f in pending.drain(..) {
+                    f.await.unwrap();
+                }
+                store.close().await.unwrap();
+                let mut disk = 0u64;
+                let mut kinds = std::collections::BTreeMap::new();
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    let n = std::fs::metadata(&p).unwrap().len();
+                    disk += n;
+                    *kinds.entry(p.extension().unwrap().to_string_lossy().into_owned()).or_insert(0u64) += n;
+                }
+                println!("space: 1,000,000 messages of 1,000 bytes (1 GB): {disk} bytes in files ({:.3}x): {kinds:?}", disk as f64 / 1e9);
+                let _ = std::fs::remove_dir_all(&d);
             }
             if what == "tp-only" {
                 let d = fresh(&base, "tp");

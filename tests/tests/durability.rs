@@ -331,6 +331,7 @@ fn deep_backlog_bounded_rss_o_direct_and_indexes() {
         fill(&mut c, q, 0, total / 4, len);
     }
     let rss = rss_bytes(server.pid());
+    eprintln!("RSS with 1 GiB queued: {} MiB", rss >> 20);
     assert!(rss < 256 << 20, "RSS {} MiB with 1 GiB queued", rss >> 20);
 
     // Every segment file descriptor is O_DIRECT.
