@@ -3,13 +3,14 @@
 //!
 //! # Group commit
 //! Appending a record only copies it into the shard's one in-memory tail
-//! buffer (`cur`) and gives it the next lsn; it is synchronous. A single
-//! committer task per shard takes everything appended so far as one batch,
-//! writes it with one DMA `write_at` per segment touched (normally one),
-//! then, with `--sync always`, one `fdatasync`, and only then raises
-//! `acked_lsn` and wakes every waiter whose record is covered. While that
-//! write and sync are in flight, new records gather in `cur` for the next
-//! batch, so the batch size follows the load by itself.
+//! buffer (`cur`) and gives it the next lsn; it is synchronous. The
+//! committer task takes everything appended so far as one batch, writes it
+//! (whole blocks, in concurrent writes of at most 256 KiB) and, with
+//! `--sync always`, fdatasyncs it, and only then raises `acked_lsn` and
+//! wakes every waiter whose record is covered. While a batch is in flight,
+//! new records gather in `cur`; a second batch may start beside the first,
+//! and batches complete strictly in order. So the batch size follows the
+//! load by itself.
 //!
 //! # Block packing
 //! Records are packed back to back. `cur` always starts at a 4 KiB boundary
@@ -18,7 +19,9 @@
 //! block, which the next batch rewrites with more records after it. The
 //! rewritten prefix is byte-identical to what is on disk, so a torn rewrite
 //! (power loss mid-write) can damage only the new records, relying on the
-//! device writing each sector atomically.
+//! device writing each sector atomically. If that partial block is still
+//! being written by the batch in flight, the next record starts at the next
+//! block instead (`tail_inflight`): two writes in flight never share a block.
 //!
 //! # Failure
 //! A failed write or fdatasync is never retried and never acknowledged
