@@ -13,7 +13,7 @@
 //! Environment: `SECS` (per throughput run, default 10), `WRITERS`
 //! (throughput, default 1024), `DEPTH` (sets each throughput writer keeps
 //! in flight, like a pipelining client; default 1), `MESSAGES` (restart,
-//! default 10000000).
+//! default 10000000), `SEGMENT` (segment size, default 64 MiB).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ fn config(dir: &Path, sync: SyncMode) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         sync,
-        segment_size: 64 << 20,
+        segment_size: env("SEGMENT", 64 << 20),
         max_disk: None,
         cache_bytes: 64 << 20,
     }

@@ -155,12 +155,12 @@ fn ready<T: 'static>(v: T) -> LocalFuture<T> {
 }
 
 /// Keeps a segment from being deleted while a read of it is in flight.
-struct Pin_ {
+struct ReadPin {
     log: Rc<RefCell<Log>>,
     ord: u32,
 }
 
-impl Drop for Pin_ {
+impl Drop for ReadPin {
     fn drop(&mut self) {
         let mut l = self.log.borrow_mut();
         if let Some(seg) = l.segs.get_mut(&self.ord) {
@@ -339,7 +339,7 @@ impl Store {
         if let Some(seg) = log.segs.get_mut(&loc.seg) {
             seg.pins += 1;
         }
-        let pin = Pin_ {
+        let pin = ReadPin {
             log: self.log.clone(),
             ord: loc.seg,
         };
