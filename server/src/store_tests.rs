@@ -425,10 +425,13 @@ fn flipped_byte_in_sealed_segment() {
     let idx = victim.with_extension("idx");
     let orig_idx = std::fs::read(&idx).unwrap();
     let copy = tempfile::tempdir_in(dir.path()).unwrap();
-    // Every 211th byte of the data (the whole range is too slow for a unit
-    // test; the record tests flip every bit of a record).
+    // About 40 positions spread over the data, the first record's header
+    // among them (every position is too slow for a unit test — each one
+    // reopens a store on copied segments; the record tests flip every bit
+    // of a record).
     let data_len = orig.iter().rposition(|&b| b != 0).unwrap() + 1;
-    for pos in (0..data_len).step_by(211) {
+    let positions = (0..8).chain((8..data_len).step_by(data_len / 32 + 1));
+    for pos in positions {
         let shard = copy.path().join("shard-000");
         let _ = std::fs::remove_dir_all(&shard);
         std::fs::create_dir_all(&shard).unwrap();
@@ -456,19 +459,26 @@ fn flipped_byte_in_sealed_segment() {
             let mut got = 0;
             for q in 0..4 {
                 let mut next = 0u64;
-                loop {
-                    match s.get(format!("q{q}").as_bytes()).await {
-                        Ok(Some(m)) => {
-                            // Only intact messages, in order, none twice.
-                            let i = m.seq;
-                            assert!(i >= next);
-                            assert_eq!(m.body, body(q, i, 250), "pos {pos}");
-                            next = i + 1;
-                            got += 1;
+                let mut empty = false;
+                while !empty {
+                    // Pops take effect when called: 64 at a time share one
+                    // group commit instead of an fdatasync each.
+                    let name = format!("q{q}");
+                    let pops: Vec<_> = (0..64).map(|_| s.get(name.as_bytes())).collect();
+                    for pop in pops {
+                        match pop.await {
+                            Ok(Some(m)) => {
+                                // Only intact messages, in order, none twice.
+                                let i = m.seq;
+                                assert!(i >= next);
+                                assert_eq!(m.body, body(q, i, 250), "pos {pos}");
+                                next = i + 1;
+                                got += 1;
+                            }
+                            Ok(None) => empty = true,
+                            Err(StoreError::Failed(_)) => {}
+                            Err(e) => panic!("{e:?}"),
                         }
-                        Ok(None) => break,
-                        Err(StoreError::Failed(_)) => {}
-                        Err(e) => panic!("{e:?}"),
                     }
                 }
             }
@@ -498,7 +508,11 @@ fn truncated_open_segment() {
     let orig = std::fs::read(&open).unwrap();
     let data_len = orig.iter().rposition(|&b| b != 0).unwrap() + 1;
     let copy = tempfile::tempdir_in(dir.path()).unwrap();
-    for cut in (0..=data_len).step_by(13).chain([data_len]) {
+    // About 40 cuts spread over the data, the very start and end included.
+    for cut in (0..=data_len)
+        .step_by(data_len / 40 + 1)
+        .chain([1, data_len - 1, data_len])
+    {
         let sh = copy.path().join("shard-000");
         let _ = std::fs::remove_dir_all(&sh);
         std::fs::create_dir_all(&sh).unwrap();
@@ -757,6 +771,37 @@ fn scrub_drops_a_damaged_message_before_it_is_read() {
             }
         }
         assert_eq!(got, 599);
+        s.close().await.unwrap();
+    });
+}
+
+/// More queues than a segment's checkpoint can hold: sets are refused
+/// instead of rolling to a new (useless) segment on every attempt.
+#[test]
+fn checkpoint_larger_than_a_segment_refuses_sets() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let shard = cfg.dir.clone();
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        let mut refused = 0;
+        for i in 0..2000 {
+            let name = format!("{i:0>100}");
+            match s.set(name.as_bytes(), 0, b"x".to_vec()).await {
+                Ok(()) => {}
+                Err(StoreError::OutOfSpace) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(refused > 0);
+        s.settle().await;
+        assert!(
+            seg_files(&shard, "log").len() <= 4,
+            "{:?}",
+            seg_files(&shard, "log")
+        );
+        // Consumers still work.
+        assert_eq!(get(&s, &format!("{:0>100}", 0)).await.unwrap(), b"x");
         s.close().await.unwrap();
     });
 }
