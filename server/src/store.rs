@@ -133,7 +133,9 @@ pub(crate) struct State {
 
 impl State {
     /// The queues as a segment checkpoint lists them.
-    pub fn checkpoint(queues: &HashMap<u32, Queue>) -> impl Iterator<Item = CheckpointQueue<'_>> {
+    pub fn checkpoint(
+        queues: &HashMap<u32, Queue>,
+    ) -> impl Iterator<Item = CheckpointQueue<'_>> + Clone {
         queues.values().map(|q| CheckpointQueue {
             id: q.id,
             name: &q.name,

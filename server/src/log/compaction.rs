@@ -13,7 +13,8 @@
 //! 3. Keep a **spare** preallocated segment file ready, so rolling to a new
 //!    segment never allocates on the commit path and a `get` can always be
 //!    logged even when the disk is full.
-//! 4. **Compact**: a sealed segment less than a quarter live is read, and
+//! 4. **Compact**: a sealed segment less than a quarter live (not counting
+//!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,
 //!    body) to the open segment; the locators move, the old segment dies and
 //!    step 2 deletes it. So a slow queue cannot pin old segments.
@@ -251,7 +252,7 @@ async fn compact(state: &Rc<RefCell<State>>, log: &Rc<RefCell<Log>>) {
                         && s.pending_index.is_none()
                         && s.live > 0
                         && !s.no_compact
-                        && s.live_bytes * 4 < s.data_len
+                        && s.live_bytes * 4 < s.data_len.saturating_sub(s.checkpoint_end)
                 })
                 .map(|(o, s)| (*o, s.file.clone(), s.data_len, s.first_lsn))
         };

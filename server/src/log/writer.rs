@@ -108,6 +108,9 @@ pub struct Seg {
     pub dead_lsn: u64,
     /// Compaction gave up on it (an unreadable record keeps it live).
     pub no_compact: bool,
+    /// End of its checkpoint (0 when unknown, for segments of an earlier
+    /// run): compaction can never reclaim these bytes.
+    pub checkpoint_end: u64,
 }
 
 impl Seg {
@@ -127,6 +130,7 @@ impl Seg {
             pending_index: None,
             dead_lsn: 0,
             no_compact: false,
+            checkpoint_end: 0,
         }
     }
 }
@@ -305,7 +309,7 @@ impl Log {
     /// past `max_disk`.
     pub fn make_room<'a, I>(&mut self, need: u64, set: bool, queues: I) -> Result<(), StoreError>
     where
-        I: Iterator<Item = CheckpointQueue<'a>>,
+        I: Iterator<Item = CheckpointQueue<'a>> + Clone,
     {
         if let Some(f) = &self.failed {
             return Err(StoreError::Failed(f.clone()));
@@ -328,11 +332,18 @@ impl Log {
         if self.disk_full && self.spare.is_none() {
             return Err(StoreError::OutOfSpace);
         }
-        self.roll(queues);
-        if self.next_off() + need > self.segment_size {
-            // Only a record bigger than a segment gets here.
+        // A new segment starts with a checkpoint of every queue: if that and
+        // this record cannot share a segment, rolling would not help (and
+        // would only leave an empty segment behind per attempt).
+        let checkpoint: u64 = queues
+            .clone()
+            .map(|q| record::record_len(16 + q.name.len()) as u64)
+            .sum::<u64>()
+            + record::record_len(0) as u64;
+        if checkpoint + need > self.segment_size {
             return Err(StoreError::OutOfSpace);
         }
+        self.roll(queues);
         Ok(())
     }
 
@@ -397,6 +408,10 @@ impl Log {
         }
         let next_id = u64::from(self.next_queue_id);
         self.checkpoint_lsn = self.append(Kind::Checkpoint, 0, next_id, 0, &[]).2;
+        let end = self.end();
+        if let Some(seg) = self.segs.get_mut(&ord) {
+            seg.checkpoint_end = end;
+        }
     }
 
     /// Appends one record to the open segment; returns `(segment ordinal,
