@@ -810,3 +810,20 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
         s.close().await.unwrap();
     });
 }
+
+#[test]
+fn requests_after_close_fail_instead_of_hanging() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        set(&s, "q", b"a".to_vec()).await;
+        s.close().await.unwrap();
+        assert!(matches!(
+            s.set(b"q", 0, b"b".to_vec()).await,
+            Err(StoreError::Failed(_))
+        ));
+        assert!(matches!(s.get(b"q").await, Err(StoreError::Failed(_))));
+        assert!(matches!(s.delete(b"q").await, Err(StoreError::Failed(_))));
+    });
+}

@@ -314,6 +314,9 @@ impl Log {
         if let Some(f) = &self.failed {
             return Err(StoreError::Failed(f.clone()));
         }
+        if self.closed {
+            return Err(StoreError::Failed("shard closed".into()));
+        }
         let limit = if set {
             self.segment_size - self.reserve
         } else {
