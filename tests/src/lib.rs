@@ -46,6 +46,14 @@ pub fn mcqd_bin() -> PathBuf {
     );
 }
 
+/// The mcq-loadgen binary (built by `scripts/test` with the workspace).
+pub fn loadgen_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MCQ_LOADGEN_BIN") {
+        return PathBuf::from(bin);
+    }
+    mcqd_bin().with_file_name("mcq-loadgen")
+}
+
 /// A fresh directory on a real disk for one test.
 pub fn test_dir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -100,8 +108,11 @@ impl Server {
 
     fn launch(&mut self) {
         // The port may be taken between our probe and mcqd's bind; try again.
+        let keep_port = self.port != 0;
         for _ in 0..5 {
-            self.port = free_port();
+            if !keep_port {
+                self.port = free_port();
+            }
             let mut child = Command::new(mcqd_bin())
                 .arg("-p")
                 .arg(self.port.to_string())
@@ -194,6 +205,15 @@ impl Server {
     pub fn restart_with(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "stop or kill it first");
         self.args = args.iter().map(|s| s.to_string()).collect();
+        self.log.lock().unwrap().clear();
+        self.port = 0;
+        self.launch();
+    }
+
+    /// Starts it again on the same data directory and the same port, so
+    /// that clients which reconnect find it (crash tests).
+    pub fn restart_same_port(&mut self) {
+        assert!(self.child.is_none(), "stop or kill it first");
         self.log.lock().unwrap().clear();
         self.launch();
     }
