@@ -16,7 +16,7 @@ use mcq_tests::{loadgen_bin, Server};
 fn crash_under_load(sync: &str) {
     let mut server = Server::start("crash-load", &["-t", "2", "--sync", sync]);
     let json = server.data_dir.with_file_name("loadgen.json");
-    let mut loadgen = Command::new(loadgen_bin())
+    let loadgen = Command::new(loadgen_bin())
         .args(["--server", &format!("127.0.0.1:{}", server.port)])
         .args([
             "--workload",
