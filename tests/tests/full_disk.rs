@@ -1,0 +1,109 @@
+//! A real full disk, not `--max-disk`: the data directory sits on a small
+//! ext4 file system (a loop-mounted image) that mcqd fills up. Sets must be
+//! refused with `SERVER_ERROR out of space` and nothing half-written, every
+//! acknowledged message must come back in order, gets must keep working,
+//! and sets must work again once consumers have freed space.
+//!
+//! Needs root and loop devices; skips with a loud message without them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use mcq_tests::{test_dir, Client, Server, PATIENCE};
+
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(image: &Path, at: &Path) -> Option<Mount> {
+        let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+        std::fs::File::create(image).ok()?.set_len(160 << 20).ok()?;
+        if !ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))
+            || !ok(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(at))
+        {
+            return None;
+        }
+        Some(Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn body(i: usize) -> Vec<u8> {
+    let mut b = format!("{i:08}").into_bytes();
+    b.resize(64 << 10, b'a' + (i % 26) as u8);
+    b
+}
+
+#[test]
+fn a_real_full_disk_refuses_sets_and_recovers() {
+    let dir = test_dir("fulldisk");
+    let at = dir.join("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let Some(_mount) = Mount::new(&dir.join("fs.img"), &at) else {
+        eprintln!("\n!!!!! SKIPPED: cannot make and loop-mount a small ext4 file system (needs root and loop devices) !!!!!\n");
+        return;
+    };
+    let mut server = Server::start_in(&at.join("data"), &["-t", "1", "--segment-size", "8388608"]);
+    let mut c = server.client();
+    let mut stored = 0;
+    loop {
+        let b = body(stored);
+        let mut request = format!("set full 0 0 {}\r\n", b.len()).into_bytes();
+        request.extend_from_slice(&b);
+        request.extend_from_slice(b"\r\n");
+        c.send(&request);
+        let reply = c.read_until(b"\r\n");
+        if reply == b"STORED\r\n" {
+            stored += 1;
+            assert!(stored < 10_000, "the 160 MiB file system never filled");
+            continue;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            "SERVER_ERROR out of space\r\n"
+        );
+        break;
+    }
+    assert!(stored > 100, "only {stored} messages fit");
+    assert!(server.log().contains("disk full"), "{}", server.log());
+
+    // Every acknowledged message comes back, in order, while the disk is
+    // still full.
+    for i in 0..stored {
+        assert_eq!(c.get("full").unwrap(), body(i), "message {i}");
+    }
+    assert_eq!(c.get("full"), None);
+
+    // Consumers freed the space: sets work again.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let b = body(0);
+        let mut request = format!("set full 0 0 {}\r\n", b.len()).into_bytes();
+        request.extend_from_slice(&b);
+        request.extend_from_slice(b"\r\n");
+        c.send(&request);
+        if c.read_until(b"\r\n") == b"STORED\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sets never recovered:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(server.stop().success());
+    // And the log is intact after all that.
+    server.restart_same_port();
+    let mut c = Client::connect(server.port);
+    assert_eq!(c.get("full").unwrap(), body(0));
+    assert!(server.stop().success());
+}
