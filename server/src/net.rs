@@ -435,14 +435,7 @@ impl Connection {
                 let mut total = StoreStats::default();
                 for part in parts {
                     if let OpReply::Stats(s) = part.await {
-                        total.queues += s.queues;
-                        total.items += s.items;
-                        total.bytes += s.bytes;
-                        total.log_writes += s.log_writes;
-                        total.log_fsyncs += s.log_fsyncs;
-                        total.log_bytes_written += s.log_bytes_written;
-                        total.log_segments += s.log_segments;
-                        total.log_disk_bytes += s.log_disk_bytes;
+                        total.add(&s);
                     }
                 }
                 crate::stats::write_stats(out, &self.shared, &total);

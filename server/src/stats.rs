@@ -111,5 +111,7 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
     stat(out, "log_bytes_written", &store.log_bytes_written);
     stat(out, "log_segments", &store.log_segments);
     stat(out, "log_disk_bytes", &store.log_disk_bytes);
+    stat(out, "log_corrupt_records", &store.log_corrupt_records);
+    stat(out, "cache_bytes", &store.cache_bytes);
     reply::line(out, "END");
 }

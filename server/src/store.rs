@@ -122,6 +122,22 @@ pub struct StoreStats {
     pub cache_bytes: u64,
 }
 
+impl StoreStats {
+    /// Adds another shard's counters to these (for the process-wide `stats`).
+    pub fn add(&mut self, other: &StoreStats) {
+        self.queues += other.queues;
+        self.items += other.items;
+        self.bytes += other.bytes;
+        self.log_writes += other.log_writes;
+        self.log_fsyncs += other.log_fsyncs;
+        self.log_bytes_written += other.log_bytes_written;
+        self.log_segments += other.log_segments;
+        self.log_disk_bytes += other.log_disk_bytes;
+        self.log_corrupt_records += other.log_corrupt_records;
+        self.cache_bytes += other.cache_bytes;
+    }
+}
+
 /// The queues of one shard.
 pub(crate) struct State {
     pub queues: HashMap<u32, Queue>,

@@ -100,6 +100,8 @@ fn stats_reports_the_documented_fields() {
         "log_bytes_written",
         "log_segments",
         "log_disk_bytes",
+        "log_corrupt_records",
+        "cache_bytes",
     ] {
         assert!(stats.contains_key(field), "stats lacks {field}: {stats:?}");
     }
