@@ -84,13 +84,18 @@ pub struct Server {
     pub args: Vec<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// The test directory [`Server::start`] made: removed when the test
+    /// passes (some tests queue gigabytes), kept for a look when it fails.
+    owned_dir: Option<PathBuf>,
 }
 
 impl Server {
     /// Starts mcqd with a fresh data directory and `args`.
     pub fn start(name: &str, args: &[&str]) -> Server {
-        let data_dir = test_dir(name).join("data");
-        Server::start_in(&data_dir, args)
+        let dir = test_dir(name);
+        let mut server = Server::start_in(&dir.join("data"), args);
+        server.owned_dir = Some(dir);
+        server
     }
 
     /// Starts mcqd on `data_dir` (kept from an earlier run, maybe).
@@ -101,6 +106,7 @@ impl Server {
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
+            owned_dir: None,
         };
         server.launch();
         server
@@ -224,6 +230,11 @@ impl Drop for Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.owned_dir {
+            if !thread::panicking() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

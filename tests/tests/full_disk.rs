@@ -106,4 +106,6 @@ fn a_real_full_disk_refuses_sets_and_recovers() {
     let mut c = Client::connect(server.port);
     assert_eq!(c.get("full").unwrap(), body(0));
     assert!(server.stop().success());
+    drop(_mount);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

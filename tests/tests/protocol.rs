@@ -498,4 +498,5 @@ fn a_relative_data_directory_works() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     assert!(dir.join("mcq-data").join("MANIFEST").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
