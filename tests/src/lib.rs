@@ -314,10 +314,52 @@ impl Client {
     }
 
     pub fn set(&mut self, queue: &str, body: &[u8]) {
+        let reply = self.set_reply(queue, body);
+        assert_eq!(String::from_utf8_lossy(&reply), "STORED\r\n", "set {queue}");
+    }
+
+    /// Sends one `set` and returns its reply line.
+    pub fn set_reply(&mut self, queue: &str, body: &[u8]) -> Vec<u8> {
         let mut request = format!("set {queue} 0 0 {}\r\n", body.len()).into_bytes();
         request.extend_from_slice(body);
         request.extend_from_slice(b"\r\n");
-        self.expect(&request, b"STORED\r\n");
+        self.send(&request);
+        self.read_until(b"\r\n")
+    }
+
+    /// Sets `body(0)`, `body(1)`, … until the server answers
+    /// `SERVER_ERROR out of space`; returns how many were stored. Any other
+    /// reply fails the test.
+    pub fn fill_until_out_of_space(
+        &mut self,
+        queue: &str,
+        body: impl Fn(usize) -> Vec<u8>,
+    ) -> usize {
+        let mut stored = 0;
+        loop {
+            match self.set_reply(queue, &body(stored)).as_slice() {
+                b"STORED\r\n" => stored += 1,
+                b"SERVER_ERROR out of space\r\n" => return stored,
+                other => panic!("set {queue}: {:?}", String::from_utf8_lossy(other)),
+            }
+            assert!(stored < 100_000, "{queue}: never ran out of space");
+        }
+    }
+
+    /// Retries a `set` while the server answers `SERVER_ERROR out of space`,
+    /// until it is stored (space is freed in the background once consumers
+    /// drain); fails the test after [`PATIENCE`].
+    pub fn set_once_space_is_back(&mut self, queue: &str, body: &[u8]) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.set_reply(queue, body).as_slice() {
+                b"STORED\r\n" => return,
+                b"SERVER_ERROR out of space\r\n" => {}
+                other => panic!("set {queue}: {:?}", String::from_utf8_lossy(other)),
+            }
+            assert!(Instant::now() < deadline, "{queue}: sets never came back");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Pops one message: `None` on a miss.

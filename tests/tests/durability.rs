@@ -261,40 +261,14 @@ fn full_disk_gives_server_error_and_recovers() {
     let mut server = Server::start("durability-full", &args);
     let mut c = server.client();
     let b = body(0, 0, 1000);
-    let mut stored = 0;
-    loop {
-        let mut req = format!("set q0 0 0 {}\r\n", b.len()).into_bytes();
-        req.extend_from_slice(&b);
-        req.extend_from_slice(b"\r\n");
-        c.send(&req);
-        let reply = c.read_until(b"\r\n");
-        if reply == b"SERVER_ERROR out of space\r\n" {
-            break;
-        }
-        assert_eq!(reply, b"STORED\r\n");
-        stored += 1;
-        assert!(stored < 10_000, "never ran out of space");
-    }
+    let stored = c.fill_until_out_of_space("q0", |_| b.clone());
     assert!(stored > 100);
     for _ in 0..stored {
         assert_eq!(c.get("q0").unwrap(), b);
     }
     assert_eq!(c.get("q0"), None);
     // Space is freed in the background; sets work again soon after.
-    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
-    loop {
-        let mut req = format!("set q0 0 0 {}\r\n", b.len()).into_bytes();
-        req.extend_from_slice(&b);
-        req.extend_from_slice(b"\r\n");
-        c.send(&req);
-        let reply = c.read_until(b"\r\n");
-        if reply == b"STORED\r\n" {
-            break;
-        }
-        assert_eq!(reply, b"SERVER_ERROR out of space\r\n");
-        assert!(std::time::Instant::now() < deadline, "sets never came back");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    c.set_once_space_is_back("q0", &b);
     drop(c);
     assert!(server.stop().success());
     server.restart_with(&args);

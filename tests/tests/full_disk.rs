@@ -8,9 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
-use mcq_tests::{test_dir, Client, Server, PATIENCE};
+use mcq_tests::{test_dir, Client, Server};
 
 struct Mount(PathBuf);
 
@@ -53,25 +52,7 @@ fn a_real_full_disk_refuses_sets_and_recovers() {
     };
     let mut server = Server::start_in(&at.join("data"), &["-t", "1", "--segment-size", "8388608"]);
     let mut c = server.client();
-    let mut stored = 0;
-    loop {
-        let b = body(stored);
-        let mut request = format!("set full 0 0 {}\r\n", b.len()).into_bytes();
-        request.extend_from_slice(&b);
-        request.extend_from_slice(b"\r\n");
-        c.send(&request);
-        let reply = c.read_until(b"\r\n");
-        if reply == b"STORED\r\n" {
-            stored += 1;
-            assert!(stored < 10_000, "the 160 MiB file system never filled");
-            continue;
-        }
-        assert_eq!(
-            String::from_utf8_lossy(&reply),
-            "SERVER_ERROR out of space\r\n"
-        );
-        break;
-    }
+    let stored = c.fill_until_out_of_space("full", body);
     assert!(stored > 100, "only {stored} messages fit");
     assert!(server.log().contains("disk full"), "{}", server.log());
 
@@ -83,23 +64,7 @@ fn a_real_full_disk_refuses_sets_and_recovers() {
     assert_eq!(c.get("full"), None);
 
     // Consumers freed the space: sets work again.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let b = body(0);
-        let mut request = format!("set full 0 0 {}\r\n", b.len()).into_bytes();
-        request.extend_from_slice(&b);
-        request.extend_from_slice(b"\r\n");
-        c.send(&request);
-        if c.read_until(b"\r\n") == b"STORED\r\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sets never recovered:\n{}",
-            server.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    c.set_once_space_is_back("full", &body(0));
     assert!(server.stop().success());
     // And the log is intact after all that.
     server.restart_same_port();
