@@ -330,11 +330,7 @@ impl Store {
         if st.queues[&id].locs.is_empty() {
             return ready(Ok(None));
         }
-        if let Err(e) = log.make_room(
-            record::record_len(0) as u64,
-            false,
-            State::checkpoint(&st.queues),
-        ) {
+        if let Err(e) = room_for_marker(&mut log, st) {
             return ready(Err(e));
         }
         let q = st.queues.get_mut(&id).expect("queue exists");
@@ -380,11 +376,7 @@ impl Store {
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(false));
         };
-        if let Err(e) = log.make_room(
-            record::record_len(0) as u64,
-            false,
-            State::checkpoint(&st.queues),
-        ) {
+        if let Err(e) = room_for_marker(&mut log, st) {
             return ready(Err(e));
         }
         let (_, _, lsn) = log.append(Kind::Deleted, id, 0, 0, &[]);
@@ -556,6 +548,16 @@ async fn read_message(log: &Rc<RefCell<Log>>, id: u32, loc: Loc) -> Result<Messa
             )))
         }
     }
+}
+
+/// Makes room for a body-less record (`Consumed`, `Deleted`). These may use
+/// the consumers' reserve: a full disk must never stop `get` or `delete`.
+fn room_for_marker(log: &mut Log, st: &State) -> Result<(), StoreError> {
+    log.make_room(
+        record::record_len(0) as u64,
+        false,
+        State::checkpoint(&st.queues),
+    )
 }
 
 #[cfg(test)]
