@@ -21,6 +21,7 @@ pub mod logging;
 
 pub mod cache;
 pub mod config;
+pub mod disk;
 pub mod index;
 pub mod log;
 pub mod net;

@@ -13,6 +13,7 @@
 //! disk is in `docs/format.md`.
 
 pub mod compaction;
+pub mod error;
 pub mod record;
 pub mod recovery;
 pub mod segment;

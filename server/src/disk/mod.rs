@@ -1,0 +1,102 @@
+//! The storage seam: everything the log does to files and directories.
+//!
+//! # Why a seam
+//! Durability is what mcq sells, and a claim about durability is only as
+//! good as the failures it was tested against. Behind these two traits the
+//! log runs unchanged on either
+//! - [`dma::DmaDisk`], production: glommio DMA files (O_DIRECT through
+//!   io_uring), or
+//! - [`sim::SimDisk`], tests: an in-memory device with a volatile write
+//!   cache. A write is visible at once but survives a power cut only once an
+//!   fdatasync covering it completed (a directory entry: once the directory
+//!   was synced); a cut may tear the last unsynced write at a sector
+//!   boundary; any operation can be told to fail with EIO, ENOSPC or a short
+//!   write. The crash-point explorer (`server/tests/crash_points.rs`) cuts
+//!   power at every I/O boundary of a workload and checks what recovery
+//!   brings back.
+//!
+//! The traits are object safe and return boxed futures: one allocation per
+//! I/O operation, which the log issues per group commit, not per request.
+//!
+//! # Contract (both implementations)
+//! - Writes are O_DIRECT-shaped: `pos` and `data.len()` multiples of
+//!   [`BLOCK`]. Reads may be unaligned and return fewer bytes at the end of
+//!   the file.
+//! - Errors keep their errno (`io::Error::raw_os_error`), so callers can
+//!   tell a full disk (ENOSPC, EDQUOT) from a failing one (EIO).
+//! - A file handle stays valid across a rename of its path, and a removed
+//!   file's handle stays readable until dropped, as on POSIX.
+//! - Dropping the last handle closes the file.
+
+pub mod dma;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+
+/// The device block size; writes are aligned to it.
+pub const BLOCK: u64 = 4096;
+
+/// A future that runs on the executor that owns the shard.
+pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
+
+/// A file system: what the log does to directories and names.
+pub trait Disk {
+    /// Creates `path` (truncating an existing file) for reading and writing.
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>>;
+    /// Opens an existing file for reading and writing (ENOENT if missing).
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>>;
+    /// Renames `from` to `to`, replacing `to`. Durable once the directory
+    /// is synced.
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;
+    /// Unlinks `path`. Durable once the directory is synced.
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+    /// fsyncs directory `dir`: its creates, renames and removes survive a
+    /// power cut from now on.
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+    /// The names of the entries of `dir` (files and directories alike).
+    fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>>;
+    /// Creates `dir` and its parents (start-up only).
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+}
+
+/// One open file.
+pub trait DiskFile {
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>>;
+    /// Writes `data` at `pos` (both aligned to [`BLOCK`]); returns the
+    /// bytes written, which may be fewer (a short write).
+    fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize>;
+    /// Makes every completed write (and the file's size) durable.
+    fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// Reserves `len` bytes (reading as zeros) so later writes cannot run
+    /// out of space; grows the file to `len` if it is shorter.
+    fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()>;
+    /// Sets the file's length.
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()>;
+    /// The file's length.
+    fn size(&self) -> IoFuture<'_, u64>;
+}
+
+/// Disk-full conditions: the request can be refused and the shard go on.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Creates `path` and preallocates `size` zeroed bytes; on failure nothing
+/// is left behind (the caller syncs the directory).
+pub async fn create_preallocated(
+    disk: &dyn Disk,
+    path: &Path,
+    size: u64,
+) -> io::Result<Rc<dyn DiskFile>> {
+    let file = disk.create(path).await?;
+    if let Err(e) = file.pre_allocate(size).await {
+        drop(file);
+        let _ = disk.remove(path).await;
+        return Err(e);
+    }
+    Ok(file)
+}
