@@ -118,6 +118,80 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts mcqd on `port` and `data_dir` with `args`; its stderr lines are
+/// echoed (prefixed `[mcqd]`) and appended to `log` by a thread that ends
+/// once mcqd has exited (join it to be sure the log is complete).
+fn spawn_mcqd(
+    port: u16,
+    data_dir: &Path,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+) -> (Child, thread::JoinHandle<()>) {
+    let mut child = Command::new(mcqd_bin())
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-H")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcqd");
+    let stderr = child.stderr.take().unwrap();
+    let log = log.clone();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[mcqd] {line}");
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, reader)
+}
+
+/// Runs mcqd on `port` and `data_dir` with `args` where it must refuse to
+/// start: waits for it to exit by itself and returns its status and log.
+/// Fails the test when it is still running after [`PATIENCE`] (a
+/// half-alive server), saying whether SIGTERM then stopped it.
+pub fn run_until_exit(port: u16, data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (mut child, reader) = spawn_mcqd(port, data_dir, &args, &log);
+    let started = Instant::now();
+    let exited = |child: &mut Child, patience: Duration| {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    };
+    if let Some(status) = exited(&mut child, PATIENCE) {
+        reader.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        return (status, log);
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let after_term = match exited(&mut child, Duration::from_secs(10)) {
+        Some(status) => format!("SIGTERM then stopped it ({status})"),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            "it ignored SIGTERM too (killed with SIGKILL)".to_string()
+        }
+    };
+    panic!(
+        "mcqd still running {:?} after it should have refused to start; {after_term}:\n{}",
+        started.elapsed(),
+        log.lock().unwrap()
+    );
+}
+
 /// A running mcqd.
 pub struct Server {
     pub port: u16,
@@ -160,30 +234,11 @@ impl Server {
             if !keep_port {
                 self.port = free_port();
             }
-            let mut child = Command::new(mcqd_bin())
-                .arg("-p")
-                .arg(self.port.to_string())
-                .arg("-H")
-                .arg(&self.data_dir)
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start mcqd");
-            let stderr = child.stderr.take().unwrap();
-            let log = self.log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[mcqd] {line}");
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
+            let (mut child, reader) = spawn_mcqd(self.port, &self.data_dir, &self.args, &self.log);
             let deadline = Instant::now() + PATIENCE;
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
+                    reader.join().unwrap();
                     let log = self.log();
                     if log.contains("cannot listen") {
                         break;
