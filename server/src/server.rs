@@ -84,13 +84,8 @@ pub fn run(config: Config) -> io::Result<()> {
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
-                let result =
-                    executor_main(me, executors, shards, &config, shared, &progress, mesh).await;
-                if let Err(e) = &result {
-                    log!(0, "executor {me}: {e}");
-                    progress.failed.store(true, Ordering::SeqCst);
-                }
-                result
+                let _finished = Finished(&progress.finished);
+                executor_main(me, executors, shards, &config, shared, &progress, mesh).await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
@@ -120,6 +115,18 @@ pub fn run(config: Config) -> io::Result<()> {
     let reason = stop_reason.unwrap_or_default();
     log!(0, "stopping ({reason}): finishing requests in flight");
     shared.stopping.store(true, Ordering::SeqCst);
+    // A stop must never hang: a signal while the executors finish ends the
+    // process at once. What was acknowledged is already in the log as the
+    // sync mode promises, so this costs no more than a kill -9 would.
+    while progress.finished.load(Ordering::SeqCst) < executors {
+        if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
+            log!(
+                0,
+                "{signal} while stopping: exiting now without waiting for the executors"
+            );
+            std::process::exit(1);
+        }
+    }
     let mut failed = progress.failed.load(Ordering::SeqCst);
     for handle in handles {
         match handle.join() {
@@ -145,9 +152,25 @@ pub fn run(config: Config) -> io::Result<()> {
 struct Progress {
     /// Executors that opened their shards and are accepting.
     serving: AtomicUsize,
-    /// Executors whose connections have all finished.
+    /// Executors that will send no more requests to other executors' shards:
+    /// their connections have all finished, or they never served any (they
+    /// failed to start, or the server stopped before they did). Every
+    /// executor counts itself here exactly once, failed or not, since the
+    /// others wait for all of them before closing their stores.
     drained: AtomicUsize,
+    /// Executors whose thread is done (counted on every way out).
+    finished: AtomicUsize,
     failed: AtomicBool,
+}
+
+/// Counts an executor as finished when its main future ends, however it
+/// ends.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 async fn executor_main(
@@ -161,14 +184,70 @@ async fn executor_main(
 ) -> io::Result<()> {
     // Every executor joins the mesh before anything can fail, or the others
     // would wait for it forever.
-    let mesh = mesh
-        .join()
-        .await
-        .map_err(|e| io::Error::other(format!("channel mesh: {e}")))?;
-    let mesh = if executors > 1 { Some(mesh) } else { None };
-
+    let (mesh, joined) = match mesh.join().await {
+        Ok(mesh) => (Some(mesh).filter(|_| executors > 1), Ok(())),
+        Err(e) => (None, Err(io::Error::other(format!("channel mesh: {e}")))),
+    };
     let mut local: Vec<Option<Store>> = (0..shards).map(|_| None).collect();
+    let opened = match joined {
+        Ok(()) => open_stores(me, executors, shards, config, &shared, &mut local).await,
+        Err(e) => Err(e),
+    };
+    // The router serves the mesh even when this executor failed or the
+    // server is stopping: other executors' connections may still forward
+    // requests to the stores that did open until every executor drained.
+    let router = Router::start(me, executors, shards, local, mesh);
+    let served = match opened {
+        Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
+        Ok(()) => match TcpListener::bind((config.listen, config.port)) {
+            Ok(listener) => {
+                progress.serving.fetch_add(1, Ordering::SeqCst);
+                net::serve(listener, router.clone(), shared.clone(), me).await;
+                Ok(())
+            }
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("cannot listen on {}:{}: {e}", config.listen, config.port),
+            )),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &served {
+        // Said now, and the main thread told now: the wait below ends only
+        // once it has stopped the other executors.
+        log!(0, "executor {me}: {e}");
+        progress.failed.store(true, Ordering::SeqCst);
+    }
+
+    progress.drained.fetch_add(1, Ordering::SeqCst);
+    while progress.drained.load(Ordering::SeqCst) < executors {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let mut closed = Ok(());
+    for store in router.local_stores() {
+        if let Err(e) = store.close().await {
+            log!(0, "executor {me}: closing a shard: {e}");
+            closed = Err(e);
+        }
+    }
+    served.and(closed)
+}
+
+/// Opens the shards executor `me` owns into `local`. Gives up early, with
+/// what it opened so far, once the server is stopping (another executor
+/// failed, or a signal came): a long recovery must not delay the exit.
+async fn open_stores(
+    me: usize,
+    executors: usize,
+    shards: u32,
+    config: &Config,
+    shared: &Shared,
+    local: &mut [Option<Store>],
+) -> io::Result<()> {
     for s in (me..shards as usize).step_by(executors) {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
         let store_config = StoreConfig {
             dir: shard::shard_dir(&config.data_dir, s as u32),
             sync: config.sync_mode(),
@@ -180,26 +259,6 @@ async fn executor_main(
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("shard {s}: {e}")))?;
         local[s] = Some(store);
-    }
-    let router = Router::start(me, executors, shards, local, mesh);
-    let listener = TcpListener::bind((config.listen, config.port)).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("cannot listen on {}:{}: {e}", config.listen, config.port),
-        )
-    })?;
-    progress.serving.fetch_add(1, Ordering::SeqCst);
-
-    net::serve(listener, router.clone(), shared.clone(), me).await;
-
-    // Other executors' connections may still send requests to our shards:
-    // keep serving the mesh until every executor has drained.
-    progress.drained.fetch_add(1, Ordering::SeqCst);
-    while progress.drained.load(Ordering::SeqCst) < executors {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    for store in router.local_stores() {
-        store.close().await?;
     }
     Ok(())
 }
