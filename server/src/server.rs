@@ -10,7 +10,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub fn run(config: Config) -> io::Result<()> {
     let mut config = config;
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    probe_port(config.listen, config.port)?;
     let shards = shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     for s in 0..shards {
         std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
@@ -199,16 +201,13 @@ async fn executor_main(
     let router = Router::start(me, executors, shards, local, mesh);
     let served = match opened {
         Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
-        Ok(()) => match TcpListener::bind((config.listen, config.port)) {
+        Ok(()) => match listen(config.listen, config.port) {
             Ok(listener) => {
                 progress.serving.fetch_add(1, Ordering::SeqCst);
                 net::serve(listener, router.clone(), shared.clone(), me).await;
                 Ok(())
             }
-            Err(e) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("cannot listen on {}:{}: {e}", config.listen, config.port),
-            )),
+            Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
@@ -287,6 +286,129 @@ fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Refuses a port another server already listens on. The executors'
+/// listeners set SO_REUSEPORT so that they can share the port, and that
+/// would let them join an unrelated server's listeners just as well: the
+/// kernel would split clients between two servers with different data. So
+/// first bind once without SO_REUSEPORT, which fails with EADDRINUSE while
+/// anyone listens on the address. The probe never listens, so no client can
+/// reach it.
+fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
+    bound_socket(SocketAddr::new(addr, port), false).map(drop)
+}
+
+/// One executor's listener: SO_REUSEPORT, so that every executor listens on
+/// the same port and the kernel spreads connections among them.
+fn listen(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let fd = bound_socket(SocketAddr::new(addr, port), true)?;
+    // SAFETY: listen on a bound socket we own; glommio takes it over.
+    unsafe {
+        if libc::listen(fd.as_raw_fd(), 1024) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from_raw_fd(fd.into_raw_fd()))
+    }
+}
+
+/// A TCP socket bound to `addr`, with SO_REUSEADDR (and SO_REUSEPORT if
+/// `reuse_port`). Errors say `cannot listen on <addr>: <why>`.
+///
+/// SO_REUSEADDR is what lets mcqd restart at once after a kill -9: the
+/// killed server's connections linger in FIN_WAIT or TIME_WAIT on the port,
+/// and a bind without SO_REUSEPORT (the probe) conflicts with them unless
+/// both it and they carry SO_REUSEADDR (accepted connections inherit the
+/// listener's). It never lets two sockets listen on one address.
+fn bound_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<OwnedFd> {
+    let cannot = |e: io::Error| {
+        let why = if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            "address already in use (another server is listening there)".to_string()
+        } else {
+            e.to_string()
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {why}"))
+    };
+    let (family, sockaddr, len) = sockaddr(addr);
+    let set = |fd: &OwnedFd, option: libc::c_int| {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int that lives across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(cannot(io::Error::last_os_error()))
+        }
+    };
+    // SAFETY: a new socket, owned (and closed) by OwnedFd from here on.
+    let fd = unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(cannot(io::Error::last_os_error()));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    set(&fd, libc::SO_REUSEADDR)?;
+    if reuse_port {
+        set(&fd, libc::SO_REUSEPORT)?;
+    }
+    // SAFETY: bind reads `len` bytes of the address, which holds that many.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sockaddr as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(cannot(io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+/// `addr` as the C socket address bind takes: (family, address, length).
+fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage, and each arm writes a
+    // sockaddr_in/sockaddr_in6, which fit in it, at its start.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                (
+                    libc::AF_INET,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                (
+                    libc::AF_INET6,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {

@@ -1,7 +1,7 @@
 //! The process lifecycle as an operator sees it: exit codes and log lines
 //! when mcqd cannot start, and that it never lingers half-alive.
 
-use mcq_tests::{free_port, run_until_exit, Server};
+use mcq_tests::{free_port, run_until_exit, test_dir, Server};
 
 /// Guards against: one shard failing to open at start-up leaving mcqd
 /// half-alive. The other executor waited for the failed one to finish
@@ -29,4 +29,54 @@ fn a_shard_that_cannot_open_stops_mcqd_with_an_error() {
     server.restart_with(&["-t", "2"]);
     assert_eq!(server.client().get("q").as_deref(), Some(&b"kept"[..]));
     assert!(server.stop().success());
+}
+
+/// Guards against: a second mcqd (another data directory) starting on a
+/// port another server already serves. SO_REUSEPORT let both listen and the
+/// kernel split clients between two unrelated servers (issue 7).
+#[test]
+fn a_second_server_on_a_served_port_refuses_to_start() {
+    let a = Server::start("port-a", &["-t", "2"]);
+    let mut c = a.client();
+    c.set("q", b"on a");
+
+    let b_dir = test_dir("port-b");
+    let (status, log) = run_until_exit(a.port, &b_dir.join("data"), &["-t", "2"]);
+    assert!(!status.success(), "exit {status}:\n{log}");
+    let expected = format!(
+        "cannot listen on 127.0.0.1:{}: address already in use (another server is listening there)",
+        a.port
+    );
+    assert!(log.contains(&expected), "want {expected:?} in:\n{log}");
+    assert!(!log.contains("listening on"), "{log}");
+
+    // A still serves, on the connection it had and on new ones.
+    assert_eq!(c.get("q").as_deref(), Some(&b"on a"[..]));
+    for i in 0..8 {
+        let mut c = a.client();
+        c.set("q", format!("{i}").as_bytes());
+        assert_eq!(c.get("q"), Some(format!("{i}").into_bytes()));
+    }
+    std::fs::remove_dir_all(&b_dir).unwrap();
+}
+
+/// Guards against: the check above mistaking the killed server's own
+/// lingering connections (FIN_WAIT, TIME_WAIT on the port) for another
+/// server, so that mcqd could not restart on its port after a kill -9.
+#[test]
+fn restarts_on_its_port_right_after_kill9_with_clients_connected() {
+    let mut server = Server::start("port-restart", &["-t", "2"]);
+    let mut clients: Vec<_> = (0..8).map(|_| server.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set("q", format!("{i}").as_bytes());
+    }
+    server.kill9();
+    server.restart_same_port();
+    let mut c = server.client();
+    let mut got = Vec::new();
+    while let Some(body) = c.get("q") {
+        got.push(String::from_utf8(body).unwrap());
+    }
+    assert_eq!(got, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
+    drop(clients);
 }
