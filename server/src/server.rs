@@ -7,6 +7,13 @@
 //! inherit the mask and the kernel delivers both signals only to the main
 //! thread, which waits for them with `sigtimedwait`. The executors never see
 //! a signal handler; they learn of shutdown through one atomic flag.
+//!
+//! # Why nothing may hang
+//! Any executor failing at start-up stops them all, and a failed executor
+//! still counts itself drained, since the others wait for every executor
+//! before closing their stores. A signal while stopping exits at once. A
+//! panic anywhere aborts the process with a log line (the panic hook), as a
+//! panicking executor would otherwise leave its shards unreachable.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -34,7 +41,10 @@ use crate::store::{Store, StoreConfig, SyncMode};
 const IO_MEMORY: usize = 2 << 20;
 
 /// Runs the server until it is told to stop. Errors are start-up failures.
+/// Installs the process's panic hook: any panic ends the process (see
+/// [`crate::logging::install_panic_hook`]).
 pub fn run(config: Config) -> io::Result<()> {
+    crate::logging::install_panic_hook();
     crate::logging::set_verbosity(config.verbose);
     for warning in config.ignored_flag_warnings() {
         log!(0, "{warning}");

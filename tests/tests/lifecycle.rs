@@ -1,7 +1,7 @@
 //! The process lifecycle as an operator sees it: exit codes and log lines
 //! when mcqd cannot start, and that it never lingers half-alive.
 
-use mcq_tests::{free_port, run_until_exit, test_dir, Server};
+use mcq_tests::{free_port, run_until_exit, test_dir, Server, PATIENCE};
 
 /// Guards against: one shard failing to open at start-up leaving mcqd
 /// half-alive. The other executor waited for the failed one to finish
@@ -79,4 +79,42 @@ fn restarts_on_its_port_right_after_kill9_with_clients_connected() {
     }
     assert_eq!(got, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
     drop(clients);
+}
+
+/// Guards against: a panicking executor leaving the process running with
+/// its shards unreachable (issue 7). mcqd's panic hook must log
+/// `mcqd: panic in <thread>: <message>` and abort. The program under test
+/// is `mcq-panic-probe` (see its doc), since mcqd has no way to panic on
+/// purpose.
+#[test]
+fn a_panicking_executor_ends_the_process_with_a_log_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcq-panic-probe"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running {PATIENCE:?} after an executor panicked:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
+    // glommio names the thread `<name>-<executor id>`.
+    assert!(
+        stderr.lines().any(|l| l.starts_with("mcqd: panic in mcqd-0-")
+            && l.contains(": index out of bounds")),
+        "no log line 'mcqd: panic in mcqd-0-…: index out of bounds…':\n{stderr}"
+    );
 }
