@@ -320,7 +320,7 @@ fn out_of_space_then_recovers() {
         loop {
             match s.set(b"q", 0, body(0, stored, 1000)).await {
                 Ok(()) => stored += 1,
-                Err(StoreError::OutOfSpace) => break,
+                Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
             assert!(stored < 10_000);
@@ -328,7 +328,7 @@ fn out_of_space_then_recovers() {
         assert!(stored > 100);
         assert_eq!(
             s.set(b"other", 0, body(1, 0, 1000)).await,
-            Err(StoreError::OutOfSpace)
+            Err(LogError::OutOfSpace)
         );
         assert!(
             s.queue_stats().iter().all(|q| q.name != b"other"),
@@ -476,7 +476,7 @@ fn flipped_byte_in_sealed_segment() {
                                 got += 1;
                             }
                             Ok(None) => empty = true,
-                            Err(StoreError::Failed(_)) => {}
+                            Err(LogError::Failed(_)) => {}
                             Err(e) => panic!("{e:?}"),
                         }
                     }
@@ -553,15 +553,16 @@ fn failed_shard_refuses_writes() {
     run(move || async move {
         let s = Store::open(cfg).await.unwrap();
         set(&s, "q", b"a".to_vec()).await;
-        s.log()
-            .borrow_mut()
-            .fail("fdatasync failed: Input/output error (os error 5)".into());
+        s.log().borrow_mut().fail(crate::log::error::IoFailure::new(
+            "fdatasync",
+            &std::io::Error::from_raw_os_error(libc::EIO),
+        ));
         assert!(matches!(
             s.set(b"q", 0, b"b".to_vec()).await,
-            Err(StoreError::Failed(_))
+            Err(LogError::Failed(_))
         ));
-        assert!(matches!(s.get(b"q").await, Err(StoreError::Failed(_))));
-        assert!(matches!(s.delete(b"q").await, Err(StoreError::Failed(_))));
+        assert!(matches!(s.get(b"q").await, Err(LogError::Failed(_))));
+        assert!(matches!(s.delete(b"q").await, Err(LogError::Failed(_))));
     });
 }
 
@@ -759,7 +760,12 @@ fn scrub_drops_a_damaged_message_before_it_is_read() {
     c.cache_bytes = 0;
     run(move || async move {
         let s = Store::open(c).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while s.stats().log_corrupt_records == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scrub found nothing within 120 s"
+            );
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(s.stats().items, 599);
@@ -789,7 +795,7 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
             let name = format!("{i:0>200}");
             match s.set(name.as_bytes(), 0, b"x".to_vec()).await {
                 Ok(()) => i += 1,
-                Err(StoreError::OutOfSpace) => break,
+                Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
             assert!(i < 10_000);
@@ -800,7 +806,7 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
             let name = format!("new{j:0>200}");
             assert_eq!(
                 s.set(name.as_bytes(), 0, b"x".to_vec()).await,
-                Err(StoreError::OutOfSpace)
+                Err(LogError::OutOfSpace)
             );
         }
         s.settle().await;
@@ -821,9 +827,9 @@ fn requests_after_close_fail_instead_of_hanging() {
         s.close().await.unwrap();
         assert!(matches!(
             s.set(b"q", 0, b"b".to_vec()).await,
-            Err(StoreError::Failed(_))
+            Err(LogError::Closed)
         ));
-        assert!(matches!(s.get(b"q").await, Err(StoreError::Failed(_))));
-        assert!(matches!(s.delete(b"q").await, Err(StoreError::Failed(_))));
+        assert!(matches!(s.get(b"q").await, Err(LogError::Closed)));
+        assert!(matches!(s.delete(b"q").await, Err(LogError::Closed)));
     });
 }

@@ -9,13 +9,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use glommio::io::DmaFile;
-use glommio::GlommioError;
-
 use super::record::{self, DecodeError, Header, HEADER_LEN, RECORD_ALIGN};
+use crate::disk::DiskFile;
 
-/// DMA alignment we write with.
-pub const BLOCK: u64 = 4096;
+pub use crate::disk::BLOCK;
 /// Bytes read per DMA read when scanning.
 const SCAN_CHUNK: usize = 1 << 20;
 
@@ -38,29 +35,6 @@ pub fn parse_name(name: &str) -> Option<(u64, &str)> {
     Some((num.parse().ok()?, ext))
 }
 
-/// The OS error number behind a glommio error, if there is one.
-pub fn errno<T>(e: &GlommioError<T>) -> Option<i32> {
-    match e {
-        GlommioError::IoError(e) => e.raw_os_error(),
-        GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
-        _ => None,
-    }
-}
-
-/// Converts a glommio error to `io::Error`, keeping the OS error number
-/// (glommio's own conversion drops it for "enhanced" errors).
-pub fn to_io<T>(e: GlommioError<T>) -> io::Error {
-    match errno(&e) {
-        Some(n) => io::Error::from_raw_os_error(n),
-        None => io::Error::other(e.to_string()),
-    }
-}
-
-/// Disk-full conditions.
-pub fn is_out_of_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 /// What a scan found besides the records.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
@@ -76,7 +50,7 @@ pub struct ScanReport {
 
 /// A forward-moving window over a file, filled by aligned DMA reads.
 struct Window<'a> {
-    file: &'a DmaFile,
+    file: &'a dyn DiskFile,
     file_len: u64,
     start: u64,
     buf: Vec<u8>,
@@ -102,7 +76,7 @@ impl Window<'_> {
             let size = ((want_end - end) as usize)
                 .max(SCAN_CHUNK)
                 .next_multiple_of(BLOCK as usize);
-            let data = self.file.read_at_aligned(end, size).await.map_err(to_io)?;
+            let data = self.file.read_at(end, size).await?;
             if data.is_empty() {
                 break;
             }
@@ -131,7 +105,7 @@ impl Window<'_> {
 /// reported in `corrupt` and skipped; if not, the non-zero bytes after the
 /// last good record are reported as the torn tail. Zeros (preallocated,
 /// never written) are the clean end.
-pub async fn scan<F>(file: &DmaFile, file_len: u64, mut on_record: F) -> io::Result<ScanReport>
+pub async fn scan<F>(file: &dyn DiskFile, file_len: u64, mut on_record: F) -> io::Result<ScanReport>
 where
     F: FnMut(&Header, &[u8], u64),
 {
@@ -158,9 +132,9 @@ where
             rep.data_len = pos;
             continue;
         }
-        // A zero header inside a block is padding left where one batch's
-        // write overlapped the next: records go on at the next block.
-        if !pos.is_multiple_of(BLOCK) && is_zero_header(&mut w, pos).await? {
+        // Zeros up to the next block boundary are padding left where one
+        // batch's write overlapped the next: records go on at that block.
+        if !pos.is_multiple_of(BLOCK) && is_padding(&mut w, pos).await? {
             let next = pos.next_multiple_of(BLOCK);
             if try_record(&mut w, next, last_lsn).await?.is_some() {
                 pos = next;
@@ -191,11 +165,16 @@ where
     Ok(rep)
 }
 
-async fn is_zero_header(w: &mut Window<'_>, pos: u64) -> io::Result<bool> {
-    if w.fill(pos, HEADER_LEN).await? < HEADER_LEN {
+/// Whether the bytes at `pos` look like block padding: a zero header, or
+/// zeros up to the block boundary when less than a header fits before it
+/// (reading a whole header there would take in the next block's record and
+/// call padding corruption).
+async fn is_padding(w: &mut Window<'_>, pos: u64) -> io::Result<bool> {
+    let n = (pos.next_multiple_of(BLOCK) - pos).min(HEADER_LEN as u64) as usize;
+    if w.fill(pos, n).await? < n {
         return Ok(false);
     }
-    Ok(w.slice(pos, HEADER_LEN).iter().all(|&b| b == 0))
+    Ok(w.slice(pos, n).iter().all(|&b| b == 0))
 }
 
 /// The verified header of the record at `pos`, if there is one.
