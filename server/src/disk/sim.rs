@@ -103,6 +103,17 @@ pub enum Fault {
     ShortWrite,
 }
 
+/// An injected fault that hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fired {
+    pub op: Op,
+    /// The operation's index over all kinds.
+    pub index: u64,
+    /// The path operated on (a file's: the name it was opened by).
+    pub path: PathBuf,
+    pub fault: Fault,
+}
+
 type Ino = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +181,7 @@ struct State {
     ops: u64,
     ops_of: BTreeMap<Op, u64>,
     faults: Vec<(Trigger, Fault)>,
+    fired: Vec<Fired>,
     cut_at: Option<u64>,
 }
 
@@ -189,7 +201,7 @@ fn is_root(path: &Path) -> bool {
 impl State {
     /// Counts an operation and decides whether it fails. `Ok(true)` asks a
     /// write to come back short.
-    fn begin(&mut self, op: Op) -> io::Result<bool> {
+    fn begin(&mut self, op: Op, path: &Path) -> io::Result<bool> {
         let n = self.ops;
         self.ops += 1;
         let of = self.ops_of.entry(op).or_insert(0);
@@ -202,7 +214,16 @@ impl State {
             Trigger::Nth(i) => i == n,
             Trigger::NthOf(k, i) => k == op && i == n_of,
         });
-        match hit.map(|i| self.faults.remove(i).1) {
+        let fault = hit.map(|i| self.faults.remove(i).1);
+        if let Some(fault) = fault {
+            self.fired.push(Fired {
+                op,
+                index: n,
+                path: path.to_path_buf(),
+                fault,
+            });
+        }
+        match fault {
             None => Ok(false),
             Some(Fault::ShortWrite) if op == Op::Write => Ok(true),
             Some(Fault::ShortWrite) => Err(err(libc::EIO)),
@@ -241,7 +262,7 @@ impl State {
     }
 
     fn create(&mut self, path: &Path) -> io::Result<Ino> {
-        self.begin(Op::Create)?;
+        self.begin(Op::Create, path)?;
         match self.visible.get(path) {
             Some(Entry::File(ino)) => {
                 let ino = *ino;
@@ -262,7 +283,7 @@ impl State {
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        self.begin(Op::Rename)?;
+        self.begin(Op::Rename, from)?;
         let ino = self.file_at(from)?;
         if !self.is_dir(parent(to)) {
             return Err(err(libc::ENOENT));
@@ -280,14 +301,14 @@ impl State {
     }
 
     fn remove(&mut self, path: &Path) -> io::Result<()> {
-        self.begin(Op::Remove)?;
+        self.begin(Op::Remove, path)?;
         self.file_at(path)?;
         self.set_names(vec![(path.to_path_buf(), None)]);
         Ok(())
     }
 
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
-        self.begin(Op::SyncDir)?;
+        self.begin(Op::SyncDir, dir)?;
         if !self.is_dir(dir) {
             return Err(err(if self.visible.contains_key(dir) {
                 libc::ENOTDIR
@@ -313,7 +334,7 @@ impl State {
     }
 
     fn list(&mut self, dir: &Path) -> io::Result<Vec<String>> {
-        self.begin(Op::List)?;
+        self.begin(Op::List, dir)?;
         if !self.is_dir(dir) {
             return Err(err(if self.visible.contains_key(dir) {
                 libc::ENOTDIR
@@ -330,7 +351,7 @@ impl State {
     }
 
     fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
-        self.begin(Op::CreateDir)?;
+        self.begin(Op::CreateDir, dir)?;
         let mut todo = Vec::new();
         for d in dir.ancestors().filter(|d| !is_root(d)) {
             match self.visible.get(d) {
@@ -346,8 +367,8 @@ impl State {
         Ok(())
     }
 
-    fn write_at(&mut self, ino: Ino, pos: u64, data: &[u8]) -> io::Result<usize> {
-        let short = self.begin(Op::Write)?;
+    fn write_at(&mut self, f: &SimFile, pos: u64, data: &[u8]) -> io::Result<usize> {
+        let short = self.begin(Op::Write, &f.path)?;
         if !pos.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK) {
             return Err(err(libc::EINVAL));
         }
@@ -358,13 +379,14 @@ impl State {
         };
         if len > 0 {
             let data = data[..len].to_vec();
-            self.change(ino, Change::Write { pos, data });
+            self.change(f.ino, Change::Write { pos, data });
         }
         Ok(len)
     }
 
-    fn fdatasync(&mut self, ino: Ino) -> io::Result<()> {
-        self.begin(Op::Fdatasync)?;
+    fn fdatasync(&mut self, f: &SimFile) -> io::Result<()> {
+        self.begin(Op::Fdatasync, &f.path)?;
+        let ino = f.ino;
         self.unsynced
             .retain(|u| !matches!(u, Unsynced::Data(i, _) if *i == ino));
         let inode = self.inodes.get_mut(&ino).expect("open inode");
@@ -428,6 +450,11 @@ impl SimDisk {
     /// Makes the operation `at` picks fail once with `fault`.
     pub fn inject(&self, at: Trigger, fault: Fault) {
         self.0.borrow_mut().faults.push((at, fault));
+    }
+
+    /// The injected faults that have hit so far, in order.
+    pub fn fired(&self) -> Vec<Fired> {
+        self.0.borrow().fired.clone()
     }
 
     /// Cuts power at operation `n` (counted over all kinds, from 0): it and
@@ -522,15 +549,15 @@ fn done<'a, T: 'a>(r: io::Result<T>) -> IoFuture<'a, T> {
 impl Disk for SimDisk {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>> {
         let r = self.0.borrow_mut().create(path);
-        done(r.map(|ino| self.file(ino)))
+        done(r.map(|ino| self.file(ino, path)))
     }
 
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>> {
         let r = {
             let mut s = self.0.borrow_mut();
-            s.begin(Op::Open).and_then(|_| s.file_at(path))
+            s.begin(Op::Open, path).and_then(|_| s.file_at(path))
         };
-        done(r.map(|ino| self.file(ino)))
+        done(r.map(|ino| self.file(ino, path)))
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
@@ -555,10 +582,11 @@ impl Disk for SimDisk {
 }
 
 impl SimDisk {
-    fn file(&self, ino: Ino) -> Rc<dyn DiskFile> {
+    fn file(&self, ino: Ino, path: &Path) -> Rc<dyn DiskFile> {
         Rc::new(SimFile {
             disk: self.clone(),
             ino,
+            path: path.to_path_buf(),
         })
     }
 }
@@ -568,12 +596,14 @@ impl SimDisk {
 pub struct SimFile {
     disk: SimDisk,
     ino: Ino,
+    /// The name it was opened by (for reports; renames do not follow).
+    path: PathBuf,
 }
 
 impl SimFile {
     fn with<T>(&self, op: Op, f: impl FnOnce(&mut State) -> T) -> io::Result<T> {
         let mut s = self.disk.0.borrow_mut();
-        s.begin(op)?;
+        s.begin(op, &self.path)?;
         Ok(f(&mut s))
     }
 }
@@ -589,11 +619,11 @@ impl DiskFile for SimFile {
     }
 
     fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize> {
-        done(self.disk.0.borrow_mut().write_at(self.ino, pos, data))
+        done(self.disk.0.borrow_mut().write_at(self, pos, data))
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        done(self.disk.0.borrow_mut().fdatasync(self.ino))
+        done(self.disk.0.borrow_mut().fdatasync(self))
     }
 
     fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()> {
@@ -821,6 +851,11 @@ mod tests {
         assert_eq!(errno(block_on(f.fdatasync())), libc::EIO);
         assert_eq!(d.unsynced(), 1, "the create's name and nothing else");
         assert_eq!(d.ops_of(Op::Write), 4);
+        let fired = d.fired();
+        assert_eq!(fired.len(), 3);
+        assert_eq!(fired[0].op, Op::Write);
+        assert_eq!(fired[0].path, dir().join("a"));
+        assert_eq!(fired[2].fault, Fault::Errno(libc::EIO));
         assert_eq!(d.ops_of(Op::Fdatasync), 2);
     }
 
