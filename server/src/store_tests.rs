@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
@@ -831,5 +832,59 @@ fn requests_after_close_fail_instead_of_hanging() {
         ));
         assert!(matches!(s.get(b"q").await, Err(LogError::Closed)));
         assert!(matches!(s.delete(b"q").await, Err(LogError::Closed)));
+    });
+}
+
+/// ENOSPC when the next segment's file is made (regression: the file was
+/// created on the commit path when a segment filled, and ENOSPC there
+/// stopped the whole shard for good). Now a roll only takes a ready spare;
+/// when the spare cannot be made, sets get `OutOfSpace`, the shard keeps
+/// serving gets, and sets work again once consumers free a segment.
+#[test]
+fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
+    use crate::disk::sim::{Fault, Op, SimDisk, Trigger};
+    run(|| async {
+        let disk = SimDisk::new();
+        let cfg = config(Path::new("/sim"));
+        let s = Store::open_on(Rc::new(disk.clone()), cfg.clone())
+            .await
+            .unwrap();
+        // Every spare from now on fails with ENOSPC, for a while.
+        let first = disk.ops_of(Op::PreAllocate);
+        for k in first..first + 3 {
+            disk.inject(
+                Trigger::NthOf(Op::PreAllocate, k),
+                Fault::Errno(libc::ENOSPC),
+            );
+        }
+        let mut stored = 0u64;
+        loop {
+            match s.set(b"q", 0, body(0, stored, 1000)).await {
+                Ok(()) => stored += 1,
+                Err(LogError::OutOfSpace) => break,
+                Err(e) => panic!("set {stored}: {e:?}"),
+            }
+            assert!(stored < 10_000, "never ran out of space");
+        }
+        assert!(stored > 60, "the first segment and the spare hold more");
+        // Consumers go on, and get everything back in order.
+        for i in 0..stored {
+            assert_eq!(get(&s, "q").await.unwrap(), body(0, i, 1000), "{i}");
+        }
+        assert_eq!(get(&s, "q").await, None);
+        // Space is back: sets work again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match s.set(b"q", 0, b"again".to_vec()).await {
+                Ok(()) => break,
+                Err(LogError::OutOfSpace) => {
+                    assert!(std::time::Instant::now() < deadline, "sets never came back");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(get(&s, "q").await.unwrap(), b"again");
+        s.close().await.unwrap();
     });
 }

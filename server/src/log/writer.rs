@@ -71,6 +71,10 @@ struct CatalogEntry {
     tail: u64,
 }
 
+/// How often a refused request makes maintenance try the spare again once
+/// the disk was found full.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One group commit, cut by [`Log::cut_batch`].
 pub struct Batch {
     pub id: u64,
@@ -139,9 +143,10 @@ pub struct Log {
     stop: Rc<Notify>,
     spare: Option<Spare>,
     spare_bytes: u64,
-    /// Creating a spare failed with ENOSPC/EDQUOT; cleared when space is
-    /// freed.
-    disk_full: bool,
+    /// Creating a spare failed with ENOSPC/EDQUOT at this time; cleared
+    /// when a segment is deleted, and retried now and then (space may be
+    /// freed by others).
+    disk_full: Option<std::time::Instant>,
     /// Wake maintenance once this lsn is written (0: no one waits).
     maint_wake_lsn: u64,
     /// Background tasks (committer, maintenance, syncer, scrub) running.
@@ -200,7 +205,7 @@ impl Log {
             stop: Rc::new(Notify::default()),
             spare: None,
             spare_bytes: 0,
-            disk_full: false,
+            disk_full: None,
             maint_wake_lsn: 0,
             tasks: 0,
             maint_running: false,
@@ -344,7 +349,11 @@ impl Log {
         }
         let Some(spare) = self.spare.take() else {
             // See the module doc.
-            if self.disk_full {
+            if let Some(since) = self.disk_full {
+                if since.elapsed() >= DISK_FULL_RETRY {
+                    self.disk_full = None;
+                    self.maint.notify();
+                }
                 return Err(LogError::OutOfSpace.into());
             }
             self.maint.notify();

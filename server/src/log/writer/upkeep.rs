@@ -90,14 +90,14 @@ impl Log {
 
     /// Space was freed: a spare may fit again.
     pub fn space_freed(&mut self) {
-        self.disk_full = false;
+        self.disk_full = None;
     }
 
     // Maintenance: the spare.
 
     /// Whether a spare should be made.
     pub fn wants_spare(&self) -> bool {
-        self.spare.is_none() && !self.disk_full && !self.stopped()
+        self.spare.is_none() && self.disk_full.is_none() && !self.stopped()
     }
 
     /// Offers a new spare; gives it back when none is wanted any more.
@@ -113,7 +113,7 @@ impl Log {
 
     /// Creating a spare failed with ENOSPC/EDQUOT.
     pub fn set_disk_full(&mut self) {
-        self.disk_full = true;
+        self.disk_full = Some(std::time::Instant::now());
         self.spare_ready.notify();
     }
 
