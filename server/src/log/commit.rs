@@ -106,6 +106,9 @@ async fn commit_loop(log: &SharedLog) {
         let b = inflight.pop_front().expect("front exists");
         let mut l = log.borrow_mut();
         match result {
+            // Failed meanwhile (a failed fdatasync elsewhere, or a crash):
+            // nothing more is acknowledged, even what was written.
+            Ok(()) if l.failed() => return,
             Ok(()) => l.batch_done(&b.batch),
             Err(why) => {
                 l.fail(why);
