@@ -33,14 +33,20 @@
 //!   operation changes nothing.
 //!
 //! Futures complete at once, so a run on one executor is a pure function of
-//! its inputs and the seed: a failing case replays exactly.
+//! its inputs and the seed: a failing case replays exactly. Completing at
+//! once also means no other task runs while an operation is in flight;
+//! [`SimDisk::set_delays`] delivers each result after a seeded number of
+//! trips through the executor instead, to shake out races between the
+//! tasks that share a disk (still deterministic).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::future::ready;
+use std::future::{ready, Future};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use super::{Disk, DiskFile, IoFuture, BLOCK};
 
@@ -182,6 +188,9 @@ struct State {
     ops_of: BTreeMap<Op, u64>,
     faults: Vec<(Trigger, Fault)>,
     fired: Vec<Fired>,
+    /// How long completions take: a seeded number of executor trips, at
+    /// most the second field.
+    delays: Option<(SplitMix64, u32)>,
     cut_at: Option<u64>,
 }
 
@@ -228,6 +237,14 @@ impl State {
             Some(Fault::ShortWrite) if op == Op::Write => Ok(true),
             Some(Fault::ShortWrite) => Err(err(libc::EIO)),
             Some(Fault::Errno(e)) => Err(err(e)),
+        }
+    }
+
+    /// Executor trips before the next operation's result is delivered.
+    fn delay(&mut self) -> u32 {
+        match &mut self.delays {
+            Some((rng, max)) => rng.below(u64::from(*max) + 1) as u32,
+            None => 0,
         }
     }
 
@@ -437,6 +454,15 @@ impl SimDisk {
         SimDisk::default()
     }
 
+    /// Makes every operation's result arrive after a seeded number (up to
+    /// `max`) of trips through the executor instead of at once, so other
+    /// tasks run while an operation is in flight, as on a real device. The
+    /// operation itself still happens when it is issued; runs stay
+    /// deterministic.
+    pub fn set_delays(&self, seed: u64, max: u32) {
+        self.0.borrow_mut().delays = Some((SplitMix64(seed), max));
+    }
+
     /// Operations issued so far (failed ones included).
     pub fn ops(&self) -> u64 {
         self.0.borrow().ops
@@ -542,14 +568,44 @@ impl SimDisk {
     }
 }
 
-fn done<'a, T: 'a>(r: io::Result<T>) -> IoFuture<'a, T> {
-    Box::pin(ready(r))
+/// An operation's result, delivered after `yields` trips through the
+/// executor (the operation itself already happened).
+struct Delayed<T> {
+    value: Option<io::Result<T>>,
+    yields: u32,
+}
+
+impl<T> Unpin for Delayed<T> {}
+
+impl<T> Future for Delayed<T> {
+    type Output = io::Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.yields > 0 {
+            self.yields -= 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.value.take().expect("polled after completion"))
+    }
+}
+
+impl SimDisk {
+    fn done<'a, T: 'a>(&self, r: io::Result<T>) -> IoFuture<'a, T> {
+        let yields = self.0.borrow_mut().delay();
+        if yields == 0 {
+            return Box::pin(ready(r));
+        }
+        Box::pin(Delayed {
+            value: Some(r),
+            yields,
+        })
+    }
 }
 
 impl Disk for SimDisk {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>> {
         let r = self.0.borrow_mut().create(path);
-        done(r.map(|ino| self.file(ino, path)))
+        self.done(r.map(|ino| self.file(ino, path)))
     }
 
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn DiskFile>> {
@@ -557,27 +613,32 @@ impl Disk for SimDisk {
             let mut s = self.0.borrow_mut();
             s.begin(Op::Open, path).and_then(|_| s.file_at(path))
         };
-        done(r.map(|ino| self.file(ino, path)))
+        self.done(r.map(|ino| self.file(ino, path)))
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
-        done(self.0.borrow_mut().rename(from, to))
+        let r = self.0.borrow_mut().rename(from, to);
+        self.done(r)
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
-        done(self.0.borrow_mut().remove(path))
+        let r = self.0.borrow_mut().remove(path);
+        self.done(r)
     }
 
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
-        done(self.0.borrow_mut().sync_dir(dir))
+        let r = self.0.borrow_mut().sync_dir(dir);
+        self.done(r)
     }
 
     fn list<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
-        done(self.0.borrow_mut().list(dir))
+        let r = self.0.borrow_mut().list(dir);
+        self.done(r)
     }
 
     fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
-        done(self.0.borrow_mut().create_dir_all(dir))
+        let r = self.0.borrow_mut().create_dir_all(dir);
+        self.done(r)
     }
 }
 
@@ -610,32 +671,38 @@ impl SimFile {
 
 impl DiskFile for SimFile {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
-        done(self.with(Op::Read, |s| {
+        let r = self.with(Op::Read, |s| {
             let data = &s.inodes[&self.ino].visible;
             let start = (pos as usize).min(data.len());
             let end = start.saturating_add(len).min(data.len());
             data[start..end].to_vec()
-        }))
+        });
+        self.disk.done(r)
     }
 
     fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize> {
-        done(self.disk.0.borrow_mut().write_at(self, pos, data))
+        let r = self.disk.0.borrow_mut().write_at(self, pos, data);
+        self.disk.done(r)
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        done(self.disk.0.borrow_mut().fdatasync(self))
+        let r = self.disk.0.borrow_mut().fdatasync(self);
+        self.disk.done(r)
     }
 
     fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()> {
-        done(self.with(Op::PreAllocate, |s| s.change(self.ino, Change::Grow(len))))
+        let r = self.with(Op::PreAllocate, |s| s.change(self.ino, Change::Grow(len)));
+        self.disk.done(r)
     }
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
-        done(self.with(Op::Truncate, |s| s.change(self.ino, Change::SetLen(len))))
+        let r = self.with(Op::Truncate, |s| s.change(self.ino, Change::SetLen(len)));
+        self.disk.done(r)
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
-        done(self.with(Op::Size, |s| s.inodes[&self.ino].visible.len() as u64))
+        let r = self.with(Op::Size, |s| s.inodes[&self.ino].visible.len() as u64);
+        self.disk.done(r)
     }
 }
 
@@ -871,6 +938,28 @@ mod tests {
         assert_eq!(errno(block_on(f.read_at(0, 1))), libc::EIO);
         assert!(d.is_cut());
         assert_eq!(d.unsynced(), 2);
+    }
+
+    #[test]
+    fn delayed_results_arrive_later_but_the_operation_happens_when_issued() {
+        let d = disk();
+        d.set_delays(7, 3);
+        let f = block_on(d.create(&dir().join("a"))).unwrap();
+        let mut pending = 0;
+        for i in 0..20u64 {
+            let data = [i as u8; B];
+            let mut w = f.write_at(i * B as u64, &data);
+            assert_eq!(block_on(f.size()).unwrap(), (i + 1) * B as u64);
+            let n = match block_on(futures_lite::future::poll_once(&mut w)) {
+                Some(r) => r,
+                None => {
+                    pending += 1;
+                    block_on(w)
+                }
+            };
+            assert_eq!(n.unwrap(), B);
+        }
+        assert!(pending > 0 && pending < 20, "{pending} of 20 delayed");
     }
 
     #[test]
