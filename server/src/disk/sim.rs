@@ -23,6 +23,9 @@
 //!   its cache, in order), the last write of which may be torn at a 512-byte
 //!   sector boundary. The choice is explicit so an explorer can enumerate
 //!   it; [`SimDisk::random_power_cut_image`] draws it from a seed.
+//!   [`SimDisk::reordered_power_cut_image`] drops the ordering: each cached
+//!   data operation lands or not, as a device that writes its cache back
+//!   in any order may leave it.
 //!   [`SimDisk::kill_image`] is the disk after `kill -9`: everything that
 //!   completed survives.
 //! - Writes must be O_DIRECT-shaped (EINVAL otherwise), as the DMA disk's
@@ -509,6 +512,27 @@ impl SimDisk {
         }
     }
 
+    /// The unsynced operations, one line each, in issue order (for
+    /// failure reports).
+    pub fn describe_unsynced(&self) -> Vec<String> {
+        let s = self.0.borrow();
+        let path_of = |ino: &Ino| {
+            (s.visible.iter().chain(&s.durable))
+                .find(|(_, e)| **e == Entry::File(*ino))
+                .map_or_else(|| format!("inode {ino}"), |(p, _)| p.display().to_string())
+        };
+        s.unsynced
+            .iter()
+            .map(|u| match u {
+                Unsynced::Data(ino, Change::Write { pos, data }) => {
+                    format!("write {} at {pos}, {} bytes", path_of(ino), data.len())
+                }
+                Unsynced::Data(ino, c) => format!("{c:?} {}", path_of(ino)),
+                Unsynced::Names(set) => format!("names {set:?}"),
+            })
+            .collect()
+    }
+
     /// The disk after `kill -9`: every completed operation survives.
     pub fn kill_image(&self) -> SimDisk {
         let s = self.0.borrow();
@@ -521,6 +545,44 @@ impl SimDisk {
     /// kept operation is a write and `tear_sectors` is `Some(n)`, only its
     /// first `n` sectors land.
     pub fn power_cut_image(&self, keep: usize, tear_sectors: Option<usize>) -> SimDisk {
+        let keep = keep.min(self.unsynced());
+        self.image_with(|i, _| match tear_sectors {
+            _ if i >= keep => Landing::Nothing,
+            Some(n) if i + 1 == keep => Landing::Sectors(n),
+            _ => Landing::All,
+        })
+    }
+
+    /// The disk after a power cut on a device that writes its cache back in
+    /// any order, as real ones do: each unsynced data operation lands or
+    /// not, drawn from `seed`, and a write that lands may be torn. Name
+    /// operations still land as a prefix (a file system journals them in
+    /// order).
+    pub fn reordered_power_cut_image(&self, seed: u64) -> SimDisk {
+        let mut rng = SplitMix64(seed);
+        let names = (self.0.borrow().unsynced.iter())
+            .filter(|u| matches!(u, Unsynced::Names(_)))
+            .count();
+        let mut names_left = rng.below(names as u64 + 1);
+        self.image_with(|_, u| match u {
+            Unsynced::Names(_) if names_left > 0 => {
+                names_left -= 1;
+                Landing::All
+            }
+            Unsynced::Names(_) => Landing::Nothing,
+            Unsynced::Data(_, Change::Write { data, .. }) => match rng.below(4) {
+                0 => Landing::Nothing,
+                1 => Landing::Sectors(rng.below((data.len() / SECTOR) as u64) as usize),
+                _ => Landing::All,
+            },
+            Unsynced::Data(..) if rng.below(2) == 0 => Landing::Nothing,
+            Unsynced::Data(..) => Landing::All,
+        })
+    }
+
+    /// The durable state plus what `land` lets through of each unsynced
+    /// operation, applied in issue order.
+    fn image_with(&self, mut land: impl FnMut(usize, &Unsynced) -> Landing) -> SimDisk {
         let s = self.0.borrow();
         let mut names = s.durable.clone();
         let mut content: BTreeMap<Ino, Vec<u8>> = s
@@ -528,27 +590,25 @@ impl SimDisk {
             .iter()
             .map(|(ino, i)| (*ino, i.durable.clone()))
             .collect();
-        let keep = keep.min(s.unsynced.len());
-        for (i, u) in s.unsynced[..keep].iter().enumerate() {
-            match u {
-                Unsynced::Names(set) => {
+        for (i, u) in s.unsynced.iter().enumerate() {
+            let landing = land(i, u);
+            match (u, landing) {
+                (_, Landing::Nothing) => {}
+                (Unsynced::Names(set), _) => {
                     for (path, ino) in set {
                         set_entry(&mut names, path, *ino);
                     }
                 }
-                Unsynced::Data(ino, change) => {
-                    let data = content.get_mut(ino).expect("inode");
-                    match (change, tear_sectors) {
-                        (Change::Write { pos, data: w }, Some(n)) if i + 1 == keep => {
-                            let n = (n * SECTOR).min(w.len());
-                            let torn = Change::Write {
-                                pos: *pos,
-                                data: w[..n].to_vec(),
-                            };
-                            torn.apply(data);
-                        }
-                        _ => change.apply(data),
-                    }
+                (Unsynced::Data(ino, Change::Write { pos, data: w }), Landing::Sectors(n)) => {
+                    let n = (n * SECTOR).min(w.len());
+                    let torn = Change::Write {
+                        pos: *pos,
+                        data: w[..n].to_vec(),
+                    };
+                    torn.apply(content.get_mut(ino).expect("inode"));
+                }
+                (Unsynced::Data(ino, change), _) => {
+                    change.apply(content.get_mut(ino).expect("inode"));
                 }
             }
         }
@@ -706,6 +766,14 @@ impl DiskFile for SimFile {
     }
 }
 
+/// What of one unsynced operation reaches the medium in a power cut.
+enum Landing {
+    Nothing,
+    All,
+    /// The first n sectors of a write (all of any other operation).
+    Sectors(usize),
+}
+
 /// splitmix64: tiny, and the same sequence on every platform and version.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(pub u64);
@@ -730,6 +798,7 @@ impl SplitMix64 {
 mod tests {
     use super::*;
     use futures_lite::future::block_on;
+    use std::collections::BTreeSet;
 
     const B: usize = BLOCK as usize;
 
@@ -863,6 +932,26 @@ mod tests {
             assert!(got.iter().take(B).all(|&b| b == 1));
             assert!(got.iter().skip(B).all(|&b| b == 2));
         }
+    }
+
+    #[test]
+    fn a_reordering_device_may_land_a_later_write_without_an_earlier_one() {
+        let d = disk();
+        let f = block_on(d.create(&dir().join("a"))).unwrap();
+        block_on(f.fdatasync()).unwrap();
+        block_on(d.sync_dir(dir())).unwrap();
+        block_on(f.write_at(0, &[1; B])).unwrap();
+        block_on(f.write_at(B as u64, &[2; B])).unwrap();
+        let mut outcomes = BTreeSet::new();
+        for seed in 0..64 {
+            let got = read_all(&d.reordered_power_cut_image(seed), "a").unwrap();
+            let first = got.iter().take(B).filter(|&&b| b == 1).count();
+            let second = got.iter().skip(B).filter(|&&b| b == 2).count();
+            assert!(first.is_multiple_of(SECTOR) && second.is_multiple_of(SECTOR));
+            outcomes.insert((first == B, second == B));
+        }
+        assert!(outcomes.contains(&(false, true)), "{outcomes:?}");
+        assert_eq!(outcomes.len(), 4);
     }
 
     #[test]
