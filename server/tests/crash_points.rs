@@ -33,7 +33,10 @@
 //! The fault test injects EIO, ENOSPC or a short write into one write,
 //! fdatasync, create, preallocate, rename, directory fsync or truncate of a
 //! run, lets the run finish, and checks the replies and the power-cut
-//! images the same way.
+//! images the same way; the lasting-fault test does the same with a
+//! condition that holds from some operation on (a full disk, failing
+//! directory operations, a dead device), which also catches a store that
+//! spins or stops serving consumers.
 //!
 //! # The model
 //! A store applies each request to its memory in call order: when called,
@@ -849,6 +852,8 @@ const MAX_FAILURES: usize = 20;
 struct Tally {
     watchdog: Watchdog,
     holes: u64,
+    /// Replies seen in the runs, by kind (to show what the runs exercised).
+    replies: BTreeMap<&'static str, u64>,
     cuts: u64,
     faults: u64,
     images: u64,
@@ -860,10 +865,27 @@ impl Tally {
         Tally {
             watchdog: Watchdog::start(),
             holes: 0,
+            replies: BTreeMap::new(),
             cuts: 0,
             faults: 0,
             images: 0,
             failures: Vec::new(),
+        }
+    }
+
+    /// Counts the replies of a run.
+    fn replies(&mut self, h: &History) {
+        for r in &h.reqs {
+            let kind = match (&r.outcome, &r.effect) {
+                (Outcome::Ok, Effect::None) => "nothing to do",
+                (Outcome::Ok, _) => "acknowledged",
+                (Outcome::Err(LogError::OutOfSpace), _) => "out of space",
+                (Outcome::Err(LogError::Failed(_)), Effect::None) => "refused, shard failed",
+                (Outcome::Err(LogError::Failed(_)), _) => "failed in doubt",
+                (Outcome::Err(_), _) => "other error",
+                (Outcome::Pending, _) => "never completed",
+            };
+            *self.replies.entry(kind).or_default() += 1;
         }
     }
 
@@ -893,6 +915,7 @@ impl Tally {
             started.elapsed(),
             self.holes
         );
+        eprintln!("{name}: replies {:?}", self.replies);
         assert!(
             self.failures.is_empty(),
             "{} failing case(s){}; the first:\n{}",
@@ -1094,6 +1117,7 @@ async fn explore_cuts(sync: SyncMode, seeds: Vec<u64>, tally: &mut Tally) {
             );
             tally.watchdog.case(&label);
             let h = watched(&label, run(&scripts, mode, &disk)).await;
+            tally.replies(&h);
             tally.cuts += 1;
             let seed2 = seed.wrapping_mul(0x9e37_79b9) ^ k;
             verify(tally, &label, &h, mode, &disk, seed2).await;
@@ -1197,6 +1221,7 @@ fn faults_at_every_operation() {
                     "MCQ_CRASH_SEED={seed} MCQ_CRASH_CUT={c}: {fault:?} at {op:?} #{i}"
                 ));
                 let h = watched("fault run", run(&scripts, mode, &disk)).await;
+                tally.replies(&h);
                 tally.faults += 1;
                 let on = disk
                     .fired()
@@ -1214,6 +1239,98 @@ fn faults_at_every_operation() {
             }
         }
         tally.done("faults", started);
+    });
+}
+
+/// A condition that lasts from some operation of a run to its end.
+struct Lasting {
+    name: &'static str,
+    ops: &'static [Op],
+    errno: i32,
+}
+
+const LASTING: [Lasting; 3] = [
+    // Segments are preallocated, so a full disk shows when a new segment
+    // or spare cannot be allocated, never in a log write.
+    Lasting {
+        name: "disk full",
+        ops: &[Op::PreAllocate],
+        errno: libc::ENOSPC,
+    },
+    Lasting {
+        name: "directory operations fail",
+        ops: &[Op::Create, Op::Rename, Op::Remove, Op::SyncDir],
+        errno: libc::EIO,
+    },
+    Lasting {
+        name: "device dead",
+        ops: &[Op::Write, Op::Fdatasync, Op::Read, Op::Truncate],
+        errno: libc::EIO,
+    },
+];
+
+/// Start points per condition and seed.
+const LASTING_PER_SEED: u64 = 20;
+
+/// What the replies under a full disk must satisfy: the shard goes on,
+/// sets are refused with `OutOfSpace`, and `get` and `delete` still work
+/// (the consumers' reserve and the spare exist for them).
+fn check_full_disk(h: &History) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, r) in h.reqs.iter().enumerate() {
+        match (&r.outcome, r.step) {
+            (Outcome::Err(LogError::Failed(_)), _) => {
+                bad.push(format!("{}: a full disk stopped the shard", h.describe(i)))
+            }
+            (Outcome::Err(LogError::OutOfSpace), Step::Get { .. } | Step::Delete { .. }) => {
+                bad.push(format!("{}: a full disk refused a consumer", h.describe(i)))
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+#[test]
+fn lasting_faults_from_every_point() {
+    let started = Instant::now();
+    run_local(move || async move {
+        let mut tally = Tally::new();
+        for seed in seeds(3001, 2) {
+            let mode = Mode::new(SyncMode::Always, seed);
+            let scripts = workload(seed);
+            let (_, base) = baseline(seed, &scripts, mode, &tally).await;
+            for (l, lasting) in LASTING.iter().enumerate() {
+                let budget = LASTING_PER_SEED * iters();
+                for k in points(base.ops(), budget, seed ^ l as u64) {
+                    if tally.full() {
+                        break;
+                    }
+                    let label = format!(
+                        "MCQ_CRASH_SEED={seed} MCQ_CRASH_CUT={k}: {} from op {k} on",
+                        lasting.name
+                    );
+                    let disk = SimDisk::new();
+                    for op in lasting.ops {
+                        disk.inject(Trigger::From(*op, k), Fault::Errno(lasting.errno));
+                    }
+                    tally.watchdog.case(&label);
+                    let h = watched(&label, run(&scripts, mode, &disk)).await;
+                    tally.replies(&h);
+                    tally.faults += 1;
+                    let mut bad = check_replies(&h, Fault::Errno(lasting.errno));
+                    if lasting.errno == libc::ENOSPC {
+                        bad.extend(check_full_disk(&h));
+                    }
+                    if !bad.is_empty() {
+                        tally.fail(label.clone(), &bad);
+                    }
+                    let seed2 = seed.wrapping_mul(0x9e37_79b9) ^ k;
+                    verify(&mut tally, &label, &h, mode, &disk, seed2).await;
+                }
+            }
+        }
+        tally.done("lasting faults", started);
     });
 }
 

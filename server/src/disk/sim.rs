@@ -100,6 +100,9 @@ pub enum Trigger {
     Nth(u64),
     /// The n-th operation of this kind.
     NthOf(Op, u64),
+    /// Every operation of this kind from the n-th operation of any kind on:
+    /// a lasting condition (a full disk, a dead controller), not a glitch.
+    From(Op, u64),
 }
 
 /// What an injected fault does.
@@ -225,8 +228,12 @@ impl State {
         let hit = self.faults.iter().position(|(t, _)| match *t {
             Trigger::Nth(i) => i == n,
             Trigger::NthOf(k, i) => k == op && i == n_of,
+            Trigger::From(k, i) => k == op && n >= i,
         });
-        let fault = hit.map(|i| self.faults.remove(i).1);
+        let fault = hit.map(|i| match self.faults[i] {
+            (Trigger::From(..), fault) => fault,
+            _ => self.faults.remove(i).1,
+        });
         if let Some(fault) = fault {
             self.fired.push(Fired {
                 op,
@@ -476,7 +483,8 @@ impl SimDisk {
         self.0.borrow().ops_of.get(&op).copied().unwrap_or(0)
     }
 
-    /// Makes the operation `at` picks fail once with `fault`.
+    /// Makes the operation `at` picks fail with `fault` (once, or for good
+    /// with [`Trigger::From`]).
     pub fn inject(&self, at: Trigger, fault: Fault) {
         self.0.borrow_mut().faults.push((at, fault));
     }
@@ -1013,6 +1021,22 @@ mod tests {
         assert_eq!(fired[0].path, dir().join("a"));
         assert_eq!(fired[2].fault, Fault::Errno(libc::EIO));
         assert_eq!(d.ops_of(Op::Fdatasync), 2);
+    }
+
+    #[test]
+    fn a_lasting_fault_hits_every_operation_of_its_kind_from_its_start() {
+        let d = disk();
+        let f = block_on(d.create(&dir().join("a"))).unwrap();
+        d.inject(
+            Trigger::From(Op::PreAllocate, d.ops() + 1),
+            Fault::Errno(libc::ENOSPC),
+        );
+        block_on(f.pre_allocate(B as u64)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(errno(block_on(f.pre_allocate(4 * B as u64))), libc::ENOSPC);
+            block_on(f.write_at(0, &[1; B])).unwrap();
+        }
+        assert_eq!(d.fired().len(), 3);
     }
 
     #[test]
