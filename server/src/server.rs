@@ -7,10 +7,18 @@
 //! inherit the mask and the kernel delivers both signals only to the main
 //! thread, which waits for them with `sigtimedwait`. The executors never see
 //! a signal handler; they learn of shutdown through one atomic flag.
+//!
+//! # Why nothing may hang
+//! Any executor failing at start-up stops them all, and a failed executor
+//! still counts itself drained, since the others wait for every executor
+//! before closing their stores. A signal while stopping exits at once. A
+//! panic anywhere aborts the process with a log line (the panic hook), as a
+//! panicking executor would otherwise leave its shards unreachable.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,7 +41,10 @@ use crate::store::{Store, StoreConfig, SyncMode};
 const IO_MEMORY: usize = 2 << 20;
 
 /// Runs the server until it is told to stop. Errors are start-up failures.
+/// Installs the process's panic hook: any panic ends the process (see
+/// [`crate::logging::install_panic_hook`]).
 pub fn run(config: Config) -> io::Result<()> {
+    crate::logging::install_panic_hook();
     crate::logging::set_verbosity(config.verbose);
     for warning in config.ignored_flag_warnings() {
         log!(0, "{warning}");
@@ -46,6 +57,7 @@ pub fn run(config: Config) -> io::Result<()> {
     let mut config = config;
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    probe_port(config.listen, config.port)?;
     let shards = shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     for s in 0..shards {
         std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
@@ -84,13 +96,8 @@ pub fn run(config: Config) -> io::Result<()> {
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
-                let result =
-                    executor_main(me, executors, shards, &config, shared, &progress, mesh).await;
-                if let Err(e) = &result {
-                    log!(0, "executor {me}: {e}");
-                    progress.failed.store(true, Ordering::SeqCst);
-                }
-                result
+                let _finished = Finished(&progress.finished);
+                executor_main(me, executors, shards, &config, shared, &progress, mesh).await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
@@ -120,6 +127,18 @@ pub fn run(config: Config) -> io::Result<()> {
     let reason = stop_reason.unwrap_or_default();
     log!(0, "stopping ({reason}): finishing requests in flight");
     shared.stopping.store(true, Ordering::SeqCst);
+    // A stop must never hang: a signal while the executors finish ends the
+    // process at once. What was acknowledged is already in the log as the
+    // sync mode promises, so this costs no more than a kill -9 would.
+    while progress.finished.load(Ordering::SeqCst) < executors {
+        if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
+            log!(
+                0,
+                "{signal} while stopping: exiting now without waiting for the executors"
+            );
+            std::process::exit(1);
+        }
+    }
     let mut failed = progress.failed.load(Ordering::SeqCst);
     for handle in handles {
         match handle.join() {
@@ -145,9 +164,25 @@ pub fn run(config: Config) -> io::Result<()> {
 struct Progress {
     /// Executors that opened their shards and are accepting.
     serving: AtomicUsize,
-    /// Executors whose connections have all finished.
+    /// Executors that will send no more requests to other executors' shards:
+    /// their connections have all finished, or they never served any (they
+    /// failed to start, or the server stopped before they did). Every
+    /// executor counts itself here exactly once, failed or not, since the
+    /// others wait for all of them before closing their stores.
     drained: AtomicUsize,
+    /// Executors whose thread is done (counted on every way out).
+    finished: AtomicUsize,
     failed: AtomicBool,
+}
+
+/// Counts an executor as finished when its main future ends, however it
+/// ends.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 async fn executor_main(
@@ -161,14 +196,67 @@ async fn executor_main(
 ) -> io::Result<()> {
     // Every executor joins the mesh before anything can fail, or the others
     // would wait for it forever.
-    let mesh = mesh
-        .join()
-        .await
-        .map_err(|e| io::Error::other(format!("channel mesh: {e}")))?;
-    let mesh = if executors > 1 { Some(mesh) } else { None };
-
+    let (mesh, joined) = match mesh.join().await {
+        Ok(mesh) => (Some(mesh).filter(|_| executors > 1), Ok(())),
+        Err(e) => (None, Err(io::Error::other(format!("channel mesh: {e}")))),
+    };
     let mut local: Vec<Option<Store>> = (0..shards).map(|_| None).collect();
+    let opened = match joined {
+        Ok(()) => open_stores(me, executors, shards, config, &shared, &mut local).await,
+        Err(e) => Err(e),
+    };
+    // The router serves the mesh even when this executor failed or the
+    // server is stopping: other executors' connections may still forward
+    // requests to the stores that did open until every executor drained.
+    let router = Router::start(me, executors, shards, local, mesh);
+    let served = match opened {
+        Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
+        Ok(()) => match listen(config.listen, config.port) {
+            Ok(listener) => {
+                progress.serving.fetch_add(1, Ordering::SeqCst);
+                net::serve(listener, router.clone(), shared.clone(), me).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &served {
+        // Said now, and the main thread told now: the wait below ends only
+        // once it has stopped the other executors.
+        log!(0, "executor {me}: {e}");
+        progress.failed.store(true, Ordering::SeqCst);
+    }
+
+    progress.drained.fetch_add(1, Ordering::SeqCst);
+    while progress.drained.load(Ordering::SeqCst) < executors {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let mut closed = Ok(());
+    for store in router.local_stores() {
+        if let Err(e) = store.close().await {
+            log!(0, "executor {me}: closing a shard: {e}");
+            closed = Err(e);
+        }
+    }
+    served.and(closed)
+}
+
+/// Opens the shards executor `me` owns into `local`. Gives up early, with
+/// what it opened so far, once the server is stopping (another executor
+/// failed, or a signal came): a long recovery must not delay the exit.
+async fn open_stores(
+    me: usize,
+    executors: usize,
+    shards: u32,
+    config: &Config,
+    shared: &Shared,
+    local: &mut [Option<Store>],
+) -> io::Result<()> {
     for s in (me..shards as usize).step_by(executors) {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
         let store_config = StoreConfig {
             dir: shard::shard_dir(&config.data_dir, s as u32),
             sync: config.sync_mode(),
@@ -180,26 +268,6 @@ async fn executor_main(
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("shard {s}: {e}")))?;
         local[s] = Some(store);
-    }
-    let router = Router::start(me, executors, shards, local, mesh);
-    let listener = TcpListener::bind((config.listen, config.port)).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("cannot listen on {}:{}: {e}", config.listen, config.port),
-        )
-    })?;
-    progress.serving.fetch_add(1, Ordering::SeqCst);
-
-    net::serve(listener, router.clone(), shared.clone(), me).await;
-
-    // Other executors' connections may still send requests to our shards:
-    // keep serving the mesh until every executor has drained.
-    progress.drained.fetch_add(1, Ordering::SeqCst);
-    while progress.drained.load(Ordering::SeqCst) < executors {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    for store in router.local_stores() {
-        store.close().await?;
     }
     Ok(())
 }
@@ -228,6 +296,129 @@ fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Refuses a port another server already listens on. The executors'
+/// listeners set SO_REUSEPORT so that they can share the port, and that
+/// would let them join an unrelated server's listeners just as well: the
+/// kernel would split clients between two servers with different data. So
+/// first bind once without SO_REUSEPORT, which fails with EADDRINUSE while
+/// anyone listens on the address. The probe never listens, so no client can
+/// reach it.
+fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
+    bound_socket(SocketAddr::new(addr, port), false).map(drop)
+}
+
+/// One executor's listener: SO_REUSEPORT, so that every executor listens on
+/// the same port and the kernel spreads connections among them.
+fn listen(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let fd = bound_socket(SocketAddr::new(addr, port), true)?;
+    // SAFETY: listen on a bound socket we own; glommio takes it over.
+    unsafe {
+        if libc::listen(fd.as_raw_fd(), 1024) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from_raw_fd(fd.into_raw_fd()))
+    }
+}
+
+/// A TCP socket bound to `addr`, with SO_REUSEADDR (and SO_REUSEPORT if
+/// `reuse_port`). Errors say `cannot listen on <addr>: <why>`.
+///
+/// SO_REUSEADDR is what lets mcqd restart at once after a kill -9: the
+/// killed server's connections linger in FIN_WAIT or TIME_WAIT on the port,
+/// and a bind without SO_REUSEPORT (the probe) conflicts with them unless
+/// both it and they carry SO_REUSEADDR (accepted connections inherit the
+/// listener's). It never lets two sockets listen on one address.
+fn bound_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<OwnedFd> {
+    let cannot = |e: io::Error| {
+        let why = if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            "address already in use (another server is listening there)".to_string()
+        } else {
+            e.to_string()
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {why}"))
+    };
+    let (family, sockaddr, len) = sockaddr(addr);
+    let set = |fd: &OwnedFd, option: libc::c_int| {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int that lives across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(cannot(io::Error::last_os_error()))
+        }
+    };
+    // SAFETY: a new socket, owned (and closed) by OwnedFd from here on.
+    let fd = unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(cannot(io::Error::last_os_error()));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    set(&fd, libc::SO_REUSEADDR)?;
+    if reuse_port {
+        set(&fd, libc::SO_REUSEPORT)?;
+    }
+    // SAFETY: bind reads `len` bytes of the address, which holds that many.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sockaddr as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(cannot(io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+/// `addr` as the C socket address bind takes: (family, address, length).
+fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage, and each arm writes a
+    // sockaddr_in/sockaddr_in6, which fit in it, at its start.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                (
+                    libc::AF_INET,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                (
+                    libc::AF_INET6,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {

@@ -22,43 +22,84 @@ use std::time::{Duration, Instant};
 /// (a hang must fail, not wedge CI). Never a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The mcqd binary under test.
+/// The mcqd binary under test: `MCQD_BIN`, or else the workspace's release
+/// build. Release, because these tests judge the program a user runs, and
+/// an unoptimised server on a busy machine turns timing into false
+/// failures. A release binary older than the server's sources fails the
+/// test rather than testing yesterday's code.
 pub fn mcqd_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MCQD_BIN") {
-        return PathBuf::from(bin);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    for profile in ["debug", "release"] {
-        let bin = target.join(profile).join("mcqd");
-        if bin.exists() {
-            return bin;
-        }
-    }
-    panic!(
-        "no mcqd binary under {}: build it first (scripts/test does), or set MCQD_BIN",
-        target.display()
-    );
+    built_bin("MCQD_BIN", "mcqd", &["server/src", "server/Cargo.toml"])
 }
 
-/// The mcq-loadgen binary (built by `scripts/test` with the workspace).
+/// The mcq-loadgen binary: `MCQ_LOADGEN_BIN`, or else the release build.
 pub fn loadgen_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MCQ_LOADGEN_BIN") {
+    built_bin(
+        "MCQ_LOADGEN_BIN",
+        "mcq-loadgen",
+        &["loadgen/src", "loadgen/Cargo.toml"],
+    )
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn built_bin(var: &str, name: &str, sources: &[&str]) -> PathBuf {
+    if let Some(bin) = std::env::var_os(var) {
         return PathBuf::from(bin);
     }
-    mcqd_bin().with_file_name("mcq-loadgen")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let bin = target.join("release").join(name);
+    let build = "build it with `cargo build --release -p mcqd -p mcq-loadgen` \
+                 (scripts/test does), or set";
+    let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified()) else {
+        panic!("no {}: {build} {var}", bin.display());
+    };
+    for source in sources {
+        if let Some((path, changed)) = newest(&workspace().join(source)) {
+            assert!(
+                changed <= built,
+                "{} is older than {}: {build} {var}",
+                bin.display(),
+                path.display()
+            );
+        }
+    }
+    bin
+}
+
+/// The most recently modified file under `path`, and when.
+fn newest(path: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some((path.to_path_buf(), meta.modified().ok()?));
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| newest(&e.ok()?.path()))
+        .max_by_key(|(_, t)| *t)
+}
+
+/// Reports that the running test cannot run here because `why` (a peer or
+/// a privilege is missing), in a way `scripts/test` counts: a line
+/// `SKIPPED: <test>: <why>` written straight to stderr, past libtest's
+/// output capture. Under CI (`CI` set) it fails the test instead, so CI can
+/// never skip silently. The caller returns after it.
+pub fn skip(why: &str) {
+    let test = thread::current().name().unwrap_or("?").to_string();
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}: CI must run {test} (.ci/run installs what it needs)");
+    }
+    let line = format!("\n!!!!! SKIPPED: {test}: {why} !!!!!\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// A fresh directory on a real disk for one test.
 pub fn test_dir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let dir = workspace.join("target").join("e2e").join(format!(
+    let dir = workspace().join("target").join("e2e").join(format!(
         "{name}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
@@ -75,6 +116,80 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts mcqd on `port` and `data_dir` with `args`; its stderr lines are
+/// echoed (prefixed `[mcqd]`) and appended to `log` by a thread that ends
+/// once mcqd has exited (join it to be sure the log is complete).
+fn spawn_mcqd(
+    port: u16,
+    data_dir: &Path,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+) -> (Child, thread::JoinHandle<()>) {
+    let mut child = Command::new(mcqd_bin())
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-H")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcqd");
+    let stderr = child.stderr.take().unwrap();
+    let log = log.clone();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[mcqd] {line}");
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, reader)
+}
+
+/// Runs mcqd on `port` and `data_dir` with `args` where it must refuse to
+/// start: waits for it to exit by itself and returns its status and log.
+/// Fails the test when it is still running after [`PATIENCE`] (a
+/// half-alive server), saying whether SIGTERM then stopped it.
+pub fn run_until_exit(port: u16, data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (mut child, reader) = spawn_mcqd(port, data_dir, &args, &log);
+    let started = Instant::now();
+    let exited = |child: &mut Child, patience: Duration| {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    };
+    if let Some(status) = exited(&mut child, PATIENCE) {
+        reader.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        return (status, log);
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let after_term = match exited(&mut child, Duration::from_secs(10)) {
+        Some(status) => format!("SIGTERM then stopped it ({status})"),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            "it ignored SIGTERM too (killed with SIGKILL)".to_string()
+        }
+    };
+    panic!(
+        "mcqd still running {:?} after it should have refused to start; {after_term}:\n{}",
+        started.elapsed(),
+        log.lock().unwrap()
+    );
 }
 
 /// A running mcqd.
@@ -119,30 +234,11 @@ impl Server {
             if !keep_port {
                 self.port = free_port();
             }
-            let mut child = Command::new(mcqd_bin())
-                .arg("-p")
-                .arg(self.port.to_string())
-                .arg("-H")
-                .arg(&self.data_dir)
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start mcqd");
-            let stderr = child.stderr.take().unwrap();
-            let log = self.log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[mcqd] {line}");
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
+            let (mut child, reader) = spawn_mcqd(self.port, &self.data_dir, &self.args, &self.log);
             let deadline = Instant::now() + PATIENCE;
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
+                    reader.join().unwrap();
                     let log = self.log();
                     if log.contains("cannot listen") {
                         break;
@@ -425,11 +521,9 @@ pub fn third_party(program: &str, args: &[&str], probe: &[&str], what: &str) -> 
         .map(|s| s.success())
         .unwrap_or(false);
     if !available {
-        let message = format!("{what} is not installed (probe: {program} {probe:?})");
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}: CI must run this test (.ci/run installs it)");
-        }
-        eprintln!("\n!!!!! SKIPPED: {message}; install it to run this test !!!!!\n");
+        skip(&format!(
+            "{what} is not installed (probe: {program} {probe:?}); install it to run this test"
+        ));
         return None;
     }
     let mut command = Command::new(program);

@@ -1,0 +1,120 @@
+//! The process lifecycle as an operator sees it: exit codes and log lines
+//! when mcqd cannot start, and that it never lingers half-alive.
+
+use mcq_tests::{free_port, run_until_exit, test_dir, Server, PATIENCE};
+
+/// Guards against: one shard failing to open at start-up leaving mcqd
+/// half-alive. The other executor waited for the failed one to finish
+/// draining, which it never did: the listener closed but the process never
+/// exited and ignored SIGTERM (issue 7).
+#[test]
+fn a_shard_that_cannot_open_stops_mcqd_with_an_error() {
+    let mut server = Server::start("startup-failure", &["-t", "2"]);
+    server.client().set("q", b"kept");
+    assert!(server.stop().success());
+    // A directory where a segment file should be: shard 1 cannot open it.
+    let bad = server
+        .data_dir
+        .join("shard-001")
+        .join("00000000000099999999.log");
+    std::fs::create_dir(&bad).unwrap();
+
+    let (status, log) = run_until_exit(free_port(), &server.data_dir, &["-t", "2"]);
+    assert!(!status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("shard 1"), "the log does not say why:\n{log}");
+    assert!(!log.contains("listening on"), "{log}");
+
+    // Nothing was lost: with the obstacle gone it starts and serves.
+    std::fs::remove_dir(&bad).unwrap();
+    server.restart_with(&["-t", "2"]);
+    assert_eq!(server.client().get("q").as_deref(), Some(&b"kept"[..]));
+    assert!(server.stop().success());
+}
+
+/// Guards against: a second mcqd (another data directory) starting on a
+/// port another server already serves. SO_REUSEPORT let both listen and the
+/// kernel split clients between two unrelated servers (issue 7).
+#[test]
+fn a_second_server_on_a_served_port_refuses_to_start() {
+    let a = Server::start("port-a", &["-t", "2"]);
+    let mut c = a.client();
+    c.set("q", b"on a");
+
+    let b_dir = test_dir("port-b");
+    let (status, log) = run_until_exit(a.port, &b_dir.join("data"), &["-t", "2"]);
+    assert!(!status.success(), "exit {status}:\n{log}");
+    let expected = format!(
+        "cannot listen on 127.0.0.1:{}: address already in use (another server is listening there)",
+        a.port
+    );
+    assert!(log.contains(&expected), "want {expected:?} in:\n{log}");
+    assert!(!log.contains("listening on"), "{log}");
+
+    // A still serves, on the connection it had and on new ones.
+    assert_eq!(c.get("q").as_deref(), Some(&b"on a"[..]));
+    for i in 0..8 {
+        let mut c = a.client();
+        c.set("q", format!("{i}").as_bytes());
+        assert_eq!(c.get("q"), Some(format!("{i}").into_bytes()));
+    }
+    std::fs::remove_dir_all(&b_dir).unwrap();
+}
+
+/// Guards against: the check above mistaking the killed server's own
+/// lingering connections (FIN_WAIT, TIME_WAIT on the port) for another
+/// server, so that mcqd could not restart on its port after a kill -9.
+#[test]
+fn restarts_on_its_port_right_after_kill9_with_clients_connected() {
+    let mut server = Server::start("port-restart", &["-t", "2"]);
+    let mut clients: Vec<_> = (0..8).map(|_| server.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set("q", format!("{i}").as_bytes());
+    }
+    server.kill9();
+    server.restart_same_port();
+    let mut c = server.client();
+    let mut got = Vec::new();
+    while let Some(body) = c.get("q") {
+        got.push(String::from_utf8(body).unwrap());
+    }
+    assert_eq!(got, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
+    drop(clients);
+}
+
+/// Guards against: a panicking executor leaving the process running with
+/// its shards unreachable (issue 7). mcqd's panic hook must log
+/// `mcqd: panic in <thread>: <message>` and abort. The program under test
+/// is `mcq-panic-probe` (see its doc), since mcqd has no way to panic on
+/// purpose.
+#[test]
+fn a_panicking_executor_ends_the_process_with_a_log_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcq-panic-probe"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running {PATIENCE:?} after an executor panicked:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
+    // glommio names the thread `<name>-<executor id>`.
+    assert!(
+        stderr.lines().any(|l| l.starts_with("mcqd: panic in mcqd-0-")
+            && l.contains(": index out of bounds")),
+        "no log line 'mcqd: panic in mcqd-0-…: index out of bounds…':\n{stderr}"
+    );
+}
