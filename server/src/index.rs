@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use glommio::io::{DmaFile, OpenOptions};
 use rkyv::util::AlignedVec;
 
+use crate::disk::{Disk, BLOCK};
 use crate::log::record::{self, Header, Kind};
 
 /// Trailer magic, little-endian "MCQIDX01".
@@ -249,63 +249,43 @@ impl LoadedIndex {
     }
 }
 
-fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
-    crate::log::segment::to_io(e)
-}
-
 /// Reads and validates `path`; `Ok(None)` when it does not exist.
-pub async fn load(path: &Path, first_lsn: u64) -> io::Result<Option<Result<LoadedIndex, String>>> {
-    let file = match DmaFile::open(path).await {
+pub async fn load(
+    disk: &dyn Disk,
+    path: &Path,
+    first_lsn: u64,
+) -> io::Result<Option<Result<LoadedIndex, String>>> {
+    let file = match disk.open(path).await {
         Ok(f) => f,
-        Err(e) => {
-            let e = gerr(e);
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(None);
-            }
-            return Err(e);
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let size = file.file_size().await.map_err(gerr)?;
-    let res = file.read_at_aligned(0, file.align_up(size) as usize).await;
-    let _ = file.close().await;
-    let data = res.map_err(gerr)?;
-    let n = (size as usize).min(data.len());
-    Ok(Some(LoadedIndex::from_bytes(&data[..n], first_lsn)))
+    let size = file.size().await?;
+    let data = file.read_at(0, size as usize).await?;
+    Ok(Some(LoadedIndex::from_bytes(&data, first_lsn)))
 }
 
 /// Writes `bytes` to `path` crash-safely: temp file, fdatasync, rename,
 /// directory fsync (done by the caller, who may batch it).
-pub async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub async fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&tmp)
-        .await
-        .map_err(gerr)?;
-    let padded = file.align_up(bytes.len() as u64) as usize;
-    let mut buf = file.alloc_dma_buffer(padded.max(file.alignment() as usize));
-    buf.as_bytes_mut().fill(0);
-    buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-    let res = async {
-        let n = file.write_at(buf, 0).await.map_err(gerr)?;
-        if n < bytes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short index write",
-            ));
-        }
-        file.truncate(bytes.len() as u64).await.map_err(gerr)?;
-        file.fdatasync().await.map_err(gerr)?;
-        Ok(())
+    let file = disk.create(&tmp).await?;
+    let mut padded = bytes.to_vec();
+    padded.resize(
+        (bytes.len() as u64).next_multiple_of(BLOCK).max(BLOCK) as usize,
+        0,
+    );
+    let n = file.write_at(0, &padded).await?;
+    if n < bytes.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short index write",
+        ));
     }
-    .await;
-    let _ = file.close().await;
-    res?;
-    glommio::io::rename(&tmp, path).await.map_err(gerr)?;
-    Ok(())
+    file.truncate(bytes.len() as u64).await?;
+    file.fdatasync().await?;
+    drop(file);
+    disk.rename(&tmp, path).await
 }
 
 #[cfg(test)]

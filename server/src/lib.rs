@@ -13,6 +13,11 @@
 //!   shared-nothing channels.
 //! - [`store`] is one storage shard: the queues that hash to it and the log
 //!   that makes them durable.
+//! - [`log`] is that log: records, segments, group commit, recovery and
+//!   space reclamation. It never imports the store.
+//! - [`disk`] is the storage seam under the log: O_DIRECT files in
+//!   production, a simulated device that can lose power in tests. Arrows
+//!   point one way: store → log → disk.
 //! - [`stats`] sums the per-executor counters for `stats`.
 //! - [`config`] is the command line; [`server`] the process lifecycle
 //!   (executors, signals, graceful shutdown); [`logging`] the stderr log.

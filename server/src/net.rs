@@ -28,7 +28,7 @@ use crate::protocol::{self, reply, Command, Parsed};
 use crate::shard::{Op, OpReply, Router};
 use crate::stats::{Counters, ServerInfo};
 
-use crate::store::{LocalFuture, StoreError, StoreStats};
+use crate::store::{LocalFuture, LogError, StoreStats};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -473,13 +473,19 @@ fn forget(done: LocalFuture<OpReply>) {
     .detach();
 }
 
+/// The one place a storage error becomes a reply line.
 fn server_error(reply: OpReply) -> String {
     let error = match reply {
         OpReply::Set(Err(e)) | OpReply::Delete(Err(e)) | OpReply::Get(Err(e)) => e,
-        other => StoreError::Failed(format!("unexpected reply {other:?}")),
+        OpReply::Unrouted(why) => return format!("SERVER_ERROR {why}"),
+        other => return format!("SERVER_ERROR unexpected reply {other:?}"),
     };
-    match error {
-        StoreError::OutOfSpace => "SERVER_ERROR out of space".to_string(),
-        StoreError::Failed(why) => format!("SERVER_ERROR {}", why.replace(['\r', '\n'], " ")),
-    }
+    let line = match &error {
+        LogError::OutOfSpace => "SERVER_ERROR out of space".to_string(),
+        LogError::Failed(why) => format!("SERVER_ERROR storage failed: {why}"),
+        LogError::Read(why) => format!("SERVER_ERROR {why}"),
+        LogError::Corrupt { seq } => format!("SERVER_ERROR corrupt message {seq} skipped"),
+        LogError::Closed => "SERVER_ERROR shutting down".to_string(),
+    };
+    line.replace(['\r', '\n'], " ")
 }

@@ -29,7 +29,7 @@ use std::rc::Rc;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::store::{LocalFuture, Message, QueueStat, Store, StoreError, StoreStats};
+use crate::store::{LocalFuture, LogError, Message, QueueStat, Store, StoreStats};
 
 /// The queue → shard hash. FNV-1a, 64 bit. It decides where every queue's
 /// data lives on disk, so it **must never change** between versions.
@@ -111,11 +111,13 @@ pub enum Op {
 /// The result of an [`Op`].
 #[derive(Debug)]
 pub enum OpReply {
-    Set(Result<(), StoreError>),
-    Get(Result<Option<Message>, StoreError>),
-    Delete(Result<bool, StoreError>),
+    Set(Result<(), LogError>),
+    Get(Result<Option<Message>, LogError>),
+    Delete(Result<bool, LogError>),
     QueueStats(Vec<QueueStat>),
     Stats(StoreStats),
+    /// The request never reached its shard (or its reply never came back).
+    Unrouted(&'static str),
 }
 
 /// What travels on the channel mesh.
@@ -255,14 +257,12 @@ impl Router {
         });
         if !matches!(sent, Some(Ok(()))) {
             self.waiting.borrow_mut().remove(&id);
-            return Box::pin(async {
-                OpReply::Set(Err(StoreError::Failed("shard owner unreachable".into())))
-            });
+            return Box::pin(async { OpReply::Unrouted("shard owner unreachable") });
         }
         Box::pin(async move {
-            rx.recv().await.unwrap_or_else(|| {
-                OpReply::Set(Err(StoreError::Failed("shard owner went away".into())))
-            })
+            rx.recv()
+                .await
+                .unwrap_or(OpReply::Unrouted("shard owner went away"))
         })
     }
 
@@ -277,9 +277,7 @@ impl Router {
                 let done = match self.local.get(shard as usize) {
                     Some(Some(store)) => apply(store, op),
                     _ => Box::pin(async {
-                        OpReply::Set(Err(StoreError::Failed(
-                            "request routed to the wrong executor".into(),
-                        )))
+                        OpReply::Unrouted("request routed to the wrong executor")
                     }),
                 };
                 let router = self.clone();

@@ -25,10 +25,12 @@
 //! - `delete` appends a `Deleted` record and drops the queue's locators.
 //!
 //! Background tasks per store: the group-commit task
-//! ([`crate::log::writer::committer`]), the interval syncer (with
+//! ([`crate::log::commit::committer`]), the interval syncer (with
 //! `--sync interval`), and maintenance ([`crate::log::compaction`]): index
 //! files for sealed segments, deleting consumed segments, the spare segment
-//! file, compaction.
+//! file, compaction. The log reaches its files through a
+//! [`crate::disk::Disk`]: glommio's DMA files in production
+//! ([`Store::open`]), a simulated disk in tests ([`Store::open_on`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -40,22 +42,22 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::cache::HotCache;
-use crate::log::record::{self, Kind, HEADER_LEN};
-use crate::log::writer::{self, Acked, CheckpointQueue, Log};
-use crate::log::{compaction, recovery, segment};
+use crate::disk::dma::DmaDisk;
+use crate::disk::Disk;
+use crate::log::commit::{self, Acked};
+use crate::log::error::IoFailure;
+use crate::log::record::{self, Kind};
+use crate::log::writer::{now_us, LogConfig, NoRoom, SharedLog};
+use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
 use crate::queue::{Loc, Queue};
+
+pub use crate::log::{LogError, SyncMode};
+
+mod gate;
+use gate::Gate;
 
 /// A future local to the executor that owns the store.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
-
-/// What `STORED` and a popped `VALUE` promise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Acknowledge after the write and its fdatasync.
-    Always,
-    /// Acknowledge after the O_DIRECT write; fdatasync on this timer.
-    Interval(Duration),
-}
 
 /// Everything a storage shard needs to open.
 #[derive(Clone, Debug)]
@@ -81,18 +83,6 @@ pub struct Message {
     /// Sequence number of the message within its queue (for `gets`).
     pub seq: u64,
     pub body: Vec<u8>,
-}
-
-/// Why a store refused or failed a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// `--max-disk` reached or the disk is full: nothing was stored.
-    OutOfSpace,
-    /// The request failed; the text says why. After a failed log write or
-    /// fdatasync the shard has stopped accepting writes and every later
-    /// request gets this. A `get` whose message fails its checksum also gets
-    /// this (the message is skipped, the shard goes on).
-    Failed(String),
 }
 
 /// `stats queue` line for one queue.
@@ -139,25 +129,65 @@ impl StoreStats {
 }
 
 /// The queues of one shard.
-pub(crate) struct State {
-    pub queues: HashMap<u32, Queue>,
-    pub names: BTreeMap<Box<[u8]>, u32>,
-    pub items: u64,
-    pub bytes: u64,
-    pub cache: HotCache,
+struct State {
+    queues: HashMap<u32, Queue>,
+    names: BTreeMap<Box<[u8]>, u32>,
+    items: u64,
+    bytes: u64,
+    cache: HotCache,
+    label: String,
 }
 
-impl State {
-    /// The queues as a segment checkpoint lists them.
-    pub fn checkpoint(
-        queues: &HashMap<u32, Queue>,
-    ) -> impl Iterator<Item = CheckpointQueue<'_>> + Clone {
-        queues.values().map(|q| CheckpointQueue {
-            id: q.id,
-            name: &q.name,
-            head: q.head,
-            tail: q.tail,
-        })
+/// The queues' locators as maintenance sees them.
+struct StateLocators(Rc<RefCell<State>>);
+
+impl Locators for StateLocators {
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
+        let mut st = self.0.borrow_mut();
+        let loc = st.queues.get_mut(&queue)?.find_mut(seq)?;
+        if loc.seg != from.seg || loc.off != from.off {
+            return None;
+        }
+        loc.seg = to.seg;
+        loc.off = to.off;
+        Some(loc.len)
+    }
+
+    fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
+        let mut st = self.0.borrow_mut();
+        st.queues
+            .get_mut(&queue)
+            .and_then(|q| q.find_mut(seq))
+            .is_some_and(|loc| loc.seg == at.seg && loc.off == at.off)
+    }
+
+    fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
+        let mut st = self.0.borrow_mut();
+        let st = &mut *st;
+        let mut lens = Vec::new();
+        for q in st.queues.values_mut() {
+            let hit: Vec<u64> = q
+                .locs
+                .iter()
+                .filter(|loc| loc.seg == seg && (from..to).contains(&u64::from(loc.off)))
+                .map(|loc| loc.seq)
+                .collect();
+            for seq in hit {
+                if let Some(loc) = q.remove(seq) {
+                    crate::log!(
+                        0,
+                        "{}: message {seq} of queue {} is damaged: dropped",
+                        st.label,
+                        String::from_utf8_lossy(&q.name)
+                    );
+                    lens.push(loc.len);
+                    st.items -= 1;
+                    st.bytes -= loc.body_len();
+                    st.cache.remove((q.id, seq));
+                }
+            }
+        }
+        lens
     }
 }
 
@@ -165,7 +195,8 @@ impl State {
 #[derive(Clone)]
 pub struct Store {
     state: Rc<RefCell<State>>,
-    log: Rc<RefCell<Log>>,
+    log: SharedLog,
+    gate: Rc<Gate>,
 }
 
 fn ready<T: 'static>(v: T) -> LocalFuture<T> {
@@ -174,28 +205,30 @@ fn ready<T: 'static>(v: T) -> LocalFuture<T> {
 
 /// Keeps a segment from being deleted while a read of it is in flight.
 struct ReadPin {
-    log: Rc<RefCell<Log>>,
+    log: SharedLog,
     ord: u32,
 }
 
 impl Drop for ReadPin {
     fn drop(&mut self) {
-        let mut l = self.log.borrow_mut();
-        if let Some(seg) = l.segs.get_mut(&self.ord) {
-            seg.pins -= 1;
-            if seg.pins == 0 && seg.live == 0 {
-                l.maint.notify();
-            }
-        }
+        self.log.borrow_mut().unpin(self.ord);
     }
 }
 
 impl Store {
-    /// Opens (or creates) the shard described by `config`: recovers its
-    /// queues from the log, starts a new segment, and starts the shard's
-    /// background tasks on the current executor.
+    /// Opens (or creates) the shard described by `config` on the real disk
+    /// (O_DIRECT): see [`Store::open_on`].
     pub async fn open(config: StoreConfig) -> io::Result<Store> {
-        std::fs::create_dir_all(&config.dir)?;
+        let disk = DmaDisk::probe(&config.dir).await?;
+        Store::open_on(Rc::new(disk), config).await
+    }
+
+    /// Opens (or creates) the shard described by `config` on `disk`:
+    /// recovers its queues from the log, starts a new segment, prepares the
+    /// spare, and starts the shard's background tasks on the current
+    /// executor.
+    pub async fn open_on(disk: Rc<dyn Disk>, config: StoreConfig) -> io::Result<Store> {
+        disk.create_dir_all(&config.dir).await?;
         let label = config
             .dir
             .file_name()
@@ -204,17 +237,22 @@ impl Store {
             .segment_size
             .max(64 << 10)
             .next_multiple_of(segment::BLOCK);
-        writer::probe_device(&config.dir).await?;
-        let rec = recovery::recover(&config.dir, &label).await?;
-        let unverified = rec.unverified;
+        let mut rec = recovery::recover(&*disk, &config.dir, &label).await?;
+        let recovered = std::mem::take(&mut rec.queues);
+        let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
-            queues: HashMap::with_capacity(rec.queues.len()),
+            queues: HashMap::with_capacity(recovered.len()),
             names: BTreeMap::new(),
             items: 0,
             bytes: 0,
             cache: HotCache::new(config.cache_bytes),
+            label: label.clone(),
         };
-        for rq in rec.queues {
+        let catalog = recovered
+            .iter()
+            .map(|q| (q.id, q.name.clone(), q.head, q.tail))
+            .collect();
+        for rq in recovered {
             let mut q = Queue::new(rq.id, rq.name);
             q.head = rq.head;
             q.tail = rq.tail;
@@ -225,46 +263,36 @@ impl Store {
             state.names.insert(q.name.clone(), q.id);
             state.queues.insert(q.id, q);
         }
-        let mut log = Log::new(
-            config.dir.clone(),
+        let cfg = LogConfig {
+            dir: config.dir.clone(),
             label,
-            config.sync,
+            sync: config.sync,
             segment_size,
-            config.max_disk,
-            rec.next_lsn,
-            rec.segs,
-            rec.next_queue_id,
-        );
-        log.corrupt_records = rec.corrupt_records;
-        let path = segment::log_path(&config.dir, rec.next_lsn);
-        let file = writer::create_preallocated(&path, segment_size).await?;
-        writer::sync_dir(&config.dir).await?;
-        log.start(Rc::new(file), State::checkpoint(&state.queues));
-        let checkpoint = log.checkpoint_lsn;
+            max_disk: config.max_disk,
+        };
+        let mut log = Log::new(disk.clone(), cfg, rec, catalog);
+        let path = log.next_segment_path();
+        let file = crate::disk::create_preallocated(&*disk, &path, segment_size).await?;
+        disk.sync_dir(&config.dir).await?;
+        let checkpoint = log.start(file);
         let store = Store {
             state: Rc::new(RefCell::new(state)),
             log: Rc::new(RefCell::new(log)),
+            gate: Rc::new(Gate::default()),
         };
-        glommio::spawn_local(writer::committer(store.log.clone())).detach();
+        let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
+        glommio::spawn_local(commit::committer(store.log.clone())).detach();
         if let SyncMode::Interval(every) = config.sync {
-            glommio::spawn_local(writer::interval_syncer(store.log.clone(), every)).detach();
+            glommio::spawn_local(commit::interval_syncer(store.log.clone(), every)).detach();
         }
-        glommio::spawn_local(compaction::maintenance(
-            store.state.clone(),
-            store.log.clone(),
-        ))
-        .detach();
+        compaction::ensure_spare(&store.log).await;
+        glommio::spawn_local(compaction::maintenance(locators.clone(), store.log.clone())).detach();
         if !unverified.is_empty() {
-            let (state, log) = (store.state.clone(), store.log.clone());
-            glommio::spawn_local(compaction::scrub(state, log, unverified)).detach();
+            glommio::spawn_local(compaction::scrub(locators, store.log.clone(), unverified))
+                .detach();
         }
-        Acked {
-            log: store.log.clone(),
-            lsn: checkpoint,
-        }
-        .await
-        .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        store.log.borrow().maint.notify();
+        store.acked(checkpoint).await.map_err(io::Error::other)?;
+        store.log.borrow().maint().notify();
         Ok(store)
     }
 
@@ -281,24 +309,95 @@ impl Store {
         queue: &[u8],
         flags: u32,
         body: Vec<u8>,
-    ) -> LocalFuture<Result<(), StoreError>> {
+    ) -> LocalFuture<Result<(), LogError>> {
+        let len = body.len();
+        self.when_room(
+            queue,
+            move |s, q| s.room_for_set(q, len),
+            move |s, q| s.apply_set(q, flags, body),
+        )
+    }
+
+    /// Pops the head of `queue`; `None` when it is empty or unknown.
+    pub fn get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
+        self.when_room(queue, Store::room_for_marker, Store::apply_get)
+    }
+
+    /// Drops `queue` and all its messages; `false` when it did not exist.
+    pub fn delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+        self.when_room(queue, Store::room_for_marker, Store::apply_delete)
+    }
+
+    /// Applies a request now if the log has room for it, or holds it (and
+    /// every later request of this shard) in order until a new segment is
+    /// ready; see [`gate`].
+    fn when_room<T: 'static>(
+        &self,
+        queue: &[u8],
+        room: impl Fn(&Store, &[u8]) -> Result<(), NoRoom> + 'static,
+        apply: impl FnOnce(&Store, &[u8]) -> LocalFuture<Result<T, LogError>> + 'static,
+    ) -> LocalFuture<Result<T, LogError>> {
+        if self.gate.is_open() {
+            match room(self, queue) {
+                Ok(()) => return apply(self, queue),
+                Err(NoRoom::Refused(e)) => return ready(Err(e)),
+                Err(NoRoom::AwaitSpare) => {}
+            }
+        }
+        let (store, queue) = (self.clone(), queue.to_vec());
+        let ticket = self.gate.ticket();
+        Box::pin(async move {
+            ticket.turn().await;
+            loop {
+                match room(&store, &queue) {
+                    Ok(()) => {
+                        let done = apply(&store, &queue);
+                        drop(ticket);
+                        return done.await;
+                    }
+                    Err(NoRoom::Refused(e)) => return Err(e),
+                    Err(NoRoom::AwaitSpare) => {
+                        let ready = store.log.borrow().spare_ready();
+                        ready.wait().await;
+                    }
+                }
+            }
+        })
+    }
+
+    fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
+        let mut need = record::record_len(len) as u64;
+        if !self.state.borrow().names.contains_key(queue) {
+            need += record::record_len(16 + queue.len()) as u64;
+        }
+        self.log.borrow_mut().make_room(need, true)
+    }
+
+    /// Room for a body-less record (`Consumed`, `Deleted`) if `queue` has
+    /// something to pop or delete. These may use the consumers' reserve: a
+    /// full disk must never stop `get` or `delete`.
+    fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
+        let mut log = self.log.borrow_mut();
+        log.check()?;
+        if !self.state.borrow().names.contains_key(queue) {
+            return Ok(());
+        }
+        log.make_room(record::record_len(0) as u64, false)
+    }
+
+    fn apply_set(
+        &self,
+        queue: &[u8],
+        flags: u32,
+        body: Vec<u8>,
+    ) -> LocalFuture<Result<(), LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
-        let existing = st.names.get(queue).copied();
-        let mut need = record::record_len(body.len()) as u64;
-        if existing.is_none() {
-            need += record::record_len(16 + queue.len()) as u64;
-        }
-        if let Err(e) = log.make_room(need, true, State::checkpoint(&st.queues)) {
-            return ready(Err(e));
-        }
-        let id = match existing {
-            Some(id) => id,
+        let id = match st.names.get(queue) {
+            Some(&id) => id,
             None => {
-                let id = log.next_queue_id;
-                log.next_queue_id += 1;
-                log.append(Kind::Created, id, 0, 0, &record::created_body(0, 0, queue));
+                let (id, _) = log.create_queue(queue);
                 let name: Box<[u8]> = queue.into();
                 st.names.insert(name.clone(), id);
                 st.queues.insert(id, Queue::new(id, name));
@@ -306,36 +405,27 @@ impl Store {
             }
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
-        let (ord, off, lsn) = log.append(Kind::Enqueued, id, q.tail, flags, &body);
-        let len = (HEADER_LEN + body.len()) as u32;
-        let seq = q.push(ord, off, len);
-        log.retain(ord, len);
+        let (pos, lsn) = log.enqueue(id, q.tail, flags, now_us(), &body);
+        let len = (record::HEADER_LEN + body.len()) as u32;
+        let seq = q.push(pos.seg, pos.off, len);
         st.items += 1;
         st.bytes += body.len() as u64;
         st.cache.insert((id, seq), flags, body);
         Box::pin(self.acked(lsn))
     }
 
-    /// Pops the head of `queue`; `None` when it is empty or unknown.
-    pub fn get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, StoreError>> {
+    fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let mut log = self.log.borrow_mut();
-        if let Some(f) = &log.failed {
-            return ready(Err(StoreError::Failed(f.clone())));
-        }
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(None));
         };
-        if st.queues[&id].locs.is_empty() {
-            return ready(Ok(None));
-        }
-        if let Err(e) = room_for_marker(&mut log, st) {
-            return ready(Err(e));
-        }
         let q = st.queues.get_mut(&id).expect("queue exists");
-        let loc = q.pop().expect("not empty");
-        let (_, _, lsn) = log.append(Kind::Consumed, id, q.head, 0, &[]);
+        let Some(loc) = q.pop() else {
+            return ready(Ok(None));
+        };
+        let mut log = self.log.borrow_mut();
+        let lsn = log.consume(id, q.head);
         log.release(loc.seg, loc.len, lsn);
         st.items -= 1;
         st.bytes -= loc.body_len();
@@ -350,9 +440,7 @@ impl Store {
                 }))
             });
         }
-        if let Some(seg) = log.segs.get_mut(&loc.seg) {
-            seg.pins += 1;
-        }
+        log.pin(loc.seg);
         let pin = ReadPin {
             log: self.log.clone(),
             ord: loc.seg,
@@ -365,22 +453,14 @@ impl Store {
         })
     }
 
-    /// Drops `queue` and all its messages; `false` when it did not exist.
-    pub fn delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, StoreError>> {
+    fn apply_delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let mut log = self.log.borrow_mut();
-        if let Some(f) = &log.failed {
-            return ready(Err(StoreError::Failed(f.clone())));
-        }
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.names.remove(queue) else {
             return ready(Ok(false));
         };
-        if let Err(e) = room_for_marker(&mut log, st) {
-            return ready(Err(e));
-        }
-        let (_, _, lsn) = log.append(Kind::Deleted, id, 0, 0, &[]);
-        st.names.remove(queue);
+        let mut log = self.log.borrow_mut();
+        let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
         for loc in &q.locs {
             log.release(loc.seg, loc.len, lsn);
@@ -413,16 +493,16 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let st = self.state.borrow();
-        let log = self.log.borrow();
+        let log = self.log.borrow().stats();
         StoreStats {
             queues: st.names.len() as u64,
             items: st.items,
             bytes: st.bytes,
-            log_writes: log.log_writes,
-            log_fsyncs: log.log_fsyncs,
-            log_bytes_written: log.log_bytes_written,
-            log_segments: log.segs.len() as u64,
-            log_disk_bytes: log.disk_used() + log.spare_bytes,
+            log_writes: log.writes,
+            log_fsyncs: log.fsyncs,
+            log_bytes_written: log.bytes_written,
+            log_segments: log.segments,
+            log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,
             cache_bytes: st.cache.bytes() as u64,
         }
@@ -431,47 +511,32 @@ impl Store {
     /// Makes everything acknowledged so far durable and closes the files
     /// cleanly (graceful shutdown). The open segment stays as it is; the
     /// next open scans it (one segment) and seals it.
-    pub async fn close(&self) -> io::Result<()> {
+    pub async fn close(&self) -> Result<(), LogError> {
         let last = self.log.borrow().last_lsn();
-        self.acked(last)
-            .await
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        writer::sync_open(&self.log).await.map_err(|()| {
-            io::Error::other(
-                self.log
-                    .borrow()
-                    .failed
-                    .clone()
-                    .unwrap_or_else(|| "sync failed".into()),
-            )
-        })?;
-        {
-            let mut l = self.log.borrow_mut();
-            l.closed = true;
-            l.committer.notify();
-            l.maint.notify();
-        }
+        self.acked(last).await?;
+        commit::sync_open(&self.log).await?;
+        self.log.borrow_mut().close();
         // Let an index write or segment deletion in progress finish, so the
         // directory is quiet when we return.
-        while self.log.borrow().tasks > 0 {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        self.wait_for_tasks().await;
         Ok(())
     }
 
-    /// Test helper: stops the store as a crash would (nothing more is
-    /// written or synced) and waits until its tasks have stopped, so the
-    /// directory can be reopened in the same process.
-    #[cfg(test)]
-    pub(crate) async fn crash(&self) {
-        {
-            let mut l = self.log.borrow_mut();
-            l.failed = Some("crashed (test)".into());
-            l.closed = true;
-            l.committer.notify();
-            l.maint.notify();
-        }
-        while self.log.borrow().tasks > 0 {
+    /// Stops the store as a crash would: nothing more is written or synced,
+    /// waiters fail. Returns once the shard's tasks have ended, so its
+    /// directory can be reopened in the same process (tests; the
+    /// crash-point explorer takes its disk image after this).
+    pub async fn crash(&self) {
+        self.log.borrow_mut().fail(IoFailure {
+            op: "crash",
+            errno: None,
+            message: "stopped as by a crash".into(),
+        });
+        self.wait_for_tasks().await;
+    }
+
+    async fn wait_for_tasks(&self) {
+        while self.log.borrow().tasks() > 0 {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -483,7 +548,7 @@ impl Store {
         while quiet < 3 {
             glommio::timer::sleep(Duration::from_millis(2)).await;
             let l = self.log.borrow();
-            if l.busy() || l.maint_running || l.maint.pending() {
+            if l.busy() || l.maint_busy() {
                 quiet = 0;
             } else {
                 quiet += 1;
@@ -492,39 +557,41 @@ impl Store {
     }
 
     #[cfg(test)]
-    pub(crate) fn log(&self) -> &Rc<RefCell<Log>> {
+    pub(crate) fn log(&self) -> &SharedLog {
         &self.log
     }
 }
 
 /// Reads message `loc` of queue `id` from its segment and verifies it.
-async fn read_message(log: &Rc<RefCell<Log>>, id: u32, loc: Loc) -> Result<Message, StoreError> {
+/// Called once the pop is acknowledged: by then a just-rolled segment (a
+/// compaction copy may have moved the message there) has its file.
+async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, LogError> {
     let (file, label, first_lsn) = {
         let l = log.borrow();
-        let seg = l.segs.get(&loc.seg);
+        let seg = l.seg(loc.seg);
         (
             seg.and_then(|s| s.file.clone()),
-            l.label.clone(),
+            l.label().to_string(),
             seg.map_or(0, |s| s.first_lsn),
         )
     };
     let Some(file) = file else {
-        return Err(StoreError::Failed(format!(
-            "segment of queue message {} is gone",
-            loc.seq
-        )));
+        return Err(LogError::Read(IoFailure {
+            op: "message read",
+            errno: None,
+            message: format!("segment of queue message {} is gone", loc.seq),
+        }));
     };
     let data = file
         .read_at(u64::from(loc.off), loc.len as usize)
         .await
         .map_err(|e| {
-            let e = segment::to_io(e);
             crate::log!(
                 0,
                 "{label}: read of segment {first_lsn:020} at {} failed: {e}",
                 loc.off
             );
-            StoreError::Failed(format!("read failed: {e}"))
+            LogError::Read(IoFailure::new("message read", &e))
         })?;
     match record::decode(&data) {
         Ok((h, body)) if h.kind == Kind::Enqueued && h.queue == id && h.seq == loc.seq => {
@@ -541,23 +608,10 @@ async fn read_message(log: &Rc<RefCell<Log>>, id: u32, loc: Loc) -> Result<Messa
                 loc.off,
                 loc.seq
             );
-            log.borrow_mut().corrupt_records += 1;
-            Err(StoreError::Failed(format!(
-                "corrupt message {} skipped",
-                loc.seq
-            )))
+            log.borrow_mut().note_corrupt(1);
+            Err(LogError::Corrupt { seq: loc.seq })
         }
     }
-}
-
-/// Makes room for a body-less record (`Consumed`, `Deleted`). These may use
-/// the consumers' reserve: a full disk must never stop `get` or `delete`.
-fn room_for_marker(log: &mut Log, st: &State) -> Result<(), StoreError> {
-    log.make_room(
-        record::record_len(0) as u64,
-        false,
-        State::checkpoint(&st.queues),
-    )
 }
 
 #[cfg(test)]

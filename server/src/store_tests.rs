@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
@@ -320,7 +321,7 @@ fn out_of_space_then_recovers() {
         loop {
             match s.set(b"q", 0, body(0, stored, 1000)).await {
                 Ok(()) => stored += 1,
-                Err(StoreError::OutOfSpace) => break,
+                Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
             assert!(stored < 10_000);
@@ -328,7 +329,7 @@ fn out_of_space_then_recovers() {
         assert!(stored > 100);
         assert_eq!(
             s.set(b"other", 0, body(1, 0, 1000)).await,
-            Err(StoreError::OutOfSpace)
+            Err(LogError::OutOfSpace)
         );
         assert!(
             s.queue_stats().iter().all(|q| q.name != b"other"),
@@ -476,7 +477,7 @@ fn flipped_byte_in_sealed_segment() {
                                 got += 1;
                             }
                             Ok(None) => empty = true,
-                            Err(StoreError::Failed(_)) => {}
+                            Err(LogError::Failed(_)) => {}
                             Err(e) => panic!("{e:?}"),
                         }
                     }
@@ -553,15 +554,16 @@ fn failed_shard_refuses_writes() {
     run(move || async move {
         let s = Store::open(cfg).await.unwrap();
         set(&s, "q", b"a".to_vec()).await;
-        s.log()
-            .borrow_mut()
-            .fail("fdatasync failed: Input/output error (os error 5)".into());
+        s.log().borrow_mut().fail(crate::log::error::IoFailure::new(
+            "fdatasync",
+            &std::io::Error::from_raw_os_error(libc::EIO),
+        ));
         assert!(matches!(
             s.set(b"q", 0, b"b".to_vec()).await,
-            Err(StoreError::Failed(_))
+            Err(LogError::Failed(_))
         ));
-        assert!(matches!(s.get(b"q").await, Err(StoreError::Failed(_))));
-        assert!(matches!(s.delete(b"q").await, Err(StoreError::Failed(_))));
+        assert!(matches!(s.get(b"q").await, Err(LogError::Failed(_))));
+        assert!(matches!(s.delete(b"q").await, Err(LogError::Failed(_))));
     });
 }
 
@@ -759,7 +761,12 @@ fn scrub_drops_a_damaged_message_before_it_is_read() {
     c.cache_bytes = 0;
     run(move || async move {
         let s = Store::open(c).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while s.stats().log_corrupt_records == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scrub found nothing within 120 s"
+            );
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(s.stats().items, 599);
@@ -789,7 +796,7 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
             let name = format!("{i:0>200}");
             match s.set(name.as_bytes(), 0, b"x".to_vec()).await {
                 Ok(()) => i += 1,
-                Err(StoreError::OutOfSpace) => break,
+                Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
             assert!(i < 10_000);
@@ -800,7 +807,7 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
             let name = format!("new{j:0>200}");
             assert_eq!(
                 s.set(name.as_bytes(), 0, b"x".to_vec()).await,
-                Err(StoreError::OutOfSpace)
+                Err(LogError::OutOfSpace)
             );
         }
         s.settle().await;
@@ -821,9 +828,63 @@ fn requests_after_close_fail_instead_of_hanging() {
         s.close().await.unwrap();
         assert!(matches!(
             s.set(b"q", 0, b"b".to_vec()).await,
-            Err(StoreError::Failed(_))
+            Err(LogError::Closed)
         ));
-        assert!(matches!(s.get(b"q").await, Err(StoreError::Failed(_))));
-        assert!(matches!(s.delete(b"q").await, Err(StoreError::Failed(_))));
+        assert!(matches!(s.get(b"q").await, Err(LogError::Closed)));
+        assert!(matches!(s.delete(b"q").await, Err(LogError::Closed)));
+    });
+}
+
+/// ENOSPC when the next segment's file is made (regression: the file was
+/// created on the commit path when a segment filled, and ENOSPC there
+/// stopped the whole shard for good). Now a roll only takes a ready spare;
+/// when the spare cannot be made, sets get `OutOfSpace`, the shard keeps
+/// serving gets, and sets work again once consumers free a segment.
+#[test]
+fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
+    use crate::disk::sim::{Fault, Op, SimDisk, Trigger};
+    run(|| async {
+        let disk = SimDisk::new();
+        let cfg = config(Path::new("/sim"));
+        let s = Store::open_on(Rc::new(disk.clone()), cfg.clone())
+            .await
+            .unwrap();
+        // Every spare from now on fails with ENOSPC, for a while.
+        let first = disk.ops_of(Op::PreAllocate);
+        for k in first..first + 3 {
+            disk.inject(
+                Trigger::NthOf(Op::PreAllocate, k),
+                Fault::Errno(libc::ENOSPC),
+            );
+        }
+        let mut stored = 0u64;
+        loop {
+            match s.set(b"q", 0, body(0, stored, 1000)).await {
+                Ok(()) => stored += 1,
+                Err(LogError::OutOfSpace) => break,
+                Err(e) => panic!("set {stored}: {e:?}"),
+            }
+            assert!(stored < 10_000, "never ran out of space");
+        }
+        assert!(stored > 60, "the first segment and the spare hold more");
+        // Consumers go on, and get everything back in order.
+        for i in 0..stored {
+            assert_eq!(get(&s, "q").await.unwrap(), body(0, i, 1000), "{i}");
+        }
+        assert_eq!(get(&s, "q").await, None);
+        // Space is back: sets work again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match s.set(b"q", 0, b"again".to_vec()).await {
+                Ok(()) => break,
+                Err(LogError::OutOfSpace) => {
+                    assert!(std::time::Instant::now() < deadline, "sets never came back");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(get(&s, "q").await.unwrap(), b"again");
+        s.close().await.unwrap();
     });
 }

@@ -61,3 +61,17 @@ impl fmt::Display for LogError {
 }
 
 impl std::error::Error for LogError {}
+
+impl From<LogError> for std::io::Error {
+    fn from(e: LogError) -> std::io::Error {
+        match &e {
+            LogError::Failed(f) | LogError::Read(f) => match f.errno {
+                Some(n) => {
+                    std::io::Error::new(std::io::Error::from_raw_os_error(n).kind(), e.to_string())
+                }
+                None => std::io::Error::other(e.to_string()),
+            },
+            _ => std::io::Error::other(e.to_string()),
+        }
+    }
+}

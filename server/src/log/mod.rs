@@ -2,21 +2,70 @@
 //! with O_DIRECT, group commit, recovery, and space reclamation.
 //!
 //! # Layers
-//! - [`record`]: the byte format of one record (header + CRC32C + body).
-//! - [`segment`]: segment file names, the verified scan that recovery, index
-//!   rebuilds and compaction share, and OS-error plumbing.
-//! - [`writer`]: the in-memory tail of the log, segment rolling with
-//!   checkpoints, the group-commit task and the interval-sync timer.
-//! - [`recovery`]: rebuilding queue state from index files and scans.
+//! Arrows point one way: `store` → `log` → `disk`. The log never sees the
+//! store's types; what maintenance needs from the queues above it (moving a
+//! message's locator, dropping a damaged one) is the small [`Locators`]
+//! trait that the store implements.
 //!
-//! Index files live in `crate::index`; the byte-level format of everything on
-//! disk is in `docs/format.md`.
+//! - [`record`]: the byte format of one record (header + CRC32C + body).
+//! - [`segment`]: segment file names and the verified scan that recovery,
+//!   index rebuilds, compaction and scrub share.
+//! - [`tail`]: block packing, the unwritten tail of the open segment and
+//!   the batches cut from it.
+//! - [`writer`]: [`Log`], the segment table and every invariant about it:
+//!   room, rolling with checkpoints, what is written, synced, acknowledged.
+//! - [`commit`]: the group-commit task, the interval syncer, and the
+//!   futures that wait for an acknowledgement.
+//! - [`recovery`]: rebuilding queue state from index files and scans.
+//! - [`compaction`]: the maintenance task (index files, deleting consumed
+//!   segments, the spare segment, compaction) and the scrub.
+//! - [`error`]: [`LogError`], what can go wrong, typed.
+//!
+//! Index files live in `crate::index`; files are reached only through
+//! `crate::disk`; the byte-level format of everything on disk is in
+//! `docs/format.md`.
 
+pub mod commit;
 pub mod compaction;
 pub mod error;
+pub mod notify;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
-pub use writer::{Log, Notify};
+use std::time::Duration;
+
+pub use error::LogError;
+pub use writer::Log;
+
+/// What `STORED` and a popped `VALUE` promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Acknowledge after the write and its fdatasync.
+    Always,
+    /// Acknowledge after the O_DIRECT write; fdatasync on this timer.
+    Interval(Duration),
+}
+
+/// Where a message's record is: segment ordinal and offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub seg: u32,
+    pub off: u32,
+}
+
+/// What maintenance needs from the queues above the log: the locators of
+/// queued messages live there, not in the log.
+pub trait Locators {
+    /// Message `seq` of queue `queue` was copied forward to `to`. If its
+    /// live record is still at `from`, point it at `to` and return its
+    /// record length; otherwise (consumed or moved meanwhile) `None`.
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32>;
+    /// Is message `seq` of queue `queue` queued with its record at `at`?
+    fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool;
+    /// Drops the queued messages whose records start in `[from, to)` of
+    /// segment `seg` (they are damaged); returns their record lengths.
+    fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32>;
+}

@@ -26,12 +26,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
-use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
-
-use super::segment::{self, to_io, BLOCK};
-use super::writer::{sync_dir, Seg};
+use super::segment::{self, BLOCK};
+use super::writer::Seg;
+use crate::disk::{Disk, DiskFile};
 use crate::index::{self, ArchivedSegmentIndex, IndexBuilder, LoadedIndex, SegmentIndex};
 use crate::queue::Loc;
 
@@ -242,24 +240,14 @@ impl Replay {
     }
 }
 
-/// Opens a segment file for O_DIRECT reads and writes.
-pub async fn open_segment(path: &Path) -> io::Result<DmaFile> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .dma_open(path)
-        .await
-        .map_err(to_io)
-}
-
 /// Scans a segment into an index, logging what was skipped or cut.
 pub async fn scan_to_index(
     label: &str,
-    file: &DmaFile,
+    file: &dyn DiskFile,
     first_lsn: u64,
     is_open: bool,
 ) -> io::Result<(SegmentIndex, segment::ScanReport)> {
-    let len = file.file_size().await.map_err(to_io)?;
+    let len = file.size().await?;
     let mut b = IndexBuilder::new(first_lsn);
     let rep = segment::scan(file, len, |h, body, off| b.record(h, body, off)).await?;
     for (off, n) in &rep.corrupt {
@@ -286,32 +274,35 @@ pub async fn scan_to_index(
 }
 
 /// Writes `index` as the `.idx` of segment `first_lsn`; returns its size.
-pub async fn write_index(dir: &Path, first_lsn: u64, index: &SegmentIndex) -> io::Result<u64> {
+pub async fn write_index(
+    disk: &dyn Disk,
+    dir: &Path,
+    first_lsn: u64,
+    index: &SegmentIndex,
+) -> io::Result<u64> {
     let bytes = index::encode(index);
-    index::write_file(&segment::idx_path(dir, first_lsn), &bytes).await?;
-    sync_dir(dir).await?;
+    index::write_file(disk, &segment::idx_path(dir, first_lsn), &bytes).await?;
+    disk.sync_dir(dir).await?;
     Ok(bytes.len() as u64)
 }
 
 /// Recovers the shard in `dir` (see the module doc).
-pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
+pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Recovered> {
     let mut logs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut removed_tmp = false;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in disk.list(dir).await? {
+        let path = dir.join(&name);
         if name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path())?;
+            disk.remove(&path).await?;
             removed_tmp = true;
             continue;
         }
-        if let Some((lsn, "log")) = segment::parse_name(name) {
-            logs.insert(lsn, entry.path());
+        if let Some((lsn, "log")) = segment::parse_name(&name) {
+            logs.insert(lsn, path);
         }
     }
     if removed_tmp {
-        sync_dir(dir).await?;
+        disk.sync_dir(dir).await?;
     }
     let newest = logs.keys().next_back().copied();
     let mut segs = BTreeMap::new();
@@ -321,12 +312,15 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
     let mut unverified = Vec::new();
     let mut ord = 0u32;
     for (&first_lsn, path) in &logs {
-        let file = open_segment(path).await?;
+        let file = disk
+            .open(path)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
         let is_open = Some(first_lsn) == newest;
         let idx_path = segment::idx_path(dir, first_lsn);
         let mut summary = None;
         if !is_open {
-            match index::load(&idx_path, first_lsn).await? {
+            match index::load(disk, &idx_path, first_lsn).await? {
                 Some(Ok(l)) => summary = Some(Summary::Loaded(l)),
                 Some(Err(why)) => {
                     crate::log!(0, "{label}: index {first_lsn:020}.idx is invalid ({why}): rebuilding it from its segment");
@@ -339,29 +333,27 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
         let summary = match summary {
             Some(s) => s,
             None => {
-                let (idx, rep) = scan_to_index(label, &file, first_lsn, is_open).await?;
+                let (idx, rep) = scan_to_index(label, &*file, first_lsn, is_open).await?;
                 if rep.records == 0 {
                     // Created but never written (a crash right after a
                     // roll): it holds nothing, not even a checkpoint.
                     crate::log!(1, "{label}: segment {first_lsn:020} is empty: removed");
-                    let _ = file.close().await;
-                    std::fs::remove_file(path)?;
-                    let _ = std::fs::remove_file(&idx_path);
-                    sync_dir(dir).await?;
+                    drop(file);
+                    disk.remove(path).await?;
+                    let _ = disk.remove(&idx_path).await;
+                    disk.sync_dir(dir).await?;
                     continue;
                 }
                 if is_open {
                     // Sealed now: make its end durable, give back the
                     // preallocated space beyond it, then index it.
-                    file.fdatasync().await.map_err(to_io)?;
-                    file.truncate(idx.data_len.next_multiple_of(BLOCK))
-                        .await
-                        .map_err(to_io)?;
-                    file.fdatasync().await.map_err(to_io)?;
+                    file.fdatasync().await?;
+                    file.truncate(idx.data_len.next_multiple_of(BLOCK)).await?;
+                    file.fdatasync().await?;
                 } else {
                     rebuilt += 1;
                 }
-                write_index(dir, first_lsn, &idx).await?;
+                write_index(disk, dir, first_lsn, &idx).await?;
                 Summary::Built(idx)
             }
         };
@@ -380,13 +372,11 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
         if matches!(summary, Summary::Loaded(_)) {
             unverified.push(ord);
         }
-        let disk_bytes = file.file_size().await.map_err(to_io)?;
-        let mut seg = Seg::new(first_lsn, Some(Rc::new(file)), disk_bytes);
-        seg.data_len = data_len;
-        seg.idx_bytes = idx_bytes;
-        seg.sealed = true;
-        seg.complete = true;
-        segs.insert(ord, seg);
+        let disk_bytes = file.size().await?;
+        segs.insert(
+            ord,
+            Seg::recovered(first_lsn, file, disk_bytes, data_len, idx_bytes),
+        );
         summaries.push((ord, summary));
         ord += 1;
     }
@@ -410,8 +400,7 @@ pub async fn recover(dir: &Path, label: &str) -> io::Result<Recovered> {
     for q in &queues {
         for l in &q.locs {
             if let Some(seg) = segs.get_mut(&l.seg) {
-                seg.live += 1;
-                seg.live_bytes += u64::from(l.len);
+                seg.count_live(l.len);
             }
         }
     }

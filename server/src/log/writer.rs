@@ -1,217 +1,159 @@
-//! The write side of the log: appending records, rolling segments, and the
-//! group-commit task.
+//! [`Log`]: the segment table of one shard and every invariant about it.
 //!
-//! # Group commit
-//! Appending a record only copies it into the shard's one in-memory tail
-//! buffer (`cur`) and gives it the next lsn; it is synchronous. The
-//! committer task takes everything appended so far as one batch, writes it
-//! (whole blocks, in concurrent writes of at most 256 KiB) and, with
-//! `--sync always`, fdatasyncs it, and only then raises `acked_lsn` and
-//! wakes every waiter whose record is covered. While a batch is in flight,
-//! new records gather in `cur`; a second batch may start beside the first,
-//! and batches complete strictly in order. So the batch size follows the
-//! load by itself.
-//!
-//! # Block packing
-//! Records are packed back to back. `cur` always starts at a 4 KiB boundary
-//! (`cur_base`) of the open segment. A batch writes `cur` padded with zeros
-//! to whole blocks; afterwards `cur` keeps only the partially filled last
-//! block, which the next batch rewrites with more records after it. The
-//! rewritten prefix is byte-identical to what is on disk, so a torn rewrite
-//! (power loss mid-write) can damage only the new records, relying on the
-//! device writing each sector atomically. If that partial block is still
-//! being written by the batch in flight, the next record starts at the next
-//! block instead (`tail_inflight`): two writes in flight never share a block.
-//!
-//! # Failure
-//! A failed write or fdatasync is never retried and never acknowledged
-//! (after a failed fdatasync the kernel may have dropped the dirty pages, so
-//! a retry that "succeeds" proves nothing): the log records why in `failed`,
-//! every waiter gets `StoreError::Failed`, and the shard refuses all further
-//! writes.
+//! All state of the log lives here, behind methods, so the rules that keep
+//! it consistent are written once:
+//! - **Room.** A record is appended only after [`Log::make_room`] said it
+//!   fits. Sets may not use the last `reserve` bytes of a segment (kept for
+//!   `get`/`delete` records, so consumers can always log), nor grow the log
+//!   past `--max-disk`.
+//! - **Rolling** needs a ready spare file (preallocated by maintenance). A
+//!   file created on the commit path could fail with ENOSPC after the
+//!   request was applied, and then the only honest way out would be to stop
+//!   the shard. So without a spare, [`Log::make_room`] answers
+//!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
+//!   one of the shard, until maintenance has made one) or, once maintenance
+//!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with a checkpoint: a `Created` record
+//!   for every live queue (the log keeps their names and counters in its
+//!   catalog, because every change to them is a record it wrote), so older
+//!   segments can be deleted without losing a queue or its counters.
+//! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
+//!   raised only by the commit loop (after the write, and with
+//!   `--sync always` the fdatasync, of everything up to it).
+//! - **Failure** is final: after a failed write or fdatasync nothing more
+//!   is written or acknowledged (after a failed fdatasync the kernel may
+//!   have dropped the dirty pages, so a retry that "succeeds" proves
+//!   nothing); every waiter and every later request gets the same error.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::io;
-use std::path::PathBuf;
-use std::pin::Pin;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::task::Waker;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use glommio::io::{DmaFile, OpenOptions};
-
+use super::error::{IoFailure, LogError};
+use super::notify::Notify;
 use super::record::{self, Header, Kind, HEADER_LEN};
-use super::segment::{self, to_io, BLOCK};
-use crate::index::{IndexBuilder, SegmentIndex};
-use crate::store::{StoreError, SyncMode};
+use super::recovery::Recovered;
+use super::segment;
+use super::tail::{Part, Tail};
+use super::{Pos, SyncMode};
+use crate::disk::{Disk, DiskFile};
 
-/// A one-slot wake-up signal between tasks of one executor.
-#[derive(Default)]
-pub struct Notify {
-    flag: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+mod acks;
+mod segs;
+mod upkeep;
+
+use crate::index::IndexBuilder;
+pub use segs::{Seg, SegFile, Spare};
+pub use upkeep::IndexJob;
+
+/// Why [`Log::make_room`] could not make room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Refuse the request.
+    Refused(LogError),
+    /// A new segment is needed and its spare file is not ready yet: try
+    /// again when [`Log::spare_ready`] fires.
+    AwaitSpare,
 }
 
-impl Notify {
-    pub fn notify(&self) {
-        self.flag.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// A notification is waiting to be consumed.
-    pub fn pending(&self) -> bool {
-        self.flag.get()
-    }
-
-    /// Resolves once `notify` has been called since the last wait.
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.flag.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
+impl From<LogError> for NoRoom {
+    fn from(e: LogError) -> NoRoom {
+        NoRoom::Refused(e)
     }
 }
 
-/// One segment file, sealed or open.
-pub struct Seg {
-    pub first_lsn: u64,
-    /// `None` only for a just-rolled segment until the committer creates it.
-    pub file: Option<Rc<DmaFile>>,
-    /// A preallocated spare file waiting to become this segment.
-    pub spare: Option<Rc<DmaFile>>,
-    /// End of its records (for the open segment: of those written).
-    pub data_len: u64,
-    /// Bytes the `.log` file occupies.
+/// A queue as a checkpoint restates it.
+struct CatalogEntry {
+    name: Box<[u8]>,
+    head: u64,
+    tail: u64,
+}
+
+/// How often a refused request makes maintenance try the spare again once
+/// the disk was found full.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One group commit, cut by [`Log::cut_batch`].
+pub struct Batch {
+    pub id: u64,
+    /// Shared with the task that writes them.
+    pub parts: Rc<Vec<Part>>,
+    /// Last lsn it carries.
+    pub last: u64,
+    /// It moves a spare into place: no other batch may run beside it.
+    pub creates_file: bool,
+}
+
+/// Counters for `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogStats {
+    pub writes: u64,
+    pub fsyncs: u64,
+    pub bytes_written: u64,
+    pub segments: u64,
+    /// Segments, indexes and the spare.
     pub disk_bytes: u64,
-    /// Bytes of its `.idx` file (0 if none yet).
-    pub idx_bytes: u64,
-    /// Unconsumed messages whose current record is here.
-    pub live: u64,
-    pub live_bytes: u64,
-    /// Reads in flight.
-    pub pins: u32,
-    /// No more records will be appended.
-    pub sealed: bool,
-    /// Its final bytes are written (and, if sealed, synced).
-    pub complete: bool,
-    /// Index to write once `complete`.
-    pub pending_index: Option<SegmentIndex>,
-    /// Highest lsn of a record that made one of its messages dead.
-    pub dead_lsn: u64,
-    /// Compaction gave up on it (an unreadable record keeps it live).
-    pub no_compact: bool,
-    /// End of its checkpoint (0 when unknown, for segments of an earlier
-    /// run): compaction can never reclaim these bytes.
-    pub checkpoint_end: u64,
+    pub corrupt_records: u64,
 }
 
-impl Seg {
-    pub fn new(first_lsn: u64, file: Option<Rc<DmaFile>>, disk_bytes: u64) -> Seg {
-        Seg {
-            first_lsn,
-            file,
-            spare: None,
-            data_len: 0,
-            disk_bytes,
-            idx_bytes: 0,
-            live: 0,
-            live_bytes: 0,
-            pins: 0,
-            sealed: false,
-            complete: false,
-            pending_index: None,
-            dead_lsn: 0,
-            no_compact: false,
-            checkpoint_end: 0,
-        }
-    }
-}
-
-/// A run of bytes to write into one segment.
-struct Part {
-    ord: u32,
-    base: u64,
-    data: Vec<u8>,
-    /// The segment's last bytes: sync it and hand it to maintenance after.
-    seal: bool,
-}
-
-/// The queue-side view the writer needs to write a checkpoint.
-pub struct CheckpointQueue<'a> {
-    pub id: u32,
-    pub name: &'a [u8],
-    pub head: u64,
-    pub tail: u64,
-}
-
-/// The log of one shard.
-pub struct Log {
+/// Everything a log needs besides its recovered state.
+pub struct LogConfig {
     pub dir: PathBuf,
     /// Log prefix, e.g. `shard-003`.
     pub label: String,
     pub sync: SyncMode,
     pub segment_size: u64,
     pub max_disk: Option<u64>,
-    /// Space at the end of the open segment that only `get`/`delete` records
-    /// may use, so consumers can always log once sets are refused.
-    pub reserve: u64,
-    pub next_lsn: u64,
-    pub segs: BTreeMap<u32, Seg>,
-    pub open_ord: u32,
-    pub next_ord: u32,
-    /// Unwritten tail of the open segment, starting at block `cur_base`.
-    cur: Vec<u8>,
-    cur_base: u64,
-    /// `cur` holds records not yet handed to the committer.
-    dirty: bool,
-    /// The partial block at the start of `cur` is being written by batch
-    /// `Some(n)`: the next record starts at the next block instead, so two
-    /// writes in flight never cover the same block.
-    tail_inflight: Option<u64>,
-    /// Batches handed to the committer so far.
-    batches: u64,
-    /// Whole runs of segments sealed since the last batch.
-    parts: Vec<Part>,
+}
+
+/// The log of one shard.
+pub struct Log {
+    disk: Rc<dyn Disk>,
+    cfg: LogConfig,
+    /// Space at the end of a segment that only `get`/`delete` records may
+    /// use.
+    reserve: u64,
+    next_lsn: u64,
+    segs: BTreeMap<u32, Seg>,
+    open_ord: u32,
+    next_ord: u32,
+    tail: Tail,
     /// Index of the open segment, built as records are appended.
     builder: IndexBuilder,
+    catalog: HashMap<u32, CatalogEntry>,
+    next_queue_id: u32,
     /// Lsn of the open segment's checkpoint record.
-    pub checkpoint_lsn: u64,
-    /// Everything up to this lsn is written with O_DIRECT.
-    pub written_lsn: u64,
-    /// ... and fdatasync'd.
-    pub synced_lsn: u64,
-    /// ... and acknowledged under the sync mode.
-    pub acked_lsn: u64,
+    checkpoint_lsn: u64,
+    /// Everything up to this lsn is written with O_DIRECT …
+    written_lsn: u64,
+    /// … and fdatasync'd …
+    synced_lsn: u64,
+    /// … and acknowledged under the sync mode.
+    acked_lsn: u64,
     waiters: VecDeque<(u64, Waker)>,
-    pub failed: Option<String>,
-    pub closed: bool,
-    pub committer: Rc<Notify>,
-    pub maint: Rc<Notify>,
-    /// A preallocated file ready to become the next segment.
-    pub spare: Option<Rc<DmaFile>>,
-    pub spare_bytes: u64,
-    /// Creating a spare failed with ENOSPC/EDQUOT; cleared when space is freed.
-    pub disk_full: bool,
-    pub next_queue_id: u32,
+    failed: Option<LogError>,
+    closed: bool,
+    committer: Rc<Notify>,
+    maint: Rc<Notify>,
+    /// A spare was made, or will not be (disk full, failed, closed).
+    spare_ready: Rc<Notify>,
+    /// Closed or failed (wakes the interval syncer).
+    stop: Rc<Notify>,
+    spare: Option<Spare>,
+    spare_bytes: u64,
+    /// Creating a spare failed with ENOSPC/EDQUOT at this time; cleared
+    /// when a segment is deleted, and retried now and then (space may be
+    /// freed by others).
+    disk_full: Option<std::time::Instant>,
     /// Wake maintenance once this lsn is written (0: no one waits).
-    pub maint_wake_lsn: u64,
-    /// Background tasks (committer, maintenance) still running.
-    pub tasks: u32,
+    maint_wake_lsn: u64,
+    /// Background tasks (committer, maintenance, syncer, scrub) running.
+    tasks: u32,
     /// A maintenance round is under way.
-    pub maint_running: bool,
-    // Counters for `stats`.
-    pub log_writes: u64,
-    pub log_fsyncs: u64,
-    pub log_bytes_written: u64,
-    pub corrupt_records: u64,
+    maint_running: bool,
+    stats: LogStats,
 }
 
 /// Microseconds since the Unix epoch.
@@ -223,78 +165,142 @@ pub fn now_us() -> u64 {
 }
 
 impl Log {
-    #[allow(clippy::too_many_arguments)]
+    /// The log as recovery found it. Call [`Log::start`] before appending.
+    /// `queues` are the live queues as `(id, name, head, tail)`.
     pub fn new(
-        dir: PathBuf,
-        label: String,
-        sync: SyncMode,
-        segment_size: u64,
-        max_disk: Option<u64>,
-        next_lsn: u64,
-        segs: BTreeMap<u32, Seg>,
-        next_queue_id: u32,
+        disk: Rc<dyn Disk>,
+        cfg: LogConfig,
+        rec: Recovered,
+        queues: Vec<(u32, Box<[u8]>, u64, u64)>,
     ) -> Log {
-        let next_ord = segs.keys().next_back().map_or(0, |o| o + 1);
-        let reserve = (segment_size / 8).max(HEADER_LEN as u64 * 64);
+        let next_ord = rec.segs.keys().next_back().map_or(0, |o| o + 1);
+        let reserve = (cfg.segment_size / 8).max(HEADER_LEN as u64 * 64);
+        let catalog = queues
+            .into_iter()
+            .map(|(id, name, head, tail)| (id, CatalogEntry { name, head, tail }))
+            .collect();
+        let last = rec.next_lsn - 1;
         Log {
-            dir,
-            label,
-            sync,
-            segment_size,
-            max_disk,
+            disk,
+            cfg,
             reserve,
-            next_lsn,
-            segs,
+            next_lsn: rec.next_lsn,
+            segs: rec.segs,
             open_ord: u32::MAX,
             next_ord,
-            cur: Vec::new(),
-            cur_base: 0,
-            dirty: false,
-            tail_inflight: None,
-            batches: 0,
-            parts: Vec::new(),
-            builder: IndexBuilder::new(next_lsn),
+            tail: Tail::default(),
+            builder: IndexBuilder::new(rec.next_lsn),
+            catalog,
+            next_queue_id: rec.next_queue_id,
             checkpoint_lsn: 0,
-            written_lsn: next_lsn - 1,
-            synced_lsn: next_lsn - 1,
-            acked_lsn: next_lsn - 1,
+            written_lsn: last,
+            synced_lsn: last,
+            acked_lsn: last,
             waiters: VecDeque::new(),
             failed: None,
             closed: false,
             committer: Rc::new(Notify::default()),
             maint: Rc::new(Notify::default()),
+            spare_ready: Rc::new(Notify::default()),
+            stop: Rc::new(Notify::default()),
             spare: None,
             spare_bytes: 0,
-            disk_full: false,
-            next_queue_id,
+            disk_full: None,
             maint_wake_lsn: 0,
             tasks: 0,
             maint_running: false,
-            log_writes: 0,
-            log_fsyncs: 0,
-            log_bytes_written: 0,
-            corrupt_records: 0,
+            stats: LogStats {
+                corrupt_records: rec.corrupt_records,
+                ..LogStats::default()
+            },
         }
+    }
+
+    /// Starts the first segment of this run in `file` (created at
+    /// [`Log::next_segment_path`]) with a checkpoint; returns the
+    /// checkpoint's lsn.
+    pub fn start(&mut self, file: Rc<dyn DiskFile>) -> u64 {
+        let ord = self.next_ord;
+        self.next_ord += 1;
+        let size = self.cfg.segment_size;
+        self.segs
+            .insert(ord, Seg::new(self.next_lsn, Some(file), size));
+        self.begin_segment(ord);
+        self.checkpoint_lsn
+    }
+
+    pub fn disk(&self) -> &Rc<dyn Disk> {
+        &self.disk
+    }
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+    pub fn label(&self) -> &str {
+        &self.cfg.label
+    }
+    pub fn sync_mode(&self) -> SyncMode {
+        self.cfg.sync
+    }
+    pub fn segment_size(&self) -> u64 {
+        self.cfg.segment_size
+    }
+    /// Path of the file the next segment will have.
+    pub fn next_segment_path(&self) -> PathBuf {
+        segment::log_path(&self.cfg.dir, self.next_lsn)
+    }
+    pub fn committer(&self) -> Rc<Notify> {
+        self.committer.clone()
+    }
+    pub fn maint(&self) -> Rc<Notify> {
+        self.maint.clone()
+    }
+    pub fn spare_ready(&self) -> Rc<Notify> {
+        self.spare_ready.clone()
+    }
+    pub fn stop_signal(&self) -> Rc<Notify> {
+        self.stop.clone()
     }
 
     /// Last lsn handed out.
     pub fn last_lsn(&self) -> u64 {
         self.next_lsn - 1
     }
-
-    /// Logical end of the open segment (written or not).
-    fn end(&self) -> u64 {
-        self.cur_base + self.cur.len() as u64
+    pub fn written_lsn(&self) -> u64 {
+        self.written_lsn
+    }
+    pub fn synced_lsn(&self) -> u64 {
+        self.synced_lsn
+    }
+    pub fn checkpoint_lsn(&self) -> u64 {
+        self.checkpoint_lsn
     }
 
-    /// Where the next record will start (past the padding when the partial
-    /// tail block is in flight).
-    fn next_off(&self) -> u64 {
-        if self.tail_inflight.is_some() {
-            self.cur_base + BLOCK
-        } else {
-            self.end()
+    /// Closed or failed: background tasks end.
+    pub fn stopped(&self) -> bool {
+        self.closed || self.failed.is_some()
+    }
+
+    /// Failed: nothing more is written.
+    pub fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Why requests are refused now, if they are.
+    pub fn check(&self) -> Result<(), LogError> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
         }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    pub fn seg(&self, ord: u32) -> Option<&Seg> {
+        self.segs.get(&ord)
+    }
+    pub fn open_ord(&self) -> u32 {
+        self.open_ord
     }
 
     /// Bytes on disk that count against `max_disk` (segments and indexes;
@@ -303,85 +309,64 @@ impl Log {
         self.segs.values().map(|s| s.disk_bytes + s.idx_bytes).sum()
     }
 
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            segments: self.segs.len() as u64,
+            disk_bytes: self.disk_used() + self.spare_bytes,
+            ..self.stats
+        }
+    }
+
     /// Makes sure `need` more bytes of records fit, rolling to a new segment
     /// if needed. `set` is true for records that add data (sets and
     /// compaction copies): those may not use the reserve nor grow the log
     /// past `max_disk`.
-    pub fn make_room<'a, I>(&mut self, need: u64, set: bool, queues: I) -> Result<(), StoreError>
-    where
-        I: Iterator<Item = CheckpointQueue<'a>> + Clone,
-    {
-        if let Some(f) = &self.failed {
-            return Err(StoreError::Failed(f.clone()));
-        }
-        if self.closed {
-            return Err(StoreError::Failed("shard closed".into()));
-        }
-        let limit = if set {
-            self.segment_size - self.reserve
-        } else {
-            self.segment_size
-        };
-        if self.next_off() + need <= limit {
+    pub fn make_room(&mut self, need: u64, set: bool) -> Result<(), NoRoom> {
+        self.check()?;
+        let size = self.cfg.segment_size;
+        let limit = if set { size - self.reserve } else { size };
+        if self.tail.next_off() + need <= limit {
             return Ok(());
         }
         if set {
-            if let Some(max) = self.max_disk {
-                if self.disk_used() + self.segment_size > max {
-                    return Err(StoreError::OutOfSpace);
+            if let Some(max) = self.cfg.max_disk {
+                if self.disk_used() + size > max {
+                    return Err(LogError::OutOfSpace.into());
                 }
             }
-        }
-        if self.disk_full && self.spare.is_none() {
-            return Err(StoreError::OutOfSpace);
         }
         // A new segment starts with a checkpoint of every queue: if that and
         // this record cannot share a segment, rolling would not help (and
         // would only leave an empty segment behind per attempt).
-        let checkpoint: u64 = queues
-            .clone()
+        let checkpoint: u64 = self
+            .catalog
+            .values()
             .map(|q| record::record_len(16 + q.name.len()) as u64)
             .sum::<u64>()
             + record::record_len(0) as u64;
-        if checkpoint + need > self.segment_size {
-            return Err(StoreError::OutOfSpace);
+        if checkpoint + need > size {
+            return Err(LogError::OutOfSpace.into());
         }
-        self.roll(queues);
+        let Some(spare) = self.spare.take() else {
+            // See the module doc.
+            if let Some(since) = self.disk_full {
+                if since.elapsed() >= DISK_FULL_RETRY {
+                    self.disk_full = None;
+                    self.maint.notify();
+                }
+                return Err(LogError::OutOfSpace.into());
+            }
+            self.maint.notify();
+            return Err(NoRoom::AwaitSpare);
+        };
+        self.roll(spare);
         Ok(())
     }
 
-    /// Starts the first segment of this run (after recovery) with a
-    /// checkpoint of `queues`.
-    pub fn start<'a, I>(&mut self, file: Rc<DmaFile>, queues: I)
-    where
-        I: Iterator<Item = CheckpointQueue<'a>>,
-    {
-        let ord = self.next_ord;
-        self.next_ord += 1;
-        self.segs
-            .insert(ord, Seg::new(self.next_lsn, Some(file), self.segment_size));
-        self.begin_segment(ord, queues);
-    }
-
-    /// Seals the open segment and starts the next one with a checkpoint.
-    fn roll<'a, I>(&mut self, queues: I)
-    where
-        I: Iterator<Item = CheckpointQueue<'a>>,
-    {
+    /// Seals the open segment and starts the next one in `spare`.
+    fn roll(&mut self, spare: Spare) {
         let old = self.open_ord;
-        let end = self.end();
-        let mut data = std::mem::take(&mut self.cur);
-        if self.tail_inflight.take().is_some() {
-            // Only the in-flight partial block: nothing new to write, but
-            // the (empty) part still marks the segment's end.
-            data.clear();
-        }
-        self.parts.push(Part {
-            ord: old,
-            base: self.cur_base,
-            data,
-            seal: true,
-        });
+        let end = self.tail.seal(old);
         let builder = std::mem::replace(&mut self.builder, IndexBuilder::new(self.next_lsn));
         if let Some(seg) = self.segs.get_mut(&old) {
             seg.sealed = true;
@@ -390,48 +375,39 @@ impl Log {
         }
         let ord = self.next_ord;
         self.next_ord += 1;
-        let mut seg = Seg::new(self.next_lsn, None, self.segment_size);
-        seg.spare = self.spare.take();
+        let mut seg = Seg::new(self.next_lsn, None, self.cfg.segment_size);
+        seg.spare = Some(spare);
         self.spare_bytes = 0;
         self.segs.insert(ord, seg);
-        self.cur_base = 0;
-        self.begin_segment(ord, queues);
+        self.begin_segment(ord);
         self.maint.notify();
     }
 
-    fn begin_segment<'a, I>(&mut self, ord: u32, queues: I)
-    where
-        I: Iterator<Item = CheckpointQueue<'a>>,
-    {
+    fn begin_segment(&mut self, ord: u32) {
         self.open_ord = ord;
         self.builder = IndexBuilder::new(self.next_lsn);
-        for q in queues {
-            let body = record::created_body(q.head, q.tail, q.name);
-            self.append(Kind::Created, q.id, 0, 0, &body);
+        let mut queues: Vec<(u32, Vec<u8>)> = self
+            .catalog
+            .iter()
+            .map(|(id, q)| (*id, record::created_body(q.head, q.tail, &q.name)))
+            .collect();
+        queues.sort_unstable_by_key(|(id, _)| *id);
+        for (id, body) in queues {
+            self.append(Kind::Created, id, 0, 0, now_us(), &body);
         }
         let next_id = u64::from(self.next_queue_id);
-        self.checkpoint_lsn = self.append(Kind::Checkpoint, 0, next_id, 0, &[]).2;
-        let end = self.end();
+        self.checkpoint_lsn = self
+            .append(Kind::Checkpoint, 0, next_id, 0, now_us(), &[])
+            .1;
+        let end = self.tail.end();
         if let Some(seg) = self.segs.get_mut(&ord) {
             seg.checkpoint_end = end;
         }
     }
 
-    /// Appends one record to the open segment; returns `(segment ordinal,
-    /// offset, lsn)`. The caller has made room.
-    pub fn append(
-        &mut self,
-        kind: Kind,
-        queue: u32,
-        seq: u64,
-        flags: u32,
-        body: &[u8],
-    ) -> (u32, u32, u64) {
-        self.append_at_time(kind, queue, seq, flags, now_us(), body)
-    }
-
-    /// As `append`, with an explicit enqueue time (compaction copies).
-    pub fn append_at_time(
+    /// Appends one record to the open segment; returns where and its lsn.
+    /// The caller has made room.
+    fn append(
         &mut self,
         kind: Kind,
         queue: u32,
@@ -439,7 +415,7 @@ impl Log {
         flags: u32,
         time: u64,
         body: &[u8],
-    ) -> (u32, u32, u64) {
+    ) -> (Pos, u64) {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
         let h = Header {
@@ -451,446 +427,144 @@ impl Log {
             flags,
             len: body.len() as u32,
         };
-        if self.tail_inflight.take().is_some() {
-            // The rest of the partial block stays zeros (readers skip a zero
-            // header to the next block boundary).
-            self.cur_base += BLOCK;
-            self.cur.clear();
-        }
-        let off = self.end();
-        record::encode_into(&mut self.cur, &h, body);
+        let (off, nudge) = self.tail.append(&h, body);
         self.builder.record(&h, body, off);
-        if !self.dirty {
-            self.dirty = true;
+        if nudge {
             self.committer.notify();
         }
-        (self.open_ord, off as u32, lsn)
+        let pos = Pos {
+            seg: self.open_ord,
+            off: off as u32,
+        };
+        (pos, lsn)
     }
 
-    /// A message whose record is in segment `ord` is gone (consumed,
-    /// deleted, or copied forward by the record `lsn`).
-    pub fn release(&mut self, ord: u32, len: u32, lsn: u64) {
-        if let Some(seg) = self.segs.get_mut(&ord) {
-            seg.live -= 1;
-            seg.live_bytes -= u64::from(len);
-            seg.dead_lsn = seg.dead_lsn.max(lsn);
-            if seg.live == 0 && seg.sealed {
+    /// Logs a new queue named `name`; returns its id and the record's lsn.
+    pub fn create_queue(&mut self, name: &[u8]) -> (u32, u64) {
+        let id = self.next_queue_id;
+        self.next_queue_id += 1;
+        let body = record::created_body(0, 0, name);
+        let (_, lsn) = self.append(Kind::Created, id, 0, 0, now_us(), &body);
+        self.catalog.insert(
+            id,
+            CatalogEntry {
+                name: name.into(),
+                head: 0,
+                tail: 0,
+            },
+        );
+        (id, lsn)
+    }
+
+    /// Logs message `seq` of queue `id`; it is live in the returned
+    /// segment from now on. `time` is its enqueue time (kept by copies).
+    pub fn enqueue(&mut self, id: u32, seq: u64, flags: u32, time: u64, body: &[u8]) -> (Pos, u64) {
+        let (pos, lsn) = self.append(Kind::Enqueued, id, seq, flags, time, body);
+        if let Some(q) = self.catalog.get_mut(&id) {
+            q.tail = q.tail.max(seq + 1);
+        }
+        let len = (HEADER_LEN + body.len()) as u32;
+        if let Some(seg) = self.segs.get_mut(&pos.seg) {
+            seg.count_live(len);
+        }
+        (pos, lsn)
+    }
+
+    /// Logs that queue `id` is consumed up to (excluding) `head`.
+    pub fn consume(&mut self, id: u32, head: u64) -> u64 {
+        if let Some(q) = self.catalog.get_mut(&id) {
+            q.head = q.head.max(head);
+        }
+        self.append(Kind::Consumed, id, head, 0, now_us(), &[]).1
+    }
+
+    /// Logs that queue `id` is deleted.
+    pub fn delete_queue(&mut self, id: u32) -> u64 {
+        self.catalog.remove(&id);
+        self.append(Kind::Deleted, id, 0, 0, now_us(), &[]).1
+    }
+
+    /// A message whose record (`len` bytes) is in segment `seg` is gone
+    /// (consumed, deleted, damaged or copied forward) by the record `lsn`.
+    pub fn release(&mut self, seg: u32, len: u32, lsn: u64) {
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.live -= 1;
+            s.live_bytes -= u64::from(len);
+            s.dead_lsn = s.dead_lsn.max(lsn);
+            if s.live == 0 && s.sealed {
                 self.maint.notify();
             }
         }
     }
 
-    /// A message's record is now in segment `ord`.
-    pub fn retain(&mut self, ord: u32, len: u32) {
-        if let Some(seg) = self.segs.get_mut(&ord) {
-            seg.live += 1;
-            seg.live_bytes += u64::from(len);
+    /// Keeps segment `seg` from being deleted while a read of it is in
+    /// flight.
+    pub fn pin(&mut self, seg: u32) {
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.pins += 1;
         }
     }
 
-    /// Polls for `lsn` being acknowledged under the sync mode.
-    pub fn poll_acked(&mut self, lsn: u64, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
-        if self.acked_lsn >= lsn {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(f) = &self.failed {
-            return Poll::Ready(Err(StoreError::Failed(f.clone())));
-        }
-        self.waiters.push_back((lsn, cx.waker().clone()));
-        Poll::Pending
-    }
-
-    fn wake_acked(&mut self) {
-        let failed = self.failed.is_some();
-        while let Some((lsn, _)) = self.waiters.front() {
-            if *lsn > self.acked_lsn && !failed {
-                break;
+    pub fn unpin(&mut self, seg: u32) {
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.pins -= 1;
+            if s.pins == 0 && s.live == 0 {
+                self.maint.notify();
             }
-            let (_, w) = self.waiters.pop_front().expect("front exists");
-            w.wake();
         }
+    }
+
+    /// `n` more corrupt records were found.
+    pub fn note_corrupt(&mut self, n: u64) {
+        self.stats.corrupt_records += n;
     }
 
     /// Stops the shard's writes for good: `why` is logged and handed to
     /// every waiter and every later request.
-    pub fn fail(&mut self, why: String) {
+    pub fn fail(&mut self, why: IoFailure) {
         if self.failed.is_none() {
             crate::log!(
                 0,
                 "{}: storage failed, no more writes accepted: {why}",
-                self.label
+                self.cfg.label
             );
-            self.failed = Some(why);
+            self.failed = Some(LogError::Failed(why));
         }
         self.wake_acked();
         self.committer.notify();
         self.maint.notify();
+        self.spare_ready.notify();
+        self.stop.notify();
     }
 
-    /// Anything appended and not yet acknowledged.
-    pub fn busy(&self) -> bool {
-        self.dirty || !self.parts.is_empty() || self.acked_lsn < self.last_lsn()
+    /// No more requests: background tasks finish what they do and end.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.committer.notify();
+        self.maint.notify();
+        self.spare_ready.notify();
+        self.stop.notify();
     }
 
-    /// Everything appended since the last batch, as one batch.
-    fn take_batch(&mut self) -> Option<Batch> {
-        let mut parts = std::mem::take(&mut self.parts);
-        let id = self.batches + 1;
-        if self.dirty {
-            self.dirty = false;
-            let data = std::mem::take(&mut self.cur);
-            let keep = (data.len() as u64 / BLOCK * BLOCK) as usize;
-            self.cur = data[keep..].to_vec();
-            self.cur.reserve(1 << 16);
-            if !self.cur.is_empty() {
-                self.tail_inflight = Some(id);
-            }
-            parts.push(Part {
-                ord: self.open_ord,
-                base: self.cur_base,
-                data,
-                seal: false,
-            });
-            self.cur_base += keep as u64;
-        }
-        if parts.is_empty() {
-            return None;
-        }
-        self.batches = id;
-        let creates_file = parts
-            .iter()
-            .any(|p| self.segs.get(&p.ord).is_some_and(|s| s.file.is_none()));
-        Some(Batch {
-            id,
-            parts,
-            last: self.last_lsn(),
-            creates_file,
-        })
+    // Background task bookkeeping.
+
+    pub fn task_started(&mut self) {
+        self.tasks += 1;
+    }
+    pub fn task_ended(&mut self) {
+        self.tasks -= 1;
+    }
+    pub fn tasks(&self) -> u32 {
+        self.tasks
+    }
+    pub fn set_maint_running(&mut self, running: bool) {
+        self.maint_running = running;
+    }
+    /// Maintenance is running or has work waiting.
+    pub fn maint_busy(&self) -> bool {
+        self.maint_running || self.maint.pending()
     }
 }
 
-/// One group commit.
-struct Batch {
-    id: u64,
-    parts: Vec<Part>,
-    last: u64,
-    /// It creates a segment file: no other batch may run beside it.
-    creates_file: bool,
-}
-
-fn os_reason(what: &str, e: &io::Error) -> String {
-    format!("{what}: {e}")
-}
-
-/// Makes sure segment `ord` has its file: the spare renamed into place, or
-/// a new preallocated file; then fsyncs the directory so the name survives.
-async fn ensure_file(log: &RefCell<Log>, ord: u32) -> io::Result<Rc<DmaFile>> {
-    let (existing, spare, path, size, dir) = {
-        let mut l = log.borrow_mut();
-        let path = segment::log_path(&l.dir, l.segs[&ord].first_lsn);
-        let size = l.segment_size;
-        let dir = l.dir.clone();
-        let seg = l.segs.get_mut(&ord).expect("segment exists");
-        (seg.file.clone(), seg.spare.take(), path, size, dir)
-    };
-    if let Some(f) = existing {
-        return Ok(f);
-    }
-    let file = match spare {
-        Some(f) => {
-            f.rename(&path).await.map_err(to_io)?;
-            f
-        }
-        None => Rc::new(create_preallocated(&path, size).await?),
-    };
-    sync_dir(&dir).await?;
-    if let Some(seg) = log.borrow_mut().segs.get_mut(&ord) {
-        seg.file = Some(file.clone());
-    }
-    Ok(file)
-}
-
-/// Works around glommio 0.9's detection of polled I/O (IOPOLL) support.
-///
-/// The first DMA file an executor opens on a device decides, for that
-/// thread, whether reads go to the polled ring: glommio reads the file's
-/// first block through that ring and takes success as support. A new, empty
-/// file reads "successfully" without touching the device, so on a device
-/// without IOPOLL (virtio disks, most cloud volumes) every later O_DIRECT
-/// read fails with EOPNOTSUPP. Opening a file that has data in its first
-/// block first makes the probe issue a real read and get the right answer.
-pub async fn probe_device(dir: &std::path::Path) -> io::Result<()> {
-    let path = dir.join("iopoll-probe.tmp");
-    std::fs::write(&path, vec![0x5a; BLOCK as usize])?;
-    let res = DmaFile::open(&path).await.map_err(to_io);
-    if let Ok(f) = res {
-        let _ = f.close().await;
-    }
-    std::fs::remove_file(&path)?;
-    Ok(())
-}
-
-/// Creates `path` for O_DIRECT I/O and preallocates `size` zeroed bytes.
-pub async fn create_preallocated(path: &std::path::Path, size: u64) -> io::Result<DmaFile> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(path)
-        .await
-        .map_err(to_io)?;
-    if let Err(e) = file.pre_allocate(size, false).await {
-        let e = to_io(e);
-        let _ = file.close().await;
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(file)
-}
-
-/// fsyncs a directory (after creating, renaming or deleting in it).
-pub async fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
-    let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
-    let r = d.sync().await.map_err(to_io);
-    let _ = d.close().await;
-    r
-}
-
-/// Writes larger than this are split into concurrent writes of this size:
-/// the device sees a deeper queue, which most SSDs and virtual disks need to
-/// reach their bandwidth.
-const WRITE_CHUNK: usize = 256 << 10;
-
-async fn write_part(log: &RefCell<Log>, part: &Part) -> io::Result<Rc<DmaFile>> {
-    let file = ensure_file(log, part.ord).await?;
-    let len = (part.data.len() as u64).next_multiple_of(BLOCK) as usize;
-    let mut writes = Vec::new();
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(WRITE_CHUNK);
-        let mut buf = file.alloc_dma_buffer(n);
-        let bytes = buf.as_bytes_mut();
-        let have = part.data.len().saturating_sub(at).min(n);
-        bytes[..have].copy_from_slice(&part.data[at..at + have]);
-        bytes[have..].fill(0);
-        let f = file.clone();
-        let pos = part.base + at as u64;
-        writes.push(glommio::spawn_local(async move {
-            (f.write_at(buf, pos).await.map_err(to_io), n)
-        }));
-        at += n;
-    }
-    let mut first_err = None;
-    for w in writes {
-        // Await every write, even after a failure: none may still be in
-        // flight when the batch is declared failed.
-        let (res, n) = w.await;
-        match res {
-            Ok(written) if written == n => {
-                let mut l = log.borrow_mut();
-                l.log_writes += 1;
-                l.log_bytes_written += n as u64;
-            }
-            // A short O_DIRECT write: treat like any failed write.
-            Ok(written) => {
-                first_err.get_or_insert(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {n} bytes"),
-                ));
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(file),
-    }
-}
-
-/// The group-commit task of one shard. Runs until the log is closed or
-/// failed.
-pub async fn committer(log: Rc<RefCell<Log>>) {
-    log.borrow_mut().tasks += 1;
-    commit_loop(&log).await;
-    log.borrow_mut().tasks -= 1;
-}
-
-/// Batches in flight at once. Two keep the disk busy while the next batch
-/// gathers and while acknowledged writers submit again.
-const MAX_INFLIGHT: usize = 2;
-
-type BatchTask = Pin<Box<glommio::Task<Result<(), String>>>>;
-
-/// Writes one batch (and, with `--sync always`, fdatasyncs it).
-async fn run_batch(log: Rc<RefCell<Log>>, parts: Rc<Vec<Part>>) -> Result<(), String> {
-    let always = matches!(log.borrow().sync, SyncMode::Always);
-    let mut touched: Vec<(Rc<DmaFile>, bool)> = Vec::new();
-    for part in parts.iter() {
-        let f = write_part(&log, part)
-            .await
-            .map_err(|e| os_reason("segment write failed", &e))?;
-        if !touched.iter().any(|(t, _)| t.is_same(&f)) {
-            touched.push((f, part.seal));
-        }
-    }
-    for (f, sealed) in &touched {
-        if always || *sealed {
-            f.fdatasync()
-                .await
-                .map_err(|e| os_reason("fdatasync failed", &to_io(e)))?;
-            log.borrow_mut().log_fsyncs += 1;
-        }
-    }
-    Ok(())
-}
-
-struct InFlight {
-    id: u64,
-    last: u64,
-    parts: Rc<Vec<Part>>,
-    creates_file: bool,
-    task: BatchTask,
-}
-
-async fn commit_loop(log: &Rc<RefCell<Log>>) {
-    let notify = log.borrow().committer.clone();
-    let mut inflight: VecDeque<InFlight> = VecDeque::new();
-    loop {
-        // Start another batch if allowed. Batches are written concurrently
-        // but completed (acknowledged) strictly in order.
-        let can_start = inflight.len() < MAX_INFLIGHT && !inflight.iter().any(|b| b.creates_file);
-        if can_start {
-            let batch = {
-                let mut l = log.borrow_mut();
-                if l.failed.is_some() {
-                    return;
-                }
-                l.take_batch()
-            };
-            if let Some(b) = batch {
-                let parts = Rc::new(b.parts);
-                let task = Box::pin(glommio::spawn_local(run_batch(log.clone(), parts.clone())));
-                inflight.push_back(InFlight {
-                    id: b.id,
-                    last: b.last,
-                    parts,
-                    creates_file: b.creates_file,
-                    task,
-                });
-                continue;
-            }
-        }
-        let Some(front) = inflight.front_mut() else {
-            if log.borrow().closed {
-                return;
-            }
-            notify.wait().await;
-            continue;
-        };
-        // Wait for the oldest batch; and for new records when another batch
-        // could start beside it.
-        let done = if can_start {
-            futures_lite::future::or(async { Some((&mut front.task).await) }, async {
-                notify.wait().await;
-                None
-            })
-            .await
-        } else {
-            Some((&mut front.task).await)
-        };
-        let Some(result) = done else { continue };
-        let b = inflight.pop_front().expect("front exists");
-        let mut l = log.borrow_mut();
-        if let Err(why) = result {
-            l.fail(why);
-            return;
-        }
-        l.written_lsn = b.last;
-        if matches!(l.sync, SyncMode::Always) {
-            l.synced_lsn = b.last;
-        }
-        l.acked_lsn = b.last;
-        if l.tail_inflight == Some(b.id) {
-            l.tail_inflight = None;
-        }
-        for part in b.parts.iter() {
-            if part.seal {
-                if let Some(seg) = l.segs.get_mut(&part.ord) {
-                    seg.complete = true;
-                }
-                l.maint.notify();
-            } else if let Some(seg) = l.segs.get_mut(&part.ord) {
-                // `max`: the segment may have been sealed (its final length
-                // set) while this write was in flight.
-                seg.data_len = seg.data_len.max(part.base + part.data.len() as u64);
-            }
-        }
-        if l.maint_wake_lsn != 0 && l.written_lsn >= l.maint_wake_lsn {
-            l.maint_wake_lsn = 0;
-            l.maint.notify();
-        }
-        l.wake_acked();
-    }
-}
-
-/// `--sync interval=<ms>`: fdatasync the open segment on a timer when
-/// something was written since the last sync.
-pub async fn interval_syncer(log: Rc<RefCell<Log>>, every: Duration) {
-    loop {
-        glommio::timer::sleep(every).await;
-        if sync_open(&log).await.is_err() {
-            return;
-        }
-        let l = log.borrow();
-        if l.closed || l.failed.is_some() {
-            return;
-        }
-    }
-}
-
-/// fdatasyncs the open segment if anything written is not yet synced.
-/// Sealed segments are synced when sealed, so this covers the whole log.
-pub async fn sync_open(log: &Rc<RefCell<Log>>) -> Result<(), ()> {
-    let (file, target) = {
-        let l = log.borrow();
-        if l.failed.is_some() {
-            return Err(());
-        }
-        if l.written_lsn <= l.synced_lsn {
-            return Ok(());
-        }
-        match l.segs.get(&l.open_ord).and_then(|s| s.file.clone()) {
-            Some(f) => (f, l.written_lsn),
-            None => return Ok(()),
-        }
-    };
-    let res = file.fdatasync().await;
-    let mut l = log.borrow_mut();
-    match res {
-        Ok(()) => {
-            l.log_fsyncs += 1;
-            l.synced_lsn = l.synced_lsn.max(target);
-            Ok(())
-        }
-        Err(e) => {
-            l.fail(os_reason("fdatasync failed", &to_io(e)));
-            Err(())
-        }
-    }
-}
-
-/// Resolves when `lsn` is acknowledged under the sync mode.
-pub struct Acked {
-    pub log: Rc<RefCell<Log>>,
-    pub lsn: u64,
-}
-
-impl Future for Acked {
-    type Output = Result<(), StoreError>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.log.borrow_mut().poll_acked(self.lsn, cx)
-    }
-}
+/// A log shared by the store and its tasks.
+pub type SharedLog = Rc<RefCell<Log>>;

@@ -1,0 +1,269 @@
+//! Group commit: the task that turns appended records into acknowledged
+//! ones, the `--sync interval` syncer, and the future a request awaits.
+//!
+//! Appending a record only copies it into the shard's tail buffer and gives
+//! it the next lsn; it is synchronous. The committer takes everything
+//! appended so far as one batch, writes it (whole blocks, in concurrent
+//! writes of at most 256 KiB) and, with `--sync always`, fdatasyncs it, and
+//! only then acknowledges it and wakes every waiter it covers. While a batch
+//! is in flight, new records gather; a second batch may start beside the
+//! first, and batches complete strictly in order. So the batch size follows
+//! the load by itself.
+//!
+//! A failed write or fdatasync is never retried and never acknowledged: the
+//! log fails (see [`super::writer`]) and every waiter gets the error.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::error::{IoFailure, LogError};
+use super::tail::Part;
+use super::writer::{Batch, SegFile, SharedLog};
+use super::SyncMode;
+use crate::disk::DiskFile;
+
+/// Batches in flight at once. Two keep the disk busy while the next batch
+/// gathers and while acknowledged writers submit again.
+const MAX_INFLIGHT: usize = 2;
+
+/// Writes larger than this are split into concurrent writes of this size:
+/// the device sees a deeper queue, which most SSDs and virtual disks need to
+/// reach their bandwidth.
+const WRITE_CHUNK: usize = 256 << 10;
+
+/// Resolves when `lsn` is acknowledged under the sync mode.
+pub struct Acked {
+    pub log: SharedLog,
+    pub lsn: u64,
+}
+
+impl Future for Acked {
+    type Output = Result<(), LogError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.log.borrow_mut().poll_acked(self.lsn, cx)
+    }
+}
+
+/// The group-commit task of one shard. Runs until the log is failed, or
+/// closed with everything appended acknowledged.
+pub async fn committer(log: SharedLog) {
+    log.borrow_mut().task_started();
+    commit_loop(&log).await;
+    log.borrow_mut().task_ended();
+}
+
+struct InFlight {
+    batch: Batch,
+    task: Pin<Box<glommio::Task<Result<(), IoFailure>>>>,
+}
+
+async fn commit_loop(log: &SharedLog) {
+    let notify = log.borrow().committer();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        // Start another batch if allowed. Batches are written concurrently
+        // but completed (acknowledged) strictly in order.
+        let can_start =
+            inflight.len() < MAX_INFLIGHT && !inflight.iter().any(|b| b.batch.creates_file);
+        if can_start {
+            let batch = {
+                let mut l = log.borrow_mut();
+                if l.failed() {
+                    return;
+                }
+                l.cut_batch()
+            };
+            if let Some(batch) = batch {
+                let parts = batch.parts.clone();
+                let task = Box::pin(glommio::spawn_local(write_batch(log.clone(), parts)));
+                inflight.push_back(InFlight { batch, task });
+                continue;
+            }
+        }
+        let Some(front) = inflight.front_mut() else {
+            if log.borrow().stopped() {
+                return;
+            }
+            notify.wait().await;
+            continue;
+        };
+        // Wait for the oldest batch; and for new records when another batch
+        // could start beside it.
+        let done = if can_start {
+            futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+                notify.wait().await;
+                None
+            })
+            .await
+        } else {
+            Some((&mut front.task).await)
+        };
+        let Some(result) = done else { continue };
+        let b = inflight.pop_front().expect("front exists");
+        let mut l = log.borrow_mut();
+        match result {
+            // Failed meanwhile (a failed fdatasync elsewhere, or a crash):
+            // nothing more is acknowledged, even what was written.
+            Ok(()) if l.failed() => return,
+            Ok(()) => l.batch_done(&b.batch),
+            Err(why) => {
+                l.fail(why);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes one batch and, with `--sync always` (and for a segment's final
+/// bytes always), fdatasyncs every file it touched.
+async fn write_batch(log: SharedLog, parts: Rc<Vec<Part>>) -> Result<(), IoFailure> {
+    let always = log.borrow().sync_mode() == SyncMode::Always;
+    let mut touched: Vec<(u32, Rc<dyn DiskFile>, bool)> = Vec::new();
+    for part in parts.iter() {
+        let file = write_part(&log, part).await?;
+        match touched.iter_mut().find(|(ord, _, _)| *ord == part.ord) {
+            Some(t) => t.2 |= part.seal,
+            None => touched.push((part.ord, file, part.seal)),
+        }
+    }
+    for (_, file, sealed) in &touched {
+        if always || *sealed {
+            file.fdatasync()
+                .await
+                .map_err(|e| IoFailure::new("fdatasync", &e))?;
+            log.borrow_mut().count_fsync();
+        }
+    }
+    Ok(())
+}
+
+/// The file of segment `ord`: for a just-rolled segment, the spare renamed
+/// into place and the directory fsync'd so the name survives a power cut.
+async fn segment_file(log: &SharedLog, ord: u32) -> Result<Rc<dyn DiskFile>, IoFailure> {
+    let (job, disk, dir) = {
+        let mut l = log.borrow_mut();
+        (l.seg_file(ord), l.disk().clone(), l.dir().to_path_buf())
+    };
+    match job {
+        Some(SegFile::Ready(f)) => Ok(f),
+        Some(SegFile::Rename { spare, to }) => {
+            disk.rename(&spare.path, &to)
+                .await
+                .map_err(|e| IoFailure::new("renaming the spare segment", &e))?;
+            disk.sync_dir(&dir)
+                .await
+                .map_err(|e| IoFailure::new("directory fsync", &e))?;
+            log.borrow_mut().set_file(ord, spare.file.clone());
+            Ok(spare.file)
+        }
+        None => Err(IoFailure {
+            op: "segment write",
+            errno: None,
+            message: format!("segment {ord} has no file"),
+        }),
+    }
+}
+
+async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, IoFailure> {
+    let file = segment_file(log, part.ord).await?;
+    let writes = part.data.chunks(WRITE_CHUNK).enumerate().map(|(i, chunk)| {
+        let pos = part.base + (i * WRITE_CHUNK) as u64;
+        let file = file.clone();
+        async move { (file.write_at(pos, chunk).await, chunk.len()) }
+    });
+    // Await every write, even after a failure: none may still be in flight
+    // when the batch is declared failed.
+    let results = join_all(writes.collect()).await;
+    let mut first_err = None;
+    for (res, n) in results {
+        match res {
+            Ok(written) if written == n => log.borrow_mut().count_write(n as u64),
+            // A short O_DIRECT write: treat like any failed write.
+            Ok(written) => {
+                first_err.get_or_insert(IoFailure {
+                    op: "segment write",
+                    errno: None,
+                    message: format!("short write: {written} of {n} bytes"),
+                });
+            }
+            Err(e) => {
+                first_err.get_or_insert(IoFailure::new("segment write", &e));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(file),
+    }
+}
+
+/// Polls every future until all are done; results in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("all done")).collect()
+}
+
+/// `--sync interval=<ms>`: fdatasync the open segment on a timer when
+/// something was written since the last sync.
+pub async fn interval_syncer(log: SharedLog, every: Duration) {
+    log.borrow_mut().task_started();
+    let stop = log.borrow().stop_signal();
+    loop {
+        futures_lite::future::or(glommio::timer::sleep(every), stop.wait()).await;
+        if log.borrow().stopped() || sync_open(&log).await.is_err() {
+            break;
+        }
+    }
+    log.borrow_mut().task_ended();
+}
+
+/// fdatasyncs the open segment if anything written is not yet synced.
+/// Sealed segments are synced when sealed, so this covers the whole log.
+/// A failure fails the log.
+pub async fn sync_open(log: &SharedLog) -> Result<(), LogError> {
+    let job = {
+        let l = log.borrow();
+        if let Err(e @ LogError::Failed(_)) = l.check() {
+            return Err(e);
+        }
+        l.sync_job()
+    };
+    let Some((file, target)) = job else {
+        return Ok(());
+    };
+    let res = file.fdatasync().await;
+    let mut l = log.borrow_mut();
+    match res {
+        Ok(()) => {
+            l.synced(target);
+            Ok(())
+        }
+        Err(e) => {
+            let why = IoFailure::new("fdatasync", &e);
+            l.fail(why.clone());
+            Err(LogError::Failed(why))
+        }
+    }
+}

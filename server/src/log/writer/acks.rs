@@ -1,0 +1,127 @@
+//! The commit side of [`Log`]: batches handed to the group-commit task
+//! ([`crate::log::commit`]), what it reports back, and the waiters it
+//! wakes. A child module of `writer`, so the invariants stay in one place.
+
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::{Batch, Log, SegFile};
+use crate::disk::DiskFile;
+use crate::log::error::LogError;
+use crate::log::{segment, SyncMode};
+
+impl Log {
+    /// Polls for `lsn` being acknowledged under the sync mode.
+    pub fn poll_acked(&mut self, lsn: u64, cx: &mut Context<'_>) -> Poll<Result<(), LogError>> {
+        if self.acked_lsn >= lsn {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(f) = &self.failed {
+            return Poll::Ready(Err(f.clone()));
+        }
+        self.waiters.push_back((lsn, cx.waker().clone()));
+        Poll::Pending
+    }
+
+    pub(super) fn wake_acked(&mut self) {
+        let failed = self.failed.is_some();
+        while let Some((lsn, _)) = self.waiters.front() {
+            if *lsn > self.acked_lsn && !failed {
+                break;
+            }
+            let (_, w) = self.waiters.pop_front().expect("front exists");
+            w.wake();
+        }
+    }
+
+    /// Anything appended and not yet acknowledged.
+    pub fn busy(&self) -> bool {
+        self.tail.pending() || self.acked_lsn < self.last_lsn()
+    }
+
+    /// Everything appended since the last batch, as one batch.
+    pub fn cut_batch(&mut self) -> Option<Batch> {
+        let (id, parts) = self.tail.cut(self.open_ord)?;
+        let creates_file = parts
+            .iter()
+            .any(|p| self.segs.get(&p.ord).is_some_and(|s| s.file.is_none()));
+        Some(Batch {
+            id,
+            parts: Rc::new(parts),
+            last: self.last_lsn(),
+            creates_file,
+        })
+    }
+
+    /// The file a part of a batch goes to.
+    pub fn seg_file(&mut self, ord: u32) -> Option<SegFile> {
+        let to = segment::log_path(&self.cfg.dir, self.segs.get(&ord)?.first_lsn);
+        let seg = self.segs.get_mut(&ord)?;
+        if let Some(f) = &seg.file {
+            return Some(SegFile::Ready(f.clone()));
+        }
+        let spare = seg.spare.take()?;
+        Some(SegFile::Rename { spare, to })
+    }
+
+    /// The spare of segment `ord` is in place as `file`.
+    pub fn set_file(&mut self, ord: u32, file: Rc<dyn DiskFile>) {
+        if let Some(seg) = self.segs.get_mut(&ord) {
+            seg.file = Some(file);
+        }
+    }
+
+    pub fn count_write(&mut self, bytes: u64) {
+        self.stats.writes += 1;
+        self.stats.bytes_written += bytes;
+    }
+
+    pub fn count_fsync(&mut self) {
+        self.stats.fsyncs += 1;
+    }
+
+    /// Batch `b` is written (and synced, with `--sync always`): acknowledge
+    /// it and wake its waiters.
+    pub fn batch_done(&mut self, b: &Batch) {
+        self.written_lsn = b.last;
+        if self.cfg.sync == SyncMode::Always {
+            self.synced_lsn = b.last;
+        }
+        self.acked_lsn = b.last;
+        self.tail.written(b.id);
+        for part in b.parts.iter() {
+            let Some(seg) = self.segs.get_mut(&part.ord) else {
+                continue;
+            };
+            if part.seal {
+                seg.complete = true;
+                self.maint.notify();
+            } else {
+                // `max`: the segment may have been sealed (its final length
+                // set) while this write was in flight.
+                seg.data_len = seg.data_len.max(part.base + part.len);
+            }
+        }
+        if self.maint_wake_lsn != 0 && self.written_lsn >= self.maint_wake_lsn {
+            self.maint_wake_lsn = 0;
+            self.maint.notify();
+        }
+        self.wake_acked();
+    }
+
+    /// What an fdatasync of the open segment would make durable: its file
+    /// and the lsn written so far; `None` when everything is synced.
+    pub fn sync_job(&self) -> Option<(Rc<dyn DiskFile>, u64)> {
+        if self.written_lsn <= self.synced_lsn {
+            return None;
+        }
+        let file = self.segs.get(&self.open_ord)?.file.clone()?;
+        Some((file, self.written_lsn))
+    }
+
+    /// Everything up to `lsn` is fdatasync'd.
+    pub fn synced(&mut self, lsn: u64) {
+        self.stats.fsyncs += 1;
+        self.synced_lsn = self.synced_lsn.max(lsn);
+    }
+}
