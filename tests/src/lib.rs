@@ -398,6 +398,16 @@ impl Drop for Server {
     }
 }
 
+/// The reply to a `get` of one queue.
+#[derive(Debug, PartialEq)]
+pub enum GetReply {
+    Value(Vec<u8>),
+    /// `END` alone: the queue was empty.
+    Miss,
+    /// A `SERVER_ERROR …` or `CLIENT_ERROR …` line.
+    Error(String),
+}
+
 /// A plain blocking memcache client that speaks raw bytes.
 pub struct Client {
     pub stream: TcpStream,
@@ -560,11 +570,46 @@ impl Client {
     /// Pops one message: `None` on a miss.
     pub fn get(&mut self, queue: &str) -> Option<Vec<u8>> {
         self.send(format!("get {queue}\r\n").as_bytes());
+        match self.read_get_reply(queue) {
+            GetReply::Value(body) => Some(body),
+            GetReply::Miss => None,
+            GetReply::Error(line) => panic!("get {queue}: {line}"),
+        }
+    }
+
+    /// Pops up to `n` messages of `queue` with `n` pipelined `get`s, so the
+    /// server can make their pops durable together (a `get` at a time
+    /// waits for one fdatasync each); returns the `n` replies in order.
+    pub fn get_many(&mut self, queue: &str, n: usize) -> Vec<GetReply> {
+        self.send(format!("get {queue}\r\n").repeat(n).as_bytes());
+        (0..n).map(|_| self.read_get_reply(queue)).collect()
+    }
+
+    /// Pops every message of `queue` (pipelined, 100 `get`s at a time) until
+    /// a miss; fails the test on an error reply.
+    pub fn drain(&mut self, queue: &str) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        loop {
+            for reply in self.get_many(queue, 100) {
+                match reply {
+                    GetReply::Value(body) => got.push(body),
+                    GetReply::Miss => return got,
+                    GetReply::Error(line) => panic!("get {queue}: {line}"),
+                }
+            }
+        }
+    }
+
+    /// Reads the reply to one single-queue `get`.
+    fn read_get_reply(&mut self, queue: &str) -> GetReply {
         let head = self.read_until(b"\r\n");
         if head == b"END\r\n" {
-            return None;
+            return GetReply::Miss;
         }
         let head = String::from_utf8(head).expect("ascii header");
+        if head.starts_with("SERVER_ERROR") || head.starts_with("CLIENT_ERROR") {
+            return GetReply::Error(head.trim_end().to_string());
+        }
         let fields: Vec<&str> = head.trim_end().split(' ').collect();
         assert_eq!(fields.len(), 4, "VALUE line: {head:?}");
         assert_eq!(
@@ -577,7 +622,7 @@ impl Client {
         assert_eq!(&body[len..], b"\r\n");
         body.truncate(len);
         assert_eq!(self.read_n(5), b"END\r\n");
-        Some(body)
+        GetReply::Value(body)
     }
 
     /// `stats queue` as (name, enqueued, dequeued).

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mcq_tests::{Client, Server};
+use mcq_tests::{soak_or, Client, GetReply, Server};
 
 fn body(q: usize, i: usize, len: usize) -> Vec<u8> {
     let mut b = format!("q{q}:{i}:").into_bytes();
@@ -45,12 +45,20 @@ fn fill(c: &mut Client, q: usize, from: usize, count: usize, len: usize) {
 }
 
 /// Pops `count` messages of queue `q`, checking each is the next in order.
+/// The gets are pipelined, 100 at a time, so that their pops share
+/// fdatasyncs as a busy server's do (one at a time, each waited for its
+/// own, and that was most of these tests' time).
 fn drain(c: &mut Client, q: usize, from: usize, count: usize, len: usize) {
-    for i in from..from + count {
-        let got = c
-            .get(&format!("q{q}"))
-            .unwrap_or_else(|| panic!("q{q} message {i} missing"));
-        assert_eq!(got, body(q, i, len), "q{q} message {i}");
+    let mut i = from;
+    while i < from + count {
+        let n = (from + count - i).min(100);
+        for reply in c.get_many(&format!("q{q}"), n) {
+            match reply {
+                GetReply::Value(got) => assert_eq!(got, body(q, i, len), "q{q} message {i}"),
+                other => panic!("q{q} message {i}: {other:?}"),
+            }
+            i += 1;
+        }
     }
 }
 
@@ -62,7 +70,6 @@ fn stats_queue(c: &mut Client) -> BTreeMap<String, (u64, u64)> {
 }
 
 const QUEUES: usize = 8;
-const PER_QUEUE: usize = 4000;
 const LEN: usize = 100;
 
 /// Guards against: acknowledged sets lost or acknowledged pops coming back
@@ -70,16 +77,21 @@ const LEN: usize = 100;
 /// lost when `-t` (and so which executor owns which shard) changes.
 #[test]
 fn queues_survive_sigterm_and_kill9_with_threads_changed() {
+    // Each queue spans many 256 KiB segments either way; the soak makes
+    // every phase ten times longer.
+    let per_queue = soak_or(4000, 40_000);
+    let phase = per_queue / 4;
+    let total = per_queue as u64;
     let mut server = Server::start(
         "durability-restarts",
         &["-t", "2", "--segment-size", "262144"],
     );
     let mut c = server.client();
     for q in 0..QUEUES {
-        fill(&mut c, q, 0, PER_QUEUE, LEN);
+        fill(&mut c, q, 0, per_queue, LEN);
     }
     for q in 0..QUEUES {
-        drain(&mut c, q, 0, 1000, LEN);
+        drain(&mut c, q, 0, phase, LEN);
     }
     drop(c);
     server.kill9();
@@ -91,10 +103,10 @@ fn queues_survive_sigterm_and_kill9_with_threads_changed() {
     for q in 0..QUEUES {
         assert_eq!(
             st[&format!("q{q}")],
-            (PER_QUEUE as u64, 1000),
+            (total, phase as u64),
             "q{q} after kill -9"
         );
-        drain(&mut c, q, 1000, 1000, LEN);
+        drain(&mut c, q, phase, phase, LEN);
     }
     drop(c);
     assert!(server.stop().success());
@@ -105,10 +117,10 @@ fn queues_survive_sigterm_and_kill9_with_threads_changed() {
     for q in 0..QUEUES {
         assert_eq!(
             st[&format!("q{q}")],
-            (PER_QUEUE as u64, 2000),
+            (total, 2 * phase as u64),
             "q{q} after SIGTERM"
         );
-        drain(&mut c, q, 2000, 1000, LEN);
+        drain(&mut c, q, 2 * phase, phase, LEN);
     }
     drop(c);
     server.kill9();
@@ -123,12 +135,12 @@ fn queues_survive_sigterm_and_kill9_with_threads_changed() {
     ]);
     let mut c = server.client();
     for q in 0..QUEUES {
-        drain(&mut c, q, 3000, 1000, LEN);
+        drain(&mut c, q, 3 * phase, per_queue - 3 * phase, LEN);
         assert_eq!(c.get(&format!("q{q}")), None);
     }
     let st = stats_queue(&mut c);
     for q in 0..QUEUES {
-        assert_eq!(st[&format!("q{q}")], (PER_QUEUE as u64, PER_QUEUE as u64));
+        assert_eq!(st[&format!("q{q}")], (total, total));
     }
 }
 
@@ -206,28 +218,24 @@ fn torn_tail_and_flipped_byte_are_reported_and_the_rest_served() {
     let mut c = server.client();
     let mut got = Vec::new();
     let mut errors = 0;
-    loop {
-        c.send(b"get q0\r\n");
-        let head = c.read_until(b"\r\n");
-        if head == b"END\r\n" {
-            break;
+    'drain: loop {
+        for reply in c.get_many("q0", 100) {
+            let b = match reply {
+                GetReply::Miss => break 'drain,
+                GetReply::Error(_) => {
+                    errors += 1;
+                    continue;
+                }
+                GetReply::Value(b) => b,
+            };
+            let (q, i) = parse(&b);
+            assert_eq!(
+                (q, b.clone()),
+                (0, body(0, i, 200)),
+                "a damaged message was served"
+            );
+            got.push(i);
         }
-        if head.starts_with(b"SERVER_ERROR") {
-            errors += 1;
-            continue;
-        }
-        let head = String::from_utf8(head).unwrap();
-        let len: usize = head.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
-        let mut b = c.read_n(len + 2);
-        b.truncate(len);
-        assert_eq!(c.read_n(5), b"END\r\n");
-        let (q, i) = parse(&b);
-        assert_eq!(
-            (q, b.clone()),
-            (0, body(0, i, 200)),
-            "a damaged message was served"
-        );
-        got.push(i);
     }
     // The damage is found by the background scrub (the message is dropped
     // before anyone asks for it) or by the read (that one get fails).
@@ -273,10 +281,7 @@ fn full_disk_gives_server_error_and_recovers() {
     let b = body(0, 0, 1000);
     let stored = c.fill_until_out_of_space("q0", |_| b.clone());
     assert!(stored > 100);
-    for _ in 0..stored {
-        assert_eq!(c.get("q0").unwrap(), b);
-    }
-    assert_eq!(c.get("q0"), None);
+    assert_eq!(c.drain("q0"), vec![b.clone(); stored]);
     // Space is freed in the background; sets work again soon after.
     c.set_once_space_is_back("q0", &b);
     drop(c);
@@ -305,15 +310,20 @@ fn rss_bytes(pid: u32) -> u64 {
 /// their index.
 #[test]
 fn deep_backlog_bounded_rss_o_direct_and_indexes() {
-    let args = ["-t", "2", "-m", "64"];
+    // The sync mode is not what this test is about: interval=10 spares the
+    // fill an fdatasync per batch.
+    let args = ["-t", "2", "-m", "64", "--sync", "interval=10"];
     let server = Server::start("durability-backlog", &args);
-    let mut c = server.client();
-    // 1 GiB in 4 KiB messages over 4 queues.
+    // 1 GiB in 4 KiB messages over 4 queues, one producer each.
     let len = 4096;
     let total = (1usize << 30) / len;
-    for q in 0..4 {
-        fill(&mut c, q, 0, total / 4, len);
-    }
+    std::thread::scope(|s| {
+        for q in 0..4 {
+            let mut c = server.client();
+            s.spawn(move || fill(&mut c, q, 0, total / 4, len));
+        }
+    });
+    let mut c = server.client();
     let rss = rss_bytes(server.pid());
     eprintln!("RSS with 1 GiB queued: {} MiB", rss >> 20);
     assert!(rss < 256 << 20, "RSS {} MiB with 1 GiB queued", rss >> 20);
