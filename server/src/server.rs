@@ -239,7 +239,7 @@ async fn executor_main(
             closed = Err(e);
         }
     }
-    served.and(closed)
+    served.and(closed.map_err(io::Error::from))
 }
 
 /// Opens the shards executor `me` owns into `local`. Gives up early, with
