@@ -1040,14 +1040,7 @@ async fn verify(
             }
         }
         if !violations.is_empty() {
-            if std::env::var_os("MCQ_CRASH_DUMP").is_some() {
-                for i in 0..h.reqs.len() {
-                    eprintln!("  {}", h.describe(i));
-                }
-                for (i, op) in crashed.describe_unsynced().iter().enumerate() {
-                    eprintln!("  unsynced {i}: {op}");
-                }
-            }
+            dump_history(h, crashed).await;
             tally.fail(format!("{label}, image {how}"), &violations);
         }
     }
@@ -1239,6 +1232,7 @@ fn faults_at_every_operation() {
                 );
                 let bad = check_replies(&h, fault);
                 if !bad.is_empty() {
+                    dump_history(&h, &disk).await;
                     tally.fail(label.clone(), &bad);
                 }
                 let seed2 = seed.wrapping_mul(0x9e37_79b9) ^ c;
@@ -1330,6 +1324,7 @@ fn lasting_faults_from_every_point() {
                         bad.extend(check_full_disk(&h));
                     }
                     if !bad.is_empty() {
+                        dump_history(&h, &disk).await;
                         tally.fail(label.clone(), &bad);
                     }
                     let seed2 = seed.wrapping_mul(0x9e37_79b9) ^ k;
@@ -1339,6 +1334,27 @@ fn lasting_faults_from_every_point() {
         }
         tally.done("lasting faults", started);
     });
+}
+
+/// Prints the request log and the volatile cache of a failing case
+/// (`MCQ_CRASH_DUMP`).
+async fn dump_history(h: &History, crashed: &SimDisk) {
+    if std::env::var_os("MCQ_CRASH_DUMP").is_none() {
+        return;
+    }
+    if std::env::var("MCQ_CRASH_DUMP").as_deref() == Ok("2") {
+        dump_disk(
+            "the crashed disk as a kill leaves it",
+            &crashed.kill_image(),
+        )
+        .await;
+    }
+    for i in 0..h.reqs.len() {
+        eprintln!("  {}", h.describe(i));
+    }
+    for (i, op) in crashed.describe_unsynced().iter().enumerate() {
+        eprintln!("  unsynced {i}: {op}");
+    }
 }
 
 /// Lists the shard directory of `d` and the records of every segment
