@@ -1126,7 +1126,7 @@ fn power_cut_at_every_operation_sync_always() {
     let started = Instant::now();
     run_local(move || async move {
         let mut tally = Tally::new();
-        explore_cuts(SyncMode::Always, seeds(1, 3), &mut tally).await;
+        explore_cuts(SyncMode::Always, seeds(1, 5), &mut tally).await;
         tally.done("power cuts, sync always", started);
     });
 }
@@ -1136,7 +1136,7 @@ fn power_cut_at_every_operation_sync_interval() {
     let started = Instant::now();
     run_local(move || async move {
         let mut tally = Tally::new();
-        explore_cuts(INTERVAL, seeds(1001, 2), &mut tally).await;
+        explore_cuts(INTERVAL, seeds(1001, 3), &mut tally).await;
         tally.done("power cuts, sync interval", started);
     });
 }
@@ -1185,7 +1185,7 @@ fn check_replies(h: &History, fault: Fault) -> Vec<String> {
 }
 
 /// Fault cases run per seed by default (out of several hundred).
-const FAULTS_PER_SEED: u64 = 100;
+const FAULTS_PER_SEED: u64 = 150;
 
 #[test]
 fn faults_at_every_operation() {

@@ -352,8 +352,8 @@ impl Log {
             return Err(LogError::OutOfSpace.into());
         }
         // Sets leave the last spare to consumers.
-        let usable = if set { SPARES - 1 } else { 1 };
-        let spare = if self.spares.len() >= usable {
+        let needed = if set { SPARES } else { 1 };
+        let spare = if self.spares.len() >= needed {
             self.spares.pop()
         } else {
             None
