@@ -96,6 +96,21 @@ pub fn skip(why: &str) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
+/// True when `MCQ_SOAK` is set (and not `0`): tests whose strength grows
+/// with repetition (kills, rounds, messages) then run their long variant.
+pub fn soak() -> bool {
+    std::env::var("MCQ_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `quick` normally, `long` under `MCQ_SOAK`.
+pub fn soak_or<T>(quick: T, long: T) -> T {
+    if soak() {
+        long
+    } else {
+        quick
+    }
+}
+
 /// A fresh directory on a real disk for one test.
 pub fn test_dir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
