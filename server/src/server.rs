@@ -236,10 +236,10 @@ async fn executor_main(
     for store in router.local_stores() {
         if let Err(e) = store.close().await {
             log!(0, "executor {me}: closing a shard: {e}");
-            closed = Err(e.into());
+            closed = Err(io::Error::from(e));
         }
     }
-    served.and(closed.map_err(io::Error::from))
+    served.and(closed)
 }
 
 /// Opens the shards executor `me` owns into `local`. Gives up early, with
