@@ -305,9 +305,40 @@ fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
 /// first bind once without SO_REUSEPORT, which fails with EADDRINUSE while
 /// anyone listens on the address. The probe never listens, so no client can
 /// reach it.
+///
+/// A busy port is tried again for up to [`PORT_RELEASE_WAIT`] before mcqd
+/// gives up, because a server killed with SIGKILL (or aborted by a panic)
+/// leaves its listeners behind for a moment: an accept in flight on its
+/// io_uring holds the socket until the kernel has torn the ring down, after
+/// the process is gone. Joining such a ghost with SO_REUSEPORT would hand
+/// some clients to a listener nobody accepts on; refusing at once made
+/// every quick restart after a kill -9 fail on a busy machine.
 fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
-    bound_socket(SocketAddr::new(addr, port), false).map(drop)
+    let started = Instant::now();
+    loop {
+        match bound_socket(SocketAddr::new(addr, port), false) {
+            Ok(_) => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && started.elapsed() < PORT_RELEASE_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if started.elapsed() > Duration::from_millis(20) {
+        log!(
+            1,
+            "{addr}:{port} was busy for {:?} before it came free",
+            started.elapsed()
+        );
+    }
+    Ok(())
 }
+
+/// How long [`probe_port`] waits for a busy port to come free.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// One executor's listener: SO_REUSEPORT, so that every executor listens on
 /// the same port and the kernel spreads connections among them.

@@ -9,18 +9,79 @@
 //! builds it first. Data directories live under `target/e2e/`, never on
 //! tmpfs, where O_DIRECT quietly turns into buffered I/O.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Generous bound on how long anything may take before a test gives up
-/// (a hang must fail, not wedge CI). Never a performance assertion.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// Generous bound on how long any one thing may take before a test gives
+/// up: a start-up, an exit, a reply, a helper program's run. A hang must
+/// fail with a message, not wedge CI; the bound is far above what a busy
+/// 2-core machine needs and is never a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `child` until it exits or `patience` has passed.
+pub fn exit_within(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for a child spawned with piped stdout and stderr and collects its
+/// output, as `Child::wait_with_output` does, but kills it and fails the
+/// test when it runs longer than `patience`.
+pub fn finish_within(mut child: Child, patience: Duration) -> Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = exit_within(&mut child, patience);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let output = Output {
+        status: status.unwrap_or_else(|| child.wait().unwrap()),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    assert!(
+        status.is_some(),
+        "still running after {patience:?} (killed):\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `command.output()`, bounded by [`PATIENCE`] (see [`finish_within`]).
+pub fn output_within(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    finish_within(child, PATIENCE)
+}
 
 /// The mcqd binary under test: `MCQD_BIN`, or else the workspace's release
 /// build. Release, because these tests judge the program a user runs, and
@@ -175,24 +236,14 @@ pub fn run_until_exit(port: u16, data_dir: &Path, args: &[&str]) -> (ExitStatus,
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let (mut child, reader) = spawn_mcqd(port, data_dir, &args, &log);
     let started = Instant::now();
-    let exited = |child: &mut Child, patience: Duration| {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    };
-    if let Some(status) = exited(&mut child, PATIENCE) {
+    if let Some(status) = exit_within(&mut child, PATIENCE) {
         reader.join().unwrap();
         let log = log.lock().unwrap().clone();
         return (status, log);
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let after_term = match exited(&mut child, Duration::from_secs(10)) {
+    let after_term = match exit_within(&mut child, Duration::from_secs(10)) {
         Some(status) => format!("SIGTERM then stopped it ({status})"),
         None => {
             let _ = child.kill();
@@ -243,19 +294,21 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        // The port may be taken between our probe and mcqd's bind; try again.
+        // A port we picked may be taken between our probe and mcqd's bind
+        // (mcqd then says "cannot listen" and exits): pick another.
         let keep_port = self.port != 0;
         for _ in 0..5 {
             if !keep_port {
                 self.port = free_port();
             }
+            self.log.lock().unwrap().clear();
             let (mut child, reader) = spawn_mcqd(self.port, &self.data_dir, &self.args, &self.log);
             let deadline = Instant::now() + PATIENCE;
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
                     reader.join().unwrap();
                     let log = self.log();
-                    if log.contains("cannot listen") {
+                    if log.contains("cannot listen") && !keep_port {
                         break;
                     }
                     panic!("mcqd exited during start-up with {status}:\n{log}");
@@ -264,12 +317,15 @@ impl Server {
                     self.child = Some(child);
                     return;
                 }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("mcqd did not start within {PATIENCE:?}:\n{}", self.log());
+                }
                 thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("mcqd did not start:\n{}", self.log());
+        panic!("mcqd found no free port in 5 tries:\n{}", self.log());
     }
 
     /// Everything mcqd wrote to stderr so far.
@@ -305,24 +361,17 @@ impl Server {
     /// Waits for the process to exit (bounded by [`PATIENCE`]).
     pub fn wait(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("mcqd did not exit:\n{}", self.log());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut child, PATIENCE).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcqd did not exit within {PATIENCE:?}:\n{}", self.log())
+        })
     }
 
     /// Starts it again on the same data directory, with `args` this time.
     pub fn restart_with(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "stop or kill it first");
         self.args = args.iter().map(|s| s.to_string()).collect();
-        self.log.lock().unwrap().clear();
         self.port = 0;
         self.launch();
     }
@@ -331,7 +380,6 @@ impl Server {
     /// that clients which reconnect find it (crash tests).
     pub fn restart_same_port(&mut self) {
         assert!(self.child.is_none(), "stop or kill it first");
-        self.log.lock().unwrap().clear();
         self.launch();
     }
 }
@@ -360,6 +408,7 @@ impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
             stream,
@@ -373,15 +422,9 @@ impl Client {
 
     /// Reads exactly `n` bytes.
     pub fn read_n(&mut self, n: usize) -> Vec<u8> {
+        let since = Instant::now();
         while self.buf.len() < n {
-            let mut chunk = [0u8; 65536];
-            let got = self.stream.read(&mut chunk).expect("read");
-            assert!(
-                got > 0,
-                "connection closed after {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..got]);
+            self.read_more(since, &format!("{n} bytes"));
         }
         self.buf.drain(..n).collect()
     }
@@ -389,19 +432,48 @@ impl Client {
     /// Reads until `end` has arrived, returning everything up to and
     /// including it.
     pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        let since = Instant::now();
         loop {
             if let Some(at) = self.buf.windows(end.len()).position(|w| w == end) {
                 return self.buf.drain(..at + end.len()).collect();
             }
-            let mut chunk = [0u8; 65536];
-            let got = self.stream.read(&mut chunk).expect("read");
+            self.read_more(since, &format!("{:?}", String::from_utf8_lossy(end)));
+        }
+    }
+
+    /// Appends what the server sends next to `buf`. Fails the test when the
+    /// connection closes or fails, or when nothing more has come
+    /// [`PATIENCE`] after `since`; retries reads a signal interrupted (a
+    /// socket with a read timeout is never restarted by the kernel).
+    fn read_more(&mut self, since: Instant, waiting_for: &str) {
+        let mut chunk = [0u8; 65536];
+        loop {
+            let left = PATIENCE.saturating_sub(since.elapsed());
             assert!(
-                got > 0,
-                "connection closed waiting for {:?}, have {:?}",
-                String::from_utf8_lossy(end),
+                !left.is_zero(),
+                "no reply within {PATIENCE:?} waiting for {waiting_for}, have {:?}",
                 String::from_utf8_lossy(&self.buf)
             );
-            self.buf.extend_from_slice(&chunk[..got]);
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!(
+                    "connection closed waiting for {waiting_for}, have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(got) => {
+                    self.buf.extend_from_slice(&chunk[..got]);
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!(
+                    "read: {e} waiting for {waiting_for}, have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
         }
     }
 
@@ -421,7 +493,13 @@ impl Client {
     /// more).
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0))
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        loop {
+            match self.stream.read(&mut byte) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                result => return matches!(result, Ok(0)),
+            }
+        }
     }
 
     pub fn set(&mut self, queue: &str, body: &[u8]) {
@@ -447,6 +525,7 @@ impl Client {
         body: impl Fn(usize) -> Vec<u8>,
     ) -> usize {
         let mut stored = 0;
+        let deadline = Instant::now() + 2 * PATIENCE;
         loop {
             match self.set_reply(queue, &body(stored)).as_slice() {
                 b"STORED\r\n" => stored += 1,
@@ -454,6 +533,11 @@ impl Client {
                 other => panic!("set {queue}: {:?}", String::from_utf8_lossy(other)),
             }
             assert!(stored < 100_000, "{queue}: never ran out of space");
+            assert!(
+                Instant::now() < deadline,
+                "{queue}: not out of space after {stored} sets in {:?}",
+                2 * PATIENCE
+            );
         }
     }
 

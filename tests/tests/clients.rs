@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use mcq_tests::{third_party, Server};
+use mcq_tests::{output_within, third_party, Server};
 
 fn script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,7 +16,7 @@ fn script(name: &str) -> String {
 }
 
 fn run(mut command: std::process::Command, what: &str) {
-    let out = command.output().unwrap();
+    let out = output_within(&mut command);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mcq_tests::{loadgen_bin, soak_or, Server, PATIENCE};
+use mcq_tests::{finish_within, loadgen_bin, soak_or, Server, PATIENCE};
 
 fn crash_under_load(sync: &str) {
     let mut server = Server::start("crash-load", &["-t", "2", "--sync", sync]);
@@ -43,7 +43,7 @@ fn crash_under_load(sync: &str) {
         server.kill9();
         server.restart_same_port();
     }
-    let out = loadgen.wait_with_output().unwrap();
+    let out = finish_within(loadgen, PATIENCE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

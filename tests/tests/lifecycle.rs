@@ -1,7 +1,7 @@
 //! The process lifecycle as an operator sees it: exit codes and log lines
 //! when mcqd cannot start, and that it never lingers half-alive.
 
-use mcq_tests::{free_port, run_until_exit, test_dir, Server, PATIENCE};
+use mcq_tests::{free_port, output_within, run_until_exit, test_dir, Server};
 
 /// Guards against: one shard failing to open at start-up leaving mcqd
 /// half-alive. The other executor waited for the failed one to finish
@@ -89,27 +89,11 @@ fn restarts_on_its_port_right_after_kill9_with_clients_connected() {
 #[test]
 fn a_panicking_executor_ends_the_process_with_a_log_line() {
     use std::os::unix::process::ExitStatusExt;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcq-panic-probe"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "still running {PATIENCE:?} after an executor panicked:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    // Fails the test if the probe outlives PATIENCE.
+    let out = output_within(&mut std::process::Command::new(env!(
+        "CARGO_BIN_EXE_mcq-panic-probe"
+    )));
+    let (status, stderr) = (out.status, String::from_utf8_lossy(&out.stderr));
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
     // glommio names the thread `<name>-<executor id>`.
     assert!(

@@ -5,20 +5,20 @@
 
 use std::process::Command;
 
-use mcq_tests::{loadgen_bin, Server};
+use mcq_tests::{loadgen_bin, output_within, Server};
 use serde_json::Value;
 
 fn run(server: &Server, args: &[&str]) -> Value {
     let dir = server.data_dir.parent().unwrap().to_path_buf();
     let json = dir.join("report.json");
-    let out = Command::new(loadgen_bin())
-        .args(["--server", &format!("127.0.0.1:{}", server.port), "--quiet"])
-        .args(["--requests", "4000", "--connections", "4"])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(loadgen_bin())
+            .args(["--server", &format!("127.0.0.1:{}", server.port), "--quiet"])
+            .args(["--requests", "4000", "--connections", "4"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+    );
     assert!(
         out.status.success(),
         "{}\n{}",

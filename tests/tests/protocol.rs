@@ -3,9 +3,20 @@
 //! by a request that still works, and concurrency across executors.
 
 use std::collections::HashMap;
+use std::process::{Child, Command};
 use std::thread;
 
-use mcq_tests::{Client, Server};
+use mcq_tests::{exit_within, mcqd_bin, output_within, Client, Server, PATIENCE};
+
+/// A child that is killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[test]
 fn memcacheq_session_byte_for_byte() {
@@ -381,7 +392,7 @@ fn connection_limit_answers_and_closes() {
     assert!(extra.is_closed());
     held.pop();
     // The freed slot is counted back once the server sees the close.
-    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let mut c = server.client();
         c.send(b"version\r\n");
@@ -431,10 +442,7 @@ fn memcacheq_flags_are_accepted_with_a_warning() {
 
 #[test]
 fn help_and_version() {
-    let out = std::process::Command::new(mcq_tests::mcqd_bin())
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = output_within(Command::new(mcqd_bin()).arg("--help"));
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     for flag in [
@@ -452,21 +460,18 @@ fn help_and_version() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    let out = std::process::Command::new(mcq_tests::mcqd_bin())
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = output_within(Command::new(mcqd_bin()).arg("--version"));
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("mcqd "));
 }
 
 #[test]
 fn two_servers_cannot_share_a_data_directory() {
     let server = Server::start("lock", &["-t", "1"]);
-    let out = std::process::Command::new(mcq_tests::mcqd_bin())
-        .args(["-p", &mcq_tests::free_port().to_string(), "-H"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(mcqd_bin())
+            .args(["-p", &mcq_tests::free_port().to_string(), "-H"])
+            .arg(&server.data_dir),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another mcqd"));
 }
@@ -477,13 +482,16 @@ fn a_relative_data_directory_works() {
     // depends on it.
     let dir = mcq_tests::test_dir("relative");
     let port = mcq_tests::free_port();
-    let mut child = std::process::Command::new(mcq_tests::mcqd_bin())
-        .current_dir(&dir)
-        .args(["-p", &port.to_string(), "-t", "2"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+    let mut child = Killed(
+        Command::new(mcqd_bin())
+            .current_dir(&dir)
+            .args(["-p", &port.to_string(), "-t", "2"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let deadline = std::time::Instant::now() + PATIENCE;
     let mut c = loop {
         if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             drop(stream);
@@ -495,8 +503,10 @@ fn a_relative_data_directory_works() {
     };
     c.set("rel", b"ative");
     assert_eq!(c.get("rel").unwrap(), b"ative");
+    // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    let status = exit_within(child, PATIENCE).expect("mcqd did not stop on SIGTERM");
+    assert!(status.success(), "{status}");
     assert!(dir.join("mcq-data").join("MANIFEST").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
