@@ -236,7 +236,7 @@ async fn executor_main(
     for store in router.local_stores() {
         if let Err(e) = store.close().await {
             log!(0, "executor {me}: closing a shard: {e}");
-            closed = Err(e.into());
+            closed = Err(io::Error::from(e));
         }
     }
     served.and(closed)

@@ -320,12 +320,16 @@ impl Store {
 
     /// Pops the head of `queue`; `None` when it is empty or unknown.
     pub fn get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
-        self.when_room(queue, Store::room_for_marker, Store::apply_get)
+        self.when_room(queue, |s, q| s.room_for_marker(q, true), Store::apply_get)
     }
 
     /// Drops `queue` and all its messages; `false` when it did not exist.
     pub fn delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
-        self.when_room(queue, Store::room_for_marker, Store::apply_delete)
+        self.when_room(
+            queue,
+            |s, q| s.room_for_marker(q, false),
+            Store::apply_delete,
+        )
     }
 
     /// Applies a request now if the log has room for it, or holds it (and
@@ -373,13 +377,18 @@ impl Store {
         self.log.borrow_mut().make_room(need, true)
     }
 
-    /// Room for a body-less record (`Consumed`, `Deleted`) if `queue` has
-    /// something to pop or delete. These may use the consumers' reserve: a
-    /// full disk must never stop `get` or `delete`.
-    fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
+    /// Room for a body-less record (`Consumed`, `Deleted`) if `queue`
+    /// exists (and, for a `pop`, has a message). These may use the
+    /// consumers' reserve: a full disk must never stop `get` or `delete`.
+    fn room_for_marker(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
         let mut log = self.log.borrow_mut();
         log.check()?;
-        if !self.state.borrow().names.contains_key(queue) {
+        let st = self.state.borrow();
+        let needed = match st.names.get(queue) {
+            None => false,
+            Some(id) => !pop || !st.queues[id].locs.is_empty(),
+        };
+        if !needed {
             return Ok(());
         }
         log.make_room(record::record_len(0) as u64, false)

@@ -11,9 +11,10 @@
 //!    the open segment's checkpoint, which now names every queue) is synced,
 //!    then unlink `.log` and `.idx` and fsync the directory. Otherwise a
 //!    crash could bring back queues or lose acknowledged messages.
-//! 3. Keep a **spare** preallocated segment file ready: rolling to a new
-//!    segment takes it, so the commit path never allocates (and never meets
-//!    ENOSPC), and a `get` can always be logged even when the disk is full.
+//! 3. Keep two **spare** preallocated segment files ready: rolling to a
+//!    new segment takes one, so the commit path never allocates (and never
+//!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
+//!    can always be logged even when the disk is full.
 //! 4. **Compact**: a sealed segment less than a quarter live (not counting
 //!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,
@@ -56,10 +57,10 @@ pub async fn maintenance(locators: Rc<dyn Locators>, log: SharedLog) {
         }
     }
     log.borrow_mut().set_maint_running(false);
-    // A spare nobody will use: remove it (recovery would, too).
-    let spare = log.borrow_mut().take_spare();
-    if let Some(spare) = spare {
-        let disk = log.borrow().disk().clone();
+    // Spares nobody will use: remove them (recovery would, too).
+    let spares = log.borrow_mut().take_spares();
+    let disk = log.borrow().disk().clone();
+    for spare in spares {
         drop(spare.file);
         let _ = disk.remove(&spare.path).await;
     }
@@ -166,12 +167,18 @@ async fn delete_dead(log: &SharedLog) -> Result<(), ()> {
     Ok(())
 }
 
-/// Step 3. Also called once at open, before the first request.
+/// Step 3, until the spares are there (or cannot be made). Also called
+/// once at open, before the first request.
 pub async fn ensure_spare(log: &SharedLog) {
+    while make_spare(log).await {}
+}
+
+/// Makes one spare if one is wanted; whether it did.
+async fn make_spare(log: &SharedLog) -> bool {
     let (disk, path, size, label) = {
         let l = log.borrow();
         if !l.wants_spare() {
-            return;
+            return false;
         }
         let n = SPARE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (
@@ -184,9 +191,13 @@ pub async fn ensure_spare(log: &SharedLog) {
     match disk::create_preallocated(&*disk, &path, size).await {
         Ok(file) => {
             let unused = log.borrow_mut().put_spare(Spare { path, file });
-            if let Some(spare) = unused {
-                drop(spare.file);
-                let _ = disk.remove(&spare.path).await;
+            match unused {
+                Some(spare) => {
+                    drop(spare.file);
+                    let _ = disk.remove(&spare.path).await;
+                    false
+                }
+                None => true,
             }
         }
         Err(e) if is_out_of_space(&e) => {
@@ -195,6 +206,7 @@ pub async fn ensure_spare(log: &SharedLog) {
                 "{label}: disk full ({e}): sets refused until space is freed"
             );
             log.borrow_mut().set_disk_full();
+            false
         }
         // Any other failure is the device's: stop the shard rather than let
         // requests wait for a spare that cannot be made.
@@ -202,6 +214,7 @@ pub async fn ensure_spare(log: &SharedLog) {
             crate::log!(0, "{label}: creating a spare segment failed: {e}");
             log.borrow_mut()
                 .fail(IoFailure::new("creating a segment file", &e));
+            false
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::disk::DiskFile;
 pub use crate::disk::BLOCK;
 /// Bytes read per DMA read when scanning.
 const SCAN_CHUNK: usize = 1 << 20;
+/// Bytes looked at at once for zeros when resynchronising.
+const ZERO_SKIP: usize = 64 << 10;
 
 /// `<dir>/<first lsn, 20 digits>.log`
 pub fn log_path(dir: &Path, first_lsn: u64) -> PathBuf {
@@ -146,6 +148,20 @@ where
         let mut last_nonzero: Option<u64> = None;
         let mut q = pos;
         while q < file_len {
+            // A record's header is never all zeros: skip stretches of zeros
+            // (most of a preallocated segment) instead of trying every
+            // 8-byte offset in them.
+            let n = w.fill(q, ZERO_SKIP).await?;
+            let first_nonzero = w.slice(q, n).iter().position(|&b| b != 0);
+            let zeros = first_nonzero.unwrap_or(n);
+            if first_nonzero.is_none() && n < HEADER_LEN {
+                break; // the end of the file, and no room for a record
+            }
+            let skip = zeros.saturating_sub(HEADER_LEN - 1) / RECORD_ALIGN * RECORD_ALIGN;
+            if skip > 0 {
+                q += skip as u64;
+                continue;
+            }
             let n = w.fill(q, RECORD_ALIGN).await?;
             if let Some(i) = w.slice(q, n).iter().rposition(|&b| b != 0) {
                 last_nonzero = Some(q + i as u64);

@@ -9,7 +9,10 @@
 //! - **Rolling** needs a ready spare file (preallocated by maintenance). A
 //!   file created on the commit path could fail with ENOSPC after the
 //!   request was applied, and then the only honest way out would be to stop
-//!   the shard. So without a spare, [`Log::make_room`] answers
+//!   the shard. Maintenance keeps [`SPARES`] of them, and a set may roll
+//!   only into the first: the last one is the consumers', so that once the
+//!   disk is full `get` and `delete` can still be logged (and so free
+//!   space). Without a spare it may use, [`Log::make_room`] answers
 //!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
 //!   one of the shard, until maintenance has made one) or, once maintenance
 //!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with a checkpoint: a `Created` record
@@ -70,6 +73,9 @@ struct CatalogEntry {
     head: u64,
     tail: u64,
 }
+
+/// Preallocated spare segment files kept ready; sets may not take the last.
+pub const SPARES: usize = 2;
 
 /// How often a refused request makes maintenance try the spare again once
 /// the disk was found full.
@@ -141,8 +147,7 @@ pub struct Log {
     spare_ready: Rc<Notify>,
     /// Closed or failed (wakes the interval syncer).
     stop: Rc<Notify>,
-    spare: Option<Spare>,
-    spare_bytes: u64,
+    spares: Vec<Spare>,
     /// Creating a spare failed with ENOSPC/EDQUOT at this time; cleared
     /// when a segment is deleted, and retried now and then (space may be
     /// freed by others).
@@ -203,8 +208,7 @@ impl Log {
             maint: Rc::new(Notify::default()),
             spare_ready: Rc::new(Notify::default()),
             stop: Rc::new(Notify::default()),
-            spare: None,
-            spare_bytes: 0,
+            spares: Vec::new(),
             disk_full: None,
             maint_wake_lsn: 0,
             tasks: 0,
@@ -312,7 +316,7 @@ impl Log {
     pub fn stats(&self) -> LogStats {
         LogStats {
             segments: self.segs.len() as u64,
-            disk_bytes: self.disk_used() + self.spare_bytes,
+            disk_bytes: self.disk_used() + self.spares.len() as u64 * self.cfg.segment_size,
             ..self.stats
         }
     }
@@ -347,7 +351,14 @@ impl Log {
         if checkpoint + need > size {
             return Err(LogError::OutOfSpace.into());
         }
-        let Some(spare) = self.spare.take() else {
+        // Sets leave the last spare to consumers.
+        let needed = if set { SPARES } else { 1 };
+        let spare = if self.spares.len() >= needed {
+            self.spares.pop()
+        } else {
+            None
+        };
+        let Some(spare) = spare else {
             // See the module doc.
             if let Some(since) = self.disk_full {
                 if since.elapsed() >= DISK_FULL_RETRY {
@@ -377,7 +388,6 @@ impl Log {
         self.next_ord += 1;
         let mut seg = Seg::new(self.next_lsn, None, self.cfg.segment_size);
         seg.spare = Some(spare);
-        self.spare_bytes = 0;
         self.segs.insert(ord, seg);
         self.begin_segment(ord);
         self.maint.notify();

@@ -97,16 +97,15 @@ impl Log {
 
     /// Whether a spare should be made.
     pub fn wants_spare(&self) -> bool {
-        self.spare.is_none() && self.disk_full.is_none() && !self.stopped()
+        self.spares.len() < super::SPARES && self.disk_full.is_none() && !self.stopped()
     }
 
     /// Offers a new spare; gives it back when none is wanted any more.
     pub fn put_spare(&mut self, spare: Spare) -> Option<Spare> {
-        if self.spare.is_some() || self.closed {
+        if self.spares.len() >= super::SPARES || self.closed {
             return Some(spare);
         }
-        self.spare = Some(spare);
-        self.spare_bytes = self.cfg.segment_size;
+        self.spares.push(spare);
         self.spare_ready.notify();
         None
     }
@@ -117,10 +116,9 @@ impl Log {
         self.spare_ready.notify();
     }
 
-    /// Gives back the spare (at close, so it can be removed).
-    pub fn take_spare(&mut self) -> Option<Spare> {
-        self.spare_bytes = 0;
-        self.spare.take()
+    /// Gives back the spares (at close, so they can be removed).
+    pub fn take_spares(&mut self) -> Vec<Spare> {
+        std::mem::take(&mut self.spares)
     }
 
     // Maintenance: compaction and scrub.
