@@ -264,6 +264,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub args: Vec<String>,
     child: Option<Child>,
+    /// The thread that copies the child's stderr into `log`; it ends when
+    /// the child has exited.
+    reader: Option<thread::JoinHandle<()>>,
     log: Arc<Mutex<String>>,
     /// The test directory [`Server::start`] made: removed when the test
     /// passes (some tests queue gigabytes), kept for a look when it fails.
@@ -286,6 +289,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
+            reader: None,
             log: Arc::new(Mutex::new(String::new())),
             owned_dir: None,
         };
@@ -315,6 +319,7 @@ impl Server {
                 }
                 if self.log().contains("listening on") {
                     self.child = Some(child);
+                    self.reader = Some(reader);
                     return;
                 }
                 if Instant::now() > deadline {
@@ -361,11 +366,16 @@ impl Server {
     /// Waits for the process to exit (bounded by [`PATIENCE`]).
     pub fn wait(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        exit_within(&mut child, PATIENCE).unwrap_or_else(|| {
+        let status = exit_within(&mut child, PATIENCE).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
             panic!("mcqd did not exit within {PATIENCE:?}:\n{}", self.log())
-        })
+        });
+        // The log is complete once the reader has seen the pipe close.
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        status
     }
 
     /// Starts it again on the same data directory, with `args` this time.
