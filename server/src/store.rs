@@ -285,7 +285,9 @@ impl Store {
         if let SyncMode::Interval(every) = config.sync {
             glommio::spawn_local(commit::interval_syncer(store.log.clone(), every)).detach();
         }
-        compaction::ensure_spare(&store.log).await;
+        // The spares are made by maintenance, after the first commit: on a
+        // busy disk preallocating them took long enough to delay start-up,
+        // and a request that needs one before it is ready waits for it.
         glommio::spawn_local(compaction::maintenance(locators.clone(), store.log.clone())).detach();
         if !unverified.is_empty() {
             glommio::spawn_local(compaction::scrub(locators, store.log.clone(), unverified))

@@ -849,7 +849,9 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
         let s = Store::open_on(Rc::new(disk.clone()), cfg.clone())
             .await
             .unwrap();
-        // Every spare from now on fails with ENOSPC, for a while.
+        // Once the spares are made, every later one fails with ENOSPC, for
+        // a while.
+        s.settle().await;
         let first = disk.ops_of(Op::PreAllocate);
         for k in first..first + 3 {
             disk.inject(
