@@ -64,8 +64,11 @@ impl Window<'_> {
     async fn fill(&mut self, off: u64, n: usize) -> io::Result<usize> {
         let want_end = (off + n as u64).min(self.file_len);
         if off < self.start {
-            // Never happens: scans only move forward.
-            return Err(io::Error::other("scan window moved backwards"));
+            // A look ahead (the padding check tries the next block) let
+            // the window drop bytes a resynchronisation then goes back to:
+            // read them again.
+            self.buf.clear();
+            self.start = (off / BLOCK) * BLOCK;
         }
         while self.start + (self.buf.len() as u64) < want_end {
             let keep_from = (off / BLOCK) * BLOCK;
