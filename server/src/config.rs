@@ -55,12 +55,16 @@ pub struct Config {
     #[arg(short = 'm', long = "cache-size", default_value_t = 64)]
     pub cache_mib: usize,
 
-    /// Durability: `always` acknowledges after fdatasync; `interval=<ms>`
-    /// acknowledges after the O_DIRECT write and syncs every <ms>.
+    /// Durability. `always`: acknowledged after fdatasync (power-loss safe).
+    /// `interval=<ms>`: after the O_DIRECT write, fdatasync every <ms> (a
+    /// kill -9 loses nothing, a power cut at most <ms>). `none`: as soon as
+    /// the record is in the log buffer, which is written every 1 ms and
+    /// fdatasync'd every 100 ms (a kill -9 may lose, or hand out again,
+    /// about the last 1 ms; tune with `none,flush=<ms>,sync=<ms>`).
     #[arg(long, default_value = "always", value_parser = parse_sync)]
     pub sync: SyncMode,
 
-    /// MemcacheQ's no-sync flag: the same as `--sync interval=100`.
+    /// MemcacheQ's no-sync flag: the same as `--sync none`.
     #[arg(short = 'N', long = "no-sync")]
     pub no_sync: bool,
 
@@ -161,7 +165,7 @@ impl Config {
     /// The sync mode in force, `-N` folded in.
     pub fn sync_mode(&self) -> SyncMode {
         if self.no_sync {
-            SyncMode::Interval(Duration::from_millis(100))
+            SyncMode::NONE
         } else {
             self.sync
         }
@@ -247,15 +251,43 @@ fn config_file_args(text: &str) -> Result<Vec<String>, String> {
 }
 
 fn parse_sync(text: &str) -> Result<SyncMode, String> {
+    let expected = || {
+        format!(
+            "expected `always`, `interval=<ms>` or `none[,flush=<ms>][,sync=<ms>]` (ms > 0), got `{text}`"
+        )
+    };
+    let ms = |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(expected)
+    };
     if text == "always" {
         return Ok(SyncMode::Always);
     }
-    let ms = text
-        .strip_prefix("interval=")
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .filter(|&ms| ms > 0)
-        .ok_or_else(|| format!("expected `always` or `interval=<ms>` (ms > 0), got `{text}`"))?;
-    Ok(SyncMode::Interval(Duration::from_millis(ms)))
+    if let Some(every) = text.strip_prefix("interval=") {
+        return Ok(SyncMode::Interval(ms(every)?));
+    }
+    let mut parts = text.split(',');
+    if parts.next() != Some("none") {
+        return Err(expected());
+    }
+    let SyncMode::None {
+        mut flush,
+        mut sync,
+    } = SyncMode::NONE
+    else {
+        unreachable!("NONE is a none mode")
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("flush", v)) => flush = ms(v)?,
+            Some(("sync", v)) => sync = ms(v)?,
+            _ => return Err(expected()),
+        }
+    }
+    Ok(SyncMode::None { flush, sync })
 }
 
 fn parse_segment_size(text: &str) -> Result<u64, String> {
@@ -323,11 +355,27 @@ mod tests {
             parse(&["--sync", "interval=10"]).sync_mode(),
             SyncMode::Interval(Duration::from_millis(10))
         );
+        assert_eq!(parse(&["-N"]).sync_mode(), SyncMode::NONE);
+        assert_eq!(parse(&["--sync", "none"]).sync_mode(), SyncMode::NONE);
         assert_eq!(
-            parse(&["-N"]).sync_mode(),
-            SyncMode::Interval(Duration::from_millis(100))
+            parse(&["--sync", "none,sync=50,flush=2"]).sync_mode(),
+            SyncMode::None {
+                flush: Duration::from_millis(2),
+                sync: Duration::from_millis(50)
+            }
         );
-        assert!(Config::try_parse_from(["mcqd", "--sync", "sometimes"]).is_err());
+        for bad in [
+            "sometimes",
+            "none,flush=0",
+            "none,flush",
+            "none,often=1",
+            "nonesuch",
+        ] {
+            assert!(
+                Config::try_parse_from(["mcqd", "--sync", bad]).is_err(),
+                "{bad}"
+            );
+        }
         assert!(Config::try_parse_from(["mcqd", "--sync", "interval=0"]).is_err());
     }
 

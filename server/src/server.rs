@@ -276,6 +276,11 @@ fn describe(sync: SyncMode) -> String {
     match sync {
         SyncMode::Always => "always".into(),
         SyncMode::Interval(d) => format!("interval={}ms", d.as_millis()),
+        SyncMode::None { flush, sync } => format!(
+            "none (written every {}ms, fdatasync every {}ms)",
+            flush.as_millis(),
+            sync.as_millis()
+        ),
     }
 }
 

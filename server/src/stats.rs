@@ -109,6 +109,7 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
     stat(out, "log_writes", &store.log_writes);
     stat(out, "log_fsyncs", &store.log_fsyncs);
     stat(out, "log_bytes_written", &store.log_bytes_written);
+    stat(out, "log_unwritten_bytes", &store.log_unwritten_bytes);
     stat(out, "log_segments", &store.log_segments);
     stat(out, "log_disk_bytes", &store.log_disk_bytes);
     stat(out, "log_corrupt_records", &store.log_corrupt_records);

@@ -104,6 +104,9 @@ pub struct StoreStats {
     pub log_writes: u64,
     pub log_fsyncs: u64,
     pub log_bytes_written: u64,
+    /// Bytes appended and not yet written (with `--sync none`, what a
+    /// kill -9 now would lose).
+    pub log_unwritten_bytes: u64,
     pub log_segments: u64,
     pub log_disk_bytes: u64,
     /// Corrupt records found (at recovery, by reads, by compaction).
@@ -121,6 +124,7 @@ impl StoreStats {
         self.log_writes += other.log_writes;
         self.log_fsyncs += other.log_fsyncs;
         self.log_bytes_written += other.log_bytes_written;
+        self.log_unwritten_bytes += other.log_unwritten_bytes;
         self.log_segments += other.log_segments;
         self.log_disk_bytes += other.log_disk_bytes;
         self.log_corrupt_records += other.log_corrupt_records;
@@ -203,6 +207,18 @@ fn ready<T: 'static>(v: T) -> LocalFuture<T> {
     Box::pin(std::future::ready(v))
 }
 
+/// With `--sync none`, a request stops being acknowledged ahead of its
+/// write once this many bytes are appended but not yet written: the bound
+/// on memory, and back-pressure on producers faster than the disk.
+const NONE_BACKLOG: u64 = 16 << 20;
+
+/// Whether a reply must wait for its record's acknowledgement. With
+/// `--sync none` it need not (unless the backlog is full): the record is in
+/// the log buffer, which is all that mode promises.
+fn waits_for_log(log: &Log) -> bool {
+    !matches!(log.sync_mode(), SyncMode::None { .. }) || log.unwritten_bytes() > NONE_BACKLOG
+}
+
 /// Keeps a segment from being deleted while a read of it is in flight.
 struct ReadPin {
     log: SharedLog,
@@ -282,7 +298,7 @@ impl Store {
         };
         let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
         glommio::spawn_local(commit::committer(store.log.clone())).detach();
-        if let SyncMode::Interval(every) = config.sync {
+        if let Some(every) = config.sync.sync_every() {
             glommio::spawn_local(commit::interval_syncer(store.log.clone(), every)).detach();
         }
         // The spares are made by maintenance, after the first commit: on a
@@ -422,7 +438,11 @@ impl Store {
         st.items += 1;
         st.bytes += body.len() as u64;
         st.cache.insert((id, seq), flags, body);
-        Box::pin(self.acked(lsn))
+        if waits_for_log(&log) {
+            Box::pin(self.acked(lsn))
+        } else {
+            ready(Ok(()))
+        }
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
@@ -442,6 +462,13 @@ impl Store {
         st.bytes -= loc.body_len();
         let acked = self.acked(lsn);
         if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
+            if !waits_for_log(&log) {
+                return ready(Ok(Some(Message {
+                    flags,
+                    seq: loc.seq,
+                    body,
+                })));
+            }
             return Box::pin(async move {
                 acked.await?;
                 Ok(Some(Message {
@@ -451,6 +478,8 @@ impl Store {
                 }))
             });
         }
+        // Even with `--sync none` a read from the segment waits for the
+        // acknowledgement: the record it reads must be written first.
         log.pin(loc.seg);
         let pin = ReadPin {
             log: self.log.clone(),
@@ -479,6 +508,9 @@ impl Store {
         }
         st.items -= q.locs.len() as u64;
         st.bytes -= q.bytes;
+        if !waits_for_log(&log) {
+            return ready(Ok(true));
+        }
         let acked = self.acked(lsn);
         Box::pin(async move {
             acked.await?;
@@ -504,6 +536,7 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let st = self.state.borrow();
+        let unwritten = self.log.borrow().unwritten_bytes();
         let log = self.log.borrow().stats();
         StoreStats {
             queues: st.names.len() as u64,
@@ -512,6 +545,7 @@ impl Store {
             log_writes: log.writes,
             log_fsyncs: log.fsyncs,
             log_bytes_written: log.bytes_written,
+            log_unwritten_bytes: unwritten,
             log_segments: log.segments,
             log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,

@@ -576,7 +576,7 @@ fn counters_of(store: &Store, name: &[u8]) -> Option<(u64, u64)> {
 fn plain_crash(disk: &SimDisk, mode: Mode) -> SimDisk {
     match mode.sync {
         SyncMode::Always => disk.power_cut_image(0, None),
-        SyncMode::Interval(_) => disk.kill_image(),
+        SyncMode::Interval(_) | SyncMode::None { .. } => disk.kill_image(),
     }
 }
 
@@ -638,7 +638,7 @@ async fn cut_during_recovery(
     }
     let again = match mode.sync {
         SyncMode::Always => image.random_power_cut_image(rng.next()),
-        SyncMode::Interval(_) => image.kill_image(),
+        SyncMode::Interval(_) | SyncMode::None { .. } => image.kill_image(),
     };
     let how = format!("then a cut at op {at} of its recovery");
     match recover(&again, mode).await {
@@ -1060,6 +1060,7 @@ fn mode_name(mode: Mode) -> String {
     let sync = match mode.sync {
         SyncMode::Always => "always",
         SyncMode::Interval(_) => "interval",
+        SyncMode::None { .. } => "none",
     };
     match mode.delays {
         Some(_) => format!("sync {sync}, delayed completions"),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use super::error::{IoFailure, LogError};
 use super::tail::Part;
-use super::writer::{Batch, SegFile, SharedLog};
+use super::writer::{Batch, CutWhen, SegFile, SharedLog};
 use super::SyncMode;
 use crate::disk::DiskFile;
 
@@ -69,38 +69,59 @@ async fn commit_loop(log: &SharedLog) {
         // but completed (acknowledged) strictly in order.
         let can_start =
             inflight.len() < MAX_INFLIGHT && !inflight.iter().any(|b| b.batch.creates_file);
+        let mut timer = None;
         if can_start {
-            let batch = {
-                let mut l = log.borrow_mut();
-                if l.failed() {
-                    return;
-                }
-                l.cut_batch()
-            };
-            if let Some(batch) = batch {
-                let parts = batch.parts.clone();
-                let task = Box::pin(glommio::spawn_local(write_batch(log.clone(), parts)));
-                inflight.push_back(InFlight { batch, task });
-                continue;
-            }
-        }
-        let Some(front) = inflight.front_mut() else {
-            if log.borrow().stopped() {
+            let mut l = log.borrow_mut();
+            if l.failed() {
                 return;
             }
-            notify.wait().await;
-            continue;
-        };
-        // Wait for the oldest batch; and for new records when another batch
-        // could start beside it.
-        let done = if can_start {
-            futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+            match l.cut_when() {
+                CutWhen::Now => {
+                    if let Some(batch) = l.cut_batch() {
+                        drop(l);
+                        let parts = batch.parts.clone();
+                        let task = Box::pin(glommio::spawn_local(write_batch(log.clone(), parts)));
+                        inflight.push_back(InFlight { batch, task });
+                        continue;
+                    }
+                }
+                CutWhen::At(when) => timer = Some(when),
+                CutWhen::Idle => {}
+            }
+        }
+        if inflight.is_empty() && timer.is_none() && log.borrow().stopped() {
+            return;
+        }
+        // Wait for the oldest batch; for new records when another batch
+        // could start beside it; for the flush timer of `--sync none`.
+        let woken = async {
+            if can_start {
                 notify.wait().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let timed = async {
+            match timer {
+                Some(when) => {
+                    glommio::timer::sleep(when.saturating_duration_since(std::time::Instant::now()))
+                        .await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let done = match inflight.front_mut() {
+            Some(front) => {
+                futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+                    futures_lite::future::or(woken, timed).await;
+                    None
+                })
+                .await
+            }
+            None => {
+                futures_lite::future::or(woken, timed).await;
                 None
-            })
-            .await
-        } else {
-            Some((&mut front.task).await)
+            }
         };
         let Some(result) = done else { continue };
         let b = inflight.pop_front().expect("front exists");

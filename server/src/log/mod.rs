@@ -40,13 +40,38 @@ use std::time::Duration;
 pub use error::LogError;
 pub use writer::Log;
 
-/// What `STORED` and a popped `VALUE` promise.
+/// What `STORED` and a popped `VALUE` promise: the sync ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Acknowledge after the write and its fdatasync.
+    /// Acknowledge after the write and its fdatasync: power-loss safe.
     Always,
-    /// Acknowledge after the O_DIRECT write; fdatasync on this timer.
+    /// Acknowledge after the O_DIRECT write; fdatasync on this timer. A
+    /// killed process loses nothing; a power cut loses at most one period.
     Interval(Duration),
+    /// Acknowledge once the record is in the shard's log buffer (MemcacheQ
+    /// `-N`, BerkeleyDB's no-sync). The buffer is written at the latest
+    /// `flush` after its first unwritten record (sooner when it fills or
+    /// someone waits for it) and fdatasync'd every `sync`. A killed process
+    /// may lose what was acknowledged in the last `flush`, and hand out
+    /// again what was popped in it.
+    None { flush: Duration, sync: Duration },
+}
+
+impl SyncMode {
+    /// `--sync none` with its defaults: written every 1 ms, synced every
+    /// 100 ms.
+    pub const NONE: SyncMode = SyncMode::None {
+        flush: Duration::from_millis(1),
+        sync: Duration::from_millis(100),
+    };
+
+    /// The period of the fdatasync timer, if the mode has one.
+    pub fn sync_every(self) -> Option<Duration> {
+        match self {
+            SyncMode::Always => None,
+            SyncMode::Interval(every) | SyncMode::None { sync: every, .. } => Some(every),
+        }
+    }
 }
 
 /// Where a message's record is: segment ordinal and offset.

@@ -114,6 +114,21 @@ impl Tail {
         self.dirty || !self.sealed.is_empty()
     }
 
+    /// A segment was sealed since the last batch (its end must be written
+    /// now: the next segment's file waits for it).
+    pub fn has_sealed(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    /// Bytes the next batch would write from the open segment.
+    pub fn unwritten(&self) -> usize {
+        if self.dirty {
+            self.buf.len()
+        } else {
+            0
+        }
+    }
+
     /// Everything appended since the last batch, as the parts of batch
     /// `id`; `None` when there is nothing.
     pub fn cut(&mut self, open_ord: u32) -> Option<(u64, Vec<Part>)> {

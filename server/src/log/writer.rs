@@ -81,6 +81,21 @@ pub const SPARES: usize = 2;
 /// the disk was found full.
 const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// With `--sync none`, a buffer this full is written without waiting for
+/// the flush timer: it bounds a batch, and the memory acknowledged but
+/// unwritten records take.
+pub const FLUSH_BYTES: usize = 1 << 20;
+
+/// When the committer should cut the next batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CutWhen {
+    /// Nothing to write.
+    Idle,
+    Now,
+    /// `--sync none`: at this time, unless notified sooner.
+    At(std::time::Instant),
+}
+
 /// One group commit, cut by [`Log::cut_batch`].
 pub struct Batch {
     pub id: u64,
@@ -90,6 +105,8 @@ pub struct Batch {
     pub last: u64,
     /// It moves a spare into place: no other batch may run beside it.
     pub creates_file: bool,
+    /// Bytes it writes.
+    pub bytes: u64,
 }
 
 /// Counters for `stats`.
@@ -143,6 +160,11 @@ pub struct Log {
     closed: bool,
     committer: Rc<Notify>,
     maint: Rc<Notify>,
+    /// `--sync none`: when the oldest record not yet handed to a batch was
+    /// appended.
+    first_unwritten: Option<std::time::Instant>,
+    /// Bytes of the batches in flight.
+    inflight_bytes: u64,
     /// A spare was made, or will not be (disk full, failed, closed).
     spare_ready: Rc<Notify>,
     /// Closed or failed (wakes the interval syncer).
@@ -206,6 +228,8 @@ impl Log {
             closed: false,
             committer: Rc::new(Notify::default()),
             maint: Rc::new(Notify::default()),
+            first_unwritten: None,
+            inflight_bytes: 0,
             spare_ready: Rc::new(Notify::default()),
             stop: Rc::new(Notify::default()),
             spares: Vec::new(),
@@ -439,7 +463,14 @@ impl Log {
         };
         let (off, nudge) = self.tail.append(&h, body);
         self.builder.record(&h, body, off);
-        if nudge {
+        if let SyncMode::None { .. } = self.cfg.sync {
+            if nudge {
+                self.first_unwritten = Some(std::time::Instant::now());
+                self.committer.notify();
+            } else if self.tail.unwritten() >= FLUSH_BYTES {
+                self.committer.notify();
+            }
+        } else if nudge {
             self.committer.notify();
         }
         let pos = Pos {

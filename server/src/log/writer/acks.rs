@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::{Batch, Log, SegFile};
+use super::{Batch, CutWhen, Log, SegFile, FLUSH_BYTES};
 use crate::disk::DiskFile;
 use crate::log::error::LogError;
 use crate::log::{segment, SyncMode};
@@ -20,6 +20,10 @@ impl Log {
             return Poll::Ready(Err(f.clone()));
         }
         self.waiters.push_back((lsn, cx.waker().clone()));
+        if let SyncMode::None { .. } = self.cfg.sync {
+            // Someone waits: the flush timer must not (see `cut_when`).
+            self.committer.notify();
+        }
         Poll::Pending
     }
 
@@ -39,9 +43,46 @@ impl Log {
         self.tail.pending() || self.acked_lsn < self.last_lsn()
     }
 
+    /// When the committer should cut the next batch. Every mode but
+    /// `--sync none` writes as soon as anything is appended (the batch grows
+    /// while the previous one is in flight); `none` waits for its flush
+    /// timer unless the buffer is full, a segment was sealed, the log is
+    /// closing, or a request waits for a write (a lagging `get`, a client
+    /// over the backlog, shutdown).
+    pub fn cut_when(&self) -> CutWhen {
+        if !self.tail.pending() {
+            return CutWhen::Idle;
+        }
+        let SyncMode::None { flush, .. } = self.cfg.sync else {
+            return CutWhen::Now;
+        };
+        match self.first_unwritten {
+            Some(since)
+                if !self.closed
+                    && self.waiters.is_empty()
+                    && !self.tail.has_sealed()
+                    && self.tail.unwritten() < FLUSH_BYTES
+                    && since.elapsed() < flush =>
+            {
+                CutWhen::At(since + flush)
+            }
+            _ => CutWhen::Now,
+        }
+    }
+
+    /// Bytes acknowledged or about to be that are not written yet: with
+    /// `--sync none`, a set waits for its write once this passes the
+    /// backlog limit.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.inflight_bytes + self.tail.unwritten() as u64
+    }
+
     /// Everything appended since the last batch, as one batch.
     pub fn cut_batch(&mut self) -> Option<Batch> {
         let (id, parts) = self.tail.cut(self.open_ord)?;
+        self.first_unwritten = None;
+        let bytes: u64 = parts.iter().map(|p| p.data.len() as u64).sum();
+        self.inflight_bytes += bytes;
         let creates_file = parts
             .iter()
             .any(|p| self.segs.get(&p.ord).is_some_and(|s| s.file.is_none()));
@@ -50,6 +91,7 @@ impl Log {
             parts: Rc::new(parts),
             last: self.last_lsn(),
             creates_file,
+            bytes,
         })
     }
 
@@ -88,6 +130,7 @@ impl Log {
             self.synced_lsn = b.last;
         }
         self.acked_lsn = b.last;
+        self.inflight_bytes -= b.bytes;
         self.tail.written(b.id);
         for part in b.parts.iter() {
             let Some(seg) = self.segs.get_mut(&part.ord) else {
