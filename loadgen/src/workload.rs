@@ -150,8 +150,17 @@ impl KeyChooser {
     }
 }
 
-/// The largest message a size distribution may produce (mcqd's default `-B`).
-pub const MAX_SIZE: usize = 1024 * 1024;
+/// The largest fixed or range size `--value-size` accepts: room for 8 MiB
+/// flood messages and more (mcqd and memcached need `-B`/`-I` raised to
+/// store them). The pattern buffer that bodies are cut from is this large at
+/// most, and only when asked for.
+pub const MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// Where an exponential distribution is cut off (mcqd's default `-B`). It is
+/// kept apart from [`MAX_SIZE`] because the pattern buffer is sized to the
+/// largest possible message, and `exp:` would otherwise allocate 64 MiB for
+/// a tail that hardly ever shows.
+pub const EXP_CAP: usize = 1024 * 1024;
 
 /// `--value-size`: fixed, uniform range, or exponential.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,7 +168,7 @@ pub enum SizeDist {
     Fixed(usize),
     /// Uniform over `lo..=hi`.
     Range(usize, usize),
-    /// Exponential with this mean, capped at [`MAX_SIZE`].
+    /// Exponential with this mean, capped at [`EXP_CAP`].
     Exp(f64),
 }
 
@@ -175,8 +184,8 @@ impl FromStr for SizeDist {
         };
         if let Some(mean) = s.strip_prefix("exp:") {
             let m: f64 = mean.parse().map_err(|_| format!("bad mean {mean:?}"))?;
-            if !(m >= 1.0 && m <= MAX_SIZE as f64) {
-                return Err(format!("exp mean must be in 1..={MAX_SIZE}"));
+            if !(m >= 1.0 && m <= EXP_CAP as f64) {
+                return Err(format!("exp mean must be in 1..={EXP_CAP}"));
             }
             return Ok(SizeDist::Exp(m));
         }
@@ -206,7 +215,7 @@ impl SizeDist {
         match self {
             SizeDist::Fixed(n) => *n,
             SizeDist::Range(_, hi) => *hi,
-            SizeDist::Exp(_) => MAX_SIZE,
+            SizeDist::Exp(_) => EXP_CAP,
         }
     }
 
@@ -218,7 +227,7 @@ impl SizeDist {
             SizeDist::Range(lo, hi) => lo + rng.below((hi - lo + 1) as u64) as usize,
             SizeDist::Exp(mean) => {
                 let u = 1.0 - rng.unit(); // (0, 1]
-                ((-u.ln() * mean) as usize).min(MAX_SIZE)
+                ((-u.ln() * mean) as usize).min(EXP_CAP)
             }
         };
         v.max(min)
@@ -364,7 +373,16 @@ mod tests {
         assert_eq!("exp:500".parse::<SizeDist>().unwrap(), SizeDist::Exp(500.0));
         assert!("10..5".parse::<SizeDist>().is_err());
         assert!("abc".parse::<SizeDist>().is_err());
-        assert!("2000000".parse::<SizeDist>().is_err());
+        // 8 MiB flood messages (scripts/bench --fairness) parse; beyond
+        // MAX_SIZE does not, and exp: stays capped at EXP_CAP.
+        assert_eq!(
+            "8388608".parse::<SizeDist>().unwrap(),
+            SizeDist::Fixed(8 << 20)
+        );
+        assert_eq!(SizeDist::Fixed(8 << 20).max(), 8 << 20);
+        assert!(format!("{}", MAX_SIZE + 1).parse::<SizeDist>().is_err());
+        assert!(format!("exp:{}", EXP_CAP + 1).parse::<SizeDist>().is_err());
+        assert_eq!(SizeDist::Exp(500.0).max(), EXP_CAP);
 
         let mut r = Rng::new(9);
         let range = SizeDist::Range(64, 70);

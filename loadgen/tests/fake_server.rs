@@ -210,6 +210,45 @@ fn mixed_workload_reports_and_verifies() {
         .contains("#[StartTime:"));
 }
 
+/// 8 MiB messages (the flood of `scripts/bench --fairness`) go out and come
+/// back whole: the size is accepted, sends span many partial writes, and a
+/// VALUE far larger than the read buffer grows it instead of desyncing.
+#[test]
+fn eight_mib_values_round_trip() {
+    let addr = start_server(None);
+    let json = tmp("big.json");
+    let size = 8 * 1024 * 1024;
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "2",
+        "--pipeline",
+        "2",
+        "--requests",
+        "16",
+        "--queues",
+        "1",
+        "--value-size",
+        &size.to_string(),
+        "--verify",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["errors"], 0, "{j}");
+    assert_eq!(j["value_size"], size.to_string());
+    let (sets, hits) = (j["sets"].as_u64().unwrap(), j["hits"].as_u64().unwrap());
+    assert!(sets > 0);
+    assert!(j["bytes_sent"].as_u64().unwrap() >= sets * size);
+    assert!(j["bytes_received"].as_u64().unwrap() >= hits * size);
+    let v = &j["verify"];
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["received"].as_u64().unwrap(), sets);
+}
+
 #[test]
 fn pairs_measure_end_to_end() {
     let addr = start_server(None);
