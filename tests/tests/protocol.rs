@@ -433,8 +433,8 @@ fn memcacheq_flags_are_accepted_with_a_warning() {
         );
     }
     assert!(
-        log.contains("sync interval=100ms"),
-        "-N means interval=100:\n{log}"
+        log.contains("sync none (written every 1ms, fdatasync every 100ms)"),
+        "-N means --sync none:\n{log}"
     );
     let mut c = server.client();
     c.set("works", b"yes");
