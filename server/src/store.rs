@@ -207,16 +207,29 @@ fn ready<T: 'static>(v: T) -> LocalFuture<T> {
     Box::pin(std::future::ready(v))
 }
 
-/// With `--sync none`, a request stops being acknowledged ahead of its
-/// write once this many bytes are appended but not yet written: the bound
-/// on memory, and back-pressure on producers faster than the disk.
+/// With `--sync none`, a set of at least [`LARGE_BODY`] bytes stops being
+/// acknowledged ahead of its write once this many bytes are appended but
+/// not yet written: the bound on memory, and back-pressure on producers
+/// faster than the disk.
 const NONE_BACKLOG: u64 = 16 << 20;
+/// Past this backlog every request waits: small ones too (a flood of small
+/// sets can outrun the disk as well).
+const NONE_BACKLOG_HARD: u64 = 4 * NONE_BACKLOG;
+/// Bodies this large are the ones that fill the backlog; below it a request
+/// keeps being answered at once while big writes drain, so small messages
+/// do not wait behind a flood of large ones.
+const LARGE_BODY: usize = 64 << 10;
 
 /// Whether a reply must wait for its record's acknowledgement. With
-/// `--sync none` it need not (unless the backlog is full): the record is in
-/// the log buffer, which is all that mode promises.
-fn waits_for_log(log: &Log) -> bool {
-    !matches!(log.sync_mode(), SyncMode::None { .. }) || log.unwritten_bytes() > NONE_BACKLOG
+/// `--sync none` it need not: the record is in the log buffer, which is all
+/// that mode promises, unless the backlog is full (see [`NONE_BACKLOG`]).
+/// `body` is the request's body length (0 for `get` and `delete`).
+fn waits_for_log(log: &Log, body: usize) -> bool {
+    if !matches!(log.sync_mode(), SyncMode::None { .. }) {
+        return true;
+    }
+    let backlog = log.unwritten_bytes();
+    backlog > NONE_BACKLOG_HARD || (backlog > NONE_BACKLOG && body >= LARGE_BODY)
 }
 
 /// Keeps a segment from being deleted while a read of it is in flight.
@@ -437,8 +450,9 @@ impl Store {
         let seq = q.push(pos.seg, pos.off, len);
         st.items += 1;
         st.bytes += body.len() as u64;
+        let body_len = body.len();
         st.cache.insert((id, seq), flags, body);
-        if waits_for_log(&log) {
+        if waits_for_log(&log, body_len) {
             Box::pin(self.acked(lsn))
         } else {
             ready(Ok(()))
@@ -462,7 +476,7 @@ impl Store {
         st.bytes -= loc.body_len();
         let acked = self.acked(lsn);
         if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
-            if !waits_for_log(&log) {
+            if !waits_for_log(&log, 0) {
                 return ready(Ok(Some(Message {
                     flags,
                     seq: loc.seq,
@@ -508,7 +522,7 @@ impl Store {
         }
         st.items -= q.locs.len() as u64;
         st.bytes -= q.bytes;
-        if !waits_for_log(&log) {
+        if !waits_for_log(&log, 0) {
             return ready(Ok(true));
         }
         let acked = self.acked(lsn);
