@@ -55,7 +55,8 @@ pub struct Config {
     #[arg(short = 'm', long = "cache-size", default_value_t = 64)]
     pub cache_mib: usize,
 
-    /// Durability. `always`: acknowledged after fdatasync (power-loss safe).
+    /// Durability. `always`: acknowledged once written and flushed from the
+    /// device's cache (O_DSYNC; power-loss safe).
     /// `interval=<ms>`: after the O_DIRECT write, fdatasync every <ms> (a
     /// kill -9 loses nothing, a power cut at most <ms>). `none`: as soon as
     /// the record is in the log buffer, which is written every 1 ms and

@@ -248,7 +248,9 @@ impl Store {
     /// Opens (or creates) the shard described by `config` on the real disk
     /// (O_DIRECT): see [`Store::open_on`].
     pub async fn open(config: StoreConfig) -> io::Result<Store> {
-        let disk = DmaDisk::probe(&config.dir).await?;
+        let disk = DmaDisk::probe(&config.dir)
+            .await?
+            .durable_writes(config.sync == SyncMode::Always);
         Store::open_on(Rc::new(disk), config).await
     }
 

@@ -99,14 +99,20 @@ fn env_u64(name: &str) -> Option<u64> {
 struct Mode {
     sync: SyncMode,
     delays: Option<u64>,
+    /// Files behave as opened O_DSYNC (production's `--sync always`).
+    dsync: bool,
 }
 
 impl Mode {
-    /// Every other seed runs with delays.
+    /// Every other seed runs with delays; with `always`, every other pair
+    /// of seeds with O_DSYNC files (as production) and the others with
+    /// write + fdatasync (the path every other mode and a sealed segment
+    /// take).
     fn new(sync: SyncMode, seed: u64) -> Mode {
         Mode {
             sync,
             delays: seed.is_multiple_of(2).then_some(seed),
+            dsync: sync == SyncMode::Always && (seed / 2) % 2 == 1,
         }
     }
 }
@@ -116,6 +122,7 @@ async fn open(mode: Mode, disk: &SimDisk) -> std::io::Result<Store> {
     if let Some(seed) = mode.delays {
         disk.set_delays(seed, 2);
     }
+    disk.set_durable_writes(mode.dsync);
     Store::open_on(Rc::new(disk.clone()), config(mode)).await
 }
 
@@ -1062,9 +1069,10 @@ fn mode_name(mode: Mode) -> String {
         SyncMode::Interval(_) => "interval",
         SyncMode::None { .. } => "none",
     };
+    let dsync = if mode.dsync { ", O_DSYNC" } else { "" };
     match mode.delays {
-        Some(_) => format!("sync {sync}, delayed completions"),
-        None => format!("sync {sync}"),
+        Some(_) => format!("sync {sync}{dsync}, delayed completions"),
+        None => format!("sync {sync}{dsync}"),
     }
 }
 

@@ -72,6 +72,11 @@ pub trait DiskFile {
     fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize>;
     /// Makes every completed write (and the file's size) durable.
     fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// Every write is durable once it completes (the file is open with
+    /// O_DSYNC): the log need not fdatasync it.
+    fn durable_writes(&self) -> bool {
+        false
+    }
     /// Reserves `len` bytes (reading as zeros) so later writes cannot run
     /// out of space; grows the file to `len` if it is shorter.
     fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()>;

@@ -197,6 +197,8 @@ struct State {
     /// How long completions take: a seeded number of executor trips, at
     /// most the second field.
     delays: Option<(SplitMix64, u32)>,
+    /// Files behave as if opened O_DSYNC.
+    dsync: bool,
     cut_at: Option<u64>,
 }
 
@@ -471,6 +473,14 @@ impl SimDisk {
     /// deterministic.
     pub fn set_delays(&self, seed: u64, max: u32) {
         self.0.borrow_mut().delays = Some((SplitMix64(seed), max));
+    }
+
+    /// Makes every file behave as if opened O_DSYNC, as production does
+    /// with `--sync always`: a write is a write followed by an fdatasync of
+    /// its file, two operations (faults and power cuts can hit either), and
+    /// completes only after both.
+    pub fn set_durable_writes(&self, on: bool) {
+        self.0.borrow_mut().dsync = on;
     }
 
     /// Operations issued so far (failed ones included).
@@ -750,7 +760,19 @@ impl DiskFile for SimFile {
 
     fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize> {
         let r = self.disk.0.borrow_mut().write_at(self, pos, data);
-        self.disk.done(r)
+        if !self.durable_writes() {
+            return self.disk.done(r);
+        }
+        Box::pin(async move {
+            let n = self.disk.done(r).await?;
+            let r = self.disk.0.borrow_mut().fdatasync(self);
+            self.disk.done(r).await?;
+            Ok(n)
+        })
+    }
+
+    fn durable_writes(&self) -> bool {
+        self.disk.0.borrow().dsync
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {

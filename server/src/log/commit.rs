@@ -152,7 +152,8 @@ async fn write_batch(log: SharedLog, parts: Rc<Vec<Part>>) -> Result<(), IoFailu
         }
     }
     for (_, file, sealed) in &touched {
-        if always || *sealed {
+        // An O_DSYNC file's writes were durable when they completed.
+        if (always || *sealed) && !file.durable_writes() {
             file.fdatasync()
                 .await
                 .map_err(|e| IoFailure::new("fdatasync", &e))?;
@@ -202,7 +203,15 @@ async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, Io
     let mut first_err = None;
     for (res, n) in results {
         match res {
-            Ok(written) if written == n => log.borrow_mut().count_write(n as u64),
+            Ok(written) if written == n => {
+                let mut l = log.borrow_mut();
+                l.count_write(n as u64);
+                if file.durable_writes() {
+                    // Each O_DSYNC write is a device flush: `log_fsyncs`
+                    // counts it as one.
+                    l.count_fsync();
+                }
+            }
             // A short O_DIRECT write: treat like any failed write.
             Ok(written) => {
                 first_err.get_or_insert(IoFailure {
