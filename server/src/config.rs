@@ -274,13 +274,7 @@ fn parse_sync(text: &str) -> Result<SyncMode, String> {
     if parts.next() != Some("none") {
         return Err(expected());
     }
-    let SyncMode::None {
-        mut flush,
-        mut sync,
-    } = SyncMode::NONE
-    else {
-        unreachable!("NONE is a none mode")
-    };
+    let (mut flush, mut sync) = (SyncMode::NONE_FLUSH, SyncMode::NONE_SYNC);
     for part in parts {
         match part.split_once('=') {
             Some(("flush", v)) => flush = ms(v)?,

@@ -336,6 +336,26 @@ impl Store {
         }
     }
 
+    /// The reply `value` to a request whose record (with a body of `body`
+    /// bytes) is `lsn`: once the record is acknowledged, or at once where
+    /// [`waits_for_log`] says the sync mode allows it.
+    fn reply<T: 'static>(
+        &self,
+        log: &Log,
+        lsn: u64,
+        body: usize,
+        value: T,
+    ) -> LocalFuture<Result<T, LogError>> {
+        if !waits_for_log(log, body) {
+            return ready(Ok(value));
+        }
+        let acked = self.acked(lsn);
+        Box::pin(async move {
+            acked.await?;
+            Ok(value)
+        })
+    }
+
     /// Appends a message to the tail of `queue`, creating it on first use.
     pub fn set(
         &self,
@@ -454,11 +474,7 @@ impl Store {
         st.bytes += body.len() as u64;
         let body_len = body.len();
         st.cache.insert((id, seq), flags, body);
-        if waits_for_log(&log, body_len) {
-            Box::pin(self.acked(lsn))
-        } else {
-            ready(Ok(()))
-        }
+        self.reply(&log, lsn, body_len, ())
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
@@ -476,26 +492,17 @@ impl Store {
         log.release(loc.seg, loc.len, lsn);
         st.items -= 1;
         st.bytes -= loc.body_len();
-        let acked = self.acked(lsn);
         if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
-            if !waits_for_log(&log, 0) {
-                return ready(Ok(Some(Message {
-                    flags,
-                    seq: loc.seq,
-                    body,
-                })));
-            }
-            return Box::pin(async move {
-                acked.await?;
-                Ok(Some(Message {
-                    flags,
-                    seq: loc.seq,
-                    body,
-                }))
-            });
+            let message = Message {
+                flags,
+                seq: loc.seq,
+                body,
+            };
+            return self.reply(&log, lsn, 0, Some(message));
         }
         // Even with `--sync none` a read from the segment waits for the
         // acknowledgement: the record it reads must be written first.
+        let acked = self.acked(lsn);
         log.pin(loc.seg);
         let pin = ReadPin {
             log: self.log.clone(),
@@ -524,14 +531,7 @@ impl Store {
         }
         st.items -= q.locs.len() as u64;
         st.bytes -= q.bytes;
-        if !waits_for_log(&log, 0) {
-            return ready(Ok(true));
-        }
-        let acked = self.acked(lsn);
-        Box::pin(async move {
-            acked.await?;
-            Ok(true)
-        })
+        self.reply(&log, lsn, 0, true)
     }
 
     /// Every queue of this shard with its counters, sorted by name.
@@ -552,7 +552,6 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let st = self.state.borrow();
-        let unwritten = self.log.borrow().unwritten_bytes();
         let log = self.log.borrow().stats();
         StoreStats {
             queues: st.names.len() as u64,
@@ -561,7 +560,7 @@ impl Store {
             log_writes: log.writes,
             log_fsyncs: log.fsyncs,
             log_bytes_written: log.bytes_written,
-            log_unwritten_bytes: unwritten,
+            log_unwritten_bytes: log.unwritten_bytes,
             log_segments: log.segments,
             log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,

@@ -73,11 +73,15 @@ impl DmaDisk {
     }
 }
 
-/// One DMA file; `true` when opened O_DSYNC.
-pub struct Dma(DmaFile, bool);
+/// One DMA file.
+pub struct Dma {
+    file: DmaFile,
+    /// Opened O_DSYNC.
+    dsync: bool,
+}
 
-fn opened(f: DmaFile, dsync: bool) -> Rc<dyn DiskFile> {
-    Rc::new(Dma(f, dsync))
+fn opened(file: DmaFile, dsync: bool) -> Rc<dyn DiskFile> {
+    Rc::new(Dma { file, dsync })
 }
 
 impl Disk for DmaDisk {
@@ -145,37 +149,37 @@ impl Disk for DmaDisk {
 
 impl DiskFile for Dma {
     fn durable_writes(&self) -> bool {
-        self.1
+        self.dsync
     }
 
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let data = self.0.read_at(pos, len).await.map_err(to_io)?;
+            let data = self.file.read_at(pos, len).await.map_err(to_io)?;
             Ok(data.to_vec())
         })
     }
 
     fn write_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, usize> {
         Box::pin(async move {
-            let mut buf = self.0.alloc_dma_buffer(data.len());
+            let mut buf = self.file.alloc_dma_buffer(data.len());
             buf.as_bytes_mut().copy_from_slice(data);
-            self.0.write_at(buf, pos).await.map_err(to_io)
+            self.file.write_at(buf, pos).await.map_err(to_io)
         })
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.0.fdatasync().await.map_err(to_io) })
+        Box::pin(async move { self.file.fdatasync().await.map_err(to_io) })
     }
 
     fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.0.pre_allocate(len, false).await.map_err(to_io) })
+        Box::pin(async move { self.file.pre_allocate(len, false).await.map_err(to_io) })
     }
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.0.truncate(len).await.map_err(to_io) })
+        Box::pin(async move { self.file.truncate(len).await.map_err(to_io) })
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
-        Box::pin(async move { self.0.file_size().await.map_err(to_io) })
+        Box::pin(async move { self.file.file_size().await.map_err(to_io) })
     }
 }

@@ -43,7 +43,8 @@ pub use writer::Log;
 /// What `STORED` and a popped `VALUE` promise: the sync ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Acknowledge after the write and its fdatasync: power-loss safe.
+    /// Acknowledge once the write is durable (an O_DSYNC write, or a write
+    /// and its fdatasync): power-loss safe.
     Always,
     /// Acknowledge after the O_DIRECT write; fdatasync on this timer. A
     /// killed process loses nothing; a power cut loses at most one period.
@@ -58,11 +59,14 @@ pub enum SyncMode {
 }
 
 impl SyncMode {
-    /// `--sync none` with its defaults: written every 1 ms, synced every
-    /// 100 ms.
+    /// How often `--sync none` writes its buffer by default.
+    pub const NONE_FLUSH: Duration = Duration::from_millis(1);
+    /// How often `--sync none` fdatasyncs by default.
+    pub const NONE_SYNC: Duration = Duration::from_millis(100);
+    /// `--sync none` with its defaults.
     pub const NONE: SyncMode = SyncMode::None {
-        flush: Duration::from_millis(1),
-        sync: Duration::from_millis(100),
+        flush: SyncMode::NONE_FLUSH,
+        sync: SyncMode::NONE_SYNC,
     };
 
     /// The period of the fdatasync timer, if the mode has one.

@@ -119,6 +119,8 @@ pub struct LogStats {
     /// Segments, indexes and the spare.
     pub disk_bytes: u64,
     pub corrupt_records: u64,
+    /// Appended but not yet written (see [`Log::unwritten_bytes`]).
+    pub unwritten_bytes: u64,
 }
 
 /// Everything a log needs besides its recovered state.
@@ -341,6 +343,7 @@ impl Log {
         LogStats {
             segments: self.segs.len() as u64,
             disk_bytes: self.disk_used() + self.spares.len() as u64 * self.cfg.segment_size,
+            unwritten_bytes: self.unwritten_bytes(),
             ..self.stats
         }
     }
