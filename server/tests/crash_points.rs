@@ -1381,7 +1381,7 @@ async fn dump_disk(what: &str, d: &SimDisk) {
         let len = f.size().await.unwrap_or(0);
         eprintln!("  {n}: {len} bytes");
         if n.ends_with(".log") {
-            let scan = mcqd::log::segment::scan(&*f, len, |h, _, off| {
+            let scan = mcqd::log::segment::scan(&*f, len, false, |h, _, off| {
                 eprintln!(
                     "    @{off} lsn {} {:?} queue {} seq {} len {}",
                     h.lsn, h.kind, h.queue, h.seq, h.len

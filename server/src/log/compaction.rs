@@ -227,7 +227,7 @@ async fn compact(locators: &dyn Locators, log: &SharedLog) {
             return;
         };
         let mut stop = false;
-        let res = segment::scan(&*file, data_len, |h, body, off| {
+        let res = segment::scan(&*file, data_len, false, |h, body, off| {
             if !stop && h.kind == Kind::Enqueued {
                 let from = Pos {
                     seg: ord,
@@ -294,7 +294,7 @@ async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>
             }
         };
         let Some(file) = file else { continue };
-        let rep = match segment::scan(&*file, data_len, |_, _, _| {}).await {
+        let rep = match segment::scan(&*file, data_len, false, |_, _, _| {}).await {
             Ok(r) => r,
             Err(e) => {
                 crate::log!(0, "{label}: scrub of segment {first_lsn:020} failed: {e}");

@@ -249,7 +249,7 @@ pub async fn scan_to_index(
 ) -> io::Result<(SegmentIndex, segment::ScanReport)> {
     let len = file.size().await?;
     let mut b = IndexBuilder::new(first_lsn);
-    let rep = segment::scan(file, len, |h, body, off| b.record(h, body, off)).await?;
+    let rep = segment::scan(file, len, is_open, |h, body, off| b.record(h, body, off)).await?;
     for (off, n) in &rep.corrupt {
         crate::log!(
             0,
