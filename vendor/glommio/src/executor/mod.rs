@@ -1320,6 +1320,15 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Some task queue has tasks to run. `run_task_queues` also returns
+    /// false when it was preempted before it ran anything (the latency
+    /// ring had a completion, such as a preemption timer): parking then
+    /// would sleep with runnable tasks and nothing left to wake the
+    /// executor (mcq patch, see MCQ-PATCH.md).
+    fn has_runnable_queues(&self) -> bool {
+        !self.queues.borrow().active_executors.is_empty()
+    }
+
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
@@ -1493,7 +1502,7 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
-                    } else {
+                    } else if !this.has_runnable_queues() {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
