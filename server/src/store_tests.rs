@@ -678,7 +678,15 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        // Each case does real O_DIRECT I/O: bound the shrinking of a failure
+        // (proptest's default is unlimited, so a failure could run past CI's
+        // time limit and print nothing).
+        #![proptest_config(ProptestConfig {
+            cases: 24,
+            max_shrink_iters: 300,
+            max_shrink_time: 120_000,
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn random_ops_match_model(ops in proptest::collection::vec(op(), 1..300)) {
             check(ops);
