@@ -147,6 +147,11 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         })
         .detach();
     }
+    // Blocking gets end with `END` instead of holding their connections
+    // (and the shutdown) for their whole wait.
+    for store in router.local_stores() {
+        store.end_waits();
+    }
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
     while live.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -165,9 +170,12 @@ enum Pending {
     Ready(Vec<u8>),
     Set(LocalFuture<OpReply>),
     Delete(LocalFuture<OpReply>),
+    /// `pops` pairs each key as sent (a `VALUE` line echoes it) with its
+    /// pop; `waits` when one of them is a blocking get.
     Get {
         pops: Vec<(Vec<u8>, LocalFuture<OpReply>)>,
         with_seq: bool,
+        waits: bool,
     },
     Stats(Vec<LocalFuture<OpReply>>),
     StatsQueue(Vec<LocalFuture<OpReply>>),
@@ -263,8 +271,8 @@ impl Connection {
                         close = true;
                         break;
                     }
-                    if let Command::Get { queues, .. } = &command {
-                        gets += queues.len();
+                    if let Command::Get { keys, .. } = &command {
+                        gets += keys.len();
                     }
                     if let Some(pending) = self.submit(command) {
                         batch.push(pending);
@@ -323,21 +331,28 @@ impl Connection {
                 }
                 Some(Pending::Set(done))
             }
-            Command::Get { queues, with_seq } => {
-                c.add(&c.cmd_get, queues.len() as u64);
-                let pops = queues
+            Command::Get { keys, with_seq } => {
+                c.add(&c.cmd_get, keys.len() as u64);
+                let waits = keys.iter().any(|k| k.wait.is_some());
+                let pops = keys
                     .into_iter()
-                    .map(|queue| {
+                    .map(|k| {
+                        let shard = router.shard_of(&k.queue);
                         let done = router.submit(
-                            router.shard_of(&queue),
+                            shard,
                             Op::Get {
-                                queue: queue.clone(),
+                                queue: k.queue,
+                                wait: k.wait,
                             },
                         );
-                        (queue, done)
+                        (k.key, done)
                     })
                     .collect();
-                Some(Pending::Get { pops, with_seq })
+                Some(Pending::Get {
+                    pops,
+                    with_seq,
+                    waits,
+                })
             }
             Command::Delete { queue, noreply } => {
                 let done = router.submit(router.shard_of(&queue), Op::Delete { queue });
@@ -376,7 +391,17 @@ impl Connection {
     /// Awaits the batch's replies in order and writes them.
     async fn answer(&mut self, batch: Vec<Pending>) -> std::io::Result<()> {
         for pending in batch {
-            self.finish(pending).await;
+            if matches!(pending, Pending::Get { waits: true, .. }) {
+                self.finish_waiting(pending).await?;
+                continue;
+            }
+            let Connection {
+                output,
+                shared,
+                counters,
+                ..
+            } = self;
+            finish(output, shared, counters, pending).await;
             if self.output.len() >= FLUSH_AT {
                 self.flush().await?;
             }
@@ -397,8 +422,52 @@ impl Connection {
         Ok(())
     }
 
-    async fn finish(&mut self, pending: Pending) {
-        let out = &mut self.output;
+    /// A blocking get: the replies before it go out first (the client may
+    /// wait on them), and a client that goes away while it waits cancels
+    /// it, so the message it would have popped stays queued for others.
+    /// (A client that sent more requests behind it is not watched: its
+    /// bytes are in the way of seeing the close.)
+    async fn finish_waiting(&mut self, pending: Pending) -> std::io::Result<()> {
+        self.flush().await?;
+        let Connection {
+            stream,
+            output,
+            shared,
+            counters,
+            ..
+        } = self;
+        let gone = async {
+            let mut byte = [0u8; 1];
+            match stream.peek(&mut byte).await {
+                Ok(0) | Err(_) => {}
+                Ok(_) => std::future::pending::<()>().await,
+            }
+        };
+        let finished = future::or(
+            async {
+                finish(output, shared, counters, pending).await;
+                true
+            },
+            async {
+                gone.await;
+                false
+            },
+        )
+        .await;
+        if finished {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the client went away during a blocking get",
+            ))
+        }
+    }
+}
+
+/// Awaits one reply and appends it to `out`.
+async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending: Pending) {
+    {
         match pending {
             Pending::Ready(bytes) => out.extend_from_slice(&bytes),
             Pending::Set(done) => match done.await {
@@ -410,16 +479,16 @@ impl Connection {
                 OpReply::Delete(Ok(false)) => reply::line(out, "NOT_FOUND"),
                 other => reply::line(out, &server_error(other)),
             },
-            Pending::Get { pops, with_seq } => {
+            Pending::Get { pops, with_seq, .. } => {
                 let mut failure = None;
-                for (queue, done) in pops {
+                for (key, done) in pops {
                     match done.await {
                         OpReply::Get(Ok(Some(message))) => {
-                            self.counters.add(&self.counters.get_hits, 1);
+                            counters.add(&counters.get_hits, 1);
                             let seq = with_seq.then_some(message.seq);
-                            reply::value(out, &queue, message.flags, seq, &message.body);
+                            reply::value(out, &key, message.flags, seq, &message.body);
                         }
-                        OpReply::Get(Ok(None)) => self.counters.add(&self.counters.get_misses, 1),
+                        OpReply::Get(Ok(None)) => counters.add(&counters.get_misses, 1),
                         other => failure = Some(server_error(other)),
                     }
                 }
@@ -438,7 +507,7 @@ impl Connection {
                         total.add(&s);
                     }
                 }
-                crate::stats::write_stats(out, &self.shared, &total);
+                crate::stats::write_stats(out, shared, &total);
             }
             Pending::StatsQueue(parts) => {
                 let mut all = Vec::new();

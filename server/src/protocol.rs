@@ -32,11 +32,8 @@ pub enum Command {
         body: Vec<u8>,
         noreply: bool,
     },
-    /// `get`/`gets <q> [<q> …]`; `with_seq` for `gets`.
-    Get {
-        queues: Vec<Vec<u8>>,
-        with_seq: bool,
-    },
+    /// `get`/`gets <key> [<key> …]`; `with_seq` for `gets`.
+    Get { keys: Vec<GetKey>, with_seq: bool },
     /// `delete <q> [0] [noreply]`.
     Delete { queue: Vec<u8>, noreply: bool },
     /// `stats`.
@@ -53,6 +50,44 @@ pub enum Command {
     Quit,
 }
 
+/// One key of a `get`: a queue name and the options after it, Kestrel's
+/// way (`q/t=500`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetKey {
+    /// The key as the client sent it: a `VALUE` line echoes it, as client
+    /// libraries match replies to the keys they asked for.
+    pub key: Vec<u8>,
+    pub queue: Vec<u8>,
+    /// `/t=<ms>`: wait up to this long for a message instead of answering
+    /// `END` at once.
+    pub wait: Option<std::time::Duration>,
+}
+
+impl GetKey {
+    /// Splits `key` at its first `/` into the queue name and its options.
+    fn parse(key: &[u8]) -> Result<GetKey, Reject> {
+        let mut parts = key.split(|&b| b == b'/');
+        let queue = parts.next().unwrap_or_default();
+        if !valid_queue_name(queue) || !valid_queue_name_bytes(key) {
+            return Err(Reject::BadQueueName);
+        }
+        let mut wait = None;
+        for option in parts {
+            match option.strip_prefix(b"t=").map(parse_u32) {
+                Some(Some(ms)) if wait.is_none() => {
+                    wait = Some(std::time::Duration::from_millis(ms.into()));
+                }
+                _ => return Err(Reject::BadGetOption),
+            }
+        }
+        Ok(GetKey {
+            key: key.to_vec(),
+            queue: queue.to_vec(),
+            wait,
+        })
+    }
+}
+
 /// An error reply that leaves the connection usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
@@ -66,6 +101,8 @@ pub enum Reject {
     BadDataChunk,
     /// `SERVER_ERROR object too large for cache`.
     TooLarge,
+    /// A `get` option mcqd does not know, or one given twice.
+    BadGetOption,
 }
 
 impl Reject {
@@ -77,6 +114,7 @@ impl Reject {
             Reject::BadQueueName => "CLIENT_ERROR bad queue name",
             Reject::BadDataChunk => "CLIENT_ERROR bad data chunk",
             Reject::TooLarge => "SERVER_ERROR object too large for cache",
+            Reject::BadGetOption => "CLIENT_ERROR bad get option (mcqd knows /t=<ms>)",
         }
     }
 }
@@ -132,13 +170,13 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
             if args.is_empty() {
                 return reject(Reject::Error);
             }
-            if !args.iter().all(|q| valid_queue_name(q)) {
-                return reject(Reject::BadQueueName);
+            match args.iter().map(|k| GetKey::parse(k)).collect() {
+                Ok(keys) => command(Command::Get {
+                    keys,
+                    with_seq: verb == b"gets",
+                }),
+                Err(r) => reject(r),
             }
-            command(Command::Get {
-                queues: args.iter().map(|q| q.to_vec()).collect(),
-                with_seq: verb == b"gets",
-            })
         }
         b"delete" => {
             let (rest, noreply) = strip_noreply(&args);
@@ -241,8 +279,12 @@ fn strip_noreply<'a, 'b>(args: &'a [&'b [u8]]) -> (&'a [&'b [u8]], bool) {
 /// 1 to 250 bytes, no control characters, no space, no `/` (reserved for
 /// per-request options such as Kestrel's `get q/t=500`).
 pub fn valid_queue_name(name: &[u8]) -> bool {
-    (1..=MAX_QUEUE_NAME).contains(&name.len())
-        && name.iter().all(|&b| b > b' ' && b != 0x7f && b != b'/')
+    valid_queue_name_bytes(name) && !name.contains(&b'/')
+}
+
+/// A memcache key: 1–250 bytes, no spaces or control characters.
+fn valid_queue_name_bytes(name: &[u8]) -> bool {
+    (1..=MAX_QUEUE_NAME).contains(&name.len()) && name.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
 /// A decimal u32: digits only (no sign), no overflow.
@@ -403,25 +445,66 @@ mod tests {
         assert_eq!((reject, consumed, skip), (Reject::BadDataChunk, 17, 0));
     }
 
+    fn key(k: &str, q: &str, wait_ms: Option<u64>) -> GetKey {
+        GetKey {
+            key: k.as_bytes().to_vec(),
+            queue: q.as_bytes().to_vec(),
+            wait: wait_ms.map(std::time::Duration::from_millis),
+        }
+    }
+
     #[test]
     fn get_and_gets() {
         assert_eq!(
             cmd(b"get a b a\r\n"),
             Command::Get {
-                queues: vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()],
+                keys: vec![
+                    key("a", "a", None),
+                    key("b", "b", None),
+                    key("a", "a", None)
+                ],
                 with_seq: false
             }
         );
         assert_eq!(
             cmd(b"gets a\r\n"),
             Command::Get {
-                queues: vec![b"a".to_vec()],
+                keys: vec![key("a", "a", None)],
                 with_seq: true
             }
         );
         assert_eq!(rejected(b"get\r\n").0, Reject::Error);
-        assert_eq!(rejected(b"get ok q/t=500\r\n").0, Reject::BadQueueName);
         assert_eq!(rejected(b"get a\x01b\r\n").0, Reject::BadQueueName);
+        assert_eq!(rejected(b"get /t=5\r\n").0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn get_options() {
+        assert_eq!(
+            cmd(b"get q/t=500 r\r\n"),
+            Command::Get {
+                keys: vec![key("q/t=500", "q", Some(500)), key("r", "r", None)],
+                with_seq: false
+            }
+        );
+        assert_eq!(
+            cmd(b"get q/t=0\r\n"),
+            Command::Get {
+                keys: vec![key("q/t=0", "q", Some(0))],
+                with_seq: false
+            }
+        );
+        for bad in [
+            &b"get q/t=\r\n"[..],
+            b"get q/t=-1\r\n",
+            b"get q/t=99999999999\r\n",
+            b"get q/t=5/t=6\r\n",
+            b"get q/x\r\n",
+            b"get q/\r\n",
+            b"get ok q/t=5/bogus\r\n",
+        ] {
+            assert_eq!(rejected(bad).0, Reject::BadGetOption, "{bad:?}");
+        }
     }
 
     #[test]

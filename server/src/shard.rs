@@ -29,6 +29,7 @@ use std::rc::Rc;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use crate::log::notify::Notify;
 use crate::store::{LocalFuture, LogError, Message, QueueStat, Store, StoreStats};
 
 /// The queue → shard hash. FNV-1a, 64 bit. It decides where every queue's
@@ -100,6 +101,8 @@ pub enum Op {
     },
     Get {
         queue: Vec<u8>,
+        /// `get <q>/t=<ms>`: wait this long for a message.
+        wait: Option<std::time::Duration>,
     },
     Delete {
         queue: Vec<u8>,
@@ -133,6 +136,12 @@ pub enum Envelope {
         id: u64,
         reply: OpReply,
     },
+    /// The requester of `id` no longer wants the reply (its client went
+    /// away during a blocking get): stop waiting, take nothing.
+    Cancel {
+        from: usize,
+        id: u64,
+    },
 }
 
 /// Applies `op` to `store` now and returns the future of its reply.
@@ -142,8 +151,11 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             let done = store.set(&queue, flags, body);
             Box::pin(async move { OpReply::Set(done.await) })
         }
-        Op::Get { queue } => {
-            let done = store.get(&queue);
+        Op::Get { queue, wait } => {
+            let done = match wait {
+                Some(wait) => store.get_wait(&queue, wait),
+                None => store.get(&queue),
+            };
             Box::pin(async move { OpReply::Get(done.await) })
         }
         Op::Delete { queue } => {
@@ -172,6 +184,37 @@ pub struct Router {
     outboxes: Vec<Option<LocalSender<Envelope>>>,
     waiting: RefCell<HashMap<u64, LocalSender<OpReply>>>,
     next_id: Cell<u64>,
+    /// Requests from other executors that may wait long (blocking gets),
+    /// by `(from, id)`: notified to cancel them.
+    cancellable: RefCell<HashMap<(usize, u64), Rc<Notify>>>,
+}
+
+/// A request that waits for a message (a blocking get): the only kind a
+/// requester cancels. Every other request runs to its end once submitted.
+fn cancellable(op: &Op) -> bool {
+    matches!(op, Op::Get { wait: Some(_), .. })
+}
+
+/// Sends [`Envelope::Cancel`] for a cancellable remote request whose reply
+/// future was dropped before the reply came.
+struct CancelOnDrop {
+    router: Rc<Router>,
+    owner: usize,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed && self.router.waiting.borrow_mut().remove(&self.id).is_some() {
+            if let Some(outbox) = &self.router.outboxes[self.owner] {
+                let _ = outbox.try_send(Envelope::Cancel {
+                    from: self.router.me,
+                    id: self.id,
+                });
+            }
+        }
+    }
 }
 
 impl Router {
@@ -207,6 +250,7 @@ impl Router {
             outboxes,
             waiting: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
+            cancellable: RefCell::new(HashMap::new()),
         });
         for mut receivers in inboxes {
             for (_peer, inbox) in receivers.streams() {
@@ -238,7 +282,7 @@ impl Router {
 
     /// Applies `op` to `shard` — here, or on its owner — in submission order,
     /// and returns the future of the reply.
-    pub fn submit(&self, shard: u32, op: Op) -> LocalFuture<OpReply> {
+    pub fn submit(self: &Rc<Self>, shard: u32, op: Op) -> LocalFuture<OpReply> {
         if let Some(Some(store)) = self.local.get(shard as usize) {
             return apply(store, op);
         }
@@ -247,22 +291,35 @@ impl Router {
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
-        let sent = self.outboxes[owner].as_ref().map(|outbox| {
-            outbox.try_send(Envelope::Request {
-                from: self.me,
-                id,
-                shard,
-                op,
-            })
+        let guard = CancelOnDrop {
+            router: self.clone(),
+            owner,
+            id,
+            armed: cancellable(&op),
+        };
+        let sent = self.outboxes[owner].as_ref().is_some_and(|outbox| {
+            outbox
+                .try_send(Envelope::Request {
+                    from: self.me,
+                    id,
+                    shard,
+                    op,
+                })
+                .is_ok()
         });
-        if !matches!(sent, Some(Ok(()))) {
+        if !sent {
+            let mut guard = guard;
+            guard.armed = false;
             self.waiting.borrow_mut().remove(&id);
             return Box::pin(async { OpReply::Unrouted("shard owner unreachable") });
         }
         Box::pin(async move {
-            rx.recv()
-                .await
-                .unwrap_or(OpReply::Unrouted("shard owner went away"))
+            // The whole guard moves in (not just `armed`): dropping this
+            // future unanswered cancels the request.
+            let mut guard = guard;
+            let reply = rx.recv().await;
+            guard.armed = false;
+            reply.unwrap_or(OpReply::Unrouted("shard owner went away"))
         })
     }
 
@@ -274,6 +331,13 @@ impl Router {
                 shard,
                 op,
             } => {
+                let cancel = cancellable(&op).then(|| {
+                    let cancel = Rc::new(Notify::default());
+                    self.cancellable
+                        .borrow_mut()
+                        .insert((from, id), cancel.clone());
+                    cancel
+                });
                 let done = match self.local.get(shard as usize) {
                     Some(Some(store)) => apply(store, op),
                     _ => Box::pin(async {
@@ -282,12 +346,31 @@ impl Router {
                 };
                 let router = self.clone();
                 glommio::spawn_local(async move {
-                    let reply = done.await;
-                    if let Some(Some(outbox)) = router.outboxes.get(from) {
+                    let reply = match &cancel {
+                        None => Some(done.await),
+                        // Cancelled: `done` is dropped unfinished, which
+                        // takes the blocking get out of its line.
+                        Some(cancel) => {
+                            futures_lite::future::or(async { Some(done.await) }, async {
+                                cancel.wait().await;
+                                None
+                            })
+                            .await
+                        }
+                    };
+                    if cancel.is_some() {
+                        router.cancellable.borrow_mut().remove(&(from, id));
+                    }
+                    if let (Some(reply), Some(Some(outbox))) = (reply, router.outboxes.get(from)) {
                         let _ = outbox.try_send(Envelope::Reply { id, reply });
                     }
                 })
                 .detach();
+            }
+            Envelope::Cancel { from, id } => {
+                if let Some(cancel) = self.cancellable.borrow_mut().remove(&(from, id)) {
+                    cancel.notify();
+                }
             }
             Envelope::Reply { id, reply } => {
                 if let Some(waiter) = self.waiting.borrow_mut().remove(&id) {

@@ -114,5 +114,6 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
     stat(out, "log_disk_bytes", &store.log_disk_bytes);
     stat(out, "log_corrupt_records", &store.log_corrupt_records);
     stat(out, "cache_bytes", &store.cache_bytes);
+    stat(out, "get_waiters", &store.get_waiters);
     reply::line(out, "END");
 }

@@ -54,7 +54,9 @@ use crate::queue::{Loc, Queue};
 pub use crate::log::{LogError, SyncMode};
 
 mod gate;
+mod waiters;
 use gate::Gate;
+use waiters::{Waiter, Waiters};
 
 /// A future local to the executor that owns the store.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
@@ -113,6 +115,8 @@ pub struct StoreStats {
     pub log_corrupt_records: u64,
     /// Bytes of bodies in the hot cache.
     pub cache_bytes: u64,
+    /// Blocking gets waiting for a message.
+    pub get_waiters: u64,
 }
 
 impl StoreStats {
@@ -129,6 +133,7 @@ impl StoreStats {
         self.log_disk_bytes += other.log_disk_bytes;
         self.log_corrupt_records += other.log_corrupt_records;
         self.cache_bytes += other.cache_bytes;
+        self.get_waiters += other.get_waiters;
     }
 }
 
@@ -201,6 +206,24 @@ pub struct Store {
     state: Rc<RefCell<State>>,
     log: SharedLog,
     gate: Rc<Gate>,
+    waiters: Rc<Waiters>,
+}
+
+/// A blocking get's place in its queue's line: leaving it (done, timed out
+/// or dropped) passes a waiting message on to the next in line.
+struct InLine {
+    store: Store,
+    queue: Box<[u8]>,
+    me: Rc<Waiter>,
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.store.waiters.leave(&self.queue, &self.me);
+        if self.store.queue_items(&self.queue) > 0 {
+            self.store.waiters.wake_first(&self.queue);
+        }
+    }
 }
 
 fn ready<T: 'static>(v: T) -> LocalFuture<T> {
@@ -310,6 +333,7 @@ impl Store {
             state: Rc::new(RefCell::new(state)),
             log: Rc::new(RefCell::new(log)),
             gate: Rc::new(Gate::default()),
+            waiters: Rc::new(Waiters::default()),
         };
         let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
         glommio::spawn_local(commit::committer(store.log.clone())).detach();
@@ -367,8 +391,68 @@ impl Store {
         self.when_room(
             queue,
             move |s, q| s.room_for_set(q, len),
-            move |s, q| s.apply_set(q, flags, body),
+            move |s, q| {
+                let done = s.apply_set(q, flags, body);
+                s.waiters.wake_first(q);
+                done
+            },
         )
+    }
+
+    /// Pops the head of `queue`, waiting up to `wait` for a message when it
+    /// is empty (`get <q>/t=<ms>`): woken by the set that brings one, in
+    /// arrival order with the other waiters (see [`waiters`]). `None` when
+    /// the wait ends without a message, or the shard is shutting down.
+    ///
+    /// Dropping the future leaves the line (the next waiter is woken if a
+    /// message is there), so a consumer that goes away takes nothing.
+    pub fn get_wait(
+        &self,
+        queue: &[u8],
+        wait: Duration,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+        let deadline = std::time::Instant::now() + wait;
+        let line = InLine {
+            store: self.clone(),
+            queue: queue.into(),
+            me: Rc::new(Waiter::default()),
+        };
+        Box::pin(async move {
+            let (store, queue, me) = (&line.store, &*line.queue, &line.me);
+            // A newcomer goes first only when nobody waits ahead of it.
+            let mut try_now = !store.waiters.anyone_waiting(queue);
+            loop {
+                if try_now {
+                    match store.get(queue).await {
+                        Ok(None) => {}
+                        done => return done,
+                    }
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if store.waiters.ended() || left.is_zero() {
+                    return Ok(None);
+                }
+                store.waiters.join(queue, me);
+                // A message that came while the get above was in flight.
+                if store.waiters.is_first(queue, me) && store.queue_items(queue) > 0 {
+                    try_now = true;
+                    continue;
+                }
+                futures_lite::future::or(me.wait(), glommio::timer::sleep(left)).await;
+                try_now = store.waiters.is_first(queue, me);
+            }
+        })
+    }
+
+    /// Shutdown: every blocking get ends now with no message (`END`), and
+    /// later ones do not wait.
+    pub fn end_waits(&self) {
+        self.waiters.end();
+    }
+
+    fn queue_items(&self, queue: &[u8]) -> usize {
+        let st = self.state.borrow();
+        st.names.get(queue).map_or(0, |id| st.queues[id].locs.len())
     }
 
     /// Pops the head of `queue`; `None` when it is empty or unknown.
@@ -565,6 +649,7 @@ impl Store {
             log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,
             cache_bytes: st.cache.bytes() as u64,
+            get_waiters: self.waiters.count() as u64,
         }
     }
 

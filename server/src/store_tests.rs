@@ -898,3 +898,54 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
         s.close().await.unwrap();
     });
 }
+
+/// Blocking gets: woken by a set in arrival order; a dropped waiter leaves
+/// its line and passes the message on; a timeout and shutdown answer `None`.
+#[test]
+fn blocking_gets_wait_in_line() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        let long = Duration::from_secs(600);
+        assert_eq!(
+            s.get_wait(b"q", Duration::from_millis(20)).await.unwrap(),
+            None
+        );
+        let first = glommio::spawn_local({
+            let s = s.clone();
+            async move { s.get_wait(b"q", long).await.unwrap().map(|m| m.body) }
+        });
+        // Let it join the line before the next one comes.
+        while s.stats().get_waiters < 1 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let gone = s.get_wait(b"q", long);
+        let mut gone = Box::pin(gone);
+        assert!(futures_lite::future::poll_once(&mut gone).await.is_none());
+        let second = glommio::spawn_local({
+            let s = s.clone();
+            async move { s.get_wait(b"q", long).await.unwrap().map(|m| m.body) }
+        });
+        while s.stats().get_waiters < 3 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        drop(gone);
+        assert_eq!(s.stats().get_waiters, 2);
+        set(&s, "q", b"one".to_vec()).await;
+        set(&s, "q", b"two".to_vec()).await;
+        assert_eq!(first.await, Some(b"one".to_vec()));
+        assert_eq!(second.await, Some(b"two".to_vec()));
+        let ended = glommio::spawn_local({
+            let s = s.clone();
+            async move { s.get_wait(b"q", long).await.unwrap() }
+        });
+        while s.stats().get_waiters < 1 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        s.end_waits();
+        assert!(ended.await.is_none());
+        assert_eq!(s.stats().get_waiters, 0);
+        s.close().await.unwrap();
+    });
+}

@@ -26,6 +26,11 @@ for noreply in (True, False):
     assert c.get_many([q + "a", q + "b", q + "missing"]) == {q + "a": b"1", q + "b": b"2"}
     assert c.delete(q, noreply=False) is True
     assert c.delete(q, noreply=False) is False
+    # Kestrel-style blocking get: the key carries the option, and the
+    # reply echoes the key, so pymemcache matches it.
+    assert c.get(q + "w/t=50") is None
+    c.set(q + "w", b"later", noreply=False)
+    assert c.get(q + "w/t=5000") == b"later"
     version = c.version()
     assert version, version
     c.close()

@@ -1,4 +1,4 @@
-//! The protocol contract (`shared/protocol.md`) checked against the real
+//! The protocol contract (`docs/protocol.md`) checked against the real
 //! binary over TCP: exact reply bytes, pipelining, every error case followed
 //! by a request that still works, and concurrency across executors.
 
@@ -113,6 +113,7 @@ fn stats_reports_the_documented_fields() {
         "log_disk_bytes",
         "log_corrupt_records",
         "cache_bytes",
+        "get_waiters",
     ] {
         assert!(stats.contains_key(field), "stats lacks {field}: {stats:?}");
     }
@@ -243,7 +244,11 @@ fn every_error_keeps_the_connection_usable() {
             b"set q/t=1 0 0 1\r\nx\r\n",
             b"CLIENT_ERROR bad queue name\r\n",
         ),
-        (b"get a/open\r\n", b"CLIENT_ERROR bad queue name\r\n"),
+        (
+            b"get a/open\r\n",
+            b"CLIENT_ERROR bad get option (mcqd knows /t=<ms>)\r\n",
+        ),
+        (b"get /t=5\r\n", b"CLIENT_ERROR bad queue name\r\n"),
         (
             b"get ok bad\x07name\r\n",
             b"CLIENT_ERROR bad queue name\r\n",
@@ -280,7 +285,7 @@ fn every_error_keeps_the_connection_usable() {
     c.expect(b"get q\r\n", b"END\r\n");
     c.expect(
         b"stats queue\r\n",
-        format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 25/25\r\nEND\r\n").as_bytes(),
+        format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 26/26\r\nEND\r\n").as_bytes(),
     );
 }
 

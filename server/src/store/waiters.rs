@@ -1,0 +1,114 @@
+//! Blocking gets (`get <q>/t=<ms>`): the consumers waiting for a queue's
+//! next message, in the order they came.
+//!
+//! A set wakes only the first waiter of its queue, and a waiter that leaves
+//! the line (it got a message, timed out, or was cancelled) wakes the next
+//! one if messages are left. So each message wakes one consumer, consumers
+//! are served in arrival order, and a waiting consumer costs a timer and no
+//! CPU. A plain `get` does not queue: it may take the message a waiter was
+//! woken for, and that waiter then waits again, still first in line.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+/// One waiting consumer.
+#[derive(Default)]
+pub struct Waiter {
+    woken: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Waiter {
+    fn wake(&self) {
+        self.woken.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once woken since the last wait.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.woken.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// The consumers waiting on one queue, first come first.
+type Line = VecDeque<Rc<Waiter>>;
+
+/// The lines of one shard, by queue name.
+#[derive(Default)]
+pub struct Waiters {
+    lines: RefCell<HashMap<Box<[u8]>, Line>>,
+    /// Shutdown: every wait ends (answered `END`), and none starts.
+    ended: Cell<bool>,
+}
+
+impl Waiters {
+    pub fn anyone_waiting(&self, queue: &[u8]) -> bool {
+        self.lines.borrow().contains_key(queue)
+    }
+
+    /// Consumers waiting on all queues (`stats`).
+    pub fn count(&self) -> usize {
+        self.lines.borrow().values().map(Line::len).sum()
+    }
+
+    /// Puts `w` at the back of `queue`'s line, unless it is in it already.
+    pub fn join(&self, queue: &[u8], w: &Rc<Waiter>) {
+        let mut lines = self.lines.borrow_mut();
+        let line = lines.entry(queue.into()).or_default();
+        if !line.iter().any(|x| Rc::ptr_eq(x, w)) {
+            line.push_back(w.clone());
+        }
+    }
+
+    pub fn is_first(&self, queue: &[u8], w: &Rc<Waiter>) -> bool {
+        self.lines
+            .borrow()
+            .get(queue)
+            .and_then(|line| line.front())
+            .is_some_and(|x| Rc::ptr_eq(x, w))
+    }
+
+    pub fn leave(&self, queue: &[u8], w: &Rc<Waiter>) {
+        let mut lines = self.lines.borrow_mut();
+        if let Some(line) = lines.get_mut(queue) {
+            line.retain(|x| !Rc::ptr_eq(x, w));
+            if line.is_empty() {
+                lines.remove(queue);
+            }
+        }
+    }
+
+    /// A message is there for `queue`'s first waiter.
+    pub fn wake_first(&self, queue: &[u8]) {
+        let lines = self.lines.borrow();
+        if let Some(first) = lines.get(queue).and_then(|line| line.front()) {
+            first.wake();
+        }
+    }
+
+    /// Shutdown: ends every wait now and every later one at once.
+    pub fn end(&self) {
+        self.ended.set(true);
+        for line in self.lines.borrow().values() {
+            for w in line {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended.get()
+    }
+}
