@@ -120,6 +120,13 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub miss_backoff: Duration,
 
+    /// Gets wait up to this long for a message instead of answering at once
+    /// on an empty queue: Kestrel's blocking get, `get <q>/t=<ms>` (mcqd,
+    /// Kestrel, Darner). In pairs mode it replaces polling with
+    /// --miss-backoff. Must be shorter than --timeout.
+    #[arg(long, value_parser = parse_duration)]
+    pub get_wait: Option<Duration>,
+
     /// When the server closes a connection (a crash, a restart), reconnect
     /// and carry on instead of dropping it; give up after --timeout. With
     /// --verify, messages popped by gets whose replies were lost may be

@@ -75,6 +75,9 @@ pub struct Plan {
     pub traced: bool,
     pub verify: bool,
     pub names: Vec<Vec<u8>>,
+    /// The key each queue's gets send (and their `VALUE`s echo): its name,
+    /// plus `/t=<ms>` with --get-wait.
+    pub get_keys: Vec<Vec<u8>>,
     pub keys: KeyChooser,
     pub pattern: Pattern,
     pub run: u32,
@@ -702,7 +705,7 @@ impl Worker {
                 self.producers[p].sent = seq + 1;
             }
         } else {
-            protocol::encode_get(&mut c.wbuf, name);
+            protocol::encode_get(&mut c.wbuf, &plan.get_keys[queue as usize]);
         }
         if c.inflight.is_empty() {
             c.last_rx = now;
@@ -913,7 +916,7 @@ impl Worker {
                 }
             }
             (false, Reply::Value { key, data, .. }) => {
-                let name = &plan.names[p.queue as usize];
+                let name = &plan.get_keys[p.queue as usize];
                 if key != name.as_slice() {
                     return Err(format!(
                         "VALUE for key {:?} in reply to get {:?}",

@@ -121,6 +121,20 @@ fn run(args: &Args) -> Result<u8, String> {
         .map(|i| format!("{}{}", args.key_prefix, i).into_bytes())
         .collect();
     let keys = KeyChooser::new(args.queues, &args.key_dist)?;
+    if args.get_wait.is_some_and(|w| w >= args.timeout) {
+        return Err("--get-wait must be shorter than --timeout".into());
+    }
+    let get_keys: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| match args.get_wait {
+            Some(wait) => [
+                name.as_slice(),
+                format!("/t={}", wait.as_millis()).as_bytes(),
+            ]
+            .concat(),
+            None => name.clone(),
+        })
+        .collect();
     let threads = args.threads.min(args.connections);
 
     // Connections, roles and schedule slots.
@@ -184,6 +198,7 @@ fn run(args: &Args) -> Result<u8, String> {
         traced: args.traced(),
         verify: args.verify,
         names,
+        get_keys,
         keys,
         pattern: Pattern::new(args.value_size.max(), seed),
         run: run_id,

@@ -88,3 +88,15 @@ fn pairs_measure_end_to_end_latency() {
     assert_percentiles_in_order(&report["latency_us"]);
     assert_percentiles_in_order(&report["e2e_latency_us"]);
 }
+
+#[test]
+fn blocking_consumers_lose_nothing() {
+    let server = Server::start("loadgen-blocking", &["-t", "2"]);
+    let report = run(
+        &server,
+        &["--workload", "pairs", "--verify", "--get-wait", "5s"],
+    );
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["verify"]["passed"].as_bool(), Some(true), "{report}");
+    assert!(report["hits"].as_u64().unwrap() > 0, "{report}");
+}
