@@ -318,10 +318,18 @@ fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
 /// the process is gone. Joining such a ghost with SO_REUSEPORT would hand
 /// some clients to a listener nobody accepts on; refusing at once made
 /// every quick restart after a kill -9 fail on a busy machine.
+///
+/// The probe alone leaves a window: two servers starting at once could both
+/// probe before either listens, and then share the port. So the probe is
+/// made under a claim on the address that lasts as long as the process (an
+/// abstract Unix socket, released by the kernel however mcqd ends): a second
+/// mcqd starting on the same address waits, then refuses, the same way.
 fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
     let started = Instant::now();
     loop {
-        match bound_socket(SocketAddr::new(addr, port), false) {
+        match claim_address(addr, port)
+            .and_then(|()| bound_socket(SocketAddr::new(addr, port), false))
+        {
             Ok(_) => break,
             Err(e)
                 if e.kind() == io::ErrorKind::AddrInUse
@@ -340,6 +348,31 @@ fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Claims `addr:port` for this process (see [`probe_port`]); idempotent.
+fn claim_address(addr: IpAddr, port: u16) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    static CLAIMED: std::sync::OnceLock<UnixDatagram> = std::sync::OnceLock::new();
+    if CLAIMED.get().is_some() {
+        return Ok(());
+    }
+    let name = UnixAddr::from_abstract_name(format!("mcqd-listen-{addr}-{port}"))?;
+    match UnixDatagram::bind_addr(&name) {
+        Ok(socket) => {
+            let _ = CLAIMED.set(socket);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {}: address already in use (another server is listening there)",
+                SocketAddr::new(addr, port)
+            ),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// How long [`probe_port`] waits for a busy port to come free.

@@ -186,12 +186,24 @@ pub fn test_dir(name: &str) -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+/// A port nobody listens on now and that this test process has not handed
+/// out before: a server killed and restarted on its port leaves it free for
+/// a moment, and another test of the same binary must not pick it then (two
+/// mcqd on one port would share its connections through SO_REUSEPORT).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Starts mcqd on `port` and `data_dir` with `args`; its stderr lines are
