@@ -10,37 +10,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
-/// One waiting consumer.
-#[derive(Default)]
-pub struct Waiter {
-    woken: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Waiter {
-    fn wake(&self) {
-        self.woken.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once woken since the last wait.
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.woken.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-    }
-}
+/// One waiting consumer: woken when a message is there for it.
+pub use crate::log::notify::Notify as Waiter;
 
 /// The consumers waiting on one queue, first come first.
 type Line = VecDeque<Rc<Waiter>>;
@@ -94,7 +67,7 @@ impl Waiters {
     pub fn wake_first(&self, queue: &[u8]) {
         let lines = self.lines.borrow();
         if let Some(first) = lines.get(queue).and_then(|line| line.front()) {
-            first.wake();
+            first.notify();
         }
     }
 
@@ -103,7 +76,7 @@ impl Waiters {
         self.ended.set(true);
         for line in self.lines.borrow().values() {
             for w in line {
-                w.wake();
+                w.notify();
             }
         }
     }
