@@ -196,17 +196,16 @@ fn cancellable(op: &Op) -> bool {
 }
 
 /// Sends [`Envelope::Cancel`] for a cancellable remote request whose reply
-/// future was dropped before the reply came.
+/// future was dropped before the reply came (it is still in `waiting`).
 struct CancelOnDrop {
     router: Rc<Router>,
     owner: usize,
     id: u64,
-    armed: bool,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if self.armed && self.router.waiting.borrow_mut().remove(&self.id).is_some() {
+        if self.router.waiting.borrow_mut().remove(&self.id).is_some() {
             if let Some(outbox) = &self.router.outboxes[self.owner] {
                 let _ = outbox.try_send(Envelope::Cancel {
                     from: self.router.me,
@@ -291,12 +290,11 @@ impl Router {
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
-        let guard = CancelOnDrop {
+        let guard = cancellable(&op).then(|| CancelOnDrop {
             router: self.clone(),
             owner,
             id,
-            armed: cancellable(&op),
-        };
+        });
         let sent = self.outboxes[owner].as_ref().is_some_and(|outbox| {
             outbox
                 .try_send(Envelope::Request {
@@ -308,18 +306,18 @@ impl Router {
                 .is_ok()
         });
         if !sent {
-            let mut guard = guard;
-            guard.armed = false;
+            // Out of `waiting` first, so the guard sends no cancel.
             self.waiting.borrow_mut().remove(&id);
+            drop(guard);
             return Box::pin(async { OpReply::Unrouted("shard owner unreachable") });
         }
         Box::pin(async move {
-            // The whole guard moves in (not just `armed`): dropping this
-            // future unanswered cancels the request.
-            let mut guard = guard;
-            let reply = rx.recv().await;
-            guard.armed = false;
-            reply.unwrap_or(OpReply::Unrouted("shard owner went away"))
+            // Dropping this future unanswered cancels the request; once
+            // the reply came, `receive` took the id out of `waiting`.
+            let _guard = guard;
+            rx.recv()
+                .await
+                .unwrap_or(OpReply::Unrouted("shard owner went away"))
         })
     }
 
