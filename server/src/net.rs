@@ -436,20 +436,17 @@ impl Connection {
             counters,
             ..
         } = self;
-        let gone = async {
-            let mut byte = [0u8; 1];
-            match stream.peek(&mut byte).await {
-                Ok(0) | Err(_) => {}
-                Ok(_) => std::future::pending::<()>().await,
-            }
-        };
         let finished = future::or(
             async {
                 finish(output, shared, counters, pending).await;
                 true
             },
             async {
-                gone.await;
+                // Gone: end of stream or an error.
+                let mut byte = [0u8; 1];
+                if let Ok(1..) = stream.peek(&mut byte).await {
+                    std::future::pending::<()>().await;
+                }
                 false
             },
         )
@@ -467,61 +464,59 @@ impl Connection {
 
 /// Awaits one reply and appends it to `out`.
 async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending: Pending) {
-    {
-        match pending {
-            Pending::Ready(bytes) => out.extend_from_slice(&bytes),
-            Pending::Set(done) => match done.await {
-                OpReply::Set(Ok(())) => reply::line(out, "STORED"),
-                other => reply::line(out, &server_error(other)),
-            },
-            Pending::Delete(done) => match done.await {
-                OpReply::Delete(Ok(true)) => reply::line(out, "DELETED"),
-                OpReply::Delete(Ok(false)) => reply::line(out, "NOT_FOUND"),
-                other => reply::line(out, &server_error(other)),
-            },
-            Pending::Get { pops, with_seq, .. } => {
-                let mut failure = None;
-                for (key, done) in pops {
-                    match done.await {
-                        OpReply::Get(Ok(Some(message))) => {
-                            counters.add(&counters.get_hits, 1);
-                            let seq = with_seq.then_some(message.seq);
-                            reply::value(out, &key, message.flags, seq, &message.body);
-                        }
-                        OpReply::Get(Ok(None)) => counters.add(&counters.get_misses, 1),
-                        other => failure = Some(server_error(other)),
+    match pending {
+        Pending::Ready(bytes) => out.extend_from_slice(&bytes),
+        Pending::Set(done) => match done.await {
+            OpReply::Set(Ok(())) => reply::line(out, "STORED"),
+            other => reply::line(out, &server_error(other)),
+        },
+        Pending::Delete(done) => match done.await {
+            OpReply::Delete(Ok(true)) => reply::line(out, "DELETED"),
+            OpReply::Delete(Ok(false)) => reply::line(out, "NOT_FOUND"),
+            other => reply::line(out, &server_error(other)),
+        },
+        Pending::Get { pops, with_seq, .. } => {
+            let mut failure = None;
+            for (key, done) in pops {
+                match done.await {
+                    OpReply::Get(Ok(Some(message))) => {
+                        counters.add(&counters.get_hits, 1);
+                        let seq = with_seq.then_some(message.seq);
+                        reply::value(out, &key, message.flags, seq, &message.body);
                     }
-                }
-                match failure {
-                    // Messages already popped in this request were written
-                    // above: they are gone from their queues, so they must
-                    // reach the client.
-                    Some(error) => reply::line(out, &error),
-                    None => reply::line(out, "END"),
+                    OpReply::Get(Ok(None)) => counters.add(&counters.get_misses, 1),
+                    other => failure = Some(server_error(other)),
                 }
             }
-            Pending::Stats(parts) => {
-                let mut total = StoreStats::default();
-                for part in parts {
-                    if let OpReply::Stats(s) = part.await {
-                        total.add(&s);
-                    }
-                }
-                crate::stats::write_stats(out, shared, &total);
+            match failure {
+                // Messages already popped in this request were written
+                // above: they are gone from their queues, so they must
+                // reach the client.
+                Some(error) => reply::line(out, &error),
+                None => reply::line(out, "END"),
             }
-            Pending::StatsQueue(parts) => {
-                let mut all = Vec::new();
-                for part in parts {
-                    if let OpReply::QueueStats(list) = part.await {
-                        all.extend(list);
-                    }
+        }
+        Pending::Stats(parts) => {
+            let mut total = StoreStats::default();
+            for part in parts {
+                if let OpReply::Stats(s) = part.await {
+                    total.add(&s);
                 }
-                all.sort_by(|a, b| a.name.cmp(&b.name));
-                for q in all {
-                    reply::stat(out, &q.name, format_args!("{}/{}", q.enqueued, q.dequeued));
-                }
-                reply::line(out, "END");
             }
+            crate::stats::write_stats(out, shared, &total);
+        }
+        Pending::StatsQueue(parts) => {
+            let mut all = Vec::new();
+            for part in parts {
+                if let OpReply::QueueStats(list) = part.await {
+                    all.extend(list);
+                }
+            }
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            for q in all {
+                reply::stat(out, &q.name, format_args!("{}/{}", q.enqueued, q.dequeued));
+            }
+            reply::line(out, "END");
         }
     }
 }
