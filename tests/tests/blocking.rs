@@ -26,14 +26,21 @@ fn until_waiters(c: &mut Client, n: u64) {
     }
 }
 
+/// A new connection blocked in `get <q>/t=120000`, once `stats` (read by
+/// `watcher`) counts it beside the `before` waiters already there.
+fn blocked_get(server: &Server, watcher: &mut Client, q: &str, before: u64) -> Client {
+    let mut waiter = server.client();
+    waiter.send(format!("get {q}/t=120000\r\n").as_bytes());
+    until_waiters(watcher, before + 1);
+    waiter
+}
+
 #[test]
 fn a_set_wakes_a_blocking_get_on_either_executor() {
     let server = Server::start("blocking-wake", &["-t", "2"]);
     let mut producer = server.client();
     for q in queues() {
-        let mut waiter = server.client();
-        waiter.send(format!("get {q}/t=120000\r\n").as_bytes());
-        until_waiters(&mut producer, 1);
+        let mut waiter = blocked_get(&server, &mut producer, &q, 0);
         producer.set(&q, b"hello");
         assert_eq!(
             waiter.read_until(b"END\r\n"),
@@ -76,11 +83,9 @@ fn waiters_are_served_in_arrival_order() {
     let server = Server::start("blocking-order", &["-t", "2"]);
     let mut producer = server.client();
     for q in ["oq1", "oq2"] {
-        let mut waiters: Vec<Client> = (0..4).map(|_| server.client()).collect();
-        for (i, w) in waiters.iter_mut().enumerate() {
-            w.send(format!("get {q}/t=120000\r\n").as_bytes());
-            until_waiters(&mut producer, i as u64 + 1);
-        }
+        let mut waiters: Vec<Client> = (0..4)
+            .map(|i| blocked_get(&server, &mut producer, q, i))
+            .collect();
         for i in 0..4 {
             producer.set(q, format!("m{i}").as_bytes());
         }
@@ -98,9 +103,7 @@ fn a_client_that_goes_away_while_waiting_takes_nothing() {
     let server = Server::start("blocking-vanish", &["-t", "2"]);
     let mut c = server.client();
     for q in queues() {
-        let mut waiter = server.client();
-        waiter.send(format!("get {q}/t=120000\r\n").as_bytes());
-        until_waiters(&mut c, 1);
+        let waiter = blocked_get(&server, &mut c, &q, 0);
         drop(waiter);
         until_waiters(&mut c, 0);
         c.set(&q, b"kept");
