@@ -79,6 +79,11 @@ impl HotCache {
         Some(v)
     }
 
+    /// A copy of the entry (a peek: the message stays queued).
+    pub fn get(&self, key: Key) -> Option<(u32, Vec<u8>)> {
+        self.map.get(&key).cloned()
+    }
+
     /// Drops the entry if present.
     pub fn remove(&mut self, key: Key) {
         let _ = self.take(key);

@@ -26,7 +26,7 @@ use crate::log::record::{self, Header, Kind};
 /// Trailer magic, little-endian "MCQIDX01".
 pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX01");
 /// Bumped on any change to [`SegmentIndex`].
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 const TRAILER_LEN: usize = 16;
 
 /// Where one message's record is in its segment.
@@ -54,6 +54,16 @@ pub struct QueueIndex {
     /// Highest tail asserted by `Created`/`Enqueued` records (0 if none).
     pub tail: u64,
     pub msgs: Vec<MsgPos>,
+    /// Ranges of messages confirmed out of order by `Confirmed` records
+    /// (see `log::confirmed`), as `[start, end)`, in record order.
+    pub confirmed: Vec<SeqRange>,
+}
+
+/// `[start, end)` of message sequence numbers.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqRange {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The whole index of one segment.
@@ -141,6 +151,13 @@ impl IndexBuilder {
                 let q = self.queue(h.queue);
                 q.deleted = true;
                 q.msgs.clear();
+                q.confirmed.clear();
+            }
+            Kind::Confirmed => {
+                if let Some(end) = record::parse_confirmed(body) {
+                    let q = self.queue(h.queue);
+                    q.confirmed.push(SeqRange { start: h.seq, end });
+                }
             }
             Kind::Checkpoint => {
                 self.checkpoint = true;
@@ -317,6 +334,8 @@ mod tests {
         put(&mut b, h(Kind::Enqueued, 1, 102, 0, 3), b"one");
         put(&mut b, h(Kind::Enqueued, 1, 103, 1, 3), b"two");
         put(&mut b, h(Kind::Consumed, 1, 104, 1, 0), &[]);
+        let end = record::confirmed_body(4);
+        put(&mut b, h(Kind::Confirmed, 1, 105, 3, 8), &end);
         b.finish()
     }
 
@@ -325,7 +344,7 @@ mod tests {
         let idx = sample();
         assert!(idx.checkpoint);
         assert_eq!(idx.next_queue_id, 2);
-        assert_eq!(idx.last_lsn, 104);
+        assert_eq!(idx.last_lsn, 105);
         let q = &idx.queues[0];
         assert_eq!(
             (q.id, q.created, &q.name[..], q.head, q.tail),
@@ -333,6 +352,7 @@ mod tests {
         );
         assert_eq!(q.msgs.len(), 2);
         assert_eq!(q.msgs[0].len, 51);
+        assert_eq!(q.confirmed, [SeqRange { start: 3, end: 4 }]);
     }
 
     #[test]
@@ -343,6 +363,7 @@ mod tests {
         let a = loaded.get();
         assert_eq!(a.queues[0].msgs[1].seq.to_native(), 1);
         assert_eq!(a.queues[0].name.as_slice(), b"alpha");
+        assert_eq!(a.queues[0].confirmed[0].end.to_native(), 4);
         assert!(LoadedIndex::from_bytes(&bytes, 101).is_err());
         for i in 0..bytes.len() {
             let mut c = bytes.clone();

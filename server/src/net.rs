@@ -25,10 +25,10 @@ use glommio::sync::Semaphore;
 
 use crate::log;
 use crate::protocol::{self, reply, Command, Parsed};
-use crate::shard::{Op, OpReply, Router};
+use crate::shard::{Op, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
 
-use crate::store::{LocalFuture, LogError, StoreStats};
+use crate::store::{LocalFuture, LogError, Reader, StoreStats, Take};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -95,6 +95,8 @@ impl StopSignal {
 /// to finish what they had read.
 pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared>, me: usize) {
     let live = Rc::new(Cell::new(0usize));
+    // Connection ids, unique in the process: the executor in the top bits.
+    let mut next_reader: Reader = (me as Reader) << 48;
     let stop = StopSignal::start(shared.clone());
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -134,13 +136,16 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         let (router, shared, live, stop) =
             (router.clone(), shared.clone(), live.clone(), stop.clone());
         live.set(live.get() + 1);
+        next_reader += 1;
+        let reader = next_reader;
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
             log!(1, "executor {me}: connection from {peer:?}");
-            let mut conn = Connection::new(stream, router, shared.clone(), stop, me);
+            let mut conn = Connection::new(stream, router, shared.clone(), stop, me, reader);
             if let Err(e) = conn.run().await {
                 log!(1, "executor {me}: connection {peer:?}: {e}");
             }
+            conn.put_back_open();
             let _ = conn.stream.close().await;
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             live.set(live.get() - 1);
@@ -191,6 +196,12 @@ struct Connection {
     output: Vec<u8>,
     /// Bytes of a refused data block still to be discarded.
     skip: u64,
+    /// This connection, as the holder of reliable reads.
+    reader: Reader,
+    /// Queues on which this connection may hold an open message (asked for
+    /// `/open` since its last `/close` or `/abort` there): put back when
+    /// it ends.
+    open_on: Vec<Vec<u8>>,
 }
 
 impl Connection {
@@ -200,6 +211,7 @@ impl Connection {
         shared: Arc<Shared>,
         stop: StopSignal,
         me: usize,
+        reader: Reader,
     ) -> Self {
         let counters = shared.counters[me].clone();
         Connection {
@@ -211,6 +223,20 @@ impl Connection {
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(READ_CHUNK),
             skip: 0,
+            reader,
+            open_on: Vec::new(),
+        }
+    }
+
+    /// The connection ended: every message it holds open goes back to the
+    /// head of its queue. Sent after the cancels of its unfinished
+    /// requests (dropped with them), so a blocking `/open` that got its
+    /// message just before is put back too.
+    fn put_back_open(&mut self) {
+        for queue in std::mem::take(&mut self.open_on) {
+            let shard = self.router.shard_of(&queue);
+            let reader = self.reader;
+            forget(self.router.submit(shard, Op::Abort { queue, reader }));
         }
     }
 
@@ -334,15 +360,42 @@ impl Connection {
             Command::Get { keys, with_seq } => {
                 c.add(&c.cmd_get, keys.len() as u64);
                 let waits = keys.iter().any(|k| k.wait.is_some());
+                let reader = self.reader;
+                let open_on = &mut self.open_on;
                 let pops = keys
                     .into_iter()
                     .map(|k| {
                         let shard = router.shard_of(&k.queue);
+                        let settle = if k.close {
+                            Some(Settle::Confirm)
+                        } else if k.abort {
+                            Some(Settle::Abort)
+                        } else {
+                            None
+                        };
+                        let take = k.takes().then_some(if k.open {
+                            Take::Open(reader)
+                        } else if k.peek {
+                            Take::Peek
+                        } else {
+                            Take::Pop
+                        });
+                        let held = open_on.iter().position(|q| *q == k.queue);
+                        match (k.open, held) {
+                            (true, None) => open_on.push(k.queue.clone()),
+                            (false, Some(i)) if settle.is_some() => {
+                                open_on.swap_remove(i);
+                            }
+                            _ => {}
+                        }
                         let done = router.submit(
                             shard,
                             Op::Get {
                                 queue: k.queue,
                                 wait: k.wait,
+                                settle,
+                                take,
+                                reader,
                             },
                         );
                         (k.key, done)
@@ -485,6 +538,7 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
                         reply::value(out, &key, message.flags, seq, &message.body);
                     }
                     OpReply::Get(Ok(None)) => counters.add(&counters.get_misses, 1),
+                    OpReply::Refused(line) => failure = Some(line.to_string()),
                     other => failure = Some(server_error(other)),
                 }
             }

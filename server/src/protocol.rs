@@ -51,8 +51,8 @@ pub enum Command {
 }
 
 /// One key of a `get`: a queue name and the options after it, Kestrel's
-/// way (`q/t=500`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// way (`q/t=500`, `q/close/open`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct GetKey {
     /// The key as the client sent it: a `VALUE` line echoes it, as client
     /// libraries match replies to the keys they asked for.
@@ -61,30 +61,62 @@ pub struct GetKey {
     /// `/t=<ms>`: wait up to this long for a message instead of answering
     /// `END` at once.
     pub wait: Option<std::time::Duration>,
+    /// `/open`: a reliable read; the message stays this connection's until
+    /// it confirms it (`/close`) or puts it back (`/abort`, or by going
+    /// away).
+    pub open: bool,
+    /// `/close`: confirm the message this connection holds open on the
+    /// queue (before `/open` takes the next, when both are given).
+    pub close: bool,
+    /// `/abort`: put the open message back at the head of the queue.
+    pub abort: bool,
+    /// `/peek`: the head, left queued.
+    pub peek: bool,
 }
 
 impl GetKey {
     /// Splits `key` at its first `/` into the queue name and its options.
+    /// Each option may appear once, in any order; as in Kestrel, `/peek`
+    /// and `/abort` combine with neither `/open`, `/close` nor each other.
     fn parse(key: &[u8]) -> Result<GetKey, Reject> {
         let mut parts = key.split(|&b| b == b'/');
         let queue = parts.next().unwrap_or_default();
         if !valid_queue_name(queue) || !valid_queue_name_bytes(key) {
             return Err(Reject::BadQueueName);
         }
-        let mut wait = None;
-        for option in parts {
-            match option.strip_prefix(b"t=").map(parse_u32) {
-                Some(Some(ms)) if wait.is_none() => {
-                    wait = Some(std::time::Duration::from_millis(ms.into()));
-                }
-                _ => return Err(Reject::BadGetOption),
-            }
-        }
-        Ok(GetKey {
+        let mut k = GetKey {
             key: key.to_vec(),
             queue: queue.to_vec(),
-            wait,
-        })
+            ..GetKey::default()
+        };
+        for option in parts {
+            let flag = match option {
+                b"open" => &mut k.open,
+                b"close" => &mut k.close,
+                b"abort" => &mut k.abort,
+                b"peek" => &mut k.peek,
+                _ => match option.strip_prefix(b"t=").map(parse_u32) {
+                    Some(Some(ms)) if k.wait.is_none() => {
+                        k.wait = Some(std::time::Duration::from_millis(ms.into()));
+                        continue;
+                    }
+                    _ => return Err(Reject::BadGetOption),
+                },
+            };
+            if std::mem::replace(flag, true) {
+                return Err(Reject::BadGetOption);
+            }
+        }
+        if (k.peek || k.abort) && (k.open || k.close || k.peek && k.abort) {
+            return Err(Reject::BadGetOption);
+        }
+        Ok(k)
+    }
+
+    /// Whether this key takes a message (`/close` and `/abort` alone only
+    /// act on the open one and answer `END`).
+    pub fn takes(&self) -> bool {
+        !self.abort && (self.open || !self.close)
     }
 }
 
@@ -114,7 +146,9 @@ impl Reject {
             Reject::BadQueueName => "CLIENT_ERROR bad queue name",
             Reject::BadDataChunk => "CLIENT_ERROR bad data chunk",
             Reject::TooLarge => "SERVER_ERROR object too large for cache",
-            Reject::BadGetOption => "CLIENT_ERROR bad get option (mcqd knows /t=<ms>)",
+            Reject::BadGetOption => {
+                "CLIENT_ERROR bad get option (mcqd knows /t=<ms> /open /close /abort /peek, each once; /peek and /abort go without /open and /close)"
+            }
         }
     }
 }
@@ -450,6 +484,7 @@ mod tests {
             key: k.as_bytes().to_vec(),
             queue: q.as_bytes().to_vec(),
             wait: wait_ms.map(std::time::Duration::from_millis),
+            ..GetKey::default()
         }
     }
 
@@ -502,9 +537,31 @@ mod tests {
             b"get q/x\r\n",
             b"get q/\r\n",
             b"get ok q/t=5/bogus\r\n",
+            b"get q/open/open\r\n",
+            b"get q/peek/open\r\n",
+            b"get q/close/abort\r\n",
+            b"get q/peek/abort\r\n",
+            b"get q/OPEN\r\n",
         ] {
             assert_eq!(rejected(bad).0, Reject::BadGetOption, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reliable_read_options() {
+        let one = |line: &[u8]| match cmd(line) {
+            Command::Get { mut keys, .. } => keys.remove(0),
+            other => panic!("{other:?}"),
+        };
+        let k = one(b"get q/close/t=500/open\r\n");
+        assert_eq!(k.queue, b"q");
+        assert_eq!(k.key, b"q/close/t=500/open");
+        assert!(k.open && k.close && !k.abort && !k.peek && k.takes());
+        assert_eq!(k.wait, Some(std::time::Duration::from_millis(500)));
+        assert!(!one(b"get q/close\r\n").takes());
+        assert!(!one(b"get q/abort\r\n").takes());
+        assert!(one(b"get q/peek/t=5\r\n").takes());
+        assert!(one(b"get q/open\r\n").takes());
     }
 
     #[test]

@@ -6,21 +6,18 @@
 //! come from the hot cache or a DMA read.
 //!
 //! Sequence numbers are per queue, start at 0 and never repeat: `tail` is the
-//! next one to hand out (so it is also the `enqueued` counter), `head` the
-//! lowest one not yet consumed (the `dequeued` counter). Messages with
-//! `head <= seq < tail` are queued; `locs` holds them in order (a message
-//! whose record was found corrupt has no locator, which leaves a hole).
-//!
-//! # Room for reliable reads
-//! Kestrel-style reliable reads (`get q/open`, `/close`, `/abort`) hand a
-//! message out without consuming it. They fit here as a third set beside
-//! `locs`: the handed-out locators, keyed by seq, which go back to the front
-//! of `locs` on abort or connection loss and are dropped on confirm. The
-//! segment holding such a message stays live (its `live` count is not
-//! decremented until confirm), and the log gains a per-message "confirmed"
-//! record kind; `head` then means "everything below is confirmed".
+//! next one to hand out (so it is also the `enqueued` counter). A message
+//! is in one of three places:
+//! - **queued**, in `locs`, in sequence order (a message whose record was
+//!   found corrupt has no locator, which leaves a hole);
+//! - **open**, in `open`: handed out by a reliable read (`get <q>/open`) and
+//!   not yet confirmed. It is still unconsumed as far as the log knows, so
+//!   its segment stays live; `/abort`, or its reader going away, puts it
+//!   back into `locs` at its place by sequence number, which is the head;
+//! - **consumed**: gone from both, and said so by the log (`dequeued` comes
+//!   from there, see `log::confirmed`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Where one unconsumed message's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,19 +39,24 @@ impl Loc {
     }
 }
 
+/// Who holds an open message: one connection, unique in the process.
+pub type Reader = u64;
+
 /// One queue.
 #[derive(Debug)]
 pub struct Queue {
     pub id: u32,
     pub name: Box<[u8]>,
-    /// Lowest sequence number not consumed (= messages dequeued so far).
-    pub head: u64,
     /// Next sequence number to assign (= messages enqueued so far).
     pub tail: u64,
-    /// Unconsumed messages, in sequence order.
+    /// Queued messages, in sequence order.
     pub locs: VecDeque<Loc>,
     /// Sum of the body lengths of `locs`.
     pub bytes: u64,
+    /// Messages handed out by reliable reads, by sequence number …
+    pub open: BTreeMap<u64, (Loc, Reader)>,
+    /// … and by who holds them (one each).
+    readers: HashMap<Reader, u64>,
 }
 
 impl Queue {
@@ -62,11 +64,49 @@ impl Queue {
         Queue {
             id,
             name,
-            head: 0,
             tail: 0,
             locs: VecDeque::new(),
             bytes: 0,
+            open: BTreeMap::new(),
+            readers: HashMap::new(),
         }
+    }
+
+    /// The lowest message not consumed: queued, open, or (none) the tail.
+    pub fn low(&self) -> u64 {
+        let queued = self.locs.front().map_or(self.tail, |l| l.seq);
+        let open = self.open.keys().next().copied().unwrap_or(self.tail);
+        queued.min(open)
+    }
+
+    /// The message `reader` holds open, if any.
+    pub fn open_by(&self, reader: Reader) -> Option<u64> {
+        self.readers.get(&reader).copied()
+    }
+
+    /// Hands the head out to `reader` (a reliable read).
+    pub fn open(&mut self, reader: Reader) -> Option<Loc> {
+        let loc = self.locs.pop_front()?;
+        self.bytes -= loc.body_len();
+        self.open.insert(loc.seq, (loc, reader));
+        self.readers.insert(reader, loc.seq);
+        Some(loc)
+    }
+
+    /// Takes open message `seq` out of the open ones (confirmed).
+    pub fn close(&mut self, seq: u64) -> Option<Loc> {
+        let (loc, reader) = self.open.remove(&seq)?;
+        self.readers.remove(&reader);
+        Some(loc)
+    }
+
+    /// Puts open message `seq` back among the queued, at its place.
+    pub fn put_back(&mut self, seq: u64) -> Option<Loc> {
+        let loc = self.close(seq)?;
+        let at = self.locs.partition_point(|l| l.seq < seq);
+        self.locs.insert(at, loc);
+        self.bytes += loc.body_len();
+        Some(loc)
     }
 
     /// Records a new message at the tail; returns its sequence number.
@@ -79,16 +119,19 @@ impl Queue {
         seq
     }
 
-    /// Removes the head message and advances `head` past it.
+    /// Removes the head message.
     pub fn pop(&mut self) -> Option<Loc> {
         let loc = self.locs.pop_front()?;
-        self.head = loc.seq + 1;
         self.bytes -= loc.body_len();
         Some(loc)
     }
 
-    /// Finds the locator of message `seq`, if it is still queued.
+    /// Finds the locator of message `seq`, if it is queued or open (its
+    /// record must stay readable either way).
     pub fn find_mut(&mut self, seq: u64) -> Option<&mut Loc> {
+        if let Some((loc, _)) = self.open.get_mut(&seq) {
+            return Some(loc);
+        }
         let i = self.locs.binary_search_by_key(&seq, |l| l.seq).ok()?;
         self.locs.get_mut(i)
     }
@@ -113,11 +156,29 @@ mod tests {
         assert_eq!(q.push(0, 64, 60), 1);
         assert_eq!(q.bytes, 22);
         assert_eq!(q.pop().unwrap().seq, 0);
-        assert_eq!((q.head, q.tail, q.bytes), (1, 2, 12));
+        assert_eq!((q.low(), q.tail, q.bytes), (1, 2, 12));
         assert!(q.find_mut(1).is_some());
         assert_eq!(q.remove(1).unwrap().off, 64);
-        assert_eq!((q.head, q.tail, q.bytes), (1, 2, 0));
+        assert_eq!((q.low(), q.tail, q.bytes), (2, 2, 0));
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn open_messages_go_back_in_order() {
+        let mut q = Queue::new(1, b"q".to_vec().into());
+        for i in 0..4 {
+            q.push(0, i * 64, 58);
+        }
+        assert_eq!(q.open(7).unwrap().seq, 0);
+        assert_eq!(q.open(8).unwrap().seq, 1);
+        assert_eq!((q.low(), q.locs.len(), q.bytes), (0, 2, 20));
+        assert_eq!(q.open_by(8), Some(1));
+        assert!(q.find_mut(0).is_some(), "an open message stays findable");
+        q.put_back(1).unwrap();
+        q.put_back(0).unwrap();
+        let order: Vec<u64> = q.locs.iter().map(|l| l.seq).collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+        assert_eq!((q.open_by(7), q.bytes), (None, 40));
     }
 
     #[test]

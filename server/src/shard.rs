@@ -30,7 +30,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::log::notify::Notify;
-use crate::store::{LocalFuture, LogError, Message, QueueStat, Store, StoreStats};
+use crate::store::{LocalFuture, LogError, Message, QueueStat, Reader, Store, StoreStats, Take};
 
 /// The queue → shard hash. FNV-1a, 64 bit. It decides where every queue's
 /// data lives on disk, so it **must never change** between versions.
@@ -103,6 +103,19 @@ pub enum Op {
         queue: Vec<u8>,
         /// `get <q>/t=<ms>`: wait this long for a message.
         wait: Option<std::time::Duration>,
+        /// What to do first with the message `reader` holds open on the
+        /// queue (`/close`, `/abort`).
+        settle: Option<Settle>,
+        /// What to take then, if anything (`/open`, `/peek`, or a pop).
+        take: Option<Take>,
+        /// The connection asking.
+        reader: Reader,
+    },
+    /// The connection `reader` went away: the message it holds open on
+    /// `queue`, if any, goes back to the head.
+    Abort {
+        queue: Vec<u8>,
+        reader: Reader,
     },
     Delete {
         queue: Vec<u8>,
@@ -111,11 +124,22 @@ pub enum Op {
     Stats,
 }
 
+/// What a `get` does first with the connection's open message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// `/close`: it is consumed.
+    Confirm,
+    /// `/abort`: it goes back to the head.
+    Abort,
+}
+
 /// The result of an [`Op`].
 #[derive(Debug)]
 pub enum OpReply {
     Set(Result<(), LogError>),
     Get(Result<Option<Message>, LogError>),
+    /// A request the queue's state does not allow: this error line.
+    Refused(&'static str),
     Delete(Result<bool, LogError>),
     QueueStats(Vec<QueueStat>),
     Stats(StoreStats),
@@ -151,12 +175,51 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             let done = store.set(&queue, flags, body);
             Box::pin(async move { OpReply::Set(done.await) })
         }
-        Op::Get { queue, wait } => {
-            let done = match wait {
-                Some(wait) => store.get_wait(&queue, wait),
-                None => store.get(&queue),
+        Op::Get {
+            queue,
+            wait,
+            settle,
+            take,
+            reader,
+        } => {
+            // One open message per connection and queue, and no plain get
+            // beside it (as Kestrel): it would be a second message in the
+            // connection's hands that the first one's `/close` cannot mean.
+            let holds = store.holds_open(&queue, reader);
+            match take {
+                Some(Take::Open(_)) if holds && settle.is_none() => {
+                    return refused(ALREADY_OPEN);
+                }
+                Some(Take::Pop) if holds && settle.is_none() => return refused(OPEN_HERE),
+                _ => {}
+            }
+            let confirmed = match settle {
+                Some(Settle::Confirm) => Some(store.confirm(&queue, reader)),
+                Some(Settle::Abort) => {
+                    store.abort(&queue, reader);
+                    None
+                }
+                None => None,
             };
-            Box::pin(async move { OpReply::Get(done.await) })
+            let taken = take.map(|take| match wait {
+                Some(wait) => store.take_wait(&queue, take, wait),
+                None => store.take(&queue, take),
+            });
+            Box::pin(async move {
+                if let Some(confirmed) = confirmed {
+                    if let Err(e) = confirmed.await {
+                        return OpReply::Get(Err(e));
+                    }
+                }
+                match taken {
+                    Some(taken) => OpReply::Get(taken.await),
+                    None => OpReply::Get(Ok(None)),
+                }
+            })
+        }
+        Op::Abort { queue, reader } => {
+            store.abort(&queue, reader);
+            Box::pin(async { OpReply::Get(Ok(None)) })
         }
         Op::Delete { queue } => {
             let done = store.delete(&queue);
@@ -171,6 +234,15 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             Box::pin(async move { OpReply::Stats(stats) })
         }
     }
+}
+
+const ALREADY_OPEN: &str =
+    "CLIENT_ERROR a message is already open on this queue: /close or /abort it first";
+const OPEN_HERE: &str =
+    "CLIENT_ERROR a message is open on this queue: /close or /abort it before a plain get";
+
+fn refused(line: &'static str) -> LocalFuture<OpReply> {
+    Box::pin(async move { OpReply::Refused(line) })
 }
 
 /// One executor's view of all shards: its own stores, and outboxes to the
@@ -348,11 +420,18 @@ impl Router {
                         None => Some(done.await),
                         // Cancelled: `done` is dropped unfinished, which
                         // takes the blocking get out of its line.
+                        // The cancel is polled first: once it came, the get
+                        // takes nothing more (a message it already opened
+                        // goes back with the `Abort` the connection sends
+                        // after its cancel).
                         Some(cancel) => {
-                            futures_lite::future::or(async { Some(done.await) }, async {
-                                cancel.wait().await;
-                                None
-                            })
+                            futures_lite::future::or(
+                                async {
+                                    cancel.wait().await;
+                                    None
+                                },
+                                async { Some(done.await) },
+                            )
                             .await
                         }
                     };

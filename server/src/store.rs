@@ -47,9 +47,11 @@ use crate::disk::Disk;
 use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
-use crate::log::writer::{now_us, LogConfig, NoRoom, SharedLog};
+use crate::log::writer::{now_us, CatalogEntry, LogConfig, NoRoom, SharedLog};
 use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
 use crate::queue::{Loc, Queue};
+
+pub use crate::queue::Reader;
 
 pub use crate::log::{LogError, SyncMode};
 
@@ -85,6 +87,18 @@ pub struct Message {
     /// Sequence number of the message within its queue (for `gets`).
     pub seq: u64,
     pub body: Vec<u8>,
+}
+
+/// How a `get` takes the head of its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Removes it (`get <q>`): consumed once the reply is sent.
+    Pop,
+    /// Hands it out to this reader until it confirms (`/close`) or puts it
+    /// back (`/abort`, or by going away): a reliable read, `get <q>/open`.
+    Open(Reader),
+    /// Leaves it queued (`get <q>/peek`).
+    Peek,
 }
 
 /// `stats queue` line for one queue.
@@ -302,13 +316,18 @@ impl Store {
             cache: HotCache::new(config.cache_bytes),
             label: label.clone(),
         };
-        let catalog = recovered
-            .iter()
-            .map(|q| (q.id, q.name.clone(), q.head, q.tail))
-            .collect();
+        let mut catalog = Vec::with_capacity(recovered.len());
         for rq in recovered {
+            catalog.push((
+                rq.id,
+                CatalogEntry {
+                    name: rq.name.clone(),
+                    head: rq.head,
+                    tail: rq.tail,
+                    confirmed: rq.confirmed,
+                },
+            ));
             let mut q = Queue::new(rq.id, rq.name);
-            q.head = rq.head;
             q.tail = rq.tail;
             q.locs = VecDeque::from(rq.locs);
             q.bytes = q.locs.iter().map(Loc::body_len).sum();
@@ -400,15 +419,27 @@ impl Store {
     }
 
     /// Pops the head of `queue`, waiting up to `wait` for a message when it
-    /// is empty (`get <q>/t=<ms>`): woken by the set that brings one, in
-    /// arrival order with the other waiters (see [`waiters`]). `None` when
-    /// the wait ends without a message, or the shard is shutting down.
-    ///
-    /// Dropping the future leaves the line (the next waiter is woken if a
-    /// message is there), so a consumer that goes away takes nothing.
+    /// is empty (`get <q>/t=<ms>`): see [`Store::take_wait`].
     pub fn get_wait(
         &self,
         queue: &[u8],
+        wait: Duration,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+        self.take_wait(queue, Take::Pop, wait)
+    }
+
+    /// Takes the head of `queue` as `take` says, waiting up to `wait` for a
+    /// message when it is empty (`get <q>/t=<ms>`): woken by the set that
+    /// brings one, in arrival order with the other waiters (see
+    /// [`waiters`]). `None` when the wait ends without a message, or the
+    /// shard is shutting down.
+    ///
+    /// Dropping the future leaves the line (the next waiter is woken if a
+    /// message is there), so a consumer that goes away takes nothing.
+    pub fn take_wait(
+        &self,
+        queue: &[u8],
+        take: Take,
         wait: Duration,
     ) -> LocalFuture<Result<Option<Message>, LogError>> {
         let deadline = std::time::Instant::now() + wait;
@@ -423,7 +454,7 @@ impl Store {
             let mut try_now = !store.waiters.anyone_waiting(queue);
             loop {
                 if try_now {
-                    match store.get(queue).await {
+                    match store.take(queue, take).await {
                         Ok(None) => {}
                         done => return done,
                     }
@@ -457,7 +488,71 @@ impl Store {
 
     /// Pops the head of `queue`; `None` when it is empty or unknown.
     pub fn get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
-        self.when_room(queue, |s, q| s.room_for_marker(q, true), Store::apply_get)
+        self.take(queue, Take::Pop)
+    }
+
+    /// Takes the head of `queue` as `take` says; `None` when it is empty or
+    /// unknown. Only a pop logs a record now; an open message is logged
+    /// when its reader confirms it ([`Store::confirm`]).
+    pub fn take(&self, queue: &[u8], take: Take) -> LocalFuture<Result<Option<Message>, LogError>> {
+        match take {
+            Take::Pop => self.when_room(queue, |s, q| s.room_for_marker(q, true), Store::apply_get),
+            Take::Open(reader) => self.when_room(
+                queue,
+                |s, _| s.log.borrow().check().map_err(NoRoom::Refused),
+                move |s, q| s.apply_open(q, reader),
+            ),
+            Take::Peek => self.when_room(
+                queue,
+                |s, _| s.log.borrow().check().map_err(NoRoom::Refused),
+                Store::apply_peek,
+            ),
+        }
+    }
+
+    /// Whether `reader` holds an open message on `queue`.
+    pub fn holds_open(&self, queue: &[u8], reader: Reader) -> bool {
+        let st = self.state.borrow();
+        st.names
+            .get(queue)
+            .is_some_and(|id| st.queues[id].open_by(reader).is_some())
+    }
+
+    /// Confirms the message `reader` holds open on `queue` (`/close`): it
+    /// is consumed, and never handed out again once the reply is
+    /// acknowledged. `false` when it held none.
+    pub fn confirm(&self, queue: &[u8], reader: Reader) -> LocalFuture<Result<bool, LogError>> {
+        self.when_room(
+            queue,
+            move |s, q| {
+                if s.holds_open(q, reader) {
+                    s.room_for_marker(q, false)
+                } else {
+                    Ok(())
+                }
+            },
+            move |s, q| s.apply_confirm(q, reader),
+        )
+    }
+
+    /// Puts the message `reader` holds open on `queue` back at its head
+    /// (`/abort`, or the reader went away); `false` when it held none. Its
+    /// record was never marked consumed, so nothing is logged.
+    pub fn abort(&self, queue: &[u8], reader: Reader) -> bool {
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let Some(q) = st.names.get(queue).and_then(|id| st.queues.get_mut(id)) else {
+                return false;
+            };
+            let Some(loc) = q.open_by(reader).and_then(|seq| q.put_back(seq)) else {
+                return false;
+            };
+            st.items += 1;
+            st.bytes += loc.body_len();
+        }
+        self.waiters.wake_first(queue);
+        true
     }
 
     /// Drops `queue` and all its messages; `false` when it did not exist.
@@ -572,7 +667,7 @@ impl Store {
             return ready(Ok(None));
         };
         let mut log = self.log.borrow_mut();
-        let lsn = log.consume(id, q.head);
+        let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
         log.release(loc.seg, loc.len, lsn);
         st.items -= 1;
         st.bytes -= loc.body_len();
@@ -586,8 +681,81 @@ impl Store {
         }
         // Even with `--sync none` a read from the segment waits for the
         // acknowledgement: the record it reads must be written first.
+        drop(log);
+        self.read_after(lsn, id, loc)
+    }
+
+    /// A reliable read: the head goes to `reader`'s open message, with no
+    /// record yet. The reply still waits as a pop's would (for everything
+    /// appended so far, which includes the message's own record), so a
+    /// consumer never sees a message that a crash could take back.
+    fn apply_open(
+        &self,
+        queue: &[u8],
+        reader: Reader,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(&id) = st.names.get(queue) else {
+            return ready(Ok(None));
+        };
+        let q = st.queues.get_mut(&id).expect("queue exists");
+        let Some(loc) = q.open(reader) else {
+            return ready(Ok(None));
+        };
+        st.items -= 1;
+        st.bytes -= loc.body_len();
+        let log = self.log.borrow();
+        let lsn = log.last_lsn();
+        // Out of the cache like a pop: if it comes back (abort), it is
+        // read from its segment, which keeps the cache's bytes bounded by
+        // queued messages only.
+        if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
+            let message = Message {
+                flags,
+                seq: loc.seq,
+                body,
+            };
+            return self.reply(&log, lsn, 0, Some(message));
+        }
+        drop(log);
+        self.read_after(lsn, id, loc)
+    }
+
+    /// `get <q>/peek`: a copy of the head, which stays queued.
+    fn apply_peek(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
+        let st = self.state.borrow();
+        let Some(&id) = st.names.get(queue) else {
+            return ready(Ok(None));
+        };
+        let Some(&loc) = st.queues[&id].locs.front() else {
+            return ready(Ok(None));
+        };
+        let log = self.log.borrow();
+        let lsn = log.last_lsn();
+        if let Some((flags, body)) = st.cache.get((id, loc.seq)) {
+            let message = Message {
+                flags,
+                seq: loc.seq,
+                body,
+            };
+            return self.reply(&log, lsn, 0, Some(message));
+        }
+        drop(log);
+        self.read_after(lsn, id, loc)
+    }
+
+    /// Reads message `loc` of queue `id` from its segment once record `lsn`
+    /// (at or after the message's own) is acknowledged; the segment is
+    /// pinned until then.
+    fn read_after(
+        &self,
+        lsn: u64,
+        id: u32,
+        loc: Loc,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
         let acked = self.acked(lsn);
-        log.pin(loc.seg);
+        self.log.borrow_mut().pin(loc.seg);
         let pin = ReadPin {
             log: self.log.clone(),
             ord: loc.seg,
@@ -600,6 +768,24 @@ impl Store {
         })
     }
 
+    /// Confirms `reader`'s open message on `queue`: its consumption is
+    /// logged as a pop's is.
+    fn apply_confirm(&self, queue: &[u8], reader: Reader) -> LocalFuture<Result<bool, LogError>> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(&id) = st.names.get(queue) else {
+            return ready(Ok(false));
+        };
+        let q = st.queues.get_mut(&id).expect("queue exists");
+        let Some(loc) = q.open_by(reader).and_then(|seq| q.close(seq)) else {
+            return ready(Ok(false));
+        };
+        let mut log = self.log.borrow_mut();
+        let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
+        log.release(loc.seg, loc.len, lsn);
+        self.reply(&log, lsn, 0, true)
+    }
+
     fn apply_delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
@@ -609,7 +795,7 @@ impl Store {
         let mut log = self.log.borrow_mut();
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
-        for loc in &q.locs {
+        for loc in q.locs.iter().chain(q.open.values().map(|(loc, _)| loc)) {
             log.release(loc.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));
         }
@@ -621,6 +807,7 @@ impl Store {
     /// Every queue of this shard with its counters, sorted by name.
     pub fn queue_stats(&self) -> Vec<QueueStat> {
         let st = self.state.borrow();
+        let log = self.log.borrow();
         st.names
             .iter()
             .map(|(name, id)| {
@@ -628,7 +815,7 @@ impl Store {
                 QueueStat {
                     name: name.to_vec(),
                     enqueued: q.tail,
-                    dequeued: q.head,
+                    dequeued: log.dequeued(*id),
                 }
             })
             .collect()

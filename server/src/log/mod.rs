@@ -16,6 +16,8 @@
 //!   room, rolling with checkpoints, what is written, synced, acknowledged.
 //! - [`commit`]: the group-commit task, the interval syncer, and the
 //!   futures that wait for an acknowledgement.
+//! - [`confirmed`]: messages of a queue confirmed out of order (reliable
+//!   reads), above its head.
 //! - [`recovery`]: rebuilding queue state from index files and scans.
 //! - [`compaction`]: the maintenance task (index files, deleting consumed
 //!   segments, the spare segment, compaction) and the scrub.
@@ -27,6 +29,7 @@
 
 pub mod commit;
 pub mod compaction;
+pub mod confirmed;
 pub mod error;
 pub mod notify;
 pub mod record;

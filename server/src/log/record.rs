@@ -50,6 +50,11 @@ pub enum Kind {
     /// was started has a `Created` record before this one. `seq` is the next
     /// queue id to hand out.
     Checkpoint = 5,
+    /// Messages `seq` up to (excluding) the body's `u64` of queue `queue`
+    /// are consumed, whatever the head says: a reliable read confirmed out
+    /// of order (see `log::confirmed`). Body: `u64 end`. A checkpoint
+    /// restates the queue's ranges after its `Created` record.
+    Confirmed = 6,
 }
 
 impl Kind {
@@ -60,6 +65,7 @@ impl Kind {
             3 => Kind::Consumed,
             4 => Kind::Deleted,
             5 => Kind::Checkpoint,
+            6 => Kind::Confirmed,
             _ => return None,
         })
     }
@@ -184,6 +190,16 @@ pub fn created_body(head: u64, tail: u64, name: &[u8]) -> Vec<u8> {
     b
 }
 
+/// Body of a `Confirmed` record: the end of its range.
+pub fn confirmed_body(end: u64) -> [u8; 8] {
+    end.to_le_bytes()
+}
+
+/// The end of a `Confirmed` record's range, from its body.
+pub fn parse_confirmed(body: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
+}
+
 /// Splits a `Created` body into `(head, tail, name)`.
 pub fn parse_created(body: &[u8]) -> Option<(u64, u64, &[u8])> {
     if body.len() < 16 {
@@ -216,6 +232,7 @@ mod tests {
             Kind::Consumed,
             Kind::Deleted,
             Kind::Checkpoint,
+            Kind::Confirmed,
         ] {
             for n in [0usize, 1, 7, 8, 9, 100, 4096, 70_000] {
                 let body: Vec<u8> = (0..n).map(|i| (i * 31 + 5) as u8).collect();

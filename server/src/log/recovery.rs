@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
 
+use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use crate::disk::{Disk, DiskFile};
@@ -37,8 +38,12 @@ use crate::queue::Loc;
 pub struct RecoveredQueue {
     pub id: u32,
     pub name: Box<[u8]>,
+    /// Every message below is consumed.
     pub head: u64,
     pub tail: u64,
+    /// Messages above `head` confirmed out of order.
+    pub confirmed: Confirmed,
+    /// The queued messages: neither below `head` nor confirmed.
     pub locs: Vec<Loc>,
 }
 
@@ -67,6 +72,7 @@ struct QState {
     tail: u64,
     created_in: Option<u32>,
     deleted_in: Option<u32>,
+    confirmed: Confirmed,
     locs: Vec<Loc>,
 }
 
@@ -97,6 +103,7 @@ impl Replay {
                 q.head,
                 q.tail,
             );
+            self.confirmed(q.id, q.confirmed.iter().map(|r| (r.start, r.end)));
         }
     }
 
@@ -117,6 +124,11 @@ impl Replay {
                 q.deleted,
                 q.head.to_native(),
                 q.tail.to_native(),
+            );
+            let ranges = q.confirmed.iter();
+            self.confirmed(
+                q.id.to_native(),
+                ranges.map(|r| (r.start.to_native(), r.end.to_native())),
             );
         }
     }
@@ -151,6 +163,15 @@ impl Replay {
         }
         q.head = q.head.max(head);
         q.tail = q.tail.max(tail);
+    }
+
+    /// Ranges of queue `id` confirmed out of order: facts for good (a
+    /// sequence number is never reused), whichever segment says them.
+    fn confirmed(&mut self, id: u32, ranges: impl Iterator<Item = (u64, u64)>) {
+        let q = self.queues.entry(id).or_default();
+        for (start, end) in ranges {
+            q.confirmed.insert(start, end);
+        }
     }
 
     fn alive(&self, q: &QState) -> bool {
@@ -228,11 +249,20 @@ impl Replay {
                 }
             }
             let tail = locs.last().map_or(q.tail, |l| q.tail.max(l.seq + 1));
+            // Ranges the head has passed are forgotten; one that starts at
+            // the head moves it.
+            let mut head = q.head;
+            let mut confirmed = q.confirmed;
+            confirmed.drop_below(head);
+            locs.retain(|l| !confirmed.contains(l.seq));
+            head = confirmed.extend(head);
+            confirmed.drop_below(head);
             out.push(RecoveredQueue {
                 id,
                 name: q.name.expect("alive queues have names"),
-                head: q.head,
+                head,
                 tail,
+                confirmed,
                 locs,
             });
         }

@@ -28,6 +28,8 @@
 //!   nothing); every waiter and every later request gets the same error.
 
 use std::cell::RefCell;
+
+use super::confirmed::Confirmed;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -68,10 +70,13 @@ impl From<LogError> for NoRoom {
 }
 
 /// A queue as a checkpoint restates it.
-struct CatalogEntry {
-    name: Box<[u8]>,
-    head: u64,
-    tail: u64,
+pub struct CatalogEntry {
+    pub name: Box<[u8]>,
+    /// Every message below is consumed.
+    pub head: u64,
+    pub tail: u64,
+    /// Messages above `head` consumed out of order (reliable reads).
+    pub confirmed: Confirmed,
 }
 
 /// Preallocated spare segment files kept ready; sets may not take the last.
@@ -195,19 +200,16 @@ pub fn now_us() -> u64 {
 
 impl Log {
     /// The log as recovery found it. Call [`Log::start`] before appending.
-    /// `queues` are the live queues as `(id, name, head, tail)`.
+    /// `queues` are the live queues by id.
     pub fn new(
         disk: Rc<dyn Disk>,
         cfg: LogConfig,
         rec: Recovered,
-        queues: Vec<(u32, Box<[u8]>, u64, u64)>,
+        queues: Vec<(u32, CatalogEntry)>,
     ) -> Log {
         let next_ord = rec.segs.keys().next_back().map_or(0, |o| o + 1);
         let reserve = (cfg.segment_size / 8).max(HEADER_LEN as u64 * 64);
-        let catalog = queues
-            .into_iter()
-            .map(|(id, name, head, tail)| (id, CatalogEntry { name, head, tail }))
-            .collect();
+        let catalog = queues.into_iter().collect();
         let last = rec.next_lsn - 1;
         Log {
             disk,
@@ -372,7 +374,10 @@ impl Log {
         let checkpoint: u64 = self
             .catalog
             .values()
-            .map(|q| record::record_len(16 + q.name.len()) as u64)
+            .map(|q| {
+                record::record_len(16 + q.name.len()) as u64
+                    + q.confirmed.len() as u64 * record::record_len(8) as u64
+            })
             .sum::<u64>()
             + record::record_len(0) as u64;
         if checkpoint + need > size {
@@ -423,14 +428,17 @@ impl Log {
     fn begin_segment(&mut self, ord: u32) {
         self.open_ord = ord;
         self.builder = IndexBuilder::new(self.next_lsn);
-        let mut queues: Vec<(u32, Vec<u8>)> = self
-            .catalog
-            .iter()
-            .map(|(id, q)| (*id, record::created_body(q.head, q.tail, &q.name)))
-            .collect();
-        queues.sort_unstable_by_key(|(id, _)| *id);
-        for (id, body) in queues {
+        let mut ids: Vec<u32> = self.catalog.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let q = &self.catalog[&id];
+            let body = record::created_body(q.head, q.tail, &q.name);
+            let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
             self.append(Kind::Created, id, 0, 0, now_us(), &body);
+            for (start, end) in confirmed {
+                let end = record::confirmed_body(end);
+                self.append(Kind::Confirmed, id, start, 0, now_us(), &end);
+            }
         }
         let next_id = u64::from(self.next_queue_id);
         self.checkpoint_lsn = self
@@ -495,6 +503,7 @@ impl Log {
                 name: name.into(),
                 head: 0,
                 tail: 0,
+                confirmed: Confirmed::default(),
             },
         );
         (id, lsn)
@@ -514,12 +523,35 @@ impl Log {
         (pos, lsn)
     }
 
-    /// Logs that queue `id` is consumed up to (excluding) `head`.
-    pub fn consume(&mut self, id: u32, head: u64) -> u64 {
-        if let Some(q) = self.catalog.get_mut(&id) {
-            q.head = q.head.max(head);
+    /// Logs that messages `[seq, end)` of queue `id` are consumed; `low`
+    /// is the queue's lowest message still unconsumed after them (queued
+    /// or handed out by a reliable read; its tail when there is none).
+    /// When nothing below `seq` is left, that is a new head (`Consumed`);
+    /// otherwise the range is consumed out of order (`Confirmed`).
+    pub fn consume(&mut self, id: u32, seq: u64, end: u64, low: u64) -> u64 {
+        // `low` is not in `[seq, end)`: either nothing below `end` is left
+        // or something below `seq` is.
+        let q = self.catalog.get_mut(&id);
+        if low >= end {
+            if let Some(q) = q {
+                q.head = q.head.max(low);
+                q.confirmed.drop_below(low);
+            }
+            self.append(Kind::Consumed, id, low, 0, now_us(), &[]).1
+        } else {
+            if let Some(q) = q {
+                q.confirmed.insert(seq, end);
+            }
+            let body = record::confirmed_body(end);
+            self.append(Kind::Confirmed, id, seq, 0, now_us(), &body).1
         }
-        self.append(Kind::Consumed, id, head, 0, now_us(), &[]).1
+    }
+
+    /// Messages of queue `id` consumed so far (`stats queue`'s dequeued).
+    pub fn dequeued(&self, id: u32) -> u64 {
+        self.catalog
+            .get(&id)
+            .map_or(0, |q| q.head + q.confirmed.count())
     }
 
     /// Logs that queue `id` is deleted.
