@@ -115,5 +115,6 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
     stat(out, "log_corrupt_records", &store.log_corrupt_records);
     stat(out, "cache_bytes", &store.cache_bytes);
     stat(out, "get_waiters", &store.get_waiters);
+    stat(out, "open_transactions", &store.open_transactions);
     reply::line(out, "END");
 }

@@ -131,6 +131,8 @@ pub struct StoreStats {
     pub cache_bytes: u64,
     /// Blocking gets waiting for a message.
     pub get_waiters: u64,
+    /// Messages handed out by reliable reads and not yet confirmed.
+    pub open_transactions: u64,
 }
 
 impl StoreStats {
@@ -148,6 +150,7 @@ impl StoreStats {
         self.log_corrupt_records += other.log_corrupt_records;
         self.cache_bytes += other.cache_bytes;
         self.get_waiters += other.get_waiters;
+        self.open_transactions += other.open_transactions;
     }
 }
 
@@ -837,6 +840,7 @@ impl Store {
             log_corrupt_records: log.corrupt_records,
             cache_bytes: st.cache.bytes() as u64,
             get_waiters: self.waiters.count() as u64,
+            open_transactions: st.queues.values().map(|q| q.open.len() as u64).sum(),
         }
     }
 
