@@ -31,6 +31,19 @@ for noreply in (True, False):
     assert c.get(q + "w/t=50") is None
     c.set(q + "w", b"later", noreply=False)
     assert c.get(q + "w/t=5000") == b"later"
+    # Kestrel-style reliable reads: open, abort (back at the head), open
+    # again, confirm and open the next in one request, confirm.
+    r = q + "r"
+    for body in (b"first", b"second"):
+        c.set(r, body, noreply=False)
+    assert c.get(r + "/open") == b"first"
+    assert c.get(r + "/peek") == b"second"
+    assert c.get(r + "/abort") is None
+    assert c.get(r + "/open") == b"first"
+    assert c.get(r + "/close/open") == b"second"
+    assert c.stats("queue")[r.encode()] == b"2/1"
+    assert c.get(r + "/close") is None
+    assert c.stats("queue")[r.encode()] == b"2/2"
     version = c.version()
     assert version, version
     c.close()

@@ -72,8 +72,8 @@ fn a_blocking_get_with_a_message_there_answers_at_once_and_times_out_with_end() 
     c.expect(b"get tq/t=0\r\n", b"END\r\n");
     // Unknown options are refused, and the connection stays usable.
     c.expect(
-        b"get tq/open\r\n",
-        b"CLIENT_ERROR bad get option (mcqd knows /t=<ms>)\r\n",
+        b"get tq/bogus\r\n",
+        b"CLIENT_ERROR bad get option (mcqd knows /t=<ms> /open /close /abort /peek, each once; /peek and /abort go without /open and /close)\r\n",
     );
     c.expect(b"get tq\r\n", b"END\r\n");
 }

@@ -245,8 +245,8 @@ fn every_error_keeps_the_connection_usable() {
             b"CLIENT_ERROR bad queue name\r\n",
         ),
         (
-            b"get a/open\r\n",
-            b"CLIENT_ERROR bad get option (mcqd knows /t=<ms>)\r\n",
+            b"get a/bogus\r\n",
+            b"CLIENT_ERROR bad get option (mcqd knows /t=<ms> /open /close /abort /peek, each once; /peek and /abort go without /open and /close)\r\n",
         ),
         (b"get /t=5\r\n", b"CLIENT_ERROR bad queue name\r\n"),
         (
