@@ -49,46 +49,75 @@ pub fn shard_dir(data_dir: &Path, shard: u32) -> PathBuf {
 }
 
 const MANIFEST: &str = "MANIFEST";
-const MANIFEST_MAGIC: &str = "mcq-manifest 1";
+const MANIFEST_MAGIC: &str = "mcq-manifest";
+/// The data directory's format. 2: logs may hold `Confirmed` records
+/// (reliable reads), which an mcqd of format 1 would take for corruption,
+/// so a directory is upgraded when opened and older mcqd refuse it.
+pub const FORMAT: u32 = 2;
 
 /// Reads the shard count from `<data_dir>/MANIFEST`, or creates the data
 /// directory with `shards_if_new` shards. The manifest is written to a
 /// temporary file, fsync'd and renamed, and the directory fsync'd, so a crash
-/// never leaves a half-written one.
+/// never leaves a half-written one. A manifest of an older format is
+/// rewritten as [`FORMAT`]; a newer one is refused.
 pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<u32> {
     let path = data_dir.join(MANIFEST);
     match fs::read_to_string(&path) {
-        Ok(text) => parse_manifest(&text).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not an mcq manifest", path.display()),
-            )
-        }),
+        Ok(text) => {
+            let (format, shards) = parse_manifest(&text).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not an mcq manifest", path.display()),
+                )
+            })?;
+            if format > FORMAT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: data directory format {format} is newer than this mcqd reads ({FORMAT}); run a newer mcqd",
+                        path.display()
+                    ),
+                ));
+            }
+            if format < FORMAT {
+                write_manifest(data_dir, shards)?;
+            }
+            Ok(shards)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(data_dir)?;
-            let tmp = data_dir.join("MANIFEST.tmp");
-            let mut file = fs::File::create(&tmp)?;
-            write!(file, "{MANIFEST_MAGIC}\nshards {shards_if_new}\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(data_dir)?.sync_all()?;
+            write_manifest(data_dir, shards_if_new)?;
             Ok(shards_if_new)
         }
         Err(e) => Err(e),
     }
 }
 
-fn parse_manifest(text: &str) -> Option<u32> {
+fn write_manifest(data_dir: &Path, shards: u32) -> io::Result<()> {
+    let tmp = data_dir.join("MANIFEST.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    write!(file, "{MANIFEST_MAGIC} {FORMAT}\nshards {shards}\n")?;
+    file.sync_all()?;
+    fs::rename(&tmp, data_dir.join(MANIFEST))?;
+    fs::File::open(data_dir)?.sync_all()
+}
+
+/// `(format, shards)` of a manifest's text.
+fn parse_manifest(text: &str) -> Option<(u32, u32)> {
     let mut lines = text.lines();
-    if lines.next()? != MANIFEST_MAGIC {
-        return None;
-    }
-    lines
+    let format = lines
+        .next()?
+        .strip_prefix(MANIFEST_MAGIC)?
+        .strip_prefix(' ')?
+        .parse()
+        .ok()?;
+    let shards = lines
         .find_map(|l| l.strip_prefix("shards "))?
         .trim()
         .parse()
         .ok()
-        .filter(|&s| s > 0)
+        .filter(|&s| s > 0)?;
+    Some((format, shards))
 }
 
 /// An operation on one storage shard; what crosses executors.
@@ -498,6 +527,15 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         assert_eq!(open_manifest(&dir, 3).unwrap(), 3);
         assert_eq!(open_manifest(&dir, 8).unwrap(), 3, "existing manifest wins");
+        let text = fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        assert_eq!(text, format!("mcq-manifest {FORMAT}\nshards 3\n"));
+        // Format 1 is upgraded; a newer format is refused.
+        fs::write(dir.join(MANIFEST), "mcq-manifest 1\nshards 3\n").unwrap();
+        assert_eq!(open_manifest(&dir, 8).unwrap(), 3);
+        assert_eq!(fs::read_to_string(dir.join(MANIFEST)).unwrap(), text);
+        fs::write(dir.join(MANIFEST), "mcq-manifest 99\nshards 3\n").unwrap();
+        let e = open_manifest(&dir, 3).unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
         fs::write(dir.join(MANIFEST), "garbage").unwrap();
         assert!(open_manifest(&dir, 3).is_err());
         fs::remove_dir_all(&dir).unwrap();
