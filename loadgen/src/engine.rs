@@ -27,7 +27,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::poll::{self, Epoll, Timer};
-use crate::protocol::{self, parse_reply, Parsed, Reply};
+use crate::protocol::{self, parse_reply, GetKind, GetOptions, Parsed, Reply};
 use crate::schedule::{now_ns, Schedule};
 use crate::stats::{new_hist, Abort, Counters};
 use crate::verify::{ConsumerLog, ProducerLog};
@@ -75,9 +75,9 @@ pub struct Plan {
     pub traced: bool,
     pub verify: bool,
     pub names: Vec<Vec<u8>>,
-    /// The key each queue's gets send (and their `VALUE`s echo): its name,
-    /// plus `/t=<ms>` with --get-wait.
-    pub get_keys: Vec<Vec<u8>>,
+    /// What follows a queue's name in the key of each kind of get (and in
+    /// the `VALUE` that echoes it): `/t=<ms>` with --get-wait.
+    pub get_options: GetOptions,
     pub keys: KeyChooser,
     pub pattern: Pattern,
     pub run: u32,
@@ -705,7 +705,7 @@ impl Worker {
                 self.producers[p].sent = seq + 1;
             }
         } else {
-            protocol::encode_get(&mut c.wbuf, &plan.get_keys[queue as usize]);
+            protocol::encode_get(&mut c.wbuf, name, plan.get_options.get(GetKind::Pop));
         }
         if c.inflight.is_empty() {
             c.last_rx = now;
@@ -916,12 +916,13 @@ impl Worker {
                 }
             }
             (false, Reply::Value { key, data, .. }) => {
-                let name = &plan.get_keys[p.queue as usize];
-                if key != name.as_slice() {
+                let name = &plan.names[p.queue as usize];
+                let options = plan.get_options.get(GetKind::Pop);
+                if !protocol::key_matches(key, name, options) {
                     return Err(format!(
                         "VALUE for key {:?} in reply to get {:?}",
                         String::from_utf8_lossy(key),
-                        String::from_utf8_lossy(name)
+                        String::from_utf8_lossy(&[name, options].concat())
                     ));
                 }
                 if m {

@@ -42,7 +42,7 @@ use hdrhistogram::Histogram;
 
 use cli::Args;
 use engine::{ConnSpec, Msg, Plan, Role, Shared, ThreadOut, Worker, SECOND};
-use protocol::{parse_reply, Parsed, Reply};
+use protocol::{parse_reply, GetOptions, Parsed, Reply};
 use schedule::now_ns;
 use stats::{new_hist, Counters};
 use verify::ConsumerLog;
@@ -124,17 +124,7 @@ fn run(args: &Args) -> Result<u8, String> {
     if args.get_wait.is_some_and(|w| w >= args.timeout) {
         return Err("--get-wait must be shorter than --timeout".into());
     }
-    let get_keys: Vec<Vec<u8>> = names
-        .iter()
-        .map(|name| match args.get_wait {
-            Some(wait) => [
-                name.as_slice(),
-                format!("/t={}", wait.as_millis()).as_bytes(),
-            ]
-            .concat(),
-            None => name.clone(),
-        })
-        .collect();
+    let get_options = GetOptions::new(args.get_wait.map(|w| w.as_millis() as u64));
     let threads = args.threads.min(args.connections);
 
     // Connections, roles and schedule slots.
@@ -198,7 +188,7 @@ fn run(args: &Args) -> Result<u8, String> {
         traced: args.traced(),
         verify: args.verify,
         names,
-        get_keys,
+        get_options,
         keys,
         pattern: Pattern::new(args.value_size.max(), seed),
         run: run_id,
@@ -496,7 +486,7 @@ fn drain(
         let batch: Vec<u32> = todo.drain(..todo.len().min(256)).collect();
         out.clear();
         for &q in &batch {
-            protocol::encode_get(&mut out, &plan.names[q as usize]);
+            protocol::encode_get(&mut out, &plan.names[q as usize], b"");
         }
         s.write_all(&out)
             .map_err(|e| format!("drain {name}: write: {e}"))?;
