@@ -792,3 +792,60 @@ fn reliable_verify_fails_when_open_messages_are_forgotten() {
     assert!(v["lost"].as_u64().unwrap() >= 1, "{out}");
     assert!(count(&seen.forgotten) >= 1);
 }
+
+/// The fake server's reliable reads, byte for byte, so that the runs above
+/// test the generator against the semantics mcqd promises.
+#[test]
+fn fake_server_reliable_reads_by_the_bytes() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let talk = |c: &mut TcpStream, req: &str, want: &str| {
+        c.write_all(req.as_bytes()).unwrap();
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want, "reply to {req:?}");
+    };
+    let mut a = TcpStream::connect(&addr).unwrap();
+    for body in ["one", "two", "six"] {
+        talk(&mut a, &format!("set q 0 0 3\r\n{body}\r\n"), "STORED\r\n");
+    }
+    talk(
+        &mut a,
+        "get q/t=10/open\r\n",
+        "VALUE q/t=10/open 0 3\r\none\r\nEND\r\n",
+    );
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "CLIENT_ERROR a message is open\r\n",
+    );
+    talk(&mut a, "get q\r\n", "CLIENT_ERROR a message is open\r\n");
+    talk(&mut a, "get q/abort\r\n", "END\r\n");
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "VALUE q/open 0 3\r\none\r\nEND\r\n",
+    );
+    talk(
+        &mut a,
+        "get q/close/t=10/open\r\n",
+        "VALUE q/close/t=10/open 0 3\r\ntwo\r\nEND\r\n",
+    );
+    talk(&mut a, "get q/close\r\n", "END\r\n");
+    talk(&mut a, "get q/close\r\n", "END\r\n");
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "VALUE q/open 0 3\r\nsix\r\nEND\r\n",
+    );
+    // A connection that ends puts its open message back at the head.
+    drop(a);
+    let mut b = TcpStream::connect(&addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count(&seen.put_back) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    talk(&mut b, "get q\r\n", "VALUE q 0 3\r\nsix\r\nEND\r\n");
+    talk(&mut b, "get q/t=20/close/open\r\n", "END\r\n");
+    talk(&mut b, "get q/peek\r\n", "CLIENT_ERROR bad get option\r\n");
+    assert_eq!(count(&seen.closed), 2);
+}
