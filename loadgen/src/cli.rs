@@ -127,8 +127,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     pub get_wait: Option<Duration>,
 
-    /// Every get is a reliable read (Kestrel's `/open` and `/close`; mcqd,
-    /// Kestrel). A get on a queue where the connection holds nothing open is
+    /// Every get is a reliable read (Kestrel's `/open` and `/close`;
+    /// Kestrel, mcqd from issue 9). A get on a queue where the connection holds nothing open is
     /// `get <q>/open`; after a message, `get <q>/close/open` confirms it and
     /// opens the next in one round trip (with --get-wait: `<q>/t=<ms>/open`,
     /// `<q>/t=<ms>/close/open`). When the run ends, `get <q>/close` confirms
