@@ -127,11 +127,30 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     pub get_wait: Option<Duration>,
 
+    /// Every get is a reliable read (Kestrel's `/open` and `/close`;
+    /// Kestrel, mcqd from issue 9). A get on a queue where the connection holds nothing open is
+    /// `get <q>/open`; after a message, `get <q>/close/open` confirms it and
+    /// opens the next in one round trip (with --get-wait: `<q>/t=<ms>/open`,
+    /// `<q>/t=<ms>/close/open`). When the run ends, `get <q>/close` confirms
+    /// whatever is still open. A `/close` confirms even a message whose
+    /// reply has not arrived, so a connection keeps at most one get in
+    /// flight per queue: pairs consumers ignore --pipeline, and in the mixed
+    /// and get workloads a get on a queue that has one in flight waits for
+    /// it, and the requests after it wait too. With --verify, delivery is
+    /// at-least-once: a message may come again only if it was open (not
+    /// confirmed) at a disconnect, which is counted as redelivered, and
+    /// nothing may be lost. The verdict (and the JSON's `verify`) adds
+    /// `open_at_disconnect`, `opens_in_doubt` (gets in flight at a break),
+    /// `redelivered` and `redelivered_out_of_order`.
+    #[arg(long)]
+    pub reliable: bool,
+
     /// When the server closes a connection (a crash, a restart), reconnect
     /// and carry on instead of dropping it; give up after --timeout. With
     /// --verify, messages popped by gets whose replies were lost may be
     /// missing, and duplicates are tolerated (a crashed server may hand out
-    /// a popped message again).
+    /// a popped message again). With --reliable neither is excused: see
+    /// there.
     #[arg(long)]
     pub reconnect: bool,
 
@@ -275,6 +294,9 @@ mod tests {
 
         let d = Args::try_parse_from(["mcq-loadgen"]).unwrap();
         assert_eq!(d.servers, vec!["127.0.0.1:22201"]);
+        assert!(!d.reliable);
+        let r = Args::try_parse_from(["x", "--reliable", "--get-wait", "500ms"]).unwrap();
+        assert!(r.reliable && r.validate().is_ok());
         assert_eq!(d.measure_duration(), Some(Duration::from_secs(10)));
 
         assert!(Args::try_parse_from(["x", "--duration", "1s", "--requests", "5"]).is_err());

@@ -27,7 +27,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::poll::{self, Epoll, Timer};
-use crate::protocol::{self, parse_reply, Parsed, Reply};
+use crate::protocol::{self, parse_reply, GetKind, GetOptions, Parsed, Reply};
+use crate::reliable::{Held, Reads};
 use crate::schedule::{now_ns, Schedule};
 use crate::stats::{new_hist, Abort, Counters};
 use crate::verify::{ConsumerLog, ProducerLog};
@@ -75,9 +76,9 @@ pub struct Plan {
     pub traced: bool,
     pub verify: bool,
     pub names: Vec<Vec<u8>>,
-    /// The key each queue's gets send (and their `VALUE`s echo): its name,
-    /// plus `/t=<ms>` with --get-wait.
-    pub get_keys: Vec<Vec<u8>>,
+    /// What follows a queue's name in the key of each kind of get (and in
+    /// the `VALUE` that echoes it): `/t=<ms>` with --get-wait.
+    pub get_options: GetOptions,
     pub keys: KeyChooser,
     pub pattern: Pattern,
     pub run: u32,
@@ -94,6 +95,8 @@ pub struct Plan {
     pub busy_poll: u64,
     /// Re-establish connections the server closed (crash tests).
     pub reconnect: bool,
+    /// Gets are reliable reads (`/open`, `/close/open`; see [`crate::reliable`]).
+    pub reliable: bool,
     pub seed: u64,
 }
 
@@ -169,6 +172,8 @@ struct Pending {
     queue: u32,
     req_bytes: u32,
     is_set: bool,
+    /// For a get: which one.
+    get: GetKind,
     measured: bool,
     /// Issued after every producer had finished (pairs).
     after_done: bool,
@@ -199,6 +204,12 @@ struct Conn {
     want_out: bool,
     inflight: VecDeque<Pending>,
     backlog: VecDeque<u64>,
+    /// Reliable reads: what this connection holds open, by queue.
+    reads: Reads,
+    /// Reliable reads: a get drawn for a queue that already had one in
+    /// flight, (intended time, queue); it goes out when that reply is in,
+    /// and nothing drawn after it goes out before it.
+    parked: Option<(u64, u32)>,
     seq: u64,
     producer_log: Option<usize>,
     /// Producer: has stopped for good and said so.
@@ -295,6 +306,8 @@ impl Worker {
                 want_out: false,
                 inflight: VecDeque::with_capacity(plan.pipeline),
                 backlog: VecDeque::new(),
+                reads: Reads::default(),
+                parked: None,
                 seq: 0,
                 producer_log,
                 producer_finished: !matches!(s.role, Role::Producer(_)),
@@ -327,7 +340,7 @@ impl Worker {
         let has_producers = conns.iter().any(|c| !matches!(c.role, Role::Consumer(_)));
         let consumer = plan
             .verify
-            .then(|| ConsumerLog::new(plan.run, plan.n_conns));
+            .then(|| ConsumerLog::new(plan.run, plan.n_conns, plan.reliable));
         let rng = Rng::new(plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
         Ok(Worker {
             index,
@@ -411,8 +424,13 @@ impl Worker {
             }
             // all_done() walks every connection; it can only be true once
             // issuing has stopped, in a consumers-only thread, or after a loss.
-            if (self.stopping || !self.has_producers || self.killed > 0) && self.all_done() {
-                break;
+            if self.stopping || !self.has_producers || self.killed > 0 {
+                if self.plan.reliable {
+                    self.close_reads(now_ns());
+                }
+                if self.all_done() {
+                    break;
+                }
             }
             let now = now_ns();
             let mut wait_ms = self.wait_ms(now);
@@ -635,35 +653,55 @@ impl Worker {
         let depth = self.plan.pipeline;
         match self.conns[ci].role {
             Role::Mixed | Role::Producer(_) => {
-                if self.sched.is_some() {
-                    while self.conns[ci].inflight.len() < depth {
-                        let Some(due) = self.conns[ci].backlog.pop_front() else {
-                            break;
-                        };
-                        self.issue(ci, due, now);
+                while self.conns[ci].inflight.len() < depth {
+                    let (intended, op) = match self.conns[ci].parked.take() {
+                        // Closed loop: its latency counts from when it goes.
+                        Some((due, queue)) => {
+                            let intended = if self.sched.is_some() { due } else { now };
+                            (intended, (false, queue))
+                        }
+                        None => {
+                            let intended = if self.sched.is_some() {
+                                match self.conns[ci].backlog.pop_front() {
+                                    Some(due) => due,
+                                    None => break,
+                                }
+                            } else if self.claim(now) {
+                                now
+                            } else {
+                                break;
+                            };
+                            (intended, self.choose(ci))
+                        }
+                    };
+                    let (is_set, queue) = op;
+                    let c = &mut self.conns[ci];
+                    if self.plan.reliable && !is_set && !c.reads.may_send(queue) {
+                        c.parked = Some((intended, queue));
+                        break;
                     }
-                } else {
-                    while self.conns[ci].inflight.len() < depth && self.claim(now) {
-                        self.issue(ci, now, now);
-                    }
+                    self.issue(ci, intended, now, is_set, queue);
                 }
             }
-            Role::Consumer(_) => {
+            Role::Consumer(queue) => {
                 let c = &self.conns[ci];
                 if c.consumer_finished || c.resume_at != 0 {
                     return;
                 }
-                while self.conns[ci].inflight.len() < depth {
-                    self.issue(ci, now, now);
+                while self.conns[ci].inflight.len() < depth
+                    && (!self.plan.reliable || self.conns[ci].reads.may_send(queue))
+                {
+                    self.issue(ci, now, now, false, queue);
                 }
             }
         }
     }
 
-    fn issue(&mut self, ci: usize, intended: u64, now: u64) {
+    /// Draws the next request of a mixed (set/get/mixed workload)
+    /// connection: (is a set, queue).
+    fn choose(&mut self, ci: usize) -> (bool, u32) {
         let plan = &*self.plan;
-        let c = &mut self.conns[ci];
-        let (is_set, queue) = match c.role {
+        match self.conns[ci].role {
             Role::Producer(q) => (true, q),
             Role::Consumer(q) => (false, q),
             Role::Mixed => {
@@ -674,10 +712,62 @@ impl Worker {
                 };
                 (is_set, plan.keys.pick(&mut self.rng))
             }
-        };
+        }
+    }
+
+    /// Reliable reads: once a connection is done issuing and every reply is
+    /// in, confirms what it still holds open with a `/close` per queue, so
+    /// that the run leaves nothing open (the final drain and the next run
+    /// find it confirmed, not waiting for a disconnect to put it back).
+    fn close_reads(&mut self, now: u64) {
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            let done = match c.role {
+                Role::Consumer(_) => c.consumer_finished,
+                _ => self.stopping && c.backlog.is_empty() && c.parked.is_none(),
+            };
+            if c.state != State::Live || !done || !c.inflight.is_empty() || c.reads.held() == 0 {
+                continue;
+            }
+            for queue in c.reads.to_close() {
+                self.issue_close(ci, queue, now);
+            }
+            self.flush(ci);
+        }
+    }
+
+    fn issue_close(&mut self, ci: usize, queue: u32, now: u64) {
+        let plan = &*self.plan;
+        let c = &mut self.conns[ci];
+        c.reads.send_close(queue);
+        let start = c.wbuf.len();
+        protocol::encode_get(
+            &mut c.wbuf,
+            &plan.names[queue as usize],
+            plan.get_options.get(GetKind::Close),
+        );
+        if c.inflight.is_empty() {
+            c.last_rx = now;
+        }
+        c.inflight.push_back(Pending {
+            intended: now,
+            seq: 0,
+            queue,
+            req_bytes: (c.wbuf.len() - start) as u32,
+            is_set: false,
+            get: GetKind::Close,
+            measured: false,
+            after_done: false,
+        });
+    }
+
+    fn issue(&mut self, ci: usize, intended: u64, now: u64, is_set: bool, queue: u32) {
+        let plan = &*self.plan;
+        let c = &mut self.conns[ci];
         let name = &plan.names[queue as usize];
         let start = c.wbuf.len();
         let mut seq = 0;
+        let mut get = GetKind::Pop;
         if is_set {
             let min = if plan.traced { HEADER_LEN } else { 0 };
             let len = plan.value_size.sample(&mut self.rng, min);
@@ -705,7 +795,12 @@ impl Worker {
                 self.producers[p].sent = seq + 1;
             }
         } else {
-            protocol::encode_get(&mut c.wbuf, &plan.get_keys[queue as usize]);
+            get = if plan.reliable {
+                c.reads.send(queue)
+            } else {
+                GetKind::Pop
+            };
+            protocol::encode_get(&mut c.wbuf, name, plan.get_options.get(get));
         }
         if c.inflight.is_empty() {
             c.last_rx = now;
@@ -723,6 +818,7 @@ impl Worker {
             queue,
             req_bytes: (c.wbuf.len() - start) as u32,
             is_set,
+            get,
             measured,
             after_done,
         });
@@ -894,6 +990,19 @@ impl Worker {
                 if let (true, Some(pl)) = (p.is_set, c.producer_log) {
                     self.producers[pl].failed.set(p.seq);
                 }
+                if !p.is_set && p.get != GetKind::Pop {
+                    c.reads.reply(p.queue, p.get, false, None);
+                }
+                if p.get == GetKind::Close {
+                    // Still open, and put back when the connection ends:
+                    // as good as open at a disconnect.
+                    let held = c.reads.give_up(p.queue);
+                    if let (Some(log), Some(h)) = (&mut self.consumer, held) {
+                        if let Some(msg) = h.msg {
+                            log.open_at_disconnect(c.id, h.queue, msg, h.sent_at);
+                        }
+                    }
+                }
                 if counters.errors() <= 3 {
                     eprintln!(
                         "mcq-loadgen: connection {} got {}",
@@ -903,11 +1012,14 @@ impl Worker {
                 }
             }
             (false, Reply::End) => {
+                if p.get != GetKind::Pop {
+                    c.reads.reply(p.queue, p.get, true, None);
+                }
                 if m {
                     counters.gets += 1;
                     counters.misses += 1;
                 }
-                if matches!(c.role, Role::Consumer(_)) {
+                if matches!(c.role, Role::Consumer(_)) && p.get != GetKind::Close {
                     if p.after_done {
                         c.consumer_finished = true;
                     } else if plan.miss_backoff > 0 {
@@ -916,21 +1028,23 @@ impl Worker {
                 }
             }
             (false, Reply::Value { key, data, .. }) => {
-                let name = &plan.get_keys[p.queue as usize];
-                if key != name.as_slice() {
+                let name = &plan.names[p.queue as usize];
+                let options = plan.get_options.get(p.get);
+                if p.get == GetKind::Close || !protocol::key_matches(key, name, options) {
                     return Err(format!(
                         "VALUE for key {:?} in reply to get {:?}",
                         String::from_utf8_lossy(key),
-                        String::from_utf8_lossy(name)
+                        String::from_utf8_lossy(&[name, options].concat())
                     ));
                 }
                 if m {
                     counters.gets += 1;
                     counters.hits += 1;
                 }
+                let mut header = None;
                 if plan.traced {
-                    let header = match &mut self.consumer {
-                        Some(log) => log.check(c.id, p.queue, data, &plan.pattern),
+                    header = match &mut self.consumer {
+                        Some(log) => log.check(c.id, p.queue, data, &plan.pattern, now),
                         None => Header::read(data).filter(|h| h.run == plan.run),
                     };
                     if let Some(h) = header {
@@ -939,6 +1053,14 @@ impl Worker {
                                 .saturating_record(now.saturating_sub(h.sent_ns).max(1));
                         }
                     }
+                }
+                if p.get != GetKind::Pop {
+                    let held = Held {
+                        queue: p.queue,
+                        msg: header.map(|h| (h.producer, h.seq)),
+                        sent_at: p.intended,
+                    };
+                    c.reads.reply(p.queue, p.get, true, Some(held));
                 }
             }
             (true, other) => {
@@ -980,7 +1102,32 @@ impl Worker {
         let _ = self.ep.delete(c.stream.as_raw_fd());
         let _ = c.stream.shutdown(std::net::Shutdown::Both);
         // Sets in flight stay neither acknowledged nor refused: in doubt.
-        self.gets_in_doubt += c.inflight.iter().filter(|p| !p.is_set).count() as u64;
+        // A plain get in flight may have popped a message whose reply is
+        // lost; a reliable one may have opened one, which the server puts
+        // back, as it does what this connection held open.
+        for p in &c.inflight {
+            match (p.is_set, p.get) {
+                (true, _) | (false, GetKind::Close) => {}
+                (false, GetKind::Pop) => self.gets_in_doubt += 1,
+                (false, GetKind::Open | GetKind::CloseOpen) => {
+                    if let Some(log) = &mut self.consumer {
+                        log.open_in_doubt(p.queue, p.intended);
+                    }
+                }
+            }
+        }
+        for held in c.reads.disconnect() {
+            if let (Some(log), Some(msg)) = (&mut self.consumer, held.msg) {
+                log.open_at_disconnect(c.id, held.queue, msg, held.sent_at);
+            }
+        }
+        if let Some((due, _)) = c.parked.take() {
+            // Open loop: still due, drawn again later. Closed loop: gone,
+            // like the requests in flight.
+            if self.sched.is_some() {
+                c.backlog.push_front(due);
+            }
+        }
         c.inflight.clear();
         c.rstart = 0;
         c.rend = 0;
@@ -1010,6 +1157,7 @@ impl Worker {
         self.killed += 1;
         c.inflight.clear();
         c.backlog.clear();
+        c.parked = None;
         c.consumer_finished = true;
         if !c.producer_finished {
             c.producer_finished = true;
@@ -1135,6 +1283,8 @@ impl Worker {
                     && !matches!(c.role, Role::Consumer(_)))
                 || (c.inflight.is_empty()
                     && c.backlog.is_empty()
+                    && c.parked.is_none()
+                    && c.reads.held() == 0
                     && match c.role {
                         Role::Consumer(_) => c.consumer_finished,
                         _ => self.stopping,

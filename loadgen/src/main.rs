@@ -4,6 +4,7 @@
 //! - [`cli`] — flags, parsed into typed values.
 //! - [`workload`] — what each request is: op mix, queue choice, sizes, bodies.
 //! - [`protocol`] — request encoding and the incremental reply parser.
+//! - [`reliable`] — `--reliable`: what a connection holds open, which get next.
 //! - [`schedule`] — the clock and the open-loop (coordinated-omission-free) schedule.
 //! - [`poll`] — epoll and timerfd, the only OS interface the hot path needs.
 //! - [`engine`] — one epoll loop per thread driving its connections.
@@ -21,6 +22,7 @@ mod hdrlog;
 mod plot;
 mod poll;
 mod protocol;
+mod reliable;
 mod report;
 mod schedule;
 mod stats;
@@ -42,7 +44,7 @@ use hdrhistogram::Histogram;
 
 use cli::Args;
 use engine::{ConnSpec, Msg, Plan, Role, Shared, ThreadOut, Worker, SECOND};
-use protocol::{parse_reply, Parsed, Reply};
+use protocol::{parse_reply, GetKind, GetOptions, Parsed, Reply};
 use schedule::now_ns;
 use stats::{new_hist, Counters};
 use verify::ConsumerLog;
@@ -124,17 +126,7 @@ fn run(args: &Args) -> Result<u8, String> {
     if args.get_wait.is_some_and(|w| w >= args.timeout) {
         return Err("--get-wait must be shorter than --timeout".into());
     }
-    let get_keys: Vec<Vec<u8>> = names
-        .iter()
-        .map(|name| match args.get_wait {
-            Some(wait) => [
-                name.as_slice(),
-                format!("/t={}", wait.as_millis()).as_bytes(),
-            ]
-            .concat(),
-            None => name.clone(),
-        })
-        .collect();
+    let get_options = GetOptions::new(args.get_wait.map(|w| w.as_millis() as u64));
     let threads = args.threads.min(args.connections);
 
     // Connections, roles and schedule slots.
@@ -198,7 +190,7 @@ fn run(args: &Args) -> Result<u8, String> {
         traced: args.traced(),
         verify: args.verify,
         names,
-        get_keys,
+        get_options,
         keys,
         pattern: Pattern::new(args.value_size.max(), seed),
         run: run_id,
@@ -213,6 +205,7 @@ fn run(args: &Args) -> Result<u8, String> {
         miss_backoff: args.miss_backoff.as_nanos() as u64,
         busy_poll: args.busy_poll.as_nanos() as u64,
         reconnect: args.reconnect,
+        reliable: args.reliable,
         seed,
     });
     let shared = Arc::new(Shared {
@@ -375,7 +368,7 @@ fn run(args: &Args) -> Result<u8, String> {
     let duration_s = (duration_ns as f64 / 1e9).max(1e-9);
 
     let verify_report = if args.verify {
-        let mut drain_log = ConsumerLog::new(run_id, n_conns as u32);
+        let mut drain_log = ConsumerLog::new(run_id, n_conns as u32, args.reliable);
         let mut drained = 0;
         for (si, (name, addr)) in servers.iter().enumerate() {
             drained += drain(
@@ -412,6 +405,7 @@ fn run(args: &Args) -> Result<u8, String> {
         value_size: args.value_size.to_string(),
         key_dist: args.key_dist.to_string(),
         warmup_s: args.warmup.as_secs_f64(),
+        reliable: args.reliable,
         duration_s,
         rate_target: args.rate,
         ops: counters.ops,
@@ -475,7 +469,10 @@ fn run(args: &Args) -> Result<u8, String> {
 }
 
 /// Pops every queue empty on one server, feeding what it finds to `log`.
-/// Returns how many of our messages it found.
+/// Returns how many of our messages it found. With `--reliable` it reads
+/// the way the consumers do: `/open`, then `/close/open` while messages
+/// come, one get per queue in flight, and a `/close` for any queue it stops
+/// with a message open.
 fn drain(
     name: &str,
     addr: &SocketAddr,
@@ -487,69 +484,95 @@ fn drain(
     let mut s = connect(addr, name, timeout)?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let mut todo: Vec<u32> = (0..plan.names.len() as u32).collect();
+    let n_queues = plan.names.len() as u32;
+    let first = if plan.reliable {
+        GetKind::Open
+    } else {
+        GetKind::Pop
+    };
+    // No --get-wait here: an empty queue ends the drain at once.
+    let options = GetOptions::new(None);
+    let mut todo: Vec<(u32, GetKind)> = (0..n_queues).map(|q| (q, first)).collect();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut last_body: HashMap<u32, u64> = HashMap::new();
     let mut out = Vec::new();
+    let mut left_open = Vec::new();
     let before = log.received_count;
     while !todo.is_empty() {
-        let batch: Vec<u32> = todo.drain(..todo.len().min(256)).collect();
+        let batch: Vec<(u32, GetKind)> = todo.drain(..todo.len().min(256)).collect();
         out.clear();
-        for &q in &batch {
-            protocol::encode_get(&mut out, &plan.names[q as usize]);
+        for &(q, kind) in &batch {
+            protocol::encode_get(&mut out, &plan.names[q as usize], options.get(kind));
         }
         s.write_all(&out)
             .map_err(|e| format!("drain {name}: write: {e}"))?;
         let mut start = 0;
-        for &q in &batch {
-            loop {
-                match parse_reply(&buf[start..]) {
-                    Parsed::Incomplete { .. } => {
-                        let mut chunk = [0u8; 65536];
-                        let n = s
-                            .read(&mut chunk)
-                            .map_err(|e| format!("drain {name}: read: {e}"))?;
-                        if n == 0 {
-                            return Err(format!("drain {name}: server closed the connection"));
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    Parsed::Desync(m) => return Err(format!("drain {name}: protocol desync: {m}")),
-                    Parsed::Reply { reply, len } => {
-                        match reply {
-                            Reply::End => {}
-                            Reply::Value { data, .. } => {
-                                let dups = log.duplicates;
-                                log.check(consumer_id, q, data, &plan.pattern);
-                                // A server that hands the same message out
-                                // again (memcached is not a queue) would
-                                // never run dry: a duplicate, or the same
-                                // foreign body twice in a row, ends that queue.
-                                let mut h = DefaultHasher::new();
-                                data.hash(&mut h);
-                                let digest = h.finish();
-                                let repeated = last_body.insert(q, digest) == Some(digest);
-                                if log.duplicates == dups && !repeated {
-                                    todo.push(q);
-                                }
-                            }
-                            Reply::Error(_, line) => {
-                                return Err(format!(
-                                    "drain {name}: {}",
-                                    String::from_utf8_lossy(line)
-                                ))
-                            }
-                            Reply::Stored => {
-                                return Err(format!("drain {name}: STORED in reply to get"))
-                            }
-                        }
-                        start += len;
-                        break;
+        for &(q, kind) in &batch {
+            read_reply(&mut s, &mut buf, start, name)?;
+            let (reply, len) = match parse_reply(&buf[start..]) {
+                Parsed::Reply { reply, len } => (reply, len),
+                Parsed::Desync(m) => return Err(format!("drain {name}: protocol desync: {m}")),
+                Parsed::Incomplete { .. } => return Err(format!("drain {name}: reply cut short")),
+            };
+            match reply {
+                Reply::End => {}
+                Reply::Value { data, .. } if kind != GetKind::Close => {
+                    let dups = log.duplicates;
+                    log.check(consumer_id, q, data, &plan.pattern, now_ns());
+                    // A server that hands the same message out again
+                    // (memcached is not a queue) would never run dry: a
+                    // duplicate, or the same foreign body twice in a row,
+                    // ends that queue.
+                    let mut h = DefaultHasher::new();
+                    data.hash(&mut h);
+                    let digest = h.finish();
+                    let repeated = last_body.insert(q, digest) == Some(digest);
+                    let next = if plan.reliable {
+                        GetKind::CloseOpen
+                    } else {
+                        GetKind::Pop
+                    };
+                    if log.duplicates == dups && !repeated {
+                        todo.push((q, next));
+                    } else if plan.reliable {
+                        left_open.push((q, GetKind::Close));
                     }
                 }
+                Reply::Value { .. } => {
+                    return Err(format!("drain {name}: VALUE in reply to a /close"))
+                }
+                Reply::Error(_, line) => {
+                    return Err(format!("drain {name}: {}", String::from_utf8_lossy(line)))
+                }
+                Reply::Stored => return Err(format!("drain {name}: STORED in reply to get")),
             }
+            start += len;
         }
         buf.drain(..start);
+        if todo.is_empty() {
+            todo.append(&mut left_open);
+        }
     }
     Ok(log.received_count - before)
+}
+
+/// Reads until `buf[start..]` begins with a whole reply (or garbage, which
+/// the caller's parse reports).
+fn read_reply(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: usize,
+    name: &str,
+) -> Result<(), String> {
+    while let Parsed::Incomplete { .. } = parse_reply(&buf[start..]) {
+        let mut chunk = [0u8; 65536];
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("drain {name}: read: {e}"))?;
+        if n == 0 {
+            return Err(format!("drain {name}: server closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
 }

@@ -252,11 +252,74 @@ pub fn finish_set(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `get <name><options>\r\n`; `options` come from [`GetOptions`]
+/// (empty for a plain pop).
 #[inline]
-pub fn encode_get(out: &mut Vec<u8>, key: &[u8]) {
+pub fn encode_get(out: &mut Vec<u8>, name: &[u8], options: &[u8]) {
     out.extend_from_slice(b"get ");
-    out.extend_from_slice(key);
+    out.extend_from_slice(name);
+    out.extend_from_slice(options);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `VALUE` line's key is the key of `get <name><options>`: servers
+/// echo the key as sent, options included.
+#[inline]
+pub fn key_matches(key: &[u8], name: &[u8], options: &[u8]) -> bool {
+    key.len() == name.len() + options.len() && key.starts_with(name) && key.ends_with(options)
+}
+
+/// Which `get` a request is: a plain pop, or one step of a Kestrel reliable
+/// read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetKind {
+    /// `get <q>`: the message is gone once its `VALUE` is sent (at-most-once).
+    Pop,
+    /// `get <q>/open`: the head is handed out tentatively and the connection
+    /// holds it open until it confirms it; a disconnect puts it back.
+    Open,
+    /// `get <q>/close/open`: confirms the message held open on this queue
+    /// (a server ignores `/close` when none is) and opens the next.
+    CloseOpen,
+    /// `get <q>/close`: confirms the open message; the reply is `END`.
+    Close,
+}
+
+impl GetKind {
+    const ALL: [GetKind; 4] = [
+        GetKind::Pop,
+        GetKind::Open,
+        GetKind::CloseOpen,
+        GetKind::Close,
+    ];
+}
+
+/// The options that follow the queue name in a `get` key, one rendering per
+/// [`GetKind`], made once at start-up because they are the same for every
+/// queue: `/t=<ms>` (the blocking wait) first, then the reliable-read
+/// options, as in `q/t=500/close/open`. A `/close` alone never waits: it
+/// has nothing to wait for.
+#[derive(Clone, Debug)]
+pub struct GetOptions([Vec<u8>; 4]);
+
+impl GetOptions {
+    pub fn new(wait_ms: Option<u64>) -> GetOptions {
+        let wait = wait_ms.map(|ms| format!("/t={ms}")).unwrap_or_default();
+        GetOptions(GetKind::ALL.map(|kind| {
+            match kind {
+                GetKind::Pop => wait.clone(),
+                GetKind::Open => format!("{wait}/open"),
+                GetKind::CloseOpen => format!("{wait}/close/open"),
+                GetKind::Close => "/close".to_string(),
+            }
+            .into_bytes()
+        }))
+    }
+
+    #[inline]
+    pub fn get(&self, kind: GetKind) -> &[u8] {
+        &self.0[kind as usize]
+    }
 }
 
 #[cfg(test)]
@@ -430,12 +493,40 @@ mod tests {
         let mut out = Vec::new();
         begin_set(&mut out, b"q1", 1234567890);
         finish_set(&mut out);
-        encode_get(&mut out, b"q1");
+        encode_get(&mut out, b"q1", b"");
         push_u64(&mut out, 0);
         push_u64(&mut out, u64::MAX);
         assert_eq!(
             out,
             b"set q1 0 0 1234567890\r\n\r\nget q1\r\n018446744073709551615".to_vec()
         );
+    }
+
+    #[test]
+    fn get_options_render_every_kind() {
+        let text = |o: &GetOptions, k| String::from_utf8(o.get(k).to_vec()).unwrap();
+        let plain = GetOptions::new(None);
+        assert_eq!(text(&plain, GetKind::Pop), "");
+        assert_eq!(text(&plain, GetKind::Open), "/open");
+        assert_eq!(text(&plain, GetKind::CloseOpen), "/close/open");
+        assert_eq!(text(&plain, GetKind::Close), "/close");
+        let wait = GetOptions::new(Some(500));
+        assert_eq!(text(&wait, GetKind::Pop), "/t=500");
+        assert_eq!(text(&wait, GetKind::Open), "/t=500/open");
+        assert_eq!(text(&wait, GetKind::CloseOpen), "/t=500/close/open");
+        assert_eq!(text(&wait, GetKind::Close), "/close");
+        let mut out = Vec::new();
+        encode_get(&mut out, b"lg3", wait.get(GetKind::CloseOpen));
+        assert_eq!(out, b"get lg3/t=500/close/open\r\n");
+    }
+
+    #[test]
+    fn value_keys_are_matched_with_their_options() {
+        assert!(key_matches(b"q1/t=5/open", b"q1", b"/t=5/open"));
+        assert!(key_matches(b"q1", b"q1", b""));
+        assert!(!key_matches(b"q1/open", b"q1", b""));
+        assert!(!key_matches(b"q1", b"q1", b"/open"));
+        assert!(!key_matches(b"q2/open", b"q1", b"/open"));
+        assert!(!key_matches(b"q1/close/open", b"q1", b"/open"));
     }
 }

@@ -77,6 +77,8 @@ pub struct Results {
     pub value_size: String,
     pub key_dist: String,
     pub warmup_s: f64,
+    /// `--reliable`: gets were reliable reads.
+    pub reliable: bool,
     pub duration_s: f64,
     /// Target of the open-loop schedule (null: closed loop).
     pub rate_target: Option<f64>,
@@ -124,8 +126,14 @@ fn spectrum_row(out: &mut impl Write, label: &str, p: &Option<Percentiles>) -> i
 pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "mcq-loadgen: {} workload, {} connections x pipeline {}, {} threads, {} queues, value size {}",
-        r.workload, r.connections, r.pipeline, r.threads, r.queues, r.value_size
+        "mcq-loadgen: {} workload, {} connections x pipeline {}, {} threads, {} queues, value size {}{}",
+        r.workload,
+        r.connections,
+        r.pipeline,
+        r.threads,
+        r.queues,
+        r.value_size,
+        if r.reliable { ", reliable reads" } else { "" }
     )?;
     writeln!(
         out,
@@ -198,7 +206,18 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
             "               lost {}, duplicates {}, out of order {}, corrupt {}, phantom {}, resurrected {}, foreign {}",
             v.lost, v.duplicates, v.out_of_order, v.corrupt, v.phantom, v.resurrected, v.foreign
         )?;
-        if v.reconnects > 0 || v.gets_in_doubt > 0 {
+        if v.reliable {
+            writeln!(
+                out,
+                "               reliable reads: {} reconnects, open at disconnect {}, opens in doubt {}, \
+                 redelivered after disconnect {}, out of order as redelivered {}",
+                v.reconnects,
+                v.open_at_disconnect,
+                v.opens_in_doubt,
+                v.redelivered,
+                v.redelivered_out_of_order
+            )?;
+        } else if v.reconnects > 0 || v.gets_in_doubt > 0 {
             writeln!(
                 out,
                 "               {} reconnects, {} gets in doubt (losses up to that many and duplicates are tolerated)",

@@ -13,6 +13,39 @@
 //! must hand one producer's messages to one consumer in increasing order.
 //! Across consumers no order can be asserted, because two replies race on
 //! different sockets.
+//!
+//! # Reliable reads (`--reliable`): at-least-once
+//!
+//! A message is *confirmed* when the `/close` after it is answered. One that
+//! was still unconfirmed when its connection broke is *open at a
+//! disconnect*: the server puts it back at the head (or had confirmed it,
+//! the reply dying on the way), so it may be delivered again. Consumers
+//! record those deliveries, and also every fetching get that was in flight
+//! at a disconnect (an *open in doubt*: the server may have opened a message
+//! whose reply never arrived, and will hand it out again). Repeats and
+//! out-of-order deliveries are recorded too, and judged in [`finish`], once
+//! every thread's records are in:
+//! - a message delivered `d` times, `o` of them open at a disconnect, was
+//!   confirmed `d - o` times; a second confirmation is a duplicate
+//!   (failure), every other extra delivery is a redelivery (counted, not a
+//!   failure). A confirmed message that came back is therefore caught,
+//!   unless its one redelivery was itself open at a disconnect and the
+//!   server then kept it confirmed — it cannot be told apart from a close
+//!   whose reply was lost without a clock per delivery;
+//! - an out-of-order delivery is excused only if it is a redelivery: the
+//!   same message was open at another consumer's disconnect, in a get sent
+//!   before it arrived, or (when the first delivery was never seen) an open
+//!   in doubt on the same queue, sent before, accounts for it, each open in
+//!   doubt once. The consumer's high-water mark does not move, so what
+//!   follows is still held to the order;
+//! - nothing excuses a loss: a message opened by a get whose reply was lost
+//!   is put back by the server, so every acknowledged message must arrive.
+//!
+//! Times are `CLOCK_MONOTONIC` nanoseconds, comparable across threads. A
+//! disconnect's records carry the time its get was *sent*, which precedes
+//! everything the server did for that get; a delivery carries the time it
+//! *arrived*, which follows them. So "sent before it arrived" holds whatever
+//! order the threads noticed the events in.
 
 use std::collections::HashMap;
 
@@ -58,7 +91,22 @@ impl Bitset {
         both
     }
 
-    /// Sequence numbers below `n` that are set here and in `other`.
+    /// Bits set both here and in `other`.
+    fn common_ones<'a>(&'a self, other: &'a Bitset) -> impl Iterator<Item = u64> + 'a {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .enumerate()
+            .filter(|(_, (a, b))| *a & *b != 0)
+            .flat_map(|(w, (a, b))| {
+                let both = a & b;
+                (0..64)
+                    .filter(move |i| both & (1u64 << i) != 0)
+                    .map(move |i| w as u64 * 64 + i)
+            })
+    }
+
+    /// The set bits, in increasing order.
     fn iter_ones(&self) -> impl Iterator<Item = u64> + '_ {
         self.0.iter().enumerate().flat_map(|(w, &bits)| {
             (0..64)
@@ -79,15 +127,50 @@ pub struct ProducerLog {
 }
 
 const MAX_PROBLEMS: usize = 20;
+/// Repeats and out-of-order deliveries kept for judging at the end (reliable
+/// reads); beyond this many, each further one is a failure outright.
+const MAX_RECORDS: usize = 1 << 20;
+
+/// One delivery of one of our messages, as reliable reads record it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Delivery {
+    consumer: u32,
+    queue: u32,
+    producer: u32,
+    seq: u64,
+    /// Arrival time, or for a delivery open at a disconnect the time its get
+    /// was sent (see the module doc).
+    at: u64,
+}
+
+/// An out-of-order delivery: `seq` arrived after `after`.
+#[derive(Clone, Copy, Debug)]
+struct Late {
+    d: Delivery,
+    after: u64,
+}
 
 /// What the consumers of one thread (or the final drain) received.
 #[derive(Debug)]
 pub struct ConsumerLog {
     run: u32,
     n_producers: u32,
+    /// Reliable reads: repeats and disorder are judged in [`finish`].
+    reliable: bool,
     received: Vec<Bitset>,
     last: HashMap<(u32, u32, u32), u64>,
+    /// Reliable: deliveries of messages this log had already received.
+    repeats: Vec<Delivery>,
+    /// Reliable: out-of-order deliveries.
+    late: Vec<Late>,
+    /// Reliable: deliveries still unconfirmed when their connection broke.
+    open: Vec<Delivery>,
+    /// Reliable: (queue, send time) of each fetching get in flight at a
+    /// disconnect.
+    opens_in_doubt: Vec<(u32, u64)>,
     pub received_count: u64,
+    /// Deliveries of a message this log had already received. Without
+    /// reliable reads each is a duplicate; with them [`finish`] decides.
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupt: u64,
@@ -97,12 +180,17 @@ pub struct ConsumerLog {
 }
 
 impl ConsumerLog {
-    pub fn new(run: u32, n_producers: u32) -> ConsumerLog {
+    pub fn new(run: u32, n_producers: u32, reliable: bool) -> ConsumerLog {
         ConsumerLog {
             run,
             n_producers,
+            reliable,
             received: vec![Bitset::default(); n_producers as usize],
             last: HashMap::new(),
+            repeats: Vec::new(),
+            late: Vec::new(),
+            open: Vec::new(),
+            opens_in_doubt: Vec::new(),
             received_count: 0,
             duplicates: 0,
             out_of_order: 0,
@@ -113,20 +201,47 @@ impl ConsumerLog {
         }
     }
 
+    /// Reliable reads: message `(producer, seq)`, delivered to `consumer` on
+    /// `queue` by a get sent at `sent_at`, was unconfirmed when the
+    /// connection broke.
+    pub fn open_at_disconnect(
+        &mut self,
+        consumer: u32,
+        queue: u32,
+        (producer, seq): (u32, u64),
+        sent_at: u64,
+    ) {
+        self.open.push(Delivery {
+            consumer,
+            queue,
+            producer,
+            seq,
+            at: sent_at,
+        });
+    }
+
+    /// Reliable reads: a get that could open a message on `queue`, sent at
+    /// `sent_at`, was in flight when its connection broke.
+    pub fn open_in_doubt(&mut self, queue: u32, sent_at: u64) {
+        self.opens_in_doubt.push((queue, sent_at));
+    }
+
     fn problem(&mut self, msg: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(msg);
         }
     }
 
-    /// Checks one message that `consumer` popped from `queue`. Returns its
-    /// header when it is one of ours and intact (for end-to-end latency).
+    /// Checks one message that `consumer` got from `queue`, arrived at `at`.
+    /// Returns its header when it is one of ours and intact (for end-to-end
+    /// latency, and to name it if it is open at a disconnect).
     pub fn check(
         &mut self,
         consumer: u32,
         queue: u32,
         body: &[u8],
         pattern: &Pattern,
+        at: u64,
     ) -> Option<Header> {
         let Some(h) = Header::read(body) else {
             self.corrupt += 1;
@@ -159,12 +274,23 @@ impl ConsumerLog {
             ));
             return None;
         }
+        let d = Delivery {
+            consumer,
+            queue,
+            producer: h.producer,
+            seq: h.seq,
+            at,
+        };
         if self.received[h.producer as usize].set(h.seq) {
             self.duplicates += 1;
-            self.problem(format!(
-                "queue {queue}: duplicate message producer {} seq {}",
-                h.producer, h.seq
-            ));
+            if self.reliable && self.repeats.len() < MAX_RECORDS {
+                self.repeats.push(d);
+            } else {
+                self.problem(format!(
+                    "queue {queue}: duplicate message producer {} seq {}",
+                    h.producer, h.seq
+                ));
+            }
             return Some(h);
         }
         let last = self
@@ -172,17 +298,27 @@ impl ConsumerLog {
             .entry((consumer, h.producer, queue))
             .or_insert(h.seq);
         if h.seq < *last {
-            self.out_of_order += 1;
-            let msg = format!(
-                "queue {queue}: producer {} seq {} received after seq {} by the same consumer",
-                h.producer, h.seq, *last
-            );
-            self.problem(msg);
+            // The consumer's high-water mark stays: a redelivery is excused
+            // alone, and what comes after it is still held to the order.
+            let after = *last;
+            if self.reliable && self.late.len() < MAX_RECORDS {
+                self.late.push(Late { d, after });
+            } else {
+                self.out_of_order += 1;
+                self.problem(out_of_order_problem(&d, after));
+            }
         } else {
             *last = h.seq;
         }
         Some(h)
     }
+}
+
+fn out_of_order_problem(d: &Delivery, after: u64) -> String {
+    format!(
+        "queue {}: producer {} seq {} received after seq {} by the same consumer",
+        d.queue, d.producer, d.seq, after
+    )
 }
 
 /// The verdict.
@@ -212,6 +348,20 @@ pub struct VerifyReport {
     /// `get`s whose connection broke before the reply: up to this many
     /// messages may be lost without blame.
     pub gets_in_doubt: u64,
+    /// Reliable reads (`--reliable`) were used: delivery is at-least-once.
+    pub reliable: bool,
+    /// Reliable: deliveries still unconfirmed when their connection broke.
+    pub open_at_disconnect: u64,
+    /// Reliable: fetching gets in flight when their connection broke (each
+    /// may have opened a message that the server hands out again).
+    pub opens_in_doubt: u64,
+    /// Reliable: extra deliveries of messages that were open at a disconnect
+    /// (not a failure; not counted in `duplicates`).
+    pub redelivered: u64,
+    /// Reliable: deliveries that arrived out of order and are excused as
+    /// redeliveries (not a failure; not counted in `out_of_order`). One whose
+    /// first delivery was never seen is not in `redelivered`.
+    pub redelivered_out_of_order: u64,
     pub problems: Vec<String>,
 }
 
@@ -229,15 +379,27 @@ pub fn finish(
     crashes: Crashes,
 ) -> VerifyReport {
     let n = consumers.first().map_or(0, |c| c.n_producers as usize);
+    let reliable = consumers.iter().any(|c| c.reliable);
     let mut received = vec![Bitset::default(); n];
     let mut r = VerifyReport {
         drained,
         reconnects: crashes.reconnects,
         gets_in_doubt: crashes.gets_in_doubt,
+        reliable,
         ..VerifyReport::default()
     };
+    // Reliable: deliveries beyond each message's first, judged below.
+    let mut extra: HashMap<(u32, u64), u64> = HashMap::new();
     for c in consumers {
-        r.duplicates += c.duplicates;
+        if !reliable {
+            r.duplicates += c.duplicates;
+        } else {
+            // Repeats past MAX_RECORDS were not kept: failures outright.
+            r.duplicates += c.duplicates - c.repeats.len() as u64;
+            for d in &c.repeats {
+                *extra.entry((d.producer, d.seq)).or_default() += 1;
+            }
+        }
         r.out_of_order += c.out_of_order;
         r.corrupt += c.corrupt;
         r.foreign += c.foreign;
@@ -248,8 +410,13 @@ pub fn finish(
             }
         }
         for (i, b) in c.received.iter().enumerate() {
+            if reliable {
+                for seq in received[i].common_ones(b) {
+                    *extra.entry((i as u32, seq)).or_default() += 1;
+                }
+            }
             let both = received[i].union_overlap(b);
-            if both > 0 {
+            if both > 0 && !reliable {
                 r.duplicates += both;
                 if r.problems.len() < MAX_PROBLEMS {
                     r.problems.push(format!(
@@ -258,6 +425,9 @@ pub fn finish(
                 }
             }
         }
+    }
+    if reliable {
+        judge_redeliveries(consumers, &extra, &mut r);
     }
     r.received = received.iter().map(Bitset::count).sum();
     for p in producers {
@@ -291,17 +461,108 @@ pub fn finish(
             }
         }
     }
-    // A get whose reply died with its connection may have popped a message
-    // (at-most-once), and a server that crashed may hand out again what was
-    // popped but not yet durable (at-least-once after a crash).
-    let crashed = crashes.reconnects > 0 || crashes.gets_in_doubt > 0;
-    r.passed = r.lost <= crashes.gets_in_doubt
-        && (r.duplicates == 0 || crashed)
+    let (lost_ok, duplicates_ok) = if reliable {
+        // At-least-once: the server puts back whatever a broken connection
+        // held or was being handed, so nothing excuses a loss; redeliveries
+        // were set apart from the duplicates above.
+        (r.lost == 0, r.duplicates == 0)
+    } else {
+        // A get whose reply died with its connection may have popped a
+        // message (at-most-once), and a server that crashed may hand out
+        // again what was popped but not yet durable.
+        let crashed = crashes.reconnects > 0 || crashes.gets_in_doubt > 0;
+        (
+            r.lost <= crashes.gets_in_doubt,
+            r.duplicates == 0 || crashed,
+        )
+    };
+    r.passed = lost_ok
+        && duplicates_ok
         && r.out_of_order == 0
         && r.corrupt == 0
         && r.phantom == 0
         && r.resurrected == 0;
     r
+}
+
+/// Reliable reads: sorts extra deliveries into redeliveries and duplicates,
+/// and out-of-order deliveries into excused redeliveries and disorder (the
+/// rules are in the module doc).
+fn judge_redeliveries(
+    consumers: &[ConsumerLog],
+    extra: &HashMap<(u32, u64), u64>,
+    r: &mut VerifyReport,
+) {
+    // (consumer, send time) of the deliveries open at a disconnect, by message.
+    let mut open: HashMap<(u32, u64), Vec<(u32, u64)>> = HashMap::new();
+    // Send times of the opens in doubt, by queue, sorted.
+    let mut in_doubt: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut late: Vec<Late> = Vec::new();
+    for c in consumers {
+        for d in &c.open {
+            open.entry((d.producer, d.seq))
+                .or_default()
+                .push((d.consumer, d.at));
+        }
+        for &(q, at) in &c.opens_in_doubt {
+            in_doubt.entry(q).or_default().push(at);
+        }
+        late.extend_from_slice(&c.late);
+        r.open_at_disconnect += c.open.len() as u64;
+        r.opens_in_doubt += c.opens_in_doubt.len() as u64;
+    }
+    for times in in_doubt.values_mut() {
+        times.sort_unstable();
+    }
+
+    let mut messages: Vec<(&(u32, u64), &u64)> = extra.iter().collect();
+    messages.sort_unstable();
+    for (&(producer, seq), &more) in messages {
+        let deliveries = 1 + more;
+        let unconfirmed = open.get(&(producer, seq)).map_or(0, |v| v.len() as u64);
+        let confirmed = deliveries.saturating_sub(unconfirmed);
+        let twice = confirmed.saturating_sub(1);
+        r.duplicates += twice;
+        r.redelivered += more - twice;
+        if twice > 0 && r.problems.len() < MAX_PROBLEMS {
+            r.problems.push(format!(
+                "producer {producer} seq {seq}: delivered {deliveries} times, confirmed {confirmed} \
+                 (open at a disconnect {unconfirmed} times)"
+            ));
+        }
+    }
+
+    // In arrival order, so that each open in doubt is spent on the first
+    // late delivery it can explain (any later one could use it as well).
+    late.sort_unstable_by_key(|l| l.d.at);
+    let mut spent: HashMap<u32, usize> = HashMap::new();
+    for l in late {
+        let d = &l.d;
+        // Another consumer's: a late delivery is the first of its message
+        // in its consumer's log, so this consumer's own record of it is this
+        // very delivery or a later one.
+        let redelivered = open
+            .get(&(d.producer, d.seq))
+            .is_some_and(|v| v.iter().any(|&(c, sent)| c != d.consumer && sent < d.at))
+            || {
+                let sent_before = in_doubt
+                    .get(&d.queue)
+                    .map_or(0, |v| v.partition_point(|&t| t < d.at));
+                let used = spent.entry(d.queue).or_default();
+                *used < sent_before && {
+                    *used += 1;
+                    true
+                }
+            };
+        if redelivered {
+            r.redelivered_out_of_order += 1;
+        } else {
+            r.out_of_order += 1;
+            if r.problems.len() < MAX_PROBLEMS {
+                r.problems.push(out_of_order_problem(d, l.after));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -340,10 +601,10 @@ mod tests {
     #[test]
     fn clean_run_passes() {
         let pat = Pattern::new(64, 1);
-        let mut c = ConsumerLog::new(9, 2);
+        let mut c = ConsumerLog::new(9, 2, false);
         for s in 0..10 {
-            assert!(c.check(5, 0, &body(&pat, hdr(0, s), 64), &pat).is_some());
-            assert!(c.check(5, 0, &body(&pat, hdr(1, s), 40), &pat).is_some());
+            assert!(c.check(5, 0, &body(&pat, hdr(0, s), 64), &pat, 0).is_some());
+            assert!(c.check(5, 0, &body(&pat, hdr(1, s), 40), &pat, 0).is_some());
         }
         let r = finish(
             &[producer(0, 10), producer(1, 10)],
@@ -358,15 +619,15 @@ mod tests {
     #[test]
     fn loss_duplicates_order_and_corruption_are_caught() {
         let pat = Pattern::new(64, 1);
-        let mut a = ConsumerLog::new(9, 1);
-        let mut b = ConsumerLog::new(9, 1);
-        a.check(1, 0, &body(&pat, hdr(0, 0), 40), &pat);
-        a.check(1, 0, &body(&pat, hdr(0, 2), 40), &pat);
-        a.check(1, 0, &body(&pat, hdr(0, 1), 40), &pat); // out of order
-        b.check(2, 0, &body(&pat, hdr(0, 2), 40), &pat); // dup across threads
+        let mut a = ConsumerLog::new(9, 1, false);
+        let mut b = ConsumerLog::new(9, 1, false);
+        a.check(1, 0, &body(&pat, hdr(0, 0), 40), &pat, 0);
+        a.check(1, 0, &body(&pat, hdr(0, 2), 40), &pat, 0);
+        a.check(1, 0, &body(&pat, hdr(0, 1), 40), &pat, 0); // out of order
+        b.check(2, 0, &body(&pat, hdr(0, 2), 40), &pat, 0); // dup across threads
         let mut bad = body(&pat, hdr(0, 3), 40);
         bad[39] ^= 1;
-        b.check(2, 0, &bad, &pat);
+        b.check(2, 0, &bad, &pat, 0);
         let r = finish(&[producer(0, 5)], &[a, b], 0, Crashes::default());
         assert!(!r.passed);
         assert_eq!(r.out_of_order, 1);
@@ -378,8 +639,8 @@ mod tests {
     #[test]
     fn foreign_messages_do_not_fail() {
         let pat = Pattern::new(64, 1);
-        let mut c = ConsumerLog::new(10, 1);
-        assert!(c.check(0, 0, &body(&pat, hdr(0, 0), 40), &pat).is_none());
+        let mut c = ConsumerLog::new(10, 1, false);
+        assert!(c.check(0, 0, &body(&pat, hdr(0, 0), 40), &pat, 0).is_none());
         let r = finish(&[producer(0, 0)], &[c], 0, Crashes::default());
         assert_eq!(r.foreign, 1);
         assert!(r.passed);
@@ -414,7 +675,7 @@ mod crash_tests {
         for s in 0..3 {
             p.acked.set(s);
         }
-        let c = ConsumerLog::new(1, 1);
+        let c = ConsumerLog::new(1, 1, false);
         let one = Crashes {
             reconnects: 1,
             gets_in_doubt: 2,
@@ -427,5 +688,190 @@ mod crash_tests {
             gets_in_doubt: 3,
         };
         assert!(finish(&[p], &[c], 0, three).passed);
+    }
+}
+
+#[cfg(test)]
+mod reliable_tests {
+    use super::*;
+
+    fn body(p: &Pattern, producer: u32, seq: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 40];
+        Header {
+            run: 9,
+            producer,
+            queue: 0,
+            seq,
+            sent_ns: 0,
+        }
+        .write(&mut b);
+        b[HEADER_LEN..].copy_from_slice(p.slice(producer, seq, 40 - HEADER_LEN));
+        b
+    }
+
+    fn acked(sent: u64) -> ProducerLog {
+        let mut p = ProducerLog {
+            id: 0,
+            sent,
+            ..ProducerLog::default()
+        };
+        for s in 0..sent {
+            p.acked.set(s);
+        }
+        p
+    }
+
+    /// A reliable log for one producer; `got` is (consumer, seq, arrival).
+    fn log(pat: &Pattern, got: &[(u32, u64, u64)]) -> ConsumerLog {
+        let mut c = ConsumerLog::new(9, 1, true);
+        for &(consumer, seq, at) in got {
+            assert!(c.check(consumer, 0, &body(pat, 0, seq), pat, at).is_some());
+        }
+        c
+    }
+
+    fn crash() -> Crashes {
+        Crashes {
+            reconnects: 1,
+            gets_in_doubt: 0,
+        }
+    }
+
+    #[test]
+    fn a_confirmed_message_delivered_again_is_a_duplicate() {
+        let pat = Pattern::new(64, 1);
+        // Across threads: consumer 1 confirmed seq 1, consumer 2 got it too.
+        let a = log(&pat, &[(1, 0, 10), (1, 1, 20)]);
+        let b = log(&pat, &[(2, 1, 30), (2, 2, 40)]);
+        let r = finish(&[acked(3)], &[a, b], 0, crash());
+        assert!(!r.passed, "{r:?}");
+        assert_eq!((r.duplicates, r.redelivered), (1, 0));
+        assert!(r.problems[0].contains("confirmed 2"), "{:?}", r.problems);
+        // Within one thread.
+        let c = log(&pat, &[(1, 0, 10), (1, 1, 20), (1, 1, 30), (1, 2, 40)]);
+        let r = finish(&[acked(3)], &[c], 0, crash());
+        assert!(!r.passed);
+        assert_eq!((r.duplicates, r.redelivered), (1, 0));
+    }
+
+    #[test]
+    fn a_message_open_at_a_disconnect_may_come_again_and_is_counted() {
+        let pat = Pattern::new(64, 1);
+        let mut a = log(&pat, &[(1, 0, 10), (1, 1, 20)]);
+        // Seq 1's get went out at 15; the connection broke before its close.
+        a.open_at_disconnect(1, 0, (0, 1), 15);
+        let b = log(&pat, &[(2, 1, 30), (2, 2, 40)]);
+        let r = finish(&[acked(3)], &[a, b], 0, crash());
+        assert!(r.passed, "{r:?}");
+        assert_eq!(r.duplicates, 0);
+        assert_eq!(r.redelivered, 1);
+        assert_eq!(r.open_at_disconnect, 1);
+        assert!(r.reliable);
+        // The same within one thread, the consumer getting it back itself.
+        let mut c = log(&pat, &[(1, 0, 10), (1, 1, 20)]);
+        c.open_at_disconnect(1, 0, (0, 1), 15);
+        c.check(1, 0, &body(&pat, 0, 1), &pat, 30);
+        c.check(1, 0, &body(&pat, 0, 2), &pat, 40);
+        let r = finish(&[acked(3)], &[c], 0, crash());
+        assert!(r.passed, "{r:?}");
+        assert_eq!((r.duplicates, r.redelivered), (0, 1));
+    }
+
+    #[test]
+    fn one_disconnect_excuses_one_redelivery_not_two() {
+        let pat = Pattern::new(64, 1);
+        // Open at a disconnect once, then delivered twice more and both
+        // confirmed: the second confirmation is a duplicate.
+        let mut a = log(&pat, &[(1, 0, 10)]);
+        a.open_at_disconnect(1, 0, (0, 0), 5);
+        let b = log(&pat, &[(2, 0, 30)]);
+        let c = log(&pat, &[(3, 0, 50)]);
+        let r = finish(&[acked(1)], &[a, b, c], 0, crash());
+        assert!(!r.passed);
+        assert_eq!((r.duplicates, r.redelivered), (1, 1));
+    }
+
+    #[test]
+    fn reliable_reads_excuse_no_loss() {
+        let pat = Pattern::new(64, 1);
+        let got = log(&pat, &[(1, 0, 10), (1, 1, 20)]);
+        let mut a = log(&pat, &[]);
+        a.open_in_doubt(0, 25);
+        // Plain gets: the pop whose reply died excuses one loss.
+        let mut plain = ConsumerLog::new(9, 1, false);
+        plain.check(1, 0, &body(&pat, 0, 0), &pat, 10);
+        plain.check(1, 0, &body(&pat, 0, 1), &pat, 20);
+        let doubt = Crashes {
+            reconnects: 1,
+            gets_in_doubt: 1,
+        };
+        assert!(finish(&[acked(3)], &[plain], 0, doubt).passed);
+        // Reliable reads: the server puts an opened message back, so seq 2
+        // must arrive, whatever was in flight.
+        let r = finish(&[acked(3)], &[got, a], 0, doubt);
+        assert!(!r.passed, "{r:?}");
+        assert_eq!(r.lost, 1);
+        assert_eq!(r.opens_in_doubt, 1);
+    }
+
+    #[test]
+    fn only_a_redelivered_message_may_arrive_out_of_order() {
+        let pat = Pattern::new(64, 1);
+        let mut a = log(&pat, &[(1, 0, 10)]);
+        a.open_at_disconnect(1, 0, (0, 0), 5);
+        // Consumer 2 got 1 and 2 while 0 was open elsewhere, then 0 came
+        // back: excused. Then 4 before 3, neither redelivered: a failure,
+        // the high-water mark having stayed at 2, not fallen to 0.
+        let b = log(
+            &pat,
+            &[(2, 1, 20), (2, 2, 30), (2, 0, 40), (2, 4, 50), (2, 3, 60)],
+        );
+        let r = finish(&[acked(5)], &[a, b], 0, crash());
+        assert_eq!(r.redelivered, 1);
+        assert_eq!(r.redelivered_out_of_order, 1);
+        assert_eq!(r.out_of_order, 1, "{:?}", r.problems);
+        assert!(r
+            .problems
+            .iter()
+            .any(|p| p.contains("seq 3 received after seq 4")));
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_consumer_cannot_excuse_its_own_disorder() {
+        let pat = Pattern::new(64, 1);
+        // Consumer 2 got 1 then 0, then broke with 0 open: that record is
+        // this very delivery, not an earlier one.
+        let mut b = log(&pat, &[(2, 1, 20), (2, 0, 40)]);
+        b.open_at_disconnect(2, 0, (0, 0), 35);
+        let r = finish(&[acked(2)], &[b], 0, crash());
+        assert_eq!(r.out_of_order, 1);
+        assert!(!r.passed);
+        // A record sent after the late arrival excuses nothing either.
+        let mut a = log(&pat, &[(1, 0, 10)]);
+        a.open_at_disconnect(1, 0, (0, 0), 45);
+        let b = log(&pat, &[(2, 1, 20), (2, 0, 40)]);
+        let r = finish(&[acked(2)], &[a, b], 0, crash());
+        assert_eq!(r.out_of_order, 1);
+    }
+
+    #[test]
+    fn each_open_in_doubt_excuses_one_late_delivery_after_it() {
+        let pat = Pattern::new(64, 1);
+        // A get on queue 0 was in flight at a disconnect (sent at 15): it may
+        // have opened seq 0 unseen, which came back behind seq 1.
+        let mut a = log(&pat, &[]);
+        a.open_in_doubt(0, 15);
+        let b = log(&pat, &[(2, 1, 20), (2, 0, 30), (2, 3, 40), (2, 2, 50)]);
+        let r = finish(&[acked(4)], &[a, b], 0, crash());
+        assert_eq!(r.redelivered_out_of_order, 1);
+        assert_eq!(r.out_of_order, 1, "the second late one has no excuse left");
+        assert!(!r.passed);
+        // An open in doubt sent after the late arrival explains nothing.
+        let mut a = log(&pat, &[]);
+        a.open_in_doubt(0, 35);
+        let b = log(&pat, &[(2, 1, 20), (2, 0, 30)]);
+        let r = finish(&[acked(2)], &[a, b], 0, crash());
+        assert_eq!(r.out_of_order, 1);
     }
 }

@@ -1,8 +1,12 @@
 //! Runs the real `mcq-loadgen` binary against a tiny in-process memcache
 //! queue server, so that the whole pipeline — connections, pipelining,
 //! verification, JSON — is exercised without depending on mcqd being built.
-//! A second server acknowledges a message and then drops it, and `--verify`
-//! must notice: that is the bug class crash tests rely on it to catch.
+//! The server knows Kestrel's blocking get (`/t=<ms>`) and reliable reads
+//! (`/open`, `/close`, `/abort`, one open message per queue per connection,
+//! put back at the head when the connection ends). Faults make it
+//! misbehave the ways `--verify` must notice (a message acknowledged and
+//! dropped, open messages forgotten at a disconnect) or must forgive
+//! (connections cut, as a crashing server's are).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -11,8 +15,41 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-type Queues = Arc<Mutex<HashMap<Vec<u8>, VecDeque<(u32, Vec<u8>)>>>>;
+type Message = (u32, Vec<u8>);
+type Queues = Arc<Mutex<HashMap<Vec<u8>, VecDeque<Message>>>>;
+
+/// Ways the server misbehaves.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// The n-th stored message (1-based) is acknowledged but never kept.
+    lose_nth: Option<u64>,
+    /// Every open connection is cut right after the n-th `set` is stored.
+    drop_all_at: Option<u64>,
+    /// (n, reply first): every open connection is cut when the n-th `/open`
+    /// hands out a message, after sending its reply or instead of it. The
+    /// connection that cut reads nothing more.
+    cut_at_open: &'static [(u64, bool)],
+    /// A connection that ends forgets the messages it held open instead of
+    /// putting them back: a server that loses what it handed out.
+    forget_open: bool,
+}
+
+/// What the server saw.
+#[derive(Default)]
+struct Seen {
+    /// Plain gets (without reliable-read options).
+    plain_gets: AtomicU64,
+    /// `/open`s that handed out a message.
+    opens: AtomicU64,
+    /// Open messages confirmed by a `/close`.
+    closed: AtomicU64,
+    /// Open messages put back at the head because their connection ended.
+    put_back: AtomicU64,
+    /// Open messages forgotten (`Faults::forget_open`).
+    forgotten: AtomicU64,
+}
 
 /// Starts a FIFO memcache queue server; with `lose_nth = Some(n)` the n-th
 /// stored message (1-based) is acknowledged but never kept.
@@ -23,95 +60,209 @@ fn start_server(lose_nth: Option<u64>) -> String {
 /// Like [`start_server`]; with `drop_all_at = Some(n)` every open connection
 /// is cut right after the n-th `set` is stored, as a crashing server would.
 fn start_server_with(lose_nth: Option<u64>, drop_all_at: Option<u64>) -> String {
+    start_faulty(Faults {
+        lose_nth,
+        drop_all_at,
+        ..Faults::default()
+    })
+    .0
+}
+
+fn start_faulty(faults: Faults) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let queues: Queues = Arc::default();
+    let seen: Arc<Seen> = Arc::default();
     let stored = Arc::new(AtomicU64::new(0));
-    let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let seen_too = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            open.lock().unwrap().push(conn.try_clone().unwrap());
-            let (queues, stored, open) = (queues.clone(), stored.clone(), open.clone());
-            std::thread::spawn(move || {
-                serve(conn, queues, stored, lose_nth, &|n| {
-                    if drop_all_at == Some(n) {
-                        for c in open.lock().unwrap().drain(..) {
-                            let _ = c.shutdown(std::net::Shutdown::Both);
-                        }
-                    }
-                })
-            });
+            conns.lock().unwrap().push(conn.try_clone().unwrap());
+            let server = Server {
+                queues: queues.clone(),
+                stored: stored.clone(),
+                seen: seen_too.clone(),
+                conns: conns.clone(),
+                faults,
+            };
+            std::thread::spawn(move || server.serve(conn));
         }
     });
-    addr
+    (addr, seen)
 }
 
-fn serve(
-    conn: TcpStream,
+/// One connection's view of the server.
+struct Server {
     queues: Queues,
     stored: Arc<AtomicU64>,
-    lose_nth: Option<u64>,
-    after_store: &dyn Fn(u64),
-) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut w = BufWriter::new(conn);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    seen: Arc<Seen>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    faults: Faults,
+}
+
+/// A `get` key: the queue and its options.
+struct GetKey<'a> {
+    queue: &'a str,
+    wait: Duration,
+    open: bool,
+    close: bool,
+    abort: bool,
+}
+
+fn parse_key(key: &str) -> Option<GetKey<'_>> {
+    let mut parts = key.split('/');
+    let mut k = GetKey {
+        queue: parts.next()?,
+        wait: Duration::ZERO,
+        open: false,
+        close: false,
+        abort: false,
+    };
+    for opt in parts {
+        match opt {
+            "open" => k.open = true,
+            "close" => k.close = true,
+            "abort" => k.abort = true,
+            _ => k.wait = Duration::from_millis(opt.strip_prefix("t=")?.parse().ok()?),
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        let toks: Vec<&str> = text.split(' ').collect();
-        match toks.as_slice() {
-            ["set", q, flags, _exp, len] => {
-                let len: usize = len.parse().unwrap();
-                let mut body = vec![0u8; len + 2];
-                if r.read_exact(&mut body).is_err() {
-                    return;
-                }
-                body.truncate(len);
-                let n = stored.fetch_add(1, Ordering::SeqCst) + 1;
-                if lose_nth != Some(n) {
-                    queues
-                        .lock()
-                        .unwrap()
-                        .entry(q.as_bytes().to_vec())
-                        .or_default()
-                        .push_back((flags.parse().unwrap(), body));
-                }
-                after_store(n);
-                if w.write_all(b"STORED\r\n").is_err() {
-                    return;
-                }
+    }
+    Some(k)
+}
+
+impl Server {
+    fn cut_all(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Pops the head of `queue`, waiting up to `wait` for one.
+    fn pop(&self, queue: &str, wait: Duration) -> Option<Message> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let msg = self
+                .queues
+                .lock()
+                .unwrap()
+                .get_mut(queue.as_bytes())
+                .and_then(|d| d.pop_front());
+            if msg.is_some() || Instant::now() >= deadline {
+                return msg;
             }
-            ["get", q] => {
-                let msg = queues
-                    .lock()
-                    .unwrap()
-                    .get_mut(q.as_bytes())
-                    .and_then(|d| d.pop_front());
-                let mut reply = Vec::new();
-                if let Some((flags, body)) = msg {
-                    write!(reply, "VALUE {q} {flags} {}\r\n", body.len()).unwrap();
-                    reply.extend_from_slice(&body);
-                    reply.extend_from_slice(b"\r\n");
-                }
-                reply.extend_from_slice(b"END\r\n");
-                if w.write_all(&reply).is_err() {
-                    return;
-                }
-            }
-            _ => {
-                if w.write_all(b"ERROR\r\n").is_err() {
-                    return;
-                }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn put_back(&self, queue: &[u8], msg: Message) {
+        self.queues
+            .lock()
+            .unwrap()
+            .entry(queue.to_vec())
+            .or_default()
+            .push_front(msg);
+    }
+
+    fn serve(&self, conn: TcpStream) {
+        // The messages this connection holds open, by queue.
+        let mut open: HashMap<Vec<u8>, Message> = HashMap::new();
+        self.requests(conn, &mut open);
+        for (queue, msg) in open {
+            if self.faults.forget_open {
+                self.seen.forgotten.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.seen.put_back.fetch_add(1, Ordering::SeqCst);
+                self.put_back(&queue, msg);
             }
         }
-        if r.buffer().is_empty() && w.flush().is_err() {
-            return;
+    }
+
+    /// Answers requests until the connection ends or this server cuts it.
+    fn requests(&self, conn: TcpStream, open: &mut HashMap<Vec<u8>, Message>) {
+        let mut r = BufReader::new(conn.try_clone().unwrap());
+        let mut w = BufWriter::new(conn);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            let toks: Vec<&str> = text.split(' ').collect();
+            let mut reply = Vec::new();
+            match toks.as_slice() {
+                ["set", q, flags, _exp, len] => {
+                    let len: usize = len.parse().unwrap();
+                    let mut body = vec![0u8; len + 2];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    body.truncate(len);
+                    let n = self.stored.fetch_add(1, Ordering::SeqCst) + 1;
+                    if self.faults.lose_nth != Some(n) {
+                        let mut queues = self.queues.lock().unwrap();
+                        let queue = queues.entry(q.as_bytes().to_vec()).or_default();
+                        queue.push_back((flags.parse().unwrap(), body));
+                    }
+                    if self.faults.drop_all_at == Some(n) {
+                        self.cut_all();
+                    }
+                    reply.extend_from_slice(b"STORED\r\n");
+                }
+                ["get", key] => match parse_key(key) {
+                    None => reply.extend_from_slice(b"CLIENT_ERROR bad get option\r\n"),
+                    Some(k) => {
+                        let name = k.queue.as_bytes();
+                        if k.close && open.remove(name).is_some() {
+                            self.seen.closed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if k.abort {
+                            if let Some(msg) = open.remove(name) {
+                                self.put_back(name, msg);
+                            }
+                        }
+                        let reliable = k.open || k.close || k.abort;
+                        if !reliable {
+                            self.seen.plain_gets.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if open.contains_key(name) && (k.open || !reliable) {
+                            reply.extend_from_slice(b"CLIENT_ERROR a message is open\r\n");
+                        } else if k.open || !reliable {
+                            if let Some((flags, body)) = self.pop(k.queue, k.wait) {
+                                write!(reply, "VALUE {key} {flags} {}\r\n", body.len()).unwrap();
+                                reply.extend_from_slice(&body);
+                                reply.extend_from_slice(b"\r\n");
+                                if k.open {
+                                    open.insert(name.to_vec(), (flags, body));
+                                    let n = self.seen.opens.fetch_add(1, Ordering::SeqCst) + 1;
+                                    let cut = self.faults.cut_at_open.iter().find(|c| c.0 == n);
+                                    if let Some(&(_, reply_first)) = cut {
+                                        if reply_first {
+                                            reply.extend_from_slice(b"END\r\n");
+                                            let _ = w.write_all(&reply);
+                                            let _ = w.flush();
+                                        }
+                                        self.cut_all();
+                                        return;
+                                    }
+                                }
+                            }
+                            reply.extend_from_slice(b"END\r\n");
+                        } else {
+                            reply.extend_from_slice(b"END\r\n");
+                        }
+                    }
+                },
+                _ => reply.extend_from_slice(b"ERROR\r\n"),
+            }
+            if w.write_all(&reply).is_err() {
+                return;
+            }
+            if r.buffer().is_empty() && w.flush().is_err() {
+                return;
+            }
         }
     }
 }
@@ -457,4 +608,244 @@ fn reconnect_survives_a_server_that_drops_every_connection() {
         v["acknowledged"].as_u64().unwrap() + v["in_doubt"].as_u64().unwrap(),
         3000
     );
+}
+
+fn count(c: &AtomicU64) -> u64 {
+    c.load(Ordering::SeqCst)
+}
+
+/// Every get a reliable read, pipelined mixed traffic over few queues: all
+/// verified, and every message opened was confirmed with a `/close` before
+/// its connection ended (none put back by a disconnect).
+#[test]
+fn reliable_reads_confirm_everything_they_open() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("reliable-mixed.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--pipeline",
+        "8",
+        "--requests",
+        "4000",
+        "--queues",
+        "3",
+        "--set-ratio",
+        "0.6",
+        "--reliable",
+        "--verify",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reliable reads"), "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["reliable"], true);
+    assert_eq!(j["errors"], 0, "{out}");
+    let v = &j["verify"];
+    assert_eq!(v["passed"], true, "{out}");
+    assert_eq!(v["reliable"], true);
+    assert_eq!(v["received"], j["sets"]);
+    for field in [
+        "redelivered",
+        "open_at_disconnect",
+        "opens_in_doubt",
+        "duplicates",
+    ] {
+        assert_eq!(v[field], 0, "{field}: {out}");
+    }
+    assert!(j["hits"].as_u64().unwrap() > 0);
+    assert_eq!(count(&seen.plain_gets), 0, "the drain reads reliably too");
+    assert_eq!(count(&seen.opens), v["received"].as_u64().unwrap());
+    assert_eq!(count(&seen.closed), count(&seen.opens));
+    assert_eq!(
+        count(&seen.put_back),
+        0,
+        "a connection ended with a message open"
+    );
+}
+
+/// Reliable pairs with blocking gets: consumers keep one get in flight
+/// (`--pipeline` drives the producers) and still see every message.
+#[test]
+fn reliable_pairs_with_blocking_gets() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("reliable-pairs.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "4",
+        "--pipeline",
+        "4",
+        "--workload",
+        "pairs",
+        "--requests",
+        "1000",
+        "--queues",
+        "2",
+        "--get-wait",
+        "200ms",
+        "--reliable",
+        "--verify",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["verify"]["passed"], true, "{out}");
+    assert_eq!(j["e2e_latency_us"]["count"], 1000);
+    assert_eq!(j["errors"], 0);
+    assert_eq!(count(&seen.put_back), 0);
+    assert_eq!(count(&seen.closed), 1000);
+}
+
+/// The server cuts every connection twice while consumers hold messages
+/// open: once right after handing one out, once instead of answering. The
+/// server puts back what was open, so with `--reconnect` every message
+/// still arrives; the ones that arrive twice were open at the cut and are
+/// counted as redelivered, not as duplicates.
+#[test]
+fn reliable_reads_survive_cut_connections_with_redeliveries() {
+    let (addr, seen) = start_faulty(Faults {
+        cut_at_open: &[(300, true), (900, false)],
+        ..Faults::default()
+    });
+    let json = tmp("reliable-cut.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "8",
+        "--threads",
+        "2",
+        "--pipeline",
+        "4",
+        "--workload",
+        "pairs",
+        "--requests",
+        "3000",
+        "--queues",
+        "2",
+        "--reliable",
+        "--verify",
+        "--reconnect",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v = &read_json(&json)["verify"];
+    assert_eq!(v["passed"], true, "{out}");
+    assert_eq!(v["lost"], 0);
+    assert_eq!(v["duplicates"], 0);
+    assert!(v["reconnects"].as_u64().unwrap() >= 2, "{out}");
+    // The message handed out just before the first cut was seen, open, and
+    // put back: it came again.
+    assert!(v["open_at_disconnect"].as_u64().unwrap() >= 1, "{out}");
+    assert!(v["redelivered"].as_u64().unwrap() >= 1, "{out}");
+    // The second cut dropped the reply to a get in flight.
+    assert!(v["opens_in_doubt"].as_u64().unwrap() >= 1, "{out}");
+    assert!(count(&seen.put_back) >= 2);
+    assert!(out.contains("redelivered after disconnect"), "{out}");
+}
+
+/// The same cuts, but the server forgets what was open instead of putting
+/// it back: the message whose reply the cut swallowed is gone, and
+/// at-least-once verification fails where plain gets would have excused it.
+#[test]
+fn reliable_verify_fails_when_open_messages_are_forgotten() {
+    let (addr, seen) = start_faulty(Faults {
+        cut_at_open: &[(300, false)],
+        forget_open: true,
+        ..Faults::default()
+    });
+    let json = tmp("reliable-forget.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "4",
+        "--workload",
+        "pairs",
+        "--requests",
+        "1000",
+        "--queues",
+        "2",
+        "--reliable",
+        "--verify",
+        "--reconnect",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+    let v = &read_json(&json)["verify"];
+    assert_eq!(v["passed"], false);
+    assert!(v["lost"].as_u64().unwrap() >= 1, "{out}");
+    assert!(count(&seen.forgotten) >= 1);
+}
+
+/// The fake server's reliable reads, byte for byte, so that the runs above
+/// test the generator against the semantics mcqd promises.
+#[test]
+fn fake_server_reliable_reads_by_the_bytes() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let talk = |c: &mut TcpStream, req: &str, want: &str| {
+        c.write_all(req.as_bytes()).unwrap();
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want, "reply to {req:?}");
+    };
+    let mut a = TcpStream::connect(&addr).unwrap();
+    for body in ["one", "two", "six"] {
+        talk(&mut a, &format!("set q 0 0 3\r\n{body}\r\n"), "STORED\r\n");
+    }
+    talk(
+        &mut a,
+        "get q/t=10/open\r\n",
+        "VALUE q/t=10/open 0 3\r\none\r\nEND\r\n",
+    );
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "CLIENT_ERROR a message is open\r\n",
+    );
+    talk(&mut a, "get q\r\n", "CLIENT_ERROR a message is open\r\n");
+    talk(&mut a, "get q/abort\r\n", "END\r\n");
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "VALUE q/open 0 3\r\none\r\nEND\r\n",
+    );
+    talk(
+        &mut a,
+        "get q/close/t=10/open\r\n",
+        "VALUE q/close/t=10/open 0 3\r\ntwo\r\nEND\r\n",
+    );
+    talk(&mut a, "get q/close\r\n", "END\r\n");
+    talk(&mut a, "get q/close\r\n", "END\r\n");
+    talk(
+        &mut a,
+        "get q/open\r\n",
+        "VALUE q/open 0 3\r\nsix\r\nEND\r\n",
+    );
+    // A connection that ends puts its open message back at the head.
+    drop(a);
+    let mut b = TcpStream::connect(&addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count(&seen.put_back) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    talk(&mut b, "get q\r\n", "VALUE q 0 3\r\nsix\r\nEND\r\n");
+    talk(&mut b, "get q/t=20/close/open\r\n", "END\r\n");
+    talk(&mut b, "get q/peek\r\n", "CLIENT_ERROR bad get option\r\n");
+    assert_eq!(count(&seen.closed), 2);
 }
