@@ -5,7 +5,9 @@
 //! at the end, that no acknowledged message was lost beyond the pops whose
 //! replies died with the server. This guards against
 //! acknowledging a `set` before its record is durable, which no quiet
-//! single-client test would catch.
+//! single-client test would catch. With `--reliable` the consumers use
+//! Kestrel's reliable reads, and then nothing at all may be lost: the
+//! messages open at each kill come back (and are counted as redelivered).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use mcq_tests::{finish_within, loadgen_bin, soak_or, Server, PATIENCE};
 
-fn crash_under_load(sync: &str) {
+fn crash_under_load(sync: &str, reliable: bool) {
     let mut server = Server::start("crash-load", &["-t", "2", "--sync", sync]);
     let json = server.data_dir.with_file_name("loadgen.json");
     let loadgen = Command::new(loadgen_bin())
@@ -32,6 +34,7 @@ fn crash_under_load(sync: &str) {
         ])
         .args(["--queues", "8", "--duration", "6s", "--timeout", "20s"])
         .args(["--verify", "--reconnect", "--quiet", "--seed", "7"])
+        .args(reliable.then_some("--reliable"))
         .arg("--json")
         .arg(&json)
         .stdout(Stdio::piped())
@@ -58,18 +61,35 @@ fn crash_under_load(sync: &str) {
     assert!(stdout.contains("verify       PASSED"), "{stdout}");
     let report = std::fs::read_to_string(&json).unwrap();
     assert!(report.contains("\"ops_per_sec\""), "{report}");
+    if reliable {
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let verify = &report["verify"];
+        assert_eq!(verify["lost"].as_u64(), Some(0), "{verify}");
+        assert_eq!(verify["duplicates"].as_u64(), Some(0), "{verify}");
+        assert_eq!(verify["reliable"].as_bool(), Some(true), "{verify}");
+    }
     // Everything was drained: the restarted server holds no message.
     assert_eq!(server.client().stats()["curr_items"], "0");
 }
 
 #[test]
 fn kill9_under_load_loses_nothing_sync_always() {
-    crash_under_load("always");
+    crash_under_load("always", false);
 }
 
 #[test]
 fn kill9_under_load_loses_nothing_sync_interval() {
-    crash_under_load("interval=10");
+    crash_under_load("interval=10", false);
+}
+
+#[test]
+fn kill9_under_load_reliable_consumers_lose_nothing_sync_always() {
+    crash_under_load("always", true);
+}
+
+#[test]
+fn kill9_under_load_reliable_consumers_lose_nothing_sync_interval() {
+    crash_under_load("interval=10", true);
 }
 
 /// One producer: pipelines batches of odd-sized sets to its own queue until

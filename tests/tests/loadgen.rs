@@ -100,3 +100,27 @@ fn blocking_consumers_lose_nothing() {
     assert_eq!(report["verify"]["passed"].as_bool(), Some(true), "{report}");
     assert!(report["hits"].as_u64().unwrap() > 0, "{report}");
 }
+
+#[test]
+fn reliable_consumers_confirm_everything() {
+    let server = Server::start("loadgen-reliable", &["-t", "2"]);
+    for extra in [&[][..], &["--get-wait", "2s"]] {
+        let mut args = vec!["--workload", "pairs", "--verify", "--reliable"];
+        args.extend_from_slice(extra);
+        let report = run(&server, &args);
+        assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+        let verify = &report["verify"];
+        assert_eq!(verify["passed"].as_bool(), Some(true), "{report}");
+        assert_eq!(verify["lost"].as_u64(), Some(0), "{report}");
+        assert_eq!(verify["redelivered"].as_u64(), Some(0), "{report}");
+    }
+    // Every message opened was confirmed: nothing is left open or queued,
+    // and the counters agree.
+    let mut c = server.client();
+    let stats = c.stats();
+    assert_eq!(stats["open_transactions"], "0");
+    assert_eq!(stats["curr_items"], "0");
+    for (q, enqueued, dequeued) in c.queue_stats() {
+        assert_eq!(enqueued, dequeued, "{q}");
+    }
+}
