@@ -22,6 +22,12 @@
 //! - `get` pops the head locator, appends a `Consumed` record, and waits for
 //!   its commit; the body comes from the hot cache or, for a consumer that
 //!   lags, from a DMA read of its record (checksum verified).
+//! - `take` with [`Take::Open`] (a reliable read) moves the head locator
+//!   to the queue's open messages and appends nothing; `confirm` consumes
+//!   it as a pop would (a `Consumed` record, or a `Confirmed` one when a
+//!   lower message is still open: see `log::confirmed`); `abort` puts it
+//!   back in sequence order, which is the head. [`Take::Peek`] copies the
+//!   head.
 //! - `delete` appends a `Deleted` record and drops the queue's locators.
 //!
 //! Background tasks per store: the group-commit task
