@@ -182,6 +182,11 @@ enum Pending {
         with_seq: bool,
         waits: bool,
     },
+    /// `flush` (one shard, `END`) and `flush_all` (every shard, `OK`).
+    Flush {
+        parts: Vec<LocalFuture<OpReply>>,
+        ok: &'static str,
+    },
     Stats(Vec<LocalFuture<OpReply>>),
     StatsQueue(Vec<LocalFuture<OpReply>>),
 }
@@ -415,6 +420,25 @@ impl Connection {
                 }
                 Some(Pending::Delete(done))
             }
+            Command::Flush { queue, noreply } => {
+                let done = router.submit(router.shard_of(&queue), Op::Flush { queue });
+                if noreply {
+                    forget(done);
+                    return None;
+                }
+                Some(Pending::Flush {
+                    parts: vec![done],
+                    ok: "END",
+                })
+            }
+            Command::FlushAll { noreply } => {
+                let parts = self.each_shard(|| Op::FlushAll);
+                if noreply {
+                    parts.into_iter().for_each(forget);
+                    return None;
+                }
+                Some(Pending::Flush { parts, ok: "OK" })
+            }
             Command::Stats => Some(Pending::Stats(self.each_shard(|| Op::Stats))),
             Command::StatsQueue => Some(Pending::StatsQueue(self.each_shard(|| Op::QueueStats))),
             Command::StatsReset => {
@@ -550,6 +574,16 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
                 None => reply::line(out, "END"),
             }
         }
+        Pending::Flush { parts, ok } => {
+            let mut failure = None;
+            for part in parts {
+                match part.await {
+                    OpReply::Flushed(Ok(())) => {}
+                    other => failure = Some(server_error(other)),
+                }
+            }
+            reply::line(out, failure.as_deref().unwrap_or(ok));
+        }
         Pending::Stats(parts) => {
             let mut total = StoreStats::default();
             for part in parts {
@@ -583,7 +617,10 @@ fn forget(done: LocalFuture<OpReply>) {
         let reply = done.await;
         if matches!(
             reply,
-            OpReply::Set(Err(_)) | OpReply::Delete(Err(_)) | OpReply::Get(Err(_))
+            OpReply::Set(Err(_))
+                | OpReply::Delete(Err(_))
+                | OpReply::Get(Err(_))
+                | OpReply::Flushed(Err(_))
         ) {
             log!(0, "noreply request failed: {}", server_error(reply));
         }
@@ -594,7 +631,10 @@ fn forget(done: LocalFuture<OpReply>) {
 /// The one place a storage error becomes a reply line.
 fn server_error(reply: OpReply) -> String {
     let error = match reply {
-        OpReply::Set(Err(e)) | OpReply::Delete(Err(e)) | OpReply::Get(Err(e)) => e,
+        OpReply::Set(Err(e))
+        | OpReply::Delete(Err(e))
+        | OpReply::Get(Err(e))
+        | OpReply::Flushed(Err(e)) => e,
         OpReply::Unrouted(why) => return format!("SERVER_ERROR {why}"),
         other => return format!("SERVER_ERROR unexpected reply {other:?}"),
     };

@@ -36,6 +36,11 @@ pub enum Command {
     Get { keys: Vec<GetKey>, with_seq: bool },
     /// `delete <q> [0] [noreply]`.
     Delete { queue: Vec<u8>, noreply: bool },
+    /// `flush <q> [noreply]` (Kestrel): drops the queue's messages, keeps
+    /// the queue.
+    Flush { queue: Vec<u8>, noreply: bool },
+    /// `flush_all [0] [noreply]`: `flush` for every queue.
+    FlushAll { noreply: bool },
     /// `stats`.
     Stats,
     /// `stats queue`.
@@ -226,6 +231,24 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
                 noreply,
             })
         }
+        b"flush" => {
+            let (rest, noreply) = strip_noreply(&args);
+            let [queue] = rest else {
+                return reject(Reject::BadFormat);
+            };
+            if !valid_queue_name(queue) {
+                return reject(Reject::BadQueueName);
+            }
+            command(Command::Flush {
+                queue: queue.to_vec(),
+                noreply,
+            })
+        }
+        // memcached's optional delay: only "now" means anything here.
+        b"flush_all" => match strip_noreply(&args) {
+            ([] | [b"0"], noreply) => command(Command::FlushAll { noreply }),
+            _ => reject(Reject::BadFormat),
+        },
         b"stats" => match args.as_slice() {
             [] => command(Command::Stats),
             [b"queue"] => command(Command::StatsQueue),
@@ -562,6 +585,33 @@ mod tests {
         assert!(!one(b"get q/abort\r\n").takes());
         assert!(one(b"get q/peek/t=5\r\n").takes());
         assert!(one(b"get q/open\r\n").takes());
+    }
+
+    #[test]
+    fn flush_forms() {
+        assert_eq!(
+            cmd(b"flush q\r\n"),
+            Command::Flush {
+                queue: b"q".to_vec(),
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd(b"flush q noreply\r\n"),
+            Command::Flush {
+                queue: b"q".to_vec(),
+                noreply: true
+            }
+        );
+        assert_eq!(cmd(b"flush_all\r\n"), Command::FlushAll { noreply: false });
+        assert_eq!(
+            cmd(b"flush_all 0 noreply\r\n"),
+            Command::FlushAll { noreply: true }
+        );
+        assert_eq!(rejected(b"flush\r\n").0, Reject::BadFormat);
+        assert_eq!(rejected(b"flush a b\r\n").0, Reject::BadFormat);
+        assert_eq!(rejected(b"flush a/b\r\n").0, Reject::BadQueueName);
+        assert_eq!(rejected(b"flush_all 10\r\n").0, Reject::BadFormat);
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub enum Op {
     Delete {
         queue: Vec<u8>,
     },
+    Flush {
+        queue: Vec<u8>,
+    },
+    FlushAll,
     QueueStats,
     Stats,
 }
@@ -170,6 +174,7 @@ pub enum OpReply {
     /// A request the queue's state does not allow: this error line.
     Refused(&'static str),
     Delete(Result<bool, LogError>),
+    Flushed(Result<(), LogError>),
     QueueStats(Vec<QueueStat>),
     Stats(StoreStats),
     /// The request never reached its shard (or its reply never came back).
@@ -253,6 +258,14 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
         Op::Delete { queue } => {
             let done = store.delete(&queue);
             Box::pin(async move { OpReply::Delete(done.await) })
+        }
+        Op::Flush { queue } => {
+            let done = store.flush(&queue);
+            Box::pin(async move { OpReply::Flushed(done.await.map(|_| ())) })
+        }
+        Op::FlushAll => {
+            let done = store.flush_all();
+            Box::pin(async move { OpReply::Flushed(done.await) })
         }
         Op::QueueStats => {
             let stats = store.queue_stats();

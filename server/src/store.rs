@@ -813,6 +813,74 @@ impl Store {
         self.reply(&log, lsn, 0, true)
     }
 
+    /// Drops every queued message of `queue` (`flush`); the queue, its
+    /// counters (flushed messages count as dequeued) and its open messages
+    /// stay. `false` when there is no such queue.
+    pub fn flush(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+        self.when_room(queue, Store::room_for_flush, Store::apply_flush)
+    }
+
+    /// `flush` for every queue of this shard.
+    pub fn flush_all(&self) -> LocalFuture<Result<(), LogError>> {
+        let names: Vec<Box<[u8]>> = self.state.borrow().names.keys().cloned().collect();
+        let done: Vec<_> = names.iter().map(|q| self.flush(q)).collect();
+        Box::pin(async move {
+            for d in done {
+                d.await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Room for a flush's records: one per stretch of queued messages
+    /// between open ones.
+    fn room_for_flush(&self, queue: &[u8]) -> Result<(), NoRoom> {
+        let mut log = self.log.borrow_mut();
+        log.check()?;
+        let st = self.state.borrow();
+        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+            return Ok(());
+        };
+        if q.locs.is_empty() {
+            return Ok(());
+        }
+        let records = q.open.len() as u64 + 1;
+        log.make_room(records * record::record_len(8) as u64, false)
+    }
+
+    fn apply_flush(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(&id) = st.names.get(queue) else {
+            return ready(Ok(false));
+        };
+        let q = st.queues.get_mut(&id).expect("queue exists");
+        let Some(first) = q.locs.front().map(|l| l.seq) else {
+            return ready(Ok(true));
+        };
+        let locs = std::mem::take(&mut q.locs);
+        q.bytes = 0;
+        // Everything from the first queued message to the tail but the open
+        // ones: the stretches between them.
+        let opens: Vec<u64> = q.open.range(first..).map(|(seq, _)| *seq).collect();
+        let mut log = self.log.borrow_mut();
+        let mut lsn = log.last_lsn();
+        let mut start = first;
+        for end in opens.into_iter().chain([q.tail]) {
+            if start < end {
+                lsn = log.consume(id, start, end, q.low());
+            }
+            start = end + 1;
+        }
+        for loc in &locs {
+            log.release(loc.seg, loc.len, lsn);
+            st.cache.remove((id, loc.seq));
+            st.bytes -= loc.body_len();
+        }
+        st.items -= locs.len() as u64;
+        self.reply(&log, lsn, 0, true)
+    }
+
     /// Every queue of this shard with its counters, sorted by name.
     pub fn queue_stats(&self) -> Vec<QueueStat> {
         let st = self.state.borrow();

@@ -1029,3 +1029,50 @@ fn reliable_reads_survive_crashes_and_segment_turnover() {
         s.close().await.unwrap();
     });
 }
+
+/// `flush` drops the queued messages but not the open ones, whose
+/// confirms and put-backs still work; the counters stay consistent across
+/// a crash.
+#[test]
+fn flush_keeps_the_queue_and_its_open_messages() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    run(move || async move {
+        let s = Store::open(cfg.clone()).await.unwrap();
+        for i in 0..10 {
+            set(&s, "q", body(0, i, 30)).await;
+        }
+        let open = |s: &Store, r| s.take(b"q", Take::Open(r));
+        assert_eq!(open(&s, 1).await.unwrap().unwrap().seq, 0);
+        assert_eq!(open(&s, 2).await.unwrap().unwrap().seq, 1);
+        assert_eq!(open(&s, 3).await.unwrap().unwrap().seq, 2);
+        assert!(
+            s.abort(b"q", 1),
+            "0 is queued again, below the open 1 and 2"
+        );
+        assert!(s.flush(b"q").await.unwrap());
+        assert!(!s.flush(b"nothing").await.unwrap());
+        assert_eq!(s.stats().items, 0);
+        assert_eq!(get(&s, "q").await, None);
+        assert_eq!(s.queue_stats()[0].dequeued, 8, "flushed count as dequeued");
+        assert!(s.confirm(b"q", 2).await.unwrap());
+        s.crash().await;
+
+        let s = Store::open(cfg.clone()).await.unwrap();
+        assert_eq!(
+            (s.queue_stats()[0].enqueued, s.queue_stats()[0].dequeued),
+            (10, 9)
+        );
+        // Message 2 was open at the crash: it is all that is left.
+        let m = get(&s, "q").await.unwrap();
+        assert_eq!(m, body(0, 2, 30));
+        set(&s, "q", body(0, 10, 30)).await;
+        s.flush_all().await.unwrap();
+        assert_eq!(get(&s, "q").await, None);
+        assert_eq!(
+            (s.queue_stats()[0].enqueued, s.queue_stats()[0].dequeued),
+            (11, 11)
+        );
+        s.close().await.unwrap();
+    });
+}

@@ -44,6 +44,12 @@ for noreply in (True, False):
     assert c.stats("queue")[r.encode()] == b"2/1"
     assert c.get(r + "/close") is None
     assert c.stats("queue")[r.encode()] == b"2/2"
+    # Kestrel's flush is not in pymemcache; memcached's flush_all is, and
+    # empties every queue (counters stay).
+    c.set(r, b"doomed", noreply=False)
+    assert c.flush_all(noreply=False) is True
+    assert c.get(r) is None
+    assert c.stats("queue")[r.encode()] == b"3/3"
     version = c.version()
     assert version, version
     c.close()

@@ -2,8 +2,9 @@
 //! options) against the real server: the replies byte for byte, one open
 //! message per connection and queue, open messages going back to the head
 //! in order when their connections end (on either executor), blocking
-//! opens, and a kill -9 with open messages: every unconfirmed message is
-//! delivered again exactly once, every confirmed one never.
+//! opens, a kill -9 with open messages (every unconfirmed message is
+//! delivered again exactly once, every confirmed one never), and `flush` /
+//! `flush_all`, which leave open messages alone.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -230,5 +231,42 @@ fn kill9_redelivers_every_unconfirmed_message_once_and_no_confirmed_one() {
         assert_eq!(got, want, "{sync}: exactly the unconfirmed come back");
         assert!(open.is_subset(&got), "{sync}: the open ones among them");
         server.stop();
+    }
+}
+
+#[test]
+fn flush_and_flush_all_empty_queues_but_keep_them_and_their_open_messages() {
+    let server = Server::start("reliable-flush", &["-t", "2"]);
+    let mut c = server.client();
+    let mut holder = server.client();
+    for q in queues() {
+        for i in 0..3 {
+            c.set(&q, format!("m{i}").as_bytes());
+        }
+        holder.expect(
+            format!("get {q}/open\r\n").as_bytes(),
+            &value(&format!("{q}/open"), "m0"),
+        );
+    }
+    let q0 = &queues()[0];
+    c.expect(format!("flush {q0}\r\n").as_bytes(), b"END\r\n");
+    c.expect(b"flush never-was\r\n", b"END\r\n");
+    c.expect(format!("get {q0}\r\n").as_bytes(), b"END\r\n");
+    assert!(c.queue_stats().contains(&(q0.clone(), 3, 2)));
+    c.expect(b"flush_all\r\n", b"OK\r\n");
+    c.send(b"flush_all noreply\r\n");
+    c.expect(
+        b"flush_all 5\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
+    for q in queues() {
+        c.expect(format!("get {q}\r\n").as_bytes(), b"END\r\n");
+        assert!(c.queue_stats().contains(&(q.clone(), 3, 2)), "{q}");
+    }
+    // The open messages outlived the flush: put back, they are all there is.
+    drop(holder);
+    until_open(&mut c, 0);
+    for q in queues() {
+        assert_eq!(c.drain(&q), vec![b"m0".to_vec()], "{q}");
     }
 }
