@@ -12,6 +12,7 @@ fn header(len: usize, lsn: u64) -> Header {
         seq: lsn,
         time: 1,
         flags: 0,
+        expires: 0,
         len: len as u32,
     }
 }
@@ -53,6 +54,7 @@ fn sample_index() -> Vec<u8> {
             seq: i / 16,
             time: 0,
             flags: 0,
+            expires: 0,
             len: 1000,
         };
         b.record(&h, &[0u8; 1000], off);

@@ -36,6 +36,8 @@ pub struct MsgPos {
     pub off: u32,
     /// Record length, header included, padding excluded.
     pub len: u32,
+    /// Unix seconds when the message expires; 0 never.
+    pub expires: u32,
 }
 
 /// What one segment says about one queue.
@@ -141,6 +143,7 @@ impl IndexBuilder {
                     seq: h.seq,
                     off: off as u32,
                     len: (record::HEADER_LEN + body.len()) as u32,
+                    expires: h.expires,
                 });
             }
             Kind::Consumed => {
@@ -326,6 +329,7 @@ mod tests {
             seq,
             time: 0,
             flags: 0,
+            expires: 0,
             len,
         };
         let cb = record::created_body(0, 0, b"alpha");

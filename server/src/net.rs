@@ -351,11 +351,20 @@ impl Connection {
             Command::Set {
                 queue,
                 flags,
+                exptime,
                 body,
                 noreply,
             } => {
                 c.add(&c.cmd_set, 1);
-                let done = router.submit(router.shard_of(&queue), Op::Set { queue, flags, body });
+                let expires = protocol::expiry(exptime, crate::store::now_secs());
+                let shard = router.shard_of(&queue);
+                let op = Op::Set {
+                    queue,
+                    flags,
+                    expires,
+                    body,
+                };
+                let done = router.submit(shard, op);
                 if noreply {
                     forget(done);
                     return None;

@@ -22,6 +22,21 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// Longest queue name, as memcached's key limit.
 pub const MAX_QUEUE_NAME: usize = 250;
 
+/// Longest `exptime` read as seconds from now; anything larger is a Unix
+/// time (memcached's rule).
+pub const MAX_RELATIVE_EXPTIME: u32 = 30 * 24 * 3600;
+
+/// When a message set with `exptime` at Unix time `now` expires, as Unix
+/// seconds: 0 never; up to 30 days, that many seconds from now; larger, a
+/// Unix time (one already past expires the message at once, as memcached).
+pub fn expiry(exptime: u32, now: u32) -> u32 {
+    match exptime {
+        0 => 0,
+        relative if relative <= MAX_RELATIVE_EXPTIME => now.saturating_add(relative),
+        absolute => absolute,
+    }
+}
+
 /// A request that is well formed and ready to execute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -29,6 +44,8 @@ pub enum Command {
     Set {
         queue: Vec<u8>,
         flags: u32,
+        /// As sent: see [`expiry`].
+        exptime: u32,
         body: Vec<u8>,
         noreply: bool,
     },
@@ -278,7 +295,7 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
     let [queue, flags, exptime, bytes] = fields else {
         return bad(Reject::BadFormat);
     };
-    let (Some(flags), Some(_exptime), Some(bytes)) =
+    let (Some(flags), Some(exptime), Some(bytes)) =
         (parse_u32(flags), parse_u32(exptime), parse_u32(bytes))
     else {
         return bad(Reject::BadFormat);
@@ -319,6 +336,7 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
         command: Command::Set {
             queue: queue.to_vec(),
             flags,
+            exptime,
             body: data[..bytes].to_vec(),
             noreply,
         },
@@ -432,6 +450,7 @@ mod tests {
             Command::Set {
                 queue: b"q4".to_vec(),
                 flags: 7,
+                exptime: 0,
                 body: body.to_vec(),
                 noreply: false
             }
@@ -439,12 +458,30 @@ mod tests {
     }
 
     #[test]
+    fn exptime_as_memcached_reads_it() {
+        let now = 1_800_000_000;
+        assert_eq!(expiry(0, now), 0);
+        assert_eq!(expiry(1, now), now + 1);
+        assert_eq!(
+            expiry(MAX_RELATIVE_EXPTIME, now),
+            now + MAX_RELATIVE_EXPTIME
+        );
+        assert_eq!(
+            expiry(MAX_RELATIVE_EXPTIME + 1, now),
+            MAX_RELATIVE_EXPTIME + 1
+        );
+        assert_eq!(expiry(now + 5, now), now + 5);
+        assert_eq!(expiry(5, u32::MAX), u32::MAX);
+    }
+
+    #[test]
     fn set_noreply_bare_newline_and_many_spaces() {
         assert_eq!(
-            cmd(b"set  q  1 0 2   noreply\nhi\r\n"),
+            cmd(b"set  q  1 60 2   noreply\nhi\r\n"),
             Command::Set {
                 queue: b"q".to_vec(),
                 flags: 1,
+                exptime: 60,
                 body: b"hi".to_vec(),
                 noreply: true
             }
@@ -650,7 +687,6 @@ mod tests {
             b"SET q 0 0 1\r\n",
             b"add q 0 0 1\r\n",
             b"incr q 1\r\n",
-            b"flush_all\r\n",
             b"cas q 0 0 1 1\r\n",
             b"touch q 0\r\n",
         ] {

@@ -30,12 +30,19 @@ pub struct Loc {
     pub off: u32,
     /// Length of the record (header + body, unpadded).
     pub len: u32,
+    /// Unix seconds when the message expires; 0 never.
+    pub expires: u32,
 }
 
 impl Loc {
     /// Body length of the message.
     pub fn body_len(&self) -> u64 {
         u64::from(self.len) - crate::log::record::HEADER_LEN as u64
+    }
+
+    /// Whether the message has expired at Unix time `now` (seconds).
+    pub fn expired(&self, now: u32) -> bool {
+        self.expires != 0 && self.expires <= now
     }
 }
 
@@ -57,6 +64,8 @@ pub struct Queue {
     pub open: BTreeMap<u64, (Loc, Reader)>,
     /// … and by who holds them (one each).
     readers: HashMap<Reader, u64>,
+    /// Messages dropped because they expired (since start-up).
+    pub expired: u64,
 }
 
 impl Queue {
@@ -69,6 +78,7 @@ impl Queue {
             bytes: 0,
             open: BTreeMap::new(),
             readers: HashMap::new(),
+            expired: 0,
         }
     }
 
@@ -110,10 +120,16 @@ impl Queue {
     }
 
     /// Records a new message at the tail; returns its sequence number.
-    pub fn push(&mut self, seg: u32, off: u32, len: u32) -> u64 {
+    pub fn push(&mut self, seg: u32, off: u32, len: u32, expires: u32) -> u64 {
         let seq = self.tail;
         self.tail += 1;
-        let loc = Loc { seq, seg, off, len };
+        let loc = Loc {
+            seq,
+            seg,
+            off,
+            len,
+            expires,
+        };
         self.bytes += loc.body_len();
         self.locs.push_back(loc);
         seq
@@ -152,8 +168,8 @@ mod tests {
     #[test]
     fn push_pop_counters() {
         let mut q = Queue::new(1, b"q".to_vec().into());
-        assert_eq!(q.push(0, 0, 58), 0);
-        assert_eq!(q.push(0, 64, 60), 1);
+        assert_eq!(q.push(0, 0, 58, 0), 0);
+        assert_eq!(q.push(0, 64, 60, 0), 1);
         assert_eq!(q.bytes, 22);
         assert_eq!(q.pop().unwrap().seq, 0);
         assert_eq!((q.low(), q.tail, q.bytes), (1, 2, 12));
@@ -167,7 +183,7 @@ mod tests {
     fn open_messages_go_back_in_order() {
         let mut q = Queue::new(1, b"q".to_vec().into());
         for i in 0..4 {
-            q.push(0, i * 64, 58);
+            q.push(0, i * 64, 58, 0);
         }
         assert_eq!(q.open(7).unwrap().seq, 0);
         assert_eq!(q.open(8).unwrap().seq, 1);

@@ -126,6 +126,8 @@ pub enum Op {
     Set {
         queue: Vec<u8>,
         flags: u32,
+        /// Unix seconds when it expires; 0 never.
+        expires: u32,
         body: Vec<u8>,
     },
     Get {
@@ -205,8 +207,13 @@ pub enum Envelope {
 /// Applies `op` to `store` now and returns the future of its reply.
 fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
     match op {
-        Op::Set { queue, flags, body } => {
-            let done = store.set(&queue, flags, body);
+        Op::Set {
+            queue,
+            flags,
+            expires,
+            body,
+        } => {
+            let done = store.set_expiring(&queue, flags, expires, body);
             Box::pin(async move { OpReply::Set(done.await) })
         }
         Op::Get {

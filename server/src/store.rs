@@ -53,7 +53,7 @@ use crate::disk::Disk;
 use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
-use crate::log::writer::{now_us, CatalogEntry, LogConfig, NoRoom, SharedLog};
+use crate::log::writer::{now_us, CatalogEntry, LogConfig, MessageMeta, NoRoom, SharedLog};
 use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
 use crate::queue::{Loc, Queue};
 
@@ -168,6 +168,57 @@ struct State {
     bytes: u64,
     cache: HotCache,
     label: String,
+}
+
+impl State {
+    /// Drops the expired messages at the head of queue `id`: an expired
+    /// message is never handed out. They count as consumed (in the log, and
+    /// in `stats queue`) and as expired.
+    fn drop_expired(&mut self, log: &mut Log, id: u32) {
+        let now = now_secs();
+        let Some(q) = self.queues.get_mut(&id) else {
+            return;
+        };
+        let Some(first) = q.locs.front().filter(|l| l.expired(now)).map(|l| l.seq) else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        while q.locs.front().is_some_and(|l| l.expired(now)) {
+            dropped.extend(q.pop());
+        }
+        let end = dropped.last().map_or(first, |l| l.seq + 1);
+        q.expired += dropped.len() as u64;
+        let lsn = consume_stretch(log, q, first, end);
+        for loc in &dropped {
+            log.release(loc.seg, loc.len, lsn);
+            self.cache.remove((id, loc.seq));
+            self.items -= 1;
+            self.bytes -= loc.body_len();
+        }
+    }
+}
+
+/// Logs that every message of `q` in `[first, end)` but the open ones is
+/// consumed (they are gone from `q` already): one record per stretch
+/// between open messages. Returns the last record's lsn.
+fn consume_stretch(log: &mut Log, q: &Queue, first: u64, end: u64) -> u64 {
+    let opens: Vec<u64> = q.open.range(first..end).map(|(seq, _)| *seq).collect();
+    let mut lsn = log.last_lsn();
+    let mut start = first;
+    for stop in opens.into_iter().chain([end]) {
+        if start < stop {
+            lsn = log.consume(q.id, start, stop, q.low());
+        }
+        start = stop + 1;
+    }
+    lsn
+}
+
+/// Now, in Unix seconds (what message expiry is measured in).
+pub fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
 }
 
 /// The queues' locators as maintenance sees them.
@@ -415,12 +466,25 @@ impl Store {
         flags: u32,
         body: Vec<u8>,
     ) -> LocalFuture<Result<(), LogError>> {
+        self.set_expiring(queue, flags, 0, body)
+    }
+
+    /// [`Store::set`] of a message that expires at Unix time `expires`
+    /// (seconds; 0 never): from then on it is never handed out, and it is
+    /// dropped when it reaches the head.
+    pub fn set_expiring(
+        &self,
+        queue: &[u8],
+        flags: u32,
+        expires: u32,
+        body: Vec<u8>,
+    ) -> LocalFuture<Result<(), LogError>> {
         let len = body.len();
         self.when_room(
             queue,
             move |s, q| s.room_for_set(q, len),
             move |s, q| {
-                let done = s.apply_set(q, flags, body);
+                let done = s.apply_set(q, flags, expires, body);
                 s.waiters.wake_first(q);
                 done
             },
@@ -505,17 +569,15 @@ impl Store {
     /// when its reader confirms it ([`Store::confirm`]).
     pub fn take(&self, queue: &[u8], take: Take) -> LocalFuture<Result<Option<Message>, LogError>> {
         match take {
-            Take::Pop => self.when_room(queue, |s, q| s.room_for_marker(q, true), Store::apply_get),
+            Take::Pop => self.when_room(queue, |s, q| s.room_for_take(q, true), Store::apply_get),
             Take::Open(reader) => self.when_room(
                 queue,
-                |s, _| s.log.borrow().check().map_err(NoRoom::Refused),
+                |s, q| s.room_for_take(q, false),
                 move |s, q| s.apply_open(q, reader),
             ),
-            Take::Peek => self.when_room(
-                queue,
-                |s, _| s.log.borrow().check().map_err(NoRoom::Refused),
-                Store::apply_peek,
-            ),
+            Take::Peek => {
+                self.when_room(queue, |s, q| s.room_for_take(q, false), Store::apply_peek)
+            }
         }
     }
 
@@ -535,7 +597,7 @@ impl Store {
             queue,
             move |s, q| {
                 if s.holds_open(q, reader) {
-                    s.room_for_marker(q, false)
+                    s.room_for_marker(q)
                 } else {
                     Ok(())
                 }
@@ -566,11 +628,7 @@ impl Store {
 
     /// Drops `queue` and all its messages; `false` when it did not exist.
     pub fn delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
-        self.when_room(
-            queue,
-            |s, q| s.room_for_marker(q, false),
-            Store::apply_delete,
-        )
+        self.when_room(queue, |s, q| s.room_for_marker(q), Store::apply_delete)
     }
 
     /// Applies a request now if the log has room for it, or holds it (and
@@ -618,27 +676,46 @@ impl Store {
         self.log.borrow_mut().make_room(need, true)
     }
 
-    /// Room for a body-less record (`Consumed`, `Deleted`) if `queue`
-    /// exists (and, for a `pop`, has a message). These may use the
-    /// consumers' reserve: a full disk must never stop `get` or `delete`.
-    fn room_for_marker(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
+    /// Room for a marker record (`Consumed`, `Confirmed`, `Deleted`) if
+    /// `queue` exists. These may use the consumers' reserve: a full disk
+    /// must never stop `get`, `/close` or `delete`.
+    fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
+        let mut log = self.log.borrow_mut();
+        log.check()?;
+        if !self.state.borrow().names.contains_key(queue) {
+            return Ok(());
+        }
+        log.make_room(record::record_len(8) as u64, false)
+    }
+
+    /// Room for what a `take` of `queue` logs: the dropping of expired
+    /// messages at its head, and for a pop the pop. These may use the
+    /// consumers' reserve.
+    fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
         let mut log = self.log.borrow_mut();
         log.check()?;
         let st = self.state.borrow();
-        let needed = match st.names.get(queue) {
-            None => false,
-            Some(id) => !pop || !st.queues[id].locs.is_empty(),
-        };
-        if !needed {
+        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
             return Ok(());
+        };
+        let Some(head) = q.locs.front() else {
+            return Ok(());
+        };
+        let mut bytes = 0;
+        if head.expired(now_secs()) {
+            bytes += (q.open.len() as u64 + 1) * record::record_len(8) as u64;
         }
-        log.make_room(record::record_len(0) as u64, false)
+        if pop {
+            bytes += record::record_len(8) as u64;
+        }
+        log.make_room(bytes, false)
     }
 
     fn apply_set(
         &self,
         queue: &[u8],
         flags: u32,
+        expires: u32,
         body: Vec<u8>,
     ) -> LocalFuture<Result<(), LogError>> {
         let mut st = self.state.borrow_mut();
@@ -655,9 +732,14 @@ impl Store {
             }
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
-        let (pos, lsn) = log.enqueue(id, q.tail, flags, now_us(), &body);
+        let meta = MessageMeta {
+            flags,
+            time: now_us(),
+            expires,
+        };
+        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body);
         let len = (record::HEADER_LEN + body.len()) as u32;
-        let seq = q.push(pos.seg, pos.off, len);
+        let seq = q.push(pos.seg, pos.off, len, expires);
         st.items += 1;
         st.bytes += body.len() as u64;
         let body_len = body.len();
@@ -671,11 +753,12 @@ impl Store {
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(None));
         };
+        let mut log = self.log.borrow_mut();
+        st.drop_expired(&mut log, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.pop() else {
             return ready(Ok(None));
         };
-        let mut log = self.log.borrow_mut();
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
         log.release(loc.seg, loc.len, lsn);
         st.items -= 1;
@@ -708,6 +791,7 @@ impl Store {
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(None));
         };
+        st.drop_expired(&mut self.log.borrow_mut(), id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open(reader) else {
             return ready(Ok(None));
@@ -733,10 +817,11 @@ impl Store {
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
     fn apply_peek(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
-        let st = self.state.borrow();
+        let mut st = self.state.borrow_mut();
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(None));
         };
+        st.drop_expired(&mut self.log.borrow_mut(), id);
         let Some(&loc) = st.queues[&id].locs.front() else {
             return ready(Ok(None));
         };
@@ -862,16 +947,8 @@ impl Store {
         q.bytes = 0;
         // Everything from the first queued message to the tail but the open
         // ones: the stretches between them.
-        let opens: Vec<u64> = q.open.range(first..).map(|(seq, _)| *seq).collect();
         let mut log = self.log.borrow_mut();
-        let mut lsn = log.last_lsn();
-        let mut start = first;
-        for end in opens.into_iter().chain([q.tail]) {
-            if start < end {
-                lsn = log.consume(id, start, end, q.low());
-            }
-            start = end + 1;
-        }
+        let lsn = consume_stretch(&mut log, q, first, q.tail);
         for loc in &locs {
             log.release(loc.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));

@@ -1076,3 +1076,39 @@ fn flush_keeps_the_queue_and_its_open_messages() {
         s.close().await.unwrap();
     });
 }
+
+/// Expiry: an expired message is never handed out (pop, open or peek), is
+/// dropped when it reaches the head and counted, and its deadline survives
+/// a crash.
+#[test]
+fn expired_messages_are_never_handed_out() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    run(move || async move {
+        let now = now_secs();
+        let s = Store::open(cfg.clone()).await.unwrap();
+        let put = |s: &Store, expires, b: &[u8]| s.set_expiring(b"q", 0, expires, b.to_vec());
+        put(&s, now - 1, b"gone").await.unwrap();
+        put(&s, 0, b"kept").await.unwrap();
+        put(&s, now - 100, b"gone too").await.unwrap();
+        put(&s, now + 2, b"soon gone").await.unwrap();
+        put(&s, now + 3600, b"later").await.unwrap();
+        let peek = s.take(b"q", Take::Peek).await.unwrap().unwrap();
+        assert_eq!(peek.body, b"kept");
+        assert_eq!(get(&s, "q").await.unwrap(), b"kept");
+        let open = s.take(b"q", Take::Open(1)).await.unwrap().unwrap();
+        assert_eq!(open.body, b"soon gone", "not expired yet");
+        assert!(s.abort(b"q", 1));
+        assert_eq!(s.queue_stats()[0].dequeued, 3, "two expired, one popped");
+        s.crash().await;
+
+        // After the deadline, and a crash: still never handed out.
+        glommio::timer::sleep(Duration::from_millis(2100)).await;
+        let s = Store::open(cfg.clone()).await.unwrap();
+        assert_eq!(s.stats().items, 2);
+        assert_eq!(get(&s, "q").await.unwrap(), b"later");
+        assert_eq!(get(&s, "q").await, None);
+        assert_eq!(s.queue_stats()[0].dequeued, 5);
+        s.close().await.unwrap();
+    });
+}

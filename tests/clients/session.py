@@ -1,5 +1,6 @@
 """The MemcacheQ session through pymemcache. Usage: python3 session.py PORT"""
 import sys
+import time
 
 from pymemcache.client.base import Client
 
@@ -50,6 +51,13 @@ for noreply in (True, False):
     assert c.flush_all(noreply=False) is True
     assert c.get(r) is None
     assert c.stats("queue")[r.encode()] == b"3/3"
+    # exptime: a message past its deadline is never handed out.
+    e = q + "e"
+    c.set(e, b"brief", expire=1, noreply=False)
+    c.set(e, b"lasting", expire=3600, noreply=False)
+    time.sleep(2.1)
+    assert c.get(e) == b"lasting"
+    assert c.get(e) is None
     version = c.version()
     assert version, version
     c.close()

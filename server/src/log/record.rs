@@ -16,7 +16,7 @@
 //! 24  u64 seq      kind-specific (message seq, consumed-up-to, next queue id)
 //! 32  u64 time     enqueue time, microseconds since the Unix epoch
 //! 40  u32 flags    the message's memcache flags
-//! 44  u32 reserved 0
+//! 44  u32 expires  Enqueued: Unix time (s) the message expires, 0 never
 //! 48  body
 //! ```
 
@@ -80,6 +80,9 @@ pub struct Header {
     pub seq: u64,
     pub time: u64,
     pub flags: u32,
+    /// `Enqueued`: when the message expires, Unix seconds; 0 never (and 0
+    /// for every other kind).
+    pub expires: u32,
     /// Body length.
     pub len: u32,
 }
@@ -111,7 +114,7 @@ pub fn encode_into(out: &mut Vec<u8>, h: &Header, body: &[u8]) {
     out.extend_from_slice(&h.seq.to_le_bytes());
     out.extend_from_slice(&h.time.to_le_bytes());
     out.extend_from_slice(&h.flags.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&h.expires.to_le_bytes());
     out.extend_from_slice(body);
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -153,7 +156,8 @@ pub fn parse_header(b: &[u8]) -> Result<Header, DecodeError> {
     }
     let kind = Kind::from_u8(b[10]).ok_or(DecodeError::Invalid)?;
     let len = u32_at(b, 4);
-    if b[11] != 0 || u32_at(b, 44) != 0 || len > MAX_BODY {
+    let expires = u32_at(b, 44);
+    if b[11] != 0 || (expires != 0 && kind != Kind::Enqueued) || len > MAX_BODY {
         return Err(DecodeError::Invalid);
     }
     Ok(Header {
@@ -163,6 +167,7 @@ pub fn parse_header(b: &[u8]) -> Result<Header, DecodeError> {
         seq: u64_at(b, 24),
         time: u64_at(b, 32),
         flags: u32_at(b, 40),
+        expires,
         len,
     })
 }
@@ -220,6 +225,7 @@ mod tests {
             seq: 42,
             time: 1_700_000_000_000_000,
             flags: 0xdead_beef,
+            expires: 0,
             len,
         }
     }

@@ -197,6 +197,7 @@ impl Replay {
                         seg: ord,
                         off: m.off,
                         len: m.len,
+                        expires: m.expires,
                     });
                 }
             }
@@ -216,6 +217,7 @@ impl Replay {
                         seg: ord,
                         off: m.off.to_native(),
                         len: m.len.to_native(),
+                        expires: m.expires.to_native(),
                     });
                 }
             }

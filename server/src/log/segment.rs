@@ -296,6 +296,7 @@ mod tests {
             seq: lsn,
             time: 0,
             flags: 0,
+            expires: 0,
             len: body_len as u32,
         };
         record::encode_into(buf, &h, &body);

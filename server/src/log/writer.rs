@@ -69,6 +69,16 @@ impl From<LogError> for NoRoom {
     }
 }
 
+/// What an `Enqueued` record carries besides the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub flags: u32,
+    /// Enqueue time, microseconds since the Unix epoch.
+    pub time: u64,
+    /// Unix seconds when it expires; 0 never.
+    pub expires: u32,
+}
+
 /// A queue as a checkpoint restates it.
 pub struct CatalogEntry {
     pub name: Box<[u8]>,
@@ -434,16 +444,14 @@ impl Log {
             let q = &self.catalog[&id];
             let body = record::created_body(q.head, q.tail, &q.name);
             let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
-            self.append(Kind::Created, id, 0, 0, now_us(), &body);
+            self.append(Kind::Created, id, 0, &body);
             for (start, end) in confirmed {
                 let end = record::confirmed_body(end);
-                self.append(Kind::Confirmed, id, start, 0, now_us(), &end);
+                self.append(Kind::Confirmed, id, start, &end);
             }
         }
         let next_id = u64::from(self.next_queue_id);
-        self.checkpoint_lsn = self
-            .append(Kind::Checkpoint, 0, next_id, 0, now_us(), &[])
-            .1;
+        self.checkpoint_lsn = self.append(Kind::Checkpoint, 0, next_id, &[]).1;
         let end = self.tail.end();
         if let Some(seg) = self.segs.get_mut(&ord) {
             seg.checkpoint_end = end;
@@ -452,26 +460,28 @@ impl Log {
 
     /// Appends one record to the open segment; returns where and its lsn.
     /// The caller has made room.
-    fn append(
-        &mut self,
-        kind: Kind,
-        queue: u32,
-        seq: u64,
-        flags: u32,
-        time: u64,
-        body: &[u8],
-    ) -> (Pos, u64) {
+    fn append(&mut self, kind: Kind, queue: u32, seq: u64, body: &[u8]) -> (Pos, u64) {
+        self.append_header(
+            Header {
+                kind,
+                queue,
+                lsn: 0,
+                seq,
+                time: now_us(),
+                flags: 0,
+                expires: 0,
+                len: body.len() as u32,
+            },
+            body,
+        )
+    }
+
+    /// [`Log::append`] with the header's every field given (the lsn is
+    /// assigned here).
+    fn append_header(&mut self, mut h: Header, body: &[u8]) -> (Pos, u64) {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
-        let h = Header {
-            kind,
-            queue,
-            lsn,
-            seq,
-            time,
-            flags,
-            len: body.len() as u32,
-        };
+        h.lsn = lsn;
         let (off, nudge) = self.tail.append(&h, body);
         self.builder.record(&h, body, off);
         if let SyncMode::None { .. } = self.cfg.sync {
@@ -496,7 +506,7 @@ impl Log {
         let id = self.next_queue_id;
         self.next_queue_id += 1;
         let body = record::created_body(0, 0, name);
-        let (_, lsn) = self.append(Kind::Created, id, 0, 0, now_us(), &body);
+        let (_, lsn) = self.append(Kind::Created, id, 0, &body);
         self.catalog.insert(
             id,
             CatalogEntry {
@@ -509,10 +519,21 @@ impl Log {
         (id, lsn)
     }
 
-    /// Logs message `seq` of queue `id`; it is live in the returned
-    /// segment from now on. `time` is its enqueue time (kept by copies).
-    pub fn enqueue(&mut self, id: u32, seq: u64, flags: u32, time: u64, body: &[u8]) -> (Pos, u64) {
-        let (pos, lsn) = self.append(Kind::Enqueued, id, seq, flags, time, body);
+    /// Logs message `seq` of queue `id` (`msg` says its flags, enqueue
+    /// time and expiry, which copies keep); it is live in the returned
+    /// segment from now on.
+    pub fn enqueue(&mut self, id: u32, seq: u64, msg: MessageMeta, body: &[u8]) -> (Pos, u64) {
+        let h = Header {
+            kind: Kind::Enqueued,
+            queue: id,
+            lsn: 0,
+            seq,
+            time: msg.time,
+            flags: msg.flags,
+            expires: msg.expires,
+            len: body.len() as u32,
+        };
+        let (pos, lsn) = self.append_header(h, body);
         if let Some(q) = self.catalog.get_mut(&id) {
             q.tail = q.tail.max(seq + 1);
         }
@@ -537,13 +558,13 @@ impl Log {
                 q.head = q.head.max(low);
                 q.confirmed.drop_below(low);
             }
-            self.append(Kind::Consumed, id, low, 0, now_us(), &[]).1
+            self.append(Kind::Consumed, id, low, &[]).1
         } else {
             if let Some(q) = q {
                 q.confirmed.insert(seq, end);
             }
             let body = record::confirmed_body(end);
-            self.append(Kind::Confirmed, id, seq, 0, now_us(), &body).1
+            self.append(Kind::Confirmed, id, seq, &body).1
         }
     }
 
@@ -557,7 +578,7 @@ impl Log {
     /// Logs that queue `id` is deleted.
     pub fn delete_queue(&mut self, id: u32) -> u64 {
         self.catalog.remove(&id);
-        self.append(Kind::Deleted, id, 0, 0, now_us(), &[]).1
+        self.append(Kind::Deleted, id, 0, &[]).1
     }
 
     /// A message whose record (`len` bytes) is in segment `seg` is gone

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::{Log, Seg, Spare};
+use super::{Log, MessageMeta, Seg, Spare};
 use crate::disk::DiskFile;
 use crate::index::SegmentIndex;
 use crate::log::record::{self, Header, HEADER_LEN};
@@ -167,7 +167,12 @@ impl Log {
             // Full, or waiting for a spare: compaction tries again later.
             return false;
         }
-        let (to, lsn) = self.enqueue(h.queue, h.seq, h.flags, h.time, body);
+        let meta = MessageMeta {
+            flags: h.flags,
+            time: h.time,
+            expires: h.expires,
+        };
+        let (to, lsn) = self.enqueue(h.queue, h.seq, meta, body);
         let len = (HEADER_LEN + body.len()) as u32;
         match locators.relocate(h.queue, h.seq, from, to) {
             Some(_) => self.release(from.seg, len, lsn),
