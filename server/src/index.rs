@@ -38,6 +38,8 @@ pub struct MsgPos {
     pub len: u32,
     /// Unix seconds when the message expires; 0 never.
     pub expires: u32,
+    /// Unix second it was enqueued (for the age of a queue's head).
+    pub time: u32,
 }
 
 /// What one segment says about one queue.
@@ -144,6 +146,7 @@ impl IndexBuilder {
                     off: off as u32,
                     len: (record::HEADER_LEN + body.len()) as u32,
                     expires: h.expires,
+                    time: (h.time / 1_000_000).min(u64::from(u32::MAX)) as u32,
                 });
             }
             Kind::Consumed => {

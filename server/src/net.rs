@@ -28,7 +28,7 @@ use crate::protocol::{self, reply, Command, Parsed};
 use crate::shard::{Op, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
 
-use crate::store::{LocalFuture, LogError, Reader, StoreStats, Take};
+use crate::store::{LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -187,7 +187,11 @@ enum Pending {
         parts: Vec<LocalFuture<OpReply>>,
         ok: &'static str,
     },
-    Stats(Vec<LocalFuture<OpReply>>),
+    /// `stats`: each shard's counters, then its queues'.
+    Stats {
+        general: Vec<LocalFuture<OpReply>>,
+        queues: Vec<LocalFuture<OpReply>>,
+    },
     StatsQueue(Vec<LocalFuture<OpReply>>),
 }
 
@@ -448,7 +452,10 @@ impl Connection {
                 }
                 Some(Pending::Flush { parts, ok: "OK" })
             }
-            Command::Stats => Some(Pending::Stats(self.each_shard(|| Op::Stats))),
+            Command::Stats => Some(Pending::Stats {
+                general: self.each_shard(|| Op::Stats),
+                queues: self.each_shard(|| Op::QueueStats),
+            }),
             Command::StatsQueue => Some(Pending::StatsQueue(self.each_shard(|| Op::QueueStats))),
             Command::StatsReset => {
                 for counters in &self.shared.counters {
@@ -593,29 +600,35 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
             }
             reply::line(out, failure.as_deref().unwrap_or(ok));
         }
-        Pending::Stats(parts) => {
+        Pending::Stats { general, queues } => {
             let mut total = StoreStats::default();
-            for part in parts {
+            for part in general {
                 if let OpReply::Stats(s) = part.await {
                     total.add(&s);
                 }
             }
-            crate::stats::write_stats(out, shared, &total);
+            let queues = all_queue_stats(queues).await;
+            crate::stats::write_stats(out, shared, &total, &queues);
         }
         Pending::StatsQueue(parts) => {
-            let mut all = Vec::new();
-            for part in parts {
-                if let OpReply::QueueStats(list) = part.await {
-                    all.extend(list);
-                }
-            }
-            all.sort_by(|a, b| a.name.cmp(&b.name));
-            for q in all {
+            for q in all_queue_stats(parts).await {
                 reply::stat(out, &q.name, format_args!("{}/{}", q.enqueued, q.dequeued));
             }
             reply::line(out, "END");
         }
     }
+}
+
+/// Every shard's queues, sorted by name.
+async fn all_queue_stats(parts: Vec<LocalFuture<OpReply>>) -> Vec<QueueStat> {
+    let mut all = Vec::new();
+    for part in parts {
+        if let OpReply::QueueStats(list) = part.await {
+            all.extend(list);
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
 }
 
 /// Lets a `noreply` request complete with nobody waiting for it: it is

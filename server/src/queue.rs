@@ -66,6 +66,11 @@ pub struct Queue {
     readers: HashMap<Reader, u64>,
     /// Messages dropped because they expired (since start-up).
     pub expired: u64,
+    /// Enqueue times, run-length: `(first seq, Unix second)` for each
+    /// second in which messages still unconsumed were set. For the age of
+    /// the head (`stats`) at a cost of one entry per second of sets, not
+    /// per message.
+    times: VecDeque<(u64, u32)>,
 }
 
 impl Queue {
@@ -79,6 +84,31 @@ impl Queue {
             open: BTreeMap::new(),
             readers: HashMap::new(),
             expired: 0,
+            times: VecDeque::new(),
+        }
+    }
+
+    /// Notes that message `seq` was enqueued at Unix second `at` (in seq
+    /// order).
+    pub fn enqueued_at(&mut self, seq: u64, at: u32) {
+        if self.times.back().is_none_or(|&(_, t)| t != at) {
+            self.times.push_back((seq, at));
+        }
+    }
+
+    /// The Unix second the head message was enqueued.
+    pub fn head_time(&self) -> Option<u32> {
+        let head = self.locs.front()?.seq;
+        let i = self.times.partition_point(|&(seq, _)| seq <= head);
+        Some(self.times.get(i.checked_sub(1)?)?.1)
+    }
+
+    /// Forgets the times of messages consumed (a put-back message may
+    /// still need its own, so nothing at or above [`Queue::low`] goes).
+    fn trim_times(&mut self) {
+        let low = self.low();
+        while self.times.len() >= 2 && self.times[1].0 <= low {
+            self.times.pop_front();
         }
     }
 
@@ -105,6 +135,12 @@ impl Queue {
 
     /// Takes open message `seq` out of the open ones (confirmed).
     pub fn close(&mut self, seq: u64) -> Option<Loc> {
+        let loc = self.unopen(seq)?;
+        self.trim_times();
+        Some(loc)
+    }
+
+    fn unopen(&mut self, seq: u64) -> Option<Loc> {
         let (loc, reader) = self.open.remove(&seq)?;
         self.readers.remove(&reader);
         Some(loc)
@@ -112,7 +148,7 @@ impl Queue {
 
     /// Puts open message `seq` back among the queued, at its place.
     pub fn put_back(&mut self, seq: u64) -> Option<Loc> {
-        let loc = self.close(seq)?;
+        let loc = self.unopen(seq)?;
         let at = self.locs.partition_point(|l| l.seq < seq);
         self.locs.insert(at, loc);
         self.bytes += loc.body_len();
@@ -139,6 +175,7 @@ impl Queue {
     pub fn pop(&mut self) -> Option<Loc> {
         let loc = self.locs.pop_front()?;
         self.bytes -= loc.body_len();
+        self.trim_times();
         Some(loc)
     }
 
@@ -195,6 +232,34 @@ mod tests {
         let order: Vec<u64> = q.locs.iter().map(|l| l.seq).collect();
         assert_eq!(order, [0, 1, 2, 3]);
         assert_eq!((q.open_by(7), q.bytes), (None, 40));
+    }
+
+    #[test]
+    fn head_age_is_kept_per_second() {
+        let mut q = Queue::new(1, b"q".to_vec().into());
+        for (i, at) in [100, 100, 101, 105, 105].into_iter().enumerate() {
+            let seq = q.push(0, i as u32 * 64, 58, 0);
+            q.enqueued_at(seq, at);
+        }
+        assert_eq!(q.times.len(), 3, "one entry per second");
+        assert_eq!(q.head_time(), Some(100));
+        q.pop();
+        assert_eq!(q.head_time(), Some(100));
+        q.open(9);
+        assert_eq!(q.head_time(), Some(101));
+        q.pop();
+        assert_eq!(q.head_time(), Some(105));
+        q.put_back(1);
+        assert_eq!(
+            q.head_time(),
+            Some(100),
+            "a put-back message keeps its time"
+        );
+        q.pop();
+        q.pop();
+        q.pop();
+        assert_eq!(q.head_time(), None);
+        assert_eq!(q.times.len(), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::net::Shared;
 use crate::protocol::reply;
-use crate::store::StoreStats;
+use crate::store::{QueueStat, StoreStats};
 
 /// One executor's request counters.
 #[derive(Default, Debug)]
@@ -70,7 +70,7 @@ fn rusage() -> (f64, f64) {
 }
 
 /// Writes the whole `stats` reply, `END` included.
-pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
+pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queues: &[QueueStat]) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -116,5 +116,22 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats) {
     stat(out, "cache_bytes", &store.cache_bytes);
     stat(out, "get_waiters", &store.get_waiters);
     stat(out, "open_transactions", &store.open_transactions);
+    // Kestrel's per-queue lines.
+    for q in queues {
+        let mut line = |field: &str, value: u64| {
+            let mut name = b"queue_".to_vec();
+            name.extend_from_slice(&q.name);
+            name.push(b'_');
+            name.extend_from_slice(field.as_bytes());
+            reply::stat(out, &name, value);
+        };
+        line("items", q.items);
+        line("bytes", q.bytes);
+        line("total_items", q.enqueued);
+        line("expired_items", q.expired);
+        line("age", q.age_ms);
+        line("waiters", q.waiters);
+        line("open_transactions", q.open_transactions);
+    }
     reply::line(out, "END");
 }

@@ -107,12 +107,26 @@ pub enum Take {
     Peek,
 }
 
-/// `stats queue` line for one queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One queue's counters: `stats queue` (MemcacheQ's two) and the
+/// per-queue lines of `stats` (Kestrel's).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct QueueStat {
     pub name: Vec<u8>,
     pub enqueued: u64,
     pub dequeued: u64,
+    /// Messages queued (not open).
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Dropped as expired since start-up.
+    pub expired: u64,
+    /// Milliseconds since the head message was enqueued (second
+    /// resolution); 0 when empty.
+    pub age_ms: u64,
+    /// Blocking gets waiting on it.
+    pub waiters: u64,
+    /// Messages open on reliable reads.
+    pub open_transactions: u64,
 }
 
 /// Counters for `stats`.
@@ -389,6 +403,9 @@ impl Store {
             ));
             let mut q = Queue::new(rq.id, rq.name);
             q.tail = rq.tail;
+            for (loc, &at) in rq.locs.iter().zip(&rq.times) {
+                q.enqueued_at(loc.seq, at);
+            }
             q.locs = VecDeque::from(rq.locs);
             q.bytes = q.locs.iter().map(Loc::body_len).sum();
             state.items += q.locs.len() as u64;
@@ -740,6 +757,7 @@ impl Store {
         let (pos, lsn) = log.enqueue(id, q.tail, meta, &body);
         let len = (record::HEADER_LEN + body.len()) as u32;
         let seq = q.push(pos.seg, pos.off, len, expires);
+        q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
         st.items += 1;
         st.bytes += body.len() as u64;
         let body_len = body.len();
@@ -962,14 +980,22 @@ impl Store {
     pub fn queue_stats(&self) -> Vec<QueueStat> {
         let st = self.state.borrow();
         let log = self.log.borrow();
+        let now = u64::from(now_secs());
         st.names
             .iter()
             .map(|(name, id)| {
                 let q = &st.queues[id];
+                let age = q.head_time().map_or(0, |t| now.saturating_sub(t.into()));
                 QueueStat {
                     name: name.to_vec(),
                     enqueued: q.tail,
                     dequeued: log.dequeued(*id),
+                    items: q.locs.len() as u64,
+                    bytes: q.bytes,
+                    expired: q.expired,
+                    age_ms: age * 1000,
+                    waiters: self.waiters.waiting_on(name) as u64,
+                    open_transactions: q.open.len() as u64,
                 }
             })
             .collect()

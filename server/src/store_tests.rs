@@ -58,6 +58,14 @@ async fn get(s: &Store, q: &str) -> Option<Vec<u8>> {
     s.get(q.as_bytes()).await.unwrap().map(|m| m.body)
 }
 
+/// `(name, enqueued, dequeued)` of every queue: `stats queue`.
+fn counts(s: &Store) -> Vec<(Vec<u8>, u64, u64)> {
+    s.queue_stats()
+        .into_iter()
+        .map(|q| (q.name, q.enqueued, q.dequeued))
+        .collect()
+}
+
 fn seg_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -76,14 +84,10 @@ fn fifo_counters_and_clean_restart() {
         let s = Store::open(cfg.clone()).await.unwrap();
         set(&s, "q4", b"hello".to_vec()).await;
         set(&s, "q4", b"world".to_vec()).await;
-        assert_eq!(
-            s.queue_stats(),
-            vec![QueueStat {
-                name: b"q4".to_vec(),
-                enqueued: 2,
-                dequeued: 0
-            }]
-        );
+        assert_eq!(counts(&s), [(b"q4".to_vec(), 2, 0)]);
+        let stat = &s.queue_stats()[0];
+        assert_eq!((stat.items, stat.bytes, stat.open_transactions), (2, 10, 0));
+        assert!(stat.age_ms <= 60_000, "{stat:?}");
         let m = s.get(b"q4").await.unwrap().unwrap();
         assert_eq!((m.flags, m.seq, &m.body[..]), (7, 0, &b"hello"[..]));
         assert_eq!(s.queue_stats()[0].dequeued, 1);
@@ -91,14 +95,10 @@ fn fifo_counters_and_clean_restart() {
         drop(s);
 
         let s = Store::open(cfg.clone()).await.unwrap();
-        assert_eq!(
-            s.queue_stats(),
-            vec![QueueStat {
-                name: b"q4".to_vec(),
-                enqueued: 2,
-                dequeued: 1
-            }]
-        );
+        assert_eq!(counts(&s), [(b"q4".to_vec(), 2, 1)]);
+        let stat = &s.queue_stats()[0];
+        assert_eq!((stat.items, stat.bytes), (1, 5), "{stat:?}");
+        assert!(stat.age_ms <= 60_000, "recovered with its time: {stat:?}");
         let m = s.get(b"q4").await.unwrap().unwrap();
         assert_eq!((m.seq, &m.body[..]), (1, &b"world"[..]));
         assert_eq!(get(&s, "q4").await, None);
@@ -660,16 +660,12 @@ mod model {
                         s = Store::open(cfg.clone()).await.unwrap();
                     }
                 }
-                let want: Vec<QueueStat> = m
+                let want: Vec<(Vec<u8>, u64, u64)> = m
                     .queues
                     .iter()
-                    .map(|(n, e)| QueueStat {
-                        name: n.clone().into_bytes(),
-                        enqueued: e.0,
-                        dequeued: e.1,
-                    })
+                    .map(|(n, e)| (n.clone().into_bytes(), e.0, e.1))
                     .collect();
-                assert_eq!(s.queue_stats(), want);
+                assert_eq!(counts(&s), want);
                 let items: u64 = m.queues.values().map(|e| e.2.len() as u64).sum();
                 assert_eq!(s.stats().items, items);
             }

@@ -270,3 +270,42 @@ fn flush_and_flush_all_empty_queues_but_keep_them_and_their_open_messages() {
         assert_eq!(c.drain(&q), vec![b"m0".to_vec()], "{q}");
     }
 }
+
+#[test]
+fn stats_has_kestrels_per_queue_lines() {
+    let server = Server::start("reliable-stats", &["-t", "2"]);
+    let mut c = server.client();
+    for i in 0..3 {
+        c.set("kq", format!("m{i}").as_bytes());
+    }
+    c.expect(b"set kq 0 2592001 3\r\nold\r\n", b"STORED\r\n");
+    let mut holder = server.client();
+    holder.expect(b"get kq/open\r\n", &value("kq/open", "m0"));
+    c.set("empty", b"x");
+    assert_eq!(c.get("empty"), Some(b"x".to_vec()));
+    let mut waiter = server.client();
+    waiter.send(b"get empty/t=120000\r\n");
+    let deadline = Instant::now() + mcq_tests::PATIENCE;
+    while c.stats()["get_waiters"] != "1" {
+        assert!(Instant::now() < deadline, "the waiter was never counted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = c.stats();
+    let kq = |field: &str| stats[&format!("queue_kq_{field}")].clone();
+    assert_eq!(kq("items"), "3", "{stats:?}");
+    assert_eq!(kq("bytes"), "7");
+    assert_eq!(kq("total_items"), "4");
+    assert_eq!(kq("open_transactions"), "1");
+    assert_eq!(kq("expired_items"), "0");
+    let age: u64 = kq("age").parse().unwrap();
+    assert!(age < 60_000, "age {age} ms");
+    // The expired message is dropped when it reaches the head.
+    holder.expect(b"get kq/close/open\r\n", &value("kq/close/open", "m1"));
+    holder.expect(b"get kq/close/open\r\n", &value("kq/close/open", "m2"));
+    holder.expect(b"get kq/close/open\r\n", b"END\r\n");
+    let stats = c.stats();
+    assert_eq!(stats["queue_kq_expired_items"], "1");
+    assert_eq!(stats["queue_kq_items"], "0");
+    assert_eq!(stats["queue_kq_age"], "0");
+    assert_eq!(stats["queue_empty_waiters"], "1");
+}

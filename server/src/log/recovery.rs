@@ -43,8 +43,10 @@ pub struct RecoveredQueue {
     pub tail: u64,
     /// Messages above `head` confirmed out of order.
     pub confirmed: Confirmed,
-    /// The queued messages: neither below `head` nor confirmed.
+    /// The queued messages: neither below `head` nor confirmed …
     pub locs: Vec<Loc>,
+    /// … and the Unix second each was enqueued.
+    pub times: Vec<u32>,
 }
 
 /// Everything recovery found.
@@ -73,7 +75,8 @@ struct QState {
     created_in: Option<u32>,
     deleted_in: Option<u32>,
     confirmed: Confirmed,
-    locs: Vec<Loc>,
+    /// With the Unix second each was enqueued.
+    locs: Vec<(Loc, u32)>,
 }
 
 /// Merges segment summaries, oldest first.
@@ -192,13 +195,14 @@ impl Replay {
             };
             for m in &qi.msgs {
                 if m.seq >= q.head {
-                    q.locs.push(Loc {
+                    let loc = Loc {
                         seq: m.seq,
                         seg: ord,
                         off: m.off,
                         len: m.len,
                         expires: m.expires,
-                    });
+                    };
+                    q.locs.push((loc, m.time));
                 }
             }
         }
@@ -212,13 +216,14 @@ impl Replay {
             for m in qi.msgs.iter() {
                 let seq = m.seq.to_native();
                 if seq >= q.head {
-                    q.locs.push(Loc {
+                    let loc = Loc {
                         seq,
                         seg: ord,
                         off: m.off.to_native(),
                         len: m.len.to_native(),
                         expires: m.expires.to_native(),
-                    });
+                    };
+                    q.locs.push((loc, m.time.to_native()));
                 }
             }
         }
@@ -242,23 +247,24 @@ impl Replay {
             // Segments were fed oldest first and the sort is stable, so for a
             // message present twice (a compaction copy and its original not
             // yet reclaimed) the last one is the newest copy.
-            q.locs.sort_by_key(|l| l.seq);
-            let mut locs: Vec<Loc> = Vec::with_capacity(q.locs.len());
+            q.locs.sort_by_key(|(l, _)| l.seq);
+            let mut locs: Vec<(Loc, u32)> = Vec::with_capacity(q.locs.len());
             for l in q.locs {
                 match locs.last_mut() {
-                    Some(prev) if prev.seq == l.seq => *prev = l,
+                    Some(prev) if prev.0.seq == l.0.seq => *prev = l,
                     _ => locs.push(l),
                 }
             }
-            let tail = locs.last().map_or(q.tail, |l| q.tail.max(l.seq + 1));
+            let tail = locs.last().map_or(q.tail, |(l, _)| q.tail.max(l.seq + 1));
             // Ranges the head has passed are forgotten; one that starts at
             // the head moves it.
             let mut head = q.head;
             let mut confirmed = q.confirmed;
             confirmed.drop_below(head);
-            locs.retain(|l| !confirmed.contains(l.seq));
+            locs.retain(|(l, _)| !confirmed.contains(l.seq));
             head = confirmed.extend(head);
             confirmed.drop_below(head);
+            let (locs, times) = locs.into_iter().unzip();
             out.push(RecoveredQueue {
                 id,
                 name: q.name.expect("alive queues have names"),
@@ -266,6 +272,7 @@ impl Replay {
                 tail,
                 confirmed,
                 locs,
+                times,
             });
         }
         (out, self.next_queue_id, self.max_lsn)

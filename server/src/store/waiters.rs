@@ -31,6 +31,11 @@ impl Waiters {
         self.lines.borrow().contains_key(queue)
     }
 
+    /// Consumers waiting on `queue` (`stats`).
+    pub fn waiting_on(&self, queue: &[u8]) -> usize {
+        self.lines.borrow().get(queue).map_or(0, Line::len)
+    }
+
     /// Consumers waiting on all queues (`stats`).
     pub fn count(&self) -> usize {
         self.lines.borrow().values().map(Line::len).sum()
