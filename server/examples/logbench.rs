@@ -37,6 +37,7 @@ fn config(dir: &Path, sync: SyncMode) -> StoreConfig {
         segment_size: env("SEGMENT", 64 << 20),
         max_disk: None,
         cache_bytes: 64 << 20,
+        limits: Default::default(),
     }
 }
 

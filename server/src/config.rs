@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long)]
     pub shards: Option<u32>,
 
+    /// Let the `shutdown` command stop the server (as SIGTERM does);
+    /// without this flag it answers `ERROR: shutdown not enabled`.
+    #[arg(long)]
+    pub enable_shutdown: bool,
+
     /// More logging (-v, -vv).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
@@ -221,13 +226,17 @@ impl Config {
     }
 }
 
-/// Turns config file lines into long flags.
+/// Turns config file lines into long flags, up to the first `[queue …]`
+/// section (those are per-queue limits: see `crate::limits`).
 fn config_file_args(text: &str) -> Result<Vec<String>, String> {
     let mut args = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
+        }
+        if line.starts_with('[') {
+            break;
         }
         let (name, value) = match line.split_once('=') {
             Some((name, value)) => (name.trim(), Some(value.trim())),
@@ -337,6 +346,9 @@ mod tests {
         assert!(c.no_sync);
         let c = Config::try_from_args(args(&["-p", "1234"])).unwrap();
         assert_eq!(c.port, 1234, "the command line wins");
+        std::fs::write(&file, "port = 7\n[queue q]\nmax_items = 5\n").unwrap();
+        let c = Config::try_from_args(args(&[])).unwrap();
+        assert_eq!(c.port, 7, "queue sections are not flags");
         std::fs::write(&file, "port 9999\n").unwrap();
         assert!(Config::try_from_args(args(&[])).is_err());
         std::fs::write(&file, "bogus = 1\n").unwrap();

@@ -12,7 +12,8 @@
 //!   and carries requests for another executor's queues over glommio's
 //!   shared-nothing channels.
 //! - [`store`] is one storage shard: the queues that hash to it and the log
-//!   that makes them durable.
+//!   that makes them durable. [`queue`] is one queue's state there,
+//!   [`limits`] the per-queue limits it enforces, [`cache`] its hot bodies.
 //! - [`log`] is that log: records, segments, group commit, recovery and
 //!   space reclamation. It never imports the store.
 //! - [`disk`] is the storage seam under the log: O_DIRECT files in
@@ -28,6 +29,7 @@ pub mod cache;
 pub mod config;
 pub mod disk;
 pub mod index;
+pub mod limits;
 pub mod log;
 pub mod net;
 pub mod protocol;

@@ -33,6 +33,12 @@ use crate::store::{LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
 pub struct Shared {
+    /// Per-queue limits (`reload` swaps them).
+    pub limits: Arc<crate::limits::SharedLimits>,
+    /// `shutdown` is allowed (`--enable-shutdown`) …
+    pub shutdown_enabled: bool,
+    /// … and was asked for: the main thread stops the server as on SIGTERM.
+    pub shutdown_requested: AtomicBool,
     pub max_connections: usize,
     pub max_message_size: usize,
     pub connections: AtomicUsize,
@@ -306,6 +312,12 @@ impl Connection {
                         close = true;
                         break;
                     }
+                    if command == Command::Shutdown && self.shared.shutdown_enabled {
+                        log!(0, "shutdown requested by a client");
+                        self.shared.shutdown_requested.store(true, Ordering::SeqCst);
+                        close = true;
+                        break;
+                    }
                     if let Command::Get { keys, .. } = &command {
                         gets += keys.len();
                     }
@@ -471,7 +483,20 @@ impl Connection {
                     ready("OK")
                 }
             }
-            Command::Quit => None,
+            Command::Reload => match self.shared.limits.reload() {
+                Ok(()) => {
+                    log!(0, "reload: queue limits reloaded");
+                    ready("Reloaded config.")
+                }
+                Err(e) => {
+                    log!(0, "reload failed, the limits in force stay: {e}");
+                    ready(&format!("SERVER_ERROR reload failed: {e}").replace(['\r', '\n'], " "))
+                }
+            },
+            Command::Shutdown if !self.shared.shutdown_enabled => {
+                ready("ERROR: shutdown not enabled")
+            }
+            Command::Shutdown | Command::Quit => None,
         }
     }
 
@@ -560,7 +585,8 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
     match pending {
         Pending::Ready(bytes) => out.extend_from_slice(&bytes),
         Pending::Set(done) => match done.await {
-            OpReply::Set(Ok(())) => reply::line(out, "STORED"),
+            OpReply::Set(Ok(true)) => reply::line(out, "STORED"),
+            OpReply::Set(Ok(false)) => reply::line(out, "NOT_STORED"),
             other => reply::line(out, &server_error(other)),
         },
         Pending::Delete(done) => match done.await {

@@ -70,6 +70,10 @@ pub enum Command {
     Verbosity { noreply: bool },
     /// `quit`.
     Quit,
+    /// `reload` (Kestrel): read the per-queue limits again.
+    Reload,
+    /// `shutdown` (Kestrel, memcached): stop as on SIGTERM, if enabled.
+    Shutdown,
 }
 
 /// One key of a `get`: a queue name and the options after it, Kestrel's
@@ -280,6 +284,8 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
             _ => reject(Reject::Error),
         },
         b"quit" => command(Command::Quit),
+        b"reload" if args.is_empty() => command(Command::Reload),
+        b"shutdown" if args.is_empty() => command(Command::Shutdown),
         _ => reject(Reject::Error),
     }
 }

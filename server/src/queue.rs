@@ -66,6 +66,11 @@ pub struct Queue {
     readers: HashMap<Reader, u64>,
     /// Messages dropped because they expired (since start-up).
     pub expired: u64,
+    /// Messages dropped to make room (`discard_old_when_full`).
+    pub discarded: u64,
+    /// Its limits, and the generation of the limits they came from.
+    pub limits: crate::limits::QueueLimits,
+    pub limits_generation: u64,
     /// Enqueue times, run-length: `(first seq, Unix second)` for each
     /// second in which messages still unconsumed were set. For the age of
     /// the head (`stats`) at a cost of one entry per second of sets, not
@@ -84,6 +89,9 @@ impl Queue {
             open: BTreeMap::new(),
             readers: HashMap::new(),
             expired: 0,
+            discarded: 0,
+            limits: crate::limits::QueueLimits::default(),
+            limits_generation: u64::MAX,
             times: VecDeque::new(),
         }
     }

@@ -29,6 +29,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::limits::SharedLimits;
 use crate::log;
 use crate::net::{self, Shared};
 use crate::shard::{self, Envelope, Router};
@@ -63,8 +64,14 @@ pub fn run(config: Config) -> io::Result<()> {
         std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
     }
 
+    let limits = SharedLimits::open(config.config.as_deref())
+        .map(Arc::new)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     block_stop_signals()?;
     let shared = Arc::new(Shared {
+        limits,
+        shutdown_enabled: config.enable_shutdown,
+        shutdown_requested: AtomicBool::new(false),
         max_connections: config.max_connections,
         max_message_size: config.max_message_size,
         connections: AtomicUsize::new(0),
@@ -107,7 +114,16 @@ pub fn run(config: Config) -> io::Result<()> {
     let mut stop_reason = None;
     while stop_reason.is_none() {
         if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
+            if signal == "SIGHUP" {
+                match shared.limits.reload() {
+                    Ok(()) => log!(0, "SIGHUP: queue limits reloaded"),
+                    Err(e) => log!(0, "SIGHUP: reload failed, the limits in force stay: {e}"),
+                }
+                continue;
+            }
             stop_reason = Some(format!("signal {signal}"));
+        } else if shared.shutdown_requested.load(Ordering::SeqCst) {
+            stop_reason = Some("the shutdown command".into());
         } else if progress.failed.load(Ordering::SeqCst) {
             stop_reason = Some("an executor failed".into());
         } else if !announced && progress.serving.load(Ordering::SeqCst) == executors {
@@ -263,6 +279,7 @@ async fn open_stores(
             segment_size: config.segment_size,
             max_disk: config.max_disk.map(|d| d / u64::from(shards)),
             cache_bytes: (config.cache_mib << 20) / shards as usize,
+            limits: shared.limits.clone(),
         };
         let store = Store::open(store_config)
             .await
@@ -497,6 +514,7 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
@@ -512,7 +530,7 @@ fn block_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` for SIGTERM or SIGINT; returns its name.
+/// Waits up to `timeout` for SIGTERM, SIGINT or SIGHUP; returns its name.
 fn wait_stop_signal(timeout: Duration) -> Option<&'static str> {
     let set = stop_signals();
     let ts = libc::timespec {
@@ -523,6 +541,7 @@ fn wait_stop_signal(timeout: Duration) -> Option<&'static str> {
     match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } {
         libc::SIGTERM => Some("SIGTERM"),
         libc::SIGINT => Some("SIGINT"),
+        libc::SIGHUP => Some("SIGHUP"),
         _ => None,
     }
 }

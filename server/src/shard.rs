@@ -171,7 +171,8 @@ pub enum Settle {
 /// The result of an [`Op`].
 #[derive(Debug)]
 pub enum OpReply {
-    Set(Result<(), LogError>),
+    /// `false`: the queue's limits refused it (`NOT_STORED`).
+    Set(Result<bool, LogError>),
     Get(Result<Option<Message>, LogError>),
     /// A request the queue's state does not allow: this error line.
     Refused(&'static str),

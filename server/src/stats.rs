@@ -129,6 +129,7 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
         line("bytes", q.bytes);
         line("total_items", q.enqueued);
         line("expired_items", q.expired);
+        line("discarded", q.discarded);
         line("age", q.age_ms);
         line("waiters", q.waiters);
         line("open_transactions", q.open_transactions);

@@ -45,11 +45,13 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::HotCache;
 use crate::disk::dma::DmaDisk;
 use crate::disk::Disk;
+use crate::limits::{Limits, QueueLimits, SharedLimits};
 use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
@@ -84,6 +86,8 @@ pub struct StoreConfig {
     pub max_disk: Option<u64>,
     /// This shard's share of the hot cache (`-m`), in bytes.
     pub cache_bytes: usize,
+    /// The per-queue limits, shared by every shard (`reload` swaps them).
+    pub limits: Arc<SharedLimits>,
 }
 
 /// A message handed out by `get`.
@@ -120,6 +124,8 @@ pub struct QueueStat {
     pub bytes: u64,
     /// Dropped as expired since start-up.
     pub expired: u64,
+    /// Dropped to make room (`discard_old_when_full`) since start-up.
+    pub discarded: u64,
     /// Milliseconds since the head message was enqueued (second
     /// resolution); 0 when empty.
     pub age_ms: u64,
@@ -182,33 +188,69 @@ struct State {
     bytes: u64,
     cache: HotCache,
     label: String,
+    /// The per-queue limits in force, and their generation.
+    limits: Arc<Limits>,
+    limits_generation: u64,
 }
 
 impl State {
-    /// Drops the expired messages at the head of queue `id`: an expired
-    /// message is never handed out. They count as consumed (in the log, and
-    /// in `stats queue`) and as expired.
+    /// The limits of queue `id`, as of the generation in force.
+    fn limits_of(&mut self, id: u32) -> QueueLimits {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return QueueLimits::default();
+        };
+        if q.limits_generation != self.limits_generation {
+            q.limits = self.limits.for_queue(&q.name);
+            q.limits_generation = self.limits_generation;
+        }
+        q.limits.clone()
+    }
+
+    /// Drops the expired messages at the head of queue `id` (past their
+    /// `exptime`, or older than the queue's `max_age`): an expired message
+    /// is never handed out. They count as consumed (in the log, and in
+    /// `stats queue`) and as expired.
     fn drop_expired(&mut self, log: &mut Log, id: u32) {
         let now = now_secs();
+        let max_age = self.limits_of(id).max_age.map(|a| a.as_secs());
+        let n = self.drop_head(log, id, |q| {
+            let Some(head) = q.locs.front() else {
+                return false;
+            };
+            let aged = max_age
+                .zip(q.head_time())
+                .is_some_and(|(age, at)| u64::from(at) + age <= u64::from(now));
+            head.expired(now) || aged
+        });
+        if let Some(q) = self.queues.get_mut(&id) {
+            q.expired += n;
+        }
+    }
+
+    /// Drops messages from the head of queue `id` while `more` says so;
+    /// they count as consumed. Returns how many.
+    fn drop_head(&mut self, log: &mut Log, id: u32, mut more: impl FnMut(&Queue) -> bool) -> u64 {
         let Some(q) = self.queues.get_mut(&id) else {
-            return;
-        };
-        let Some(first) = q.locs.front().filter(|l| l.expired(now)).map(|l| l.seq) else {
-            return;
+            return 0;
         };
         let mut dropped = Vec::new();
-        while q.locs.front().is_some_and(|l| l.expired(now)) {
-            dropped.extend(q.pop());
+        while more(q) {
+            let Some(loc) = q.pop() else {
+                break;
+            };
+            dropped.push(loc);
         }
-        let end = dropped.last().map_or(first, |l| l.seq + 1);
-        q.expired += dropped.len() as u64;
-        let lsn = consume_stretch(log, q, first, end);
+        let (Some(first), Some(last)) = (dropped.first(), dropped.last()) else {
+            return 0;
+        };
+        let lsn = consume_stretch(log, q, first.seq, last.seq + 1);
         for loc in &dropped {
             log.release(loc.seg, loc.len, lsn);
             self.cache.remove((id, loc.seq));
             self.items -= 1;
             self.bytes -= loc.body_len();
         }
+        dropped.len() as u64
     }
 }
 
@@ -295,6 +337,7 @@ pub struct Store {
     log: SharedLog,
     gate: Rc<Gate>,
     waiters: Rc<Waiters>,
+    limits: Arc<SharedLimits>,
 }
 
 /// A blocking get's place in its queue's line: leaving it (done, timed out
@@ -389,6 +432,8 @@ impl Store {
             bytes: 0,
             cache: HotCache::new(config.cache_bytes),
             label: label.clone(),
+            limits: config.limits.get(),
+            limits_generation: config.limits.generation(),
         };
         let mut catalog = Vec::with_capacity(recovered.len());
         for rq in recovered {
@@ -430,6 +475,7 @@ impl Store {
             log: Rc::new(RefCell::new(log)),
             gate: Rc::new(Gate::default()),
             waiters: Rc::new(Waiters::default()),
+            limits: config.limits.clone(),
         };
         let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
         glommio::spawn_local(commit::committer(store.log.clone())).detach();
@@ -477,12 +523,13 @@ impl Store {
     }
 
     /// Appends a message to the tail of `queue`, creating it on first use.
+    /// `false` (`NOT_STORED`) when the queue's limits refuse it.
     pub fn set(
         &self,
         queue: &[u8],
         flags: u32,
         body: Vec<u8>,
-    ) -> LocalFuture<Result<(), LogError>> {
+    ) -> LocalFuture<Result<bool, LogError>> {
         self.set_expiring(queue, flags, 0, body)
     }
 
@@ -495,7 +542,8 @@ impl Store {
         flags: u32,
         expires: u32,
         body: Vec<u8>,
-    ) -> LocalFuture<Result<(), LogError>> {
+    ) -> LocalFuture<Result<bool, LogError>> {
+        self.refresh_limits();
         let len = body.len();
         self.when_room(
             queue,
@@ -585,6 +633,7 @@ impl Store {
     /// unknown. Only a pop logs a record now; an open message is logged
     /// when its reader confirms it ([`Store::confirm`]).
     pub fn take(&self, queue: &[u8], take: Take) -> LocalFuture<Result<Option<Message>, LogError>> {
+        self.refresh_limits();
         match take {
             Take::Pop => self.when_room(queue, |s, q| s.room_for_take(q, true), Store::apply_get),
             Take::Open(reader) => self.when_room(
@@ -687,9 +736,16 @@ impl Store {
 
     fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
         let mut need = record::record_len(len) as u64;
-        if !self.state.borrow().names.contains_key(queue) {
-            need += record::record_len(16 + queue.len()) as u64;
+        let mut st = self.state.borrow_mut();
+        match st.names.get(queue).copied() {
+            None => need += record::record_len(16 + queue.len()) as u64,
+            // What dropping its oldest (to make room) may log.
+            Some(id) if st.limits_of(id).discard_old_when_full => {
+                need += (st.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
+            }
+            Some(_) => {}
         }
+        drop(st);
         self.log.borrow_mut().make_room(need, true)
     }
 
@@ -728,16 +784,64 @@ impl Store {
         log.make_room(bytes, false)
     }
 
+    /// Takes up limits `reload` changed since this shard last looked.
+    fn refresh_limits(&self) {
+        let generation = self.limits.generation();
+        let mut st = self.state.borrow_mut();
+        if st.limits_generation != generation {
+            st.limits = self.limits.get();
+            st.limits_generation = generation;
+        }
+    }
+
+    /// Whether queue `queue`'s limits let a message of `len` bytes in, once
+    /// `discard_old_when_full` dropped what it must (it drops them here).
+    fn admit(&self, st: &mut State, log: &mut Log, queue: &[u8], len: u64) -> bool {
+        let limits = match st.names.get(queue) {
+            Some(&id) => st.limits_of(id),
+            None => st.limits.for_queue(queue),
+        };
+        if limits.max_item_size.is_some_and(|max| len > max)
+            || limits.max_bytes.is_some_and(|max| len > max)
+            || limits.max_items == Some(0)
+        {
+            return false;
+        }
+        let Some(&id) = st.names.get(queue) else {
+            return true;
+        };
+        let full = |q: &Queue| {
+            limits
+                .max_items
+                .is_some_and(|max| q.locs.len() as u64 >= max)
+                || limits.max_bytes.is_some_and(|max| q.bytes + len > max)
+        };
+        if !full(&st.queues[&id]) {
+            return true;
+        }
+        if !limits.discard_old_when_full {
+            return false;
+        }
+        let n = st.drop_head(log, id, full);
+        if let Some(q) = st.queues.get_mut(&id) {
+            q.discarded += n;
+        }
+        true
+    }
+
     fn apply_set(
         &self,
         queue: &[u8],
         flags: u32,
         expires: u32,
         body: Vec<u8>,
-    ) -> LocalFuture<Result<(), LogError>> {
+    ) -> LocalFuture<Result<bool, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
+        if !self.admit(st, &mut log, queue, body.len() as u64) {
+            return ready(Ok(false));
+        }
         let id = match st.names.get(queue) {
             Some(&id) => id,
             None => {
@@ -762,7 +866,7 @@ impl Store {
         st.bytes += body.len() as u64;
         let body_len = body.len();
         st.cache.insert((id, seq), flags, body);
-        self.reply(&log, lsn, body_len, ())
+        self.reply(&log, lsn, body_len, true)
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
@@ -993,6 +1097,7 @@ impl Store {
                     items: q.locs.len() as u64,
                     bytes: q.bytes,
                     expired: q.expired,
+                    discarded: q.discarded,
                     age_ms: age * 1000,
                     waiters: self.waiters.waiting_on(name) as u64,
                     open_transactions: q.open.len() as u64,

@@ -38,6 +38,7 @@ pub(crate) fn config(dir: &Path) -> StoreConfig {
         segment_size: 64 << 10,
         max_disk: None,
         cache_bytes: 1 << 20,
+        limits: Default::default(),
     }
 }
 
@@ -320,7 +321,7 @@ fn out_of_space_then_recovers() {
         let mut stored = 0u64;
         loop {
             match s.set(b"q", 0, body(0, stored, 1000)).await {
-                Ok(()) => stored += 1,
+                Ok(_) => stored += 1,
                 Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
@@ -799,7 +800,7 @@ fn checkpoint_larger_than_a_segment_refuses_sets() {
         loop {
             let name = format!("{i:0>200}");
             match s.set(name.as_bytes(), 0, b"x".to_vec()).await {
-                Ok(()) => i += 1,
+                Ok(_) => i += 1,
                 Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("{e:?}"),
             }
@@ -866,7 +867,7 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
         let mut stored = 0u64;
         loop {
             match s.set(b"q", 0, body(0, stored, 1000)).await {
-                Ok(()) => stored += 1,
+                Ok(_) => stored += 1,
                 Err(LogError::OutOfSpace) => break,
                 Err(e) => panic!("set {stored}: {e:?}"),
             }
@@ -882,7 +883,7 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             match s.set(b"q", 0, b"again".to_vec()).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(LogError::OutOfSpace) => {
                     assert!(std::time::Instant::now() < deadline, "sets never came back");
                     glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -1105,6 +1106,67 @@ fn expired_messages_are_never_handed_out() {
         assert_eq!(get(&s, "q").await.unwrap(), b"later");
         assert_eq!(get(&s, "q").await, None);
         assert_eq!(s.queue_stats()[0].dequeued, 5);
+        s.close().await.unwrap();
+    });
+}
+
+/// Per-queue limits: a full queue refuses (`false`, NOT_STORED) or drops
+/// its oldest; max_item_size and max_bytes refuse what could never fit;
+/// max_age expires the head; `reload` changes them for queues that exist.
+#[test]
+fn queue_limits_refuse_discard_expire_and_reload() {
+    let dir = test_dir();
+    let file = dir.path().join("mcqd.conf");
+    std::fs::write(
+        &file,
+        "[queue capped]\nmax_items = 2\nmax_item_size = 10\n\
+         [queue ring*]\nmax_bytes = 12\ndiscard_old_when_full\n\
+         [queue old]\nmax_age = 1s\n",
+    )
+    .unwrap();
+    let limits = Arc::new(SharedLimits::open(Some(&file)).unwrap());
+    let mut cfg = config(dir.path());
+    cfg.limits = limits.clone();
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        let set = |q: &'static str, b: &'static [u8]| s.set(q.as_bytes(), 0, b.to_vec());
+        assert!(set("capped", b"1").await.unwrap());
+        assert!(set("capped", b"2").await.unwrap());
+        assert!(!set("capped", b"3").await.unwrap(), "full");
+        assert!(!set("capped", b"way too long").await.unwrap());
+        assert_eq!(get(&s, "capped").await.unwrap(), b"1");
+        assert!(set("capped", b"3").await.unwrap(), "room again");
+        for b in [&b"aaaa"[..], b"bbbb", b"cccc", b"dddd"] {
+            assert!(s.set(b"ring-1", 0, b.to_vec()).await.unwrap());
+        }
+        assert!(
+            !set("ring-1", b"thirteen byte").await.unwrap(),
+            "can never fit"
+        );
+        let ring = &s
+            .queue_stats()
+            .into_iter()
+            .find(|q| q.name == b"ring-1")
+            .unwrap();
+        assert_eq!((ring.items, ring.bytes, ring.discarded), (3, 12, 1));
+        assert_eq!(get(&s, "ring-1").await.unwrap(), b"bbbb", "the oldest went");
+        assert!(set("old", b"x").await.unwrap());
+        glommio::timer::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(get(&s, "old").await, None, "older than max_age");
+        // Reload: `capped` gets room, `old` no age limit.
+        std::fs::write(&file, "[queue capped]\nmax_items = 5\n").unwrap();
+        limits.reload().unwrap();
+        for b in [&b"4"[..], b"5", b"6"] {
+            assert!(s.set(b"capped", 0, b.to_vec()).await.unwrap());
+        }
+        assert!(!set("capped", b"7").await.unwrap());
+        assert!(set("old", b"y").await.unwrap());
+        glommio::timer::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(get(&s, "old").await.unwrap(), b"y");
+        // A bad file leaves the limits in force.
+        std::fs::write(&file, "[queue capped]\nmax_items = many\n").unwrap();
+        assert!(limits.reload().unwrap_err().contains("line 2"));
+        assert!(!set("capped", b"7").await.unwrap());
         s.close().await.unwrap();
     });
 }

@@ -133,6 +133,7 @@ fn config(mode: Mode) -> StoreConfig {
         segment_size: SEGMENT,
         max_disk: None,
         cache_bytes: 64 << 10,
+        limits: Default::default(),
     }
 }
 
@@ -352,7 +353,7 @@ fn issue(store: &Store, h: &Rc<RefCell<History>>, step: Step) -> (usize, Pending
     let fut: Pending = match step {
         Step::Set { len, .. } => {
             let f = store.set(QUEUES[q].as_bytes(), flags(i as u64), body(i as u64, len));
-            Box::pin(async move { f.await.map(|()| None) })
+            Box::pin(async move { f.await.map(|_| None) })
         }
         Step::Get { .. } => store.get(QUEUES[q].as_bytes()),
         Step::Delete { .. } => {

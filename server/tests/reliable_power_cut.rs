@@ -89,6 +89,7 @@ fn config(sync: SyncMode) -> StoreConfig {
         segment_size: 64 << 10,
         max_disk: None,
         cache_bytes: 16 << 10,
+        limits: Default::default(),
     }
 }
 
