@@ -217,9 +217,11 @@ impl State {
             let Some(head) = q.locs.front() else {
                 return false;
             };
+            // Enqueue times are kept to the second: strictly older, so a
+            // message never expires early (up to a second late).
             let aged = max_age
                 .zip(q.head_time())
-                .is_some_and(|(age, at)| u64::from(at) + age <= u64::from(now));
+                .is_some_and(|(age, at)| u64::from(at) + age < u64::from(now));
             head.expired(now) || aged
         });
         if let Some(q) = self.queues.get_mut(&id) {
