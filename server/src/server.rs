@@ -59,7 +59,8 @@ pub fn run(config: Config) -> io::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_port(config.listen, config.port)?;
-    let shards = shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
+    let (format, shards) =
+        shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     for s in 0..shards {
         std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
     }
@@ -104,7 +105,12 @@ pub fn run(config: Config) -> io::Result<()> {
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
                 let _finished = Finished(&progress.finished);
-                executor_main(me, executors, shards, &config, shared, &progress, mesh).await
+                let layout = Layout {
+                    executors,
+                    shards,
+                    format,
+                };
+                executor_main(me, layout, &config, shared, &progress, mesh).await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
@@ -178,6 +184,12 @@ pub fn run(config: Config) -> io::Result<()> {
 /// Start-up and shutdown rendezvous of the executors.
 #[derive(Default)]
 struct Progress {
+    /// Executors that opened their shards …
+    opened: AtomicUsize,
+    /// … and, once all did, the manifest is in this mcqd's format: nobody
+    /// serves before, so nothing an older format cannot read is written
+    /// under an older manifest.
+    manifest_ready: AtomicBool,
     /// Executors that opened their shards and are accepting.
     serving: AtomicUsize,
     /// Executors that will send no more requests to other executors' shards:
@@ -201,15 +213,59 @@ impl Drop for Finished<'_> {
     }
 }
 
-async fn executor_main(
-    me: usize,
+/// How the data directory is laid out and served.
+#[derive(Clone, Copy)]
+struct Layout {
     executors: usize,
     shards: u32,
+    /// The manifest's format as found.
+    format: u32,
+}
+
+/// Waits until every executor opened its shards, the last of them bringing
+/// the manifest to this mcqd's format; `false` if start-up failed meanwhile.
+async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> bool {
+    let n = progress.opened.fetch_add(1, Ordering::SeqCst) + 1;
+    if n == layout.executors {
+        if layout.format < shard::FORMAT {
+            if let Err(e) = shard::upgrade_manifest(&config.data_dir, layout.shards) {
+                log!(
+                    0,
+                    "cannot upgrade {}/MANIFEST: {e}",
+                    config.data_dir.display()
+                );
+                progress.failed.store(true, Ordering::SeqCst);
+                return false;
+            }
+            log!(
+                0,
+                "data directory upgraded from format {} to {}",
+                layout.format,
+                shard::FORMAT
+            );
+        }
+        progress.manifest_ready.store(true, Ordering::SeqCst);
+    }
+    while !progress.manifest_ready.load(Ordering::SeqCst) {
+        if progress.failed.load(Ordering::SeqCst) {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+async fn executor_main(
+    me: usize,
+    layout: Layout,
     config: &Config,
     shared: Arc<Shared>,
     progress: &Progress,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
 ) -> io::Result<()> {
+    let Layout {
+        executors, shards, ..
+    } = layout;
     // Every executor joins the mesh before anything can fail, or the others
     // would wait for it forever.
     let (mesh, joined) = match mesh.join().await {
@@ -227,6 +283,7 @@ async fn executor_main(
     let router = Router::start(me, executors, shards, local, mesh);
     let served = match opened {
         Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
+        Ok(()) if !all_opened(layout, config, progress).await => Ok(()),
         Ok(()) => match listen(config.listen, config.port) {
             Ok(listener) => {
                 progress.serving.fetch_add(1, Ordering::SeqCst);
@@ -284,7 +341,9 @@ async fn open_stores(
         let store = Store::open(store_config)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("shard {s}: {e}")))?;
+        let names: Vec<Vec<u8>> = store.queue_stats().into_iter().map(|q| q.name).collect();
         local[s] = Some(store);
+        shard::check_queue_homes(s as u32, shards, &names)?;
     }
     Ok(())
 }

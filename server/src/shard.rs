@@ -3,7 +3,7 @@
 //!
 //! # Why this shape
 //! Each queue belongs to exactly one storage shard,
-//! `shard = fnv1a64(queue name) mod S` ([`shard_for`]), and shard `j` is
+//! `shard = fnv1a64(queue name up to its first +) mod S` ([`shard_for`]), and shard `j` is
 //! owned by executor `j mod N`. S is written into the data directory's
 //! manifest when it is created and never changes, so restarting with another
 //! `-t` moves shards between executors but never moves a queue between
@@ -32,11 +32,16 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use crate::log::notify::Notify;
 use crate::store::{LocalFuture, LogError, Message, QueueStat, Reader, Store, StoreStats, Take};
 
-/// The queue → shard hash. FNV-1a, 64 bit. It decides where every queue's
-/// data lives on disk, so it **must never change** between versions.
+/// The queue → shard hash: FNV-1a, 64 bit, of the name up to its first
+/// `+`, so a fan-out queue (`<parent>+<child>`) lives beside its parent and
+/// gets its copies in the parent's own append. It decides where every
+/// queue's data lives on disk, so it **must never change** between
+/// versions (it did once, at format 3, for names with a `+`; see
+/// [`FORMAT`]).
 pub fn shard_for(queue: &[u8], shards: u32) -> u32 {
+    let family = queue.split(|&b| b == b'+').next().unwrap_or(queue);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in queue {
+    for &b in family {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -50,17 +55,21 @@ pub fn shard_dir(data_dir: &Path, shard: u32) -> PathBuf {
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_MAGIC: &str = "mcq-manifest";
-/// The data directory's format. 2: logs may hold `Confirmed` records
-/// (reliable reads), which an mcqd of format 1 would take for corruption,
-/// so a directory is upgraded when opened and older mcqd refuse it.
-pub const FORMAT: u32 = 2;
+/// The data directory's format. 2: logs may hold `Confirmed` records and
+/// message expiry, which an mcqd of format 1 would take for corruption.
+/// 3: a queue's shard is the hash of its name up to the first `+` (fan-out),
+/// so a queue with a `+` made by an older mcqd may live in another shard
+/// than this one looks in. A directory is upgraded once its shards opened
+/// and every queue was found where the hash says ([`upgrade_manifest`]);
+/// an older mcqd then refuses it.
+pub const FORMAT: u32 = 3;
 
-/// Reads the shard count from `<data_dir>/MANIFEST`, or creates the data
-/// directory with `shards_if_new` shards. The manifest is written to a
-/// temporary file, fsync'd and renamed, and the directory fsync'd, so a crash
-/// never leaves a half-written one. A manifest of an older format is
-/// rewritten as [`FORMAT`]; a newer one is refused.
-pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<u32> {
+/// Reads `(format, shards)` from `<data_dir>/MANIFEST`, or creates the data
+/// directory with `shards_if_new` shards (in [`FORMAT`]). The manifest is
+/// written to a temporary file, fsync'd and renamed, and the directory
+/// fsync'd, so a crash never leaves a half-written one. A newer format than
+/// [`FORMAT`] is refused; an older one is left for [`upgrade_manifest`].
+pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<(u32, u32)> {
     let path = data_dir.join(MANIFEST);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -79,18 +88,41 @@ pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<u32> {
                     ),
                 ));
             }
-            if format < FORMAT {
-                write_manifest(data_dir, shards)?;
-            }
-            Ok(shards)
+            Ok((format, shards))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(data_dir)?;
             write_manifest(data_dir, shards_if_new)?;
-            Ok(shards_if_new)
+            Ok((FORMAT, shards_if_new))
         }
         Err(e) => Err(e),
     }
+}
+
+/// Rewrites the manifest of an older format as [`FORMAT`]: once every shard
+/// opened and holds only queues that hash to it, and before anything is
+/// written that the older format cannot read.
+pub fn upgrade_manifest(data_dir: &Path, shards: u32) -> io::Result<()> {
+    write_manifest(data_dir, shards)
+}
+
+/// Checks that every queue in shard `shard` hashes to it. A queue with a
+/// `+` in its name made before format 3 may not: that directory needs the
+/// queue emptied with the older mcqd first.
+pub fn check_queue_homes(shard: u32, shards: u32, names: &[Vec<u8>]) -> io::Result<()> {
+    for name in names {
+        let home = shard_for(name, shards);
+        if home != shard {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "queue {} is stored in shard {shard} but now belongs to shard {home}: a name with a `+` hashes by its part before the `+` since format {FORMAT} (fan-out queues). Drain and delete it with the mcqd that made it, then start this one",
+                    String::from_utf8_lossy(name)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn write_manifest(data_dir: &Path, shards: u32) -> io::Result<()> {
@@ -540,19 +572,34 @@ mod tests {
         for shards in 1..10 {
             assert!(shard_for(b"anything", shards) < shards);
         }
+        // A fan-out queue lives with its parent.
+        for shards in [2, 7, 64] {
+            for parent in [&b"a"[..], b"q4", b"jobs"] {
+                let mut child = parent.to_vec();
+                child.extend_from_slice(b"+audit+x");
+                assert_eq!(shard_for(&child, shards), shard_for(parent, shards));
+            }
+        }
+        assert_eq!(shard_for(b"+x", u32::MAX), shard_for(b"", u32::MAX));
     }
 
     #[test]
     fn manifest_round_trip() {
         let dir = std::env::temp_dir().join(format!("mcq-manifest-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        assert_eq!(open_manifest(&dir, 3).unwrap(), 3);
-        assert_eq!(open_manifest(&dir, 8).unwrap(), 3, "existing manifest wins");
+        assert_eq!(open_manifest(&dir, 3).unwrap(), (FORMAT, 3));
+        assert_eq!(
+            open_manifest(&dir, 8).unwrap(),
+            (FORMAT, 3),
+            "existing manifest wins"
+        );
         let text = fs::read_to_string(dir.join(MANIFEST)).unwrap();
         assert_eq!(text, format!("mcq-manifest {FORMAT}\nshards 3\n"));
-        // Format 1 is upgraded; a newer format is refused.
+        // Format 1 is read as it is, and upgraded on request; a newer
+        // format is refused.
         fs::write(dir.join(MANIFEST), "mcq-manifest 1\nshards 3\n").unwrap();
-        assert_eq!(open_manifest(&dir, 8).unwrap(), 3);
+        assert_eq!(open_manifest(&dir, 8).unwrap(), (1, 3));
+        upgrade_manifest(&dir, 3).unwrap();
         assert_eq!(fs::read_to_string(dir.join(MANIFEST)).unwrap(), text);
         fs::write(dir.join(MANIFEST), "mcq-manifest 99\nshards 3\n").unwrap();
         let e = open_manifest(&dir, 3).unwrap_err();

@@ -194,6 +194,56 @@ struct State {
 }
 
 impl State {
+    /// The id of queue `name`, creating it (logged) if it does not exist.
+    fn id_or_create(&mut self, log: &mut Log, name: &[u8]) -> u32 {
+        if let Some(&id) = self.names.get(name) {
+            return id;
+        }
+        let (id, _) = log.create_queue(name);
+        let name: Box<[u8]> = name.into();
+        self.names.insert(name.clone(), id);
+        self.queues.insert(id, Queue::new(id, name));
+        id
+    }
+
+    /// The queue a `get` of `name` reads: a fan-out queue (a `+` in its
+    /// name) is created by its first `get`, so that it receives copies from
+    /// then on; any other must exist.
+    fn id_for_get(&mut self, log: &mut Log, name: &[u8]) -> Option<u32> {
+        match self.names.get(name) {
+            Some(&id) => Some(id),
+            None if name.contains(&b'+') => Some(self.id_or_create(log, name)),
+            None => None,
+        }
+    }
+
+    /// The fan-out queues of `parent`: every queue named `<parent>+…`.
+    fn children(&self, parent: &[u8]) -> Vec<u32> {
+        let mut prefix = parent.to_vec();
+        prefix.push(b'+');
+        self.names
+            .range::<[u8], _>((
+                std::ops::Bound::Included(&prefix[..]),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .map(|(_, &id)| id)
+            .collect()
+    }
+
+    /// Appends a message to queue `id`; returns its record's lsn.
+    fn append(&mut self, log: &mut Log, id: u32, meta: MessageMeta, body: Vec<u8>) -> u64 {
+        let q = self.queues.get_mut(&id).expect("queue exists");
+        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body);
+        let len = (record::HEADER_LEN + body.len()) as u32;
+        let seq = q.push(pos.seg, pos.off, len, meta.expires);
+        q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
+        self.items += 1;
+        self.bytes += body.len() as u64;
+        self.cache.insert((id, seq), meta.flags, body);
+        lsn
+    }
+
     /// The limits of queue `id`, as of the generation in force.
     fn limits_of(&mut self, id: u32) -> QueueLimits {
         let Some(q) = self.queues.get_mut(&id) else {
@@ -737,15 +787,23 @@ impl Store {
     }
 
     fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
-        let mut need = record::record_len(len) as u64;
         let mut st = self.state.borrow_mut();
-        match st.names.get(queue).copied() {
-            None => need += record::record_len(16 + queue.len()) as u64,
+        let mut need = 0;
+        let family = st
+            .names
+            .get(queue)
+            .copied()
+            .into_iter()
+            .chain(st.children(queue));
+        for id in family.collect::<Vec<_>>() {
+            need += record::record_len(len) as u64;
             // What dropping its oldest (to make room) may log.
-            Some(id) if st.limits_of(id).discard_old_when_full => {
+            if st.limits_of(id).discard_old_when_full {
                 need += (st.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
             }
-            Some(_) => {}
+        }
+        if !st.names.contains_key(queue) {
+            need += (record::record_len(len) + record::record_len(16 + queue.len())) as u64;
         }
         drop(st);
         self.log.borrow_mut().make_room(need, true)
@@ -771,6 +829,10 @@ impl Store {
         log.check()?;
         let st = self.state.borrow();
         let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+            if queue.contains(&b'+') {
+                // A fan-out queue's first get creates it.
+                return log.make_room(record::record_len(16 + queue.len()) as u64, false);
+            }
             return Ok(());
         };
         let Some(head) = q.locs.front() else {
@@ -844,40 +906,31 @@ impl Store {
         if !self.admit(st, &mut log, queue, body.len() as u64) {
             return ready(Ok(false));
         }
-        let id = match st.names.get(queue) {
-            Some(&id) => id,
-            None => {
-                let (id, _) = log.create_queue(queue);
-                let name: Box<[u8]> = queue.into();
-                st.names.insert(name.clone(), id);
-                st.queues.insert(id, Queue::new(id, name));
-                id
-            }
-        };
-        let q = st.queues.get_mut(&id).expect("queue exists");
+        let id = st.id_or_create(&mut log, queue);
         let meta = MessageMeta {
             flags,
             time: now_us(),
             expires,
         };
-        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body);
-        let len = (record::HEADER_LEN + body.len()) as u32;
-        let seq = q.push(pos.seg, pos.off, len, expires);
-        q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
-        st.items += 1;
-        st.bytes += body.len() as u64;
-        let body_len = body.len();
-        st.cache.insert((id, seq), flags, body);
-        self.reply(&log, lsn, body_len, true)
+        let mut lsn = st.append(&mut log, id, meta, body.clone());
+        // Fan-out: a copy for every `<queue>+…` queue, in the same batch,
+        // each within its own limits. The reply waits for the last copy.
+        for child in st.children(queue) {
+            let name = st.queues[&child].name.clone();
+            if self.admit(st, &mut log, &name, body.len() as u64) {
+                lsn = st.append(&mut log, child, meta, body.clone());
+            }
+        }
+        self.reply(&log, lsn, body.len(), true)
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let Some(&id) = st.names.get(queue) else {
+        let mut log = self.log.borrow_mut();
+        let Some(id) = st.id_for_get(&mut log, queue) else {
             return ready(Ok(None));
         };
-        let mut log = self.log.borrow_mut();
         st.drop_expired(&mut log, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.pop() else {
@@ -912,7 +965,7 @@ impl Store {
     ) -> LocalFuture<Result<Option<Message>, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
             return ready(Ok(None));
         };
         st.drop_expired(&mut self.log.borrow_mut(), id);
@@ -942,7 +995,7 @@ impl Store {
     /// `get <q>/peek`: a copy of the head, which stays queued.
     fn apply_peek(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
         let mut st = self.state.borrow_mut();
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
             return ready(Ok(None));
         };
         st.drop_expired(&mut self.log.borrow_mut(), id);

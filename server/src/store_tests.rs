@@ -1170,3 +1170,46 @@ fn queue_limits_refuse_discard_expire_and_reload() {
         s.close().await.unwrap();
     });
 }
+
+/// Fan-out: a queue named `<parent>+<child>` exists from its first get or
+/// set, and gets a copy of every message set into the parent from then on;
+/// the copies are in the parent's append, so they survive a crash with it.
+#[test]
+fn fan_out_queues_get_copies_from_the_moment_they_exist() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    run(move || async move {
+        let s = Store::open(cfg.clone()).await.unwrap();
+        set(&s, "p", b"before".to_vec()).await;
+        assert_eq!(get(&s, "p+a").await, None, "created empty by its get");
+        assert_eq!(get(&s, "plain").await, None);
+        set(&s, "p", b"one".to_vec()).await;
+        set(&s, "p+b", b"only b".to_vec()).await;
+        set(&s, "p", b"two".to_vec()).await;
+        set(&s, "px", b"not a child".to_vec()).await;
+        let names: Vec<Vec<u8>> = counts(&s).into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            names,
+            [&b"p"[..], b"p+a", b"p+b", b"px"],
+            "no queue `plain`"
+        );
+        s.crash().await;
+
+        let s = Store::open(cfg.clone()).await.unwrap();
+        let drain = |q: &'static str| {
+            let s = s.clone();
+            async move {
+                let mut got = Vec::new();
+                while let Some(b) = get(&s, q).await {
+                    got.push(String::from_utf8(b).unwrap());
+                }
+                got
+            }
+        };
+        assert_eq!(drain("p").await, ["before", "one", "two"]);
+        assert_eq!(drain("p+a").await, ["one", "two"]);
+        assert_eq!(drain("p+b").await, ["only b", "two"]);
+        assert_eq!(drain("px").await, ["not a child"]);
+        s.close().await.unwrap();
+    });
+}
