@@ -13,6 +13,7 @@
 //! discard_old_when_full
 //! [queue *]               # every other queue
 //! max_item_size = 64K
+//! expire_to = expired     # expired messages move there instead
 //! ```
 //!
 //! A queue takes the section of its exact name, else the longest matching
@@ -37,6 +38,8 @@ pub struct QueueLimits {
     /// A full queue drops its oldest messages to take a new one, instead
     /// of answering `NOT_STORED`.
     pub discard_old_when_full: bool,
+    /// Expired messages move to this queue instead of being dropped.
+    pub expire_to: Option<Vec<u8>>,
 }
 
 /// Every section of a config file.
@@ -122,14 +125,15 @@ impl Limits {
                     }
                 }
                 "expire_to" => {
-                    return Err(at(
-                        "`expire_to` is not supported by mcqd yet (expired messages are dropped)"
-                            .into(),
-                    ))
+                    let target = need()?;
+                    if !crate::protocol::valid_queue_name(target.as_bytes()) {
+                        return Err(at(format!("`{target}` is not a queue name")));
+                    }
+                    l.expire_to = Some(target.as_bytes().to_vec());
                 }
                 _ => {
                     return Err(at(format!(
-                        "unknown queue setting `{key}` (max_items, max_bytes, max_item_size, max_age, discard_old_when_full)"
+                        "unknown queue setting `{key}` (max_items, max_bytes, max_item_size, max_age, discard_old_when_full, expire_to)"
                     )))
                 }
             }
@@ -283,7 +287,7 @@ mod tests {
             ("[queue]\n", 1),
             ("[queue a]\nmax_items = lots\n", 2),
             ("[queue a]\n\nbogus = 1\n", 3),
-            ("[queue a]\nexpire_to = b\n", 2),
+            ("[queue a]\nexpire_to = b c\n", 2),
             ("[queue a]\n[queue a]\n", 2),
             ("[queue a*b]\n", 1),
             ("[queue a]\nmax_age = 10\n", 2),

@@ -281,6 +281,7 @@ async fn executor_main(
     // server is stopping: other executors' connections may still forward
     // requests to the stores that did open until every executor drained.
     let router = Router::start(me, executors, shards, local, mesh);
+    router.give_stores_a_way_out();
     let served = match opened {
         Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
         Ok(()) if !all_opened(layout, config, progress).await => Ok(()),

@@ -433,6 +433,34 @@ impl Router {
         self.local.iter().flatten()
     }
 
+    /// Lets this executor's stores set messages into any queue (`expire_to`
+    /// moves expired messages to a queue that may live on another shard).
+    /// The stores hold the router weakly: it owns them.
+    pub fn give_stores_a_way_out(self: &Rc<Self>) {
+        for store in self.local_stores() {
+            let router = Rc::downgrade(self);
+            store.set_forward(Rc::new(move |queue, flags, body| {
+                let Some(router) = router.upgrade() else {
+                    return Box::pin(async { Err(LogError::Closed) });
+                };
+                let shard = router.shard_of(&queue);
+                let op = Op::Set {
+                    queue,
+                    flags,
+                    expires: 0,
+                    body,
+                };
+                let done = router.submit(shard, op);
+                Box::pin(async move {
+                    match done.await {
+                        OpReply::Set(r) => r,
+                        _ => Err(LogError::Closed),
+                    }
+                })
+            }));
+        }
+    }
+
     /// Applies `op` to `shard` — here, or on its owner — in submission order,
     /// and returns the future of the reply.
     pub fn submit(self: &Rc<Self>, shard: u32, op: Op) -> LocalFuture<OpReply> {

@@ -64,8 +64,11 @@ pub use crate::queue::Reader;
 pub use crate::log::{LogError, SyncMode};
 
 mod gate;
+mod moves;
 mod waiters;
 use gate::Gate;
+pub use moves::Forward;
+use moves::Moves;
 use waiters::{Waiter, Waiters};
 
 /// A future local to the executor that owns the store.
@@ -256,14 +259,16 @@ impl State {
         q.limits.clone()
     }
 
-    /// Drops the expired messages at the head of queue `id` (past their
+    /// Takes the expired messages off the head of queue `id` (past their
     /// `exptime`, or older than the queue's `max_age`): an expired message
-    /// is never handed out. They count as consumed (in the log, and in
-    /// `stats queue`) and as expired.
-    fn drop_expired(&mut self, log: &mut Log, id: u32) {
+    /// is never handed out. They count as expired, and are consumed (in the
+    /// log, and in `stats queue`), or with `expire_to` opened for `moves`
+    /// to carry to their new queue.
+    fn drop_expired(&mut self, log: &mut Log, moves: &Moves, id: u32) {
         let now = now_secs();
-        let max_age = self.limits_of(id).max_age.map(|a| a.as_secs());
-        let n = self.drop_head(log, id, |q| {
+        let limits = self.limits_of(id);
+        let max_age = limits.max_age.map(|a| a.as_secs());
+        let expired = |q: &Queue| {
             let Some(head) = q.locs.front() else {
                 return false;
             };
@@ -273,7 +278,30 @@ impl State {
                 .zip(q.head_time())
                 .is_some_and(|(age, at)| u64::from(at) + age < u64::from(now));
             head.expired(now) || aged
-        });
+        };
+        let Some(q) = self.queues.get_mut(&id) else {
+            return;
+        };
+        let target = limits
+            .expire_to
+            .filter(|t| moves.can_move() && t[..] != q.name[..]);
+        let n = match target {
+            Some(target) => {
+                let mut n = 0;
+                while expired(q) {
+                    let reader = moves.reader();
+                    let Some(loc) = q.open(reader) else {
+                        break;
+                    };
+                    moves.push(id, loc.seq, reader, &target);
+                    self.items -= 1;
+                    self.bytes -= loc.body_len();
+                    n += 1;
+                }
+                n
+            }
+            None => self.drop_head(log, id, expired),
+        };
         if let Some(q) = self.queues.get_mut(&id) {
             q.expired += n;
         }
@@ -390,6 +418,7 @@ pub struct Store {
     gate: Rc<Gate>,
     waiters: Rc<Waiters>,
     limits: Arc<SharedLimits>,
+    moves: Rc<Moves>,
 }
 
 /// A blocking get's place in its queue's line: leaving it (done, timed out
@@ -528,6 +557,7 @@ impl Store {
             gate: Rc::new(Gate::default()),
             waiters: Rc::new(Waiters::default()),
             limits: config.limits.clone(),
+            moves: Rc::new(Moves::default()),
         };
         let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
         glommio::spawn_local(commit::committer(store.log.clone())).detach();
@@ -538,6 +568,7 @@ impl Store {
         // busy disk preallocating them took long enough to delay start-up,
         // and a request that needs one before it is ready waits for it.
         glommio::spawn_local(compaction::maintenance(locators.clone(), store.log.clone())).detach();
+        glommio::spawn_local(moves::mover(store.clone())).detach();
         if !unverified.is_empty() {
             glommio::spawn_local(compaction::scrub(locators, store.log.clone(), unverified))
                 .detach();
@@ -663,6 +694,12 @@ impl Store {
                 try_now = store.waiters.is_first(queue, me);
             }
         })
+    }
+
+    /// How this store reaches other queues, for `expire_to` (the shard
+    /// layer gives it once its router runs).
+    pub fn set_forward(&self, forward: Forward) {
+        self.moves.set_forward(forward);
     }
 
     /// Shutdown: every blocking get ends now with no message (`END`), and
@@ -931,7 +968,7 @@ impl Store {
         let Some(id) = st.id_for_get(&mut log, queue) else {
             return ready(Ok(None));
         };
-        st.drop_expired(&mut log, id);
+        st.drop_expired(&mut log, &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.pop() else {
             return ready(Ok(None));
@@ -968,7 +1005,7 @@ impl Store {
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
             return ready(Ok(None));
         };
-        st.drop_expired(&mut self.log.borrow_mut(), id);
+        st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open(reader) else {
             return ready(Ok(None));
@@ -998,7 +1035,7 @@ impl Store {
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
             return ready(Ok(None));
         };
-        st.drop_expired(&mut self.log.borrow_mut(), id);
+        st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
         let Some(&loc) = st.queues[&id].locs.front() else {
             return ready(Ok(None));
         };
@@ -1189,6 +1226,7 @@ impl Store {
         self.acked(last).await?;
         commit::sync_open(&self.log).await?;
         self.log.borrow_mut().close();
+        self.moves.wake();
         // Let an index write or segment deletion in progress finish, so the
         // directory is quiet when we return.
         self.wait_for_tasks().await;
@@ -1205,6 +1243,7 @@ impl Store {
             errno: None,
             message: "stopped as by a crash".into(),
         });
+        self.moves.wake();
         self.wait_for_tasks().await;
     }
 

@@ -1213,3 +1213,55 @@ fn fan_out_queues_get_copies_from_the_moment_they_exist() {
         s.close().await.unwrap();
     });
 }
+
+/// `expire_to`: an expired message moves to its target queue (through the
+/// forwarder the shard layer gives) and is consumed in the source only
+/// once the target has it; a failed move leaves it in the source.
+#[test]
+fn expired_messages_move_to_expire_to() {
+    let dir = test_dir();
+    let limits = Limits::parse("[queue src]\nexpire_to = dead\n").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.limits = Arc::new(SharedLimits::fixed(limits));
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        let fail = Rc::new(std::cell::Cell::new(true));
+        let (target, failing) = (s.clone(), fail.clone());
+        s.set_forward(Rc::new(move |q, flags, body| {
+            if failing.get() {
+                return Box::pin(async { Err(LogError::Closed) });
+            }
+            target.set(&q, flags, body)
+        }));
+        let past = now_secs() - 1;
+        s.set_expiring(b"src", 5, past, b"late".to_vec())
+            .await
+            .unwrap();
+        set(&s, "src", b"fresh".to_vec()).await;
+        assert_eq!(get(&s, "src").await.unwrap(), b"fresh");
+        // The move failed: back in the source (expired, so never handed out).
+        while s.stats().open_transactions > 0 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(s.stats().items, 1);
+        assert_eq!(get(&s, "dead").await, None);
+        fail.set(false);
+        assert_eq!(get(&s, "src").await, None);
+        while s.stats().open_transactions > 0 || get_stat(&s, "dead").is_none() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let moved = s.get(b"dead").await.unwrap().unwrap();
+        assert_eq!((moved.flags, &moved.body[..]), (5, &b"late"[..]));
+        let src = s
+            .queue_stats()
+            .into_iter()
+            .find(|q| q.name == b"src")
+            .unwrap();
+        assert_eq!((src.enqueued, src.dequeued, src.items), (2, 2, 0));
+        s.close().await.unwrap();
+    });
+}
+
+fn get_stat(s: &Store, q: &str) -> Option<QueueStat> {
+    s.queue_stats().into_iter().find(|x| x.name == q.as_bytes())
+}

@@ -94,3 +94,41 @@ fn shutdown_only_when_enabled() {
     server.restart_same_port();
     assert_eq!(server.client().get("q"), Some(b"kept".to_vec()));
 }
+
+#[test]
+fn expired_messages_move_to_expire_to_on_any_shard() {
+    let dir = test_dir("limits-expire-to");
+    let conf = dir.join("mcqd.conf");
+    std::fs::write(&conf, "[queue ex*]\nexpire_to = graveyard\nmax_age = 1s\n").unwrap();
+    let server = Server::start(
+        "limits-expire-to",
+        &["-t", "2", "-f", conf.to_str().unwrap()],
+    );
+    let mut c = server.client();
+    // Sources on both shards of a two-executor server; the target on one.
+    let sources: Vec<String> = (0..6).map(|i| format!("ex{i}")).collect();
+    for q in &sources {
+        c.set(q, format!("{q} old").as_bytes());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for q in &sources {
+        c.set(q, format!("{q} new").as_bytes());
+        assert_eq!(c.get(q), Some(format!("{q} new").into_bytes()), "{q}");
+    }
+    let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+    let mut moved = Vec::new();
+    while moved.len() < sources.len() {
+        assert!(std::time::Instant::now() < deadline, "moved only {moved:?}");
+        match c.get("graveyard") {
+            Some(body) => moved.push(String::from_utf8(body).unwrap()),
+            None => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    moved.sort();
+    let mut want: Vec<String> = sources.iter().map(|q| format!("{q} old")).collect();
+    want.sort();
+    assert_eq!(moved, want);
+    let stats = c.stats();
+    assert_eq!(stats["queue_ex0_expired_items"], "1");
+    assert_eq!(stats["open_transactions"], "0");
+}
