@@ -194,6 +194,9 @@ struct State {
     /// The per-queue limits in force, and their generation.
     limits: Arc<Limits>,
     limits_generation: u64,
+    /// Queues with a `+` in their name (if none, a set has no copies to
+    /// look for).
+    fan_out_queues: usize,
 }
 
 impl State {
@@ -204,6 +207,7 @@ impl State {
         }
         let (id, _) = log.create_queue(name);
         let name: Box<[u8]> = name.into();
+        self.fan_out_queues += usize::from(name.contains(&b'+'));
         self.names.insert(name.clone(), id);
         self.queues.insert(id, Queue::new(id, name));
         id
@@ -222,6 +226,9 @@ impl State {
 
     /// The fan-out queues of `parent`: every queue named `<parent>+…`.
     fn children(&self, parent: &[u8]) -> Vec<u32> {
+        if self.fan_out_queues == 0 {
+            return Vec::new(); // the usual case, and no allocation
+        }
         let mut prefix = parent.to_vec();
         prefix.push(b'+');
         self.names
@@ -515,6 +522,7 @@ impl Store {
             label: label.clone(),
             limits: config.limits.get(),
             limits_generation: config.limits.generation(),
+            fan_out_queues: 0,
         };
         let mut catalog = Vec::with_capacity(recovered.len());
         for rq in recovered {
@@ -536,6 +544,7 @@ impl Store {
             q.bytes = q.locs.iter().map(Loc::body_len).sum();
             state.items += q.locs.len() as u64;
             state.bytes += q.bytes;
+            state.fan_out_queues += usize::from(q.name.contains(&b'+'));
             state.names.insert(q.name.clone(), q.id);
             state.queues.insert(q.id, q);
         }
@@ -1100,6 +1109,7 @@ impl Store {
         let Some(id) = st.names.remove(queue) else {
             return ready(Ok(false));
         };
+        st.fan_out_queues -= usize::from(queue.contains(&b'+'));
         let mut log = self.log.borrow_mut();
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");

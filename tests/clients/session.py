@@ -58,6 +58,12 @@ for noreply in (True, False):
     time.sleep(2.1)
     assert c.get(e) == b"lasting"
     assert c.get(e) is None
+    # Fan-out: the child exists from its first get, then gets every copy.
+    f = q + "f"
+    assert c.get(f + "+audit") is None
+    c.set(f, b"copied", noreply=False)
+    assert c.get(f) == b"copied"
+    assert c.get(f + "+audit") == b"copied"
     version = c.version()
     assert version, version
     c.close()
