@@ -986,18 +986,8 @@ impl Store {
         log.release(loc.seg, loc.len, lsn);
         st.items -= 1;
         st.bytes -= loc.body_len();
-        if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
-            let message = Message {
-                flags,
-                seq: loc.seq,
-                body,
-            };
-            return self.reply(&log, lsn, 0, Some(message));
-        }
-        // Even with `--sync none` a read from the segment waits for the
-        // acknowledgement: the record it reads must be written first.
         drop(log);
-        self.read_after(lsn, id, loc)
+        self.deliver(lsn, id, loc, st.cache.take((id, loc.seq)))
     }
 
     /// A reliable read: the head goes to `reader`'s open message, with no
@@ -1021,21 +1011,11 @@ impl Store {
         };
         st.items -= 1;
         st.bytes -= loc.body_len();
-        let log = self.log.borrow();
-        let lsn = log.last_lsn();
+        let lsn = self.log.borrow().last_lsn();
         // Out of the cache like a pop: if it comes back (abort), it is
         // read from its segment, which keeps the cache's bytes bounded by
         // queued messages only.
-        if let Some((flags, body)) = st.cache.take((id, loc.seq)) {
-            let message = Message {
-                flags,
-                seq: loc.seq,
-                body,
-            };
-            return self.reply(&log, lsn, 0, Some(message));
-        }
-        drop(log);
-        self.read_after(lsn, id, loc)
+        self.deliver(lsn, id, loc, st.cache.take((id, loc.seq)))
     }
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
@@ -1048,18 +1028,32 @@ impl Store {
         let Some(&loc) = st.queues[&id].locs.front() else {
             return ready(Ok(None));
         };
-        let log = self.log.borrow();
-        let lsn = log.last_lsn();
-        if let Some((flags, body)) = st.cache.get((id, loc.seq)) {
-            let message = Message {
-                flags,
-                seq: loc.seq,
-                body,
-            };
-            return self.reply(&log, lsn, 0, Some(message));
+        let lsn = self.log.borrow().last_lsn();
+        self.deliver(lsn, id, loc, st.cache.get((id, loc.seq)))
+    }
+
+    /// The reply to a get of message `loc` of queue `id` once record `lsn`
+    /// is acknowledged: its body from the cache if `cached`, else read from
+    /// its segment. (Even with `--sync none` a read waits for the
+    /// acknowledgement: the record it reads must be written first.)
+    fn deliver(
+        &self,
+        lsn: u64,
+        id: u32,
+        loc: Loc,
+        cached: Option<(u32, Vec<u8>)>,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+        match cached {
+            Some((flags, body)) => {
+                let message = Message {
+                    flags,
+                    seq: loc.seq,
+                    body,
+                };
+                self.reply(&self.log.borrow(), lsn, 0, Some(message))
+            }
+            None => self.read_after(lsn, id, loc),
         }
-        drop(log);
-        self.read_after(lsn, id, loc)
     }
 
     /// Reads message `loc` of queue `id` from its segment once record `lsn`
