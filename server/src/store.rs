@@ -224,6 +224,20 @@ impl State {
         }
     }
 
+    /// What appending a `len`-byte message to queue `id` may log: its
+    /// record, and what dropping the oldest to make room
+    /// (`discard_old_when_full`) may.
+    fn room_for_message(&mut self, id: u32, len: usize) -> u64 {
+        let discard = self
+            .limits_of_ref(id)
+            .is_some_and(|l| l.discard_old_when_full);
+        let mut need = record::record_len(len) as u64;
+        if discard {
+            need += (self.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
+        }
+        need
+    }
+
     /// The fan-out queues of `parent`: every queue named `<parent>+…`.
     fn children(&self, parent: &[u8]) -> Vec<u32> {
         if self.fan_out_queues == 0 {
@@ -254,6 +268,27 @@ impl State {
         lsn
     }
 
+    /// Whether the head of queue `id` may have expired: it has an
+    /// `exptime`, or the queue a `max_age` (the usual case, neither, costs
+    /// no clock read).
+    fn may_expire(&mut self, id: u32) -> bool {
+        let head_expires = match self.queues.get(&id).and_then(|q| q.locs.front()) {
+            None => return false,
+            Some(head) => head.expires != 0,
+        };
+        head_expires || self.limits_of_ref(id).is_some_and(|l| l.max_age.is_some())
+    }
+
+    /// The limits of queue `id`, as of the generation in force.
+    fn limits_of_ref(&mut self, id: u32) -> Option<&QueueLimits> {
+        let q = self.queues.get_mut(&id)?;
+        if q.limits_generation != self.limits_generation {
+            q.limits = self.limits.for_queue(&q.name);
+            q.limits_generation = self.limits_generation;
+        }
+        Some(&q.limits)
+    }
+
     /// The limits of queue `id`, as of the generation in force.
     fn limits_of(&mut self, id: u32) -> QueueLimits {
         let Some(q) = self.queues.get_mut(&id) else {
@@ -272,6 +307,9 @@ impl State {
     /// log, and in `stats queue`), or with `expire_to` opened for `moves`
     /// to carry to their new queue.
     fn drop_expired(&mut self, log: &mut Log, moves: &Moves, id: u32) {
+        if !self.may_expire(id) {
+            return;
+        }
         let now = now_secs();
         let limits = self.limits_of(id);
         let max_age = limits.max_age.map(|a| a.as_secs());
@@ -834,22 +872,13 @@ impl Store {
 
     fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
         let mut st = self.state.borrow_mut();
-        let mut need = 0;
-        let family = st
-            .names
-            .get(queue)
-            .copied()
-            .into_iter()
-            .chain(st.children(queue));
-        for id in family.collect::<Vec<_>>() {
-            need += record::record_len(len) as u64;
-            // What dropping its oldest (to make room) may log.
-            if st.limits_of(id).discard_old_when_full {
-                need += (st.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
-            }
-        }
-        if !st.names.contains_key(queue) {
-            need += (record::record_len(len) + record::record_len(16 + queue.len())) as u64;
+        let mut need = match st.names.get(queue).copied() {
+            Some(id) => st.room_for_message(id, len),
+            None => (record::record_len(len) + record::record_len(16 + queue.len())) as u64,
+        };
+        // Fan-out copies (no allocation without fan-out queues).
+        for child in st.children(queue) {
+            need += st.room_for_message(child, len);
         }
         drop(st);
         self.log.borrow_mut().make_room(need, true)
@@ -873,20 +902,22 @@ impl Store {
     fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
         let mut log = self.log.borrow_mut();
         log.check()?;
-        let st = self.state.borrow();
-        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+        let mut st = self.state.borrow_mut();
+        let Some(&id) = st.names.get(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
                 return log.make_room(record::record_len(16 + queue.len()) as u64, false);
             }
             return Ok(());
         };
-        let Some(head) = q.locs.front() else {
+        if st.queues[&id].locs.is_empty() {
             return Ok(());
-        };
+        }
         let mut bytes = 0;
-        if head.expired(now_secs()) {
-            bytes += (q.open.len() as u64 + 1) * record::record_len(8) as u64;
+        if st.may_expire(id) {
+            // What dropping expired messages may log (an over-estimate is
+            // harmless).
+            bytes += (st.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
         }
         if pop {
             bytes += record::record_len(8) as u64;
@@ -907,29 +938,36 @@ impl Store {
     /// Whether queue `queue`'s limits let a message of `len` bytes in, once
     /// `discard_old_when_full` dropped what it must (it drops them here).
     fn admit(&self, st: &mut State, log: &mut Log, queue: &[u8], len: u64) -> bool {
-        let limits = match st.names.get(queue) {
-            Some(&id) => st.limits_of(id),
-            None => st.limits.for_queue(queue),
+        let caps = |l: &QueueLimits| {
+            (
+                l.max_items,
+                l.max_bytes,
+                l.max_item_size,
+                l.discard_old_when_full,
+            )
         };
-        if limits.max_item_size.is_some_and(|max| len > max)
-            || limits.max_bytes.is_some_and(|max| len > max)
-            || limits.max_items == Some(0)
+        let id = st.names.get(queue).copied();
+        let (max_items, max_bytes, max_item_size, discard_old) = match id {
+            Some(id) => st.limits_of_ref(id).map(caps).unwrap_or_default(),
+            None => caps(&st.limits.for_queue(queue)),
+        };
+        if max_item_size.is_some_and(|max| len > max)
+            || max_bytes.is_some_and(|max| len > max)
+            || max_items == Some(0)
         {
             return false;
         }
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = id else {
             return true;
         };
         let full = |q: &Queue| {
-            limits
-                .max_items
-                .is_some_and(|max| q.locs.len() as u64 >= max)
-                || limits.max_bytes.is_some_and(|max| q.bytes + len > max)
+            max_items.is_some_and(|max| q.locs.len() as u64 >= max)
+                || max_bytes.is_some_and(|max| q.bytes + len > max)
         };
         if !full(&st.queues[&id]) {
             return true;
         }
-        if !limits.discard_old_when_full {
+        if !discard_old {
             return false;
         }
         let n = st.drop_head(log, id, full);
@@ -958,16 +996,22 @@ impl Store {
             time: now_us(),
             expires,
         };
+        let len = body.len();
+        let children = st.children(queue);
+        if children.is_empty() {
+            let lsn = st.append(&mut log, id, meta, body);
+            return self.reply(&log, lsn, len, true);
+        }
         let mut lsn = st.append(&mut log, id, meta, body.clone());
         // Fan-out: a copy for every `<queue>+…` queue, in the same batch,
         // each within its own limits. The reply waits for the last copy.
-        for child in st.children(queue) {
+        for child in children {
             let name = st.queues[&child].name.clone();
-            if self.admit(st, &mut log, &name, body.len() as u64) {
+            if self.admit(st, &mut log, &name, len as u64) {
                 lsn = st.append(&mut log, child, meta, body.clone());
             }
         }
-        self.reply(&log, lsn, body.len(), true)
+        self.reply(&log, lsn, len, true)
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
