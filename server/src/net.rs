@@ -372,7 +372,10 @@ impl Connection {
                 noreply,
             } => {
                 c.add(&c.cmd_set, 1);
-                let expires = protocol::expiry(exptime, crate::store::now_secs());
+                let expires = match exptime {
+                    0 => 0, // the usual case, without a clock read
+                    t => protocol::expiry(t, crate::store::now_secs()),
+                };
                 let shard = router.shard_of(&queue);
                 let op = Op::Set {
                     queue,
@@ -411,6 +414,7 @@ impl Connection {
                             Take::Pop
                         });
                         let held = open_on.iter().position(|q| *q == k.queue);
+                        let may_hold = held.is_some();
                         match (k.open, held) {
                             (true, None) => open_on.push(k.queue.clone()),
                             (false, Some(i)) if settle.is_some() => {
@@ -426,6 +430,7 @@ impl Connection {
                                 settle,
                                 take,
                                 reader,
+                                may_hold,
                             },
                         );
                         (k.key, done)

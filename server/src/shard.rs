@@ -171,8 +171,12 @@ pub enum Op {
         settle: Option<Settle>,
         /// What to take then, if anything (`/open`, `/peek`, or a pop).
         take: Option<Take>,
-        /// The connection asking.
+        /// The connection asking …
         reader: Reader,
+        /// … which may hold an open message on the queue (it asked for
+        /// `/open` there since its last `/close` or `/abort`); if not, no
+        /// need to look.
+        may_hold: bool,
     },
     /// The connection `reader` went away: the message it holds open on
     /// `queue`, if any, goes back to the head.
@@ -255,11 +259,12 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             settle,
             take,
             reader,
+            may_hold,
         } => {
             // One open message per connection and queue, and no plain get
             // beside it (as Kestrel): it would be a second message in the
             // connection's hands that the first one's `/close` cannot mean.
-            let holds = store.holds_open(&queue, reader);
+            let holds = may_hold && store.holds_open(&queue, reader);
             match take {
                 Some(Take::Open(_)) if holds && settle.is_none() => {
                     return refused(ALREADY_OPEN);

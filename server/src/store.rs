@@ -272,11 +272,16 @@ impl State {
     /// `exptime`, or the queue a `max_age` (the usual case, neither, costs
     /// no clock read).
     fn may_expire(&mut self, id: u32) -> bool {
-        let head_expires = match self.queues.get(&id).and_then(|q| q.locs.front()) {
-            None => return false,
-            Some(head) => head.expires != 0,
+        let generation = self.limits_generation;
+        let Some(q) = self.queues.get_mut(&id) else {
+            return false;
         };
-        head_expires || self.limits_of_ref(id).is_some_and(|l| l.max_age.is_some())
+        match q.locs.front() {
+            None => false,
+            Some(head) if head.expires != 0 => true,
+            Some(_) if q.limits_generation == generation => q.limits.max_age.is_some(),
+            Some(_) => self.limits_of_ref(id).is_some_and(|l| l.max_age.is_some()),
+        }
     }
 
     /// The limits of queue `id`, as of the generation in force.
