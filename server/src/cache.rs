@@ -5,7 +5,9 @@
 //! insertion first. A popped message leaves the cache at once. A message
 //! that is not here is read from its segment with a DMA read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::idhash::IdMap;
 
 /// Bytes charged per entry on top of its body (map slot, order slot, the
 /// body's allocation header).
@@ -18,7 +20,7 @@ pub type Key = (u32, u64);
 pub struct HotCache {
     limit: usize,
     bytes: usize,
-    map: HashMap<Key, (u32, Vec<u8>)>,
+    map: IdMap<Key, (u32, Vec<u8>)>,
     /// Insertion order; may hold keys already removed from `map`.
     order: VecDeque<Key>,
 }
@@ -28,7 +30,7 @@ impl HotCache {
         HotCache {
             limit,
             bytes: 0,
-            map: HashMap::new(),
+            map: IdMap::default(),
             order: VecDeque::new(),
         }
     }

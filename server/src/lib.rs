@@ -28,6 +28,7 @@ pub mod logging;
 pub mod cache;
 pub mod config;
 pub mod disk;
+pub mod idhash;
 pub mod index;
 pub mod limits;
 pub mod log;

@@ -17,7 +17,9 @@
 //! - **consumed**: gone from both, and said so by the log (`dequeued` comes
 //!   from there, see `log::confirmed`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::idhash::IdMap;
 
 /// Where one unconsumed message's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub struct Queue {
     /// Messages handed out by reliable reads, by sequence number …
     pub open: BTreeMap<u64, (Loc, Reader)>,
     /// … and by who holds them (one each).
-    readers: HashMap<Reader, u64>,
+    readers: IdMap<Reader, u64>,
     /// Messages dropped because they expired (since start-up).
     pub expired: u64,
     /// Messages dropped to make room (`discard_old_when_full`).
@@ -87,7 +89,7 @@ impl Queue {
             locs: VecDeque::new(),
             bytes: 0,
             open: BTreeMap::new(),
-            readers: HashMap::new(),
+            readers: IdMap::default(),
             expired: 0,
             discarded: 0,
             limits: crate::limits::QueueLimits::default(),

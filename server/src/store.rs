@@ -39,7 +39,7 @@
 //! ([`Store::open`]), a simulated disk in tests ([`Store::open_on`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -51,6 +51,7 @@ use std::time::Duration;
 use crate::cache::HotCache;
 use crate::disk::dma::DmaDisk;
 use crate::disk::Disk;
+use crate::idhash::IdMap;
 use crate::limits::{Limits, QueueLimits, SharedLimits};
 use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
@@ -185,7 +186,7 @@ impl StoreStats {
 
 /// The queues of one shard.
 struct State {
-    queues: HashMap<u32, Queue>,
+    queues: IdMap<u32, Queue>,
     names: BTreeMap<Box<[u8]>, u32>,
     items: u64,
     bytes: u64,
@@ -557,7 +558,7 @@ impl Store {
         let recovered = std::mem::take(&mut rec.queues);
         let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
-            queues: HashMap::with_capacity(recovered.len()),
+            queues: IdMap::with_capacity_and_hasher(recovered.len(), Default::default()),
             names: BTreeMap::new(),
             items: 0,
             bytes: 0,
