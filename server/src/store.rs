@@ -687,6 +687,11 @@ impl Store {
             move |s, q| {
                 let done = s.apply_set(q, flags, expires, body);
                 s.waiters.wake_first(q);
+                // Fan-out copies wake their queues' waiters too.
+                let st = s.state.borrow();
+                for child in st.children(q) {
+                    s.waiters.wake_first(&st.queues[&child].name);
+                }
                 done
             },
         )

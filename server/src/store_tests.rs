@@ -1193,6 +1193,25 @@ fn fan_out_queues_get_copies_from_the_moment_they_exist() {
             [&b"p"[..], b"p+a", b"p+b", b"px"],
             "no queue `plain`"
         );
+        // A consumer blocked on a child is woken by a set into the parent.
+        assert_eq!(get(&s, "p+b").await.unwrap(), b"only b");
+        assert_eq!(get(&s, "p+b").await.unwrap(), b"two");
+        let waiter = glommio::spawn_local({
+            let s = s.clone();
+            // Bounded, so a waiter nobody wakes fails the test (no timing
+            // is asserted: the set comes right after it waits).
+            async move { s.get_wait(b"p+b", Duration::from_secs(60)).await }
+        });
+        while s.stats().get_waiters < 1 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        set(&s, "p", b"wakes".to_vec()).await;
+        let woken = waiter.await.unwrap();
+        assert_eq!(woken.expect("woken by the parent's set").body, b"wakes");
+        set(&s, "p+b", b"only b".to_vec()).await;
+        set(&s, "p+b", b"two".to_vec()).await;
+        assert_eq!(get(&s, "p").await.unwrap(), b"before");
+        assert_eq!(get(&s, "p+a").await.unwrap(), b"one");
         s.crash().await;
 
         let s = Store::open(cfg.clone()).await.unwrap();
@@ -1206,8 +1225,8 @@ fn fan_out_queues_get_copies_from_the_moment_they_exist() {
                 got
             }
         };
-        assert_eq!(drain("p").await, ["before", "one", "two"]);
-        assert_eq!(drain("p+a").await, ["one", "two"]);
+        assert_eq!(drain("p").await, ["one", "two", "wakes"]);
+        assert_eq!(drain("p+a").await, ["two", "wakes"]);
         assert_eq!(drain("p+b").await, ["only b", "two"]);
         assert_eq!(drain("px").await, ["not a child"]);
         s.close().await.unwrap();
