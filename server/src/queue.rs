@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::idhash::IdMap;
+use crate::limits::{Limits, QueueLimits};
 
 /// Where one unconsumed message's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +71,10 @@ pub struct Queue {
     pub expired: u64,
     /// Messages dropped to make room (`discard_old_when_full`).
     pub discarded: u64,
-    /// Its limits, and the generation of the limits they came from.
-    pub limits: crate::limits::QueueLimits,
-    pub limits_generation: u64,
+    /// Its limits, and the generation of the limits they came from (see
+    /// [`Queue::limits`]).
+    limits: QueueLimits,
+    limits_generation: u64,
     /// Enqueue times, run-length: `(first seq, Unix second)` for each
     /// second in which messages still unconsumed were set. For the age of
     /// the head (`stats`) at a cost of one entry per second of sets, not
@@ -92,10 +94,20 @@ impl Queue {
             readers: IdMap::default(),
             expired: 0,
             discarded: 0,
-            limits: crate::limits::QueueLimits::default(),
+            limits: QueueLimits::default(),
             limits_generation: u64::MAX,
             times: VecDeque::new(),
         }
+    }
+
+    /// Its limits out of `all`, the limits of generation `generation`:
+    /// looked up again only when that generation is new to it.
+    pub fn limits(&mut self, all: &Limits, generation: u64) -> &QueueLimits {
+        if self.limits_generation != generation {
+            self.limits = all.for_queue(&self.name);
+            self.limits_generation = generation;
+        }
+        &self.limits
     }
 
     /// Notes that message `seq` was enqueued at Unix second `at` (in seq

@@ -229,12 +229,10 @@ impl State {
     /// record, and what dropping the oldest to make room
     /// (`discard_old_when_full`) may.
     fn room_for_message(&mut self, id: u32, len: usize) -> u64 {
-        let discard = self
-            .limits_of_ref(id)
-            .is_some_and(|l| l.discard_old_when_full);
+        let discard = self.limits_of(id).is_some_and(|l| l.discard_old_when_full);
         let mut need = record::record_len(len) as u64;
         if discard {
-            need += (self.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
+            need += stretch_room(&self.queues[&id]);
         }
         need
     }
@@ -273,38 +271,23 @@ impl State {
     /// `exptime`, or the queue a `max_age` (the usual case, neither, costs
     /// no clock read).
     fn may_expire(&mut self, id: u32) -> bool {
-        let generation = self.limits_generation;
         let Some(q) = self.queues.get_mut(&id) else {
             return false;
         };
         match q.locs.front() {
             None => false,
             Some(head) if head.expires != 0 => true,
-            Some(_) if q.limits_generation == generation => q.limits.max_age.is_some(),
-            Some(_) => self.limits_of_ref(id).is_some_and(|l| l.max_age.is_some()),
+            Some(_) => q
+                .limits(&self.limits, self.limits_generation)
+                .max_age
+                .is_some(),
         }
     }
 
     /// The limits of queue `id`, as of the generation in force.
-    fn limits_of_ref(&mut self, id: u32) -> Option<&QueueLimits> {
+    fn limits_of(&mut self, id: u32) -> Option<&QueueLimits> {
         let q = self.queues.get_mut(&id)?;
-        if q.limits_generation != self.limits_generation {
-            q.limits = self.limits.for_queue(&q.name);
-            q.limits_generation = self.limits_generation;
-        }
-        Some(&q.limits)
-    }
-
-    /// The limits of queue `id`, as of the generation in force.
-    fn limits_of(&mut self, id: u32) -> QueueLimits {
-        let Some(q) = self.queues.get_mut(&id) else {
-            return QueueLimits::default();
-        };
-        if q.limits_generation != self.limits_generation {
-            q.limits = self.limits.for_queue(&q.name);
-            q.limits_generation = self.limits_generation;
-        }
-        q.limits.clone()
+        Some(q.limits(&self.limits, self.limits_generation))
     }
 
     /// Takes the expired messages off the head of queue `id` (past their
@@ -317,8 +300,10 @@ impl State {
             return;
         }
         let now = now_secs();
-        let limits = self.limits_of(id);
-        let max_age = limits.max_age.map(|a| a.as_secs());
+        let (max_age, expire_to) = self
+            .limits_of(id)
+            .map(|l| (l.max_age.map(|a| a.as_secs()), l.expire_to.clone()))
+            .unwrap_or_default();
         let expired = |q: &Queue| {
             let Some(head) = q.locs.front() else {
                 return false;
@@ -333,9 +318,7 @@ impl State {
         let Some(q) = self.queues.get_mut(&id) else {
             return;
         };
-        let target = limits
-            .expire_to
-            .filter(|t| moves.can_move() && t[..] != q.name[..]);
+        let target = expire_to.filter(|t| moves.can_move() && t[..] != q.name[..]);
         let n = match target {
             Some(target) => {
                 let mut n = 0;
@@ -356,6 +339,48 @@ impl State {
         if let Some(q) = self.queues.get_mut(&id) {
             q.expired += n;
         }
+    }
+
+    /// Whether queue `queue`'s limits let a message of `len` bytes in, once
+    /// `discard_old_when_full` dropped what it must (it drops them here).
+    fn admit(&mut self, log: &mut Log, queue: &[u8], len: u64) -> bool {
+        let caps = |l: &QueueLimits| {
+            (
+                l.max_items,
+                l.max_bytes,
+                l.max_item_size,
+                l.discard_old_when_full,
+            )
+        };
+        let id = self.names.get(queue).copied();
+        let (max_items, max_bytes, max_item_size, discard_old) = match id {
+            Some(id) => self.limits_of(id).map(caps).unwrap_or_default(),
+            None => caps(&self.limits.for_queue(queue)),
+        };
+        if max_item_size.is_some_and(|max| len > max)
+            || max_bytes.is_some_and(|max| len > max)
+            || max_items == Some(0)
+        {
+            return false;
+        }
+        let Some(id) = id else {
+            return true;
+        };
+        let full = |q: &Queue| {
+            max_items.is_some_and(|max| q.locs.len() as u64 >= max)
+                || max_bytes.is_some_and(|max| q.bytes + len > max)
+        };
+        if !full(&self.queues[&id]) {
+            return true;
+        }
+        if !discard_old {
+            return false;
+        }
+        let n = self.drop_head(log, id, full);
+        if let Some(q) = self.queues.get_mut(&id) {
+            q.discarded += n;
+        }
+        true
     }
 
     /// Drops messages from the head of queue `id` while `more` says so;
@@ -383,6 +408,12 @@ impl State {
         }
         dropped.len() as u64
     }
+}
+
+/// The most [`consume_stretch`] may log for `q`: a record per stretch
+/// between its open messages.
+fn stretch_room(q: &Queue) -> u64 {
+    (q.open.len() as u64 + 1) * record::record_len(8) as u64
 }
 
 /// Logs that every message of `q` in `[first, end)` but the open ones is
@@ -684,16 +715,7 @@ impl Store {
         self.when_room(
             queue,
             move |s, q| s.room_for_set(q, len),
-            move |s, q| {
-                let done = s.apply_set(q, flags, expires, body);
-                s.waiters.wake_first(q);
-                // Fan-out copies wake their queues' waiters too.
-                let st = s.state.borrow();
-                for child in st.children(q) {
-                    s.waiters.wake_first(&st.queues[&child].name);
-                }
-                done
-            },
+            move |s, q| s.apply_set(q, flags, expires, body),
         )
     }
 
@@ -926,9 +948,7 @@ impl Store {
         }
         let mut bytes = 0;
         if st.may_expire(id) {
-            // What dropping expired messages may log (an over-estimate is
-            // harmless).
-            bytes += (st.queues[&id].open.len() as u64 + 1) * record::record_len(8) as u64;
+            bytes += stretch_room(&st.queues[&id]);
         }
         if pop {
             bytes += record::record_len(8) as u64;
@@ -946,48 +966,6 @@ impl Store {
         }
     }
 
-    /// Whether queue `queue`'s limits let a message of `len` bytes in, once
-    /// `discard_old_when_full` dropped what it must (it drops them here).
-    fn admit(&self, st: &mut State, log: &mut Log, queue: &[u8], len: u64) -> bool {
-        let caps = |l: &QueueLimits| {
-            (
-                l.max_items,
-                l.max_bytes,
-                l.max_item_size,
-                l.discard_old_when_full,
-            )
-        };
-        let id = st.names.get(queue).copied();
-        let (max_items, max_bytes, max_item_size, discard_old) = match id {
-            Some(id) => st.limits_of_ref(id).map(caps).unwrap_or_default(),
-            None => caps(&st.limits.for_queue(queue)),
-        };
-        if max_item_size.is_some_and(|max| len > max)
-            || max_bytes.is_some_and(|max| len > max)
-            || max_items == Some(0)
-        {
-            return false;
-        }
-        let Some(id) = id else {
-            return true;
-        };
-        let full = |q: &Queue| {
-            max_items.is_some_and(|max| q.locs.len() as u64 >= max)
-                || max_bytes.is_some_and(|max| q.bytes + len > max)
-        };
-        if !full(&st.queues[&id]) {
-            return true;
-        }
-        if !discard_old {
-            return false;
-        }
-        let n = st.drop_head(log, id, full);
-        if let Some(q) = st.queues.get_mut(&id) {
-            q.discarded += n;
-        }
-        true
-    }
-
     fn apply_set(
         &self,
         queue: &[u8],
@@ -998,7 +976,7 @@ impl Store {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
-        if !self.admit(st, &mut log, queue, body.len() as u64) {
+        if !st.admit(&mut log, queue, body.len() as u64) {
             return ready(Ok(false));
         }
         let id = st.id_or_create(&mut log, queue);
@@ -1009,6 +987,8 @@ impl Store {
         };
         let len = body.len();
         let children = st.children(queue);
+        // A queue that gets a message wakes its first blocked consumer.
+        self.waiters.wake_first(queue);
         if children.is_empty() {
             let lsn = st.append(&mut log, id, meta, body);
             return self.reply(&log, lsn, len, true);
@@ -1018,8 +998,9 @@ impl Store {
         // each within its own limits. The reply waits for the last copy.
         for child in children {
             let name = st.queues[&child].name.clone();
-            if self.admit(st, &mut log, &name, len as u64) {
+            if st.admit(&mut log, &name, len as u64) {
                 lsn = st.append(&mut log, child, meta, body.clone());
+                self.waiters.wake_first(&name);
             }
         }
         self.reply(&log, lsn, len, true)
@@ -1202,33 +1183,17 @@ impl Store {
         if q.locs.is_empty() {
             return Ok(());
         }
-        let records = q.open.len() as u64 + 1;
-        log.make_room(records * record::record_len(8) as u64, false)
+        log.make_room(stretch_room(q), false)
     }
 
     fn apply_flush(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
         let mut st = self.state.borrow_mut();
-        let st = &mut *st;
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(false));
         };
-        let q = st.queues.get_mut(&id).expect("queue exists");
-        let Some(first) = q.locs.front().map(|l| l.seq) else {
-            return ready(Ok(true));
-        };
-        let locs = std::mem::take(&mut q.locs);
-        q.bytes = 0;
-        // Everything from the first queued message to the tail but the open
-        // ones: the stretches between them.
         let mut log = self.log.borrow_mut();
-        let lsn = consume_stretch(&mut log, q, first, q.tail);
-        for loc in &locs {
-            log.release(loc.seg, loc.len, lsn);
-            st.cache.remove((id, loc.seq));
-            st.bytes -= loc.body_len();
-        }
-        st.items -= locs.len() as u64;
-        self.reply(&log, lsn, 0, true)
+        st.drop_head(&mut log, id, |q| !q.locs.is_empty());
+        self.reply(&log, log.last_lsn(), 0, true)
     }
 
     /// Every queue of this shard with its counters, sorted by name.

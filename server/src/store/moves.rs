@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::{read_message, LocalFuture, LogError, Reader, Store};
+use super::{LocalFuture, LogError, Reader, Store};
 use crate::log::notify::Notify;
 
 /// Sets `body` with `flags` into the queue named first: how a store reaches
@@ -106,24 +106,15 @@ async fn carry(store: &Store, m: Move) {
     let Some((name, loc, cached)) = found else {
         return;
     };
-    let body = match cached {
-        Some((flags, body)) => Ok((flags, body)),
-        None => {
-            let lsn = store.log.borrow().last_lsn();
-            let acked = store.acked(lsn);
-            match acked.await {
-                Ok(()) => read_message(&store.log, m.queue, loc)
-                    .await
-                    .map(|msg| (msg.flags, msg.body)),
-                Err(e) => Err(e),
-            }
-        }
-    };
+    // As an open message is delivered: from the cache, or read from its
+    // (pinned) segment once everything appended so far is acknowledged.
+    let lsn = store.log.borrow().last_lsn();
+    let message = store.deliver(lsn, m.queue, loc, cached).await;
     let forward = store.moves.forward.borrow().clone();
-    let moved = match (body, forward) {
-        (Ok((flags, body)), Some(forward)) => forward(m.target.to_vec(), flags, body).await,
+    let moved = match (message, forward) {
+        (Ok(Some(msg)), Some(forward)) => forward(m.target.to_vec(), msg.flags, msg.body).await,
         (Err(e), _) => Err(e),
-        (_, None) => Err(LogError::Closed),
+        (Ok(None), _) | (_, None) => Err(LogError::Closed),
     };
     match moved {
         // Stored, or refused by the target's limits (then it is dropped,
