@@ -64,6 +64,9 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The most one `send` of a reply carries; see [`Connection::flush`].
+const WRITE_SLICE: usize = 256 * 1024;
+
 /// Resolves once shutdown has been requested (polls the process-wide flag;
 /// one poller per executor, see [`StopSignal`]).
 pub async fn stopping(shared: &Shared) {
@@ -291,6 +294,9 @@ impl Connection {
             if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
                 self.input.shrink_to(READ_CHUNK);
             }
+            // A large body arrives in many reads that complete at once:
+            // let the other connections in between (see PREEMPT_TIMER).
+            glommio::yield_if_needed().await;
         }
     }
 
@@ -534,7 +540,12 @@ impl Connection {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
+            // A large reply goes out in slices, letting the executor's other
+            // connections in between (see PREEMPT_TIMER in server.rs).
+            for slice in self.output.chunks(WRITE_SLICE) {
+                self.stream.write_all(slice).await?;
+                glommio::yield_if_needed().await;
+            }
             self.counters
                 .add(&self.counters.bytes_written, self.output.len() as u64);
             self.output.clear();
