@@ -146,34 +146,12 @@ pub fn exposition(shared: &Shared, store: &StoreStats, queues: &[QueueStat]) -> 
         env!("CARGO_PKG_VERSION")
     );
 
-    let families: [(&str, &str, fn(&QueueStat) -> String); 9] = [
-        ("mcq_queue_items", "gauge", |q| q.items.to_string()),
-        ("mcq_queue_bytes", "gauge", |q| q.bytes.to_string()),
-        ("mcq_queue_age_seconds", "gauge", |q| {
-            (q.age_ms as f64 / 1000.0).to_string()
-        }),
-        ("mcq_queue_enqueued_total", "counter", |q| {
-            q.enqueued.to_string()
-        }),
-        ("mcq_queue_dequeued_total", "counter", |q| {
-            q.dequeued.to_string()
-        }),
-        ("mcq_queue_expired_total", "counter", |q| {
-            q.expired.to_string()
-        }),
-        ("mcq_queue_discarded_total", "counter", |q| {
-            q.discarded.to_string()
-        }),
-        ("mcq_queue_waiters", "gauge", |q| q.waiters.to_string()),
-        ("mcq_queue_open_transactions", "gauge", |q| {
-            q.open_transactions.to_string()
-        }),
-    ];
     let labels: Vec<String> = queues.iter().map(|q| label_value(&q.name)).collect();
-    for (name, kind, value) in families {
+    let values: Vec<[f64; 9]> = queues.iter().map(queue_values).collect();
+    for (i, (name, kind)) in QUEUE_FAMILIES.iter().enumerate() {
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (q, label) in queues.iter().zip(&labels) {
-            let _ = writeln!(out, "{name}{{queue=\"{label}\"}} {}", value(q));
+        for (label, values) in labels.iter().zip(&values) {
+            let _ = writeln!(out, "{name}{{queue=\"{label}\"}} {}", values[i]);
         }
     }
 
@@ -190,6 +168,33 @@ pub fn exposition(shared: &Shared, store: &StoreStats, queues: &[QueueStat]) -> 
     let _ = writeln!(out, "{name}_sum {}", h.sum_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {}", h.count());
     out
+}
+
+/// The per-queue families, in the order of [`queue_values`].
+const QUEUE_FAMILIES: [(&str, &str); 9] = [
+    ("mcq_queue_items", "gauge"),
+    ("mcq_queue_bytes", "gauge"),
+    ("mcq_queue_age_seconds", "gauge"),
+    ("mcq_queue_enqueued_total", "counter"),
+    ("mcq_queue_dequeued_total", "counter"),
+    ("mcq_queue_expired_total", "counter"),
+    ("mcq_queue_discarded_total", "counter"),
+    ("mcq_queue_waiters", "gauge"),
+    ("mcq_queue_open_transactions", "gauge"),
+];
+
+fn queue_values(q: &QueueStat) -> [f64; 9] {
+    [
+        q.items as f64,
+        q.bytes as f64,
+        q.age_ms as f64 / 1000.0,
+        q.enqueued as f64,
+        q.dequeued as f64,
+        q.expired as f64,
+        q.discarded as f64,
+        q.waiters as f64,
+        q.open_transactions as f64,
+    ]
 }
 
 /// A queue name as a label value, escaped for the exposition format.
