@@ -143,9 +143,13 @@ pub fn run(config: Config) -> io::Result<()> {
             stop_reason = Some("an executor failed".into());
         } else if !announced && progress.serving.load(Ordering::SeqCst) == executors {
             announced = true;
+            let metrics = config
+                .metrics
+                .map(|addr| format!(", metrics at http://{addr}/metrics"))
+                .unwrap_or_default();
             log!(
                 0,
-                "listening on {}:{} ({} executors, {} shards, sync {}, data {})",
+                "listening on {}:{} ({} executors, {} shards, sync {}, data {}{metrics})",
                 config.listen,
                 config.port,
                 executors,

@@ -95,6 +95,8 @@ fn prometheus_endpoint_reports_what_happened() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let server = Server::start("metrics", &["-t", "2", "--metrics", &addr]);
+    let said = format!("metrics at http://{addr}/metrics)");
+    assert!(server.log().contains(&said), "{}", server.log());
     let mut c = server.client();
     for i in 0..5 {
         c.set("jobs", format!("job {i}").as_bytes());
