@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long)]
     pub enable_shutdown: bool,
 
+    /// Serve Prometheus metrics (the `stats` counters, per-queue depth and
+    /// counts, commit latency) over HTTP at `http://<ADDR:PORT>/metrics`.
+    /// Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// More logging (-v, -vv).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
@@ -320,7 +326,11 @@ mod tests {
         assert_eq!(c.cache_mib, 64);
         assert_eq!(c.sync_mode(), SyncMode::Always);
         assert_eq!(c.segment_size, 64 << 20);
+        assert_eq!(c.metrics, None);
         assert!(c.ignored_flag_warnings().is_empty());
+        let c = parse(&["--metrics", "127.0.0.1:9150"]);
+        assert_eq!(c.metrics, Some("127.0.0.1:9150".parse().unwrap()));
+        assert!(Config::try_parse_from(["mcqd", "--metrics", "9150"]).is_err());
     }
 
     #[test]

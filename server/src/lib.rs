@@ -19,7 +19,8 @@
 //! - [`disk`] is the storage seam under the log: O_DIRECT files in
 //!   production, a simulated device that can lose power in tests. Arrows
 //!   point one way: store → log → disk.
-//! - [`stats`] sums the per-executor counters for `stats`.
+//! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
+//!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
 //!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
 
@@ -32,6 +33,7 @@ pub mod idhash;
 pub mod index;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod queue;

@@ -83,7 +83,7 @@ pub async fn stopping(shared: &Shared) {
 pub struct StopSignal(Rc<Semaphore>);
 
 impl StopSignal {
-    fn start(shared: Arc<Shared>) -> StopSignal {
+    pub fn start(shared: Arc<Shared>) -> StopSignal {
         let signal = StopSignal(Rc::new(Semaphore::new(0)));
         let closer = signal.0.clone();
         glommio::spawn_local(async move {
@@ -475,10 +475,10 @@ impl Connection {
                 }
                 Some(Pending::Flush { parts, ok: "OK" })
             }
-            Command::Stats => Some(Pending::Stats {
-                general: self.each_shard(|| Op::Stats),
-                queues: self.each_shard(|| Op::QueueStats),
-            }),
+            Command::Stats => {
+                let (general, queues) = ask_stats(router);
+                Some(Pending::Stats { general, queues })
+            }
             Command::StatsQueue => Some(Pending::StatsQueue(self.each_shard(|| Op::QueueStats))),
             Command::StatsReset => {
                 for counters in &self.shared.counters {
@@ -643,13 +643,7 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
             reply::line(out, failure.as_deref().unwrap_or(ok));
         }
         Pending::Stats { general, queues } => {
-            let mut total = StoreStats::default();
-            for part in general {
-                if let OpReply::Stats(s) = part.await {
-                    total.add(&s);
-                }
-            }
-            let queues = all_queue_stats(queues).await;
+            let (total, queues) = all_stats(general, queues).await;
             crate::stats::write_stats(out, shared, &total, &queues);
         }
         Pending::StatsQueue(parts) => {
@@ -659,6 +653,32 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
             reply::line(out, "END");
         }
     }
+}
+
+/// Asks every shard for what `stats` reports: its counters and its
+/// queues'. Also how `--metrics` gathers its numbers.
+pub fn ask_stats(router: &Rc<Router>) -> (Vec<LocalFuture<OpReply>>, Vec<LocalFuture<OpReply>>) {
+    let each = |op: fn() -> Op| -> Vec<LocalFuture<OpReply>> {
+        (0..router.shards())
+            .map(|shard| router.submit(shard, op()))
+            .collect()
+    };
+    (each(|| Op::Stats), each(|| Op::QueueStats))
+}
+
+/// The answers to [`ask_stats`]: the shards' counters summed, and every
+/// queue sorted by name.
+pub async fn all_stats(
+    general: Vec<LocalFuture<OpReply>>,
+    queues: Vec<LocalFuture<OpReply>>,
+) -> (StoreStats, Vec<QueueStat>) {
+    let mut total = StoreStats::default();
+    for part in general {
+        if let OpReply::Stats(s) = part.await {
+            total.add(&s);
+        }
+    }
+    (total, all_queue_stats(queues).await)
 }
 
 /// Every shard's queues, sorted by name.

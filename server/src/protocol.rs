@@ -107,7 +107,7 @@ impl GetKey {
     fn parse(key: &[u8]) -> Result<GetKey, Reject> {
         let mut parts = key.split(|&b| b == b'/');
         let queue = parts.next().unwrap_or_default();
-        if !valid_queue_name(queue) || !valid_queue_name_bytes(key) {
+        if !valid_queue_name(queue) || !valid_key(key) {
             return Err(Reject::BadQueueName);
         }
         let mut k = GetKey {
@@ -226,6 +226,17 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
     let args: Vec<&[u8]> = tokens.collect();
     match verb {
         b"set" => parse_set(&buf[line_len..], line_len, &args, max_body),
+        // memcached's other storage commands mean nothing for a queue, but
+        // their data block is framed like `set`'s: it is discarded so the
+        // client gets one reply and stays in sync.
+        b"add" | b"replace" | b"append" | b"prepend" | b"cas" => match block_len(&args) {
+            Some(block) => Parsed::Reject {
+                reject: Reject::Error,
+                consumed: line_len,
+                skip: block,
+            },
+            None => Parsed::Fatal(Reject::BadFormat.line()),
+        },
         b"get" | b"gets" => {
             if args.is_empty() {
                 return reject(Reject::Error);
@@ -290,43 +301,44 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
     }
 }
 
+/// The data block (with its `\r\n`) that follows a storage command's line,
+/// when the line says how long it is: the `<bytes>` field, fourth after the
+/// verb in `set`, `add`, … and `cas` alike. `None` when it is missing or
+/// not a decimal u64: the stream can then no longer be framed.
+fn block_len(args: &[&[u8]]) -> Option<u64> {
+    parse_u64(args.get(3)?)?.checked_add(2)
+}
+
 /// `set`: the line is `args`; `data` is everything after the line.
 fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> Parsed {
-    let bad = |reject| Parsed::Reject {
-        reject,
-        consumed: line_len,
-        skip: 0,
+    // The length comes first: once it is known, a request we refuse still
+    // has its data block discarded, so it gets one reply and the next
+    // request is read from the right place. Without it, whatever follows
+    // would be the client's data read as commands: close instead.
+    let Some(block) = block_len(args) else {
+        return Parsed::Fatal(Reject::BadFormat.line());
     };
-    let (fields, noreply) = strip_noreply(args);
-    let [queue, flags, exptime, bytes] = fields else {
-        return bad(Reject::BadFormat);
-    };
-    let (Some(flags), Some(exptime), Some(bytes)) =
-        (parse_u32(flags), parse_u32(exptime), parse_u32(bytes))
-    else {
-        return bad(Reject::BadFormat);
-    };
-    // From here the length is trusted enough to frame the stream: a request
-    // we refuse still has its data block discarded, so the next request is
-    // read from the right place.
-    let block = u64::from(bytes) + 2;
     let refuse = |reject| Parsed::Reject {
         reject,
         consumed: line_len,
         skip: block,
     };
+    let (fields, noreply) = strip_noreply(args);
+    let [queue, flags, exptime, _] = fields else {
+        return refuse(Reject::BadFormat);
+    };
+    let (Some(flags), Some(exptime)) = (parse_u32(flags), parse_u32(exptime)) else {
+        return refuse(Reject::BadFormat);
+    };
     if !valid_queue_name(queue) {
         return refuse(Reject::BadQueueName);
     }
-    let bytes = bytes as usize;
-    if bytes > max_body {
+    let bytes = block - 2;
+    if bytes > max_body as u64 {
         return refuse(Reject::TooLarge);
     }
-    // bytes <= max_body, a usize, so this cannot overflow on any target we
-    // build for; checked anyway because it came off the wire.
-    let Some(block) = bytes.checked_add(2) else {
-        return refuse(Reject::TooLarge);
-    };
+    // bytes <= max_body, a usize, so neither conversion nor sum can fail.
+    let (bytes, block) = (bytes as usize, block as usize);
     if data.len() < block {
         return Parsed::Incomplete;
     }
@@ -357,26 +369,34 @@ fn strip_noreply<'a, 'b>(args: &'a [&'b [u8]]) -> (&'a [&'b [u8]], bool) {
     }
 }
 
-/// 1 to 250 bytes, no control characters, no space, no `/` (reserved for
-/// per-request options such as Kestrel's `get q/t=500`).
+/// A queue name: a memcache key (see [`valid_key`]) without `/`, which
+/// starts a `get`'s options (Kestrel's `get q/t=500`). `+` is allowed: it
+/// names a fan-out child.
 pub fn valid_queue_name(name: &[u8]) -> bool {
-    valid_queue_name_bytes(name) && !name.contains(&b'/')
+    valid_key(name) && !name.contains(&b'/')
 }
 
-/// A memcache key: 1–250 bytes, no spaces or control characters.
-fn valid_queue_name_bytes(name: &[u8]) -> bool {
-    (1..=MAX_QUEUE_NAME).contains(&name.len()) && name.iter().all(|&b| b > b' ' && b != 0x7f)
+/// A memcache key as memcached takes it: 1–250 bytes, any but the space
+/// that separates tokens, the CR and LF that end the line and NUL. Binary
+/// keys are fine (memaslap's start with 8 binary bytes).
+fn valid_key(name: &[u8]) -> bool {
+    (1..=MAX_QUEUE_NAME).contains(&name.len())
+        && !name.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n' | 0))
 }
 
 /// A decimal u32: digits only (no sign), no overflow.
 fn parse_u32(token: &[u8]) -> Option<u32> {
-    if token.is_empty() || token.len() > 10 || !token.iter().all(u8::is_ascii_digit) {
+    u32::try_from(parse_u64(token)?).ok()
+}
+
+/// A decimal u64: digits only (no sign), no overflow.
+fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 || !token.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let value = token
-        .iter()
-        .try_fold(0u64, |acc, &d| Some(acc * 10 + u64::from(d - b'0')))?;
-    u32::try_from(value).ok()
+    token.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -507,19 +527,52 @@ mod tests {
     }
 
     #[test]
-    fn set_malformed_lines() {
+    fn set_without_a_readable_length_closes() {
         for line in [
             &b"set q 0 0\r\n"[..],
             b"set q 0 0 x\r\n",
-            b"set q -1 0 5\r\n",
             b"set q 0 0 -5\r\n",
-            b"set q 4294967296 0 5\r\n",
             b"set q 0 0 99999999999999999999\r\n",
-            b"set q 0 0 5 norepl\r\n",
+            b"set q 0 0 18446744073709551615\r\n",
             b"set\r\n",
+            b"add q 0 0\r\n",
+            b"cas q 0 0 z 1\r\n",
+        ] {
+            assert_eq!(
+                parse(line, MAX),
+                Parsed::Fatal("CLIENT_ERROR bad command line format"),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_malformed_lines_discard_the_block() {
+        for line in [
+            &b"set q -1 0 5\r\n"[..],
+            b"set q 4294967296 0 5\r\n",
+            b"set q 0 4294967296 5\r\n",
+            b"set q x 0 5\r\n",
+            b"set q 0 0 5 norepl\r\n",
+            b"set q 0 0 5 1 noreply\r\n",
         ] {
             let (reject, consumed, skip) = rejected(line);
-            assert_eq!((reject, consumed, skip), (Reject::BadFormat, line.len(), 0));
+            assert_eq!((reject, consumed, skip), (Reject::BadFormat, line.len(), 7));
+        }
+    }
+
+    #[test]
+    fn unsupported_storage_commands_discard_the_block() {
+        for line in [
+            &b"add q 0 0 5\r\n"[..],
+            b"replace q 0 0 5\r\n",
+            b"append q 0 0 5 noreply\r\n",
+            b"prepend q 0 0 5\r\n",
+            b"cas q 0 0 5 77\r\n",
+            b"add q/x 99999999999 x 5\r\n",
+        ] {
+            let (reject, consumed, skip) = rejected(line);
+            assert_eq!((reject, consumed, skip), (Reject::Error, line.len(), 7));
         }
     }
 
@@ -528,7 +581,34 @@ mod tests {
         let (reject, consumed, skip) = rejected(b"set a/b 0 0 5\r\n");
         assert_eq!((reject, consumed, skip), (Reject::BadQueueName, 15, 7));
         let long = format!("set {} 0 0 1\r\n", "x".repeat(251));
-        assert_eq!(rejected(long.as_bytes()).0, Reject::BadQueueName);
+        assert_eq!(
+            rejected(long.as_bytes()),
+            (Reject::BadQueueName, long.len(), 3)
+        );
+        assert_eq!(rejected(b"set a\0b 0 0 1\r\n").0, Reject::BadQueueName);
+        assert_eq!(rejected(b"set a\rb 0 0 1\r\n").0, Reject::BadQueueName);
+    }
+
+    #[test]
+    fn binary_names() {
+        let name = b"\x10\x11\x7f\xff\x01\t+q\x80";
+        let mut input = b"set ".to_vec();
+        input.extend_from_slice(name);
+        input.extend_from_slice(b" 0 0 1\r\nx\r\n");
+        match cmd(&input) {
+            Command::Set { queue, .. } => assert_eq!(queue, name),
+            other => panic!("{other:?}"),
+        }
+        let mut get = b"get ".to_vec();
+        get.extend_from_slice(name);
+        get.extend_from_slice(b"/t=5\r\n");
+        match cmd(&get) {
+            Command::Get { keys, .. } => assert_eq!(keys[0].queue, name),
+            other => panic!("{other:?}"),
+        }
+        let max = vec![0xffu8; MAX_QUEUE_NAME];
+        assert!(valid_queue_name(&max));
+        assert!(!valid_queue_name(&max[..0]));
     }
 
     #[test]
@@ -575,7 +655,7 @@ mod tests {
             }
         );
         assert_eq!(rejected(b"get\r\n").0, Reject::Error);
-        assert_eq!(rejected(b"get a\x01b\r\n").0, Reject::BadQueueName);
+        assert_eq!(rejected(b"get a\0b\r\n").0, Reject::BadQueueName);
         assert_eq!(rejected(b"get /t=5\r\n").0, Reject::BadQueueName);
     }
 
@@ -691,9 +771,7 @@ mod tests {
             b"stats items\r\n",
             b"verbosity\r\n",
             b"SET q 0 0 1\r\n",
-            b"add q 0 0 1\r\n",
             b"incr q 1\r\n",
-            b"cas q 0 0 1 1\r\n",
             b"touch q 0\r\n",
         ] {
             assert_eq!(rejected(line).0, Reject::Error, "{line:?}");
@@ -781,24 +859,62 @@ mod tests {
             out
         }
 
+        /// A queue name of any bytes a key may hold, `/` excepted.
+        fn name() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(
+                any::<u8>().prop_filter("a key byte", |b| {
+                    !matches!(b, b' ' | b'\r' | b'\n' | 0 | b'/')
+                }),
+                1..6,
+            )
+        }
+
+        fn with_block(line: Vec<u8>, body: &[u8]) -> Vec<u8> {
+            let mut r = line;
+            r.extend_from_slice(body);
+            r.extend_from_slice(b"\r\n");
+            r
+        }
+
+        /// Requests that each get exactly one reply line or value.
         fn request() -> impl Strategy<Value = Vec<u8>> {
-            let name = "[a-z0-9]{1,5}";
+            let body = || proptest::collection::vec(any::<u8>(), 0..80);
             prop_oneof![
-                (
-                    name,
-                    any::<u32>(),
-                    proptest::collection::vec(any::<u8>(), 0..80)
-                )
-                    .prop_map(|(q, f, body)| {
-                        let mut r = format!("set {q} {f} 0 {}\r\n", body.len()).into_bytes();
-                        r.extend_from_slice(&body);
-                        r.extend_from_slice(b"\r\n");
-                        r
-                    }),
-                name.prop_map(|q| format!("get {q}\r\n").into_bytes()),
-                name.prop_map(|q| format!("delete {q} noreply\r\n").into_bytes()),
+                (name(), any::<u32>(), body()).prop_map(|(q, f, body)| {
+                    let rest = format!(" {f} 0 {}\r\n", body.len());
+                    with_block([&b"set "[..], &q, rest.as_bytes()].concat(), &body)
+                }),
+                name().prop_map(|q| [&b"get "[..], &q, b"\r\n"].concat()),
+                name().prop_map(|q| [&b"delete "[..], &q, b"\r\n"].concat()),
                 Just(b"stats queue\r\n".to_vec()),
                 Just(b"bogus\r\n".to_vec()),
+                // Refused, with a readable length: the block goes too.
+                (
+                    prop_oneof![
+                        Just("set q 4294967296 0"),
+                        Just("set q 0 -1"),
+                        Just("set a/b 0 0"),
+                        Just("set q x 0"),
+                        Just("add q 0 0"),
+                        Just("replace q 0 0"),
+                        Just("append q 0 0"),
+                        Just("prepend q 0 0"),
+                    ],
+                    body()
+                )
+                    .prop_map(|(head, body)| {
+                        with_block(format!("{head} {}\r\n", body.len()).into_bytes(), &body)
+                    }),
+                body().prop_map(|body| {
+                    with_block(
+                        format!("cas q 0 0 {} 9\r\n", body.len()).into_bytes(),
+                        &body,
+                    )
+                }),
+                // Over the limit (64 in `feed`).
+                proptest::collection::vec(any::<u8>(), 65..200).prop_map(|body| {
+                    with_block(format!("set q 0 0 {}\r\n", body.len()).into_bytes(), &body)
+                }),
             ]
         }
 
@@ -826,7 +942,9 @@ mod tests {
                 cuts in proptest::collection::vec(any::<usize>(), 0..20),
             ) {
                 let input = requests.concat();
-                prop_assert_eq!(feed(&input, &cuts), feed(&input, &[]));
+                let whole = feed(&input, &[]);
+                prop_assert_eq!(whole.len(), requests.len(), "one answer per request");
+                prop_assert_eq!(feed(&input, &cuts), whole);
             }
         }
     }

@@ -67,6 +67,14 @@ pub fn run(config: Config) -> io::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     probe_port(config.listen, config.port)?;
+    // Bound here so that a taken address stops the start with the flag's
+    // name; served by executor 0 (see `crate::metrics`).
+    let mut metrics = match config.metrics {
+        Some(addr) => Some(OwnedFd::from(std::net::TcpListener::bind(addr).map_err(
+            |e| io::Error::new(e.kind(), format!("--metrics {addr}: cannot listen: {e}")),
+        )?)),
+        None => None,
+    };
     let (format, shards) =
         shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     for s in 0..shards {
@@ -108,6 +116,7 @@ pub fn run(config: Config) -> io::Result<()> {
             progress.clone(),
             mesh.clone(),
         );
+        let metrics = if me == 0 { metrics.take() } else { None };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(me % cpus))
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
@@ -119,7 +128,7 @@ pub fn run(config: Config) -> io::Result<()> {
                     shards,
                     format,
                 };
-                executor_main(me, layout, &config, shared, &progress, mesh).await
+                executor_main(me, layout, &config, shared, &progress, mesh, metrics).await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
@@ -143,9 +152,13 @@ pub fn run(config: Config) -> io::Result<()> {
             stop_reason = Some("an executor failed".into());
         } else if !announced && progress.serving.load(Ordering::SeqCst) == executors {
             announced = true;
+            let metrics = config
+                .metrics
+                .map(|addr| format!(", metrics at http://{addr}/metrics"))
+                .unwrap_or_default();
             log!(
                 0,
-                "listening on {}:{} ({} executors, {} shards, sync {}, data {})",
+                "listening on {}:{} ({} executors, {} shards, sync {}, data {}{metrics})",
                 config.listen,
                 config.port,
                 executors,
@@ -271,6 +284,7 @@ async fn executor_main(
     shared: Arc<Shared>,
     progress: &Progress,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    metrics: Option<OwnedFd>,
 ) -> io::Result<()> {
     let Layout {
         executors, shards, ..
@@ -296,6 +310,16 @@ async fn executor_main(
         Ok(()) if !all_opened(layout, config, progress).await => Ok(()),
         Ok(()) => match listen(config.listen, config.port) {
             Ok(listener) => {
+                if let Some(fd) = metrics {
+                    // SAFETY: a listening socket we own; glommio takes it over.
+                    let metrics = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+                    glommio::spawn_local(crate::metrics::serve(
+                        metrics,
+                        router.clone(),
+                        shared.clone(),
+                    ))
+                    .detach();
+                }
                 progress.serving.fetch_add(1, Ordering::SeqCst);
                 net::serve(listener, router.clone(), shared.clone(), me).await;
                 Ok(())

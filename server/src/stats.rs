@@ -69,53 +69,112 @@ fn rusage() -> (f64, f64) {
     (secs(usage.ru_utime), secs(usage.ru_stime))
 }
 
-/// Writes the whole `stats` reply, `END` included.
-pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queues: &[QueueStat]) {
+/// A general `stats` value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(u64),
+    /// Seconds, written with 6 decimals as memcached does.
+    Float(f64),
+    Text(&'static str),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Float(x) => write!(f, "{x:.6}"),
+            Value::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// What a general stat is to a monitoring system (`--metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (until `stats reset` or a restart).
+    Counter,
+    Gauge,
+    /// A fact, not a measurement (`pid`, `version`, …): not exported.
+    Fact,
+}
+
+/// One line of `stats`' general part.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub value: Value,
+}
+
+/// The general stats, in `stats`' order: what both `stats` and
+/// `--metrics` report.
+pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
+    use Kind::*;
+    use Value::*;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let (user, system) = rusage();
-    let stat = |out: &mut Vec<u8>, name: &str, value: &dyn std::fmt::Display| {
-        reply::stat(out, name.as_bytes(), value)
-    };
-    stat(out, "pid", &std::process::id());
-    stat(out, "uptime", &shared.info.started.elapsed().as_secs());
-    stat(out, "time", &now);
-    stat(out, "version", &env!("CARGO_PKG_VERSION"));
-    stat(out, "pointer_size", &(usize::BITS));
-    stat(out, "rusage_user", &format_args!("{user:.6}"));
-    stat(out, "rusage_system", &format_args!("{system:.6}"));
-    stat(
-        out,
-        "curr_connections",
-        &shared.connections.load(Ordering::Relaxed),
-    );
-    stat(
-        out,
-        "total_connections",
-        &shared.total_connections.load(Ordering::Relaxed),
-    );
-    stat(out, "threads", &shared.info.threads);
-    stat(out, "cmd_get", &sum(shared, |c| &c.cmd_get));
-    stat(out, "get_hits", &sum(shared, |c| &c.get_hits));
-    stat(out, "get_misses", &sum(shared, |c| &c.get_misses));
-    stat(out, "cmd_set", &sum(shared, |c| &c.cmd_set));
-    stat(out, "bytes_read", &sum(shared, |c| &c.bytes_read));
-    stat(out, "bytes_written", &sum(shared, |c| &c.bytes_written));
-    stat(out, "curr_queues", &store.queues);
-    stat(out, "curr_items", &store.items);
-    stat(out, "bytes", &store.bytes);
-    stat(out, "log_writes", &store.log_writes);
-    stat(out, "log_fsyncs", &store.log_fsyncs);
-    stat(out, "log_bytes_written", &store.log_bytes_written);
-    stat(out, "log_unwritten_bytes", &store.log_unwritten_bytes);
-    stat(out, "log_segments", &store.log_segments);
-    stat(out, "log_disk_bytes", &store.log_disk_bytes);
-    stat(out, "log_corrupt_records", &store.log_corrupt_records);
-    stat(out, "cache_bytes", &store.cache_bytes);
-    stat(out, "get_waiters", &store.get_waiters);
-    stat(out, "open_transactions", &store.open_transactions);
+    let count = |pick: fn(&Counters) -> &AtomicU64| Int(sum(shared, pick));
+    let stats = [
+        ("pid", Fact, Int(std::process::id().into())),
+        (
+            "uptime",
+            Gauge,
+            Int(shared.info.started.elapsed().as_secs()),
+        ),
+        ("time", Fact, Int(now)),
+        ("version", Fact, Text(env!("CARGO_PKG_VERSION"))),
+        ("pointer_size", Fact, Int(usize::BITS.into())),
+        ("rusage_user", Counter, Float(user)),
+        ("rusage_system", Counter, Float(system)),
+        (
+            "curr_connections",
+            Gauge,
+            Int(shared.connections.load(Ordering::Relaxed) as u64),
+        ),
+        (
+            "total_connections",
+            Counter,
+            Int(shared.total_connections.load(Ordering::Relaxed) as u64),
+        ),
+        ("threads", Gauge, Int(shared.info.threads as u64)),
+        ("cmd_get", Counter, count(|c| &c.cmd_get)),
+        ("get_hits", Counter, count(|c| &c.get_hits)),
+        ("get_misses", Counter, count(|c| &c.get_misses)),
+        ("cmd_set", Counter, count(|c| &c.cmd_set)),
+        ("bytes_read", Counter, count(|c| &c.bytes_read)),
+        ("bytes_written", Counter, count(|c| &c.bytes_written)),
+        ("curr_queues", Gauge, Int(store.queues)),
+        ("curr_items", Gauge, Int(store.items)),
+        ("bytes", Gauge, Int(store.bytes)),
+        ("log_writes", Counter, Int(store.log_writes)),
+        ("log_fsyncs", Counter, Int(store.log_fsyncs)),
+        ("log_bytes_written", Counter, Int(store.log_bytes_written)),
+        ("log_unwritten_bytes", Gauge, Int(store.log_unwritten_bytes)),
+        ("log_segments", Gauge, Int(store.log_segments)),
+        ("log_disk_bytes", Gauge, Int(store.log_disk_bytes)),
+        (
+            "log_corrupt_records",
+            Counter,
+            Int(store.log_corrupt_records),
+        ),
+        ("cache_bytes", Gauge, Int(store.cache_bytes)),
+        ("get_waiters", Gauge, Int(store.get_waiters)),
+        ("open_transactions", Gauge, Int(store.open_transactions)),
+    ];
+    stats
+        .into_iter()
+        .map(|(name, kind, value)| Stat { name, kind, value })
+        .collect()
+}
+
+/// Writes the whole `stats` reply, `END` included.
+pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queues: &[QueueStat]) {
+    for stat in general(shared, store) {
+        reply::stat(out, stat.name.as_bytes(), stat.value);
+    }
     // Kestrel's per-queue lines.
     for q in queues {
         let mut line = |field: &str, value: u64| {
@@ -135,4 +194,69 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
         line("open_transactions", q.open_transactions);
     }
     reply::line(out, "END");
+}
+
+/// Upper bounds of the commit latency histogram's buckets, in
+/// microseconds (the last bucket, `+Inf`, is implicit): from a fast NVMe
+/// flush to a disk that stalls.
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// A latency histogram: a count per bucket (not cumulative) and the sum.
+/// Plain integers: each log owns one and only its own thread touches it,
+/// and recording costs a few comparisons, no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// `counts[i]` observations fell at or under `LATENCY_BOUNDS_US[i]`
+    /// and above the bound before; the last one above every bound.
+    pub counts: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Adds another shard's observations to these.
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_buckets_are_upper_bounds() {
+        let mut h = Histogram::default();
+        h.record(Duration::from_micros(0));
+        h.record(Duration::from_micros(100));
+        h.record(Duration::from_micros(101));
+        h.record(Duration::from_secs(10));
+        assert_eq!(h.counts[0], 2, "at or under 100 µs");
+        assert_eq!(h.counts[1], 1);
+        assert_eq!(h.counts[LATENCY_BOUNDS_US.len()], 1, "+Inf");
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.sum_us, 10_000_201);
+        let mut total = Histogram::default();
+        total.add(&h);
+        total.add(&h);
+        assert_eq!(total.count(), 8);
+        assert_eq!(total.sum_us, 2 * h.sum_us);
+    }
 }

@@ -163,6 +163,8 @@ pub struct StoreStats {
     pub get_waiters: u64,
     /// Messages handed out by reliable reads and not yet confirmed.
     pub open_transactions: u64,
+    /// The log's group commits (for `--metrics`).
+    pub commit_latency: crate::stats::Histogram,
 }
 
 impl StoreStats {
@@ -181,6 +183,7 @@ impl StoreStats {
         self.cache_bytes += other.cache_bytes;
         self.get_waiters += other.get_waiters;
         self.open_transactions += other.open_transactions;
+        self.commit_latency.add(&other.commit_latency);
     }
 }
 
@@ -1239,6 +1242,7 @@ impl Store {
             cache_bytes: st.cache.bytes() as u64,
             get_waiters: self.waiters.count() as u64,
             open_transactions: st.queues.values().map(|q| q.open.len() as u64).sum(),
+            commit_latency: log.commit_latency,
         }
     }
 

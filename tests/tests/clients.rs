@@ -64,3 +64,61 @@ fn python_pymemcache() {
         run(cmd, "python3 session.py");
     }
 }
+
+/// memaslap (libmemcached's load tool, `memcaslap` in Debian) keys every
+/// request with 8 binary bytes and then letters: every set it makes must
+/// be stored, and `stats` must show them.
+#[test]
+fn memaslap_runs_against_mcqd() {
+    let server = Server::start("memaslap", &["-t", "2"]);
+    let target = format!("127.0.0.1:{}", server.port);
+    let Some(mut cmd) = third_party(
+        "memcaslap",
+        &[
+            "-s", &target, "-T", "1", "-c", "4", "-w", "1k", "-x", "2000",
+        ],
+        &["--version"],
+        "memaslap (Debian: libmemcached-tools)",
+    ) else {
+        return;
+    };
+    let out = output_within(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "memcaslap failed:\n{stdout}\n{stderr}"
+    );
+    let mut c = server.client();
+    c.send(b"stats\r\n");
+    let stats = String::from_utf8(c.read_until(b"END\r\n")).unwrap();
+    let stat = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .parse()
+            .unwrap()
+    };
+    let sets = stat("cmd_set");
+    assert!(sets > 0, "memaslap set nothing:\n{stdout}\n{stats}");
+    // Every set was stored: what the queues took in is what was set.
+    c.send(b"stats queue\r\n");
+    let listing = c.read_until(b"END\r\n");
+    let enqueued: u64 = listing
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?.strip_prefix(b"STAT ")?;
+            let counts = &line[line.iter().rposition(|&b| b == b' ')? + 1..];
+            let (enqueued, _) = std::str::from_utf8(counts).ok()?.split_once('/')?;
+            enqueued.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(enqueued, sets, "{stdout}");
+    assert_eq!(
+        stat("curr_items") + stat("get_hits"),
+        sets,
+        "what is queued plus what was got is what was set"
+    );
+    assert!(stats.contains("STAT curr_queues "), "{stats}");
+}

@@ -209,38 +209,55 @@ fn every_error_keeps_the_connection_usable() {
         (b"\r\n", b"ERROR\r\n"),
         (b"bogus\r\n", b"ERROR\r\n"),
         (b"GET q\r\n", b"ERROR\r\n"),
-        (b"add q 0 0 1\r\n", b"ERROR\r\n"),
-        (b"replace q 0 0 1\r\n", b"ERROR\r\n"),
-        (b"append q 0 0 1\r\n", b"ERROR\r\n"),
-        (b"prepend q 0 0 1\r\n", b"ERROR\r\n"),
-        (b"cas q 0 0 1 1\r\n", b"ERROR\r\n"),
+        // memcached's other storage commands: the data block goes too,
+        // and one `ERROR` answers the request.
+        (b"add q 0 0 1\r\nx\r\n", b"ERROR\r\n"),
+        (b"replace q 0 0 1\r\nx\r\n", b"ERROR\r\n"),
+        (b"append q 0 0 3 noreply\r\nabc\r\n", b"ERROR\r\n"),
+        (b"prepend q 0 0 1\r\nx\r\n", b"ERROR\r\n"),
+        (b"cas q 0 0 5 77\r\nhello\r\n", b"ERROR\r\n"),
+        (b"add q 0 0 0\r\n\r\n", b"ERROR\r\n"),
         (b"incr q 1\r\n", b"ERROR\r\n"),
         (b"decr q 1\r\n", b"ERROR\r\n"),
         (b"touch q 0\r\n", b"ERROR\r\n"),
         (b"get\r\n", b"ERROR\r\n"),
         (b"stats bogus\r\n", b"ERROR\r\n"),
+        // A refused `set` whose length is readable: its block goes too,
+        // one reply.
         (
-            b"set q 0 0\r\n",
+            b"set q x 0 1\r\nx\r\n",
             b"CLIENT_ERROR bad command line format\r\n",
         ),
         (
-            b"set q x 0 1\r\n",
+            b"set q 4294967296 0 1\r\nx\r\n",
             b"CLIENT_ERROR bad command line format\r\n",
         ),
         (
-            b"set q 0 0 -1\r\n",
+            b"set q 0 -1 1\r\nx\r\n",
             b"CLIENT_ERROR bad command line format\r\n",
         ),
         (
-            b"set q 4294967296 0 1\r\n",
+            b"set q 0 4294967296 2\r\nxy\r\n",
             b"CLIENT_ERROR bad command line format\r\n",
         ),
         (
-            b"set q 0 0 99999999999999999999\r\n",
+            b"set q 0 0 1 norepl\r\nx\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set q 0 0 1 2 noreply\r\nx\r\n",
             b"CLIENT_ERROR bad command line format\r\n",
         ),
         (
             b"set q/t=1 0 0 1\r\nx\r\n",
+            b"CLIENT_ERROR bad queue name\r\n",
+        ),
+        (
+            b"set a\x00b 0 0 3\r\nabc\r\n",
+            b"CLIENT_ERROR bad queue name\r\n",
+        ),
+        (
+            b"set a\rb 0 0 3\r\nabc\r\n",
             b"CLIENT_ERROR bad queue name\r\n",
         ),
         (
@@ -249,7 +266,7 @@ fn every_error_keeps_the_connection_usable() {
         ),
         (b"get /t=5\r\n", b"CLIENT_ERROR bad queue name\r\n"),
         (
-            b"get ok bad\x07name\r\n",
+            b"get ok bad\x00name\r\n",
             b"CLIENT_ERROR bad queue name\r\n",
         ),
         (b"delete bad/name\r\n", b"CLIENT_ERROR bad queue name\r\n"),
@@ -284,8 +301,100 @@ fn every_error_keeps_the_connection_usable() {
     c.expect(b"get q\r\n", b"END\r\n");
     c.expect(
         b"stats queue\r\n",
-        format!("STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok 25/25\r\nEND\r\n").as_bytes(),
+        format!(
+            "STAT big 1/1\r\nSTAT {max_name} 1/1\r\nSTAT ok {n}/{n}\r\nEND\r\n",
+            n = cases.len()
+        )
+        .as_bytes(),
     );
+}
+
+#[test]
+fn a_set_without_a_readable_length_closes_the_connection() {
+    let server = Server::start("nolength", &["-t", "1"]);
+    for line in [
+        &b"set q 0 0\r\nxyz\r\n"[..],
+        b"set q 0 0 -1\r\nx\r\n",
+        b"set q 0 0 99999999999999999999\r\nx\r\n",
+        b"add q 0 0 x\r\nflush_all\r\n",
+        b"set\r\n",
+    ] {
+        let mut c = server.client();
+        c.set("keep", b"k");
+        // Whatever follows may be the client's data: it is not run.
+        c.expect(line, b"CLIENT_ERROR bad command line format\r\n");
+        assert!(c.is_closed(), "{:?}", String::from_utf8_lossy(line));
+    }
+    let mut c = server.client();
+    c.expect(b"stats queue\r\n", b"STAT keep 5/0\r\nEND\r\n");
+}
+
+/// A raw `set` of `body` into the queue named by `name`'s bytes.
+fn set_raw(c: &mut mcq_tests::Client, name: &[u8], body: &[u8]) {
+    let request = [
+        &b"set "[..],
+        name,
+        format!(" 0 0 {}\r\n", body.len()).as_bytes(),
+        body,
+        b"\r\n",
+    ]
+    .concat();
+    c.expect(&request, b"STORED\r\n");
+}
+
+#[test]
+fn binary_queue_names_round_trip_and_survive_a_restart() {
+    let mut server = Server::start("binary-names", &["-t", "2"]);
+    // memaslap's keys start with bytes like these; any byte but space, CR,
+    // LF and NUL is a name byte (and `/` starts a get's options).
+    let names: [&[u8]; 4] = [
+        b"\x10\x11\x12\x13\x14\x15\x16\x17memaslap",
+        b"\xff\xfe\x80\x81",
+        b"\x01\t\x1b[0m\x7f",
+        b"caf\xc3\xa9\"quoted\"\\",
+    ];
+    let mut c = server.client();
+    for name in names {
+        set_raw(&mut c, name, b"one");
+        set_raw(&mut c, name, b"two");
+    }
+    for name in names {
+        let get = [&b"get "[..], name, b"\r\n"].concat();
+        let value = [&b"VALUE "[..], name, b" 0 3\r\none\r\nEND\r\n"].concat();
+        c.expect(&get, &value);
+    }
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    let listing = |sorted: &[&[u8]]| -> Vec<u8> {
+        let mut listing: Vec<u8> = sorted
+            .iter()
+            .flat_map(|name| [&b"STAT "[..], name, b" 2/1\r\n"].concat())
+            .collect();
+        listing.extend_from_slice(b"END\r\n");
+        listing
+    };
+    c.expect(b"stats queue\r\n", &listing(&sorted));
+    c.send(b"stats\r\n");
+    let stats = c.read_until(b"END\r\n");
+    for name in names {
+        let line = [&b"STAT queue_"[..], name, b"_items 1\r\n"].concat();
+        assert!(
+            stats.windows(line.len()).any(|w| w == line),
+            "{:?} in {:?}",
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&stats)
+        );
+    }
+    drop(c);
+    assert!(server.stop().success());
+    server.restart_with(&["-t", "1"]);
+    let mut c = server.client();
+    c.expect(b"stats queue\r\n", &listing(&sorted));
+    for name in names {
+        let get = [&b"get "[..], name, b"\r\n"].concat();
+        let value = [&b"VALUE "[..], name, b" 0 3\r\ntwo\r\nEND\r\n"].concat();
+        c.expect(&get, &value);
+    }
 }
 
 #[test]

@@ -122,6 +122,9 @@ pub struct Batch {
     pub creates_file: bool,
     /// Bytes it writes.
     pub bytes: u64,
+    /// When its first record was appended: its commit latency runs from
+    /// there to its acknowledgement.
+    pub opened: std::time::Instant,
 }
 
 /// Counters for `stats`.
@@ -136,6 +139,9 @@ pub struct LogStats {
     pub corrupt_records: u64,
     /// Appended but not yet written (see [`Log::unwritten_bytes`]).
     pub unwritten_bytes: u64,
+    /// Group commits, from their first record's append to their
+    /// acknowledgement (written, and synced under `--sync always`).
+    pub commit_latency: crate::stats::Histogram,
 }
 
 /// Everything a log needs besides its recovered state.
@@ -180,6 +186,9 @@ pub struct Log {
     /// `--sync none`: when the oldest record not yet handed to a batch was
     /// appended.
     first_unwritten: Option<std::time::Instant>,
+    /// When the oldest record not yet in a batch was appended (any sync
+    /// mode): where the next batch's commit latency starts.
+    batch_opened: Option<std::time::Instant>,
     /// Bytes of the batches in flight.
     inflight_bytes: u64,
     /// A spare was made, or will not be (disk full, failed, closed).
@@ -243,6 +252,7 @@ impl Log {
             committer: Rc::new(Notify::default()),
             maint: Rc::new(Notify::default()),
             first_unwritten: None,
+            batch_opened: None,
             inflight_bytes: 0,
             spare_ready: Rc::new(Notify::default()),
             stop: Rc::new(Notify::default()),
@@ -483,6 +493,9 @@ impl Log {
         self.next_lsn += 1;
         h.lsn = lsn;
         let (off, nudge) = self.tail.append(&h, body);
+        if self.batch_opened.is_none() {
+            self.batch_opened = Some(std::time::Instant::now());
+        }
         self.builder.record(&h, body, off);
         if let SyncMode::None { .. } = self.cfg.sync {
             if nudge {

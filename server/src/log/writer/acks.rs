@@ -81,6 +81,10 @@ impl Log {
     pub fn cut_batch(&mut self) -> Option<Batch> {
         let (id, parts) = self.tail.cut(self.open_ord)?;
         self.first_unwritten = None;
+        let opened = self
+            .batch_opened
+            .take()
+            .unwrap_or_else(std::time::Instant::now);
         let bytes: u64 = parts.iter().map(|p| p.data.len() as u64).sum();
         self.inflight_bytes += bytes;
         let creates_file = parts
@@ -92,6 +96,7 @@ impl Log {
             last: self.last_lsn(),
             creates_file,
             bytes,
+            opened,
         })
     }
 
@@ -130,6 +135,7 @@ impl Log {
             self.synced_lsn = b.last;
         }
         self.acked_lsn = b.last;
+        self.stats.commit_latency.record(b.opened.elapsed());
         self.inflight_bytes -= b.bytes;
         self.tail.written(b.id);
         for part in b.parts.iter() {
