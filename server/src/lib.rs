@@ -22,6 +22,8 @@
 //! - [`stats`] sums the per-executor counters for `stats`.
 //! - [`config`] is the command line; [`server`] the process lifecycle
 //!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+//! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
+//!   on a data directory, beside the server rather than in its path.
 
 pub mod logging;
 
@@ -33,6 +35,7 @@ pub mod index;
 pub mod limits;
 pub mod log;
 pub mod net;
+pub mod offline;
 pub mod protocol;
 pub mod queue;
 pub mod server;
