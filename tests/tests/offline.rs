@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mcq_tests::{mcqd_bin, output_within, GetReply, Server, PATIENCE};
+use mcq_tests::{mcqd_bin, output_within, soak_or, GetReply, Server, PATIENCE};
 use serde_json::Value;
 
 const ARGS: [&str; 4] = ["-t", "2", "--segment-size", "1048576"];
@@ -324,72 +324,91 @@ fn flip(file: &Path, at: u64) {
 fn backup_under_load_restores_a_prefix() {
     let mut server = Server::start("offline-backup", &ARGS);
     let port = server.port;
-    let dest = server.data_dir.with_file_name("backup");
     let names = ["b0", "b1", "b2", "b3"];
+    let backups = soak_or(2, 8);
     let stop = AtomicBool::new(false);
     let counts: Vec<[AtomicUsize; 3]> = names.iter().map(|_| Default::default()).collect();
-    let mut at_start = Vec::new();
+    // Per backup: its directory and (acknowledged, popped) per queue when
+    // it started.
+    let mut taken = Vec::new();
+    let snapshot = || -> Vec<(usize, usize)> {
+        counts
+            .iter()
+            .map(|[_, a, p]| (a.load(Ordering::SeqCst), p.load(Ordering::SeqCst)))
+            .collect()
+    };
     thread::scope(|s| {
         for (q, [sent, acked, popped]) in names.iter().zip(&counts) {
             let (stop, server) = (&stop, &server);
             s.spawn(move || produce(port, q, stop, sent, acked));
             s.spawn(move || consume(server, q, stop, popped));
         }
-        waits_for("load before the backup", || {
-            counts.iter().all(|[_, a, p]| {
-                a.load(Ordering::SeqCst) >= 1000 && p.load(Ordering::SeqCst) >= 200
-            })
-        });
-        at_start = counts
-            .iter()
-            .map(|[_, a, p]| (a.load(Ordering::SeqCst), p.load(Ordering::SeqCst)))
-            .collect();
-        let out = mcqd(&[
-            "backup",
-            "-H",
-            server.data_dir.to_str().unwrap(),
-            dest.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        for b in 0..backups {
+            waits_for("load before the backup", || {
+                counts.iter().all(|[_, a, p]| {
+                    a.load(Ordering::SeqCst) >= 2000 * (b + 1)
+                        && p.load(Ordering::SeqCst) >= 400 * (b + 1)
+                })
+            });
+            let at_start = snapshot();
+            let dest = server.data_dir.with_file_name(format!("backup-{b}"));
+            let out = mcqd(&[
+                "backup",
+                "-H",
+                server.data_dir.to_str().unwrap(),
+                dest.to_str().unwrap(),
+            ]);
+            eprintln!("{}", text(&out));
+            assert!(out.status.success(), "{}", text(&out));
+            taken.push((dest, at_start));
+        }
         thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::SeqCst);
     });
-    // Every reply was read: whatever the copy holds was acknowledged.
+    // Every reply was read: whatever a copy holds was acknowledged.
     server.kill9();
-    let log = server.log();
-    let ended: Vec<(usize, usize)> = counts
-        .iter()
-        .map(|[_, a, p]| (a.load(Ordering::SeqCst), p.load(Ordering::SeqCst)))
-        .collect();
+    let ended = snapshot();
 
-    let verified = mcqd(&["verify", "-H", dest.to_str().unwrap()]);
-    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
-
-    let restored = Server::start_in(&dest, &["-t", "2"]);
-    assert!(!restored.log().contains("corrupt"), "{}", restored.log());
-    let stats = restored.client().queue_stats();
-    let mut c = restored.client();
-    for (i, name) in names.iter().enumerate() {
-        let (_, enq, deq) = stats
+    for (dest, at_start) in &taken {
+        let verified = mcqd(&["verify", "-H", dest.to_str().unwrap()]);
+        assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+        let inspect = json(&mcqd(&["inspect", "-H", dest.to_str().unwrap(), "--json"]));
+        let segments: usize = inspect["shards"]
+            .as_array()
+            .unwrap()
             .iter()
-            .find(|q| q.0 == *name)
-            .unwrap_or_else(|| panic!("{name} in {stats:?}"))
-            .clone();
-        let (enq, deq) = (enq as usize, deq as usize);
-        let ((acked0, popped0), (acked1, popped1)) = (at_start[i], ended[i]);
-        assert!(
-            acked0 <= enq && enq <= acked1,
-            "{name}: {enq} enqueued, acknowledged {acked0} before and {acked1} after the backup\n{log}"
-        );
-        assert!(
-            popped0 <= deq && deq <= popped1,
-            "{name}: {deq} dequeued, popped {popped0} before and {popped1} after the backup"
-        );
-        let got: Vec<usize> = c.drain(name).iter().map(|b| number(b)).collect();
-        assert_eq!(
-            got,
-            (deq..enq).collect::<Vec<_>>(),
-            "{name}: a prefix, in order"
-        );
+            .map(|s| s["segments"].as_array().unwrap().len())
+            .sum();
+        assert!(segments > 2, "the copy holds several segments: {inspect}");
+
+        let restored = Server::start_in(dest, &["-t", "2"]);
+        assert!(!restored.log().contains("corrupt"), "{}", restored.log());
+        let stats = restored.client().queue_stats();
+        let mut c = restored.client();
+        for (i, name) in names.iter().enumerate() {
+            let (_, enq, deq) = stats
+                .iter()
+                .find(|q| q.0 == *name)
+                .unwrap_or_else(|| panic!("{name} in {stats:?}"))
+                .clone();
+            let (enq, deq) = (enq as usize, deq as usize);
+            let ((acked0, popped0), (acked1, popped1)) = (at_start[i], ended[i]);
+            assert!(
+                acked0 <= enq && enq <= acked1,
+                "{}: {name}: {enq} enqueued, acknowledged {acked0} before the backup and {acked1} in all",
+                dest.display()
+            );
+            assert!(
+                popped0 <= deq && deq <= popped1,
+                "{}: {name}: {deq} dequeued, popped {popped0} before the backup and {popped1} in all",
+                dest.display()
+            );
+            let got: Vec<usize> = c.drain(name).iter().map(|b| number(b)).collect();
+            assert_eq!(
+                got,
+                (deq..enq).collect::<Vec<_>>(),
+                "{name}: a prefix, in order"
+            );
+        }
     }
 }
