@@ -41,7 +41,12 @@ Run `mcqd <subcommand> --help` for details.";
 /// `None` when `args[1]` is no subcommand (the server's flags follow).
 pub fn run_subcommand(args: &[OsString]) -> Option<i32> {
     let which = args.get(1)?.to_str()?;
-    let rest = || args[1..].to_vec();
+    // clap names the program after the first argument: `mcqd inspect`.
+    let rest = || {
+        let mut v = vec![OsString::from(format!("mcqd {which}"))];
+        v.extend(args[2..].iter().cloned());
+        v
+    };
     Some(match which {
         "inspect" => inspect::main(rest()),
         "verify" => verify::main(rest()),

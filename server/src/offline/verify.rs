@@ -158,52 +158,65 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// Checks the directory (see the module doc).
 pub fn verify(data_dir: &Path) -> io::Result<Report> {
-    let dir = view::open_dir(data_dir)?;
-    let mut report = Report {
-        shards: dir.shards,
-        ..Report::default()
+    let mut report = Report::default();
+    let manifest = data_dir.join(shard::MANIFEST);
+    let (format, shards) = match view::open_dir(data_dir) {
+        Ok(dir) => (dir.format, dir.shards),
+        Err(e) if !data_dir.is_dir() => return Err(e),
+        Err(e) => {
+            // Go on with the shard directories there are.
+            let found = shard_dirs(data_dir).last().map_or(0, |&n| n + 1);
+            let what = if manifest.exists() {
+                format!("{e}; checking the {found} shard directories found")
+            } else {
+                format!("missing; checking the {found} shard directories found")
+            };
+            report.note(true, &manifest, None, what);
+            (shard::FORMAT, found)
+        }
     };
-    for s in 0..dir.shards {
+    report.shards = shards;
+    for s in 0..shards {
         let sdir = shard::shard_dir(data_dir, s);
         if !sdir.is_dir() {
             report.note(
                 true,
                 &sdir,
                 None,
-                format!("shard {s} of {} is missing", dir.shards),
+                format!("shard {s} of {shards} is missing"),
             );
             continue;
         }
         let sh = view::load_shard(data_dir, s)?;
-        check_shard(&sh, dir.shards, dir.format, &mut report);
+        check_shard(&sh, shards, format, &mut report);
     }
     // Shard directories the manifest does not count are never opened.
-    if let Ok(entries) = std::fs::read_dir(data_dir) {
-        let mut extra: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix("shard-"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .is_some_and(|n| n >= dir.shards)
-            })
-            .collect();
-        extra.sort();
-        for p in extra {
-            report.note(
-                false,
-                &p,
-                None,
-                format!(
-                    "not one of the manifest's {} shards: never read",
-                    dir.shards
-                ),
-            );
-        }
+    for n in shard_dirs(data_dir).into_iter().filter(|&n| n >= shards) {
+        report.note(
+            false,
+            &shard::shard_dir(data_dir, n),
+            None,
+            format!("not one of the manifest's {shards} shards: never read"),
+        );
     }
     Ok(report)
+}
+
+/// The numbers of the `shard-NNN` directories in `data_dir`, sorted.
+fn shard_dirs(data_dir: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("shard-")?.parse::<u32>().ok()?;
+            (shard::shard_dir(data_dir, n) == e.path()).then_some(n)
+        })
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 fn check_shard(sh: &ShardView, shards: u32, format: u32, report: &mut Report) {
@@ -272,6 +285,15 @@ fn check_segment(s: &SegView, report: &mut Report) {
             path,
             Some((off, n)),
             "bytes after the end of the log its index records: a torn tail an earlier start cut"
+                .into(),
+        );
+    }
+    if let Some(at) = s.continues {
+        report.note(
+            true,
+            path,
+            Some((at, s.size - at)),
+            "records go on after the end of the log its index records: the index stops short"
                 .into(),
         );
     }
@@ -367,7 +389,9 @@ pub fn index_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{MsgPos, QueueIndex};
+    use crate::index::{IndexBuilder, MsgPos, QueueIndex};
+    use crate::log::record::{self, Header, Kind};
+    use crate::log::segment;
 
     fn index() -> SegmentIndex {
         SegmentIndex {
@@ -391,6 +415,144 @@ mod tests {
                 ..QueueIndex::default()
             }],
         }
+    }
+
+    /// Writes `records` as a segment of `dir` (padded to whole blocks)
+    /// and returns its bytes and each record's offset.
+    fn segment(records: &[(Kind, u32, u64, u64, Vec<u8>)]) -> (Vec<u8>, Vec<u64>) {
+        let mut buf = Vec::new();
+        let mut offs = Vec::new();
+        for (kind, queue, lsn, seq, body) in records {
+            offs.push(buf.len() as u64);
+            let h = Header {
+                kind: *kind,
+                queue: *queue,
+                lsn: *lsn,
+                seq: *seq,
+                time: 1_700_000_000_000_000,
+                flags: 0,
+                expires: 0,
+                len: body.len() as u32,
+            };
+            record::encode_into(&mut buf, &h, body);
+        }
+        (buf, offs)
+    }
+
+    fn indexed(first_lsn: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut b = IndexBuilder::new(first_lsn);
+        let file = view::RoFile::open_bytes(bytes);
+        futures_lite::future::block_on(segment::scan(
+            &file,
+            bytes.len() as u64,
+            false,
+            |h, body, off| b.record(h, body, off),
+        ))
+        .unwrap();
+        crate::index::encode(&b.finish())
+    }
+
+    /// A sealed segment with its index and a newest one ending in a torn
+    /// record: recovery's queue state, no damage; then a flipped byte, a
+    /// damaged index and one that disagrees are each damage, by file.
+    #[test]
+    fn judges_a_directory_as_recovery_would() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path();
+        std::fs::write(data.join(shard::MANIFEST), "mcq-manifest 3\nshards 1\n").unwrap();
+        let dir = shard::shard_dir(data, 0);
+        std::fs::create_dir(&dir).unwrap();
+        let msg = |i: u64| format!("message {i}").into_bytes();
+        let mut first = vec![
+            (Kind::Created, 1, 1, 0, record::created_body(0, 0, b"alpha")),
+            (Kind::Checkpoint, 0, 2, 2, vec![]),
+        ];
+        for i in 0..5 {
+            first.push((Kind::Enqueued, 1, 3 + i, i, msg(i)));
+        }
+        first.push((Kind::Consumed, 1, 8, 2, vec![]));
+        let (mut seg1, offs) = segment(&first);
+        seg1.resize(4096, 0);
+        let (mut seg2, _) = segment(&[
+            (Kind::Created, 1, 9, 0, record::created_body(2, 5, b"alpha")),
+            (Kind::Checkpoint, 0, 10, 2, vec![]),
+            (Kind::Enqueued, 1, 11, 5, msg(5)),
+        ]);
+        let torn_at = seg2.len() as u64;
+        let (torn, _) = segment(&[(Kind::Enqueued, 1, 12, 6, msg(6))]);
+        seg2.extend_from_slice(&torn[..30]);
+        seg2.resize(8192, 0);
+        let log1 = segment::log_path(&dir, 1);
+        let idx1 = segment::idx_path(&dir, 1);
+        std::fs::write(&log1, &seg1).unwrap();
+        std::fs::write(&idx1, indexed(1, &seg1)).unwrap();
+        std::fs::write(segment::log_path(&dir, 9), &seg2).unwrap();
+
+        let sh = view::load_shard(data, 0).unwrap();
+        let q = &sh.queues[0];
+        assert_eq!((&q.name[..], q.head, q.tail), (&b"alpha"[..], 2, 6));
+        let seqs: Vec<u64> = q.locs.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(sh.read(1, &q.locs[1]).unwrap().body, msg(3));
+        let r = verify(data).unwrap();
+        assert_eq!(r.damaged(), 0, "{:?}", r.findings);
+        assert_eq!(r.records, 11);
+        assert_eq!(r.indexes, 1);
+        let torn = r
+            .findings
+            .iter()
+            .find(|f| f.offset == Some(torn_at))
+            .unwrap();
+        assert!(!torn.damage && torn.what.contains("torn tail"), "{torn:?}");
+
+        // A flipped byte in message 3's body.
+        let mut bad = seg1.clone();
+        bad[offs[5] as usize + 50] ^= 1;
+        std::fs::write(&log1, &bad).unwrap();
+        let r = verify(data).unwrap();
+        let damage: Vec<&Finding> = r.findings.iter().filter(|f| f.damage).collect();
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert_eq!((&damage[0].file, damage[0].offset), (&log1, Some(offs[5])));
+        let sh = view::load_shard(data, 0).unwrap();
+        assert!(sh.read(1, &sh.queues[0].locs[1]).is_err());
+        std::fs::write(&log1, &seg1).unwrap();
+
+        // An index file that fails its checks, then one that passes them
+        // but describes another segment's records.
+        let mut idx = indexed(1, &seg1);
+        idx[3] ^= 1;
+        std::fs::write(&idx1, &idx).unwrap();
+        let r = verify(data).unwrap();
+        assert_eq!(r.damaged(), 1);
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.damage && f.file == idx1 && f.what.starts_with("invalid")));
+        let mut fewer = seg1.clone();
+        fewer[offs[7] as usize..].fill(0);
+        std::fs::write(&idx1, indexed(1, &fewer)).unwrap();
+        let r = verify(data).unwrap();
+        assert_eq!(r.damaged(), 1, "{:?}", r.findings);
+        let short = r.findings.iter().find(|f| f.damage).unwrap();
+        assert_eq!((&short.file, short.offset), (&log1, Some(offs[7])));
+        let mut other = first.clone();
+        other[3].4 = b"another body".to_vec();
+        std::fs::write(&idx1, indexed(1, &segment(&other).0)).unwrap();
+        let r = verify(data).unwrap();
+        assert_eq!(r.damaged(), 1, "{:?}", r.findings);
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.damage && f.file == idx1 && f.what.starts_with("disagrees")));
+
+        // A damaged manifest is damage too, and the shards are still read.
+        std::fs::write(data.join(shard::MANIFEST), "garbage").unwrap();
+        let r = verify(data).unwrap();
+        assert_eq!(r.shards, 1);
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.damage && f.file.ends_with("MANIFEST")));
     }
 
     #[test]

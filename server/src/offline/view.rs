@@ -31,6 +31,14 @@ pub struct RoFile {
 }
 
 impl RoFile {
+    /// `bytes` as a file (an unlinked temporary one), for tests.
+    #[cfg(test)]
+    pub fn open_bytes(bytes: &[u8]) -> RoFile {
+        let mut file = tempfile::tempfile().expect("a temporary file");
+        std::io::Write::write_all(&mut file, bytes).expect("written");
+        RoFile { file }
+    }
+
     pub fn open(path: &Path) -> io::Result<RoFile> {
         Ok(RoFile {
             file: File::open(path)?,
@@ -53,7 +61,7 @@ impl RoFile {
         Ok(buf)
     }
 
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn file_len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 }
@@ -82,7 +90,7 @@ impl DiskFile for RoFile {
         read_only()
     }
     fn size(&self) -> IoFuture<'_, u64> {
-        Box::pin(std::future::ready(self.len()))
+        Box::pin(std::future::ready(self.file_len()))
     }
 }
 
@@ -114,6 +122,9 @@ pub struct SegView {
     /// Non-zero bytes after `scanned`, `(offset, bytes)`: for a sealed
     /// segment with a valid index, the tail an earlier recovery cut.
     pub after_end: Option<(u64, u64)>,
+    /// The offset of a record that continues the log (the next lsn) past
+    /// that end: the index stops short of its segment.
+    pub continues: Option<u64>,
     /// Its ordinal in recovery; `None` for a newest segment without a
     /// record, which recovery removes.
     pub ord: Option<u32>,
@@ -257,7 +268,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
         let path = segment::log_path(dir, first_lsn);
         let file = RoFile::open(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let size = file.len()?;
+        let size = file.file_len()?;
         let is_newest = Some(first_lsn) == newest;
         let idx_path = segment::idx_path(dir, first_lsn);
         let mut loaded = None;
@@ -286,9 +297,12 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             |h, body, off| builder.record(h, body, off),
         ))
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let after_end = match indexed_end {
-            Some(end) => nonzero_after(&file, end, size)?,
-            None => None,
+        let (after_end, continues) = match indexed_end {
+            Some(end) => (
+                nonzero_after(&file, end, size)?,
+                continued_at(&file, end, size, scan.last_lsn)?,
+            ),
+            None => (None, None),
         };
         let built = builder.finish();
         // Recovery removes a newest segment without a record, and uses
@@ -315,6 +329,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             built,
             index,
             after_end,
+            continues,
             ord: seg_ord,
             live: 0,
             live_bytes: 0,
@@ -337,6 +352,29 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
         queues,
         leftovers,
     })
+}
+
+/// Where the record with lsn `last_lsn + 1` starts, if one does at `end`
+/// or (after zero padding) at the next block: the log goes on there.
+fn continued_at(file: &RoFile, end: u64, size: u64, last_lsn: u64) -> io::Result<Option<u64>> {
+    for at in [end, end.next_multiple_of(segment::BLOCK)] {
+        if at + record::HEADER_LEN as u64 > size {
+            break;
+        }
+        let head = file.read(at, record::HEADER_LEN)?;
+        let Ok(h) = record::parse_header(&head) else {
+            if head.iter().all(|&b| b == 0) {
+                continue;
+            }
+            break;
+        };
+        let whole = file.read(at, record::HEADER_LEN + h.len as usize)?;
+        if record::decode(&whole).is_ok_and(|(h, _)| h.lsn == last_lsn + 1) {
+            return Ok(Some(at));
+        }
+        break;
+    }
+    Ok(None)
 }
 
 /// The stretch from the first to the last non-zero byte in `[from, to)`.
