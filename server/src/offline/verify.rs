@@ -220,9 +220,11 @@ fn shard_dirs(data_dir: &Path) -> Vec<u32> {
 }
 
 fn check_shard(sh: &ShardView, shards: u32, format: u32, report: &mut Report) {
-    for name in &sh.leftovers {
+    // Spare segments wait beside the log of every running shard.
+    let spare = |n: &str| n.starts_with("spare-") && n.ends_with(".tmp");
+    for name in sh.leftovers.iter().filter(|n| !spare(n)) {
         let what = if name.ends_with(".tmp") {
-            "not part of the log (a preallocated spare segment, or left by an interrupted operation): deleted at the next start"
+            "left by an interrupted operation: deleted at the next start"
         } else {
             "not part of the log: ignored"
         };
@@ -255,10 +257,12 @@ fn check_segment(s: &SegView, report: &mut Report) {
     report.records += s.scan.records;
     let path = &s.path;
     for &(off, n) in &s.scan.corrupt {
+        // Zeros are block padding, not damage.
+        let at = view::skip_zeros(&s.file, off, off + n).unwrap_or(off);
         report.note(
             true,
             path,
-            Some((off, n)),
+            Some((at, off + n - at)),
             "records fail their checks (checksum, header or lsn order); the records after them are intact".into(),
         );
     }

@@ -377,6 +377,12 @@ fn continued_at(file: &RoFile, end: u64, size: u64, last_lsn: u64) -> io::Result
     Ok(None)
 }
 
+/// The first non-zero byte in `[from, to)` (`to` if none): where a damaged
+/// stretch that begins with block padding really begins.
+pub fn skip_zeros(file: &RoFile, from: u64, to: u64) -> io::Result<u64> {
+    Ok(nonzero_after(file, from, to)?.map_or(to, |(at, _)| at))
+}
+
 /// The stretch from the first to the last non-zero byte in `[from, to)`.
 fn nonzero_after(file: &RoFile, from: u64, to: u64) -> io::Result<Option<(u64, u64)>> {
     let mut first = None;
