@@ -18,6 +18,7 @@ use crate::store::SyncMode;
 /// lists every queue as `<enqueued>/<dequeued>`.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "mcqd", version, about, long_about = None, args_override_self = true)]
+#[command(after_help = crate::offline::HELP)]
 pub struct Config {
     /// Read flags from this file first: one `name = value` per line (long
     /// flag names without the dashes, e.g. `port = 22201`, `sync = always`),

@@ -266,6 +266,12 @@ impl LoadedIndex {
         self.try_get().expect("validated when loaded")
     }
 
+    /// The index as a [`SegmentIndex`] (to compare it with a scan's).
+    pub fn to_native(&self) -> SegmentIndex {
+        rkyv::deserialize::<SegmentIndex, rkyv::rancor::Error>(self.get())
+            .expect("a validated archive deserialises")
+    }
+
     /// Size of the file.
     pub fn file_len(&self) -> u64 {
         (self.len + TRAILER_LEN) as u64

@@ -23,6 +23,8 @@
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
 //!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+//! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
+//!   on a data directory, beside the server rather than in its path.
 
 pub mod logging;
 
@@ -35,6 +37,7 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod offline;
 pub mod protocol;
 pub mod queue;
 pub mod server;

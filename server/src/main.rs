@@ -1,4 +1,8 @@
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(status) = mcqd::offline::run_subcommand(&args) {
+        std::process::exit(status);
+    }
     let config = mcqd::config::Config::from_args();
     if let Err(e) = mcqd::server::run(config) {
         eprintln!("mcqd: {e}");

@@ -53,7 +53,8 @@ pub fn shard_dir(data_dir: &Path, shard: u32) -> PathBuf {
     data_dir.join(format!("shard-{shard:03}"))
 }
 
-const MANIFEST: &str = "MANIFEST";
+/// The manifest's file name in the data directory.
+pub const MANIFEST: &str = "MANIFEST";
 const MANIFEST_MAGIC: &str = "mcq-manifest";
 /// The data directory's format. 2: logs may hold `Confirmed` records and
 /// message expiry, which an mcqd of format 1 would take for corruption.
@@ -70,33 +71,42 @@ pub const FORMAT: u32 = 3;
 /// fsync'd, so a crash never leaves a half-written one. A newer format than
 /// [`FORMAT`] is refused; an older one is left for [`upgrade_manifest`].
 pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<(u32, u32)> {
-    let path = data_dir.join(MANIFEST);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let (format, shards) = parse_manifest(&text).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: not an mcq manifest", path.display()),
-                )
-            })?;
-            if format > FORMAT {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: data directory format {format} is newer than this mcqd reads ({FORMAT}); run a newer mcqd",
-                        path.display()
-                    ),
-                ));
-            }
-            Ok((format, shards))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    match read_manifest(data_dir)? {
+        Some(found) => Ok(found),
+        None => {
             fs::create_dir_all(data_dir)?;
             write_manifest(data_dir, shards_if_new)?;
             Ok((FORMAT, shards_if_new))
         }
-        Err(e) => Err(e),
     }
+}
+
+/// Reads `(format, shards)` from `<data_dir>/MANIFEST` without touching
+/// anything; `None` when there is none. A newer format than [`FORMAT`] or
+/// text that is not a manifest is an error naming the file.
+pub fn read_manifest(data_dir: &Path) -> io::Result<Option<(u32, u32)>> {
+    let path = data_dir.join(MANIFEST);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let (format, shards) = parse_manifest(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not an mcq manifest", path.display()),
+        )
+    })?;
+    if format > FORMAT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: data directory format {format} is newer than this mcqd reads ({FORMAT}); run a newer mcqd",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some((format, shards)))
 }
 
 /// Rewrites the manifest of an older format as [`FORMAT`]: once every shard

@@ -10,7 +10,7 @@
 //!    sealed at its last good record and this run writes a new one) and
 //!    reported; a bad stretch followed by good records is skipped and
 //!    reported. It then gets its index like any sealed segment.
-//! 4. The summaries are merged (see [`Replay`]): queue names, counters, and
+//! 4. The summaries are merged (see [`replay`]): queue names, counters, and
 //!    the locators of unconsumed messages.
 //!
 //! # Which queues exist
@@ -62,9 +62,44 @@ pub struct Recovered {
     pub unverified: Vec<u32>,
 }
 
-enum Summary {
+/// What recovery knows of one segment: its index file, or the index a
+/// scan built.
+pub enum Summary {
     Loaded(LoadedIndex),
     Built(SegmentIndex),
+}
+
+/// The queues the summaries of a shard's segments (oldest first, each with
+/// its ordinal) add up to: the pure half of recovery, which `mcqd inspect`
+/// runs on a read-only view of a directory.
+pub struct Replayed {
+    pub queues: Vec<RecoveredQueue>,
+    pub next_queue_id: u32,
+    pub max_lsn: u64,
+}
+
+/// Merges `summaries` (see [`Replay`]).
+pub fn replay(summaries: &[(u32, Summary)]) -> Replayed {
+    let mut replay = Replay::default();
+    for (ord, s) in summaries {
+        match s {
+            Summary::Loaded(l) => replay.pass1_archived(*ord, l.get()),
+            Summary::Built(b) => replay.pass1_native(*ord, b),
+        }
+    }
+    replay.drop_dead();
+    for (ord, s) in summaries {
+        match s {
+            Summary::Loaded(l) => replay.pass2_archived(*ord, l.get()),
+            Summary::Built(b) => replay.pass2_native(*ord, b),
+        }
+    }
+    let (queues, next_queue_id, max_lsn) = replay.finish();
+    Replayed {
+        queues,
+        next_queue_id,
+        max_lsn,
+    }
 }
 
 #[derive(Default)]
@@ -81,7 +116,7 @@ struct QState {
 
 /// Merges segment summaries, oldest first.
 #[derive(Default)]
-pub struct Replay {
+struct Replay {
     queues: HashMap<u32, QState>,
     authority: u32,
     next_queue_id: u32,
@@ -420,22 +455,12 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
         ord += 1;
     }
 
-    let mut replay = Replay::default();
-    for (ord, s) in &summaries {
-        match s {
-            Summary::Loaded(l) => replay.pass1_archived(*ord, l.get()),
-            Summary::Built(b) => replay.pass1_native(*ord, b),
-        }
-    }
-    replay.drop_dead();
-    for (ord, s) in &summaries {
-        match s {
-            Summary::Loaded(l) => replay.pass2_archived(*ord, l.get()),
-            Summary::Built(b) => replay.pass2_native(*ord, b),
-        }
-    }
+    let Replayed {
+        queues,
+        next_queue_id,
+        max_lsn,
+    } = replay(&summaries);
     drop(summaries);
-    let (queues, next_queue_id, max_lsn) = replay.finish();
     for q in &queues {
         for l in &q.locs {
             if let Some(seg) = segs.get_mut(&l.seg) {
