@@ -21,12 +21,14 @@
 //!   point one way: store → log → disk.
 //! - [`stats`] sums the per-executor counters for `stats`.
 //! - [`config`] is the command line; [`server`] the process lifecycle
-//!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+//!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
+//!   `-P`, `-u` and `-r`; [`logging`] the stderr log.
 
 pub mod logging;
 
 pub mod cache;
 pub mod config;
+pub mod daemon;
 pub mod disk;
 pub mod idhash;
 pub mod index;
