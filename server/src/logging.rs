@@ -26,16 +26,20 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Stderr;
 
-/// Records whose target is not mcqd's own (glommio's) show from `-v` on:
-/// they are written for glommio's developers, not for an operator.
-fn ours(target: &str) -> bool {
-    target == "mcqd" || target.starts_with("mcqd::")
+/// Records of other crates (glommio's) show from `-v` on, and only their
+/// errors and warnings: they are written for glommio's developers, not for
+/// an operator.
+fn shown(metadata: &Metadata) -> bool {
+    let target = metadata.target();
+    metadata.level() <= log::max_level()
+        && (target == "mcqd"
+            || target.starts_with("mcqd::")
+            || (log::max_level() >= LevelFilter::Debug && metadata.level() <= Level::Warn))
 }
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
-            && (ours(metadata.target()) || log::max_level() >= LevelFilter::Debug)
+        shown(metadata)
     }
 
     fn log(&self, record: &Record) {

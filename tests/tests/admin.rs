@@ -307,7 +307,7 @@ fn shards_unlike_the_manifest_and_threads_above_the_cores_are_warned_about() {
         "want {expected:?} in:\n{}",
         server.log()
     );
-    assert!(server.log().contains("(2 shards"), "{}", server.log());
+    assert!(server.log().contains(" 2 shards,"), "{}", server.log());
     assert!(server.stop().success());
     let cores = thread::available_parallelism().unwrap().get();
     let threads = (cores + 1).to_string();
