@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mcq_tests::{
-    exit_within, free_port, mcqd_bin, run_until_exit, skip, test_dir, Client, Server, PATIENCE,
+    exit_within, free_port, mcqd_bin, output_within, run_until_exit, skip, test_dir, Client,
+    Server, PATIENCE,
 };
 
 /// `2026-11-25T16:32:27.123Z INFO  …`: RFC 3339 in UTC, then a level.
@@ -343,6 +344,24 @@ fn start_up_errors_name_the_path_or_flag_at_fault() {
         "{log}"
     );
     assert_well_formed(&log);
+
+    // A daemon that cannot start: the command fails with its error.
+    let out = output_within(
+        Command::new(mcqd_bin())
+            .args(["-d", "-p", &free_port().to_string(), "-H"])
+            .arg(&file),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("ERROR -H {}: not a directory", file.display())),
+        "{stderr}"
+    );
+
+    if is_root() {
+        let log = refused(&dir.join("data"), &["-u", "no-such-user"]);
+        assert!(log.contains("ERROR -u no-such-user: no such user"), "{log}");
+    }
 
     let conf = dir.join("mcqd.conf");
     std::fs::write(&conf, "# mcqd\nsync = always\nbogus = 2\n").unwrap();
