@@ -1,7 +1,9 @@
 //! The command line. MemcacheQ's flags keep their meaning where they still
-//! have one, with long forms beside them, so an init script written for
-//! memcacheq starts mcqd unchanged; its BerkeleyDB and daemon flags are
-//! accepted and ignored with a warning each.
+//! have one (`-d`, `-P`, `-u`, `-r` included), with long forms beside them,
+//! so an init script written for memcacheq starts mcqd unchanged; its
+//! BerkeleyDB tuning flags are accepted and ignored with a warning each.
+//! Every size takes `K`, `M` or `G` (`crate::limits::size`, the parser the
+//! per-queue limits use).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::store::SyncMode;
+
+const IGNORED: &str = "MemcacheQ's BerkeleyDB flags (accepted and ignored, one warning each)";
 
 /// mcqd: a persistent message queue that speaks the memcache text protocol.
 ///
@@ -48,13 +52,15 @@ pub struct Config {
     #[arg(short = 'H', long, default_value = "./mcq-data")]
     pub data_dir: PathBuf,
 
-    /// Largest message body, in bytes.
-    #[arg(short = 'B', long, default_value_t = 1_048_576)]
+    /// Largest message body, in bytes (or with K, M, G); at most what a
+    /// segment can hold (about 7/8 of --segment-size).
+    #[arg(short = 'B', long, default_value = "1M", value_parser = parse_message_size)]
     pub max_message_size: usize,
 
-    /// Hot message cache, in MiB (shared out among the storage shards).
-    #[arg(short = 'm', long = "cache-size", default_value_t = 64)]
-    pub cache_mib: usize,
+    /// Hot message cache, in MiB, or a size with K, M, G (shared out among
+    /// the storage shards).
+    #[arg(short = 'm', long = "cache-size", value_name = "MIB", default_value = "64", value_parser = parse_cache_size)]
+    pub cache_bytes: u64,
 
     /// Durability. `always`: acknowledged once written and flushed from the
     /// device's cache (O_DSYNC; power-loss safe).
@@ -70,17 +76,19 @@ pub struct Config {
     #[arg(short = 'N', long = "no-sync")]
     pub no_sync: bool,
 
-    /// Size of one segment file, in bytes (a multiple of 4096).
-    #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
+    /// Size of one segment file, in bytes or with K, M, G (a multiple of
+    /// 4096, at least 64K).
+    #[arg(long, default_value = "64M", value_parser = parse_segment_size)]
     pub segment_size: u64,
 
-    /// Disk limit for the log, in bytes; past it `set` answers
-    /// `SERVER_ERROR out of space`.
-    #[arg(long)]
+    /// Disk limit for the log, in bytes or with K, M, G; past it `set`
+    /// answers `SERVER_ERROR out of space`.
+    #[arg(long, value_parser = crate::limits::size)]
     pub max_disk: Option<u64>,
 
     /// Storage shards when the data directory is created [default: the
-    /// number of executors]. Fixed afterwards: it is read from the manifest.
+    /// number of executors]. Fixed afterwards: it is read from the manifest
+    /// (a different value is warned about, and the manifest's is used).
     #[arg(long)]
     pub shards: Option<u32>,
 
@@ -95,49 +103,87 @@ pub struct Config {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
 
-    /// More logging (-v, -vv).
+    /// More logging: -v adds connections and recovery details, -vv every
+    /// rejected request; `verbosity <n>` changes it at runtime.
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Ignored (MemcacheQ: BerkeleyDB page size).
-    #[arg(short = 'A', hide = true)]
+    /// Run as a daemon: fork, start a new session, chdir to / (not with
+    /// -r), stdin and stdout to /dev/null. The parent exits once the daemon
+    /// listens (0) or failed to start (its exit status; the error is on
+    /// stderr). Without -v the daemon's stderr goes to /dev/null then too.
+    #[arg(short = 'd', long, help_heading = "MemcacheQ compatibility")]
+    pub daemon: bool,
+
+    /// Write the (daemon's) pid to this file once the data directory and
+    /// the port are mcqd's; removed on exit.
+    #[arg(
+        short = 'P',
+        long,
+        value_name = "FILE",
+        help_heading = "MemcacheQ compatibility"
+    )]
+    pub pid_file: Option<PathBuf>,
+
+    /// When started as root: bind the port, lock the data directory (made
+    /// for the user if missing) and write the pid file, then become this
+    /// user (setgid, initgroups, setuid) before anything else is opened or
+    /// created. The data directory must be the user's. Ignored with a
+    /// warning when not root.
+    #[arg(
+        short = 'u',
+        long,
+        value_name = "USER",
+        help_heading = "MemcacheQ compatibility"
+    )]
+    pub user: Option<String>,
+
+    /// Raise the core file size limit to its maximum (and keep the process
+    /// dumpable after -u), so a crash leaves a core.
+    #[arg(
+        short = 'r',
+        long = "core-limit",
+        help_heading = "MemcacheQ compatibility"
+    )]
+    pub raise_core_limit: bool,
+
+    /// UDP port: mcqd never serves UDP; 0 (off) is accepted, any other
+    /// port is warned about and not served.
+    #[arg(
+        short = 'U',
+        value_name = "PORT",
+        help_heading = "MemcacheQ compatibility"
+    )]
+    pub udp_port: Option<u16>,
+
+    /// Ignored (BerkeleyDB page size).
+    #[arg(short = 'A', value_name = "N", help_heading = IGNORED)]
     ignored_a: Option<String>,
-    /// Ignored (MemcacheQ: BerkeleyDB log buffer size).
-    #[arg(short = 'L', hide = true)]
+    /// Ignored (BerkeleyDB log buffer size).
+    #[arg(short = 'L', value_name = "N", help_heading = IGNORED)]
     ignored_l: Option<String>,
-    /// Ignored (MemcacheQ: checkpoint period).
-    #[arg(short = 'C', hide = true)]
+    /// Ignored (BerkeleyDB checkpoint period).
+    #[arg(short = 'C', value_name = "N", help_heading = IGNORED)]
     ignored_c: Option<String>,
-    /// Ignored (MemcacheQ: memp_trickle period).
-    #[arg(short = 'T', hide = true)]
+    /// Ignored (BerkeleyDB memp_trickle period).
+    #[arg(short = 'T', value_name = "N", help_heading = IGNORED)]
     ignored_t: Option<String>,
-    /// Ignored (MemcacheQ: cache pages percentage).
-    #[arg(short = 'e', hide = true)]
+    /// Ignored (BerkeleyDB cache pages percentage).
+    #[arg(short = 'e', value_name = "N", help_heading = IGNORED)]
     ignored_e: Option<String>,
-    /// Ignored (MemcacheQ: memp_sync period).
-    #[arg(short = 'S', hide = true)]
+    /// Ignored (BerkeleyDB memp_sync period).
+    #[arg(short = 'S', value_name = "N", help_heading = IGNORED)]
     ignored_s: Option<String>,
-    /// Ignored (MemcacheQ: database file size).
-    #[arg(short = 'E', hide = true)]
+    /// Ignored (BerkeleyDB database file size).
+    #[arg(short = 'E', value_name = "N", help_heading = IGNORED)]
     ignored_big_e: Option<String>,
-    /// Ignored (MemcacheQ: deadlock detection period).
-    #[arg(short = 'D', hide = true)]
+    /// Ignored (BerkeleyDB deadlock detection period).
+    #[arg(short = 'D', value_name = "N", help_heading = IGNORED)]
     ignored_d: Option<String>,
-    /// Ignored (MemcacheQ: remove old BerkeleyDB logs).
-    #[arg(short = 'R', hide = true)]
+    /// Ignored (BerkeleyDB log removal: mcqd deletes consumed segments
+    /// itself).
+    #[arg(short = 'R', help_heading = IGNORED)]
     ignored_r: bool,
-    /// Ignored (MemcacheQ: run as a daemon; use systemd instead).
-    #[arg(short = 'd', hide = true)]
-    ignored_daemon: bool,
-    /// Ignored (MemcacheQ: maximize core file limit).
-    #[arg(short = 'r', hide = true)]
-    ignored_core: bool,
-    /// Ignored (MemcacheQ: user to run as; use systemd's User=).
-    #[arg(short = 'u', hide = true)]
-    ignored_user: Option<String>,
-    /// Ignored (MemcacheQ: pid file; use systemd instead).
-    #[arg(short = 'P', hide = true)]
-    ignored_pid: Option<String>,
 }
 
 impl Config {
@@ -157,18 +203,19 @@ impl Config {
         let Some(path) = &first.config else {
             return Ok(first);
         };
+        let in_file = |e: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("{}: {e}\n", path.display()),
+            )
+        };
         let text = std::fs::read_to_string(path).map_err(|e| {
             clap::Error::raw(
                 clap::error::ErrorKind::Io,
                 format!("cannot read config file {}: {e}\n", path.display()),
             )
         })?;
-        let from_file = config_file_args(&text).map_err(|e| {
-            clap::Error::raw(
-                clap::error::ErrorKind::InvalidValue,
-                format!("{}: {e}\n", path.display()),
-            )
-        })?;
+        let from_file = config_file_args(&text).map_err(in_file)?;
         let mut merged = vec![args[0].clone()];
         merged.extend(from_file.into_iter().map(Into::into));
         merged.extend(args[1..].iter().cloned());
@@ -186,15 +233,27 @@ impl Config {
 
     /// Executors to run.
     pub fn executors(&self) -> usize {
-        self.threads.map(usize::from).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        self.threads.map(usize::from).unwrap_or_else(cores)
     }
 
-    /// One line for each MemcacheQ flag that was given but means nothing here.
-    pub fn ignored_flag_warnings(&self) -> Vec<String> {
+    /// Refuses values that are each fine alone but cannot work together;
+    /// the message names the flags.
+    pub fn check(&self) -> Result<(), String> {
+        let largest = crate::log::writer::max_message_size(
+            self.segment_size,
+            crate::protocol::MAX_QUEUE_NAME,
+        );
+        if self.max_message_size as u64 > largest {
+            return Err(format!(
+                "-B {} is larger than a segment of {} bytes (--segment-size) can hold: the largest message it takes is {largest} bytes; lower -B or raise --segment-size",
+                self.max_message_size, self.segment_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// One line for each flag given that mcqd cannot honour as asked.
+    pub fn warnings(&self) -> Vec<String> {
         let valued = [
             ('A', &self.ignored_a, "BerkeleyDB page size"),
             ('L', &self.ignored_l, "BerkeleyDB log buffer size"),
@@ -204,40 +263,52 @@ impl Config {
             ('S', &self.ignored_s, "BerkeleyDB memp_sync period"),
             ('E', &self.ignored_big_e, "BerkeleyDB database file size"),
             ('D', &self.ignored_d, "BerkeleyDB deadlock detection period"),
-            (
-                'u',
-                &self.ignored_user,
-                "user to run as (use systemd's User=)",
-            ),
-            ('P', &self.ignored_pid, "pid file (use systemd)"),
         ];
-        let plain = [
-            ('R', self.ignored_r, "BerkeleyDB log removal"),
-            ('d', self.ignored_daemon, "daemon mode (use systemd)"),
-            ('r', self.ignored_core, "core file limit"),
-        ];
-        valued
+        let mut warnings: Vec<String> = valued
             .iter()
             .filter(|(_, v, _)| v.is_some())
             .map(|(f, _, what)| (*f, *what))
-            .chain(
-                plain
-                    .iter()
-                    .filter(|(_, on, _)| *on)
-                    .map(|(f, _, what)| (*f, *what)),
-            )
+            .chain(self.ignored_r.then_some(('R', "BerkeleyDB log removal")))
             .map(|(flag, what)| {
                 format!("-{flag} ({what}) is a MemcacheQ flag with no meaning in mcqd: ignored")
             })
-            .collect()
+            .collect();
+        if let Some(port) = self.udp_port.filter(|&p| p != 0) {
+            warnings.push(format!(
+                "-U {port}: mcqd never serves UDP; only TCP port {} is served",
+                self.port
+            ));
+        }
+        let cores = cores();
+        if self.executors() > cores {
+            warnings.push(format!(
+                "-t {} is more than the {cores} cores: executors are pinned round-robin and share cores",
+                self.executors()
+            ));
+        }
+        warnings
     }
 }
 
+/// Cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// Turns config file lines into long flags, up to the first `[queue …]`
-/// section (those are per-queue limits: see `crate::limits`).
+/// section (those are per-queue limits: see `crate::limits`). Each line is
+/// checked alone, so that an error names its line.
 fn config_file_args(text: &str) -> Result<Vec<String>, String> {
+    let known: Vec<String> = <Config as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|name| name != "config" && name != "help" && name != "version")
+        .collect();
     let mut args = Vec::new();
     for (n, raw) in text.lines().enumerate() {
+        let at = |why: String| format!("line {}: {why}", n + 1);
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -249,22 +320,33 @@ fn config_file_args(text: &str) -> Result<Vec<String>, String> {
             Some((name, value)) => (name.trim(), Some(value.trim())),
             None => (line, None),
         };
-        if name.is_empty()
-            || name.starts_with('-')
-            || name.contains(char::is_whitespace)
-            || name == "config"
+        if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
+            return Err(at(format!(
+                "expected `name = value` or `name`, got `{raw}`"
+            )));
+        }
+        if !known.iter().any(|k| k == name) {
+            return Err(at(format!(
+                "unknown setting `{name}` (settings are mcqd's long flag names: see mcqd --help)"
+            )));
+        }
+        let mut pair = vec![format!("--{name}")];
+        pair.extend(value.map(str::to_string));
+        if let Err(e) =
+            Config::try_parse_from(std::iter::once("mcqd".to_string()).chain(pair.clone()))
         {
-            return Err(format!(
-                "line {}: expected `name = value` or `name`, got `{raw}`",
-                n + 1
-            ));
+            return Err(at(clap_reason(&e)));
         }
-        args.push(format!("--{name}"));
-        if let Some(value) = value {
-            args.push(value.to_string());
-        }
+        args.extend(pair);
     }
     Ok(args)
+}
+
+/// The first line of a clap error, without its `error: `.
+fn clap_reason(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 fn parse_sync(text: &str) -> Result<SyncMode, String> {
@@ -302,11 +384,28 @@ fn parse_sync(text: &str) -> Result<SyncMode, String> {
 }
 
 fn parse_segment_size(text: &str) -> Result<u64, String> {
-    let size: u64 = text.parse().map_err(|e| format!("{e}"))?;
+    let size = crate::limits::size(text)?;
     if size < 64 * 1024 || !size.is_multiple_of(4096) {
-        return Err("must be a multiple of 4096 and at least 65536".into());
+        return Err(format!(
+            "must be a multiple of 4096 and at least 64K, got {size}"
+        ));
     }
     Ok(size)
+}
+
+fn parse_message_size(text: &str) -> Result<usize, String> {
+    let size = crate::limits::size(text)?;
+    usize::try_from(size).map_err(|_| format!("`{text}` is too large"))
+}
+
+/// `-m`: MiB as memcached and MemcacheQ take it, or a size with a unit.
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(mib) => mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| format!("`{text}` is too large")),
+        Err(_) => crate::limits::size(text),
+    }
 }
 
 #[cfg(test)]
@@ -324,11 +423,16 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1");
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.max_message_size, 1 << 20);
-        assert_eq!(c.cache_mib, 64);
+        assert_eq!(c.cache_bytes, 64 << 20);
         assert_eq!(c.sync_mode(), SyncMode::Always);
         assert_eq!(c.segment_size, 64 << 20);
+        assert_eq!(c.max_disk, None);
         assert_eq!(c.metrics, None);
-        assert!(c.ignored_flag_warnings().is_empty());
+        assert!(!c.daemon && c.pid_file.is_none() && c.user.is_none());
+        if c.executors() <= cores() {
+            assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        }
+        assert_eq!(c.check(), Ok(()));
         let c = parse(&["--metrics", "127.0.0.1:9150"]);
         assert_eq!(c.metrics, Some("127.0.0.1:9150".parse().unwrap()));
         assert!(Config::try_parse_from(["mcqd", "--metrics", "9150"]).is_err());
@@ -360,10 +464,28 @@ mod tests {
         std::fs::write(&file, "port = 7\n[queue q]\nmax_items = 5\n").unwrap();
         let c = Config::try_from_args(args(&[])).unwrap();
         assert_eq!(c.port, 7, "queue sections are not flags");
-        std::fs::write(&file, "port 9999\n").unwrap();
-        assert!(Config::try_from_args(args(&[])).is_err());
-        std::fs::write(&file, "bogus = 1\n").unwrap();
-        assert!(Config::try_from_args(args(&[])).is_err());
+        let error = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::try_from_args(args(&[])).unwrap_err().to_string()
+        };
+        let e = error("port 9999\n");
+        assert!(
+            e.contains("mcqd.conf: line 1: expected `name = value`"),
+            "{e}"
+        );
+        let e = error("# settings\nport = 1\nbogus = 1\n");
+        assert!(
+            e.contains("mcqd.conf: line 3: unknown setting `bogus`"),
+            "{e}"
+        );
+        let e = error("port = 1\n\nmax-message-size = 1X\n");
+        assert!(
+            e.contains("mcqd.conf: line 3: invalid value '1X' for '--max-message-size")
+                && e.contains("expected a size like"),
+            "{e}"
+        );
+        let e = error("config = other.conf\n");
+        assert!(e.contains("line 1: unknown setting `config`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -415,11 +537,86 @@ mod tests {
             "-R",
             "-P",
             "/run/x.pid",
+            "-U",
+            "0",
+            "-t",
+            "1",
         ]);
         assert_eq!(c.port, 1);
         assert_eq!(c.data_dir, PathBuf::from("/x"));
-        let warnings = c.ignored_flag_warnings();
-        assert_eq!(warnings.len(), 7, "{warnings:?}");
+        assert!(c.daemon && c.raise_core_limit);
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/x.pid")));
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.starts_with("-A ")));
+        assert!(warnings.iter().any(|w| w.starts_with("-R ")));
+        let warnings = parse(&["-U", "11211", "-t", "1"]).warnings();
+        assert!(
+            warnings[0].starts_with("-U 11211: mcqd never serves UDP"),
+            "{warnings:?}"
+        );
+        let threads = (cores() + 1).to_string();
+        let warnings = parse(&["-t", &threads]).warnings();
+        assert!(
+            warnings[0].starts_with(&format!("-t {threads} is more than the")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let c = parse(&[
+            "-B",
+            "64K",
+            "--max-disk",
+            "10G",
+            "--segment-size",
+            "1M",
+            "-m",
+            "512K",
+        ]);
+        assert_eq!(c.max_message_size, 64 << 10);
+        assert_eq!(c.max_disk, Some(10 << 30));
+        assert_eq!(c.segment_size, 1 << 20);
+        assert_eq!(c.cache_bytes, 512 << 10);
+        assert_eq!(
+            parse(&["-m", "128"]).cache_bytes,
+            128 << 20,
+            "plain -m is MiB"
+        );
+        assert_eq!(parse(&["-B", "1024"]).max_message_size, 1024);
+        for bad in [
+            &["-B", "1X"][..],
+            &["--max-disk", "lots"],
+            &["--segment-size", "4K"],
+            &["--segment-size", "65537"],
+            &["-m", "1T"],
+        ] {
+            let e = Config::try_parse_from(std::iter::once(&"mcqd").chain(bad))
+                .expect_err(&format!("{bad:?}"))
+                .to_string();
+            assert!(e.contains(bad[1]), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_message_larger_than_a_segment_holds_is_refused() {
+        assert_eq!(parse(&["-B", "1M"]).check(), Ok(()));
+        assert_eq!(parse(&["-B", "55M"]).check(), Ok(()));
+        let e = parse(&["-B", "100000000"]).check().unwrap_err();
+        assert!(
+            e.starts_with(
+                "-B 100000000 is larger than a segment of 67108864 bytes (--segment-size) can hold"
+            ),
+            "{e}"
+        );
+        assert!(parse(&["-B", "1M", "--segment-size", "1M"])
+            .check()
+            .is_err());
+        assert_eq!(
+            parse(&["-B", "64K", "--segment-size", "1M"]).check(),
+            Ok(())
+        );
     }
 }

@@ -22,7 +22,8 @@
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
-//!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+//!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
+//!   `-P`, `-u` and `-r`; [`logging`] the stderr log.
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
 
@@ -30,6 +31,7 @@ pub mod logging;
 
 pub mod cache;
 pub mod config;
+pub mod daemon;
 pub mod disk;
 pub mod idhash;
 pub mod index;

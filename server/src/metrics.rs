@@ -25,7 +25,6 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::log;
 use crate::net::{self, Shared, StopSignal};
 use crate::shard::Router;
 use crate::stats::{self, Kind, Value, LATENCY_BOUNDS_US};
@@ -49,7 +48,7 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                log!(0, "metrics: accept failed: {e}");
+                log::warn!("metrics: accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -57,7 +56,7 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         let (router, shared) = (router.clone(), shared.clone());
         glommio::spawn_local(async move {
             if let Err(e) = answer(stream, &router, &shared).await {
-                log!(1, "metrics: {e}");
+                log::debug!("metrics: {e}");
             }
         })
         .detach();

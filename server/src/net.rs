@@ -23,7 +23,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
-use crate::log;
+use crate::logging;
 use crate::protocol::{self, reply, Command, Parsed};
 use crate::shard::{Op, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
@@ -117,7 +117,7 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                log!(0, "accept failed: {e}");
+                log::warn!("accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -125,11 +125,14 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > shared.max_connections {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
-            log!(
-                1,
-                "connection refused: limit of {} reached",
-                shared.max_connections
-            );
+            // A client retrying in a loop must not flood the log.
+            static REFUSALS: logging::Throttle = logging::Throttle::new(1000);
+            if let Some(n) = REFUSALS.hit() {
+                log::warn!(
+                    "connection refused: limit of {} connections (-c) reached ({n} refused since the last such line)",
+                    shared.max_connections
+                );
+            }
             glommio::spawn_local(async move {
                 let mut stream = stream;
                 let _ = stream
@@ -148,11 +151,13 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         next_reader += 1;
         let reader = next_reader;
         glommio::spawn_local(async move {
-            let peer = stream.peer_addr().ok();
-            log!(1, "executor {me}: connection from {peer:?}");
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string());
+            log::debug!("executor {me}: connection from {peer}");
             let mut conn = Connection::new(stream, router, shared.clone(), stop, me, reader);
             if let Err(e) = conn.run().await {
-                log!(1, "executor {me}: connection {peer:?}: {e}");
+                log::debug!("executor {me}: connection from {peer}: {e}");
             }
             conn.put_back_open();
             let _ = conn.stream.close().await;
@@ -171,10 +176,10 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if live.get() > 0 {
-        log!(
-            0,
-            "executor {me}: {} connections still busy after {DRAIN_TIMEOUT:?}; closing them",
-            live.get()
+        log::warn!(
+            "executor {me}: {} connections still busy after {} s; closing them",
+            live.get(),
+            DRAIN_TIMEOUT.as_secs()
         );
     }
 }
@@ -319,7 +324,7 @@ impl Connection {
                         break;
                     }
                     if command == Command::Shutdown && self.shared.shutdown_enabled {
-                        log!(0, "shutdown requested by a client");
+                        log::info!("shutdown requested by a client");
                         self.shared.shutdown_requested.store(true, Ordering::SeqCst);
                         close = true;
                         break;
@@ -336,17 +341,25 @@ impl Connection {
                     consumed,
                     skip,
                 } => {
+                    log::trace!(
+                        "rejected request ({}): {}",
+                        reject.line(),
+                        logging::escape(&self.input[used..used + consumed])
+                    );
                     used += consumed;
                     let available = (self.input.len() - used) as u64;
                     let now = skip.min(available);
                     used += now as usize;
                     self.skip = skip - now;
-                    log!(2, "rejected request: {}", reject.line());
                     let mut out = Vec::new();
                     reply::line(&mut out, reject.line());
                     batch.push(Pending::Ready(out));
                 }
                 Parsed::Fatal(line) => {
+                    log::trace!(
+                        "rejected request, connection closed ({line}): {}",
+                        logging::escape(&self.input[used..])
+                    );
                     let mut out = Vec::new();
                     reply::line(&mut out, line);
                     batch.push(Pending::Ready(out));
@@ -487,7 +500,9 @@ impl Connection {
                 ready("RESET")
             }
             Command::Version => ready(&format!("VERSION {}", env!("CARGO_PKG_VERSION"))),
-            Command::Verbosity { noreply } => {
+            Command::Verbosity { level, noreply } => {
+                logging::set_verbosity(level);
+                log::info!("verbosity {level}");
                 if noreply {
                     None
                 } else {
@@ -496,11 +511,11 @@ impl Connection {
             }
             Command::Reload => match self.shared.limits.reload() {
                 Ok(()) => {
-                    log!(0, "reload: queue limits reloaded");
+                    log::info!("reload: queue limits reloaded");
                     ready("Reloaded config.")
                 }
                 Err(e) => {
-                    log!(0, "reload failed, the limits in force stay: {e}");
+                    log::warn!("reload failed, the limits in force stay: {e}");
                     ready(&format!("SERVER_ERROR reload failed: {e}").replace(['\r', '\n'], " "))
                 }
             },
@@ -706,7 +721,7 @@ fn forget(done: LocalFuture<OpReply>) {
                 | OpReply::Get(Err(_))
                 | OpReply::Flushed(Err(_))
         ) {
-            log!(0, "noreply request failed: {}", server_error(reply));
+            log::warn!("noreply request failed: {}", server_error(reply));
         }
     })
     .detach();

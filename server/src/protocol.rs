@@ -66,8 +66,8 @@ pub enum Command {
     StatsReset,
     /// `version`.
     Version,
-    /// `verbosity <n> [noreply]`.
-    Verbosity { noreply: bool },
+    /// `verbosity <n> [noreply]`: the log level (see `crate::logging`).
+    Verbosity { level: u32, noreply: bool },
     /// `quit`.
     Quit,
     /// `reload` (Kestrel): read the per-queue limits again.
@@ -289,9 +289,10 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         },
         b"version" if args.is_empty() => command(Command::Version),
         b"verbosity" => match strip_noreply(&args) {
-            ([level], noreply) if parse_u32(level).is_some() => {
-                command(Command::Verbosity { noreply })
-            }
+            ([level], noreply) => match parse_u32(level) {
+                Some(level) => command(Command::Verbosity { level, noreply }),
+                None => reject(Reject::Error),
+            },
             _ => reject(Reject::Error),
         },
         b"quit" => command(Command::Quit),
@@ -759,11 +760,17 @@ mod tests {
         assert_eq!(cmd(b"version\r\n"), Command::Version);
         assert_eq!(
             cmd(b"verbosity 1\r\n"),
-            Command::Verbosity { noreply: false }
+            Command::Verbosity {
+                level: 1,
+                noreply: false
+            }
         );
         assert_eq!(
             cmd(b"verbosity 1 noreply\r\n"),
-            Command::Verbosity { noreply: true }
+            Command::Verbosity {
+                level: 1,
+                noreply: true
+            }
         );
         assert_eq!(cmd(b"quit\r\n"), Command::Quit);
         for line in [

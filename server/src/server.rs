@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::daemon::{self, context};
 use crate::limits::SharedLimits;
-use crate::log;
 use crate::net::{self, Shared};
 use crate::shard::{self, Envelope, Router};
 use crate::stats::{Counters, ServerInfo};
@@ -53,19 +53,41 @@ const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 /// Installs the process's panic hook: any panic ends the process (see
 /// [`crate::logging::install_panic_hook`]).
 pub fn run(config: Config) -> io::Result<()> {
-    crate::logging::install_panic_hook();
-    crate::logging::set_verbosity(config.verbose);
-    for warning in config.ignored_flag_warnings() {
-        log!(0, "{warning}");
+    crate::logging::init(u32::from(config.verbose));
+    config
+        .check()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
     }
-    let executors = config.executors();
-    std::fs::create_dir_all(&config.data_dir)?;
-    // Absolute from here on: the log's files are opened through io_uring,
-    // where a relative path is not resolved against our working directory
-    // (a relative -H failed with EBADF).
+    // Absolute from here on: -d moves to /, and the log's files are opened
+    // through io_uring, where a relative path is not resolved against our
+    // working directory (a relative -H failed with EBADF).
     let mut config = config;
-    config.data_dir = std::fs::canonicalize(&config.data_dir)?;
-    let _lock = lock_data_dir(&config.data_dir)?;
+    config.data_dir = absolute(&config.data_dir, "-H")?;
+    if let Some(path) = &config.pid_file {
+        config.pid_file = Some(absolute(path, "-P")?);
+    }
+    if let Some(path) = &config.config {
+        config.config = Some(absolute(path, "-f")?);
+    }
+    if config.raise_core_limit {
+        daemon::raise_core_limit();
+    }
+    // Before any thread exists: see the `daemon` module.
+    let daemon = if config.daemon {
+        Some(daemon::daemonize(
+            config.raise_core_limit,
+            config.verbose > 0,
+        )?)
+    } else {
+        None
+    };
+    let executors = config.executors();
+    let created = open_data_dir(&config.data_dir)?;
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| context(format!("-H {}", config.data_dir.display()), e))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     probe_port(config.listen, config.port)?;
     // Bound here so that a taken address stops the start with the flag's
     // name; served by executor 0 (see `crate::metrics`).
@@ -75,10 +97,38 @@ pub fn run(config: Config) -> io::Result<()> {
         )?)),
         None => None,
     };
+    // Bound (not yet listening) here, so that a port below 1024 works with
+    // -u: the executors listen on them once their shards are open.
+    let address = SocketAddr::new(config.listen, config.port);
+    let sockets = (0..executors)
+        .map(|_| bound_socket(address, true))
+        .collect::<io::Result<Vec<_>>>()?;
+    let pid_file = config
+        .pid_file
+        .as_deref()
+        .map(daemon::PidFile::write)
+        .transpose()?;
+    if let Some(user) = &config.user {
+        let lock_path = config.data_dir.join("LOCK");
+        let mut owned = vec![lock_path.as_path()];
+        if created {
+            owned.push(&config.data_dir);
+        }
+        daemon::become_user(user, &owned, config.raise_core_limit)?;
+    } else if unsafe { libc::geteuid() } == 0 && config.daemon {
+        log::warn!("running as root: -u <user> would drop root once the port is bound");
+    }
     let (format, shards) =
         shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
+    if let Some(asked) = config.shards.filter(|&n| n != shards) {
+        log::warn!(
+            "--shards {asked} ignored: {} was created with {shards} shards, fixed since; using {shards}",
+            config.data_dir.display()
+        );
+    }
     for s in 0..shards {
-        std::fs::create_dir_all(shard::shard_dir(&config.data_dir, s))?;
+        let dir = shard::shard_dir(&config.data_dir, s);
+        std::fs::create_dir_all(&dir).map_err(|e| context(dir.display(), e))?;
     }
 
     let limits = SharedLimits::open(config.config.as_deref())
@@ -109,7 +159,7 @@ pub fn run(config: Config) -> io::Result<()> {
         .unwrap_or(1);
 
     let mut handles = Vec::new();
-    for me in 0..executors {
+    for (me, socket) in sockets.into_iter().enumerate() {
         let (config, shared, progress, mesh) = (
             config.clone(),
             shared.clone(),
@@ -128,20 +178,21 @@ pub fn run(config: Config) -> io::Result<()> {
                     shards,
                     format,
                 };
-                executor_main(me, layout, &config, shared, &progress, mesh, metrics).await
+                executor_main(me, layout, &config, socket, shared, &progress, mesh, metrics).await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
     }
 
+    let mut daemon = daemon;
     let mut announced = false;
     let mut stop_reason = None;
     while stop_reason.is_none() {
         if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
             if signal == "SIGHUP" {
                 match shared.limits.reload() {
-                    Ok(()) => log!(0, "SIGHUP: queue limits reloaded"),
-                    Err(e) => log!(0, "SIGHUP: reload failed, the limits in force stay: {e}"),
+                    Ok(()) => log::info!("SIGHUP: queue limits reloaded"),
+                    Err(e) => log::warn!("SIGHUP: reload failed, the limits in force stay: {e}"),
                 }
                 continue;
             }
@@ -156,8 +207,7 @@ pub fn run(config: Config) -> io::Result<()> {
                 .metrics
                 .map(|addr| format!(", metrics at http://{addr}/metrics"))
                 .unwrap_or_default();
-            log!(
-                0,
+            log::info!(
                 "listening on {}:{} ({} executors, {} shards, sync {}, data {}{metrics})",
                 config.listen,
                 config.port,
@@ -166,20 +216,20 @@ pub fn run(config: Config) -> io::Result<()> {
                 describe(config.sync_mode()),
                 config.data_dir.display()
             );
+            if let Some(daemon) = daemon.take() {
+                daemon.ready();
+            }
         }
     }
     let reason = stop_reason.unwrap_or_default();
-    log!(0, "stopping ({reason}): finishing requests in flight");
+    log::info!("stopping ({reason}): finishing requests in flight");
     shared.stopping.store(true, Ordering::SeqCst);
     // A stop must never hang: a signal while the executors finish ends the
     // process at once. What was acknowledged is already in the log as the
     // sync mode promises, so this costs no more than a kill -9 would.
     while progress.finished.load(Ordering::SeqCst) < executors {
         if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
-            log!(
-                0,
-                "{signal} while stopping: exiting now without waiting for the executors"
-            );
+            log::warn!("{signal} while stopping: exiting now without waiting for the executors");
             std::process::exit(1);
         }
     }
@@ -189,7 +239,7 @@ pub fn run(config: Config) -> io::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(_)) => failed = true,
             Err(e) => {
-                log!(0, "executor panicked: {e:?}");
+                log::error!("an executor panicked: {e}");
                 failed = true;
             }
         }
@@ -199,8 +249,36 @@ pub fn run(config: Config) -> io::Result<()> {
             "stopped after a failure (see the lines above)",
         ));
     }
-    log!(0, "stopped cleanly");
+    drop(pid_file);
+    drop(lock);
+    log::info!("stopped cleanly");
     Ok(())
+}
+
+/// `path` made absolute against the working directory; errors name `flag`.
+fn absolute(path: &Path, flag: &str) -> io::Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| context(format!("{flag} {}", path.display()), e))
+}
+
+/// Makes sure the data directory exists; true if mcqd created it.
+fn open_data_dir(dir: &Path) -> io::Result<bool> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("-H {}: not a directory", dir.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                context(
+                    format!("cannot create the data directory {} (-H)", dir.display()),
+                    e,
+                )
+            })?;
+            Ok(true)
+        }
+        Err(e) => Err(context(format!("-H {}", dir.display()), e)),
+    }
 }
 
 /// Start-up and shutdown rendezvous of the executors.
@@ -251,16 +329,11 @@ async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> boo
     if n == layout.executors {
         if layout.format < shard::FORMAT {
             if let Err(e) = shard::upgrade_manifest(&config.data_dir, layout.shards) {
-                log!(
-                    0,
-                    "cannot upgrade {}/MANIFEST: {e}",
-                    config.data_dir.display()
-                );
+                log::error!("cannot upgrade {}/MANIFEST: {e}", config.data_dir.display());
                 progress.failed.store(true, Ordering::SeqCst);
                 return false;
             }
-            log!(
-                0,
+            log::info!(
                 "data directory upgraded from format {} to {}",
                 layout.format,
                 shard::FORMAT
@@ -281,6 +354,7 @@ async fn executor_main(
     me: usize,
     layout: Layout,
     config: &Config,
+    socket: OwnedFd,
     shared: Arc<Shared>,
     progress: &Progress,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
@@ -308,7 +382,7 @@ async fn executor_main(
     let served = match opened {
         Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
         Ok(()) if !all_opened(layout, config, progress).await => Ok(()),
-        Ok(()) => match listen(config.listen, config.port) {
+        Ok(()) => match listen(socket, SocketAddr::new(config.listen, config.port)) {
             Ok(listener) => {
                 if let Some(fd) = metrics {
                     // SAFETY: a listening socket we own; glommio takes it over.
@@ -331,7 +405,7 @@ async fn executor_main(
     if let Err(e) = &served {
         // Said now, and the main thread told now: the wait below ends only
         // once it has stopped the other executors.
-        log!(0, "executor {me}: {e}");
+        log::error!("executor {me}: {e}");
         progress.failed.store(true, Ordering::SeqCst);
     }
 
@@ -342,7 +416,7 @@ async fn executor_main(
     let mut closed = Ok(());
     for store in router.local_stores() {
         if let Err(e) = store.close().await {
-            log!(0, "executor {me}: closing a shard: {e}");
+            log::error!("executor {me}: closing a shard: {e}");
             closed = Err(io::Error::from(e));
         }
     }
@@ -369,12 +443,13 @@ async fn open_stores(
             sync: config.sync_mode(),
             segment_size: config.segment_size,
             max_disk: config.max_disk.map(|d| d / u64::from(shards)),
-            cache_bytes: (config.cache_mib << 20) / shards as usize,
+            cache_bytes: (config.cache_bytes / u64::from(shards)) as usize,
             limits: shared.limits.clone(),
         };
+        let dir = store_config.dir.clone();
         let store = Store::open(store_config)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("shard {s}: {e}")))?;
+            .map_err(|e| context(format!("shard {s} ({})", dir.display()), e))?;
         let names: Vec<Vec<u8>> = store.queue_stats().into_iter().map(|q| q.name).collect();
         local[s] = Some(store);
         shard::check_queue_homes(s as u32, shards, &names)?;
@@ -402,7 +477,8 @@ fn lock_data_dir(data_dir: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)?;
+        .open(&path)
+        .map_err(|e| context(path.display(), e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(io::Error::new(
@@ -451,10 +527,9 @@ fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
         }
     }
     if started.elapsed() > Duration::from_millis(20) {
-        log!(
-            1,
-            "{addr}:{port} was busy for {:?} before it came free",
-            started.elapsed()
+        log::debug!(
+            "{addr}:{port} was busy for {} ms before it came free",
+            started.elapsed().as_millis()
         );
     }
     Ok(())
@@ -488,14 +563,17 @@ fn claim_address(addr: IpAddr, port: u16) -> io::Result<()> {
 /// How long [`probe_port`] waits for a busy port to come free.
 const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
-/// One executor's listener: SO_REUSEPORT, so that every executor listens on
-/// the same port and the kernel spreads connections among them.
-fn listen(addr: IpAddr, port: u16) -> io::Result<TcpListener> {
-    let fd = bound_socket(SocketAddr::new(addr, port), true)?;
+/// One executor's listener on its socket from [`bound_socket`], with
+/// SO_REUSEPORT, so that every executor listens on the same port and the
+/// kernel spreads connections among them.
+fn listen(fd: OwnedFd, addr: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: listen on a bound socket we own; glommio takes it over.
     unsafe {
         if libc::listen(fd.as_raw_fd(), 1024) != 0 {
-            return Err(io::Error::last_os_error());
+            return Err(context(
+                format!("cannot listen on {addr}"),
+                io::Error::last_os_error(),
+            ));
         }
         Ok(TcpListener::from_raw_fd(fd.into_raw_fd()))
     }

@@ -75,7 +75,10 @@ pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<(u32, u3
         Some(found) => Ok(found),
         None => {
             fs::create_dir_all(data_dir)?;
-            write_manifest(data_dir, shards_if_new)?;
+            write_manifest(data_dir, shards_if_new).map_err(|e| {
+                let path = data_dir.join(MANIFEST);
+                io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })?;
             Ok((FORMAT, shards_if_new))
         }
     }

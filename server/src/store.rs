@@ -478,8 +478,7 @@ impl Locators for StateLocators {
                 .collect();
             for seq in hit {
                 if let Some(loc) = q.remove(seq) {
-                    crate::log!(
-                        0,
+                    log::warn!(
                         "{}: message {seq} of queue {} is damaged: dropped",
                         st.label,
                         String::from_utf8_lossy(&q.name)
@@ -1326,8 +1325,7 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
         .read_at(u64::from(loc.off), loc.len as usize)
         .await
         .map_err(|e| {
-            crate::log!(
-                0,
+            log::warn!(
                 "{label}: read of segment {first_lsn:020} at {} failed: {e}",
                 loc.off
             );
@@ -1342,8 +1340,7 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
             })
         }
         _ => {
-            crate::log!(
-                0,
+            log::warn!(
                 "{label}: segment {first_lsn:020}: corrupt record at offset {} (queue id {id}, message {}): skipped",
                 loc.off,
                 loc.seq

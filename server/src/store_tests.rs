@@ -311,6 +311,34 @@ fn compaction_moves_a_slow_queues_messages_forward() {
     });
 }
 
+/// `-B` is refused at start-up above `max_message_size`: messages of that
+/// size must always fit (a new queue with the longest name, and again after
+/// a roll to a new segment), and the bound must not be far below the truth.
+#[test]
+fn the_largest_message_a_segment_holds() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let largest = crate::log::writer::max_message_size(cfg.segment_size, 250) as usize;
+    run(move || async move {
+        let s = Store::open(cfg.clone()).await.unwrap();
+        let name = [b'q'; 250];
+        for i in 0..3 {
+            s.set(&name, 0, body(0, i, largest))
+                .await
+                .unwrap_or_else(|e| panic!("set {i} of {largest} bytes: {e}"));
+        }
+        let slack = 2 * record::record_len(16 + 250) + record::RECORD_ALIGN;
+        assert_eq!(
+            s.set(b"other", 0, body(1, 0, largest + slack)).await,
+            Err(LogError::OutOfSpace)
+        );
+        for _ in 0..3 {
+            assert_eq!(s.get(&name).await.unwrap().unwrap().body.len(), largest);
+        }
+        s.close().await.unwrap();
+    });
+}
+
 #[test]
 fn out_of_space_then_recovers() {
     let dir = test_dir();

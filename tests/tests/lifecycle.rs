@@ -83,7 +83,7 @@ fn restarts_on_its_port_right_after_kill9_with_clients_connected() {
 
 /// Guards against: a panicking executor leaving the process running with
 /// its shards unreachable (issue 7). mcqd's panic hook must log
-/// `mcqd: panic in <thread>: <message>` and abort. The program under test
+/// `<time> ERROR panic in <thread>: <message>` and abort. The program under test
 /// is `mcq-panic-probe` (see its doc), since mcqd has no way to panic on
 /// purpose.
 #[test]
@@ -97,8 +97,9 @@ fn a_panicking_executor_ends_the_process_with_a_log_line() {
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
     // glommio names the thread `<name>-<executor id>`.
     assert!(
-        stderr.lines().any(|l| l.starts_with("mcqd: panic in mcqd-0-")
-            && l.contains(": index out of bounds")),
-        "no log line 'mcqd: panic in mcqd-0-…: index out of bounds…':\n{stderr}"
+        stderr
+            .lines()
+            .any(|l| l.contains(" ERROR panic in mcqd-0-") && l.contains(": index out of bounds")),
+        "no log line '… ERROR panic in mcqd-0-…: index out of bounds…':\n{stderr}"
     );
 }

@@ -42,14 +42,20 @@ impl DmaDisk {
     /// its first block first makes the probe issue a real read and get the
     /// right answer.
     pub async fn probe(dir: &Path) -> io::Result<DmaDisk> {
-        std::fs::create_dir_all(dir)?;
+        // Errors name their path: this is the first thing to touch a
+        // shard's directory at start-up.
+        let named = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(named(dir))?;
         let path = dir.join("iopoll-probe.tmp");
-        std::fs::write(&path, vec![0x5a; BLOCK as usize])?;
+        std::fs::write(&path, vec![0x5a; BLOCK as usize]).map_err(named(&path))?;
         let res = DmaFile::open(&path).await.map_err(to_io);
         if let Ok(f) = res {
             let _ = f.close().await;
         }
-        std::fs::remove_file(&path)?;
+        std::fs::remove_file(&path).map_err(named(&path))?;
         Ok(DmaDisk { dsync: false })
     }
 

@@ -93,17 +93,16 @@ async fn write_indexes(log: &SharedLog) -> Result<(), ()> {
         let new_size = data_len.next_multiple_of(BLOCK);
         if let Some(f) = &file {
             match f.truncate(new_size).await {
-                Err(e) => crate::log!(
-                    0,
-                    "{label}: truncating sealed segment {first_lsn:020} failed: {e}"
-                ),
+                Err(e) => {
+                    log::warn!("{label}: truncating sealed segment {first_lsn:020} failed: {e}")
+                }
                 Ok(()) => log.borrow_mut().set_disk_bytes(ord, new_size),
             }
         }
         match super::recovery::write_index(&*disk, &dir, first_lsn, &index).await {
             Ok(n) => log.borrow_mut().set_idx_bytes(ord, n),
             Err(e) => {
-                crate::log!(0, "{label}: writing index {first_lsn:020}.idx failed ({e}); it will be rebuilt on restart");
+                log::warn!("{label}: writing index {first_lsn:020}.idx failed ({e}); it will be rebuilt on restart");
             }
         }
         if log.borrow().stopped() {
@@ -146,12 +145,11 @@ async fn delete_dead(log: &SharedLog) -> Result<(), ()> {
         ] {
             if let Err(e) = disk.remove(&path).await {
                 if e.raw_os_error() != Some(libc::ENOENT) {
-                    crate::log!(0, "{label}: removing {} failed: {e}", path.display());
+                    log::warn!("{label}: removing {} failed: {e}", path.display());
                 }
             }
         }
-        crate::log!(
-            1,
+        log::debug!(
             "{label}: segment {:020} fully consumed: deleted",
             seg.first_lsn
         );
@@ -201,17 +199,14 @@ async fn make_spare(log: &SharedLog) -> bool {
             }
         }
         Err(e) if is_out_of_space(&e) => {
-            crate::log!(
-                0,
-                "{label}: disk full ({e}): sets refused until space is freed"
-            );
+            log::warn!("{label}: disk full ({e}): sets refused until space is freed");
             log.borrow_mut().set_disk_full();
             false
         }
         // Any other failure is the device's: stop the shard rather than let
         // requests wait for a spare that cannot be made.
         Err(e) => {
-            crate::log!(0, "{label}: creating a spare segment failed: {e}");
+            log::error!("{label}: creating a spare segment failed: {e}");
             log.borrow_mut()
                 .fail(IoFailure::new("creating a segment file", &e));
             false
@@ -241,23 +236,19 @@ async fn compact(locators: &dyn Locators, log: &SharedLog) {
         let label = l.label().to_string();
         match res {
             Err(e) => {
-                crate::log!(
-                    0,
-                    "{label}: compaction read of segment {first_lsn:020} failed: {e}"
-                );
+                log::warn!("{label}: compaction read of segment {first_lsn:020} failed: {e}");
                 l.set_no_compact(ord);
                 return;
             }
             Ok(_) if stop => return,
             Ok(_) => match l.seg(ord).map(|s| s.live) {
                 Some(live) if live > 0 => {
-                    crate::log!(
-                        0,
+                    log::warn!(
                         "{label}: segment {first_lsn:020}: {live} messages could not be copied forward (unreadable)"
                     );
                     l.set_no_compact(ord);
                 }
-                _ => crate::log!(1, "{label}: segment {first_lsn:020} compacted"),
+                _ => log::debug!("{label}: segment {first_lsn:020} compacted"),
             },
         }
         if l.stopped() {
@@ -297,15 +288,14 @@ async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>
         let rep = match segment::scan(&*file, data_len, false, |_, _, _| {}).await {
             Ok(r) => r,
             Err(e) => {
-                crate::log!(0, "{label}: scrub of segment {first_lsn:020} failed: {e}");
+                log::warn!("{label}: scrub of segment {first_lsn:020} failed: {e}");
                 continue;
             }
         };
         let mut bad: Vec<(u64, u64)> = rep.corrupt.clone();
         bad.extend(rep.torn);
         for (off, len) in bad {
-            crate::log!(
-                0,
+            log::warn!(
                 "{label}: segment {first_lsn:020}: corrupt record(s) at offset {off}, {len} bytes: checksum mismatch"
             );
             let lens = locators.drop_damaged(ord, off, off + len);

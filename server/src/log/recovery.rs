@@ -325,20 +325,17 @@ pub async fn scan_to_index(
     let mut b = IndexBuilder::new(first_lsn);
     let rep = segment::scan(file, len, is_open, |h, body, off| b.record(h, body, off)).await?;
     for (off, n) in &rep.corrupt {
-        crate::log!(
-            0,
+        log::warn!(
             "{label}: segment {first_lsn:020}: corrupt data at offset {off}, {n} bytes skipped (checksum mismatch)"
         );
     }
     if let Some((off, n)) = rep.torn {
         if is_open {
-            crate::log!(
-                0,
+            log::warn!(
                 "{label}: segment {first_lsn:020}: torn tail at offset {off}: {n} bytes cut"
             );
         } else {
-            crate::log!(
-                0,
+            log::warn!(
                 "{label}: segment {first_lsn:020}: invalid data at offset {off}: {n} bytes skipped"
             );
         }
@@ -397,10 +394,10 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
             match index::load(disk, &idx_path, first_lsn).await? {
                 Some(Ok(l)) => summary = Some(Summary::Loaded(l)),
                 Some(Err(why)) => {
-                    crate::log!(0, "{label}: index {first_lsn:020}.idx is invalid ({why}): rebuilding it from its segment");
+                    log::warn!("{label}: index {first_lsn:020}.idx is invalid ({why}): rebuilding it from its segment");
                 }
                 None => {
-                    crate::log!(0, "{label}: index {first_lsn:020}.idx is missing: rebuilding it from its segment");
+                    log::warn!("{label}: index {first_lsn:020}.idx is missing: rebuilding it from its segment");
                 }
             }
         }
@@ -411,7 +408,7 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
                 if rep.records == 0 {
                     // Created but never written (a crash right after a
                     // roll): it holds nothing, not even a checkpoint.
-                    crate::log!(1, "{label}: segment {first_lsn:020} is empty: removed");
+                    log::debug!("{label}: segment {first_lsn:020} is empty: removed");
                     drop(file);
                     disk.remove(path).await?;
                     let _ = disk.remove(&idx_path).await;
@@ -469,8 +466,7 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
         }
     }
     let items: usize = queues.iter().map(|q| q.locs.len()).sum();
-    crate::log!(
-        1,
+    log::debug!(
         "{label}: recovered {} queues, {items} messages from {} segments ({rebuilt} indexes rebuilt, {corrupt_records} corrupt stretches)",
         queues.len(),
         segs.len()

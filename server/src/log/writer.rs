@@ -209,6 +209,28 @@ pub struct Log {
     stats: LogStats,
 }
 
+/// The tail of a segment of `segment_size` bytes that sets may not use
+/// (see the module doc: it is the consumers').
+fn set_reserve(segment_size: u64) -> u64 {
+    (segment_size / 8).max(HEADER_LEN as u64 * 64)
+}
+
+/// The largest message body a `set` can ever store with segments of
+/// `segment_size` bytes: what [`Log::make_room`] lets a set use of a fresh
+/// segment, after the segment's checkpoint (here the smallest one, of the
+/// message's own queue alone) and the record creating the queue, both for
+/// the longest queue name. A larger message would get `SERVER_ERROR out of
+/// space` on every try, so start-up refuses a `-B` above this.
+pub fn max_message_size(segment_size: u64, longest_queue_name: usize) -> u64 {
+    let queue = record::record_len(16 + longest_queue_name) as u64;
+    let checkpoint = record::record_len(0) as u64 + queue;
+    let room = segment_size.saturating_sub(set_reserve(segment_size) + checkpoint + queue);
+    // The body of a record that fits in `room`.
+    (room / record::RECORD_ALIGN as u64 * record::RECORD_ALIGN as u64)
+        .saturating_sub(HEADER_LEN as u64)
+        .min(u64::from(record::MAX_BODY))
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -227,7 +249,7 @@ impl Log {
         queues: Vec<(u32, CatalogEntry)>,
     ) -> Log {
         let next_ord = rec.segs.keys().next_back().map_or(0, |o| o + 1);
-        let reserve = (cfg.segment_size / 8).max(HEADER_LEN as u64 * 64);
+        let reserve = set_reserve(cfg.segment_size);
         let catalog = queues.into_iter().collect();
         let last = rec.next_lsn - 1;
         Log {
@@ -389,8 +411,9 @@ impl Log {
             }
         }
         // A new segment starts with a checkpoint of every queue: if that and
-        // this record cannot share a segment, rolling would not help (and
-        // would only leave an empty segment behind per attempt).
+        // this record cannot share a segment (sets: outside its reserve),
+        // rolling would not help (and would only leave an empty segment
+        // behind per attempt).
         let checkpoint: u64 = self
             .catalog
             .values()
@@ -400,7 +423,7 @@ impl Log {
             })
             .sum::<u64>()
             + record::record_len(0) as u64;
-        if checkpoint + need > size {
+        if checkpoint + need > limit {
             return Err(LogError::OutOfSpace.into());
         }
         // Sets leave the last spare to consumers.
@@ -633,8 +656,7 @@ impl Log {
     /// every waiter and every later request.
     pub fn fail(&mut self, why: IoFailure) {
         if self.failed.is_none() {
-            crate::log!(
-                0,
+            log::error!(
                 "{}: storage failed, no more writes accepted: {why}",
                 self.cfg.label
             );

@@ -123,8 +123,7 @@ async fn carry(store: &Store, m: Move) {
             let _ = store.confirm(&name, m.reader).await;
         }
         Err(e) => {
-            crate::log!(
-                0,
+            log::warn!(
                 "moving expired message {} of queue {} to {} failed: {e}; it stays",
                 m.seq,
                 String::from_utf8_lossy(&name),
