@@ -21,7 +21,8 @@
 //!   point one way: store → log → disk.
 //! - [`stats`] sums the per-executor counters for `stats`.
 //! - [`config`] is the command line; [`server`] the process lifecycle
-//!   (executors, signals, graceful shutdown); [`logging`] the stderr log.
+//!   (executors, signals, graceful shutdown); [`logging`] the stderr log;
+//!   [`notify`] tells systemd when it is ready and when it stops.
 
 pub mod logging;
 
@@ -33,6 +34,7 @@ pub mod index;
 pub mod limits;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod protocol;
 pub mod queue;
 pub mod server;
