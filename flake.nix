@@ -61,6 +61,9 @@
             pkgs.libmemcached # memcat/memcp and friends
             pkgs.twemproxy # nutcracker, several mcqd behind one address
             pkgs.netcat-openbsd
+            pkgs.systemd # systemd-analyze, for tests/tests/deploy.rs
+            pkgs.cargo-deb # the Debian packages (tests/tests/deploy.rs)
+            pkgs.dpkg # dpkg-deb, to check them
             php
             python
             pkgs.hyperfine

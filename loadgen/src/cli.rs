@@ -42,7 +42,9 @@ pub struct Args {
     pub pipeline: usize,
 
     /// How long to measure, after the warm-up (e.g. 10s, 500ms, 2m).
-    /// Default 10s unless --requests is given.
+    /// Default 10s unless --requests is given. In open loop nothing is sent
+    /// after it: requests still waiting for a free pipeline slot then are
+    /// counted as not sent.
     #[arg(long, short = 'd', value_parser = parse_duration, conflicts_with = "requests")]
     pub duration: Option<Duration>,
 

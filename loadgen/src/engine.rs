@@ -402,6 +402,11 @@ impl Worker {
             if self.sched.is_some() && !self.interrupted {
                 self.schedule_due(now);
             }
+            if self.sched.is_some()
+                && (self.interrupted || self.plan.end.is_some_and(|end| now >= end))
+            {
+                self.drop_backlog();
+            }
             if self.plan.miss_backoff > 0 {
                 for ci in 0..self.conns.len() {
                     let c = &self.conns[ci];
@@ -609,6 +614,23 @@ impl Worker {
         }
         if sched.peek().is_none() {
             self.stopping = true;
+        }
+    }
+
+    /// Open loop, once the run is over: requests still waiting for a free
+    /// pipeline slot are never sent, only counted (`unsent`). Sending them
+    /// late would stretch the run past `--duration` by as long as the
+    /// backlog takes to drain, which is unbounded when the server cannot
+    /// keep the rate.
+    fn drop_backlog(&mut self) {
+        let start = self.plan.measure_start;
+        for c in &mut self.conns {
+            let measured = c.backlog.iter().filter(|&&due| due >= start).count() as u64;
+            self.counters.unsent += measured;
+            c.backlog.clear();
+            if let Some((due, _)) = c.parked.take() {
+                self.counters.unsent += u64::from(due >= start);
+            }
         }
     }
 
@@ -971,6 +993,7 @@ impl Worker {
         let m = p.measured;
         match (p.is_set, reply) {
             (true, Reply::Stored) => {
+                counters.stored_all += 1;
                 if m {
                     counters.sets += 1;
                 }
@@ -1037,6 +1060,7 @@ impl Worker {
                         String::from_utf8_lossy(&[name, options].concat())
                     ));
                 }
+                counters.taken_all += 1;
                 if m {
                     counters.gets += 1;
                     counters.hits += 1;

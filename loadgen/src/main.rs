@@ -95,6 +95,10 @@ fn connect(addr: &SocketAddr, name: &str, timeout: Duration) -> Result<TcpStream
 struct IntervalAgg {
     ops_all: u64,
     errors: u64,
+    /// Messages this run stored and took out in the interval (pairs: the
+    /// backlog's growth).
+    stored: u64,
+    taken: u64,
     hist: Histogram<u64>,
     e2e: Histogram<u64>,
 }
@@ -249,6 +253,9 @@ fn run(args: &Args) -> Result<u8, String> {
     let mut pending: BTreeMap<u64, IntervalAgg> = BTreeMap::new();
     let mut outs: Vec<Option<Box<ThreadOut>>> = (0..threads).map(|_| None).collect();
     let mut final_idx = vec![0u64; threads];
+    // (interval boundary, messages queued by this run then): the backlog.
+    let mut depth = 0i64;
+    let mut depths = vec![(t0, 0i64)];
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Interval {
@@ -262,12 +269,16 @@ fn run(args: &Args) -> Result<u8, String> {
                 let agg = pending.entry(index).or_insert_with(|| IntervalAgg {
                     ops_all: 0,
                     errors: 0,
+                    stored: 0,
+                    taken: 0,
                     hist: new_hist(),
                     e2e: new_hist(),
                 });
                 let prev = &last_counters[thread];
                 agg.ops_all += counters.ops_all - prev.ops_all;
                 agg.errors += counters.errors() - prev.errors();
+                agg.stored += counters.stored_all - prev.stored_all;
+                agg.taken += counters.taken_all - prev.taken_all;
                 let _ = agg.hist.add(&hist);
                 let _ = agg.e2e.add(&e2e);
                 last_counters[thread] = counters;
@@ -289,6 +300,8 @@ fn run(args: &Args) -> Result<u8, String> {
             let _ = total_hist.add(&agg.hist);
             let _ = total_e2e.add(&agg.e2e);
             let interval_start = t0 + idx * SECOND;
+            depth += agg.stored as i64 - agg.taken as i64;
+            depths.push((interval_start + SECOND, depth));
             let is_last = (0..threads).all(|t| finished[t] && final_idx[t] <= idx);
             if let Some(log) = &mut hdr {
                 if interval_start + SECOND > measure_start {
@@ -340,6 +353,7 @@ fn run(args: &Args) -> Result<u8, String> {
     let mut producer_logs = Vec::new();
     let mut consumer_logs = Vec::new();
     let mut last_complete = measure_start;
+    // Open loop: every measured request sent records its send lag.
     let mut send_lag = new_hist();
     let (mut gets_in_doubt, mut reconnects, mut dead) = (0, 0, 0);
     for out in outs.into_iter().flatten() {
@@ -425,6 +439,19 @@ fn run(args: &Args) -> Result<u8, String> {
         latency_us: report::percentiles(&total_hist),
         e2e_latency_us: report::percentiles(&total_e2e),
         send_lag_us: report::percentiles(&send_lag),
+        open_loop: args.rate.map(|_| report::OpenLoop {
+            scheduled: send_lag.len() + counters.unsent,
+            sent: send_lag.len(),
+            unsent: counters.unsent,
+        }),
+        backlog: if pairs {
+            end.and_then(|end| {
+                let in_flight = n_conns * args.pipeline;
+                report::Backlog::judge(&depths, measure_start, end, counters.sets, in_flight)
+            })
+        } else {
+            None
+        },
         verify: verify_report,
     };
     report::print_summary(&results, &mut io::stdout().lock()).map_err(|e| e.to_string())?;
@@ -434,13 +461,31 @@ fn run(args: &Args) -> Result<u8, String> {
         } else {
             results.ops_per_sec
         };
-        if achieved < rate * 0.95 {
+        if achieved < rate * 0.95 || counters.unsent > 0 {
+            let unsent = if counters.unsent > 0 {
+                format!(
+                    ", and {} of the {} scheduled requests were never sent (the run ended first)",
+                    counters.unsent,
+                    send_lag.len() + counters.unsent
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "mcq-loadgen: WARNING: achieved {achieved:.0} req/s, {:.1}% below the target {rate:.0} req/s; \
-                 the server (or this generator) could not keep up, and latency includes the queueing",
-                100.0 * (1.0 - achieved / rate)
+                "mcq-loadgen: WARNING: could not keep the rate: achieved {achieved:.0} req/s, {:.1}% below \
+                 the target {rate:.0} req/s{unsent}; the server (or this generator) could not keep up, \
+                 and latency includes the queueing",
+                100.0 * (1.0 - achieved / rate).max(0.0)
             );
         }
+    }
+    if let Some(b) = results.backlog.as_ref().filter(|b| b.growing) {
+        eprintln!(
+            "mcq-loadgen: WARNING: the backlog grew: {} messages queued at the start of the measured \
+             window, {} at its end ({:+.0}/s); the producers outpace the consumers, so end-to-end latency \
+             grows with the length of the run and measures the backlog, not the server",
+            b.start, b.end, b.growth_per_sec
+        );
     }
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;

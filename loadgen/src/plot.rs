@@ -1,9 +1,12 @@
 //! `--plot`: latency by percentile as a self-contained SVG.
 //!
-//! Same axes as HdrHistogram's plotter — x is the percentile on a log scale of
+//! Same x axis as HdrHistogram's plotter — the percentile on a log scale of
 //! 1/(1-p), so 90%, 99%, 99.9%, … are evenly spaced and the tail gets the room
-//! it deserves; y is latency. Written by hand because the format is a few
-//! dozen lines of text and a plotting dependency would dwarf the crate.
+//! it deserves. The latency axis is logarithmic too: the series share one
+//! plot, and on a linear axis a long tail in one (end-to-end latency behind
+//! a backlog reaches seconds) flattens every other curve into the floor.
+//! Written by hand because the format is a few dozen lines of text and a
+//! plotting dependency would dwarf the crate.
 
 use std::fmt::Write as _;
 use std::io;
@@ -21,17 +24,23 @@ const BOTTOM: f64 = 60.0;
 const NINES: f64 = 5.0;
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
-fn nice_ceiling(v: f64) -> f64 {
-    if v <= 0.0 {
-        return 1.0;
-    }
-    let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if v <= m * mag {
-            return m * mag;
-        }
-    }
-    10.0 * mag
+/// The decades (powers of ten, in µs) that hold every value in `lo..=hi`.
+fn decades(lo_us: f64, hi_us: f64) -> (i32, i32) {
+    let lo = lo_us.max(0.001).log10().floor() as i32;
+    let hi = (hi_us.max(0.001).log10().ceil() as i32).max(lo + 1);
+    (lo, hi)
+}
+
+/// `us` microseconds as a short axis label: 500 µs, 2 ms, 1.5 s.
+fn label(us: f64) -> String {
+    let (v, unit) = if us >= 1e6 {
+        (us / 1e6, "s")
+    } else if us >= 1e3 {
+        (us / 1e3, "ms")
+    } else {
+        (us, "µs")
+    };
+    format!("{} {unit}", (v * 1000.0).round() / 1000.0)
 }
 
 fn escape(s: &str) -> String {
@@ -47,11 +56,18 @@ pub fn render(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
         .iter()
         .map(|(_, h)| h.value_at_quantile(1.0 - 10f64.powf(-NINES)) as f64 / 1000.0)
         .fold(0.0, f64::max);
-    let ymax = nice_ceiling(ymax_us * 1.05);
+    let ymin_us = series
+        .iter()
+        .map(|(_, h)| h.min() as f64 / 1000.0)
+        .fold(f64::INFINITY, f64::min);
+    let (lo, hi) = decades(ymin_us.min(ymax_us), ymax_us);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let xpos = |nines: f64| LEFT + nines / NINES * pw;
-    let ypos = |us: f64| TOP + ph - (us / ymax).min(1.0) * ph;
+    let ypos = |us: f64| {
+        let at = (us.max(1e-3).log10() - f64::from(lo)) / f64::from(hi - lo);
+        TOP + ph - at.clamp(0.0, 1.0) * ph
+    };
 
     let mut s = String::new();
     let _ = writeln!(
@@ -79,17 +95,28 @@ pub fn render(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
             TOP + ph + 18.0
         );
     }
-    for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
-        let y = ypos(v);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + pw,
-            LEFT - 6.0,
-            y + 4.0,
-            if ymax >= 10.0 { format!("{v:.0}") } else { format!("{v:.2}") }
-        );
+    // A labelled line at each decade; 2 and 5 of it, lighter, when the
+    // plot spans few decades.
+    for d in lo..=hi {
+        let base = 10f64.powi(d);
+        let minors: &[f64] = if d < hi && hi - lo <= 3 {
+            &[2.0, 5.0]
+        } else {
+            &[]
+        };
+        for &m in std::iter::once(&1.0).chain(minors) {
+            let v = base * m;
+            let y = ypos(v);
+            let stroke = if m == 1.0 { "#ccc" } else { "#eee" };
+            let _ = writeln!(
+                s,
+                "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{stroke}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                LEFT + pw,
+                LEFT - 6.0,
+                y + 4.0,
+                label(v)
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -103,7 +130,7 @@ pub fn render(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">latency (µs)</text>"#,
+        r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">latency (log scale)</text>"#,
         TOP + ph / 2.0,
         TOP + ph / 2.0
     );
@@ -174,10 +201,45 @@ mod tests {
     }
 
     #[test]
-    fn nice_axis() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(7.0), 10.0);
-        assert_eq!(nice_ceiling(180.0), 200.0);
-        assert_eq!(nice_ceiling(2400.0), 2500.0);
+    fn log_latency_axis() {
+        assert_eq!(decades(12.0, 1800.0), (1, 4));
+        assert_eq!(decades(100.0, 100.0), (2, 3));
+        assert_eq!(decades(0.0, 0.0), (-3, -2));
+        assert_eq!(label(20.0), "20 µs");
+        assert_eq!(label(2500.0), "2.5 ms");
+        assert_eq!(label(1_800_000.0), "1.8 s");
+    }
+
+    #[test]
+    fn a_long_tail_leaves_room_for_a_short_one() {
+        // 10..20 µs requests beside an end-to-end series reaching 2 s: on a
+        // linear axis the first would sit within a pixel of the floor.
+        let mut short = new_hist();
+        let mut long = new_hist();
+        for v in 0..1000u64 {
+            short.record(10_000 + v * 10).unwrap();
+            long.record(1_000_000 + v * 2_000_000).unwrap();
+        }
+        let svg = render("t", &[("request", &short), ("end-to-end", &long)]);
+        let first = svg.lines().find(|l| l.starts_with("<polyline")).unwrap();
+        let ys: Vec<f64> = first
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"/>")
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        // It spans 10..20 µs: on a linear axis up to 2 s that is a
+        // hundredth of a pixel; a third of a decade here.
+        let spread = ys.iter().cloned().fold(0.0, f64::max) - ys.iter().cloned().fold(H, f64::min);
+        assert!(
+            spread > 10.0,
+            "the short series is squashed into {spread:.3} px"
+        );
+        assert!(
+            svg.contains("1 s") && svg.contains("10 µs"),
+            "decade labels"
+        );
     }
 }

@@ -64,6 +64,66 @@ pub fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
     })
 }
 
+/// Open loop: what the schedule asked for and what went out. A request
+/// goes out when its connection has a free pipeline slot; those still
+/// waiting when the run ends are never sent, so the run ends on time.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OpenLoop {
+    /// Requests due in the measured window.
+    pub scheduled: u64,
+    /// Sent, late ones included (`send_lag_us` says how late).
+    pub sent: u64,
+    /// Due, but still waiting for a free pipeline slot at the end.
+    pub unsent: u64,
+}
+
+/// Pairs: how many messages this run had queued (stored by producers, not
+/// yet taken by consumers) at the start and at the end of the measured
+/// window, counted from the replies, at one-second boundaries.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Backlog {
+    pub start: i64,
+    pub end: i64,
+    pub window_s: f64,
+    pub growth_per_sec: f64,
+    /// It grew by more than the requests that can be in flight (twice
+    /// that, for noise) and by more than 1% of the messages produced in the
+    /// window: the producers outpace the consumers.
+    pub growing: bool,
+}
+
+impl Backlog {
+    /// Judges the depths sampled at interval boundaries, `(time, depth)` in
+    /// time order, over the measured window `[start, end)`; `produced` is how
+    /// many sets were measured and `in_flight` how many requests may be
+    /// outstanding (a popped message counts as taken only once its reply is
+    /// in). `None` when the window holds no whole
+    /// interval or nothing was produced.
+    pub fn judge(
+        depths: &[(u64, i64)],
+        start: u64,
+        end: u64,
+        produced: u64,
+        in_flight: usize,
+    ) -> Option<Backlog> {
+        let &(t_start, d_start) = depths.iter().rev().find(|(t, _)| *t <= start)?;
+        let &(t_end, d_end) = depths.iter().rev().find(|(t, _)| *t <= end)?;
+        let window = t_end.checked_sub(t_start)?;
+        if window < 1_000_000_000 || produced == 0 {
+            return None;
+        }
+        let growth = d_end - d_start;
+        let window_s = window as f64 / 1e9;
+        Some(Backlog {
+            start: d_start,
+            end: d_end,
+            window_s,
+            growth_per_sec: growth as f64 / window_s,
+            growing: growth > 2 * in_flight as i64 && growth as f64 > 0.01 * produced as f64,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Results {
     /// The full command line.
@@ -96,6 +156,9 @@ pub struct Results {
     pub e2e_latency_us: Option<Percentiles>,
     /// Open loop: how late requests went out relative to their due time.
     pub send_lag_us: Option<Percentiles>,
+    pub open_loop: Option<OpenLoop>,
+    /// Pairs with a duration: the backlog's growth.
+    pub backlog: Option<Backlog>,
     pub verify: Option<VerifyReport>,
 }
 
@@ -189,6 +252,28 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
     if r.send_lag_us.is_some() {
         spectrum_row(out, "send lag", &r.send_lag_us)?;
     }
+    if let Some(o) = &r.open_loop {
+        writeln!(
+            out,
+            "  open loop    scheduled {}, sent {}, not sent {} (no free pipeline slot before the end)",
+            o.scheduled, o.sent, o.unsent
+        )?;
+    }
+    if let Some(b) = &r.backlog {
+        writeln!(
+            out,
+            "  backlog      {} queued at the start, {} at the end ({:+.0}/s over {:.0} s){}",
+            b.start,
+            b.end,
+            b.growth_per_sec,
+            b.window_s,
+            if b.growing {
+                ": GROWING, producers outpace consumers"
+            } else {
+                ""
+            }
+        )?;
+    }
     if let Some(v) = &r.verify {
         writeln!(
             out,
@@ -255,6 +340,34 @@ mod tests {
             assert!(p.mean <= p.max);
         }
         assert!(percentiles(&new_hist()).is_none());
+    }
+
+    #[test]
+    fn backlog_growth_is_judged_over_the_measured_window() {
+        let s = 1_000_000_000;
+        // Warm-up of 1 s, then 3 s measured; depth sampled every second.
+        let growing = [(0, 0), (s, 50), (2 * s, 2050), (3 * s, 4050), (4 * s, 6050)];
+        let b = Backlog::judge(&growing, s, 4 * s, 30_000, 16).unwrap();
+        assert_eq!((b.start, b.end), (50, 6050));
+        assert!(b.growing);
+        assert!((b.growth_per_sec - 2000.0).abs() < 1e-9);
+        assert!((b.window_s - 3.0).abs() < 1e-9);
+        // Depth wobbling within what may be in flight is not growth.
+        let steady = [(0, 0), (s, 10), (2 * s, 25), (3 * s, 3), (4 * s, 30)];
+        assert!(
+            !Backlog::judge(&steady, s, 4 * s, 30_000, 16)
+                .unwrap()
+                .growing
+        );
+        // Nor is a rise that is tiny next to what was produced.
+        assert!(
+            !Backlog::judge(&growing, s, 4 * s, 10_000_000, 16)
+                .unwrap()
+                .growing
+        );
+        // A window without a whole interval, or nothing produced: no verdict.
+        assert!(Backlog::judge(&growing, s, s + s / 2, 30_000, 16).is_none());
+        assert!(Backlog::judge(&growing, s, 4 * s, 0, 16).is_none());
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub struct Counters {
     pub bytes_received: u64,
     /// Completed requests including the warm-up (for the progress line).
     pub ops_all: u64,
+    /// `STORED` and message-bearing `VALUE` replies, warm-up included: what
+    /// this run put into its queues and took out (pairs: the backlog).
+    pub stored_all: u64,
+    pub taken_all: u64,
+    /// Open loop: measured requests that were due but still waiting for a
+    /// free pipeline slot when the run ended, and so never sent.
+    pub unsent: u64,
 }
 
 impl Counters {
@@ -69,6 +76,9 @@ impl Counters {
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.ops_all += o.ops_all;
+        self.stored_all += o.stored_all;
+        self.taken_all += o.taken_all;
+        self.unsent += o.unsent;
     }
 
     #[inline]

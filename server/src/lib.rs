@@ -23,7 +23,8 @@
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
 //!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
-//!   `-P`, `-u` and `-r`; [`logging`] the stderr log.
+//!   `-P`, `-u` and `-r`; [`logging`] the stderr log; [`notify`] tells
+//!   systemd when it is ready and when it stops.
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
 
@@ -39,6 +40,7 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod offline;
 pub mod protocol;
 pub mod queue;

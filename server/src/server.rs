@@ -190,7 +190,17 @@ pub fn run(config: Config) -> io::Result<()> {
     while stop_reason.is_none() {
         if let Some(signal) = wait_stop_signal(Duration::from_millis(100)) {
             if signal == "SIGHUP" {
-                match shared.limits.reload() {
+                // Ready again either way: a refused file leaves the limits
+                // in force, and the server never stopped serving. Before
+                // the first READY=1 there is nothing to tell.
+                if announced {
+                    crate::notify::reloading();
+                }
+                let reloaded = shared.limits.reload();
+                if announced {
+                    crate::notify::ready();
+                }
+                match reloaded {
                     Ok(()) => log::info!("SIGHUP: queue limits reloaded"),
                     Err(e) => log::warn!("SIGHUP: reload failed, the limits in force stay: {e}"),
                 }
@@ -219,10 +229,12 @@ pub fn run(config: Config) -> io::Result<()> {
             if let Some(daemon) = daemon.take() {
                 daemon.ready();
             }
+            crate::notify::ready();
         }
     }
     let reason = stop_reason.unwrap_or_default();
     log::info!("stopping ({reason}): finishing requests in flight");
+    crate::notify::stopping();
     shared.stopping.store(true, Ordering::SeqCst);
     // A stop must never hang: a signal while the executors finish ends the
     // process at once. What was acknowledged is already in the log as the

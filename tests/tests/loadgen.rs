@@ -1,7 +1,8 @@
 //! mcq-loadgen against the real mcqd: the JSON report has the documented
 //! fields with percentiles in order, the end-to-end latency of
 //! producer/consumer pairs is measured, and the HdrHistogram log and the
-//! plot are written.
+//! plot are written. An open-loop run ends at its duration whatever the
+//! rate, and a pairs run whose backlog grows says so.
 
 use std::process::Command;
 
@@ -26,6 +27,28 @@ fn run(server: &Server, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+/// Runs the generator for a duration (no `--requests`): the report, and
+/// what it said on stderr.
+fn run_for(server: &Server, args: &[&str]) -> (Value, String) {
+    let dir = server.data_dir.parent().unwrap().to_path_buf();
+    let json = dir.join("timed.json");
+    let out = output_within(
+        Command::new(loadgen_bin())
+            .args(["--server", &format!("127.0.0.1:{}", server.port), "--quiet"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, stderr)
 }
 
 fn assert_percentiles_in_order(latency: &Value) {
@@ -123,4 +146,102 @@ fn reliable_consumers_confirm_everything() {
     for (q, enqueued, dequeued) in c.queue_stats() {
         assert_eq!(enqueued, dequeued, "{q}");
     }
+}
+
+#[test]
+fn open_loop_stops_sending_at_its_duration() {
+    // A rate no server reaches over one connection one request deep: two
+    // million requests are due in the 2 s. Before, every one of them was
+    // sent however late, and the run lasted minutes (past PATIENCE).
+    let server = Server::start("loadgen-open-loop", &["-t", "1", "--sync", "none"]);
+    let (report, stderr) = run_for(
+        &server,
+        &[
+            "--rate",
+            "1000000",
+            "--connections",
+            "1",
+            "--duration",
+            "2s",
+            "--timeout",
+            "5s",
+        ],
+    );
+    let open = &report["open_loop"];
+    let (scheduled, sent, unsent) = (
+        open["scheduled"].as_u64().unwrap(),
+        open["sent"].as_u64().unwrap(),
+        open["unsent"].as_u64().unwrap(),
+    );
+    assert_eq!(scheduled, 2_000_000, "{report}");
+    assert_eq!(sent + unsent, scheduled, "{report}");
+    assert!(unsent > 0 && sent > 0, "{report}");
+    // Everything sent was answered, within the measured window plus the
+    // replies still in flight at its end (bounded by --timeout).
+    assert_eq!(report["ops"].as_u64(), Some(sent), "{report}");
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((2.0..2.0 + 5.0).contains(&duration), "{report}");
+    assert!(
+        stderr.contains("could not keep the rate") && stderr.contains("never sent"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pairs_warn_when_the_backlog_grows() {
+    let server = Server::start("loadgen-backlog", &["-t", "1", "--sync", "none"]);
+    // Producers 16 deep against reliable consumers, which keep one get in
+    // flight: the queue grows all run. --timeout stops the consumers' drain
+    // after the producers have finished.
+    let (report, stderr) = run_for(
+        &server,
+        &[
+            "--workload",
+            "pairs",
+            "--connections",
+            "2",
+            "--queues",
+            "1",
+            "--pipeline",
+            "16",
+            "--reliable",
+            "--duration",
+            "2s",
+            "--timeout",
+            "2s",
+        ],
+    );
+    let backlog = &report["backlog"];
+    assert_eq!(backlog["growing"].as_bool(), Some(true), "{report}");
+    assert!(
+        backlog["end"].as_i64().unwrap() > backlog["start"].as_i64().unwrap(),
+        "{report}"
+    );
+    assert!(stderr.contains("WARNING: the backlog grew"), "{stderr}");
+
+    // Paced producers that the consumers keep up with: no warning.
+    let (report, stderr) = run_for(
+        &server,
+        &[
+            "--workload",
+            "pairs",
+            "--connections",
+            "2",
+            "--queues",
+            "1",
+            "--key-prefix",
+            "paced",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+        ],
+    );
+    assert_eq!(
+        report["backlog"]["growing"].as_bool(),
+        Some(false),
+        "{report}"
+    );
+    assert!(!stderr.contains("backlog grew"), "{stderr}");
 }
