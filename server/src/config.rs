@@ -69,7 +69,8 @@ pub struct Config {
     #[arg(short = 'N', long = "no-sync")]
     pub no_sync: bool,
 
-    /// Size of one segment file, in bytes (a multiple of 4096).
+    /// Size of one segment file, in bytes (a multiple of 4096). Files are
+    /// preallocated in steps (a sixteenth, at most 4 MiB) as they fill.
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
     pub segment_size: u64,
 

@@ -111,6 +111,10 @@ impl Log {
         if let Some(seg) = self.segs.get_mut(&ord) {
             seg.file = Some(file);
         }
+        // The grower may have found no file while the rename was in flight.
+        if ord == self.open_ord && self.alloc_target(self.tail.next_off()) > self.allocated {
+            self.grow.notify();
+        }
     }
 
     pub fn count_write(&mut self, bytes: u64) {
