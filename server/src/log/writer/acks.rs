@@ -112,7 +112,8 @@ impl Log {
             seg.file = Some(file);
         }
         // The grower may have found no file while the rename was in flight.
-        if ord == self.open_ord && self.alloc_target(self.tail.next_off()) > self.allocated {
+        let want = self.alloc_target(self.tail.next_off()).max(self.alloc_want);
+        if ord == self.open_ord && want > self.allocated {
             self.grow.notify();
         }
     }
