@@ -82,6 +82,14 @@ impl From<LogError> for NoRoom {
     }
 }
 
+/// Who makes the room a request waits for.
+enum Need {
+    /// Maintenance: a spare file.
+    Spare,
+    /// The grower: more of the open segment or of a spare preallocated.
+    Growth,
+}
+
 /// What an `Enqueued` record carries besides the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -473,8 +481,12 @@ impl Log {
             // Fits the segment but not yet its preallocated part (see the
             // module doc): appending now could put the commit path at a
             // write a full disk refuses, after the request was applied.
-            self.alloc_want = self.alloc_want.max(end);
-            return Err(self.await_space());
+            // Wait for the grower, except a consumer on a full disk: it
+            // rolls into its spare, as it would at the segment's end.
+            if set || self.disk_full.is_none() || self.spares.is_empty() {
+                self.alloc_want = self.alloc_want.max(end);
+                return Err(self.await_space(Need::Growth));
+            }
         }
         if set {
             if let Some(max) = self.cfg.max_disk {
@@ -502,17 +514,17 @@ impl Log {
         let needed = if set { SPARES } else { 1 };
         if self.spares.len() < needed {
             self.spare_awaited = true;
-            return Err(self.await_space());
+            return Err(self.await_space(Need::Spare));
         }
         // The spare it rolls into must hold the checkpoint and this record
         // (and, for a set, the reserve) in what is preallocated.
         let want = (checkpoint + need + keep).min(size);
         if self.spares.last().is_some_and(|s| s.len < want) {
             self.spare_want = want;
-            return Err(self.await_space());
+            return Err(self.await_space(Need::Growth));
         }
         let Some(spare) = self.spares.pop() else {
-            return Err(self.await_space());
+            return Err(self.await_space(Need::Spare));
         };
         self.roll(spare);
         Ok(())
@@ -520,8 +532,10 @@ impl Log {
 
     /// No room until maintenance makes a spare or the grower preallocates
     /// more: wait for it, or refuse once either found the disk full (see
-    /// the module doc).
-    fn await_space(&mut self) -> NoRoom {
+    /// the module doc). Only the task that can help is woken: compaction
+    /// asks for room too, and waking maintenance for what only the grower
+    /// can do would run its rounds back to back.
+    fn await_space(&mut self, need: Need) -> NoRoom {
         if let Some(since) = self.disk_full {
             if since.elapsed() >= DISK_FULL_RETRY {
                 self.disk_full = None;
@@ -530,8 +544,10 @@ impl Log {
             }
             return LogError::OutOfSpace.into();
         }
-        self.maint.notify();
-        self.grow.notify();
+        match need {
+            Need::Spare => self.maint.notify(),
+            Need::Growth => self.grow.notify(),
+        }
         NoRoom::AwaitSpare
     }
 
