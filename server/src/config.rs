@@ -77,7 +77,8 @@ pub struct Config {
     pub no_sync: bool,
 
     /// Size of one segment file, in bytes or with K, M, G (a multiple of
-    /// 4096, at least 64K).
+    /// 4096, at least 64K). Files are preallocated in steps (a sixteenth, at
+    /// most 4 MiB) as they fill.
     #[arg(long, default_value = "64M", value_parser = parse_segment_size)]
     pub segment_size: u64,
 

@@ -14,7 +14,10 @@
 //! 3. Keep two **spare** preallocated segment files ready: rolling to a
 //!    new segment takes one, so the commit path never allocates (and never
 //!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
-//!    can always be logged even when the disk is full.
+//!    can still be logged when the disk is full. Spares are preallocated
+//!    only in part (the consumers': 16 MiB at most; the sets': the reserve
+//!    plus a step, made once the open segment is half full); the grower
+//!    ([`super::grow`]) extends a segment as it fills.
 //! 4. **Compact**: a sealed segment less than a quarter live (not counting
 //!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,
@@ -182,13 +185,17 @@ async fn make_spare(log: &SharedLog) -> bool {
         (
             l.disk().clone(),
             l.dir().join(format!("spare-{n}.tmp")),
-            l.segment_size(),
+            l.spare_len(),
             l.label().to_string(),
         )
     };
     match disk::create_preallocated(&*disk, &path, size).await {
         Ok(file) => {
-            let unused = log.borrow_mut().put_spare(Spare { path, file });
+            let unused = log.borrow_mut().put_spare(Spare {
+                path,
+                file,
+                len: size,
+            });
             match unused {
                 Some(spare) => {
                     drop(spare.file);
