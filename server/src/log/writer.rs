@@ -540,7 +540,7 @@ impl Log {
             })
             .sum::<u64>()
             + record::record_len(0) as u64;
-        if checkpoint + need > limit {
+        if checkpoint + need + keep > size {
             return Err(LogError::OutOfSpace.into());
         }
         // Sets leave the last spare to consumers.
