@@ -78,7 +78,7 @@ pub struct Replayed {
     pub max_lsn: u64,
 }
 
-/// Merges `summaries` (see [`Replay`]).
+/// Merges `summaries` (the module doc says how).
 pub fn replay(summaries: &[(u32, Summary)]) -> Replayed {
     let mut replay = Replay::default();
     for (ord, s) in summaries {
