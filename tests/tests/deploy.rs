@@ -157,7 +157,7 @@ fn notify_ready_once_listening_reloading_on_sighup_stopping_on_sigterm() {
     std::fs::write(&config, "[queue jobs]\nmax_items = 5\n").unwrap();
     let (socket, name) = notify_socket();
     let port = free_port();
-    let mut mcqd = Command::new(mcqd_bin())
+    let mcqd = Command::new(mcqd_bin())
         .args(["-p", &port.to_string(), "-t", "2", "-f"])
         .arg(&config)
         .arg("-H")
