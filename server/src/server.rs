@@ -178,7 +178,10 @@ pub fn run(config: Config) -> io::Result<()> {
                     shards,
                     format,
                 };
-                executor_main(me, layout, &config, socket, shared, &progress, mesh, metrics).await
+                executor_main(
+                    me, layout, &config, socket, shared, &progress, mesh, metrics,
+                )
+                .await
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
