@@ -179,7 +179,13 @@ pub fn run(config: Config) -> io::Result<()> {
                     format,
                 };
                 executor_main(
-                    me, layout, &config, socket, shared, &progress, mesh, metrics,
+                    me,
+                    layout,
+                    &config,
+                    Sockets { socket, metrics },
+                    shared,
+                    &progress,
+                    mesh,
                 )
                 .await
             })
@@ -365,16 +371,23 @@ async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> boo
     true
 }
 
+/// What an executor listens on: its share of the port (bound, not yet
+/// listening) and, on executor 0 with `--metrics`, the metrics listener.
+struct Sockets {
+    socket: OwnedFd,
+    metrics: Option<OwnedFd>,
+}
+
 async fn executor_main(
     me: usize,
     layout: Layout,
     config: &Config,
-    socket: OwnedFd,
+    sockets: Sockets,
     shared: Arc<Shared>,
     progress: &Progress,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
-    metrics: Option<OwnedFd>,
 ) -> io::Result<()> {
+    let Sockets { socket, metrics } = sockets;
     let Layout {
         executors, shards, ..
     } = layout;
