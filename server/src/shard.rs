@@ -91,6 +91,8 @@ pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<(u32, u3
             Ok((format, shards))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", data_dir.display())))?;
             write_manifest(data_dir, shards_if_new).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
             })?;
