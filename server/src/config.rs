@@ -13,6 +13,8 @@ use clap::{ArgAction, Parser};
 
 use crate::store::SyncMode;
 
+const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+
 const IGNORED: &str = "MemcacheQ's BerkeleyDB flags (accepted and ignored, one warning each)";
 
 /// mcqd: a persistent message queue that speaks the memcache text protocol.
@@ -53,9 +55,10 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Largest message body, in bytes (or with K, M, G); at most what a
-    /// segment can hold (about 7/8 of --segment-size).
-    #[arg(short = 'B', long, default_value = "1M", value_parser = parse_message_size)]
-    pub max_message_size: usize,
+    /// segment can hold (about 7/8 of --segment-size) [default: 1M, or
+    /// what a segment holds if that is less].
+    #[arg(short = 'B', long, value_parser = parse_message_size)]
+    max_message_size: Option<usize>,
 
     /// Hot message cache, in MiB, or a size with K, M, G (shared out among
     /// the storage shards).
@@ -240,17 +243,25 @@ impl Config {
     /// Refuses values that are each fine alone but cannot work together;
     /// the message names the flags.
     pub fn check(&self) -> Result<(), String> {
-        let largest = crate::log::writer::max_message_size(
-            self.segment_size,
-            crate::protocol::MAX_QUEUE_NAME,
-        );
-        if self.max_message_size as u64 > largest {
-            return Err(format!(
-                "-B {} is larger than a segment of {} bytes (--segment-size) can hold: the largest message it takes is {largest} bytes; lower -B or raise --segment-size",
-                self.max_message_size, self.segment_size
-            ));
+        let largest = self.largest_message();
+        match self.max_message_size {
+            Some(asked) if asked as u64 > largest => Err(format!(
+                "-B {asked} is larger than a segment of {} bytes (--segment-size) can hold: the largest message it takes is {largest} bytes; lower -B or raise --segment-size",
+                self.segment_size
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The largest message body taken (`-B`).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+            .unwrap_or_else(|| (DEFAULT_MAX_MESSAGE as u64).min(self.largest_message()) as usize)
+    }
+
+    /// The largest message body a segment holds.
+    fn largest_message(&self) -> u64 {
+        crate::log::writer::max_message_size(self.segment_size, crate::protocol::MAX_QUEUE_NAME)
     }
 
     /// One line for each flag given that mcqd cannot honour as asked.
@@ -423,7 +434,7 @@ mod tests {
         assert_eq!(c.port, 22201);
         assert_eq!(c.listen.to_string(), "127.0.0.1");
         assert_eq!(c.max_connections, 1024);
-        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.max_message_size(), 1 << 20);
         assert_eq!(c.cache_bytes, 64 << 20);
         assert_eq!(c.sync_mode(), SyncMode::Always);
         assert_eq!(c.segment_size, 64 << 20);
@@ -577,7 +588,7 @@ mod tests {
             "-m",
             "512K",
         ]);
-        assert_eq!(c.max_message_size, 64 << 10);
+        assert_eq!(c.max_message_size(), 64 << 10);
         assert_eq!(c.max_disk, Some(10 << 30));
         assert_eq!(c.segment_size, 1 << 20);
         assert_eq!(c.cache_bytes, 512 << 10);
@@ -586,7 +597,7 @@ mod tests {
             128 << 20,
             "plain -m is MiB"
         );
-        assert_eq!(parse(&["-B", "1024"]).max_message_size, 1024);
+        assert_eq!(parse(&["-B", "1024"]).max_message_size(), 1024);
         for bad in [
             &["-B", "1X"][..],
             &["--max-disk", "lots"],
@@ -619,5 +630,9 @@ mod tests {
             parse(&["-B", "64K", "--segment-size", "1M"]).check(),
             Ok(())
         );
+        let c = parse(&["--segment-size", "64K"]);
+        assert_eq!(c.check(), Ok(()), "the default -B follows a small segment");
+        assert_eq!(c.max_message_size() as u64, c.largest_message());
+        assert!(c.max_message_size() < 64 << 10);
     }
 }

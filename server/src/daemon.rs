@@ -193,8 +193,7 @@ pub fn raise_core_limit() {
 /// it, its lock file); `dumpable` (`-r`) lets the process still dump core
 /// afterwards, which Linux turns off on a change of credentials.
 pub fn become_user(user: &str, owned: &[&Path], dumpable: bool) -> io::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         log::warn!("-u {user}: not running as root: ignored");
         return Ok(());
     }
@@ -232,6 +231,11 @@ pub fn become_user(user: &str, owned: &[&Path], dumpable: bool) -> io::Result<()
     }
     log::info!("running as {user} (uid {uid}, gid {gid})");
     Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn lookup_user(user: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {

@@ -115,7 +115,7 @@ pub fn run(config: Config) -> io::Result<()> {
             owned.push(&config.data_dir);
         }
         daemon::become_user(user, &owned, config.raise_core_limit)?;
-    } else if unsafe { libc::geteuid() } == 0 && config.daemon {
+    } else if daemon::is_root() && config.daemon {
         log::warn!("running as root: -u <user> would drop root once the port is bound");
     }
     let (format, shards) =
@@ -140,7 +140,7 @@ pub fn run(config: Config) -> io::Result<()> {
         shutdown_enabled: config.enable_shutdown,
         shutdown_requested: AtomicBool::new(false),
         max_connections: config.max_connections,
-        max_message_size: config.max_message_size,
+        max_message_size: config.max_message_size(),
         connections: AtomicUsize::new(0),
         total_connections: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),

@@ -74,7 +74,8 @@ pub fn open_manifest(data_dir: &Path, shards_if_new: u32) -> io::Result<(u32, u3
     match read_manifest(data_dir)? {
         Some(found) => Ok(found),
         None => {
-            fs::create_dir_all(data_dir)?;
+            fs::create_dir_all(data_dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", data_dir.display())))?;
             write_manifest(data_dir, shards_if_new).map_err(|e| {
                 let path = data_dir.join(MANIFEST);
                 io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
