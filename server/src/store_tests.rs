@@ -1018,15 +1018,16 @@ fn segments_grow_in_steps_ahead_of_their_records() {
                 continue;
             }
             s.settle().await;
-            let l = s.log().borrow();
-            let seg = l.seg(l.open_ord()).unwrap();
-            let end = seg.data_len;
-            let allocated = l.allocated();
-            assert_eq!(allocated, l.alloc_target(end), "message {i}");
-            assert!(allocated >= (end + reserve + step).min(cfg.segment_size));
-            assert!(allocated <= cfg.segment_size);
-            let file = seg.file.clone().unwrap();
-            drop(l);
+            let (allocated, file) = {
+                let l = s.log().borrow();
+                let seg = l.seg(l.open_ord()).unwrap();
+                let end = seg.data_len;
+                let allocated = l.allocated();
+                assert_eq!(allocated, l.alloc_target(end), "message {i}");
+                assert!(allocated >= (end + reserve + step).min(cfg.segment_size));
+                assert!(allocated <= cfg.segment_size);
+                (allocated, seg.file.clone().unwrap())
+            };
             assert_eq!(file.size().await.unwrap(), allocated, "message {i}");
             lens.insert(allocated);
             let ord = s.log().borrow().open_ord();
