@@ -203,7 +203,7 @@ fn verbosity_at_runtime_logs_rejected_requests_with_their_line() {
     c.expect(b"verbosity 2\r\n", b"OK\r\n");
     wait_for_log(&server, "INFO  verbosity 2");
     c.expect(
-        b"set q 0 0 many\r\n",
+        b"set q 0 4294967296 1\r\nx\r\n",
         b"CLIENT_ERROR bad command line format\r\n",
     );
     c.expect(b"frobnicate \x01\xff\\\r\n", b"ERROR\r\n");
@@ -213,7 +213,7 @@ fn verbosity_at_runtime_logs_rejected_requests_with_their_line() {
     c.expect(&long, b"ERROR\r\n");
     wait_for_log(
         &server,
-        "TRACE rejected request (CLIENT_ERROR bad command line format): set q 0 0 many\n",
+        "TRACE rejected request (CLIENT_ERROR bad command line format): set q 0 4294967296 1\n",
     );
     wait_for_log(
         &server,

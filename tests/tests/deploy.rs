@@ -250,7 +250,7 @@ fn a_notify_socket_nobody_listens_on_is_logged_not_fatal() {
         }
     });
     let mut said = String::new();
-    while !said.contains("cannot tell systemd \"READY=1\"") {
+    while !said.contains("cannot tell systemd READY=1 through") {
         match log.recv_timeout(PATIENCE) {
             Ok(line) => said += &(line + "\n"),
             Err(e) => panic!("no word of the failed READY=1 ({e}):\n{said}"),
