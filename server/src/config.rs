@@ -69,8 +69,9 @@ pub struct Config {
     #[arg(short = 'N', long = "no-sync")]
     pub no_sync: bool,
 
-    /// Size of one segment file, in bytes (a multiple of 4096). Files are
-    /// preallocated in steps (a sixteenth, at most 4 MiB) as they fill.
+    /// Size of one segment file, in bytes (a multiple of 4096). An idle
+    /// shard's segment is preallocated in steps (a sixteenth, at most
+    /// 4 MiB) as it fills.
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
     pub segment_size: u64,
 
