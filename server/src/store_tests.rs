@@ -969,8 +969,8 @@ fn preallocation_grows_in_steps_beyond_the_reserve() {
             let l = s.log().borrow();
             assert_eq!(l.allocated(), 16 * M);
             // Only the consumers' spare (16 MiB) is made while the open
-            // segment is not half full; the sets' would be 12 MiB.
-            assert_eq!(l.spare_len(), 12 * M);
+            // segment is not half full; the sets' would be whole.
+            assert_eq!(l.spare_len(), 64 * M);
             assert_eq!(l.stats().disk_bytes, 32 * M, "open 16 + spare 16 MiB");
         }
         s.close().await.unwrap();
@@ -1023,7 +1023,13 @@ fn segments_grow_in_steps_ahead_of_their_records() {
                 let seg = l.seg(l.open_ord()).unwrap();
                 let end = seg.data_len;
                 let allocated = l.allocated();
-                assert_eq!(allocated, l.alloc_target(end), "message {i}");
+                // Exactly the target while it grows in steps (the first
+                // segment); segments rolled into under load are whole.
+                assert!(allocated >= l.alloc_target(end), "message {i}");
+                assert!(
+                    allocated == l.alloc_target(end) || allocated == cfg.segment_size,
+                    "message {i}"
+                );
                 assert!(allocated >= (end + reserve + step).min(cfg.segment_size));
                 assert!(allocated <= cfg.segment_size);
                 (allocated, seg.file.clone().unwrap())

@@ -15,9 +15,9 @@
 //!    new segment takes one, so the commit path never allocates (and never
 //!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
 //!    can still be logged when the disk is full. Spares are preallocated
-//!    only in part (the consumers': 16 MiB at most; the sets': the reserve
-//!    plus a step, made once the open segment is half full); the grower
-//!    ([`super::grow`]) extends a segment as it fills.
+//!    only in part: the consumers' to 16 MiB at most; the sets' whole, but
+//!    made only once the open segment is half full. The grower
+//!    ([`super::grow`]) extends a segment that is not whole as it fills.
 //! 4. **Compact**: a sealed segment less than a quarter live (not counting
 //!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,

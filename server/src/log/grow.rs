@@ -15,9 +15,11 @@
 //! # Why in steps
 //! Preallocating whole segments cost three segments per shard (the open one
 //! and two spares), 192 MiB with the default 64 MiB segments, on a server
-//! that holds nothing. Now a new segment file gets the consumers' reserve
-//! plus one step ([`crate::log::writer::alloc_step`], 4 MiB by default),
-//! and this task keeps one to two steps beyond the reserve preallocated as
+//! that holds nothing. Now a run's first segment file gets the consumers'
+//! reserve plus one step ([`crate::log::writer::alloc_step`], 4 MiB by
+//! default), the consumers' spare 16 MiB, and the sets' spare (whole) is
+//! made only once the open segment is half full; this task keeps a segment
+//! that is not whole one to two steps beyond the reserve preallocated as
 //! records arrive: it is woken each time the records cross a step, while
 //! sets still have a whole step of room. A set waits for it only if it
 //! falls that far behind (then it is held like a set waiting for a spare),

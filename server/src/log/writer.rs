@@ -384,12 +384,17 @@ impl Log {
     /// consumers' (sets take the other): it is used once the open
     /// segment's reserve is spent, mostly on a full disk, where it cannot
     /// grow, so it keeps four steps (16 MiB; small segments whole). The
-    /// sets' spare starts like any new segment ([`Log::fresh_len`]).
+    /// sets' spare, made only once the open segment is half full (so under
+    /// load), is preallocated whole, on its own file, as before steps: a
+    /// segment rolled into under load never grows, so no `fallocate` runs
+    /// on the file being written (on ext4 it takes the inode lock and waits
+    /// for the O_DIRECT writes in flight). Only a run's first segment, and
+    /// one started from the consumers' spare, grow in steps.
     pub fn spare_len(&self) -> u64 {
         if self.spares.is_empty() {
             self.cfg.segment_size.min(4 * MAX_ALLOC_STEP)
         } else {
-            self.fresh_len()
+            self.cfg.segment_size
         }
     }
 
