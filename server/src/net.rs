@@ -64,8 +64,10 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The most one `send` of a reply carries; see [`Connection::flush`].
-const WRITE_SLICE: usize = 256 * 1024;
+/// A connection reading a large body, or writing a large reply, pauses
+/// after this many bytes so that the executor's other connections are
+/// served in between (see [`Connection::run`]).
+const YIELD_EVERY: usize = 256 * 1024;
 
 /// Resolves once shutdown has been requested (polls the process-wide flag;
 /// one poller per executor, see [`StopSignal`]).
@@ -225,6 +227,8 @@ struct Connection {
     /// `/open` since its last `/close` or `/abort` there): put back when
     /// it ends.
     open_on: Vec<Vec<u8>>,
+    /// Bytes read since this connection last paused (see [`YIELD_EVERY`]).
+    since_pause: usize,
 }
 
 impl Connection {
@@ -248,6 +252,7 @@ impl Connection {
             skip: 0,
             reader,
             open_on: Vec::new(),
+            since_pause: 0,
         }
     }
 
@@ -299,9 +304,15 @@ impl Connection {
             if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
                 self.input.shrink_to(READ_CHUNK);
             }
-            // A large body arrives in many reads that complete at once:
-            // let the other connections in between (see PREEMPT_TIMER).
-            glommio::yield_if_needed().await;
+            // A large body arrives in many reads that complete at once, and
+            // glommio looks for new I/O only once no task is runnable (or
+            // after 100 ms): pause this connection every YIELD_EVERY bytes,
+            // on a timer, so that the other connections are read between.
+            self.since_pause += n;
+            if self.since_pause >= YIELD_EVERY {
+                self.since_pause = 0;
+                glommio::timer::sleep(Duration::from_micros(1)).await;
+            }
         }
     }
 
@@ -555,11 +566,14 @@ impl Connection {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
-            // A large reply goes out in slices, letting the executor's other
-            // connections in between (see PREEMPT_TIMER in server.rs).
-            for slice in self.output.chunks(WRITE_SLICE) {
+            // A large reply goes out in slices, with the same pause as a
+            // large body's reads (see YIELD_EVERY).
+            let slices = self.output.len().div_ceil(YIELD_EVERY);
+            for (i, slice) in self.output.chunks(YIELD_EVERY).enumerate() {
                 self.stream.write_all(slice).await?;
-                glommio::yield_if_needed().await;
+                if i + 1 < slices {
+                    glommio::timer::sleep(Duration::from_micros(1)).await;
+                }
             }
             self.counters
                 .add(&self.counters.bytes_written, self.output.len() as u64);

@@ -41,14 +41,6 @@ use crate::store::{Store, StoreConfig, SyncMode};
 /// process; I/O beyond it still works with ordinary allocations.
 const IO_MEMORY: usize = 2 << 20;
 
-/// How long the executor's tasks may run before it looks at I/O again
-/// (glommio's default is 100 ms). Between two looks nothing new is read:
-/// a client flooding 8 MB messages, whose reads complete without waiting,
-/// would keep every other connection of the executor unanswered for that
-/// long. Tasks that work through a large body call
-/// `glommio::yield_if_needed` so that this bound holds for them too.
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
-
 /// Runs the server until it is told to stop. Errors are start-up failures.
 /// Installs the process's panic hook: any panic ends the process (see
 /// [`crate::logging::install_panic_hook`]).
@@ -170,7 +162,6 @@ pub fn run(config: Config) -> io::Result<()> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(me % cpus))
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
-            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 let _finished = Finished(&progress.finished);
                 let layout = Layout {
