@@ -80,8 +80,7 @@ pub struct Config {
     pub no_sync: bool,
 
     /// Size of one segment file, in bytes or with K, M, G (a multiple of
-    /// 4096, at least 64K). An idle shard's segment is preallocated in steps
-    /// (a sixteenth, at most 4 MiB) as it fills.
+    /// 4096, at least 64K).
     #[arg(long, default_value = "64M", value_parser = parse_segment_size)]
     pub segment_size: u64,
 

@@ -57,7 +57,7 @@ use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
 use crate::log::writer::{now_us, CatalogEntry, LogConfig, MessageMeta, NoRoom, SharedLog};
-use crate::log::{compaction, grow, recovery, segment, Locators, Log, Pos};
+use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
 use crate::queue::{Loc, Queue};
 
 pub use crate::queue::Reader;
@@ -634,10 +634,9 @@ impl Store {
         };
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
         let path = log.next_segment_path();
-        let len = log.fresh_len();
-        let file = crate::disk::create_preallocated(&*disk, &path, len).await?;
+        let file = crate::disk::create_preallocated(&*disk, &path, segment_size).await?;
         disk.sync_dir(&config.dir).await?;
-        let checkpoint = log.start(file, len);
+        let checkpoint = log.start(file);
         let store = Store {
             state: Rc::new(RefCell::new(state)),
             log: Rc::new(RefCell::new(log)),
@@ -648,7 +647,6 @@ impl Store {
         };
         let locators: Rc<dyn Locators> = Rc::new(StateLocators(store.state.clone()));
         glommio::spawn_local(commit::committer(store.log.clone())).detach();
-        glommio::spawn_local(grow::grower(store.log.clone())).detach();
         if let Some(every) = config.sync.sync_every() {
             glommio::spawn_local(commit::interval_syncer(store.log.clone(), every)).detach();
         }

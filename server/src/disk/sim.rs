@@ -200,8 +200,6 @@ struct State {
     /// Files behave as if opened O_DSYNC.
     dsync: bool,
     cut_at: Option<u64>,
-    /// No free blocks (see [`SimDisk::set_full`]).
-    full: bool,
 }
 
 fn err(errno: i32) -> io::Error {
@@ -408,24 +406,11 @@ impl State {
         } else {
             data.len()
         };
-        if self.full && pos + len as u64 > self.inodes[&f.ino].visible.len() as u64 {
-            return Err(err(libc::ENOSPC));
-        }
         if len > 0 {
             let data = data[..len].to_vec();
             self.change(f.ino, Change::Write { pos, data });
         }
         Ok(len)
-    }
-
-    /// Preallocates `f` to at least `len` bytes.
-    fn pre_allocate(&mut self, f: &SimFile, len: u64) -> io::Result<()> {
-        self.begin(Op::PreAllocate, &f.path)?;
-        if self.full && len > self.inodes[&f.ino].visible.len() as u64 {
-            return Err(err(libc::ENOSPC));
-        }
-        self.change(f.ino, Change::Grow(len));
-        Ok(())
     }
 
     fn fdatasync(&mut self, f: &SimFile) -> io::Result<()> {
@@ -496,14 +481,6 @@ impl SimDisk {
     /// completes only after both.
     pub fn set_durable_writes(&self, on: bool) {
         self.0.borrow_mut().dsync = on;
-    }
-
-    /// Fills the disk (or frees it again): while full, a preallocation
-    /// that would grow a file, and a write past a file's length, fail with
-    /// ENOSPC, as on a file system with no free block; writes into what is
-    /// allocated succeed. (Freed files do not end it: the test says when.)
-    pub fn set_full(&self, on: bool) {
-        self.0.borrow_mut().full = on;
     }
 
     /// Operations issued so far (failed ones included).
@@ -804,7 +781,7 @@ impl DiskFile for SimFile {
     }
 
     fn pre_allocate(&self, len: u64) -> IoFuture<'_, ()> {
-        let r = self.disk.0.borrow_mut().pre_allocate(self, len);
+        let r = self.with(Op::PreAllocate, |s| s.change(self.ino, Change::Grow(len)));
         self.disk.done(r)
     }
 
@@ -1082,25 +1059,6 @@ mod tests {
             block_on(f.write_at(0, &[1; B])).unwrap();
         }
         assert_eq!(d.fired().len(), 3);
-    }
-
-    #[test]
-    fn a_full_disk_refuses_growth_but_not_writes_into_allocated_blocks() {
-        let d = disk();
-        let f = block_on(d.create(&dir().join("a"))).unwrap();
-        block_on(f.pre_allocate(2 * B as u64)).unwrap();
-        d.set_full(true);
-        block_on(f.write_at(B as u64, &[1; B])).unwrap();
-        block_on(f.pre_allocate(2 * B as u64)).unwrap();
-        assert_eq!(errno(block_on(f.pre_allocate(3 * B as u64))), libc::ENOSPC);
-        assert_eq!(
-            errno(block_on(f.write_at(2 * B as u64, &[1; B]))),
-            libc::ENOSPC
-        );
-        assert_eq!(block_on(f.size()).unwrap(), 2 * B as u64);
-        d.set_full(false);
-        block_on(f.pre_allocate(3 * B as u64)).unwrap();
-        block_on(f.write_at(2 * B as u64, &[1; B])).unwrap();
     }
 
     #[test]

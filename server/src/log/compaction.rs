@@ -14,10 +14,7 @@
 //! 3. Keep two **spare** preallocated segment files ready: rolling to a
 //!    new segment takes one, so the commit path never allocates (and never
 //!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
-//!    can still be logged when the disk is full. Spares are preallocated
-//!    only in part: the consumers' to 16 MiB at most; the sets' whole, but
-//!    made only once the open segment is half full. The grower
-//!    ([`super::grow`]) extends a segment that is not whole as it fills.
+//!    can always be logged even when the disk is full.
 //! 4. **Compact**: a sealed segment less than a quarter live (not counting
 //!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,
@@ -185,17 +182,13 @@ async fn make_spare(log: &SharedLog) -> bool {
         (
             l.disk().clone(),
             l.dir().join(format!("spare-{n}.tmp")),
-            l.spare_len(),
+            l.segment_size(),
             l.label().to_string(),
         )
     };
     match disk::create_preallocated(&*disk, &path, size).await {
         Ok(file) => {
-            let unused = log.borrow_mut().put_spare(Spare {
-                path,
-                file,
-                len: size,
-            });
+            let unused = log.borrow_mut().put_spare(Spare { path, file });
             match unused {
                 Some(spare) => {
                     drop(spare.file);

@@ -21,8 +21,6 @@
 //! - [`recovery`]: rebuilding queue state from index files and scans.
 //! - [`compaction`]: the maintenance task (index files, deleting consumed
 //!   segments, the spare segment, compaction) and the scrub.
-//! - [`grow`]: the task that preallocates the open segment in steps ahead
-//!   of its records.
 //! - [`error`]: [`LogError`], what can go wrong, typed.
 //!
 //! Index files live in `crate::index`; files are reached only through
@@ -33,7 +31,6 @@ pub mod commit;
 pub mod compaction;
 pub mod confirmed;
 pub mod error;
-pub mod grow;
 pub mod notify;
 pub mod record;
 pub mod recovery;

@@ -1,12 +1,10 @@
 //! Segment files: naming, error plumbing, and the checked scan that recovery,
 //! index rebuilds and compaction share.
 //!
-//! A segment is `<first lsn, 20 digits>.log`: a file of at most
-//! `segment_size` bytes, preallocated in steps as it fills (zeros until
-//! written, so of any length in whole blocks after a crash), holding
-//! records back to back from offset 0, each starting at a multiple of 8.
-//! Once sealed it is truncated to its data rounded up to 4 KiB and gets
-//! its `.idx`.
+//! A segment is `<first lsn, 20 digits>.log`: a preallocated file of
+//! `segment_size` bytes (zeros until written) holding records back to back
+//! from offset 0, each starting at a multiple of 8. Once sealed it is
+//! truncated to its data rounded up to 4 KiB and gets its `.idx`.
 
 use std::io;
 use std::path::{Path, PathBuf};

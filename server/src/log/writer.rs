@@ -6,32 +6,19 @@
 //!   fits. Sets may not use the last `reserve` bytes of a segment (kept for
 //!   `get`/`delete` records, so consumers can always log), nor grow the log
 //!   past `--max-disk`.
-//! - **Rolling** needs a ready spare file (made by maintenance). A
+//! - **Rolling** needs a ready spare file (preallocated by maintenance). A
 //!   file created on the commit path could fail with ENOSPC after the
 //!   request was applied, and then the only honest way out would be to stop
-//!   the shard. Maintenance keeps [`SPARES`] of them (the second only
-//!   once the open segment is half full, so an idle shard keeps one), and
-//!   a set may roll only into the second: the first one is the consumers',
-//!   so that once the disk is full `get` and `delete` can still be logged
-//!   (and so free space). Without a spare it may use, [`Log::make_room`] answers
+//!   the shard. Maintenance keeps [`SPARES`] of them, and a set may roll
+//!   only into the first: the last one is the consumers', so that once the
+//!   disk is full `get` and `delete` can still be logged (and so free
+//!   space). Without a spare it may use, [`Log::make_room`] answers
 //!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
 //!   one of the shard, until maintenance has made one) or, once maintenance
-//!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens
-//!   with a checkpoint: a `Created` record for every live queue (the log
-//!   keeps their names and counters in its catalog, because every change
-//!   to them is a record it wrote), so older segments can be deleted
-//!   without losing a queue or its counters.
-//! - **Allocation.** A segment file is not preallocated whole (that cost
-//!   three segments per shard on an empty server) but in steps
-//!   ([`alloc_step`]) that the grower task ([`crate::log::grow`]) makes
-//!   ahead of the records. Records are appended only below what is
-//!   preallocated (`allocated`), and sets only below `allocated - reserve`,
-//!   so the commit path still never writes where a full disk could refuse
-//!   it, and the consumers' reserve is always allocated. When a record
-//!   would cross that line, [`Log::make_room`] answers as for a missing
-//!   spare: wait for the grower, or [`LogError::OutOfSpace`] once it found
-//!   the disk full. The grower keeps one to two steps beyond the reserve
-//!   preallocated, so in normal operation a set never waits for it.
+//!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with a checkpoint: a `Created` record
+//!   for every live queue (the log keeps their names and counters in its
+//!   catalog, because every change to them is a record it wrote), so older
+//!   segments can be deleted without losing a queue or its counters.
 //! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
 //!   raised only by the commit loop (after the write, and with
 //!   `--sync always` the fdatasync, of everything up to it).
@@ -56,7 +43,7 @@ use super::recovery::Recovered;
 use super::segment;
 use super::tail::{Part, Tail};
 use super::{Pos, SyncMode};
-use crate::disk::{Disk, DiskFile, BLOCK};
+use crate::disk::{Disk, DiskFile};
 
 mod acks;
 mod segs;
@@ -64,7 +51,7 @@ mod upkeep;
 
 use crate::index::IndexBuilder;
 pub use segs::{Seg, SegFile, Spare};
-pub use upkeep::{GrowJob, IndexJob};
+pub use upkeep::IndexJob;
 
 /// Why [`Log::make_room`] could not make room.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,14 +67,6 @@ impl From<LogError> for NoRoom {
     fn from(e: LogError) -> NoRoom {
         NoRoom::Refused(e)
     }
-}
-
-/// Who makes the room a request waits for.
-enum Need {
-    /// Maintenance: a spare file.
-    Spare,
-    /// The grower: more of the open segment or of a spare preallocated.
-    Growth,
 }
 
 /// What an `Enqueued` record carries besides the body.
@@ -112,21 +91,6 @@ pub struct CatalogEntry {
 
 /// Preallocated spare segment files kept ready; sets may not take the last.
 pub const SPARES: usize = 2;
-
-/// Segment files are preallocated in steps of at most this.
-pub const MAX_ALLOC_STEP: u64 = 4 << 20;
-
-/// The preallocation step for segments of `segment_size` bytes: a
-/// sixteenth of a segment, at most [`MAX_ALLOC_STEP`], whole blocks.
-/// Small enough that an empty shard takes a few steps of disk, large
-/// enough that a set never waits for the next one (see
-/// [`crate::log::grow`]).
-pub fn alloc_step(segment_size: u64) -> u64 {
-    (segment_size / 16)
-        .next_multiple_of(BLOCK)
-        .clamp(BLOCK, MAX_ALLOC_STEP)
-        .min(segment_size.max(BLOCK))
-}
 
 /// How often a refused request makes maintenance try the spare again once
 /// the disk was found full.
@@ -197,20 +161,6 @@ pub struct Log {
     /// Space at the end of a segment that only `get`/`delete` records may
     /// use.
     reserve: u64,
-    /// Preallocation step ([`alloc_step`]).
-    step: u64,
-    /// Bytes of the open segment's file preallocated: nothing is appended
-    /// past it, and no set past it less `reserve`.
-    allocated: u64,
-    /// A held request needs the open segment preallocated this far.
-    alloc_want: u64,
-    /// A held request needs the spare it will roll into this large.
-    spare_want: u64,
-    /// Wakes the grower.
-    grow: Rc<Notify>,
-    /// The segment whose file the grower is preallocating (its index waits:
-    /// the truncate must come after).
-    growing: Option<u32>,
     next_lsn: u64,
     segs: BTreeMap<u32, Seg>,
     open_ord: u32,
@@ -246,9 +196,6 @@ pub struct Log {
     /// Closed or failed (wakes the interval syncer).
     stop: Rc<Notify>,
     spares: Vec<Spare>,
-    /// A request waits to roll into a spare not made yet (the sets' spare
-    /// is otherwise made only once the open segment is half full).
-    spare_awaited: bool,
     /// Creating a spare failed with ENOSPC/EDQUOT at this time; cleared
     /// when a segment is deleted, and retried now and then (space may be
     /// freed by others).
@@ -303,19 +250,12 @@ impl Log {
     ) -> Log {
         let next_ord = rec.segs.keys().next_back().map_or(0, |o| o + 1);
         let reserve = set_reserve(cfg.segment_size);
-        let step = alloc_step(cfg.segment_size);
         let catalog = queues.into_iter().collect();
         let last = rec.next_lsn - 1;
         Log {
             disk,
             cfg,
             reserve,
-            step,
-            allocated: 0,
-            alloc_want: 0,
-            spare_want: 0,
-            grow: Rc::new(Notify::default()),
-            growing: None,
             next_lsn: rec.next_lsn,
             segs: rec.segs,
             open_ord: u32::MAX,
@@ -339,7 +279,6 @@ impl Log {
             spare_ready: Rc::new(Notify::default()),
             stop: Rc::new(Notify::default()),
             spares: Vec::new(),
-            spare_awaited: false,
             disk_full: None,
             maint_wake_lsn: 0,
             tasks: 0,
@@ -352,65 +291,16 @@ impl Log {
     }
 
     /// Starts the first segment of this run in `file` (created at
-    /// [`Log::next_segment_path`] and preallocated to `len` bytes, see
-    /// [`Log::fresh_len`]) with a checkpoint; returns the checkpoint's lsn.
-    pub fn start(&mut self, file: Rc<dyn DiskFile>, len: u64) -> u64 {
+    /// [`Log::next_segment_path`]) with a checkpoint; returns the
+    /// checkpoint's lsn.
+    pub fn start(&mut self, file: Rc<dyn DiskFile>) -> u64 {
         let ord = self.next_ord;
         self.next_ord += 1;
-        self.allocated = len;
+        let size = self.cfg.segment_size;
         self.segs
-            .insert(ord, Seg::new(self.next_lsn, Some(file), len));
+            .insert(ord, Seg::new(self.next_lsn, Some(file), size));
         self.begin_segment(ord);
         self.checkpoint_lsn
-    }
-
-    /// How far the open segment is to be preallocated when its records end
-    /// at `end`: beyond the consumers' reserve, one to two steps more. The
-    /// grower is woken each time `end` crosses a step, and then sets still
-    /// have a whole step of room while it preallocates the next.
-    pub fn alloc_target(&self, end: u64) -> u64 {
-        (((end + self.reserve) / self.step + 2) * self.step).min(self.cfg.segment_size)
-    }
-
-    /// What a new segment file is preallocated to: a step short of
-    /// [`Log::alloc_target`] of an empty segment, so the grower's first
-    /// step starts with the checkpoint and sets have a step of room
-    /// meanwhile.
-    pub fn fresh_len(&self) -> u64 {
-        ((self.reserve / self.step + 1) * self.step).min(self.cfg.segment_size)
-    }
-
-    /// What the next spare is preallocated to. The first one made is the
-    /// consumers' (sets take the other): it is used once the open
-    /// segment's reserve is spent, mostly on a full disk, where it cannot
-    /// grow, so it keeps four steps (16 MiB; small segments whole). The
-    /// sets' spare, made only once the open segment is half full (so under
-    /// load), is preallocated whole, on its own file, as before steps: a
-    /// segment rolled into under load never grows, so no `fallocate` runs
-    /// on the file being written (on ext4 it takes the inode lock and waits
-    /// for the O_DIRECT writes in flight). Only a run's first segment, and
-    /// one started from the consumers' spare, grow in steps.
-    pub fn spare_len(&self) -> u64 {
-        if self.spares.is_empty() {
-            self.cfg.segment_size.min(4 * MAX_ALLOC_STEP)
-        } else {
-            self.cfg.segment_size
-        }
-    }
-
-    /// The open segment is half full: time for the sets' spare (made only
-    /// then, so that an idle shard keeps just the consumers').
-    fn half_full(&self) -> bool {
-        self.tail.next_off() >= self.cfg.segment_size / 2
-    }
-
-    /// Bytes of the open segment preallocated.
-    pub fn allocated(&self) -> u64 {
-        self.allocated
-    }
-
-    pub fn grow_signal(&self) -> Rc<Notify> {
-        self.grow.clone()
     }
 
     pub fn disk(&self) -> &Rc<dyn Disk> {
@@ -496,7 +386,7 @@ impl Log {
     pub fn stats(&self) -> LogStats {
         LogStats {
             segments: self.segs.len() as u64,
-            disk_bytes: self.disk_used() + self.spares.iter().map(|s| s.len).sum::<u64>(),
+            disk_bytes: self.disk_used() + self.spares.len() as u64 * self.cfg.segment_size,
             unwritten_bytes: self.unwritten_bytes(),
             ..self.stats
         }
@@ -509,21 +399,9 @@ impl Log {
     pub fn make_room(&mut self, need: u64, set: bool) -> Result<(), NoRoom> {
         self.check()?;
         let size = self.cfg.segment_size;
-        let keep = if set { self.reserve } else { 0 };
-        let end = self.tail.next_off() + need + keep;
-        if end <= size {
-            if end <= self.allocated {
-                return Ok(());
-            }
-            // Fits the segment but not yet its preallocated part (see the
-            // module doc): appending now could put the commit path at a
-            // write a full disk refuses, after the request was applied.
-            // Wait for the grower, except a consumer on a full disk: it
-            // rolls into its spare, as it would at the segment's end.
-            if set || self.disk_full.is_none() || self.spares.is_empty() {
-                self.alloc_want = self.alloc_want.max(end);
-                return Err(self.await_space(Need::Growth));
-            }
+        let limit = if set { size - self.reserve } else { size };
+        if self.tail.next_off() + need <= limit {
+            return Ok(());
         }
         if set {
             if let Some(max) = self.cfg.max_disk {
@@ -545,48 +423,30 @@ impl Log {
             })
             .sum::<u64>()
             + record::record_len(0) as u64;
-        if checkpoint + need + keep > size {
+        if checkpoint + need > limit {
             return Err(LogError::OutOfSpace.into());
         }
         // Sets leave the last spare to consumers.
         let needed = if set { SPARES } else { 1 };
-        if self.spares.len() < needed {
-            self.spare_awaited = true;
-            return Err(self.await_space(Need::Spare));
-        }
-        // The spare it rolls into must hold the checkpoint and this record
-        // (and, for a set, the reserve) in what is preallocated.
-        let want = (checkpoint + need + keep).min(size);
-        if self.spares.last().is_some_and(|s| s.len < want) {
-            self.spare_want = want;
-            return Err(self.await_space(Need::Growth));
-        }
-        let Some(spare) = self.spares.pop() else {
-            return Err(self.await_space(Need::Spare));
+        let spare = if self.spares.len() >= needed {
+            self.spares.pop()
+        } else {
+            None
+        };
+        let Some(spare) = spare else {
+            // See the module doc.
+            if let Some(since) = self.disk_full {
+                if since.elapsed() >= DISK_FULL_RETRY {
+                    self.disk_full = None;
+                    self.maint.notify();
+                }
+                return Err(LogError::OutOfSpace.into());
+            }
+            self.maint.notify();
+            return Err(NoRoom::AwaitSpare);
         };
         self.roll(spare);
         Ok(())
-    }
-
-    /// No room until maintenance makes a spare or the grower preallocates
-    /// more: wait for it, or refuse once either found the disk full (see
-    /// the module doc). Only the task that can help is woken: compaction
-    /// asks for room too, and waking maintenance for what only the grower
-    /// can do would run its rounds back to back.
-    fn await_space(&mut self, need: Need) -> NoRoom {
-        if let Some(since) = self.disk_full {
-            if since.elapsed() >= DISK_FULL_RETRY {
-                self.disk_full = None;
-                self.maint.notify();
-                self.grow.notify();
-            }
-            return LogError::OutOfSpace.into();
-        }
-        match need {
-            Need::Spare => self.maint.notify(),
-            Need::Growth => self.grow.notify(),
-        }
-        NoRoom::AwaitSpare
     }
 
     /// Seals the open segment and starts the next one in `spare`.
@@ -601,10 +461,7 @@ impl Log {
         }
         let ord = self.next_ord;
         self.next_ord += 1;
-        self.allocated = spare.len;
-        self.alloc_want = 0;
-        self.spare_want = 0;
-        let mut seg = Seg::new(self.next_lsn, None, spare.len);
+        let mut seg = Seg::new(self.next_lsn, None, self.cfg.segment_size);
         seg.spare = Some(spare);
         self.segs.insert(ord, seg);
         self.begin_segment(ord);
@@ -663,11 +520,6 @@ impl Log {
             self.batch_opened = Some(std::time::Instant::now());
         }
         self.builder.record(&h, body, off);
-        if self.allocated < self.cfg.segment_size
-            && self.alloc_target(self.tail.next_off()) > self.allocated
-        {
-            self.grow.notify();
-        }
         if let SyncMode::None { .. } = self.cfg.sync {
             if nudge {
                 self.first_unwritten = Some(std::time::Instant::now());
@@ -813,7 +665,6 @@ impl Log {
         self.wake_acked();
         self.committer.notify();
         self.maint.notify();
-        self.grow.notify();
         self.spare_ready.notify();
         self.stop.notify();
     }
@@ -823,7 +674,6 @@ impl Log {
         self.closed = true;
         self.committer.notify();
         self.maint.notify();
-        self.grow.notify();
         self.spare_ready.notify();
         self.stop.notify();
     }

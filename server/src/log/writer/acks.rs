@@ -116,11 +116,6 @@ impl Log {
         if let Some(seg) = self.segs.get_mut(&ord) {
             seg.file = Some(file);
         }
-        // The grower may have found no file while the rename was in flight.
-        let want = self.alloc_target(self.tail.next_off()).max(self.alloc_want);
-        if ord == self.open_ord && want > self.allocated {
-            self.grow.notify();
-        }
     }
 
     pub fn count_write(&mut self, bytes: u64) {

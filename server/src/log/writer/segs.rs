@@ -93,9 +93,6 @@ impl Seg {
 pub struct Spare {
     pub path: PathBuf,
     pub file: Rc<dyn DiskFile>,
-    /// Bytes preallocated (the file's length): what the segment may be
-    /// written up to before it grows.
-    pub len: u64,
 }
 
 /// How the committer gets a part's file.

@@ -2,7 +2,6 @@
 //! ([`crate::log::compaction`]) asks of the segment table and tells it.
 //! A child module of `writer`, so the invariants stay in one place.
 
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use super::{Log, MessageMeta, Seg, Spare};
@@ -20,117 +19,16 @@ pub struct IndexJob {
     pub index: SegmentIndex,
 }
 
-/// A preallocation for the grower ([`crate::log::grow`]): `file` to `len`
-/// bytes.
-pub struct GrowJob {
-    pub file: Rc<dyn DiskFile>,
-    pub len: u64,
-    of: Grows,
-}
-
-enum Grows {
-    /// The open segment (by ordinal).
-    Open(u32),
-    /// The spare at this path, which a held request needs larger.
-    Spare(PathBuf),
-}
-
 impl Log {
-    // The grower.
-
-    /// The next preallocation to make, if any: a spare a held request
-    /// needs larger first, then the open segment up to
-    /// [`Log::alloc_target`] (or further, for a held large record). None
-    /// once stopped or while the disk is full.
-    pub fn grow_job(&mut self) -> Option<GrowJob> {
-        if self.stopped() || self.disk_full.is_some() {
-            return None;
-        }
-        let size = self.cfg.segment_size;
-        if self.spare_want > 0 {
-            let want = self.spare_want.next_multiple_of(self.step).min(size);
-            match self.spares.last() {
-                Some(s) if s.len < want => {
-                    return Some(GrowJob {
-                        file: s.file.clone(),
-                        len: want,
-                        of: Grows::Spare(s.path.clone()),
-                    })
-                }
-                _ => self.spare_want = 0,
-            }
-        }
-        let ord = self.open_ord;
-        let seg = self.segs.get(&ord)?;
-        // Between taking the spare and setting the file (a rename in
-        // flight) there is neither; `set_file` wakes the grower again.
-        let file = seg
-            .file
-            .clone()
-            .or_else(|| seg.spare.as_ref().map(|s| s.file.clone()))?;
-        let len = self
-            .alloc_target(self.tail.next_off())
-            .max(self.alloc_want.next_multiple_of(self.step))
-            .min(size);
-        if len <= self.allocated {
-            self.alloc_want = 0;
-            return None;
-        }
-        self.growing = Some(ord);
-        Some(GrowJob {
-            file,
-            len,
-            of: Grows::Open(ord),
-        })
-    }
-
-    /// The grower's `job` is done; `ok` if the preallocation succeeded.
-    /// Held requests retry.
-    pub fn grew(&mut self, job: &GrowJob, ok: bool) {
-        if let Grows::Open(ord) = job.of {
-            self.growing = None;
-            if ord != self.open_ord {
-                // Sealed meanwhile: its index job (and truncate) waited.
-                self.maint.notify();
-            }
-        }
-        if ok {
-            match &job.of {
-                Grows::Open(ord) => {
-                    if *ord == self.open_ord {
-                        self.allocated = self.allocated.max(job.len);
-                        if self.spares.len() < super::SPARES && self.half_full() {
-                            self.maint.notify();
-                        }
-                    }
-                    if let Some(s) = self.segs.get_mut(ord) {
-                        s.disk_bytes = s.disk_bytes.max(job.len);
-                    }
-                }
-                Grows::Spare(path) => {
-                    // A spare taken meanwhile keeps the length it had when
-                    // taken: that only errs on the small side.
-                    if let Some(s) = self.spares.iter_mut().find(|s| &s.path == path) {
-                        s.len = s.len.max(job.len);
-                    }
-                }
-            }
-        }
-        self.spare_ready.notify();
-    }
-
     // Maintenance: index files.
 
     /// A sealed segment whose last bytes are written and whose index is
     /// still to be written: `(ord, first_lsn, data_len, file, index)`.
     pub fn take_index_job(&mut self) -> Option<IndexJob> {
         let open = self.open_ord;
-        let growing = self.growing;
         self.segs
             .iter_mut()
-            .find(|(o, s)| {
-                **o != open && Some(**o) != growing && s.complete && s.pending_index.is_some()
-            })
+            .find(|(o, s)| **o != open && s.complete && s.pending_index.is_some())
             .map(|(o, s)| IndexJob {
                 ord: *o,
                 first_lsn: s.first_lsn,
@@ -193,20 +91,13 @@ impl Log {
     /// Space was freed: a spare may fit again.
     pub fn space_freed(&mut self) {
         self.disk_full = None;
-        self.grow.notify();
     }
 
     // Maintenance: the spare.
 
-    /// Whether a spare should be made: the consumers' always, the sets'
-    /// once the open segment is half full (or a set waits for it).
+    /// Whether a spare should be made.
     pub fn wants_spare(&self) -> bool {
-        let wanted = if self.half_full() || self.spare_awaited {
-            super::SPARES
-        } else {
-            1
-        };
-        self.spares.len() < wanted && self.disk_full.is_none() && !self.stopped()
+        self.spares.len() < super::SPARES && self.disk_full.is_none() && !self.stopped()
     }
 
     /// Offers a new spare; gives it back when none is wanted any more.
@@ -215,13 +106,11 @@ impl Log {
             return Some(spare);
         }
         self.spares.push(spare);
-        self.spare_awaited = false;
         self.spare_ready.notify();
         None
     }
 
-    /// Creating a spare or preallocating a segment failed with
-    /// ENOSPC/EDQUOT.
+    /// Creating a spare failed with ENOSPC/EDQUOT.
     pub fn set_disk_full(&mut self) {
         self.disk_full = Some(std::time::Instant::now());
         self.spare_ready.notify();
