@@ -80,7 +80,8 @@ pub struct Config {
     pub no_sync: bool,
 
     /// Size of one segment file, in bytes or with K, M, G (a multiple of
-    /// 4096, at least 64K).
+    /// 4096, at least 64K). A run's first segment and the consumers' spare
+    /// are 8M (at most this), so an idle shard takes 16M.
     #[arg(long, default_value = "64M", value_parser = parse_segment_size)]
     pub segment_size: u64,
 

@@ -634,9 +634,10 @@ impl Store {
         };
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
         let path = log.next_segment_path();
-        let file = crate::disk::create_preallocated(&*disk, &path, segment_size).await?;
+        let size = log.small_segment_size();
+        let file = crate::disk::create_preallocated(&*disk, &path, size).await?;
         disk.sync_dir(&config.dir).await?;
-        let checkpoint = log.start(file);
+        let checkpoint = log.start(file, size);
         let store = Store {
             state: Rc::new(RefCell::new(state)),
             log: Rc::new(RefCell::new(log)),

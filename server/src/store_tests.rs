@@ -882,8 +882,8 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
         let s = Store::open_on(Rc::new(disk.clone()), cfg.clone())
             .await
             .unwrap();
-        // Once the spares are made, every later one fails with ENOSPC, for
-        // a while.
+        // Once the consumers' spare is made, every later one (the sets'
+        // spare first) fails with ENOSPC, for a while.
         s.settle().await;
         let first = disk.ops_of(Op::PreAllocate);
         for k in first..first + 3 {
@@ -901,7 +901,7 @@ fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
             }
             assert!(stored < 10_000, "never ran out of space");
         }
-        assert!(stored > 60, "the first segment and the spare hold more");
+        assert!(stored > 40, "the first segment holds more");
         // Consumers go on, and get everything back in order.
         for i in 0..stored {
             assert_eq!(get(&s, "q").await.unwrap(), body(0, i, 1000), "{i}");

@@ -103,3 +103,92 @@ fn a_panicking_executor_ends_the_process_with_a_log_line() {
         "no log line '… ERROR panic in mcqd-0-…: index out of bounds…':\n{stderr}"
     );
 }
+
+/// Bytes of disk the files under `dir` take (`st_blocks`, not their
+/// lengths: preallocated blocks count, holes do not).
+fn allocated_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            allocated_bytes(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+/// Segment files (`*.log`) under the shard directories of `dir`, with
+/// their lengths.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.is_dir() {
+            for f in std::fs::read_dir(&shard).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "log") {
+                    let len = std::fs::metadata(&f).unwrap().len();
+                    out.push((f, len));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 10: an empty shard takes a small first segment and a small spare
+/// (at most 32 MiB, running or stopped), not a whole segment and two
+/// spares (192 MiB); a shard that fills rolls to full-size segments, and
+/// everything comes back after a restart.
+#[test]
+fn an_empty_shard_takes_at_most_32_mib_and_a_busy_one_full_segments() {
+    let args = ["-t", "2", "--shards", "2"];
+    let mut server = Server::start("footprint", &args);
+    server.client().set("first", b"x");
+    let running = allocated_bytes(&server.data_dir);
+    assert!(server.stop().success());
+    let stopped = allocated_bytes(&server.data_dir);
+    for (when, bytes) in [("running", running), ("stopped", stopped)] {
+        assert!(
+            bytes <= 2 * (32 << 20),
+            "{bytes} bytes allocated for two empty shards ({when})"
+        );
+    }
+
+    // More than a 64 MiB segment's worth into one queue (one shard).
+    server.restart_with(&args);
+    let body = |i: usize| {
+        let mut b = format!("{i:06}").into_bytes();
+        b.resize(1_000_000, b'a' + (i % 26) as u8);
+        b
+    };
+    let n = 80;
+    let mut c = server.client();
+    for i in 0..n {
+        c.set("grow", &body(i));
+    }
+    assert!(server.stop().success());
+    // The queue's shard started this run with a small segment, rolled into
+    // a full-size one (sealed and truncated to its records, at least the
+    // 56 MiB sets may use of it) and went on; none is past 64 MiB.
+    let lens: Vec<u64> = segment_files(&server.data_dir)
+        .iter()
+        .map(|(_, l)| *l)
+        .collect();
+    assert!(lens.iter().all(|&l| l <= 64 << 20), "{lens:?}");
+    assert!(lens.iter().any(|&l| l >= 48 << 20), "{lens:?}");
+    assert!(lens.iter().any(|&l| l <= 8 << 20), "{lens:?}");
+
+    server.restart_with(&args);
+    let got = server.client().drain("grow");
+    assert_eq!(got.len(), n, "messages stored and served");
+    for (i, b) in got.iter().enumerate() {
+        assert!(*b == body(i), "message {i} differs");
+    }
+    assert!(server.stop().success());
+}

@@ -11,10 +11,12 @@
 //!    the open segment's checkpoint, which now names every queue) is synced,
 //!    then unlink `.log` and `.idx` and fsync the directory. Otherwise a
 //!    crash could bring back queues or lose acknowledged messages.
-//! 3. Keep two **spare** preallocated segment files ready: rolling to a
+//! 3. Keep the **spare** preallocated segment files ready: rolling to a
 //!    new segment takes one, so the commit path never allocates (and never
 //!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
-//!    can always be logged even when the disk is full.
+//!    can always be logged even when the disk is full. That last one is
+//!    small; the full-size one sets roll into is made once the open
+//!    segment is half full (the sizes: `writer`'s module doc).
 //! 4. **Compact**: a sealed segment less than a quarter live (not counting
 //!    its checkpoint, which a copy would not shrink) is read, and
 //!    its live messages are appended again (same queue, seq, flags, time,
@@ -175,20 +177,20 @@ pub async fn ensure_spare(log: &SharedLog) {
 async fn make_spare(log: &SharedLog) -> bool {
     let (disk, path, size, label) = {
         let l = log.borrow();
-        if !l.wants_spare() {
+        let Some(size) = l.wanted_spare() else {
             return false;
-        }
+        };
         let n = SPARE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (
             l.disk().clone(),
             l.dir().join(format!("spare-{n}.tmp")),
-            l.segment_size(),
+            size,
             l.label().to_string(),
         )
     };
     match disk::create_preallocated(&*disk, &path, size).await {
         Ok(file) => {
-            let unused = log.borrow_mut().put_spare(Spare { path, file });
+            let unused = log.borrow_mut().put_spare(Spare { path, file, size });
             match unused {
                 Some(spare) => {
                     drop(spare.file);

@@ -93,6 +93,8 @@ impl Seg {
 pub struct Spare {
     pub path: PathBuf,
     pub file: Rc<dyn DiskFile>,
+    /// Bytes preallocated.
+    pub size: u64,
 }
 
 /// How the committer gets a part's file.

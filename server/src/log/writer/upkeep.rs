@@ -95,9 +95,18 @@ impl Log {
 
     // Maintenance: the spare.
 
-    /// Whether a spare should be made.
-    pub fn wants_spare(&self) -> bool {
-        self.spares.len() < super::SPARES && self.disk_full.is_none() && !self.stopped()
+    /// The size of the spare to make now, if one should be made: the
+    /// consumers' (small) one whenever none is ready, the sets' (full size)
+    /// one beside it once it is wanted (see the module doc of `writer`).
+    pub fn wanted_spare(&self) -> Option<u64> {
+        if self.disk_full.is_some() || self.stopped() {
+            return None;
+        }
+        match self.spares.len() {
+            0 => Some(self.small_segment_size()),
+            1 if self.want_sets_spare => Some(self.cfg.segment_size),
+            _ => None,
+        }
     }
 
     /// Offers a new spare; gives it back when none is wanted any more.
@@ -106,6 +115,9 @@ impl Log {
             return Some(spare);
         }
         self.spares.push(spare);
+        if self.spares.len() == super::SPARES {
+            self.want_sets_spare = false;
+        }
         self.spare_ready.notify();
         None
     }
