@@ -32,7 +32,7 @@
         };
         # Third-party clients the end-to-end tests drive.
         php = pkgs.php.withExtensions ({ enabled, all }: enabled ++ [ all.memcache ]);
-        python = pkgs.python3.withPackages (ps: [ ps.pymemcache ]);
+        python = pkgs.python3.withPackages (ps: [ ps.pymemcache ps.prometheus-client ]);
         cargoToml = builtins.fromTOML (builtins.readFile ./Cargo.toml);
       in
       {

@@ -67,8 +67,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5)]
     pub set_ratio: f64,
 
-    /// Message size in bytes: N, a uniform range LO..HI, or exp:MEAN.
-    /// Traceable messages (pairs, --verify) are at least 32 bytes.
+    /// Message size in bytes: N, a uniform range LO..HI, or exp:MEAN; N,
+    /// LO and HI take K, M or G (8M = 8 MiB, at most 64M). Traceable messages (pairs, --verify) are at least 32 bytes.
     #[arg(long, default_value = "100")]
     pub value_size: SizeDist,
 

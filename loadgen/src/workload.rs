@@ -162,6 +162,24 @@ pub const MAX_SIZE: usize = 64 * 1024 * 1024;
 /// a tail that hardly ever shows.
 pub const EXP_CAP: usize = 1024 * 1024;
 
+/// A byte count: digits, optionally followed by `K`, `M` or `G` (powers of
+/// 1024, as mcqd's and memcached's size flags), e.g. `8M`.
+pub fn parse_size(t: &str) -> Option<usize> {
+    let (digits, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return None,
+    };
+    let n: usize = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
+}
+
 /// `--value-size`: fixed, uniform range, or exponential.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SizeDist {
@@ -176,7 +194,7 @@ impl FromStr for SizeDist {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let num = |t: &str| -> Result<usize, String> {
-            let v: usize = t.trim().parse().map_err(|_| format!("bad size {t:?}"))?;
+            let v = parse_size(t.trim()).ok_or_else(|| format!("bad size {t:?}"))?;
             if v > MAX_SIZE {
                 return Err(format!("size {v} exceeds {MAX_SIZE}"));
             }
@@ -380,6 +398,14 @@ mod tests {
             SizeDist::Fixed(8 << 20)
         );
         assert_eq!(SizeDist::Fixed(8 << 20).max(), 8 << 20);
+        assert_eq!("8M".parse::<SizeDist>().unwrap(), SizeDist::Fixed(8 << 20));
+        assert_eq!(
+            "4k..1m".parse::<SizeDist>().unwrap(),
+            SizeDist::Range(4 << 10, 1 << 20)
+        );
+        assert!("1G".parse::<SizeDist>().is_err(), "beyond MAX_SIZE");
+        assert!("8X".parse::<SizeDist>().is_err());
+        assert!("M".parse::<SizeDist>().is_err());
         assert!(format!("{}", MAX_SIZE + 1).parse::<SizeDist>().is_err());
         assert!(format!("exp:{}", EXP_CAP + 1).parse::<SizeDist>().is_err());
         assert_eq!(SizeDist::Exp(500.0).max(), EXP_CAP);

@@ -4,6 +4,7 @@
 //! fault.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -96,7 +97,22 @@ fn a_memcacheq_init_line_daemonizes_writes_its_pid_file_and_stops_on_sigterm() {
     let dir = test_dir("admin-daemon");
     let (data, pid_file, stderr) = (dir.join("data"), dir.join("mq.pid"), dir.join("stderr"));
     let port = free_port();
-    let mut parent = Command::new(mcqd_bin())
+    let mut cmd = Command::new(mcqd_bin());
+    // A soft core limit of 0, as distributions set it: -r must raise it.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_CORE, &mut lim);
+            lim.rlim_cur = 0;
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            Ok(())
+        });
+    }
+    let mut parent = cmd
         .args(["-d", "-r", "-H"])
         .arg(&data)
         .args(["-N", "-R", "-v", "-L", "1024", "-B", "1024", "-P"])
@@ -124,6 +140,17 @@ fn a_memcacheq_init_line_daemonizes_writes_its_pid_file_and_stops_on_sigterm() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
     assert_eq!(fields[3], pid.to_string(), "a session leader (setsid)");
+    // -r: the soft core file size limit is raised to the hard one.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let f: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        f[4], f[5],
+        "-r leaves the soft limit below the hard: {core}"
+    );
     let mut c = Client::connect(port);
     c.set("jobs", b"hello");
     assert_eq!(c.get("jobs").as_deref(), Some(&b"hello"[..]));

@@ -4,6 +4,7 @@
 //! machine, and fails under CI (`CI` set), which installs them.
 
 use std::path::Path;
+use std::process::Command;
 
 use mcq_tests::{output_within, third_party, Server};
 
@@ -72,8 +73,16 @@ fn python_pymemcache() {
 fn memaslap_runs_against_mcqd() {
     let server = Server::start("memaslap", &["-t", "2"]);
     let target = format!("127.0.0.1:{}", server.port);
+    // Debian renames libmemcached's `memaslap` to `memcaslap`; nixpkgs and
+    // others keep the upstream name.
+    let found = |name: &str| Command::new(name).arg("--version").output().is_ok();
+    let program = if !found("memcaslap") && found("memaslap") {
+        "memaslap"
+    } else {
+        "memcaslap"
+    };
     let Some(mut cmd) = third_party(
-        "memcaslap",
+        program,
         &[
             "-s", &target, "-T", "1", "-c", "4", "-w", "1k", "-x", "2000",
         ],

@@ -572,6 +572,45 @@ fn help_and_version() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
+    // Every flag of MemcacheQ's init lines, with what mcqd does with it
+    // (issue 10: the drop-in).
+    for (flag, says) in [
+        ("-p, --port", ""),
+        ("-l, --listen", ""),
+        ("-c, --max-connections", ""),
+        ("-t, --threads", ""),
+        ("-H, --data-dir", ""),
+        ("-B, --max-message-size", ""),
+        ("-m, --cache-size", ""),
+        ("-N, --no-sync", ""),
+        ("-v", ""),
+        ("-d, --daemon", "Run as a daemon"),
+        ("-P, --pid-file", "pid"),
+        ("-u, --user", "become this user"),
+        ("-r, --core-limit", "core file size"),
+        ("-U <PORT>", "never serves UDP"),
+        ("-A <N>", "Ignored (BerkeleyDB"),
+        ("-L <N>", "Ignored (BerkeleyDB"),
+        ("-C <N>", "Ignored (BerkeleyDB"),
+        ("-T <N>", "Ignored (BerkeleyDB"),
+        ("-e <N>", "Ignored (BerkeleyDB"),
+        ("-S <N>", "Ignored (BerkeleyDB"),
+        ("-E <N>", "Ignored (BerkeleyDB"),
+        ("-D <N>", "Ignored (BerkeleyDB"),
+        ("-R ", "Ignored (BerkeleyDB"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("--help lacks {flag}:\n{help}"));
+        // Its explanation is on the same line (short help) or the next.
+        let rest = &help[help.find(line).unwrap()..];
+        let text: String = rest.lines().take(3).collect::<Vec<_>>().join(" ");
+        assert!(
+            text.contains(says),
+            "--help on {flag} lacks {says:?}: {text}"
+        );
+    }
     let out = output_within(Command::new(mcqd_bin()).arg("--version"));
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("mcqd "));
 }
