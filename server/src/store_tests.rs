@@ -1312,3 +1312,64 @@ fn expired_messages_move_to_expire_to() {
 fn get_stat(s: &Store, q: &str) -> Option<QueueStat> {
     s.queue_stats().into_iter().find(|x| x.name == q.as_bytes())
 }
+
+/// Segment sizes (issue 10's footprint): a run starts in a small segment
+/// beside the small consumers' spare; the sets' full-size spare is made
+/// once the open segment is half full, and sets roll into it; a power cut
+/// keeps everything acknowledged across the two sizes, and the next run
+/// starts small again.
+#[test]
+fn a_run_starts_small_and_rolls_into_full_size_segments() {
+    use crate::disk::sim::SimDisk;
+    use crate::log::writer::SMALL_SEGMENT as SMALL;
+    run(|| async {
+        let disk = SimDisk::new();
+        let mut cfg = config(Path::new("/sim"));
+        let full = 32 << 20;
+        cfg.segment_size = full;
+        let s = Store::open_on(Rc::new(disk.clone()), cfg.clone())
+            .await
+            .unwrap();
+        s.settle().await;
+        let disk_bytes = |s: &Store| s.stats().log_disk_bytes;
+        assert_eq!(disk_bytes(&s), 2 * SMALL, "first segment and spare");
+
+        // Sets may use 7/8 of the first segment: past half of that, the
+        // sets' spare is made, full size.
+        let len = 64 << 10;
+        let half = (SMALL - SMALL / 8) / 2 / len as u64 + 1;
+        for i in 0..half {
+            set(&s, "q", body(0, i, len)).await;
+        }
+        s.settle().await;
+        assert_eq!(disk_bytes(&s), 2 * SMALL + full, "the sets' spare");
+        assert_eq!(s.stats().log_segments, 1);
+
+        // Past the first segment: the roll takes the full-size spare.
+        let n = 3 * half;
+        for i in half..n {
+            set(&s, "q", body(0, i, len)).await;
+        }
+        s.settle().await;
+        let st = s.stats();
+        assert_eq!(st.log_segments, 2);
+        // The first segment, sealed and truncated to its records (at most
+        // SMALL), its index, the open full-size one and the small spare.
+        assert!(st.log_disk_bytes > full + SMALL, "{}", st.log_disk_bytes);
+        assert!(
+            st.log_disk_bytes <= 2 * SMALL + full + (64 << 10),
+            "{}",
+            st.log_disk_bytes
+        );
+
+        // A power cut now (`always`: acknowledged means synced).
+        let image = disk.power_cut_image(0, None);
+        let s = Store::open_on(Rc::new(image), cfg.clone()).await.unwrap();
+        s.settle().await;
+        for i in 0..n {
+            assert_eq!(get(&s, "q").await.unwrap(), body(0, i, len), "{i}");
+        }
+        assert_eq!(get(&s, "q").await, None);
+        s.close().await.unwrap();
+    });
+}
