@@ -201,7 +201,15 @@ fn u_nobody_serves_as_nobody() {
     let Some(nobody) = uid_of("nobody") else {
         return skip("u_nobody_serves_as_nobody: there is no user nobody");
     };
-    let mut server = Server::start("admin-user", &["-t", "1", "-u", "nobody"]);
+    // The data directory's parents must let nobody through; the test tree
+    // may sit under a private directory (a clone in a `mktemp -d`), so
+    // this one lives in a world-searchable directory of its own.
+    let base = std::path::PathBuf::from(format!("/var/tmp/mcq-e2e-user-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut server = Server::start_in(&base.join("data"), &["-t", "1", "-u", "nobody"]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let ids: Vec<&str> = uids.split_whitespace().skip(1).collect();
@@ -218,6 +226,7 @@ fn u_nobody_serves_as_nobody() {
     server.restart_with(&["-t", "1"]);
     assert_eq!(server.client().get("q").as_deref(), Some(&b"kept"[..]));
     assert!(server.stop().success());
+    std::fs::remove_dir_all(&base).unwrap();
 }
 
 /// Guards against: `verbosity <n>` answering OK and changing nothing, and
