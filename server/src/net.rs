@@ -28,7 +28,7 @@ use crate::protocol::{self, reply, Command, Parsed};
 use crate::shard::{Op, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
 
-use crate::store::{LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
+use crate::store::{Body, LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -218,7 +218,7 @@ struct Connection {
     stop: StopSignal,
     counters: Arc<Counters>,
     input: Vec<u8>,
-    output: Vec<u8>,
+    output: Output,
     /// Bytes of a refused data block still to be discarded.
     skip: u64,
     /// This connection, as the holder of reliable reads.
@@ -248,7 +248,7 @@ impl Connection {
             stop,
             counters,
             input: Vec::with_capacity(READ_CHUNK),
-            output: Vec::with_capacity(READ_CHUNK),
+            output: Output::default(),
             skip: 0,
             reader,
             open_on: Vec::new(),
@@ -568,19 +568,20 @@ impl Connection {
         if !self.output.is_empty() {
             // A large reply goes out in slices, with the same pause as a
             // large body's reads (see YIELD_EVERY).
-            let slices = self.output.len().div_ceil(YIELD_EVERY);
-            for (i, slice) in self.output.chunks(YIELD_EVERY).enumerate() {
-                self.stream.write_all(slice).await?;
-                if i + 1 < slices {
-                    glommio::timer::sleep(Duration::from_micros(1)).await;
+            let total = self.output.len();
+            let mut sent = 0;
+            for run in self.output.runs() {
+                for slice in run.chunks(YIELD_EVERY) {
+                    self.stream.write_all(slice).await?;
+                    sent += slice.len();
+                    if sent < total {
+                        glommio::timer::sleep(Duration::from_micros(1)).await;
+                    }
                 }
             }
             self.counters
-                .add(&self.counters.bytes_written, self.output.len() as u64);
+                .add(&self.counters.bytes_written, total as u64);
             self.output.clear();
-            if self.output.capacity() > 4 * FLUSH_AT {
-                self.output.shrink_to(FLUSH_AT);
-            }
         }
         Ok(())
     }
@@ -625,8 +626,79 @@ impl Connection {
     }
 }
 
+/// Replies waiting to be written: their bytes, with the bodies of large
+/// `VALUE`s kept in the messages they came in rather than copied in (an
+/// 8 MiB copy held the executor for milliseconds while small requests
+/// waited; see issue 8's fairness notes in `bench-results/`).
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    /// Each body goes before `bytes[offset..]`, in order.
+    bodies: Vec<(usize, Body)>,
+    body_bytes: usize,
+}
+
+/// Bodies at least this large are kept out of [`Output::bytes`].
+const SPLICE_AT: usize = 64 << 10;
+
+impl Output {
+    fn len(&self) -> usize {
+        self.bytes.len() + self.body_bytes
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A `VALUE` reply for `body`.
+    fn value(&mut self, queue: &[u8], flags: u32, seq: Option<u64>, body: Body) {
+        if body.len() < SPLICE_AT {
+            return reply::value(&mut self.bytes, queue, flags, seq, &body);
+        }
+        reply::value_header(&mut self.bytes, queue, flags, body.len(), seq);
+        self.body_bytes += body.len();
+        self.bodies.push((self.bytes.len(), body));
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// The bytes to write, in order.
+    fn runs(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        let mut runs = Vec::with_capacity(2 * self.bodies.len() + 1);
+        for (offset, body) in &self.bodies {
+            runs.push(&self.bytes[at..*offset]);
+            runs.push(&body[..]);
+            at = *offset;
+        }
+        runs.push(&self.bytes[at..]);
+        runs.into_iter().filter(|r| !r.is_empty())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.bodies.clear();
+        self.body_bytes = 0;
+        if self.bytes.capacity() > 4 * FLUSH_AT {
+            self.bytes.shrink_to(FLUSH_AT);
+        }
+    }
+}
+
+impl std::ops::Deref for Output {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.bytes
+    }
+}
+
+impl std::ops::DerefMut for Output {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+}
+
 /// Awaits one reply and appends it to `out`.
-async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending: Pending) {
+async fn finish(out: &mut Output, shared: &Shared, counters: &Counters, pending: Pending) {
     match pending {
         Pending::Ready(bytes) => out.extend_from_slice(&bytes),
         Pending::Set(done) => match done.await {
@@ -646,7 +718,7 @@ async fn finish(out: &mut Vec<u8>, shared: &Shared, counters: &Counters, pending
                     OpReply::Get(Ok(Some(message))) => {
                         counters.add(&counters.get_hits, 1);
                         let seq = with_seq.then_some(message.seq);
-                        reply::value(out, &key, message.flags, seq, &message.body);
+                        out.value(&key, message.flags, seq, message.body);
                     }
                     OpReply::Get(Ok(None)) => counters.add(&counters.get_misses, 1),
                     OpReply::Refused(line) => failure = Some(line.to_string()),

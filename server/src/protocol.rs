@@ -416,16 +416,22 @@ pub mod reply {
 
     /// `VALUE <q> <flags> <bytes>[ <seq>]\r\n<data>\r\n` (the caller adds `END`).
     pub fn value(out: &mut Vec<u8>, queue: &[u8], flags: u32, seq: Option<u64>, body: &[u8]) {
+        value_header(out, queue, flags, body.len(), seq);
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The line a `VALUE` reply starts with; the body and its `\r\n`
+    /// follow.
+    pub fn value_header(out: &mut Vec<u8>, queue: &[u8], flags: u32, len: usize, seq: Option<u64>) {
         out.extend_from_slice(b"VALUE ");
         out.extend_from_slice(queue);
         let mut head = String::with_capacity(32);
-        let _ = write!(head, " {} {}", flags, body.len());
+        let _ = write!(head, " {flags} {len}");
         if let Some(seq) = seq {
             let _ = write!(head, " {seq}");
         }
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
 

@@ -64,9 +64,11 @@ pub use crate::queue::Reader;
 
 pub use crate::log::{LogError, SyncMode};
 
+mod body;
 mod gate;
 mod moves;
 mod waiters;
+pub use body::Body;
 use gate::Gate;
 pub use moves::Forward;
 use moves::Moves;
@@ -100,7 +102,7 @@ pub struct Message {
     pub flags: u32,
     /// Sequence number of the message within its queue (for `gets`).
     pub seq: u64,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 /// How a `get` takes the head of its queue.
@@ -1087,7 +1089,7 @@ impl Store {
                 let message = Message {
                     flags,
                     seq: loc.seq,
-                    body,
+                    body: body.into(),
                 };
                 self.reply(&self.log.borrow(), lsn, 0, Some(message))
             }
@@ -1334,10 +1336,12 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
         })?;
     match record::decode(&data) {
         Ok((h, body)) if h.kind == Kind::Enqueued && h.queue == id && h.seq == loc.seq => {
+            // The body stays where the read put it, behind its header.
+            let (start, len) = (body.as_ptr() as usize - data.as_ptr() as usize, body.len());
             Ok(Message {
                 flags: h.flags,
                 seq: loc.seq,
-                body: body.to_vec(),
+                body: Body::within(data, start, len),
             })
         }
         _ => {

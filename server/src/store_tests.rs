@@ -56,7 +56,10 @@ async fn set(s: &Store, q: &str, b: Vec<u8>) {
 }
 
 async fn get(s: &Store, q: &str) -> Option<Vec<u8>> {
-    s.get(q.as_bytes()).await.unwrap().map(|m| m.body)
+    s.get(q.as_bytes())
+        .await
+        .unwrap()
+        .map(|m| m.body.into_vec())
 }
 
 /// `(name, enqueued, dequeued)` of every queue: `stats queue`.
@@ -939,7 +942,12 @@ fn blocking_gets_wait_in_line() {
         );
         let first = glommio::spawn_local({
             let s = s.clone();
-            async move { s.get_wait(b"q", long).await.unwrap().map(|m| m.body) }
+            async move {
+                s.get_wait(b"q", long)
+                    .await
+                    .unwrap()
+                    .map(|m| m.body.into_vec())
+            }
         });
         // Let it join the line before the next one comes.
         while s.stats().get_waiters < 1 {
@@ -950,7 +958,12 @@ fn blocking_gets_wait_in_line() {
         assert!(futures_lite::future::poll_once(&mut gone).await.is_none());
         let second = glommio::spawn_local({
             let s = s.clone();
-            async move { s.get_wait(b"q", long).await.unwrap().map(|m| m.body) }
+            async move {
+                s.get_wait(b"q", long)
+                    .await
+                    .unwrap()
+                    .map(|m| m.body.into_vec())
+            }
         });
         while s.stats().get_waiters < 3 {
             glommio::timer::sleep(Duration::from_millis(1)).await;

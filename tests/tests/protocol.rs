@@ -661,3 +661,64 @@ fn a_relative_data_directory_works() {
     assert!(dir.join("mcq-data").join("MANIFEST").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Large `VALUE`s go out without being copied into the reply buffer (they
+/// are written from the message itself, spliced between the reply's other
+/// bytes): the byte stream must be exactly what one buffer would have
+/// held, for several large and small values in one `get`, pipelined
+/// between other requests, from the hot cache and from disk after a
+/// restart.
+#[test]
+fn large_values_are_spliced_into_the_reply_stream_in_order() {
+    let mut server = Server::start("splice", &["-t", "2", "-B", "1M"]);
+    let body = |name: &str, len: usize| -> Vec<u8> {
+        let mut b = name.as_bytes().to_vec();
+        while b.len() < len {
+            b.push(b'a' + (b.len() % 23) as u8);
+        }
+        b
+    };
+    let queues = [
+        ("big1", 300_000),
+        ("small", 10),
+        ("big2", 65_536),
+        ("big3", 1_000_000),
+    ];
+    let expected = || -> Vec<u8> {
+        let mut out = b"STORED\r\n".to_vec();
+        for (name, len) in queues {
+            out.extend_from_slice(format!("VALUE {name} 3 {len}\r\n").as_bytes());
+            out.extend_from_slice(&body(name, len));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"END\r\nVALUE small 3 10\r\n");
+        out.extend_from_slice(&body("small", 10));
+        out.extend_from_slice(b"\r\nEND\r\n");
+        out
+    };
+    for restart in [false, true] {
+        let mut c = server.client();
+        for round in 0..2 {
+            for (name, len) in queues {
+                let mut req = format!("set {name} 3 0 {len}\r\n").into_bytes();
+                req.extend_from_slice(&body(name, len));
+                req.extend_from_slice(b"\r\n");
+                c.send(&req);
+                assert_eq!(c.read_n(8), b"STORED\r\n", "{name} round {round}");
+            }
+        }
+        if restart {
+            drop(c);
+            assert!(server.stop().success());
+            server.restart_with(&["-t", "2", "-B", "1M"]);
+            c = server.client();
+        }
+        // One write: a set, a get of all four, a get of the small one.
+        c.send(b"set other 0 0 1\r\nx\r\nget big1 small big2 big3\r\nget small\r\n");
+        let want = expected();
+        let got = c.read_n(want.len());
+        assert!(got == want, "reply stream differs (restart {restart})");
+        c.expect(b"get other\r\n", b"VALUE other 0 1\r\nx\r\nEND\r\n");
+    }
+    assert!(server.stop().success());
+}

@@ -87,6 +87,10 @@ impl Tail {
             self.buf.clear();
         }
         let off = self.end();
+        // Room for the block padding a batch adds too, so that a large
+        // record's buffer is not copied again to pad it (Part::new).
+        self.buf
+            .reserve(record::record_len(body.len()) + BLOCK as usize);
         record::encode_into(&mut self.buf, h, body);
         let nudge = !self.dirty;
         self.dirty = true;

@@ -112,7 +112,9 @@ async fn carry(store: &Store, m: Move) {
     let message = store.deliver(lsn, m.queue, loc, cached).await;
     let forward = store.moves.forward.borrow().clone();
     let moved = match (message, forward) {
-        (Ok(Some(msg)), Some(forward)) => forward(m.target.to_vec(), msg.flags, msg.body).await,
+        (Ok(Some(msg)), Some(forward)) => {
+            forward(m.target.to_vec(), msg.flags, msg.body.into_vec()).await
+        }
         (Err(e), _) => Err(e),
         (Ok(None), _) | (_, None) => Err(LogError::Closed),
     };
