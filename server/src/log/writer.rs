@@ -12,7 +12,14 @@
 //!   the shard. Maintenance keeps up to [`SPARES`] of them, and a set may
 //!   roll only while two are ready: the one it leaves is the consumers', so
 //!   that once the disk is full `get` and `delete` can still be logged (and
-//!   so free space).
+//!   so free space). Without a spare it may use, [`Log::make_room`] answers
+//!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
+//!   one of the shard, until maintenance has made one) or, once maintenance
+//!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with
+//!   a checkpoint: a `Created` record for every live queue (the log keeps
+//!   their names and counters in its catalog, because every change to them
+//!   is a record it wrote), so older segments can be deleted without losing
+//!   a queue or its counters.
 //! - **Sizes.** A segment file is preallocated whole when it is made, never
 //!   grown while it is written: `fallocate` on a file under O_DIRECT writes
 //!   waits for the writes in flight and pushes the next ones to io_uring's
@@ -22,13 +29,7 @@
 //!   [`SMALL_SEGMENT`] (or what a checkpoint needs), and the full-size spare
 //!   that sets roll into is made only once the open segment is half full
 //!   (or a set waits for it). An empty shard so holds 16 MiB, 8 MiB once
-//!   stopped; under load its segments are full size after the first roll. Without a spare it may use, [`Log::make_room`] answers
-//!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
-//!   one of the shard, until maintenance has made one) or, once maintenance
-//!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with a checkpoint: a `Created` record
-//!   for every live queue (the log keeps their names and counters in its
-//!   catalog, because every change to them is a record it wrote), so older
-//!   segments can be deleted without losing a queue or its counters.
+//!   stopped; under load its segments are full size after the first roll.
 //! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
 //!   raised only by the commit loop (after the write, and with
 //!   `--sync always` the fdatasync, of everything up to it).
