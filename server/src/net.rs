@@ -327,7 +327,18 @@ impl Connection {
         let mut gets = 0;
         while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
             match protocol::parse(&self.input[used..], self.shared.max_message_size) {
-                Parsed::Incomplete => break,
+                Parsed::Incomplete { need } => {
+                    // A large data block that is really arriving: make room
+                    // for all of it at once rather than doubling the buffer
+                    // (and copying what it holds) again and again. Not before
+                    // its first READ_CHUNK is here, so a bare `set` line
+                    // reserves nothing.
+                    let have = self.input.len() - used;
+                    if need > self.input.capacity() && have >= READ_CHUNK {
+                        self.input.reserve(need - have);
+                    }
+                    break;
+                }
                 Parsed::Command { command, consumed } => {
                     used += consumed;
                     if command == Command::Quit {

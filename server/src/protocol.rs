@@ -182,8 +182,11 @@ impl Reject {
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// No whole frame yet: read more bytes and call again.
-    Incomplete,
+    /// No whole frame yet: read more bytes and call again. The frame takes
+    /// at least `need` bytes of the buffer: its exact length once a `set`'s
+    /// line is in (so a large data block can be read into a buffer of its
+    /// size instead of one grown step by step), else one more than there is.
+    Incomplete { need: usize },
     /// A request; `consumed` bytes of the buffer belong to it.
     Command { command: Command, consumed: usize },
     /// A request that gets an error reply. `consumed` bytes are used up now,
@@ -205,7 +208,9 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         return if buf.len() > MAX_LINE {
             Parsed::Fatal("CLIENT_ERROR line too long")
         } else {
-            Parsed::Incomplete
+            Parsed::Incomplete {
+                need: buf.len() + 1,
+            }
         };
     };
     let line_len = nl + 1;
@@ -341,7 +346,9 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
     // bytes <= max_body, a usize, so neither conversion nor sum can fail.
     let (bytes, block) = (bytes as usize, block as usize);
     if data.len() < block {
-        return Parsed::Incomplete;
+        return Parsed::Incomplete {
+            need: line_len + block,
+        };
     }
     let consumed = line_len + block;
     if &data[bytes..block] != b"\r\n" {
@@ -525,9 +532,10 @@ mod tests {
     fn set_waits_for_the_whole_block() {
         let input = b"set q 0 0 5\r\nhello\r\n";
         for cut in 0..input.len() {
+            let need = if cut < 13 { cut + 1 } else { input.len() };
             assert_eq!(
                 parse(&input[..cut], MAX),
-                Parsed::Incomplete,
+                Parsed::Incomplete { need },
                 "cut at {cut}"
             );
         }
@@ -794,7 +802,12 @@ mod tests {
     #[test]
     fn line_limit() {
         let mut long = vec![b'a'; MAX_LINE];
-        assert_eq!(parse(&long, MAX), Parsed::Incomplete);
+        assert_eq!(
+            parse(&long, MAX),
+            Parsed::Incomplete {
+                need: long.len() + 1
+            }
+        );
         long.push(b'a');
         assert_eq!(
             parse(&long, MAX),
@@ -846,7 +859,7 @@ mod tests {
                         }
                     }
                     match parse(&buf, 64) {
-                        Parsed::Incomplete => break,
+                        Parsed::Incomplete { .. } => break,
                         Parsed::Command { command, consumed } => {
                             assert!(consumed > 0 && consumed <= buf.len());
                             buf.drain(..consumed);
