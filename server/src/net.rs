@@ -334,7 +334,7 @@ impl Connection {
                     // its first READ_CHUNK is here, so a bare `set` line
                     // reserves nothing.
                     let have = self.input.len() - used;
-                    if need > self.input.capacity() && have >= READ_CHUNK {
+                    if used + need > self.input.capacity() && have >= READ_CHUNK {
                         self.input.reserve(need - have);
                     }
                     break;
@@ -646,7 +646,6 @@ struct Output {
     bytes: Vec<u8>,
     /// Each body goes before `bytes[offset..]`, in order.
     bodies: Vec<(usize, Body)>,
-    body_bytes: usize,
 }
 
 /// Bodies at least this large are kept out of [`Output::bytes`].
@@ -654,7 +653,12 @@ const SPLICE_AT: usize = 64 << 10;
 
 impl Output {
     fn len(&self) -> usize {
-        self.bytes.len() + self.body_bytes
+        self.bytes.len()
+            + self
+                .bodies
+                .iter()
+                .map(|(_, body)| body.len())
+                .sum::<usize>()
     }
 
     fn is_empty(&self) -> bool {
@@ -667,7 +671,6 @@ impl Output {
             return reply::value(&mut self.bytes, queue, flags, seq, &body);
         }
         reply::value_header(&mut self.bytes, queue, flags, body.len(), seq);
-        self.body_bytes += body.len();
         self.bodies.push((self.bytes.len(), body));
         self.bytes.extend_from_slice(b"\r\n");
     }
@@ -688,7 +691,6 @@ impl Output {
     fn clear(&mut self) {
         self.bytes.clear();
         self.bodies.clear();
-        self.body_bytes = 0;
         if self.bytes.capacity() > 4 * FLUSH_AT {
             self.bytes.shrink_to(FLUSH_AT);
         }
