@@ -4,6 +4,15 @@
 //! the newest bodies are the ones worth keeping: eviction drops the oldest
 //! insertion first. A popped message leaves the cache at once. A message
 //! that is not here is read from its segment with a DMA read.
+//!
+//! Large bodies never push small ones out. A miss costs a device read
+//! whatever the body's size, and that read waits behind everything else
+//! the device has queued: when a stream of 8 MiB messages cycled the cache
+//! every fraction of a second, small messages that sat a little longer
+//! were evicted and their gets waited tens of milliseconds behind the large
+//! writes (issue 8's fairness runs). So a [`LARGE`] body may only take free
+//! room or evict older large bodies, while a small body evicts large ones
+//! before small ones.
 
 use std::collections::VecDeque;
 
@@ -13,6 +22,9 @@ use crate::idhash::IdMap;
 /// body's allocation header).
 pub const ENTRY_OVERHEAD: usize = 64;
 
+/// Bodies at least this large are cached only in room no small body needs.
+pub const LARGE: usize = 64 << 10;
+
 /// `(queue id, message seq)`.
 pub type Key = (u32, u64);
 
@@ -20,9 +32,17 @@ pub type Key = (u32, u64);
 pub struct HotCache {
     limit: usize,
     bytes: usize,
+    /// Bytes charged for the large entries (part of `bytes`).
+    large_bytes: usize,
     map: IdMap<Key, (u32, Vec<u8>)>,
-    /// Insertion order; may hold keys already removed from `map`.
-    order: VecDeque<Key>,
+    /// Insertion order of the small and of the large entries; each may hold
+    /// keys already removed from `map`.
+    small: VecDeque<Key>,
+    large: VecDeque<Key>,
+}
+
+fn cost(body: &[u8]) -> usize {
+    body.len() + ENTRY_OVERHEAD
 }
 
 impl HotCache {
@@ -30,8 +50,10 @@ impl HotCache {
         HotCache {
             limit,
             bytes: 0,
+            large_bytes: 0,
             map: IdMap::default(),
-            order: VecDeque::new(),
+            small: VecDeque::new(),
+            large: VecDeque::new(),
         }
     }
 
@@ -40,43 +62,64 @@ impl HotCache {
         self.bytes
     }
 
-    /// Keeps `body` unless it alone is over a quarter of the limit; evicts
-    /// the oldest entries to make room. Each entry is charged its body plus
-    /// [`ENTRY_OVERHEAD`], so even empty bodies are bounded in number.
+    /// Keeps `body` unless it alone is over a quarter of the limit, or it
+    /// is large and only small entries stand in its way; evicts the oldest
+    /// entries to make room (see the module doc). Each entry is charged its
+    /// body plus [`ENTRY_OVERHEAD`], so even empty bodies are bounded in
+    /// number.
     pub fn insert(&mut self, key: Key, flags: u32, body: Vec<u8>) {
-        let cost = body.len() + ENTRY_OVERHEAD;
+        let cost = cost(&body);
         if cost > self.limit / 4 {
             return;
         }
+        let large = body.len() >= LARGE;
+        self.remove(key);
+        if large && self.bytes - self.large_bytes + cost > self.limit {
+            return;
+        }
         while self.bytes + cost > self.limit {
-            let Some(old) = self.order.pop_front() else {
-                break;
+            let oldest = match self.large.pop_front() {
+                Some(old) => old,
+                None if large => break,
+                None => match self.small.pop_front() {
+                    Some(old) => old,
+                    None => break,
+                },
             };
-            if let Some((_, b)) = self.map.remove(&old) {
-                self.bytes -= b.len() + ENTRY_OVERHEAD;
-            }
+            self.take(oldest);
         }
         self.bytes += cost;
-        if let Some((_, b)) = self.map.insert(key, (flags, body)) {
-            self.bytes -= b.len() + ENTRY_OVERHEAD;
+        if large {
+            self.large_bytes += cost;
+            self.large.push_back(key);
+        } else {
+            self.small.push_back(key);
         }
-        self.order.push_back(key);
+        self.map.insert(key, (flags, body));
     }
 
     /// Takes the entry out (the message was popped).
     pub fn take(&mut self, key: Key) -> Option<(u32, Vec<u8>)> {
         let v = self.map.remove(&key)?;
-        self.bytes -= v.1.len() + ENTRY_OVERHEAD;
-        // Keep `order` from filling with dead keys when nothing is evicted.
-        while let Some(front) = self.order.front() {
-            if self.map.contains_key(front) {
-                break;
-            }
-            self.order.pop_front();
+        let cost = cost(&v.1);
+        self.bytes -= cost;
+        if v.1.len() >= LARGE {
+            self.large_bytes -= cost;
         }
-        if self.order.len() > 2 * self.map.len() + 1024 {
+        // Keep the orders from filling with dead keys when nothing is
+        // evicted.
+        for order in [&mut self.small, &mut self.large] {
+            while let Some(front) = order.front() {
+                if self.map.contains_key(front) {
+                    break;
+                }
+                order.pop_front();
+            }
+        }
+        if self.small.len() + self.large.len() > 2 * self.map.len() + 1024 {
             let map = &self.map;
-            self.order.retain(|k| map.contains_key(k));
+            self.small.retain(|k| map.contains_key(k));
+            self.large.retain(|k| map.contains_key(k));
         }
         Some(v)
     }
@@ -131,6 +174,60 @@ mod tests {
             c.insert((1, i), 0, vec![1]);
             c.take((1, i));
         }
-        assert!(c.order.len() < 5000);
+        assert!(c.small.len() < 5000);
+    }
+
+    #[test]
+    fn large_bodies_never_evict_small_ones() {
+        let big = LARGE;
+        let mut c = HotCache::new(4 * (big + ENTRY_OVERHEAD));
+        c.insert((1, 0), 0, vec![1; 100]);
+        for i in 0..10 {
+            c.insert((2, i), 0, vec![2; big]);
+            assert!(c.bytes() <= c.limit);
+        }
+        assert_eq!(
+            c.take((1, 0)).unwrap().1,
+            vec![1; 100],
+            "the small one stayed"
+        );
+        assert!(c.take((2, 9)).is_some(), "the newest large one is kept");
+        assert!(c.take((2, 0)).is_none(), "the oldest large ones went");
+
+        // Small bodies fill the cache: a large one finds no room and is
+        // not kept, while a small one evicts the oldest small.
+        let mut c = HotCache::new(4 * (big + ENTRY_OVERHEAD));
+        let small = (big + ENTRY_OVERHEAD) / 2 - ENTRY_OVERHEAD;
+        for i in 0..8 {
+            c.insert((1, i), 0, vec![1; small]);
+        }
+        c.insert((2, 0), 0, vec![2; big]);
+        assert!(c.take((2, 0)).is_none());
+        assert!(c.take((1, 0)).is_some());
+        c.insert((1, 8), 0, vec![1; small]);
+        c.insert((1, 9), 0, vec![1; small]);
+        assert!(
+            c.take((1, 1)).is_none(),
+            "a small one evicts the oldest small"
+        );
+        assert!(c.take((1, 9)).is_some());
+    }
+
+    #[test]
+    fn small_bodies_evict_large_ones_first() {
+        let big = LARGE;
+        let mut c = HotCache::new(4 * (big + ENTRY_OVERHEAD) + 1000);
+        c.insert((1, 0), 0, vec![1; 100]);
+        for i in 0..4 {
+            c.insert((2, i), 0, vec![2; big]);
+        }
+        c.insert((1, 1), 0, vec![1; 900]);
+        assert!(c.take((2, 0)).is_none(), "the oldest large one made room");
+        assert!(c.take((1, 0)).is_some());
+        for i in 1..4 {
+            assert!(c.take((2, i)).is_some());
+        }
+        assert!(c.take((1, 1)).is_some());
+        assert_eq!(c.bytes(), 0);
     }
 }
