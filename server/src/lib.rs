@@ -25,6 +25,8 @@
 //!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
 //!   `-P`, `-u` and `-r`; [`logging`] the stderr log; [`notify`] tells
 //!   systemd when it is ready and when it stops.
+//! - [`turn`] is how a task with a large body in hand lets the others on its
+//!   executor run (glommio never preempts).
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
 
@@ -48,3 +50,4 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod store;
+pub mod turn;

@@ -27,6 +27,7 @@ use crate::logging;
 use crate::protocol::{self, reply, Command, Parsed};
 use crate::shard::{Op, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
+use crate::turn;
 
 use crate::store::{Body, LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
 
@@ -63,11 +64,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_AT: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// A connection reading a large body, or writing a large reply, pauses
-/// after this many bytes so that the executor's other connections are
-/// served in between (see [`Connection::run`]).
-const YIELD_EVERY: usize = 256 * 1024;
 
 /// Resolves once shutdown has been requested (polls the process-wide flag;
 /// one poller per executor, see [`StopSignal`]).
@@ -227,7 +223,7 @@ struct Connection {
     /// `/open` since its last `/close` or `/abort` there): put back when
     /// it ends.
     open_on: Vec<Vec<u8>>,
-    /// Bytes read since this connection last paused (see [`YIELD_EVERY`]).
+    /// Bytes read since this connection last paused (see [`turn::PIECE`]).
     since_pause: usize,
 }
 
@@ -304,14 +300,13 @@ impl Connection {
             if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
                 self.input.shrink_to(READ_CHUNK);
             }
-            // A large body arrives in many reads that complete at once, and
-            // glommio looks for new I/O only once no task is runnable (or
-            // after 100 ms): pause this connection every YIELD_EVERY bytes,
-            // on a timer, so that the other connections are read between.
+            // A large body arrives in many reads that complete at once:
+            // pause every turn::PIECE bytes so that the executor's other
+            // connections are read in between.
             self.since_pause += n;
-            if self.since_pause >= YIELD_EVERY {
+            if self.since_pause >= turn::PIECE {
                 self.since_pause = 0;
-                glommio::timer::sleep(Duration::from_micros(1)).await;
+                turn::pause().await;
             }
         }
     }
@@ -578,15 +573,15 @@ impl Connection {
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
             // A large reply goes out in slices, with the same pause as a
-            // large body's reads (see YIELD_EVERY).
+            // large body's reads.
             let total = self.output.len();
             let mut sent = 0;
             for run in self.output.runs() {
-                for slice in run.chunks(YIELD_EVERY) {
+                for slice in run.chunks(turn::PIECE) {
                     self.stream.write_all(slice).await?;
                     sent += slice.len();
                     if sent < total {
-                        glommio::timer::sleep(Duration::from_micros(1)).await;
+                        turn::pause().await;
                     }
                 }
             }

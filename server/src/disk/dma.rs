@@ -4,10 +4,12 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
+use futures_lite::future;
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::GlommioError;
 
 use super::{Disk, DiskFile, IoFuture, BLOCK};
+use crate::turn;
 
 /// Files opened with O_DIRECT on the executor's io_uring; with
 /// [`DmaDisk::durable_writes`], also O_DSYNC.
@@ -160,8 +162,41 @@ impl DiskFile for Dma {
 
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let data = self.file.read_at(pos, len).await.map_err(to_io)?;
-            Ok(data.to_vec())
+            // A large read is issued as concurrent reads of turn::PIECE
+            // bytes, and each is copied out of its DMA buffer with a pause
+            // before the next: copying 8 MiB at once held the executor for
+            // milliseconds (see `turn`).
+            let mut reads = Vec::new();
+            for start in (0..len.max(1)).step_by(turn::PIECE) {
+                let n = turn::PIECE.min(len - start);
+                let mut read = Box::pin(self.file.read_at(pos + start as u64, n));
+                let done = future::poll_once(read.as_mut()).await;
+                reads.push((read, done));
+            }
+            let mut out = Vec::with_capacity(len);
+            let mut failed = None;
+            for (i, (mut read, done)) in reads.into_iter().enumerate() {
+                let result = match done {
+                    Some(result) => result,
+                    None => read.as_mut().await,
+                };
+                // Every read is awaited, even after a failure: none is left
+                // in flight.
+                match result {
+                    Ok(data) if failed.is_none() => {
+                        if i > 0 {
+                            turn::pause().await;
+                        }
+                        out.extend_from_slice(&data);
+                    }
+                    Ok(_) => {}
+                    Err(e) => failed = failed.or(Some(to_io(e))),
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
         })
     }
 

@@ -20,11 +20,14 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_lite::future;
+
 use super::error::{IoFailure, LogError};
 use super::tail::Part;
 use super::writer::{Batch, CutWhen, SegFile, SharedLog};
 use super::SyncMode;
 use crate::disk::DiskFile;
+use crate::turn;
 
 /// Batches in flight at once. Two keep the disk busy while the next batch
 /// gathers and while acknowledged writers submit again.
@@ -192,10 +195,25 @@ async fn segment_file(log: &SharedLog, ord: u32) -> Result<Rc<dyn DiskFile>, IoF
 
 async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, IoFailure> {
     let file = segment_file(log, part.ord).await?;
-    let writes = part.data.chunks(WRITE_CHUNK).enumerate().map(|(i, chunk)| {
+    // Each write copies its chunk into a DMA buffer when it starts: a large
+    // part starts them one by one with a pause between (see `turn`), the
+    // earlier ones already in flight.
+    let mut writes = Vec::new();
+    for (i, chunk) in part.data.chunks(WRITE_CHUNK).enumerate() {
+        if i > 0 {
+            turn::pause().await;
+        }
         let pos = part.base + (i * WRITE_CHUNK) as u64;
         let file = file.clone();
-        async move { (file.write_at(pos, chunk).await, chunk.len()) }
+        let mut write = Box::pin(async move { (file.write_at(pos, chunk).await, chunk.len()) });
+        let done = future::poll_once(write.as_mut()).await;
+        writes.push((write, done));
+    }
+    let writes = writes.into_iter().map(|(mut write, done)| async move {
+        match done {
+            Some(result) => result,
+            None => write.as_mut().await,
+        }
     });
     // Await every write, even after a failure: none may still be in flight
     // when the batch is declared failed.
