@@ -44,6 +44,27 @@ const IO_MEMORY: usize = 2 << 20;
 /// Runs the server until it is told to stop. Errors are start-up failures.
 /// Installs the process's panic hook: any panic ends the process (see
 /// [`crate::logging::install_panic_hook`]).
+/// Large message buffers (a body, the log's tail, a record read back) are
+/// allocated and freed many times a second under a stream of large
+/// messages. glibc gives each one above 128 KiB its own mapping and returns
+/// freed memory to the kernel at once, so every 8 MiB message faulted in
+/// 2,048 fresh pages several times over: a third of the server's CPU in the
+/// fairness run, in stretches that made small requests wait. Serving them
+/// from the heap (up to 32 MiB, glibc's ceiling for this setting) and
+/// returning free memory only beyond 64 MiB cut the page faults from
+/// 326,000 to 37,000 in 3 s of that run (`bench-results/`,
+/// 2026-12-05-issue8-fairness). Memory stays bounded: at most that much
+/// free memory is kept per malloc arena.
+fn keep_large_buffers() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called before the
+    // executors' threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 pub fn run(config: Config) -> io::Result<()> {
     crate::logging::init(u32::from(config.verbose));
     config
@@ -66,6 +87,7 @@ pub fn run(config: Config) -> io::Result<()> {
     if config.raise_core_limit {
         daemon::raise_core_limit();
     }
+    keep_large_buffers();
     // Before any thread exists: see the `daemon` module.
     let daemon = if config.daemon {
         Some(daemon::daemonize(
