@@ -288,9 +288,19 @@ impl Connection {
             }
             self.input.extend_from_slice(fresh);
             loop {
-                let (batch, close) = self.parse_batch();
-                if batch.is_empty() && !close {
+                let (mut batch, close, large) = self.parse_batch();
+                if batch.is_empty() && !close && large.is_none() {
                     break;
+                }
+                if let Some(set) = large {
+                    // Checksummed here in pieces, so that the append, which
+                    // copies it into the log's tail in one go, does not
+                    // also checksum it in one go (see `turn`).
+                    let Command::Set { body, .. } = &set else {
+                        unreachable!("parse_batch defers only large sets");
+                    };
+                    let crc = turn::checksum(body).await;
+                    batch.extend(self.submit(set, Some(crc)));
                 }
                 self.answer(batch).await?;
                 if close {
@@ -312,12 +322,14 @@ impl Connection {
     }
 
     /// Parses and submits every whole request in the input buffer (up to
-    /// [`MAX_BATCH`]). Returns the pending replies and whether the connection
-    /// must close after them.
-    fn parse_batch(&mut self) -> (Vec<Pending>, bool) {
+    /// [`MAX_BATCH`]). Returns the pending replies, whether the connection
+    /// must close after them, and a `set` of a large body that ended the
+    /// batch parsed but not submitted (the caller checksums it first).
+    fn parse_batch(&mut self) -> (Vec<Pending>, bool, Option<Command>) {
         let mut batch = Vec::new();
         let mut used = 0;
         let mut close = false;
+        let mut large = None;
         let max_gets = (BATCH_GET_BYTES / self.shared.max_message_size.max(1)).max(16);
         let mut gets = 0;
         while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
@@ -349,7 +361,11 @@ impl Connection {
                     if let Command::Get { keys, .. } = &command {
                         gets += keys.len();
                     }
-                    if let Some(pending) = self.submit(command) {
+                    if matches!(&command, Command::Set { body, .. } if body.len() >= turn::PIECE) {
+                        large = Some(command);
+                        break;
+                    }
+                    if let Some(pending) = self.submit(command, None) {
                         batch.push(pending);
                     }
                 }
@@ -387,11 +403,12 @@ impl Connection {
             }
         }
         self.input.drain(..used);
-        (batch, close)
+        (batch, close, large)
     }
 
     /// Starts one request; `None` when it wants no reply at all.
-    fn submit(&mut self, command: Command) -> Option<Pending> {
+    /// `body_crc` is a `set`'s `crc32c(body)` when computed already.
+    fn submit(&mut self, command: Command, body_crc: Option<u32>) -> Option<Pending> {
         let router = &self.router;
         let c = &self.counters;
         let ready = |line: &str| {
@@ -418,6 +435,7 @@ impl Connection {
                     flags,
                     expires,
                     body,
+                    body_crc,
                 };
                 let done = router.submit(shard, op);
                 if noreply {

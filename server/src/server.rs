@@ -185,6 +185,7 @@ pub fn run(config: Config) -> io::Result<()> {
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
+                crate::turn::take_turns_here();
                 let _finished = Finished(&progress.finished);
                 let layout = Layout {
                     executors,

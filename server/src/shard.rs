@@ -175,6 +175,9 @@ pub enum Op {
         /// Unix seconds when it expires; 0 never.
         expires: u32,
         body: Vec<u8>,
+        /// `crc32c(body)` when the connection computed it (a large body's:
+        /// see [`Store::set_checked`]).
+        body_crc: Option<u32>,
     },
     Get {
         queue: Vec<u8>,
@@ -263,8 +266,9 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             flags,
             expires,
             body,
+            body_crc,
         } => {
-            let done = store.set_expiring(&queue, flags, expires, body);
+            let done = store.set_checked(&queue, flags, expires, body, body_crc);
             Box::pin(async move { OpReply::Set(done.await) })
         }
         Op::Get {
@@ -468,6 +472,7 @@ impl Router {
                     flags,
                     expires: 0,
                     body,
+                    body_crc: None,
                 };
                 let done = router.submit(shard, op);
                 Box::pin(async move {

@@ -260,9 +260,16 @@ impl State {
     }
 
     /// Appends a message to queue `id`; returns its record's lsn.
-    fn append(&mut self, log: &mut Log, id: u32, meta: MessageMeta, body: Vec<u8>) -> u64 {
+    fn append(
+        &mut self,
+        log: &mut Log,
+        id: u32,
+        meta: MessageMeta,
+        body: Vec<u8>,
+        body_crc: Option<u32>,
+    ) -> u64 {
         let q = self.queues.get_mut(&id).expect("queue exists");
-        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body);
+        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
         let len = (record::HEADER_LEN + body.len()) as u32;
         let seq = q.push(pos.seg, pos.off, len, meta.expires);
         q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
@@ -715,12 +722,27 @@ impl Store {
         expires: u32,
         body: Vec<u8>,
     ) -> LocalFuture<Result<bool, LogError>> {
+        self.set_checked(queue, flags, expires, body, None)
+    }
+
+    /// [`Store::set_expiring`] of a body whose `crc32c` the caller may have
+    /// computed already: a connection checksums a large body in pieces
+    /// before it submits it, so the append (which must copy it into the
+    /// log's tail at once) does not checksum it at once too (see `turn`).
+    pub fn set_checked(
+        &self,
+        queue: &[u8],
+        flags: u32,
+        expires: u32,
+        body: Vec<u8>,
+        body_crc: Option<u32>,
+    ) -> LocalFuture<Result<bool, LogError>> {
         self.refresh_limits();
         let len = body.len();
         self.when_room(
             queue,
             move |s, q| s.room_for_set(q, len),
-            move |s, q| s.apply_set(q, flags, expires, body),
+            move |s, q| s.apply_set(q, flags, expires, body, body_crc),
         )
     }
 
@@ -977,6 +999,7 @@ impl Store {
         flags: u32,
         expires: u32,
         body: Vec<u8>,
+        body_crc: Option<u32>,
     ) -> LocalFuture<Result<bool, LogError>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
@@ -995,16 +1018,16 @@ impl Store {
         // A queue that gets a message wakes its first blocked consumer.
         self.waiters.wake_first(queue);
         if children.is_empty() {
-            let lsn = st.append(&mut log, id, meta, body);
+            let lsn = st.append(&mut log, id, meta, body, body_crc);
             return self.reply(&log, lsn, len, true);
         }
-        let mut lsn = st.append(&mut log, id, meta, body.clone());
+        let mut lsn = st.append(&mut log, id, meta, body.clone(), body_crc);
         // Fan-out: a copy for every `<queue>+…` queue, in the same batch,
         // each within its own limits. The reply waits for the last copy.
         for child in children {
             let name = st.queues[&child].name.clone();
             if st.admit(&mut log, &name, len as u64) {
-                lsn = st.append(&mut log, child, meta, body.clone());
+                lsn = st.append(&mut log, child, meta, body.clone(), body_crc);
                 self.waiters.wake_first(&name);
             }
         }

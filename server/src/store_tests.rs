@@ -25,7 +25,10 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     glommio::LocalExecutorBuilder::default()
-        .spawn(f)
+        .spawn(|| {
+            crate::turn::take_turns_here();
+            f()
+        })
         .unwrap()
         .join()
         .unwrap();

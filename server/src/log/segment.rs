@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::record::{self, DecodeError, Header, HEADER_LEN, RECORD_ALIGN};
 use crate::disk::DiskFile;
+use crate::turn;
 
 pub use crate::disk::BLOCK;
 /// Bytes read per DMA read when scanning.
@@ -149,8 +150,17 @@ where
         if let Some(h) = try_record(&mut w, pos, last_lsn).await? {
             let have = w.fill(pos, HEADER_LEN + h.len as usize).await?;
             debug_assert_eq!(have, HEADER_LEN + h.len as usize);
+            // A large record took a checksum just now, and compaction copies
+            // it into the log: each in a turn of its own (see `turn`).
+            let large = h.len as usize >= turn::PIECE;
+            if large {
+                turn::pause().await;
+            }
             let bytes = w.slice(pos, HEADER_LEN + h.len as usize);
             on_record(&h, &bytes[HEADER_LEN..], pos);
+            if large {
+                turn::pause().await;
+            }
             rep.records += 1;
             last_lsn = Some(h.lsn);
             rep.last_lsn = h.lsn;

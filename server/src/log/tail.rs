@@ -79,7 +79,7 @@ impl Tail {
 
     /// Appends one record; returns its offset and whether the tail just
     /// became dirty (the committer needs a nudge).
-    pub fn append(&mut self, h: &Header, body: &[u8]) -> (u64, bool) {
+    pub fn append(&mut self, h: &Header, body: &[u8], body_crc: Option<u32>) -> (u64, bool) {
         if self.inflight.take().is_some() {
             // The rest of the partial block stays zeros (readers skip a zero
             // stretch to the next block boundary).
@@ -91,7 +91,7 @@ impl Tail {
         // record's buffer is not copied again to pad it (Part::new).
         self.buf
             .reserve(record::record_len(body.len()) + BLOCK as usize);
-        record::encode_into(&mut self.buf, h, body);
+        record::encode_with(&mut self.buf, h, body, body_crc);
         let nudge = !self.dirty;
         self.dirty = true;
         (off, nudge)

@@ -561,16 +561,17 @@ impl Log {
                 len: body.len() as u32,
             },
             body,
+            None,
         )
     }
 
     /// [`Log::append`] with the header's every field given (the lsn is
     /// assigned here).
-    fn append_header(&mut self, mut h: Header, body: &[u8]) -> (Pos, u64) {
+    fn append_header(&mut self, mut h: Header, body: &[u8], body_crc: Option<u32>) -> (Pos, u64) {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
         h.lsn = lsn;
-        let (off, nudge) = self.tail.append(&h, body);
+        let (off, nudge) = self.tail.append(&h, body, body_crc);
         if self.batch_opened.is_none() {
             self.batch_opened = Some(std::time::Instant::now());
         }
@@ -612,8 +613,16 @@ impl Log {
 
     /// Logs message `seq` of queue `id` (`msg` says its flags, enqueue
     /// time and expiry, which copies keep); it is live in the returned
-    /// segment from now on.
-    pub fn enqueue(&mut self, id: u32, seq: u64, msg: MessageMeta, body: &[u8]) -> (Pos, u64) {
+    /// segment from now on. `body_crc` is `crc32c(body)` if computed
+    /// already (see [`record::encode_with`]).
+    pub fn enqueue(
+        &mut self,
+        id: u32,
+        seq: u64,
+        msg: MessageMeta,
+        body: &[u8],
+        body_crc: Option<u32>,
+    ) -> (Pos, u64) {
         let h = Header {
             kind: Kind::Enqueued,
             queue: id,
@@ -624,7 +633,7 @@ impl Log {
             expires: msg.expires,
             len: body.len() as u32,
         };
-        let (pos, lsn) = self.append_header(h, body);
+        let (pos, lsn) = self.append_header(h, body, body_crc);
         if let Some(q) = self.catalog.get_mut(&id) {
             q.tail = q.tail.max(seq + 1);
         }

@@ -184,7 +184,7 @@ impl Log {
             time: h.time,
             expires: h.expires,
         };
-        let (to, lsn) = self.enqueue(h.queue, h.seq, meta, body);
+        let (to, lsn) = self.enqueue(h.queue, h.seq, meta, body, None);
         let len = (HEADER_LEN + body.len()) as u32;
         match locators.relocate(h.queue, h.seq, from, to) {
             Some(_) => self.release(from.seg, len, lsn),
