@@ -133,7 +133,7 @@ async fn commit_loop(log: &SharedLog) {
             // Failed meanwhile (a failed fdatasync elsewhere, or a crash):
             // nothing more is acknowledged, even what was written.
             Ok(()) if l.failed() => return,
-            Ok(()) => l.batch_done(&b.batch),
+            Ok(()) => l.batch_done(b.batch),
             Err(why) => {
                 l.fail(why);
                 return;

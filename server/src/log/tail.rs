@@ -60,7 +60,14 @@ pub struct Tail {
     batches: u64,
     /// Final runs of segments sealed since the last batch.
     sealed: Vec<Part>,
+    /// A written batch's buffer, kept for the next large record: a fresh
+    /// one of several MiB costs a page fault per 4 KiB as it is filled,
+    /// which held the executor for milliseconds (see `turn`).
+    spare: Vec<u8>,
 }
+
+/// The largest buffer [`Tail::recycle`] keeps.
+const SPARE_MAX: usize = 32 << 20;
 
 impl Tail {
     /// Logical end of the open segment (written or not).
@@ -89,8 +96,19 @@ impl Tail {
         let off = self.end();
         // Room for the block padding a batch adds too, so that a large
         // record's buffer is not copied again to pad it (Part::new).
-        self.buf
-            .reserve(record::record_len(body.len()) + BLOCK as usize);
+        let need = record::record_len(body.len()) + BLOCK as usize;
+        if self.buf.capacity() - self.buf.len() < need {
+            if self.spare.capacity() >= self.buf.len() + need {
+                self.spare.extend_from_slice(&self.buf);
+                std::mem::swap(&mut self.buf, &mut self.spare);
+                self.spare = Vec::new();
+            } else {
+                // A block more: a buffer starts with up to a block carried
+                // over from the last batch (`cut`), so once recycled this
+                // one still holds a record of this size.
+                self.buf.reserve(need + BLOCK as usize);
+            }
+        }
         record::encode_with(&mut self.buf, h, body, body_crc);
         let nudge = !self.dirty;
         self.dirty = true;
@@ -157,10 +175,71 @@ impl Tail {
         Some((id, parts))
     }
 
+    /// Takes back a written part's buffer, if it is the largest offered
+    /// (up to [`SPARE_MAX`]).
+    pub fn recycle(&mut self, mut data: Vec<u8>) {
+        if data.capacity() > self.spare.capacity() && data.capacity() <= SPARE_MAX {
+            data.clear();
+            self.spare = data;
+        }
+    }
+
     /// Batch `id` is written: its partial block may be shared again.
     pub fn written(&mut self, id: u64) {
         if self.inflight == Some(id) {
             self.inflight = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{decode, Kind};
+
+    fn header(lsn: u64, len: usize) -> Header {
+        Header {
+            kind: Kind::Enqueued,
+            queue: 1,
+            lsn,
+            seq: lsn,
+            time: 0,
+            flags: 0,
+            expires: 0,
+            len: len as u32,
+        }
+    }
+
+    #[test]
+    fn a_written_buffer_holds_the_next_large_record() {
+        let mut t = Tail::default();
+        let big = vec![7u8; 1 << 20];
+        t.append(&header(1, 10), &[1; 10], None);
+        t.append(&header(2, big.len()), &big, None);
+        let (id, parts) = t.cut(0).unwrap();
+        t.written(id);
+        let (ptr, cap) = (parts[0].data.as_ptr(), parts[0].data.capacity());
+        for part in parts {
+            t.recycle(part.data);
+        }
+        // The partial block left after the cut is carried into the
+        // recycled buffer, ahead of the next record.
+        let (off, _) = t.append(&header(3, big.len()), &big, None);
+        let (_, parts) = t.cut(0).unwrap();
+        assert_eq!(parts[0].data.as_ptr(), ptr, "the same allocation");
+        assert_eq!(parts[0].data.capacity(), cap);
+        let at = (off - parts[0].base) as usize;
+        let (h, body) = decode(&parts[0].data[at..]).unwrap();
+        assert_eq!((h.lsn, body), (3, &big[..]));
+    }
+
+    #[test]
+    fn only_the_largest_buffer_up_to_the_cap_is_kept() {
+        let mut t = Tail::default();
+        t.recycle(Vec::with_capacity(1000));
+        t.recycle(Vec::with_capacity(10));
+        assert_eq!(t.spare.capacity(), 1000);
+        t.recycle(Vec::with_capacity(SPARE_MAX + 1));
+        assert_eq!(t.spare.capacity(), 1000);
     }
 }

@@ -129,7 +129,7 @@ impl Log {
 
     /// Batch `b` is written (and synced, with `--sync always`): acknowledge
     /// it and wake its waiters.
-    pub fn batch_done(&mut self, b: &Batch) {
+    pub fn batch_done(&mut self, b: Batch) {
         self.written_lsn = b.last;
         if self.cfg.sync == SyncMode::Always {
             self.synced_lsn = b.last;
@@ -156,6 +156,12 @@ impl Log {
             self.maint.notify();
         }
         self.wake_acked();
+        // The writes are done with the buffers: the tail may fill one again.
+        if let Ok(parts) = Rc::try_unwrap(b.parts) {
+            for part in parts {
+                self.tail.recycle(part.data);
+            }
+        }
     }
 
     /// What an fdatasync of the open segment would make durable: its file
