@@ -61,7 +61,8 @@ pub struct Config {
     max_message_size: Option<usize>,
 
     /// Hot message cache, in MiB, or a size with K, M, G (shared out among
-    /// the storage shards).
+    /// the storage shards). Bodies of 64 KiB or more never evict smaller
+    /// ones.
     #[arg(short = 'm', long = "cache-size", value_name = "MIB", default_value = "64", value_parser = parse_cache_size)]
     pub cache_bytes: u64,
 
