@@ -225,6 +225,10 @@ struct Connection {
     open_on: Vec<Vec<u8>>,
     /// Bytes read since this connection last paused (see [`turn::PIECE`]).
     since_pause: usize,
+    /// A `set` whose data block is being read into a buffer of its own
+    /// (the block's bytes so far): a large body arrives there, not in
+    /// `input`, so it is not copied out of `input` after.
+    block: Option<(protocol::SetHead, Vec<u8>)>,
 }
 
 impl Connection {
@@ -249,6 +253,7 @@ impl Connection {
             reader,
             open_on: Vec::new(),
             since_pause: 0,
+            block: None,
         }
     }
 
@@ -286,21 +291,22 @@ impl Connection {
                 self.skip -= dropped as u64;
                 fresh = &fresh[dropped..];
             }
+            if let Some((head, block)) = &mut self.block {
+                let take = (head.bytes + 2 - block.len()).min(fresh.len());
+                block.extend_from_slice(&fresh[..take]);
+                fresh = &fresh[take..];
+                if block.len() == head.bytes + 2 {
+                    let (head, block) = self.block.take().expect("a block is being read");
+                    self.input.extend_from_slice(fresh);
+                    fresh = &[];
+                    self.finish_block(head, block).await?;
+                }
+            }
             self.input.extend_from_slice(fresh);
             loop {
-                let (mut batch, close, large) = self.parse_batch();
-                if batch.is_empty() && !close && large.is_none() {
+                let (batch, close) = self.parse_batch();
+                if batch.is_empty() && !close {
                     break;
-                }
-                if let Some(set) = large {
-                    // Checksummed here in pieces, so that the append, which
-                    // copies it into the log's tail in one go, does not
-                    // also checksum it in one go (see `turn`).
-                    let Command::Set { body, .. } = &set else {
-                        unreachable!("parse_batch defers only large sets");
-                    };
-                    let crc = turn::checksum(body).await;
-                    batch.extend(self.submit(set, Some(crc)));
                 }
                 self.answer(batch).await?;
                 if close {
@@ -321,28 +327,57 @@ impl Connection {
         }
     }
 
+    /// A `set` whose data block was read into a buffer of its own: checks
+    /// its end, checksums the body in pieces (so that the append, which
+    /// copies it into the log's tail in one go, does not also checksum it
+    /// in one go: see `turn`), submits it and writes its reply.
+    async fn finish_block(
+        &mut self,
+        head: protocol::SetHead,
+        block: Vec<u8>,
+    ) -> std::io::Result<()> {
+        let pending = match protocol::finish_set(head, block) {
+            Ok(set) => {
+                let Command::Set { body, .. } = &set else {
+                    unreachable!("finish_set makes a set");
+                };
+                let crc = turn::checksum(body).await;
+                self.submit(set, Some(crc))
+            }
+            Err(reject) => {
+                let mut out = Vec::new();
+                reply::line(&mut out, reject.line());
+                Some(Pending::Ready(out))
+            }
+        };
+        self.answer(pending.into_iter().collect()).await
+    }
+
     /// Parses and submits every whole request in the input buffer (up to
-    /// [`MAX_BATCH`]). Returns the pending replies, whether the connection
-    /// must close after them, and a `set` of a large body that ended the
-    /// batch parsed but not submitted (the caller checksums it first).
-    fn parse_batch(&mut self) -> (Vec<Pending>, bool, Option<Command>) {
+    /// [`MAX_BATCH`]). Returns the pending replies and whether the
+    /// connection must close after them.
+    fn parse_batch(&mut self) -> (Vec<Pending>, bool) {
         let mut batch = Vec::new();
         let mut used = 0;
         let mut close = false;
-        let mut large = None;
         let max_gets = (BATCH_GET_BYTES / self.shared.max_message_size.max(1)).max(16);
         let mut gets = 0;
         while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
             match protocol::parse(&self.input[used..], self.shared.max_message_size) {
-                Parsed::Incomplete { need } => {
-                    // A large data block that is really arriving: make room
-                    // for all of it at once rather than doubling the buffer
-                    // (and copying what it holds) again and again. Not before
-                    // its first READ_CHUNK is here, so a bare `set` line
-                    // reserves nothing.
-                    let have = self.input.len() - used;
-                    if used + need > self.input.capacity() && have >= READ_CHUNK {
-                        self.input.reserve(need - have);
+                Parsed::Incomplete { .. } => {
+                    // A large data block that is really arriving (its first
+                    // READ_CHUNK is here, so a bare `set` line reserves
+                    // nothing): the rest of it is read into a buffer of its
+                    // own, sized for it, which becomes the message's body
+                    // without being copied again.
+                    let max = self.shared.max_message_size;
+                    if self.input.len() - used >= READ_CHUNK {
+                        if let Some(head) = protocol::pending_set(&self.input[used..], max) {
+                            let mut block = Vec::with_capacity(head.bytes + 2);
+                            block.extend_from_slice(&self.input[used + head.line_len..]);
+                            used = self.input.len();
+                            self.block = Some((head, block));
+                        }
                     }
                     break;
                 }
@@ -360,10 +395,6 @@ impl Connection {
                     }
                     if let Command::Get { keys, .. } = &command {
                         gets += keys.len();
-                    }
-                    if matches!(&command, Command::Set { body, .. } if body.len() >= turn::PIECE) {
-                        large = Some(command);
-                        break;
                     }
                     if let Some(pending) = self.submit(command, None) {
                         batch.push(pending);
@@ -403,7 +434,7 @@ impl Connection {
             }
         }
         self.input.drain(..used);
-        (batch, close, large)
+        (batch, close)
     }
 
     /// Starts one request; `None` when it wants no reply at all.

@@ -201,6 +201,35 @@ pub enum Parsed {
     Fatal(&'static str),
 }
 
+/// A `set` whose line is in but whose data block is still arriving: what a
+/// connection needs to read the block into a buffer of its own, rather than
+/// into its input buffer and then copy it out (see [`pending_set`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SetHead {
+    pub queue: Vec<u8>,
+    pub flags: u32,
+    pub exptime: u32,
+    /// Body length (the data block is two bytes more: its `\r\n`).
+    pub bytes: usize,
+    pub noreply: bool,
+    /// Length of the line, its `\n` included: the block starts there.
+    pub line_len: usize,
+}
+
+/// `Some` when `buf` starts with a well-formed `set` line that [`parse`]
+/// would store, and its data block is not all in `buf` yet.
+pub fn pending_set(buf: &[u8], max_body: usize) -> Option<SetHead> {
+    let nl = memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)])?;
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    if tokens.next()? != b"set" {
+        return None;
+    }
+    let args: Vec<&[u8]> = tokens.collect();
+    let head = set_head(nl + 1, &args, max_body).ok()?;
+    (buf.len() < head.line_len + head.bytes + 2).then_some(head)
+}
+
 /// Parses the first request in `buf`. `max_body` is the message size limit
 /// (`-B`).
 pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
@@ -315,19 +344,22 @@ fn block_len(args: &[&[u8]]) -> Option<u64> {
     parse_u64(args.get(3)?)?.checked_add(2)
 }
 
-/// `set`: the line is `args`; `data` is everything after the line.
-fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> Parsed {
+/// A `set` line (`args`, `line_len` bytes with its `\n`) that is to be
+/// stored, or the reply to it.
+fn set_head(line_len: usize, args: &[&[u8]], max_body: usize) -> Result<SetHead, Parsed> {
     // The length comes first: once it is known, a request we refuse still
     // has its data block discarded, so it gets one reply and the next
     // request is read from the right place. Without it, whatever follows
     // would be the client's data read as commands: close instead.
     let Some(block) = block_len(args) else {
-        return Parsed::Fatal(Reject::BadFormat.line());
+        return Err(Parsed::Fatal(Reject::BadFormat.line()));
     };
-    let refuse = |reject| Parsed::Reject {
-        reject,
-        consumed: line_len,
-        skip: block,
+    let refuse = |reject| {
+        Err(Parsed::Reject {
+            reject,
+            consumed: line_len,
+            skip: block,
+        })
     };
     let (fields, noreply) = strip_noreply(args);
     let [queue, flags, exptime, _] = fields else {
@@ -343,8 +375,33 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
     if bytes > max_body as u64 {
         return refuse(Reject::TooLarge);
     }
-    // bytes <= max_body, a usize, so neither conversion nor sum can fail.
-    let (bytes, block) = (bytes as usize, block as usize);
+    // bytes <= max_body, a usize, so the conversion cannot fail.
+    Ok(SetHead {
+        queue: queue.to_vec(),
+        flags,
+        exptime,
+        bytes: bytes as usize,
+        noreply,
+        line_len,
+    })
+}
+
+/// `set`: the line is `args`; `data` is everything after the line.
+fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> Parsed {
+    let head = match set_head(line_len, args, max_body) {
+        Ok(head) => head,
+        Err(reply) => return reply,
+    };
+    let SetHead {
+        queue,
+        flags,
+        exptime,
+        bytes,
+        noreply,
+        ..
+    } = head;
+    // bytes <= max_body, a usize, so the sum cannot overflow.
+    let block = bytes + 2;
     if data.len() < block {
         return Parsed::Incomplete {
             need: line_len + block,
@@ -360,7 +417,7 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
     }
     Parsed::Command {
         command: Command::Set {
-            queue: queue.to_vec(),
+            queue,
             flags,
             exptime,
             body: data[..bytes].to_vec(),
@@ -368,6 +425,24 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
         },
         consumed,
     }
+}
+
+/// The `set` of `head`, its data block read whole (`block`: the body and
+/// its `\r\n`) into a buffer of its own: the command, or the reply to a
+/// block without its `\r\n` (the connection carries on, as after
+/// [`parse`]'s `Reject` of one).
+pub fn finish_set(head: SetHead, mut block: Vec<u8>) -> Result<Command, Reject> {
+    if block.len() != head.bytes + 2 || !block.ends_with(b"\r\n") {
+        return Err(Reject::BadDataChunk);
+    }
+    block.truncate(head.bytes);
+    Ok(Command::Set {
+        queue: head.queue,
+        flags: head.flags,
+        exptime: head.exptime,
+        body: block,
+        noreply: head.noreply,
+    })
 }
 
 fn strip_noreply<'a, 'b>(args: &'a [&'b [u8]]) -> (&'a [&'b [u8]], bool) {
@@ -455,6 +530,49 @@ pub mod reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_whose_block_is_arriving_reads_it_into_its_own_buffer() {
+        let max = 1 << 20;
+        let head = pending_set(b"set q 7 9 10 noreply\r\nabc", max).unwrap();
+        assert_eq!(
+            head,
+            SetHead {
+                queue: b"q".to_vec(),
+                flags: 7,
+                exptime: 9,
+                bytes: 10,
+                noreply: true,
+                line_len: 22,
+            }
+        );
+        // What parse makes of the whole frame, finish_set makes of the block.
+        let whole = b"set q 7 9 10 noreply\r\n0123456789\r\n";
+        let Parsed::Command { command, .. } = parse(whole, max) else {
+            panic!("a whole set");
+        };
+        let block = whole[head.line_len..].to_vec();
+        assert_eq!(finish_set(head, block), Ok(command));
+        // A block without its \r\n: the reply parse gives too.
+        let head = pending_set(b"set q 0 0 3\r\n", max).unwrap();
+        assert_eq!(
+            finish_set(head, b"abcXY".to_vec()),
+            Err(Reject::BadDataChunk)
+        );
+        assert!(matches!(
+            parse(b"set q 0 0 3\r\nabcXY", max),
+            Parsed::Reject {
+                reject: Reject::BadDataChunk,
+                ..
+            }
+        ));
+        // Not pending: whole already, refused, not a set, no line yet.
+        assert_eq!(pending_set(whole, max), None);
+        assert_eq!(pending_set(b"set q 0 0 2000000\r\nab", max), None);
+        assert_eq!(pending_set(b"set q/x 0 0 10\r\nab", max), None);
+        assert_eq!(pending_set(b"get q\r\n", max), None);
+        assert_eq!(pending_set(b"set q 0 0 10", max), None);
+    }
 
     const MAX: usize = 1024;
 

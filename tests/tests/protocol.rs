@@ -727,7 +727,8 @@ fn large_values_are_spliced_into_the_reply_stream_in_order() {
 /// stored, while the connection's other requests wait their turn: pipelined
 /// with small sets in one write, every message keeps its place in the
 /// queue and its bytes, in memory, read back from disk after a restart, and
-/// in `mcqd verify`'s check of every record's checksum.
+/// in `mcqd verify`'s check of every record's checksum. (A large data block
+/// is read into a buffer of its own, not the connection's input buffer.)
 #[test]
 fn pipelined_large_sets_keep_their_order_and_checksums() {
     let args = ["-t", "1", "-B", "2M", "-m", "1"];
@@ -762,6 +763,12 @@ fn pipelined_large_sets_keep_their_order_and_checksums() {
     let gets = |queue: &str| format!("get {queue}\r\n").repeat(sizes.len()).into_bytes();
     req.extend_from_slice(&gets("now"));
     want.extend_from_slice(&values("now"));
+    // A large block without its \r\n is refused, and the stream goes on
+    // right after it.
+    req.extend_from_slice(b"set bad 0 0 300000\r\n");
+    req.extend_from_slice(&body(9, 300_000));
+    req.extend_from_slice(b"XYget bad\r\n");
+    want.extend_from_slice(b"CLIENT_ERROR bad data chunk\r\nEND\r\n");
 
     let mut c = server.client();
     c.send(&req);
