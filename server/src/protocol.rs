@@ -184,8 +184,8 @@ impl Reject {
 pub enum Parsed {
     /// No whole frame yet: read more bytes and call again. The frame takes
     /// at least `need` bytes of the buffer: its exact length once a `set`'s
-    /// line is in (so a large data block can be read into a buffer of its
-    /// size instead of one grown step by step), else one more than there is.
+    /// line is in, else one more than there is. (A connection reads a large
+    /// `set`'s data block into a buffer of its own: see [`pending_set`].)
     Incomplete { need: usize },
     /// A request; `consumed` bytes of the buffer belong to it.
     Command { command: Command, consumed: usize },
