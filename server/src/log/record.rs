@@ -136,6 +136,21 @@ pub fn encode_with(out: &mut Vec<u8>, h: &Header, body: &[u8], body_crc: Option<
     out.resize(padded, 0);
 }
 
+/// For tests: the header of message `lsn` (also its seq) of queue 1.
+#[cfg(test)]
+pub fn message_header(lsn: u64, body_len: usize) -> Header {
+    Header {
+        kind: Kind::Enqueued,
+        queue: 1,
+        lsn,
+        seq: lsn,
+        time: 0,
+        flags: 0,
+        expires: 0,
+        len: body_len as u32,
+    }
+}
+
 /// Why bytes at a position are not a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {

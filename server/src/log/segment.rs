@@ -307,17 +307,7 @@ mod tests {
 
     fn put(buf: &mut Vec<u8>, lsn: u64, body_len: usize) {
         let body = vec![0xab; body_len];
-        let h = Header {
-            kind: record::Kind::Enqueued,
-            queue: 1,
-            lsn,
-            seq: lsn,
-            time: 0,
-            flags: 0,
-            expires: 0,
-            len: body_len as u32,
-        };
-        record::encode_into(buf, &h, &body);
+        record::encode_into(buf, &record::message_header(lsn, body_len), &body);
     }
 
     /// The padding a batch leaves before a block boundary when the next

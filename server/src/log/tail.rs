@@ -195,20 +195,7 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::record::{decode, Kind};
-
-    fn header(lsn: u64, len: usize) -> Header {
-        Header {
-            kind: Kind::Enqueued,
-            queue: 1,
-            lsn,
-            seq: lsn,
-            time: 0,
-            flags: 0,
-            expires: 0,
-            len: len as u32,
-        }
-    }
+    use crate::log::record::{decode, message_header as header};
 
     #[test]
     fn a_written_buffer_holds_the_next_large_record() {
