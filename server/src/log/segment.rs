@@ -78,6 +78,13 @@ impl Window<'_> {
                 self.buf.drain(..drop);
                 self.start += drop as u64;
             }
+            if want_end - (self.start + self.buf.len() as u64) > SCAN_CHUNK as u64 {
+                // A large record: read it whole from its block again rather
+                // than append megabytes to what the window holds of it, a
+                // copy in one go (see `turn`).
+                self.buf.clear();
+                self.start = keep_from;
+            }
             let end = self.start + self.buf.len() as u64;
             let size = ((want_end - end) as usize)
                 .max(SCAN_CHUNK)
