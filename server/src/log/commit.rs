@@ -7,8 +7,9 @@
 //! writes of at most 256 KiB) and, with `--sync always`, fdatasyncs it, and
 //! only then acknowledges it and wakes every waiter it covers. While a batch
 //! is in flight, new records gather; a second batch may start beside the
-//! first, and batches complete strictly in order. So the batch size follows
-//! the load by itself.
+//! first (under load only once enough records wait, see `commit_loop`), and
+//! batches complete strictly in order. So the batch size follows the load
+//! by itself.
 //!
 //! A failed write or fdatasync is never retried and never acknowledged: the
 //! log fails (see [`super::writer`]) and every waiter gets the error.
@@ -61,12 +62,14 @@ pub async fn committer(log: SharedLog) {
 
 struct InFlight {
     batch: Batch,
+    records: u64,
     task: Pin<Box<glommio::Task<Result<(), IoFailure>>>>,
 }
 
 async fn commit_loop(log: &SharedLog) {
     let notify = log.borrow().committer();
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut last_cut = log.borrow().last_lsn();
     loop {
         // Start another batch if allowed. Batches are written concurrently
         // but completed (acknowledged) strictly in order.
@@ -78,13 +81,34 @@ async fn commit_loop(log: &SharedLog) {
             if l.failed() {
                 return;
             }
+            // Under load (a batch of 16 records or more in flight) a
+            // durable rung starts the second batch only once half as many
+            // records as the first carries are waiting: fewer, fuller
+            // writes (at 256 connections 118 requests per device write
+            // instead of 84-93, 59 sets per flush with `always` instead of
+            // 42), each one device write less of CPU. Below that, waiting
+            // costs a closed loop more than the write it saves.
+            let durable = !matches!(l.sync_mode(), SyncMode::None { .. });
+            let waiting = l.last_lsn().saturating_sub(last_cut);
+            let hold = durable
+                && inflight.len() == 1
+                && !l.stopped()
+                && inflight[0].records >= 16
+                && waiting * 2 < inflight[0].records;
             match l.cut_when() {
+                CutWhen::Now if hold => {}
                 CutWhen::Now => {
                     if let Some(batch) = l.cut_batch() {
+                        let records = batch.last.saturating_sub(last_cut);
+                        last_cut = batch.last;
                         drop(l);
                         let parts = batch.parts.clone();
                         let task = Box::pin(glommio::spawn_local(write_batch(log.clone(), parts)));
-                        inflight.push_back(InFlight { batch, task });
+                        inflight.push_back(InFlight {
+                            batch,
+                            task,
+                            records,
+                        });
                         continue;
                     }
                 }
