@@ -207,6 +207,15 @@ enum Pending {
     StatsQueue(Vec<LocalFuture<OpReply>>),
 }
 
+impl Pending {
+    /// A reply of one line, known already.
+    fn line(line: &str) -> Pending {
+        let mut out = Vec::new();
+        reply::line(&mut out, line);
+        Pending::Ready(out)
+    }
+}
+
 struct Connection {
     stream: TcpStream,
     router: Rc<Router>,
@@ -297,8 +306,6 @@ impl Connection {
                 fresh = &fresh[take..];
                 if block.len() == head.bytes + 2 {
                     let (head, block) = self.block.take().expect("a block is being read");
-                    self.input.extend_from_slice(fresh);
-                    fresh = &[];
                     self.finish_block(head, block).await?;
                 }
             }
@@ -344,11 +351,7 @@ impl Connection {
                 let crc = turn::checksum(body).await;
                 self.submit(set, Some(crc))
             }
-            Err(reject) => {
-                let mut out = Vec::new();
-                reply::line(&mut out, reject.line());
-                Some(Pending::Ready(out))
-            }
+            Err(reject) => Some(Pending::line(reject.line())),
         };
         self.answer(pending.into_iter().collect()).await
     }
@@ -364,7 +367,7 @@ impl Connection {
         let mut gets = 0;
         while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
             match protocol::parse(&self.input[used..], self.shared.max_message_size) {
-                Parsed::Incomplete { .. } => {
+                Parsed::Incomplete => {
                     // A large data block that is really arriving (its first
                     // READ_CHUNK is here, so a bare `set` line reserves
                     // nothing): the rest of it is read into a buffer of its
@@ -415,18 +418,14 @@ impl Connection {
                     let now = skip.min(available);
                     used += now as usize;
                     self.skip = skip - now;
-                    let mut out = Vec::new();
-                    reply::line(&mut out, reject.line());
-                    batch.push(Pending::Ready(out));
+                    batch.push(Pending::line(reject.line()));
                 }
                 Parsed::Fatal(line) => {
                     log::trace!(
                         "rejected request, connection closed ({line}): {}",
                         logging::escape(&self.input[used..])
                     );
-                    let mut out = Vec::new();
-                    reply::line(&mut out, line);
-                    batch.push(Pending::Ready(out));
+                    batch.push(Pending::line(line));
                     close = true;
                     used = self.input.len();
                     break;
@@ -442,11 +441,7 @@ impl Connection {
     fn submit(&mut self, command: Command, body_crc: Option<u32>) -> Option<Pending> {
         let router = &self.router;
         let c = &self.counters;
-        let ready = |line: &str| {
-            let mut out = Vec::new();
-            reply::line(&mut out, line);
-            Some(Pending::Ready(out))
-        };
+        let ready = |line: &str| Some(Pending::line(line));
         match command {
             Command::Set {
                 queue,

@@ -182,11 +182,10 @@ impl Reject {
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// No whole frame yet: read more bytes and call again. The frame takes
-    /// at least `need` bytes of the buffer: its exact length once a `set`'s
-    /// line is in, else one more than there is. (A connection reads a large
-    /// `set`'s data block into a buffer of its own: see [`pending_set`].)
-    Incomplete { need: usize },
+    /// No whole frame yet: read more bytes and call again. (A connection
+    /// reads a large `set`'s data block into a buffer of its own: see
+    /// [`pending_set`].)
+    Incomplete,
     /// A request; `consumed` bytes of the buffer belong to it.
     Command { command: Command, consumed: usize },
     /// A request that gets an error reply. `consumed` bytes are used up now,
@@ -219,32 +218,33 @@ pub struct SetHead {
 /// `Some` when `buf` starts with a well-formed `set` line that [`parse`]
 /// would store, and its data block is not all in `buf` yet.
 pub fn pending_set(buf: &[u8], max_body: usize) -> Option<SetHead> {
+    let (line_len, tokens) = first_line(buf)?;
+    let (&b"set", args) = tokens.split_first()? else {
+        return None;
+    };
+    let head = set_head(line_len, args, max_body).ok()?;
+    (buf.len() < head.line_len + head.bytes + 2).then_some(head)
+}
+
+/// The first line of `buf`, if all of it is in (within [`MAX_LINE`]): its
+/// length with its `\n`, and its tokens.
+fn first_line(buf: &[u8]) -> Option<(usize, Vec<&[u8]>)> {
     let nl = memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)])?;
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
-    if tokens.next()? != b"set" {
-        return None;
-    }
-    let args: Vec<&[u8]> = tokens.collect();
-    let head = set_head(nl + 1, &args, max_body).ok()?;
-    (buf.len() < head.line_len + head.bytes + 2).then_some(head)
+    let tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    Some((nl + 1, tokens.collect()))
 }
 
 /// Parses the first request in `buf`. `max_body` is the message size limit
 /// (`-B`).
 pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
-    let Some(nl) = memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
+    let Some((line_len, tokens)) = first_line(buf) else {
         return if buf.len() > MAX_LINE {
             Parsed::Fatal("CLIENT_ERROR line too long")
         } else {
-            Parsed::Incomplete {
-                need: buf.len() + 1,
-            }
+            Parsed::Incomplete
         };
     };
-    let line_len = nl + 1;
-    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
     let reject = |reject| Parsed::Reject {
         reject,
         consumed: line_len,
@@ -254,16 +254,15 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         command,
         consumed: line_len,
     };
-    let Some(verb) = tokens.next() else {
+    let Some((&verb, args)) = tokens.split_first() else {
         return reject(Reject::Error);
     };
-    let args: Vec<&[u8]> = tokens.collect();
     match verb {
-        b"set" => parse_set(&buf[line_len..], line_len, &args, max_body),
+        b"set" => parse_set(&buf[line_len..], line_len, args, max_body),
         // memcached's other storage commands mean nothing for a queue, but
         // their data block is framed like `set`'s: it is discarded so the
         // client gets one reply and stays in sync.
-        b"add" | b"replace" | b"append" | b"prepend" | b"cas" => match block_len(&args) {
+        b"add" | b"replace" | b"append" | b"prepend" | b"cas" => match block_len(args) {
             Some(block) => Parsed::Reject {
                 reject: Reject::Error,
                 consumed: line_len,
@@ -284,7 +283,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
             }
         }
         b"delete" => {
-            let (rest, noreply) = strip_noreply(&args);
+            let (rest, noreply) = strip_noreply(args);
             let queue = match rest {
                 [q] | [q, b"0"] => q,
                 _ => return reject(Reject::BadFormat),
@@ -298,7 +297,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
             })
         }
         b"flush" => {
-            let (rest, noreply) = strip_noreply(&args);
+            let (rest, noreply) = strip_noreply(args);
             let [queue] = rest else {
                 return reject(Reject::BadFormat);
             };
@@ -311,18 +310,18 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
             })
         }
         // memcached's optional delay: only "now" means anything here.
-        b"flush_all" => match strip_noreply(&args) {
+        b"flush_all" => match strip_noreply(args) {
             ([] | [b"0"], noreply) => command(Command::FlushAll { noreply }),
             _ => reject(Reject::BadFormat),
         },
-        b"stats" => match args.as_slice() {
+        b"stats" => match args {
             [] => command(Command::Stats),
             [b"queue"] => command(Command::StatsQueue),
             [b"reset"] => command(Command::StatsReset),
             _ => reject(Reject::Error),
         },
         b"version" if args.is_empty() => command(Command::Version),
-        b"verbosity" => match strip_noreply(&args) {
+        b"verbosity" => match strip_noreply(args) {
             ([level], noreply) => match parse_u32(level) {
                 Some(level) => command(Command::Verbosity { level, noreply }),
                 None => reject(Reject::Error),
@@ -403,9 +402,7 @@ fn parse_set(data: &[u8], line_len: usize, args: &[&[u8]], max_body: usize) -> P
     // bytes <= max_body, a usize, so the sum cannot overflow.
     let block = bytes + 2;
     if data.len() < block {
-        return Parsed::Incomplete {
-            need: line_len + block,
-        };
+        return Parsed::Incomplete;
     }
     let consumed = line_len + block;
     if &data[bytes..block] != b"\r\n" {
@@ -650,10 +647,9 @@ mod tests {
     fn set_waits_for_the_whole_block() {
         let input = b"set q 0 0 5\r\nhello\r\n";
         for cut in 0..input.len() {
-            let need = if cut < 13 { cut + 1 } else { input.len() };
             assert_eq!(
                 parse(&input[..cut], MAX),
-                Parsed::Incomplete { need },
+                Parsed::Incomplete,
                 "cut at {cut}"
             );
         }
@@ -920,12 +916,7 @@ mod tests {
     #[test]
     fn line_limit() {
         let mut long = vec![b'a'; MAX_LINE];
-        assert_eq!(
-            parse(&long, MAX),
-            Parsed::Incomplete {
-                need: long.len() + 1
-            }
-        );
+        assert_eq!(parse(&long, MAX), Parsed::Incomplete);
         long.push(b'a');
         assert_eq!(
             parse(&long, MAX),
@@ -977,7 +968,7 @@ mod tests {
                         }
                     }
                     match parse(&buf, 64) {
-                        Parsed::Incomplete { .. } => break,
+                        Parsed::Incomplete => break,
                         Parsed::Command { command, consumed } => {
                             assert!(consumed > 0 && consumed <= buf.len());
                             buf.drain(..consumed);
