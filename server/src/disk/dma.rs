@@ -4,11 +4,10 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use futures_lite::future;
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::GlommioError;
 
-use super::{Disk, DiskFile, IoFuture, BLOCK};
+use super::{Disk, DiskFile, IoFuture, Started, BLOCK};
 use crate::turn;
 
 /// Files opened with O_DIRECT on the executor's io_uring; with
@@ -169,17 +168,12 @@ impl DiskFile for Dma {
             let mut reads = Vec::new();
             for start in (0..len.max(1)).step_by(turn::PIECE) {
                 let n = turn::PIECE.min(len - start);
-                let mut read = Box::pin(self.file.read_at(pos + start as u64, n));
-                let done = future::poll_once(read.as_mut()).await;
-                reads.push((read, done));
+                reads.push(Started::start(self.file.read_at(pos + start as u64, n)).await);
             }
             let mut out = Vec::with_capacity(len);
             let mut failed = None;
-            for (i, (mut read, done)) in reads.into_iter().enumerate() {
-                let result = match done {
-                    Some(result) => result,
-                    None => read.as_mut().await,
-                };
+            for (i, read) in reads.into_iter().enumerate() {
+                let result = read.finish().await;
                 // Every read is awaited, even after a failure: none is left
                 // in flight.
                 match result {

@@ -43,6 +43,29 @@ pub const BLOCK: u64 = 4096;
 /// A future that runs on the executor that owns the shard.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
 
+/// An I/O future polled once, so that its operation is submitted now, to be
+/// awaited later: a large read or write is several of them in flight at
+/// once, started one piece of work at a time (see `turn`).
+pub struct Started<F: Future> {
+    future: Pin<Box<F>>,
+    done: Option<F::Output>,
+}
+
+impl<F: Future> Started<F> {
+    pub async fn start(future: F) -> Started<F> {
+        let mut future = Box::pin(future);
+        let done = futures_lite::future::poll_once(future.as_mut()).await;
+        Started { future, done }
+    }
+
+    pub async fn finish(mut self) -> F::Output {
+        match self.done.take() {
+            Some(output) => output,
+            None => self.future.as_mut().await,
+        }
+    }
+}
+
 /// A file system: what the log does to directories and names.
 pub trait Disk {
     /// Creates `path` (truncating an existing file) for reading and writing.

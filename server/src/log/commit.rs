@@ -21,13 +21,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::future;
-
 use super::error::{IoFailure, LogError};
 use super::tail::Part;
 use super::writer::{Batch, CutWhen, SegFile, SharedLog};
 use super::SyncMode;
-use crate::disk::DiskFile;
+use crate::disk::{DiskFile, Started};
 use crate::turn;
 
 /// Batches in flight at once. Two keep the disk busy while the next batch
@@ -229,16 +227,10 @@ async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, Io
         }
         let pos = part.base + (i * WRITE_CHUNK) as u64;
         let file = file.clone();
-        let mut write = Box::pin(async move { (file.write_at(pos, chunk).await, chunk.len()) });
-        let done = future::poll_once(write.as_mut()).await;
-        writes.push((write, done));
+        let write = async move { (file.write_at(pos, chunk).await, chunk.len()) };
+        writes.push(Started::start(write).await);
     }
-    let writes = writes.into_iter().map(|(mut write, done)| async move {
-        match done {
-            Some(result) => result,
-            None => write.as_mut().await,
-        }
-    });
+    let writes = writes.into_iter().map(Started::finish);
     // Await every write, even after a failure: none may still be in flight
     // when the batch is declared failed.
     let results = join_all(writes.collect()).await;
