@@ -14,6 +14,7 @@
 //! A failed write or fdatasync is never retried and never acknowledged: the
 //! log fails (see [`super::writer`]) and every waiter gets the error.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +62,12 @@ pub async fn committer(log: SharedLog) {
 struct InFlight {
     batch: Batch,
     records: u64,
+    /// Every write of the batch has been started. A batch whose writes
+    /// start over several turns (see `write_part`) holds the next batch
+    /// until then: a later batch's writes are never submitted before an
+    /// earlier one's, so a kill -9 (which lets submitted writes complete)
+    /// cannot leave a later batch on disk after a gap.
+    started: Rc<Cell<bool>>,
     task: Pin<Box<glommio::Task<Result<(), IoFailure>>>>,
 }
 
@@ -71,8 +78,9 @@ async fn commit_loop(log: &SharedLog) {
     loop {
         // Start another batch if allowed. Batches are written concurrently
         // but completed (acknowledged) strictly in order.
-        let can_start =
+        let may_start =
             inflight.len() < MAX_INFLIGHT && !inflight.iter().any(|b| b.batch.creates_file);
+        let can_start = may_start && inflight.back().is_none_or(|b| b.started.get());
         let mut timer = None;
         if can_start {
             let mut l = log.borrow_mut();
@@ -101,11 +109,17 @@ async fn commit_loop(log: &SharedLog) {
                         last_cut = batch.last;
                         drop(l);
                         let parts = batch.parts.clone();
-                        let task = Box::pin(glommio::spawn_local(write_batch(log.clone(), parts)));
+                        // One write, started in the task's first poll,
+                        // before any later batch's task runs.
+                        let one_write = matches!(&parts[..], [p] if p.data.len() <= WRITE_CHUNK);
+                        let started = Rc::new(Cell::new(one_write));
+                        let write = write_batch(log.clone(), parts, started.clone());
+                        let task = Box::pin(glommio::spawn_local(write));
                         inflight.push_back(InFlight {
                             batch,
                             task,
                             records,
+                            started,
                         });
                         continue;
                     }
@@ -120,7 +134,7 @@ async fn commit_loop(log: &SharedLog) {
         // Wait for the oldest batch; for new records when another batch
         // could start beside it; for the flush timer of `--sync none`.
         let woken = async {
-            if can_start {
+            if may_start {
                 notify.wait().await;
             } else {
                 std::future::pending::<()>().await;
@@ -166,11 +180,18 @@ async fn commit_loop(log: &SharedLog) {
 
 /// Writes one batch and, with `--sync always` (and for a segment's final
 /// bytes always), fdatasyncs every file it touched.
-async fn write_batch(log: SharedLog, parts: Rc<Vec<Part>>) -> Result<(), IoFailure> {
+/// `started` is set (and the committer told) once its last write has been
+/// started.
+async fn write_batch(
+    log: SharedLog,
+    parts: Rc<Vec<Part>>,
+    started: Rc<Cell<bool>>,
+) -> Result<(), IoFailure> {
     let always = log.borrow().sync_mode() == SyncMode::Always;
     let mut touched: Vec<(u32, Rc<dyn DiskFile>, bool)> = Vec::new();
-    for part in parts.iter() {
-        let file = write_part(&log, part).await?;
+    for (i, part) in parts.iter().enumerate() {
+        let last = (i + 1 == parts.len()).then_some(&started);
+        let file = write_part(&log, part, last).await?;
         match touched.iter_mut().find(|(ord, _, _)| *ord == part.ord) {
             Some(t) => t.2 |= part.seal,
             None => touched.push((part.ord, file, part.seal)),
@@ -215,7 +236,12 @@ async fn segment_file(log: &SharedLog, ord: u32) -> Result<Rc<dyn DiskFile>, IoF
     }
 }
 
-async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, IoFailure> {
+/// `started`, for a batch's last part: set once every write is started.
+async fn write_part(
+    log: &SharedLog,
+    part: &Part,
+    started: Option<&Rc<Cell<bool>>>,
+) -> Result<Rc<dyn DiskFile>, IoFailure> {
     let file = segment_file(log, part.ord).await?;
     // Each write copies its chunk into a DMA buffer when it starts: a large
     // part starts them one by one with a pause between (see `turn`), the
@@ -229,6 +255,11 @@ async fn write_part(log: &SharedLog, part: &Part) -> Result<Rc<dyn DiskFile>, Io
         let file = file.clone();
         let write = async move { (file.write_at(pos, chunk).await, chunk.len()) };
         writes.push(Started::start(write).await);
+    }
+    if let Some(started) = started {
+        if !started.replace(true) {
+            log.borrow().committer().notify();
+        }
     }
     let writes = writes.into_iter().map(Started::finish);
     // Await every write, even after a failure: none may still be in flight
