@@ -1381,4 +1381,4 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;
