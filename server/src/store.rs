@@ -644,7 +644,8 @@ impl Store {
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
         let path = log.next_segment_path();
         let size = log.small_segment_size();
-        let file = crate::disk::create_preallocated(&*disk, &path, size).await?;
+        let zero = log.zero_spare();
+        let file = crate::disk::create_preallocated(&*disk, &path, size, zero).await?;
         disk.sync_dir(&config.dir).await?;
         let checkpoint = log.start(file, size);
         let store = Store {

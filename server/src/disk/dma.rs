@@ -281,24 +281,28 @@ mod tests {
         )
     }
 
-    /// With O_DSYNC (`--sync always`) a new segment file's blocks are
-    /// written, so no log write converts an extent; the other rungs keep
-    /// the plain preallocation (the control: it shows the file system does
-    /// report unwritten extents, so the first assertion can fail).
+    /// A file made with its zeros written has no unwritten extent left, so
+    /// no O_DSYNC log write converts one; a plain preallocation is the
+    /// control (it shows the file system reports unwritten extents, so the
+    /// assertion can fail).
     #[test]
-    fn durable_files_are_created_written() {
+    fn zero_filled_files_are_created_written() {
         let dir = crate::store::tests::test_dir();
         let base = dir.path().to_path_buf();
         crate::store::tests::run(move || async move {
             let size = 4 << 20;
             let durable = base.join("durable.log");
             let disk = DmaDisk::probe(&base).await.unwrap().durable_writes(true);
-            let file = create_preallocated(&disk, &durable, size).await.unwrap();
+            let file = create_preallocated(&disk, &durable, size, true)
+                .await
+                .unwrap();
             assert_eq!(file.size().await.unwrap(), size);
             drop(file);
             let plain = base.join("plain.log");
             let disk = DmaDisk::probe(&base).await.unwrap();
-            let file = create_preallocated(&disk, &plain, size).await.unwrap();
+            let file = create_preallocated(&disk, &plain, size, false)
+                .await
+                .unwrap();
             assert_eq!(file.size().await.unwrap(), size);
             drop(file);
             match unwritten_bytes(&plain) {

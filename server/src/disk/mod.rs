@@ -115,29 +115,29 @@ pub fn is_out_of_space(e: &io::Error) -> bool {
 }
 
 /// Creates `path` and preallocates `size` zeroed bytes; on failure nothing
-/// is left behind (the caller syncs the directory).
+/// is left behind (the caller syncs the directory). With `write_zeros` the
+/// zeros are also written and synced, once.
 ///
-/// A file whose writes are durable when they complete (O_DSYNC, `--sync
-/// always`) also gets its zeros written and synced here, once. Preallocation
-/// leaves *unwritten* extents, and the first write into each block turns it
-/// into a written one: a metadata change that an O_DSYNC write has to
-/// commit to the file system's journal before it completes, on ext4 a
-/// journal write and flush beside every log write. Measured with
-/// `server/examples/durable_floor.rs` (16 connections, 64-byte mixed): a
-/// server doing nothing but O_DSYNC group commits reached 0.17× memcached's
-/// ops/s into fallocated blocks and 0.28–0.31× into written ones
-/// (`bench-results/2026-12-05-issue8-durable-floor.md`). The other rungs
-/// write without syncing and measured no difference, so they keep the plain
-/// preallocation and its single pass over the device.
+/// Why write them: preallocation leaves *unwritten* extents, and the first
+/// write into each block turns it into a written one, a metadata change
+/// that an O_DSYNC write (`--sync always`) has to commit to the file
+/// system's journal before it completes: on ext4 a journal write and flush
+/// beside many log writes. Measured with `server/examples/durable_floor.rs`
+/// (16 connections, 64-byte mixed): a server doing nothing but O_DSYNC group
+/// commits reached 0.17× memcached's ops/s into fallocated blocks and
+/// 0.28–0.31× into written ones
+/// (`bench-results/2026-12-05-issue8-durable-floor.md`). The log decides
+/// when it pays (`Log::zero_spare`).
 pub async fn create_preallocated(
     disk: &dyn Disk,
     path: &Path,
     size: u64,
+    write_zeros: bool,
 ) -> io::Result<Rc<dyn DiskFile>> {
     let file = disk.create(path).await?;
     let mut made = file.pre_allocate(size).await;
-    if made.is_ok() && file.durable_writes() {
-        made = write_zeros(&*file, size).await;
+    if made.is_ok() && write_zeros {
+        made = zero_fill(&*file, size).await;
     }
     if let Err(e) = made {
         drop(file);
@@ -149,7 +149,7 @@ pub async fn create_preallocated(
 
 /// Writes zeros over the first `size` bytes (a multiple of [`BLOCK`]) and
 /// syncs them, so that every block is allocated *and* written.
-async fn write_zeros(file: &dyn DiskFile, size: u64) -> io::Result<()> {
+async fn zero_fill(file: &dyn DiskFile, size: u64) -> io::Result<()> {
     const PIECE: u64 = 1 << 20;
     let zeros = vec![0u8; PIECE.min(size) as usize];
     let mut pos = 0;

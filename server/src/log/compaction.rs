@@ -175,21 +175,29 @@ pub async fn ensure_spare(log: &SharedLog) {
 
 /// Makes one spare if one is wanted; whether it did.
 async fn make_spare(log: &SharedLog) -> bool {
-    let (disk, path, size, label) = {
-        let l = log.borrow();
+    let (disk, path, size, zero, label) = {
+        let mut l = log.borrow_mut();
         let Some(size) = l.wanted_spare() else {
             return false;
         };
+        let zero = l.zero_spare();
         let n = SPARE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (
             l.disk().clone(),
             l.dir().join(format!("spare-{n}.tmp")),
             size,
+            zero,
             l.label().to_string(),
         )
     };
-    match disk::create_preallocated(&*disk, &path, size).await {
+    let started = std::time::Instant::now();
+    match disk::create_preallocated(&*disk, &path, size, zero).await {
         Ok(file) => {
+            log::debug!(
+                "{label}: spare segment of {size} bytes made in {:?}{}",
+                started.elapsed(),
+                if zero { ", its zeros written" } else { "" }
+            );
             let unused = log.borrow_mut().put_spare(Spare { path, file, size });
             match unused {
                 Some(spare) => {
