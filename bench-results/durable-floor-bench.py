@@ -39,6 +39,8 @@ CONTENDERS = {
     'floor-i2': floor('--inflight', '2'),
     'floor-i4': floor('--inflight', '4'),
     'floor-falloc-i2': floor('--inflight', '2', '--fallocate'),
+    'floor-interval-i2': floor('--inflight', '2', '--sync-every', '10'),
+    'floor-falloc-interval-i2': floor('--inflight', '2', '--sync-every', '10', '--fallocate'),
     'floor-dsync-i1': floor('--inflight', '1', '--dsync'),
     'floor-dsync-i2': floor('--inflight', '2', '--dsync'),
     'floor-dsync-i4': floor('--inflight', '4', '--dsync'),

@@ -14,13 +14,14 @@
 //! the same device: what the doorbell, the write's latency and glommio's
 //! wake-ups allow when mcqd's own CPU costs nothing. `--no-write` answers
 //! without writing: the same server's cost without the device.
+//! `--sync-every <ms>` adds `--sync interval`'s timed fdatasync.
 //!
 //! Run it as scripts/bench runs mcqd (one executor on CPU 0, the load on
 //! CPU 1); `bench-results/2026-12-05-issue8-durable-floor.md` has the runs:
 //!
 //! ```text
 //! cargo build --release -p mcqd --example durable_floor
-//! taskset -c 0 target/release/examples/durable_floor --port 22299 --dir /var/tmp/floor [--dsync|--fdatasync|--no-write] [--fallocate] [--inflight 2]
+//! taskset -c 0 target/release/examples/durable_floor --port 22299 --dir /var/tmp/floor [--dsync|--fdatasync|--no-write] [--fallocate] [--sync-every MS] [--inflight 2]
 //! taskset -c 1 target/release/mcq-loadgen -s 127.0.0.1:22299 --workload mixed \
 //!     --set-ratio 0.5 --value-size 64 --queues 1 -c 16 --duration 5s --warmup 1s
 //! ```
@@ -52,6 +53,7 @@ struct Args {
     dsync: bool,
     no_write: bool,
     fallocate: bool,
+    sync_every_ms: u64,
     inflight: usize,
 }
 
@@ -63,6 +65,7 @@ fn parse_args() -> Args {
         dsync: false,
         no_write: false,
         fallocate: false,
+        sync_every_ms: 0,
         inflight: 2,
     };
     let mut it = std::env::args().skip(1);
@@ -74,6 +77,9 @@ fn parse_args() -> Args {
             "--dsync" => args.dsync = true,
             "--no-write" => args.no_write = true,
             "--fallocate" => args.fallocate = true,
+            "--sync-every" => {
+                args.sync_every_ms = it.next().and_then(|v| v.parse().ok()).expect("--sync-every MS")
+            }
             "--inflight" => {
                 args.inflight = it
                     .next()
@@ -332,6 +338,19 @@ fn main() {
                 requests: Cell::new(0),
             });
             glommio::spawn_local(log.clone().committer()).detach();
+            if args.sync_every_ms > 0 {
+                // As `--sync interval=<ms>`: the writes are acknowledged
+                // unsynced and the file is fdatasync'd on a timer.
+                let every = std::time::Duration::from_millis(args.sync_every_ms);
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(every).await;
+                        log.file.fdatasync().await.expect("fdatasync");
+                    }
+                })
+                .detach();
+            }
             let report = log.clone();
             glommio::spawn_local(async move {
                 let (mut w0, mut r0) = (0, 0);
