@@ -78,7 +78,10 @@ fn parse_args() -> Args {
             "--no-write" => args.no_write = true,
             "--fallocate" => args.fallocate = true,
             "--sync-every" => {
-                args.sync_every_ms = it.next().and_then(|v| v.parse().ok()).expect("--sync-every MS")
+                args.sync_every_ms = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--sync-every MS")
             }
             "--inflight" => {
                 args.inflight = it
