@@ -40,6 +40,9 @@ CONTENDERS = {
     'floor-i4': floor('--inflight', '4'),
     'floor-falloc-i2': floor('--inflight', '2', '--fallocate'),
     'floor-interval-i2': floor('--inflight', '2', '--sync-every', '10'),
+    'floor-iopoll-i2': floor('--inflight', '2', '--iopoll'),
+    'floor-iopoll-interval-i2': floor('--inflight', '2', '--sync-every', '10', '--iopoll'),
+    'floor-iopoll-dsync-i2': floor('--inflight', '2', '--dsync', '--iopoll'),
     'floor-falloc-interval-i2': floor('--inflight', '2', '--sync-every', '10', '--fallocate'),
     'floor-dsync-i1': floor('--inflight', '1', '--dsync'),
     'floor-dsync-i2': floor('--inflight', '2', '--dsync'),
@@ -50,6 +53,12 @@ CONTENDERS = {
     'mcqd-interval': mcqd(M, 'interval=10'),
     'mcqd-always': mcqd(M, 'always'),
 }
+SPIN = os.environ.get('SPIN_MCQD')  # an mcqd that reads MCQ_SPIN_US (experiment)
+if SPIN:
+    for us in (50, 200, 1000):
+        for m, mode in (('interval', 'interval=10'), ('always', 'always')):
+            CONTENDERS[f'spin{us}-{m}'] = (lambda us, mode: lambda p: [
+                'env', f'MCQ_SPIN_US={us}', SPIN, '-p', str(p), '-H', D, '-t', '1', '--sync', mode])(us, mode)
 if OLD:
     CONTENDERS.update({f'old-{m}': mcqd(OLD, mode) for m, mode in
                        (('none', 'none'), ('interval', 'interval=10'), ('always', 'always'))})

@@ -15,13 +15,15 @@
 //! wake-ups allow when mcqd's own CPU costs nothing. `--no-write` answers
 //! without writing: the same server's cost without the device.
 //! `--sync-every <ms>` adds `--sync interval`'s timed fdatasync.
+//! `--iopoll` lets glommio take the disk for a polled one, as it does when
+//! the first file it opens is empty: the executor then busy-polls.
 //!
 //! Run it as scripts/bench runs mcqd (one executor on CPU 0, the load on
 //! CPU 1); `bench-results/2026-12-05-issue8-durable-floor.md` has the runs:
 //!
 //! ```text
 //! cargo build --release -p mcqd --example durable_floor
-//! taskset -c 0 target/release/examples/durable_floor --port 22299 --dir /var/tmp/floor [--dsync|--fdatasync|--no-write] [--fallocate] [--sync-every MS] [--inflight 2]
+//! taskset -c 0 target/release/examples/durable_floor --port 22299 --dir /var/tmp/floor [--dsync|--fdatasync|--no-write] [--fallocate] [--sync-every MS] [--iopoll] [--inflight 2]
 //! taskset -c 1 target/release/mcq-loadgen -s 127.0.0.1:22299 --workload mixed \
 //!     --set-ratio 0.5 --value-size 64 --queues 1 -c 16 --duration 5s --warmup 1s
 //! ```
@@ -54,6 +56,7 @@ struct Args {
     no_write: bool,
     fallocate: bool,
     sync_every_ms: u64,
+    iopoll: bool,
     inflight: usize,
 }
 
@@ -66,6 +69,7 @@ fn parse_args() -> Args {
         no_write: false,
         fallocate: false,
         sync_every_ms: 0,
+        iopoll: false,
         inflight: 2,
     };
     let mut it = std::env::args().skip(1);
@@ -77,6 +81,7 @@ fn parse_args() -> Args {
             "--dsync" => args.dsync = true,
             "--no-write" => args.no_write = true,
             "--fallocate" => args.fallocate = true,
+            "--iopoll" => args.iopoll = true,
             "--sync-every" => {
                 args.sync_every_ms = it
                     .next()
@@ -293,6 +298,22 @@ fn main() {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("durable-floor")
         .spawn(move || async move {
+            // glommio decides once per device whether its files take polled
+            // I/O (IOPOLL), by reading from the first file opened. An empty
+            // file answers that read without touching the device, so glommio
+            // takes a virtio disk for a polled one: the executor then
+            // busy-polls for every write's completion and never sleeps.
+            // mcqd's `DmaDisk::probe` opens a file with data first so that
+            // the answer is right; so does this probe unless `--iopoll`.
+            if !args.iopoll {
+                let probe = args.dir.join("iopoll-probe.tmp");
+                std::fs::write(&probe, vec![0x5a; BLOCK]).expect("probe file");
+                let f = DmaFile::open(&probe).await;
+                if let Ok(f) = f {
+                    let _ = f.close().await;
+                }
+                std::fs::remove_file(&probe).expect("probe file");
+            }
             let file = OpenOptions::new()
                 .custom_flags(if args.dsync { libc::O_DSYNC } else { 0 })
                 .read(true)
