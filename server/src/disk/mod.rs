@@ -124,8 +124,9 @@ pub fn is_out_of_space(e: &io::Error) -> bool {
 /// system's journal before it completes: on ext4 a journal write and flush
 /// beside many log writes. Measured with `server/examples/durable_floor.rs`
 /// (16 connections, 64-byte mixed): a server doing nothing but O_DSYNC group
-/// commits reached 0.17× memcached's ops/s into fallocated blocks and
-/// 0.28–0.31× into written ones
+/// commits (busy-polling) reached 0.17× memcached's ops/s into fallocated
+/// blocks and 0.28–0.31× into written ones; mcqd's `always` went from
+/// 0.17–0.19× to 0.22–0.25×
 /// (`bench-results/2026-12-05-issue8-durable-floor.md`). The log decides
 /// when it pays (`Log::zero_spare`).
 pub async fn create_preallocated(
