@@ -101,13 +101,15 @@ impl Log {
     }
 
     /// The file a part of a batch goes to.
+    /// (Called for every batch: the new name is formatted only for a
+    /// spare still to be renamed.)
     pub fn seg_file(&mut self, ord: u32) -> Option<SegFile> {
-        let to = segment::log_path(&self.cfg.dir, self.segs.get(&ord)?.first_lsn);
         let seg = self.segs.get_mut(&ord)?;
         if let Some(f) = &seg.file {
             return Some(SegFile::Ready(f.clone()));
         }
         let spare = seg.spare.take()?;
+        let to = segment::log_path(&self.cfg.dir, seg.first_lsn);
         Some(SegFile::Rename { spare, to })
     }
 
