@@ -304,15 +304,11 @@ fn main() {
             // takes a virtio disk for a polled one: the executor then
             // busy-polls for every write's completion and never sleeps.
             // mcqd's `DmaDisk::probe` opens a file with data first so that
-            // the answer is right; so does this probe unless `--iopoll`.
+            // the answer is right; this probe calls it unless `--iopoll`.
             if !args.iopoll {
-                let probe = args.dir.join("iopoll-probe.tmp");
-                std::fs::write(&probe, vec![0x5a; BLOCK]).expect("probe file");
-                let f = DmaFile::open(&probe).await;
-                if let Ok(f) = f {
-                    let _ = f.close().await;
-                }
-                std::fs::remove_file(&probe).expect("probe file");
+                mcqd::disk::dma::DmaDisk::probe(&args.dir)
+                    .await
+                    .expect("probing the disk");
             }
             let file = OpenOptions::new()
                 .custom_flags(if args.dsync { libc::O_DSYNC } else { 0 })
