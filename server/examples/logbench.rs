@@ -38,6 +38,7 @@ fn config(dir: &Path, sync: SyncMode) -> StoreConfig {
         max_disk: None,
         cache_bytes: 64 << 20,
         limits: Default::default(),
+        region_min: mcqd::log::REGION_MIN,
     }
 }
 

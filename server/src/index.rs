@@ -138,16 +138,12 @@ impl IndexBuilder {
                     q.tail = q.tail.max(tail);
                 }
             }
-            Kind::Enqueued => {
+            Kind::Enqueued => self.message(h, off),
+            // Met alone (its region did not verify): the message is gone,
+            // its sequence number taken.
+            Kind::Region => {
                 let q = self.queue(h.queue);
                 q.tail = q.tail.max(h.seq + 1);
-                q.msgs.push(MsgPos {
-                    seq: h.seq,
-                    off: off as u32,
-                    len: (record::HEADER_LEN + body.len()) as u32,
-                    expires: h.expires,
-                    time: (h.time / 1_000_000).min(u64::from(u32::MAX)) as u32,
-                });
             }
             Kind::Consumed => {
                 let q = self.queue(h.queue);
@@ -170,6 +166,27 @@ impl IndexBuilder {
                 self.next_queue_id = self.next_queue_id.max(h.seq as u32);
             }
         }
+    }
+
+    /// Feeds the `Enqueued` record `h` of a body written out of line at
+    /// `off` (its bytes are not at hand: see `log::region`).
+    pub fn enqueued(&mut self, h: &Header, off: u64) {
+        self.last_lsn = self.last_lsn.max(h.lsn);
+        self.data_len = self.data_len.max(off + h.record_len() as u64);
+        self.max_queue_id = self.max_queue_id.max(h.queue);
+        self.message(h, off);
+    }
+
+    fn message(&mut self, h: &Header, off: u64) {
+        let q = self.queue(h.queue);
+        q.tail = q.tail.max(h.seq + 1);
+        q.msgs.push(MsgPos {
+            seq: h.seq,
+            off: off as u32,
+            len: (record::HEADER_LEN + h.len as usize) as u32,
+            expires: h.expires,
+            time: (h.time / 1_000_000).min(u64::from(u32::MAX)) as u32,
+        });
     }
 
     pub fn last_lsn(&self) -> u64 {

@@ -487,6 +487,7 @@ async fn open_stores(
             max_disk: config.max_disk.map(|d| d / u64::from(shards)),
             cache_bytes: (config.cache_bytes / u64::from(shards)) as usize,
             limits: shared.limits.clone(),
+            region_min: crate::log::REGION_MIN,
         };
         let dir = store_config.dir.clone();
         let store = Store::open(store_config)

@@ -62,8 +62,15 @@ const MANIFEST_MAGIC: &str = "mcq-manifest";
 /// so a queue with a `+` made by an older mcqd may live in another shard
 /// than this one looks in. A directory is upgraded once its shards opened
 /// and every queue was found where the hash says ([`upgrade_manifest`]);
-/// an older mcqd then refuses it.
-pub const FORMAT: u32 = 3;
+/// an older mcqd then refuses it. 4: logs may hold `Region` records (large
+/// bodies written out of line, see `log::region`), which an mcqd of
+/// format 3 would take for corruption; nothing else changed, so a format 3
+/// directory is upgraded as it is.
+pub const FORMAT: u32 = 4;
+
+/// The format from which a name with a `+` hashes by its part before the
+/// `+` (fan-out queues).
+pub const FAN_OUT_FORMAT: u32 = 3;
 
 /// Reads `(format, shards)` from `<data_dir>/MANIFEST`, or creates the data
 /// directory with `shards_if_new` shards (in [`FORMAT`]). The manifest is
@@ -130,7 +137,7 @@ pub fn check_queue_homes(shard: u32, shards: u32, names: &[Vec<u8>]) -> io::Resu
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "queue {} is stored in shard {shard} but now belongs to shard {home}: a name with a `+` hashes by its part before the `+` since format {FORMAT} (fan-out queues). Drain and delete it with the mcqd that made it, then start this one",
+                    "queue {} is stored in shard {shard} but now belongs to shard {home}: a name with a `+` hashes by its part before the `+` since format {FAN_OUT_FORMAT} (fan-out queues). Drain and delete it with the mcqd that made it, then start this one",
                     String::from_utf8_lossy(name)
                 ),
             ));

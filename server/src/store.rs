@@ -56,6 +56,7 @@ use crate::limits::{Limits, QueueLimits, SharedLimits};
 use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
+use crate::log::region::{self, Region};
 use crate::log::writer::{now_us, CatalogEntry, LogConfig, MessageMeta, NoRoom, SharedLog};
 use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
 use crate::queue::{Loc, Queue};
@@ -67,11 +68,13 @@ pub use crate::log::{LogError, SyncMode};
 mod body;
 mod gate;
 mod moves;
+mod out_of_line;
 mod waiters;
 pub use body::Body;
 use gate::Gate;
 pub use moves::Forward;
 use moves::Moves;
+use out_of_line::OutOfLine;
 use waiters::{Waiter, Waiters};
 
 /// A future local to the executor that owns the store.
@@ -94,6 +97,9 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// The per-queue limits, shared by every shard (`reload` swaps them).
     pub limits: Arc<SharedLimits>,
+    /// Bodies at least this large are written out of line
+    /// ([`crate::log::REGION_MIN`] unless a test wants it smaller).
+    pub region_min: usize,
 }
 
 /// A message handed out by `get`.
@@ -203,6 +209,29 @@ struct State {
     /// Queues with a `+` in their name (if none, a set has no copies to
     /// look for).
     fan_out_queues: usize,
+    /// Messages whose bodies are being written out of line.
+    regions: IdMap<(u32, u64), Rc<OutOfLine>>,
+    /// Region writes appended but not yet handed to a task.
+    new_regions: Vec<RegionJob>,
+}
+
+/// Where a message's body is, for a get.
+enum Held {
+    /// In the hot cache: `(flags, body)`.
+    Cached(u32, Vec<u8>),
+    /// With the task writing it out of line.
+    Writing(Rc<OutOfLine>),
+    /// Only in its segment.
+    OnDisk,
+}
+
+/// One body to write out of line.
+struct RegionJob {
+    key: (u32, u64),
+    region: Region,
+    body: Vec<u8>,
+    body_crc: Option<u32>,
+    wait: Rc<OutOfLine>,
 }
 
 impl State {
@@ -233,9 +262,9 @@ impl State {
     /// What appending a `len`-byte message to queue `id` may log: its
     /// record, and what dropping the oldest to make room
     /// (`discard_old_when_full`) may.
-    fn room_for_message(&mut self, id: u32, len: usize) -> u64 {
+    fn room_for_message(&mut self, id: u32, record: u64) -> u64 {
         let discard = self.limits_of(id).is_some_and(|l| l.discard_old_when_full);
-        let mut need = record::record_len(len) as u64;
+        let mut need = record;
         if discard {
             need += stretch_room(&self.queues[&id]);
         }
@@ -269,14 +298,45 @@ impl State {
         body_crc: Option<u32>,
     ) -> u64 {
         let q = self.queues.get_mut(&id).expect("queue exists");
-        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
         let len = (record::HEADER_LEN + body.len()) as u32;
-        let seq = q.push(pos.seg, pos.off, len, meta.expires);
-        q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
         self.items += 1;
         self.bytes += body.len() as u64;
+        if log.out_of_line(body.len()) {
+            let region = log.enqueue_region(id, q.tail, meta, body.len());
+            let seq = q.push(region.seg, region.off as u32, len, meta.expires);
+            q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
+            let wait = Rc::new(OutOfLine::new(meta.flags));
+            self.regions.insert((id, seq), wait.clone());
+            self.new_regions.push(RegionJob {
+                key: (id, seq),
+                region,
+                body,
+                body_crc,
+                wait,
+            });
+            return region.marker_lsn;
+        }
+        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
+        let seq = q.push(pos.seg, pos.off, len, meta.expires);
+        q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
         self.cache.insert((id, seq), meta.flags, body);
         lsn
+    }
+
+    /// Where the body of message `key` is; out of the cache if `take`.
+    fn held(&mut self, key: (u32, u64), take: bool) -> Held {
+        let cached = if take {
+            self.cache.take(key)
+        } else {
+            self.cache.get(key)
+        };
+        match cached {
+            Some((flags, body)) => Held::Cached(flags, body),
+            None => match self.regions.get(&key) {
+                Some(wait) => Held::Writing(wait.clone()),
+                None => Held::OnDisk,
+            },
+        }
     }
 
     /// Whether the head of queue `id` may have expired: it has an
@@ -609,6 +669,8 @@ impl Store {
             limits: config.limits.get(),
             limits_generation: config.limits.generation(),
             fan_out_queues: 0,
+            regions: IdMap::default(),
+            new_regions: Vec::new(),
         };
         let mut catalog = Vec::with_capacity(recovered.len());
         for rq in recovered {
@@ -640,6 +702,7 @@ impl Store {
             sync: config.sync,
             segment_size,
             max_disk: config.max_disk,
+            region_min: config.region_min,
         };
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
         let path = log.next_segment_path();
@@ -935,16 +998,17 @@ impl Store {
 
     fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
         let mut st = self.state.borrow_mut();
+        let mut log = self.log.borrow_mut();
+        let record = log.message_room(len);
         let mut need = match st.names.get(queue).copied() {
-            Some(id) => st.room_for_message(id, len),
-            None => (record::record_len(len) + record::record_len(16 + queue.len())) as u64,
+            Some(id) => st.room_for_message(id, record),
+            None => record + record::record_len(16 + queue.len()) as u64,
         };
         // Fan-out copies (no allocation without fan-out queues).
         for child in st.children(queue) {
-            need += st.room_for_message(child, len);
+            need += st.room_for_message(child, record);
         }
-        drop(st);
-        self.log.borrow_mut().make_room(need, true)
+        log.make_room(need, true)
     }
 
     /// Room for a marker record (`Consumed`, `Confirmed`, `Deleted`) if
@@ -1022,7 +1086,8 @@ impl Store {
         self.waiters.wake_first(queue);
         if children.is_empty() {
             let lsn = st.append(&mut log, id, meta, body, body_crc);
-            return self.reply(&log, lsn, len, true);
+            let regions = std::mem::take(&mut st.new_regions);
+            return self.set_reply(&log, lsn, len, regions);
         }
         let mut lsn = st.append(&mut log, id, meta, body.clone(), body_crc);
         // Fan-out: a copy for every `<queue>+…` queue, in the same batch,
@@ -1034,7 +1099,38 @@ impl Store {
                 self.waiters.wake_first(&name);
             }
         }
-        self.reply(&log, lsn, len, true)
+        let regions = std::mem::take(&mut st.new_regions);
+        self.set_reply(&log, lsn, len, regions)
+    }
+
+    /// The reply to a set whose last record is `lsn`: as [`Store::reply`]
+    /// says, and after the bodies it writes out of line (`regions`, whose
+    /// writes start now) are written.
+    fn set_reply(
+        &self,
+        log: &Log,
+        lsn: u64,
+        len: usize,
+        regions: Vec<RegionJob>,
+    ) -> LocalFuture<Result<bool, LogError>> {
+        if regions.is_empty() {
+            return self.reply(log, lsn, len, true);
+        }
+        let waits: Vec<Rc<OutOfLine>> = regions.iter().map(|r| r.wait.clone()).collect();
+        for job in regions {
+            glommio::spawn_local(write_region(self.clone(), job)).detach();
+        }
+        if !waits_for_log(log, len) {
+            return ready(Ok(true));
+        }
+        let acked = self.acked(lsn);
+        Box::pin(async move {
+            acked.await?;
+            for w in &waits {
+                w.wait().await?;
+            }
+            Ok(true)
+        })
     }
 
     fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
@@ -1054,7 +1150,7 @@ impl Store {
         st.items -= 1;
         st.bytes -= loc.body_len();
         drop(log);
-        self.deliver(lsn, id, loc, st.cache.take((id, loc.seq)))
+        self.deliver(lsn, id, loc, st.held((id, loc.seq), true))
     }
 
     /// A reliable read: the head goes to `reader`'s open message, with no
@@ -1082,7 +1178,7 @@ impl Store {
         // Out of the cache like a pop: if it comes back (abort), it is
         // read from its segment, which keeps the cache's bytes bounded by
         // queued messages only.
-        self.deliver(lsn, id, loc, st.cache.take((id, loc.seq)))
+        self.deliver(lsn, id, loc, st.held((id, loc.seq), true))
     }
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
@@ -1096,22 +1192,21 @@ impl Store {
             return ready(Ok(None));
         };
         let lsn = self.log.borrow().last_lsn();
-        self.deliver(lsn, id, loc, st.cache.get((id, loc.seq)))
+        self.deliver(lsn, id, loc, st.held((id, loc.seq), false))
     }
 
     /// The reply to a get of message `loc` of queue `id` once record `lsn`
-    /// is acknowledged: its body from the cache if `cached`, else read from
-    /// its segment. (Even with `--sync none` a read waits for the
+    /// is acknowledged: its body from where it is `held`. (Even with `--sync none` a read waits for the
     /// acknowledgement: the record it reads must be written first.)
     fn deliver(
         &self,
         lsn: u64,
         id: u32,
         loc: Loc,
-        cached: Option<(u32, Vec<u8>)>,
+        held: Held,
     ) -> LocalFuture<Result<Option<Message>, LogError>> {
-        match cached {
-            Some((flags, body)) => {
+        match held {
+            Held::Cached(flags, body) => {
                 let message = Message {
                     flags,
                     seq: loc.seq,
@@ -1119,8 +1214,46 @@ impl Store {
                 };
                 self.reply(&self.log.borrow(), lsn, 0, Some(message))
             }
-            None => self.read_after(lsn, id, loc),
+            Held::Writing(wait) => self.deliver_written(lsn, id, loc, wait),
+            Held::OnDisk => self.read_after(lsn, id, loc),
         }
+    }
+
+    /// [`Store::deliver`] of a message whose body is being written out of
+    /// line: once record `lsn` is acknowledged and the body written, from
+    /// the writer if the message was taken meanwhile, else (a peek) as any
+    /// queued message's.
+    fn deliver_written(
+        &self,
+        lsn: u64,
+        id: u32,
+        loc: Loc,
+        wait: Rc<OutOfLine>,
+    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+        let acked = waits_for_log(&self.log.borrow(), 0).then(|| self.acked(lsn));
+        let store = self.clone();
+        Box::pin(async move {
+            if let Some(acked) = acked {
+                acked.await?;
+            }
+            wait.wait().await?;
+            if let Some(body) = wait.take_body() {
+                return Ok(Some(Message {
+                    flags: wait.flags,
+                    seq: loc.seq,
+                    body: body.into(),
+                }));
+            }
+            let cached = store.state.borrow().cache.get((id, loc.seq));
+            match cached {
+                Some((flags, body)) => Ok(Some(Message {
+                    flags,
+                    seq: loc.seq,
+                    body: body.into(),
+                })),
+                None => store.read_after(lsn, id, loc).await,
+            }
+        })
     }
 
     /// Reads message `loc` of queue `id` from its segment once record `lsn`
@@ -1328,6 +1461,41 @@ impl Store {
     pub(crate) fn log(&self) -> &SharedLog {
         &self.log
     }
+}
+
+/// Writes one body out of line (see `log::region`), then hands it to the
+/// cache if its message is still queued, or to whoever took the message
+/// meanwhile.
+async fn write_region(store: Store, job: RegionJob) {
+    let RegionJob {
+        key,
+        region,
+        body,
+        body_crc,
+        wait,
+    } = job;
+    // Spawned by a set while it holds the store and the log, and glommio
+    // runs a new task at once, up to its first wait: start on the next turn.
+    futures_lite::future::yield_now().await;
+    let res = region::write(&store.log, &region, &body, body_crc).await;
+    let body = {
+        let mut st = store.state.borrow_mut();
+        let st = &mut *st;
+        st.regions.remove(&key);
+        let queued = st
+            .queues
+            .get(&key.0)
+            .is_some_and(|q| q.locs.binary_search_by_key(&key.1, |l| l.seq).is_ok());
+        match res {
+            Ok(()) if queued => {
+                st.cache.insert(key, wait.flags, body);
+                None
+            }
+            Ok(()) => Some(body),
+            Err(_) => None,
+        }
+    };
+    wait.finish(res, body);
 }
 
 /// Reads message `loc` of queue `id` from its segment and verifies it.

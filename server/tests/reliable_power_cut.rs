@@ -90,6 +90,7 @@ fn config(sync: SyncMode) -> StoreConfig {
         max_disk: None,
         cache_bytes: 16 << 10,
         limits: Default::default(),
+        region_min: mcqd::log::REGION_MIN,
     }
 }
 

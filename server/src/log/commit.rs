@@ -36,7 +36,7 @@ const MAX_INFLIGHT: usize = 2;
 /// Writes larger than this are split into concurrent writes of this size:
 /// the device sees a deeper queue, which most SSDs and virtual disks need to
 /// reach their bandwidth.
-const WRITE_CHUNK: usize = 256 << 10;
+pub(super) const WRITE_CHUNK: usize = 256 << 10;
 
 /// Resolves when `lsn` is acknowledged under the sync mode.
 pub struct Acked {

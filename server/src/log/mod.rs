@@ -16,6 +16,8 @@
 //!   room, rolling with checkpoints, what is written, synced, acknowledged.
 //! - [`commit`]: the group-commit task, the interval syncer, and the
 //!   futures that wait for an acknowledgement.
+//! - [`region`]: large bodies written out of line, so that small records
+//!   are not acknowledged only after them.
 //! - [`confirmed`]: messages of a queue confirmed out of order (reliable
 //!   reads), above its head.
 //! - [`recovery`]: rebuilding queue state from index files and scans.
@@ -34,6 +36,7 @@ pub mod error;
 pub mod notify;
 pub mod record;
 pub mod recovery;
+pub mod region;
 pub mod segment;
 pub mod tail;
 pub mod writer;
@@ -42,6 +45,12 @@ use std::time::Duration;
 
 pub use error::LogError;
 pub use writer::Log;
+
+/// Message bodies at least this large are written out of line (see
+/// [`region`]): an inline write of 1 MiB holds the small records after it
+/// about a millisecond on the development VM's disk; a region costs an
+/// fdatasync and up to two blocks of padding of its own.
+pub const REGION_MIN: usize = 1 << 20;
 
 /// What `STORED` and a popped `VALUE` promise: the sync ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

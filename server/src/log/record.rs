@@ -55,6 +55,15 @@ pub enum Kind {
     /// of order (see `log::confirmed`). Body: `u64 end`. A checkpoint
     /// restates the queue's ranges after its `Created` record.
     Confirmed = 6,
+    /// Message `seq` of queue `queue` is written out of line: its
+    /// `Enqueued` record, with the lsn one below this one's and a body of
+    /// the body's `u64` bytes, starts at the next block boundary and fills
+    /// [`region_span`] bytes, which no other record shares. The small
+    /// records appended after it go on after that region, so they need not
+    /// wait for a large body's write (see `log::region`). A region that
+    /// does not verify is a set the crash cut short: the message is gone,
+    /// but its sequence number counts as enqueued.
+    Region = 7,
 }
 
 impl Kind {
@@ -66,6 +75,7 @@ impl Kind {
             4 => Kind::Deleted,
             5 => Kind::Checkpoint,
             6 => Kind::Confirmed,
+            7 => Kind::Region,
             _ => return None,
         })
     }
@@ -134,6 +144,20 @@ pub fn encode_with(out: &mut Vec<u8>, h: &Header, body: &[u8], body_crc: Option<
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     let padded = start + record_len(body.len());
     out.resize(padded, 0);
+}
+
+/// The 48 bytes that start record `h`, given `crc32c` of its body: what
+/// [`encode_with`] writes before the body, for a body written from where
+/// it is (see `log::region`).
+pub fn encode_header(h: &Header, body_crc: u32) -> [u8; HEADER_LEN] {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    encode_with(&mut out, &Header { len: 0, ..*h }, &[], None);
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&out[..HEADER_LEN]);
+    head[4..8].copy_from_slice(&h.len.to_le_bytes());
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&head[4..]), body_crc, h.len as usize);
+    head[..4].copy_from_slice(&crc.to_le_bytes());
+    head
 }
 
 /// For tests: the header of message `lsn` (also its seq) of queue 1.
@@ -234,6 +258,23 @@ pub fn parse_confirmed(body: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
 }
 
+/// Body of a `Region` record: the message's body length.
+pub fn region_body(body_len: usize) -> [u8; 8] {
+    (body_len as u64).to_le_bytes()
+}
+
+/// The message's body length, from a `Region` record's body.
+pub fn parse_region(body: &[u8]) -> Option<usize> {
+    let len = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    (len <= u64::from(MAX_BODY)).then_some(len as usize)
+}
+
+/// Bytes the out-of-line region of a body of `body_len` bytes fills: its
+/// record padded to whole blocks.
+pub fn region_span(body_len: usize) -> u64 {
+    (record_len(body_len) as u64).next_multiple_of(super::segment::BLOCK)
+}
+
 /// Splits a `Created` body into `(head, tail, name)`.
 pub fn parse_created(body: &[u8]) -> Option<(u64, u64, &[u8])> {
     if body.len() < 16 {
@@ -268,6 +309,7 @@ mod tests {
             Kind::Deleted,
             Kind::Checkpoint,
             Kind::Confirmed,
+            Kind::Region,
         ] {
             for n in [0usize, 1, 7, 8, 9, 100, 4096, 70_000] {
                 let body: Vec<u8> = (0..n).map(|i| (i * 31 + 5) as u8).collect();
@@ -293,6 +335,18 @@ mod tests {
             encode_with(&mut given, &h, &body, Some(crc32c::crc32c(&body)));
             assert_eq!(whole, given, "len {len}");
             assert_eq!(decode(&given).unwrap().1, &body[..]);
+        }
+    }
+
+    #[test]
+    fn a_header_encoded_alone_starts_the_record() {
+        for len in [0usize, 5, 4096, 300_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let h = header(Kind::Enqueued, len as u32);
+            let mut whole = Vec::new();
+            encode_into(&mut whole, &h, &body);
+            let head = encode_header(&h, crc32c::crc32c(&body));
+            assert_eq!(&whole[..HEADER_LEN], &head[..], "len {len}");
         }
     }
 

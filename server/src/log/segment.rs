@@ -9,7 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, DecodeError, Header, HEADER_LEN, RECORD_ALIGN};
+use super::record::{self, DecodeError, Header, Kind, HEADER_LEN, RECORD_ALIGN};
 use crate::disk::DiskFile;
 use crate::turn;
 
@@ -49,6 +49,9 @@ pub struct ScanReport {
     pub corrupt: Vec<(u64, u64)>,
     /// Invalid bytes after the last valid record: `(offset, bytes cut)`.
     pub torn: Option<(u64, u64)>,
+    /// Out-of-line regions that do not hold their message (a set cut
+    /// short by a crash, or damage): `(offset, bytes)`.
+    pub unfinished: Vec<(u64, u64)>,
 }
 
 /// A forward-moving window over a file, filled by aligned DMA reads.
@@ -155,6 +158,11 @@ where
     'outer: loop {
         // Try a record at `pos`.
         if let Some(h) = try_record(&mut w, pos, last_lsn).await? {
+            if h.kind == Kind::Region {
+                pos = region(&mut w, &mut rep, &h, pos, &mut on_record).await?;
+                last_lsn = Some(h.lsn);
+                continue;
+            }
             let have = w.fill(pos, HEADER_LEN + h.len as usize).await?;
             debug_assert_eq!(have, HEADER_LEN + h.len as usize);
             // A large record took a checksum just now, and compaction copies
@@ -181,7 +189,7 @@ where
             let next = pos.next_multiple_of(BLOCK);
             if let Some(h) = try_record(&mut w, next, last_lsn).await? {
                 // Padding never hides records: the next one follows on.
-                if !(interrupted && last_lsn.is_some_and(|l| h.lsn != l + 1)) {
+                if !(interrupted && last_lsn.is_some_and(|l| first_lsn(&h) != l + 1)) {
                     pos = next;
                     continue;
                 }
@@ -214,7 +222,7 @@ where
             }
             if q > bad && !lost {
                 if let Some(h) = try_record(&mut w, q, last_lsn).await? {
-                    if interrupted && last_lsn.is_some_and(|l| h.lsn != l + 1) {
+                    if interrupted && last_lsn.is_some_and(|l| first_lsn(&h) != l + 1) {
                         lost = true;
                     } else {
                         rep.corrupt.push((bad, q - bad));
@@ -231,6 +239,75 @@ where
         break;
     }
     Ok(rep)
+}
+
+/// The `Region` record `h` at `pos` and the region after it: hands both to
+/// `on_record` (the message's `Enqueued` record only if it verifies, else
+/// the region is reported unfinished); returns where the next record is.
+async fn region<F>(
+    w: &mut Window<'_>,
+    rep: &mut ScanReport,
+    h: &Header,
+    pos: u64,
+    on_record: &mut F,
+) -> io::Result<u64>
+where
+    F: FnMut(&Header, &[u8], u64),
+{
+    let have = w.fill(pos, h.record_len()).await?;
+    debug_assert_eq!(have, h.record_len());
+    let body_len =
+        record::parse_region(&w.slice(pos, HEADER_LEN + h.len as usize)[HEADER_LEN..]).unwrap_or(0);
+    on_record(
+        h,
+        &w.slice(pos, HEADER_LEN + h.len as usize)[HEADER_LEN..],
+        pos,
+    );
+    rep.records += 1;
+    rep.last_lsn = h.lsn;
+    rep.data_len = pos + h.record_len() as u64;
+    let start = rep.data_len.next_multiple_of(BLOCK);
+    let span = record::region_span(body_len);
+    let need = HEADER_LEN + body_len;
+    let fits = start + need as u64 <= w.file_len && w.fill(start, need).await? == need;
+    let message = if fits {
+        match record::decode(w.slice(start, need)) {
+            Ok((m, _))
+                if m.kind == Kind::Enqueued
+                    && m.lsn + 1 == h.lsn
+                    && m.queue == h.queue
+                    && m.seq == h.seq
+                    && m.len as usize == body_len =>
+            {
+                Some(m)
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match message {
+        Some(m) => {
+            // A large record's checksum, and compaction's copy of it: each
+            // in a turn of its own (see `turn`).
+            turn::pause().await;
+            on_record(&m, &w.slice(start, need)[HEADER_LEN..], start);
+            turn::pause().await;
+            rep.records += 1;
+            rep.data_len = start + m.record_len() as u64;
+        }
+        None => rep.unfinished.push((start, span)),
+    }
+    Ok(start + span)
+}
+
+/// The lowest lsn record `h` accounts for: a `Region` record's message has
+/// the lsn below its own.
+fn first_lsn(h: &Header) -> u64 {
+    match h.kind {
+        Kind::Region => h.lsn - 1,
+        _ => h.lsn,
+    }
 }
 
 /// Whether the bytes at `pos` look like block padding: a zero header, or
@@ -271,7 +348,7 @@ async fn try_record(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -287,7 +364,7 @@ mod tests {
     }
 
     /// A file in memory, for scans.
-    struct Mem(Vec<u8>);
+    pub(crate) struct Mem(pub Vec<u8>);
 
     impl DiskFile for Mem {
         fn read_at(&self, pos: u64, len: usize) -> crate::disk::IoFuture<'_, Vec<u8>> {
@@ -346,6 +423,69 @@ mod tests {
             assert_eq!(rep.torn, None, "gap {gap}");
             assert_eq!(rep.last_lsn, lsn, "gap {gap}");
             assert_eq!(rep.data_len, end.next_multiple_of(8), "gap {gap}");
+        }
+    }
+
+    /// A large body written out of line: its `Region` record, the region
+    /// at the next block, then records after the region. The scan hands on
+    /// the message at the region's offset when the region verifies; when it
+    /// does not (a crash cut the set short) it reports the region
+    /// unfinished, hands on the `Region` record alone, and the records
+    /// after it stay, in the interrupted segment too: they were written
+    /// after the `Region` record, which accounts for the message's lsn.
+    #[test]
+    fn a_region_holds_its_message_or_is_reported_unfinished() {
+        for finished in [true, false] {
+            for interrupted in [false, true] {
+                let mut buf = Vec::new();
+                put(&mut buf, 1, 100);
+                let body_len = 10_000;
+                let mut marker = record::message_header(3, 8);
+                marker.kind = Kind::Region;
+                marker.seq = 2;
+                record::encode_into(&mut buf, &marker, &record::region_body(body_len));
+                let start = buf.len().next_multiple_of(BLOCK as usize);
+                buf.resize(start, 0);
+                let mut msg = record::message_header(2, body_len);
+                msg.seq = 2;
+                let mut region = Vec::new();
+                record::encode_into(&mut region, &msg, &vec![0xcd; body_len]);
+                if !finished {
+                    // Its last sector never made it.
+                    let n = region.len();
+                    region[n - 100..].fill(0);
+                }
+                buf.extend_from_slice(&region);
+                let end = start + record::region_span(body_len) as usize;
+                buf.resize(end, 0);
+                put(&mut buf, 4, 50);
+                buf.resize(buf.len().next_multiple_of(BLOCK as usize), 0);
+
+                let file = Mem(buf.clone());
+                let mut seen = Vec::new();
+                let rep = futures_lite::future::block_on(scan(
+                    &file,
+                    buf.len() as u64,
+                    interrupted,
+                    |h, body, off| seen.push((h.kind, h.lsn, body.len(), off)),
+                ))
+                .unwrap();
+                let mut want = vec![(Kind::Enqueued, 1, 100, 0), (Kind::Region, 3, 8, 152)];
+                if finished {
+                    want.push((Kind::Enqueued, 2, body_len, start as u64));
+                    assert_eq!(rep.unfinished, vec![]);
+                } else {
+                    assert_eq!(
+                        rep.unfinished,
+                        vec![(start as u64, record::region_span(body_len))]
+                    );
+                }
+                want.push((Kind::Enqueued, 4, 50, end as u64));
+                assert_eq!(seen, want, "finished {finished}, interrupted {interrupted}");
+                assert_eq!(rep.corrupt, vec![]);
+                assert_eq!(rep.torn, None);
+                assert_eq!(rep.last_lsn, 4);
+            }
         }
     }
 

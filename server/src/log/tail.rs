@@ -14,6 +14,11 @@
 //! next record starts at the next block instead (`inflight`), leaving zeros
 //! behind it that readers skip: two writes in flight never share a block,
 //! so they can complete in any order.
+//!
+//! A large body is written out of line (see `log::region`): after its
+//! `Region` record the tail [skips](Tail::skip) the body's whole blocks,
+//! which its own writes fill. What the buffer held up to then becomes a
+//! run of its own, written by the next batch like the rest.
 
 use super::record::{self, Header};
 use super::segment::BLOCK;
@@ -60,6 +65,9 @@ pub struct Tail {
     batches: u64,
     /// Final runs of segments sealed since the last batch.
     sealed: Vec<Part>,
+    /// Runs of the open segment cut off by [`Tail::skip`] since the last
+    /// batch.
+    runs: Vec<Part>,
     /// A written batch's buffer, kept for the next large record: a fresh
     /// one of several MiB costs a page fault per 4 KiB as it is filled,
     /// which held the executor for milliseconds (see `turn`).
@@ -119,6 +127,7 @@ impl Tail {
     /// Returns the sealed segment's end.
     pub fn seal(&mut self, ord: u32) -> u64 {
         let end = self.end();
+        self.sealed.append(&mut self.runs);
         let mut data = std::mem::take(&mut self.buf);
         if self.inflight.take().is_some() {
             // Only the in-flight partial block: nothing new to write, but
@@ -131,9 +140,31 @@ impl Tail {
         end
     }
 
+    /// Leaves the next `span` bytes from the next block boundary to a
+    /// region written out of line; returns where they start. The records
+    /// appended so far (the `Region` record last) become a run of segment
+    /// `ord` for the next batch, and the next record starts after the
+    /// region.
+    pub fn skip(&mut self, ord: u32, span: u64) -> u64 {
+        debug_assert!(span.is_multiple_of(BLOCK));
+        let start = self.end().next_multiple_of(BLOCK);
+        if self.inflight.take().is_some() {
+            // Only the in-flight partial block: nothing of its own to write.
+            self.buf.clear();
+        }
+        if self.dirty {
+            let data = std::mem::take(&mut self.buf);
+            self.runs.push(Part::new(ord, self.base, data, false));
+        }
+        self.buf.clear();
+        self.base = start + span;
+        self.dirty = false;
+        start
+    }
+
     /// Anything not yet handed to a batch.
     pub fn pending(&self) -> bool {
-        self.dirty || !self.sealed.is_empty()
+        self.dirty || !self.sealed.is_empty() || !self.runs.is_empty()
     }
 
     /// A segment was sealed since the last batch (its end must be written
@@ -144,10 +175,11 @@ impl Tail {
 
     /// Bytes the next batch would write from the open segment.
     pub fn unwritten(&self) -> usize {
+        let runs: usize = self.runs.iter().map(|r| r.len as usize).sum();
         if self.dirty {
-            self.buf.len()
+            runs + self.buf.len()
         } else {
-            0
+            runs
         }
     }
 
@@ -155,6 +187,7 @@ impl Tail {
     /// `id`; `None` when there is nothing.
     pub fn cut(&mut self, open_ord: u32) -> Option<(u64, Vec<Part>)> {
         let mut parts = std::mem::take(&mut self.sealed);
+        parts.append(&mut self.runs);
         let id = self.batches + 1;
         if self.dirty {
             self.dirty = false;
@@ -218,6 +251,52 @@ mod tests {
         let at = (off - parts[0].base) as usize;
         let (h, body) = decode(&parts[0].data[at..]).unwrap();
         assert_eq!((h.lsn, body), (3, &big[..]));
+    }
+
+    #[test]
+    fn a_skipped_region_is_left_to_its_writer() {
+        let mut t = Tail::default();
+        let (a, _) = t.append(&header(1, 100), &[1; 100], None);
+        let (marker, _) = t.append(&header(2, 8), &[2; 8], None);
+        let span = 3 * BLOCK;
+        let start = t.skip(0, span);
+        assert_eq!(start, BLOCK, "the region starts at the next block");
+        assert_eq!(t.next_off(), start + span, "records go on after it");
+        assert_eq!(t.unwritten(), (marker as usize) + record::record_len(8));
+        let (c, _) = t.append(&header(3, 10), &[3; 10], None);
+        assert_eq!(c, start + span);
+        let (_, parts) = t.cut(0).unwrap();
+        // Two writes: the records before the region, and those after it;
+        // none touches the region's blocks.
+        let spans: Vec<(u64, u64)> = parts
+            .iter()
+            .map(|p| (p.base, p.base + p.data.len() as u64))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(0, BLOCK), (start + span, start + span + BLOCK)]
+        );
+        let (h, _) = decode(&parts[0].data[a as usize..]).unwrap();
+        assert_eq!(h.lsn, 1);
+        let (h, _) = decode(&parts[1].data).unwrap();
+        assert_eq!(h.lsn, 3);
+        assert!(!t.pending());
+    }
+
+    #[test]
+    fn a_seal_after_a_skip_writes_the_run_first() {
+        let mut t = Tail::default();
+        t.append(&header(1, 8), &[1; 8], None);
+        let start = t.skip(4, BLOCK);
+        assert_eq!(
+            t.seal(4),
+            start + BLOCK,
+            "the segment ends after the region"
+        );
+        let (_, parts) = t.cut(5).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].ord, parts[0].base, parts[0].seal), (4, 0, false));
+        assert_eq!((parts[1].ord, parts[1].seal), (4, true));
     }
 
     #[test]

@@ -51,6 +51,7 @@ use super::error::{IoFailure, LogError};
 use super::notify::Notify;
 use super::record::{self, Header, Kind, HEADER_LEN};
 use super::recovery::Recovered;
+use super::region::Region;
 use super::segment;
 use super::tail::{Part, Tail};
 use super::{Pos, SyncMode};
@@ -179,6 +180,9 @@ pub struct LogConfig {
     pub sync: SyncMode,
     pub segment_size: u64,
     pub max_disk: Option<u64>,
+    /// Message bodies at least this large are written out of line (see
+    /// `log::region`).
+    pub region_min: usize,
 }
 
 /// The log of one shard.
@@ -245,6 +249,8 @@ pub struct Log {
     zeroed: ZeroHint,
     /// A record waits for a spare (until one is made).
     spare_awaited: bool,
+    /// Bytes of out-of-line regions not yet written.
+    regions_unwritten: u64,
     stats: LogStats,
 }
 
@@ -360,6 +366,7 @@ impl Log {
                 bytes: 0,
             },
             spare_awaited: false,
+            regions_unwritten: 0,
             stats: LogStats {
                 corrupt_records: rec.corrupt_records,
                 ..LogStats::default()
@@ -696,6 +703,91 @@ impl Log {
             seg.count_live(len);
         }
         (pos, lsn)
+    }
+
+    /// Bytes of segment a message with a body of `body_len` bytes takes:
+    /// its record, or, written out of line, its `Region` record, the
+    /// padding to the next block and the region.
+    pub fn message_room(&self, body_len: usize) -> u64 {
+        if self.out_of_line(body_len) {
+            (record::record_len(8) as u64) + segment::BLOCK + record::region_span(body_len)
+        } else {
+            record::record_len(body_len) as u64
+        }
+    }
+
+    /// Whether a body of `body_len` bytes is written out of line.
+    pub fn out_of_line(&self, body_len: usize) -> bool {
+        body_len >= self.cfg.region_min
+    }
+
+    /// Logs message `seq` of queue `id` out of line (the caller made
+    /// [`Log::message_room`] for it): appends its `Region` record and
+    /// leaves the region after it to [`super::region::write`]. The message
+    /// is live in the returned region's segment from now on, like one
+    /// [`Log::enqueue`] logs; its record's lsn is one below the `Region`
+    /// record's.
+    pub fn enqueue_region(
+        &mut self,
+        id: u32,
+        seq: u64,
+        msg: MessageMeta,
+        body_len: usize,
+    ) -> Region {
+        // The message's own lsn first, then the Region record's: the batch
+        // that writes the Region record carries the highest lsn handed out.
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        let marker = Header {
+            kind: Kind::Region,
+            queue: id,
+            lsn: 0,
+            seq,
+            time: msg.time,
+            flags: 0,
+            expires: 0,
+            len: 8,
+        };
+        let (_, marker_lsn) = self.append_header(marker, &record::region_body(body_len), None);
+        let span = record::region_span(body_len);
+        let off = self.tail.skip(self.open_ord, span);
+        let h = Header {
+            kind: Kind::Enqueued,
+            queue: id,
+            lsn,
+            seq,
+            time: msg.time,
+            flags: msg.flags,
+            expires: msg.expires,
+            len: body_len as u32,
+        };
+        self.builder.enqueued(&h, off);
+        if let Some(q) = self.catalog.get_mut(&id) {
+            q.tail = q.tail.max(seq + 1);
+        }
+        if let Some(seg) = self.segs.get_mut(&self.open_ord) {
+            seg.count_live((HEADER_LEN + body_len) as u32);
+            seg.regions += 1;
+        }
+        self.regions_unwritten += span;
+        Region {
+            seg: self.open_ord,
+            off,
+            marker_lsn,
+            header: h,
+        }
+    }
+
+    /// The region of `span` bytes in segment `seg` is written (or will
+    /// never be: the log failed).
+    pub fn region_done(&mut self, seg: u32, span: u64) {
+        self.regions_unwritten -= span;
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.regions -= 1;
+            if s.regions == 0 && s.sealed {
+                self.maint.notify();
+            }
+        }
     }
 
     /// Logs that messages `[seq, end)` of queue `id` are consumed; `low`

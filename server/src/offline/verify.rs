@@ -233,7 +233,7 @@ fn check_shard(sh: &ShardView, shards: u32, format: u32, report: &mut Report) {
     for s in &sh.segs {
         check_segment(s, report);
     }
-    if format >= shard::FORMAT {
+    if format >= shard::FAN_OUT_FORMAT {
         for q in &sh.queues {
             let home = shard::shard_for(&q.name, shards);
             if home != sh.shard {

@@ -97,10 +97,11 @@ async fn carry(store: &Store, m: Move) {
     let found = {
         let mut st = store.state.borrow_mut();
         let st = &mut *st;
-        st.queues.get(&m.queue).and_then(|q| {
+        let open = st.queues.get(&m.queue).and_then(|q| {
             let (loc, _) = q.open.get(&m.seq)?;
-            Some((q.name.clone(), *loc, st.cache.take((m.queue, m.seq))))
-        })
+            Some((q.name.clone(), *loc))
+        });
+        open.map(|(name, loc)| (name, loc, st.held((m.queue, m.seq), true)))
     };
     // Deleted meanwhile, or flushed: nothing to move.
     let Some((name, loc, cached)) = found else {

@@ -74,7 +74,7 @@ impl Log {
     /// `--sync none`, a set waits for its write once this passes the
     /// backlog limit.
     pub fn unwritten_bytes(&self) -> u64 {
-        self.inflight_bytes + self.tail.unwritten() as u64
+        self.inflight_bytes + self.tail.unwritten() as u64 + self.regions_unwritten
     }
 
     /// Everything appended since the last batch, as one batch.

@@ -25,6 +25,9 @@ pub struct Seg {
     pub live_bytes: u64,
     /// Reads in flight.
     pub pins: u32,
+    /// Out-of-line bodies still being written into it (see `log::region`):
+    /// until they are, it is neither indexed nor compacted nor deleted.
+    pub regions: u32,
     /// No more records will be appended.
     pub sealed: bool,
     /// Its final bytes are written (and, if sealed, synced).
@@ -52,6 +55,7 @@ impl Seg {
             live: 0,
             live_bytes: 0,
             pins: 0,
+            regions: 0,
             sealed: false,
             complete: false,
             pending_index: None,
@@ -85,7 +89,7 @@ impl Seg {
 
     /// Sealed, written, indexed: what deletion and compaction start from.
     pub(super) fn settled(&self) -> bool {
-        self.sealed && self.complete && self.pending_index.is_none()
+        self.sealed && self.complete && self.pending_index.is_none() && self.regions == 0
     }
 }
 

@@ -28,7 +28,7 @@ impl Log {
         let open = self.open_ord;
         self.segs
             .iter_mut()
-            .find(|(o, s)| **o != open && s.complete && s.pending_index.is_some())
+            .find(|(o, s)| **o != open && s.complete && s.regions == 0 && s.pending_index.is_some())
             .map(|(o, s)| IndexJob {
                 ord: *o,
                 first_lsn: s.first_lsn,
@@ -83,7 +83,7 @@ impl Log {
     /// Takes dead segment `ord` out of the table if it is still dead.
     pub fn remove_dead(&mut self, ord: u32) -> Option<Seg> {
         match self.segs.get(&ord) {
-            Some(s) if s.live == 0 && s.pins == 0 => self.segs.remove(&ord),
+            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => self.segs.remove(&ord),
             _ => None,
         }
     }
