@@ -302,6 +302,19 @@ async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>
                 continue;
             }
         };
+        // A region that does not hold its message was logged when the
+        // recovery that indexed its segment found it (a set a crash cut
+        // short, in no queue); it is damage only if a queued message is
+        // there.
+        for &(off, len) in &rep.unfinished {
+            let lens = locators.drop_damaged(ord, off, off + len);
+            if !lens.is_empty() {
+                log::warn!(
+                    "{label}: segment {first_lsn:020}: the large message body at offset {off} ({len} bytes) is damaged: checksum mismatch"
+                );
+                log.borrow_mut().dropped_damaged(ord, &lens);
+            }
+        }
         let mut bad: Vec<(u64, u64)> = rep.corrupt.clone();
         bad.extend(rep.torn);
         for (off, len) in bad {

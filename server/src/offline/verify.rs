@@ -283,6 +283,14 @@ fn check_segment(s: &SegView, report: &mut Report) {
             );
         }
     }
+    for &(off, n) in &s.scan.unfinished {
+        report.note(
+            false,
+            path,
+            Some((off, n)),
+            "an incomplete large message body (written out of line): a set a crash cut short, never acknowledged; the message is not in the log".into(),
+        );
+    }
     if let Some((off, n)) = s.after_end {
         report.note(
             false,
