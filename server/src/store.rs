@@ -18,7 +18,11 @@
 //! - `set` appends an `Enqueued` record (after a `Created` record for a new
 //!   queue) to the log's tail buffer, pushes a 24-byte locator onto the
 //!   queue, keeps the body in the hot cache, and waits for the record's
-//!   group commit.
+//!   group commit. A body of 1 MiB or more goes out of line instead
+//!   (`log::region`): a `Region` record in the tail, the body written by a
+//!   task of its own, which the set (and a get of the message meanwhile)
+//!   waits for too; the body reaches the cache once written
+//!   (`out_of_line`).
 //! - `get` pops the head locator, appends a `Consumed` record, and waits for
 //!   its commit; the body comes from the hot cache or, for a consumer that
 //!   lags, from a DMA read of its record (checksum verified).

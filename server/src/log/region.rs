@@ -16,9 +16,9 @@
 //! right after it: the *region*, which holds the message's `Enqueued`
 //! record and nothing else. The tail goes on after the region (see
 //! [`super::tail::Tail::skip`]), so later records never wait for it;
-//! [`write`] fills it, a [`WRITE_CHUNK`] at a time with at most
-//! [`IN_FLIGHT`] writes outstanding, so the device always has room for a
-//! batch's small write between them.
+//! [`write`] fills it, a [`WRITE_CHUNK`] at a time with [`IN_FLIGHT`]
+//! write outstanding, so a batch's small write never queues at the device
+//! behind more than one piece of it.
 //!
 //! The set is acknowledged once the `Region` record is and the region is
 //! written and synced; a get of the message waits for the region as well
@@ -47,10 +47,14 @@ use super::writer::SharedLog;
 use crate::disk::{DiskFile, Started};
 use crate::turn;
 
-/// Region writes outstanding at once: enough to keep the device streaming,
-/// few enough that a small batch's write queues behind at most this many
-/// chunks (1 MiB).
-pub const IN_FLIGHT: usize = 4;
+/// Region writes outstanding at once: a small batch's write queues at the
+/// device behind at most this many chunks. Measured on the development VM
+/// (the fairness test, `--sync always` / `interval=10`, small p99 beside
+/// the 8 MB flood, medians of 3 rounds in one run): 1 in flight 15.1 /
+/// 13.3 ms against 21.1 / 20.3 ms with 4, for 9% less flood (584 / 696
+/// against 641 / 714 MB/s); 2 against 4 was within the noise
+/// (`bench-results/2026-12-05-issue8-region-inflight*.log`).
+pub const IN_FLIGHT: usize = 1;
 
 /// Where one out-of-line body goes.
 #[derive(Clone, Copy, Debug)]
