@@ -292,33 +292,43 @@ async fn write_part(
     // when the batch is declared failed.
     let results = join_all(writes.collect()).await;
     let mut first_err = None;
-    for (res, n) in results {
-        match res {
-            Ok(written) if written == n => {
-                let mut l = log.borrow_mut();
-                l.count_write(n as u64);
-                if file.durable_writes() {
-                    // Each O_DSYNC write is a device flush: `log_fsyncs`
-                    // counts it as one.
-                    l.count_fsync();
-                }
-            }
-            // A short O_DIRECT write: treat like any failed write.
-            Ok(written) => {
-                first_err.get_or_insert(IoFailure {
-                    op: "segment write",
-                    errno: None,
-                    message: format!("short write: {written} of {n} bytes"),
-                });
-            }
-            Err(e) => {
-                first_err.get_or_insert(IoFailure::new("segment write", &e));
-            }
+    for done in results {
+        if let Err(e) = count_written(log, &*file, "segment write", done) {
+            first_err.get_or_insert(e);
         }
     }
     match first_err {
         Some(e) => Err(e),
         None => Ok(file),
+    }
+}
+
+/// Counts one completed write of `n` bytes to `file`, or says why it
+/// failed (`op` names it).
+pub(super) fn count_written(
+    log: &SharedLog,
+    file: &dyn DiskFile,
+    op: &'static str,
+    (res, n): (std::io::Result<usize>, usize),
+) -> Result<(), IoFailure> {
+    match res {
+        Ok(written) if written == n => {
+            let mut l = log.borrow_mut();
+            l.count_write(n as u64);
+            if file.durable_writes() {
+                // Each O_DSYNC write is a device flush: `log_fsyncs` counts
+                // it as one.
+                l.count_fsync();
+            }
+            Ok(())
+        }
+        // A short O_DIRECT write: treat like any failed write.
+        Ok(written) => Err(IoFailure {
+            op,
+            errno: None,
+            message: format!("short write: {written} of {n} bytes"),
+        }),
+        Err(e) => Err(IoFailure::new(op, &e)),
     }
 }
 

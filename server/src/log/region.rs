@@ -40,7 +40,7 @@
 
 use std::collections::VecDeque;
 
-use super::commit::{Acked, WRITE_CHUNK};
+use super::commit::{count_written, Acked, WRITE_CHUNK};
 use super::error::{IoFailure, LogError};
 use super::record::{self, Header, HEADER_LEN};
 use super::writer::SharedLog;
@@ -191,28 +191,13 @@ fn stop_if_failed(log: &SharedLog) -> Result<(), Failure> {
     }
 }
 
-/// Counts one completed write of `n` bytes, or says why it failed.
+/// Counts one completed write, or says why it failed.
 fn finished(
     log: &SharedLog,
     file: &dyn DiskFile,
-    (res, n): (std::io::Result<usize>, usize),
+    done: (std::io::Result<usize>, usize),
 ) -> Result<(), Failure> {
-    match res {
-        Ok(written) if written == n => {
-            let mut l = log.borrow_mut();
-            l.count_write(n as u64);
-            if file.durable_writes() {
-                l.count_fsync();
-            }
-            Ok(())
-        }
-        Ok(written) => Err(Failure::Io(IoFailure {
-            op: "region write",
-            errno: None,
-            message: format!("short write: {written} of {n} bytes"),
-        })),
-        Err(e) => Err(Failure::Io(IoFailure::new("region write", &e))),
-    }
+    count_written(log, file, "region write", done).map_err(Failure::Io)
 }
 
 /// Bytes `[at, at + n)` of the region: the record's header, its body, then
