@@ -262,7 +262,11 @@ impl Config {
 
     /// The largest message body a segment holds.
     fn largest_message(&self) -> u64 {
-        crate::log::writer::max_message_size(self.segment_size, crate::protocol::MAX_QUEUE_NAME)
+        crate::log::writer::max_message_size(
+            self.segment_size,
+            crate::protocol::MAX_QUEUE_NAME,
+            crate::log::REGION_MIN,
+        )
     }
 
     /// One line for each flag given that mcqd cannot honour as asked.

@@ -323,9 +323,17 @@ fn compaction_moves_a_slow_queues_messages_forward() {
 /// a roll to a new segment), and the bound must not be far below the truth.
 #[test]
 fn the_largest_message_a_segment_holds() {
+    // Written inline, and out of line (which takes up to two blocks more).
+    for region_min in [crate::log::REGION_MIN, 1 << 10] {
+        the_largest_message_a_segment_holds_with(region_min);
+    }
+}
+
+fn the_largest_message_a_segment_holds_with(region_min: usize) {
     let dir = test_dir();
-    let cfg = config(dir.path());
-    let largest = crate::log::writer::max_message_size(cfg.segment_size, 250) as usize;
+    let mut cfg = config(dir.path());
+    cfg.region_min = region_min;
+    let largest = crate::log::writer::max_message_size(cfg.segment_size, 250, region_min) as usize;
     run(move || async move {
         let s = Store::open(cfg.clone()).await.unwrap();
         let name = [b'q'; 250];

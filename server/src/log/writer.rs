@@ -295,15 +295,31 @@ fn set_reserve(segment_size: u64) -> u64 {
 /// segment, after the segment's checkpoint (here the smallest one, of the
 /// message's own queue alone) and the record creating the queue, both for
 /// the longest queue name. A larger message would get `SERVER_ERROR out of
-/// space` on every try, so start-up refuses a `-B` above this.
-pub fn max_message_size(segment_size: u64, longest_queue_name: usize) -> u64 {
+/// space` on every try, so start-up refuses a `-B` above this. Bodies of
+/// `region_min` bytes or more go out of line, which takes up to two blocks
+/// more (see [`Log::message_room`]).
+pub fn max_message_size(segment_size: u64, longest_queue_name: usize, region_min: usize) -> u64 {
     let queue = record::record_len(16 + longest_queue_name) as u64;
     let checkpoint = record::record_len(0) as u64 + queue;
     let room = segment_size.saturating_sub(set_reserve(segment_size) + checkpoint + queue);
     // The body of a record that fits in `room`.
-    (room / record::RECORD_ALIGN as u64 * record::RECORD_ALIGN as u64)
+    let inline = (room / record::RECORD_ALIGN as u64 * record::RECORD_ALIGN as u64)
         .saturating_sub(HEADER_LEN as u64)
-        .min(u64::from(record::MAX_BODY))
+        .min(u64::from(record::MAX_BODY));
+    let region_min = region_min as u64;
+    if inline < region_min {
+        return inline;
+    }
+    // The body whose `Region` record, padding and region fit in `room`.
+    let region = room.saturating_sub(record::record_len(8) as u64 + segment::BLOCK);
+    let out_of_line = (region / segment::BLOCK * segment::BLOCK)
+        .saturating_sub(HEADER_LEN as u64)
+        .min(u64::from(record::MAX_BODY));
+    if out_of_line >= region_min {
+        out_of_line
+    } else {
+        region_min - 1
+    }
 }
 
 /// Microseconds since the Unix epoch.
