@@ -123,11 +123,7 @@ impl IndexBuilder {
 
     /// Feeds one valid record found at `off`.
     pub fn record(&mut self, h: &Header, body: &[u8], off: u64) {
-        self.last_lsn = self.last_lsn.max(h.lsn);
-        self.data_len = self.data_len.max(off + h.record_len() as u64);
-        if h.kind != Kind::Checkpoint {
-            self.max_queue_id = self.max_queue_id.max(h.queue);
-        }
+        self.seen(h, off);
         match h.kind {
             Kind::Created => {
                 if let Some((head, tail, name)) = record::parse_created(body) {
@@ -171,10 +167,18 @@ impl IndexBuilder {
     /// Feeds the `Enqueued` record `h` of a body written out of line at
     /// `off` (its bytes are not at hand: see `log::region`).
     pub fn enqueued(&mut self, h: &Header, off: u64) {
+        self.seen(h, off);
+        self.message(h, off);
+    }
+
+    /// What every record at `off` tells: the lsn, the data's end, the
+    /// queue ids in use.
+    fn seen(&mut self, h: &Header, off: u64) {
         self.last_lsn = self.last_lsn.max(h.lsn);
         self.data_len = self.data_len.max(off + h.record_len() as u64);
-        self.max_queue_id = self.max_queue_id.max(h.queue);
-        self.message(h, off);
+        if h.kind != Kind::Checkpoint {
+            self.max_queue_id = self.max_queue_id.max(h.queue);
+        }
     }
 
     fn message(&mut self, h: &Header, off: u64) {

@@ -305,25 +305,33 @@ impl State {
         let len = (record::HEADER_LEN + body.len()) as u32;
         self.items += 1;
         self.bytes += body.len() as u64;
-        if log.out_of_line(body.len()) {
+        let (pos, lsn, region) = if log.out_of_line(body.len()) {
             let region = log.enqueue_region(id, q.tail, meta, body.len());
-            let seq = q.push(region.seg, region.off as u32, len, meta.expires);
-            q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
-            let wait = Rc::new(OutOfLine::new(meta.flags));
-            self.regions.insert((id, seq), wait.clone());
-            self.new_regions.push(RegionJob {
-                key: (id, seq),
-                region,
-                body,
-                body_crc,
-                wait,
-            });
-            return region.marker_lsn;
-        }
-        let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
+            let pos = Pos {
+                seg: region.seg,
+                off: region.off as u32,
+            };
+            (pos, region.marker_lsn, Some(region))
+        } else {
+            let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
+            (pos, lsn, None)
+        };
         let seq = q.push(pos.seg, pos.off, len, meta.expires);
         q.enqueued_at(seq, (meta.time / 1_000_000) as u32);
-        self.cache.insert((id, seq), meta.flags, body);
+        match region {
+            None => self.cache.insert((id, seq), meta.flags, body),
+            Some(region) => {
+                let wait = Rc::new(OutOfLine::new(meta.flags));
+                self.regions.insert((id, seq), wait.clone());
+                self.new_regions.push(RegionJob {
+                    key: (id, seq),
+                    region,
+                    body,
+                    body_crc,
+                    wait,
+                });
+            }
+        }
         lsn
     }
 
@@ -1200,8 +1208,9 @@ impl Store {
     }
 
     /// The reply to a get of message `loc` of queue `id` once record `lsn`
-    /// is acknowledged: its body from where it is `held`. (Even with `--sync none` a read waits for the
-    /// acknowledgement: the record it reads must be written first.)
+    /// is acknowledged: its body from where it is `held`. (Even with
+    /// `--sync none` a read waits for the acknowledgement: the record it
+    /// reads must be written first.)
     fn deliver(
         &self,
         lsn: u64,
@@ -1241,22 +1250,13 @@ impl Store {
                 acked.await?;
             }
             wait.wait().await?;
-            if let Some(body) = wait.take_body() {
-                return Ok(Some(Message {
-                    flags: wait.flags,
-                    seq: loc.seq,
-                    body: body.into(),
-                }));
-            }
-            let cached = store.state.borrow().cache.get((id, loc.seq));
-            match cached {
-                Some((flags, body)) => Ok(Some(Message {
-                    flags,
-                    seq: loc.seq,
-                    body: body.into(),
-                })),
-                None => store.read_after(lsn, id, loc).await,
-            }
+            let held = match wait.take_body() {
+                Some(body) => Held::Cached(wait.flags, body),
+                // Still queued (a peek): the body went to the cache, if it
+                // took it.
+                None => store.state.borrow_mut().held((id, loc.seq), false),
+            };
+            store.deliver(lsn, id, loc, held).await
         })
     }
 

@@ -121,43 +121,46 @@ pub fn encode_into(out: &mut Vec<u8>, h: &Header, body: &[u8]) {
 pub fn encode_with(out: &mut Vec<u8>, h: &Header, body: &[u8], body_crc: Option<u32>) {
     debug_assert_eq!(h.len as usize, body.len());
     let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.push(h.kind as u8);
-    out.push(0);
-    out.extend_from_slice(&h.queue.to_le_bytes());
-    out.extend_from_slice(&h.lsn.to_le_bytes());
-    out.extend_from_slice(&h.seq.to_le_bytes());
-    out.extend_from_slice(&h.time.to_le_bytes());
-    out.extend_from_slice(&h.flags.to_le_bytes());
-    out.extend_from_slice(&h.expires.to_le_bytes());
-    out.extend_from_slice(body);
-    let crc = match body_crc {
+    match body_crc {
         Some(body_crc) => {
             debug_assert_eq!(body_crc, crc32c::crc32c(body));
-            let head = crc32c::crc32c(&out[start + 4..start + HEADER_LEN]);
-            crc32c::crc32c_combine(head, body_crc, body.len())
+            out.extend_from_slice(&encode_header(h, body_crc));
+            out.extend_from_slice(body);
         }
-        None => crc32c::crc32c(&out[start + 4..]),
-    };
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
-    let padded = start + record_len(body.len());
-    out.resize(padded, 0);
+        None => {
+            out.extend_from_slice(&unsummed_header(h));
+            out.extend_from_slice(body);
+            let crc = crc32c::crc32c(&out[start + 4..]);
+            out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    out.resize(start + record_len(body.len()), 0);
 }
 
-/// The 48 bytes that start record `h`, given `crc32c` of its body: what
-/// [`encode_with`] writes before the body, for a body written from where
-/// it is (see `log::region`).
+/// The 48 bytes that start record `h`, given `crc32c` of its body: the
+/// record's checksum combined from the header's and the body's. What
+/// [`encode_with`] writes before the body, also for a body written from
+/// where it is (see `log::region`).
 pub fn encode_header(h: &Header, body_crc: u32) -> [u8; HEADER_LEN] {
-    let mut out = Vec::with_capacity(HEADER_LEN);
-    encode_with(&mut out, &Header { len: 0, ..*h }, &[], None);
-    let mut head = [0u8; HEADER_LEN];
-    head.copy_from_slice(&out[..HEADER_LEN]);
-    head[4..8].copy_from_slice(&h.len.to_le_bytes());
+    let mut head = unsummed_header(h);
     let crc = crc32c::crc32c_combine(crc32c::crc32c(&head[4..]), body_crc, h.len as usize);
     head[..4].copy_from_slice(&crc.to_le_bytes());
     head
+}
+
+/// The header's bytes, its checksum still zero.
+fn unsummed_header(h: &Header) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[4..8].copy_from_slice(&h.len.to_le_bytes());
+    b[8..10].copy_from_slice(&MAGIC.to_le_bytes());
+    b[10] = h.kind as u8;
+    b[12..16].copy_from_slice(&h.queue.to_le_bytes());
+    b[16..24].copy_from_slice(&h.lsn.to_le_bytes());
+    b[24..32].copy_from_slice(&h.seq.to_le_bytes());
+    b[32..40].copy_from_slice(&h.time.to_le_bytes());
+    b[40..44].copy_from_slice(&h.flags.to_le_bytes());
+    b[44..48].copy_from_slice(&h.expires.to_le_bytes());
+    b
 }
 
 /// For tests: the header of message `lsn` (also its seq) of queue 1.

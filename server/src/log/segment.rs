@@ -158,29 +158,19 @@ where
     'outer: loop {
         // Try a record at `pos`.
         if let Some(h) = try_record(&mut w, pos, last_lsn).await? {
-            if h.kind == Kind::Region {
-                pos = region(&mut w, &mut rep, &h, pos, &mut on_record).await?;
-                last_lsn = Some(h.lsn);
-                continue;
-            }
-            let have = w.fill(pos, HEADER_LEN + h.len as usize).await?;
-            debug_assert_eq!(have, HEADER_LEN + h.len as usize);
-            // A large record took a checksum just now, and compaction copies
-            // it into the log: each in a turn of its own (see `turn`).
-            let large = h.len as usize >= turn::PIECE;
-            if large {
-                turn::pause().await;
-            }
-            let bytes = w.slice(pos, HEADER_LEN + h.len as usize);
-            on_record(&h, &bytes[HEADER_LEN..], pos);
-            if large {
-                turn::pause().await;
-            }
+            hand_on(&mut w, &h, pos, &mut on_record).await?;
+            let region_len = (h.kind == Kind::Region).then(|| {
+                let body = w.slice(pos + HEADER_LEN as u64, h.len as usize);
+                record::parse_region(body).unwrap_or(0)
+            });
             rep.records += 1;
             last_lsn = Some(h.lsn);
             rep.last_lsn = h.lsn;
             pos += h.record_len() as u64;
             rep.data_len = pos;
+            if let Some(body_len) = region_len {
+                pos = region(&mut w, &mut rep, &h, body_len, &mut on_record).await?;
+            }
             continue;
         }
         // Zeros up to the next block boundary are padding left where one
@@ -241,58 +231,60 @@ where
     Ok(rep)
 }
 
-/// The `Region` record `h` at `pos` and the region after it: hands both to
-/// `on_record` (the message's `Enqueued` record only if it verifies, else
-/// the region is reported unfinished); returns where the next record is.
+/// Hands the verified record `h` at `pos` to `on_record`.
+async fn hand_on<F>(w: &mut Window<'_>, h: &Header, pos: u64, on_record: &mut F) -> io::Result<()>
+where
+    F: FnMut(&Header, &[u8], u64),
+{
+    let have = w.fill(pos, HEADER_LEN + h.len as usize).await?;
+    debug_assert_eq!(have, HEADER_LEN + h.len as usize);
+    // A large record took a checksum just now, and compaction copies it
+    // into the log: each in a turn of its own (see `turn`).
+    let large = h.len as usize >= turn::PIECE;
+    if large {
+        turn::pause().await;
+    }
+    let bytes = w.slice(pos, HEADER_LEN + h.len as usize);
+    on_record(h, &bytes[HEADER_LEN..], pos);
+    if large {
+        turn::pause().await;
+    }
+    Ok(())
+}
+
+/// The region after the `Region` record `marker` (which ends at
+/// `rep.data_len`), of a body of `body_len` bytes: hands its message's
+/// `Enqueued` record to `on_record` if it verifies, else reports the
+/// region unfinished; returns where the next record is.
 async fn region<F>(
     w: &mut Window<'_>,
     rep: &mut ScanReport,
-    h: &Header,
-    pos: u64,
+    marker: &Header,
+    body_len: usize,
     on_record: &mut F,
 ) -> io::Result<u64>
 where
     F: FnMut(&Header, &[u8], u64),
 {
-    let have = w.fill(pos, h.record_len()).await?;
-    debug_assert_eq!(have, h.record_len());
-    let body_len =
-        record::parse_region(&w.slice(pos, HEADER_LEN + h.len as usize)[HEADER_LEN..]).unwrap_or(0);
-    on_record(
-        h,
-        &w.slice(pos, HEADER_LEN + h.len as usize)[HEADER_LEN..],
-        pos,
-    );
-    rep.records += 1;
-    rep.last_lsn = h.lsn;
-    rep.data_len = pos + h.record_len() as u64;
     let start = rep.data_len.next_multiple_of(BLOCK);
     let span = record::region_span(body_len);
     let need = HEADER_LEN + body_len;
     let fits = start + need as u64 <= w.file_len && w.fill(start, need).await? == need;
-    let message = if fits {
-        match record::decode(w.slice(start, need)) {
-            Ok((m, _))
-                if m.kind == Kind::Enqueued
-                    && m.lsn + 1 == h.lsn
-                    && m.queue == h.queue
-                    && m.seq == h.seq
-                    && m.len as usize == body_len =>
-            {
-                Some(m)
-            }
-            _ => None,
+    let message = match fits.then(|| record::decode(w.slice(start, need))) {
+        Some(Ok((m, _)))
+            if m.kind == Kind::Enqueued
+                && m.lsn + 1 == marker.lsn
+                && m.queue == marker.queue
+                && m.seq == marker.seq
+                && m.len as usize == body_len =>
+        {
+            Some(m)
         }
-    } else {
-        None
+        _ => None,
     };
     match message {
         Some(m) => {
-            // A large record's checksum, and compaction's copy of it: each
-            // in a turn of its own (see `turn`).
-            turn::pause().await;
-            on_record(&m, &w.slice(start, need)[HEADER_LEN..], start);
-            turn::pause().await;
+            hand_on(w, &m, start, on_record).await?;
             rep.records += 1;
             rep.data_len = start + m.record_len() as u64;
         }
@@ -389,6 +381,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// Scans `buf` as a whole segment file.
+    fn scan_bytes(
+        buf: &[u8],
+        interrupted: bool,
+        on_record: impl FnMut(&Header, &[u8], u64),
+    ) -> ScanReport {
+        let file = Mem(buf.to_vec());
+        futures_lite::future::block_on(scan(&file, buf.len() as u64, interrupted, on_record))
+            .unwrap()
+    }
+
     fn put(buf: &mut Vec<u8>, lsn: u64, body_len: usize) {
         let body = vec![0xab; body_len];
         record::encode_into(buf, &record::message_header(lsn, body_len), &body);
@@ -416,9 +419,7 @@ pub(crate) mod tests {
             put(&mut buf, lsn, 100);
             let end = buf.len() as u64;
             buf.resize(2 * BLOCK as usize, 0);
-            let file = Mem(buf);
-            let rep = futures_lite::future::block_on(scan(&file, 2 * BLOCK, false, |_, _, _| {}))
-                .unwrap();
+            let rep = scan_bytes(&buf, false, |_, _, _| {});
             assert_eq!(rep.corrupt, vec![], "gap {gap}");
             assert_eq!(rep.torn, None, "gap {gap}");
             assert_eq!(rep.last_lsn, lsn, "gap {gap}");
@@ -461,15 +462,10 @@ pub(crate) mod tests {
                 put(&mut buf, 4, 50);
                 buf.resize(buf.len().next_multiple_of(BLOCK as usize), 0);
 
-                let file = Mem(buf.clone());
                 let mut seen = Vec::new();
-                let rep = futures_lite::future::block_on(scan(
-                    &file,
-                    buf.len() as u64,
-                    interrupted,
-                    |h, body, off| seen.push((h.kind, h.lsn, body.len(), off)),
-                ))
-                .unwrap();
+                let rep = scan_bytes(&buf, interrupted, |h, body, off| {
+                    seen.push((h.kind, h.lsn, body.len(), off))
+                });
                 let mut want = vec![(Kind::Enqueued, 1, 100, 0), (Kind::Region, 3, 8, 152)];
                 if finished {
                     want.push((Kind::Enqueued, 2, body_len, start as u64));
@@ -500,15 +496,8 @@ pub(crate) mod tests {
     #[test]
     fn records_after_a_hole_are_the_tail_of_an_interrupted_segment() {
         let scan_all = |buf: &[u8], interrupted: bool| {
-            let file = Mem(buf.to_vec());
             let mut lsns = Vec::new();
-            let rep = futures_lite::future::block_on(scan(
-                &file,
-                buf.len() as u64,
-                interrupted,
-                |h, _, _| lsns.push(h.lsn),
-            ))
-            .unwrap();
+            let rep = scan_bytes(buf, interrupted, |h, _, _| lsns.push(h.lsn));
             (lsns, rep)
         };
         for (hole, garbage) in [(false, false), (true, false), (true, true)] {

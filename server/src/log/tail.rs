@@ -147,16 +147,12 @@ impl Tail {
     /// region.
     pub fn skip(&mut self, ord: u32, span: u64) -> u64 {
         debug_assert!(span.is_multiple_of(BLOCK));
+        // Right after the `Region` record's append, which took any
+        // in-flight block.
+        debug_assert!(self.dirty && self.inflight.is_none());
         let start = self.end().next_multiple_of(BLOCK);
-        if self.inflight.take().is_some() {
-            // Only the in-flight partial block: nothing of its own to write.
-            self.buf.clear();
-        }
-        if self.dirty {
-            let data = std::mem::take(&mut self.buf);
-            self.runs.push(Part::new(ord, self.base, data, false));
-        }
-        self.buf.clear();
+        let data = std::mem::take(&mut self.buf);
+        self.runs.push(Part::new(ord, self.base, data, false));
         self.base = start + span;
         self.dirty = false;
         start

@@ -322,6 +322,21 @@ pub fn max_message_size(segment_size: u64, longest_queue_name: usize, region_min
     }
 }
 
+/// The `Enqueued` record header of message `seq` of queue `id` (its lsn is
+/// assigned when it is appended).
+fn message_header(id: u32, seq: u64, msg: MessageMeta, body_len: usize) -> Header {
+    Header {
+        kind: Kind::Enqueued,
+        queue: id,
+        lsn: 0,
+        seq,
+        time: msg.time,
+        flags: msg.flags,
+        expires: msg.expires,
+        len: body_len as u32,
+    }
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -700,25 +715,21 @@ impl Log {
         body: &[u8],
         body_crc: Option<u32>,
     ) -> (Pos, u64) {
-        let h = Header {
-            kind: Kind::Enqueued,
-            queue: id,
-            lsn: 0,
-            seq,
-            time: msg.time,
-            flags: msg.flags,
-            expires: msg.expires,
-            len: body.len() as u32,
-        };
+        let h = message_header(id, seq, msg, body.len());
         let (pos, lsn) = self.append_header(h, body, body_crc);
-        if let Some(q) = self.catalog.get_mut(&id) {
-            q.tail = q.tail.max(seq + 1);
-        }
-        let len = (HEADER_LEN + body.len()) as u32;
-        if let Some(seg) = self.segs.get_mut(&pos.seg) {
-            seg.count_live(len);
-        }
+        self.enqueued(&h, pos.seg);
         (pos, lsn)
+    }
+
+    /// Message `h` of its queue is logged, its record in segment `seg`:
+    /// the queue's tail and the segment's live count take it in.
+    fn enqueued(&mut self, h: &Header, seg: u32) {
+        if let Some(q) = self.catalog.get_mut(&h.queue) {
+            q.tail = q.tail.max(h.seq + 1);
+        }
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.count_live((HEADER_LEN + h.len as usize) as u32);
+        }
     }
 
     /// Bytes of segment a message with a body of `body_len` bytes takes:
@@ -768,21 +779,12 @@ impl Log {
         let span = record::region_span(body_len);
         let off = self.tail.skip(self.open_ord, span);
         let h = Header {
-            kind: Kind::Enqueued,
-            queue: id,
             lsn,
-            seq,
-            time: msg.time,
-            flags: msg.flags,
-            expires: msg.expires,
-            len: body_len as u32,
+            ..message_header(id, seq, msg, body_len)
         };
         self.builder.enqueued(&h, off);
-        if let Some(q) = self.catalog.get_mut(&id) {
-            q.tail = q.tail.max(seq + 1);
-        }
+        self.enqueued(&h, self.open_ord);
         if let Some(seg) = self.segs.get_mut(&self.open_ord) {
-            seg.count_live((HEADER_LEN + body_len) as u32);
             seg.regions += 1;
         }
         self.regions_unwritten += span;
