@@ -984,7 +984,7 @@ impl Store {
             match room(self, queue) {
                 Ok(()) => return apply(self, queue),
                 Err(NoRoom::Refused(e)) => return ready(Err(e)),
-                Err(NoRoom::AwaitSpare) => {}
+                Err(NoRoom::AwaitSpare | NoRoom::AwaitWrite) => {}
             }
         }
         let (store, queue) = (self.clone(), queue.to_vec());
@@ -1002,6 +1002,10 @@ impl Store {
                     Err(NoRoom::AwaitSpare) => {
                         let ready = store.log.borrow().spare_ready();
                         ready.wait().await;
+                    }
+                    Err(NoRoom::AwaitWrite) => {
+                        let last = store.log.borrow().last_lsn();
+                        store.acked(last).await?;
                     }
                 }
             }
