@@ -25,11 +25,11 @@ use glommio::sync::Semaphore;
 
 use crate::logging;
 use crate::protocol::{self, reply, Command, Parsed};
-use crate::shard::{Op, OpReply, Router, Settle};
+use crate::shard::{Op, OpFuture, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
 use crate::turn;
 
-use crate::store::{Body, LocalFuture, LogError, QueueStat, Reader, StoreStats, Take};
+use crate::store::{Body, LogError, QueueStat, Reader, StoreStats, Take};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -185,26 +185,26 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
 /// A reply in the making: ready now, or waiting for one or more shards.
 enum Pending {
     Ready(Vec<u8>),
-    Set(LocalFuture<OpReply>),
-    Delete(LocalFuture<OpReply>),
+    Set(OpFuture),
+    Delete(OpFuture),
     /// `pops` pairs each key as sent (a `VALUE` line echoes it) with its
     /// pop; `waits` when one of them is a blocking get.
     Get {
-        pops: Vec<(Vec<u8>, LocalFuture<OpReply>)>,
+        pops: Vec<(Vec<u8>, OpFuture)>,
         with_seq: bool,
         waits: bool,
     },
     /// `flush` (one shard, `END`) and `flush_all` (every shard, `OK`).
     Flush {
-        parts: Vec<LocalFuture<OpReply>>,
+        parts: Vec<OpFuture>,
         ok: &'static str,
     },
     /// `stats`: each shard's counters, then its queues'.
     Stats {
-        general: Vec<LocalFuture<OpReply>>,
-        queues: Vec<LocalFuture<OpReply>>,
+        general: Vec<OpFuture>,
+        queues: Vec<OpFuture>,
     },
-    StatsQueue(Vec<LocalFuture<OpReply>>),
+    StatsQueue(Vec<OpFuture>),
 }
 
 impl Pending {
@@ -238,6 +238,9 @@ struct Connection {
     /// (the block's bytes so far): a large body arrives there, not in
     /// `input`, so it is not copied out of `input` after.
     block: Option<(protocol::SetHead, Vec<u8>)>,
+    /// The pending replies of the requests parsed together, kept between
+    /// batches so that a batch allocates nothing.
+    batch: Vec<Pending>,
 }
 
 impl Connection {
@@ -263,6 +266,7 @@ impl Connection {
             open_on: Vec::new(),
             since_pause: 0,
             block: None,
+            batch: Vec::new(),
         }
     }
 
@@ -311,11 +315,14 @@ impl Connection {
             }
             self.input.extend_from_slice(fresh);
             loop {
-                let (batch, close) = self.parse_batch();
+                let mut batch = std::mem::take(&mut self.batch);
+                let close = self.parse_batch(&mut batch);
                 if batch.is_empty() && !close {
+                    self.batch = batch;
                     break;
                 }
-                self.answer(batch).await?;
+                self.answer(&mut batch).await?;
+                self.batch = batch;
                 if close {
                     return Ok(());
                 }
@@ -353,14 +360,13 @@ impl Connection {
             }
             Err(reject) => Some(Pending::line(reject.line())),
         };
-        self.answer(pending.into_iter().collect()).await
+        self.answer(&mut pending.into_iter().collect()).await
     }
 
     /// Parses and submits every whole request in the input buffer (up to
-    /// [`MAX_BATCH`]). Returns the pending replies and whether the
-    /// connection must close after them.
-    fn parse_batch(&mut self) -> (Vec<Pending>, bool) {
-        let mut batch = Vec::new();
+    /// [`MAX_BATCH`]), pushing their pending replies onto `batch`. Returns
+    /// whether the connection must close after them.
+    fn parse_batch(&mut self, batch: &mut Vec<Pending>) -> bool {
         let mut used = 0;
         let mut close = false;
         let max_gets = (BATCH_GET_BYTES / self.shared.max_message_size.max(1)).max(16);
@@ -433,7 +439,7 @@ impl Connection {
             }
         }
         self.input.drain(..used);
-        (batch, close)
+        close
     }
 
     /// Starts one request; `None` when it wants no reply at all.
@@ -587,15 +593,16 @@ impl Connection {
         }
     }
 
-    fn each_shard(&self, op: impl Fn() -> Op) -> Vec<LocalFuture<OpReply>> {
+    fn each_shard(&self, op: impl Fn() -> Op) -> Vec<OpFuture> {
         (0..self.router.shards())
             .map(|shard| self.router.submit(shard, op()))
             .collect()
     }
 
-    /// Awaits the batch's replies in order and writes them.
-    async fn answer(&mut self, batch: Vec<Pending>) -> std::io::Result<()> {
-        for pending in batch {
+    /// Awaits the batch's replies in order and writes them, leaving
+    /// `batch` empty.
+    async fn answer(&mut self, batch: &mut Vec<Pending>) -> std::io::Result<()> {
+        for pending in batch.drain(..) {
             if matches!(pending, Pending::Get { waits: true, .. }) {
                 self.finish_waiting(pending).await?;
                 continue;
@@ -810,8 +817,8 @@ async fn finish(out: &mut Output, shared: &Shared, counters: &Counters, pending:
 
 /// Asks every shard for what `stats` reports: its counters and its
 /// queues'. Also how `--metrics` gathers its numbers.
-pub fn ask_stats(router: &Rc<Router>) -> (Vec<LocalFuture<OpReply>>, Vec<LocalFuture<OpReply>>) {
-    let each = |op: fn() -> Op| -> Vec<LocalFuture<OpReply>> {
+pub fn ask_stats(router: &Rc<Router>) -> (Vec<OpFuture>, Vec<OpFuture>) {
+    let each = |op: fn() -> Op| -> Vec<OpFuture> {
         (0..router.shards())
             .map(|shard| router.submit(shard, op()))
             .collect()
@@ -822,8 +829,8 @@ pub fn ask_stats(router: &Rc<Router>) -> (Vec<LocalFuture<OpReply>>, Vec<LocalFu
 /// The answers to [`ask_stats`]: the shards' counters summed, and every
 /// queue sorted by name.
 pub async fn all_stats(
-    general: Vec<LocalFuture<OpReply>>,
-    queues: Vec<LocalFuture<OpReply>>,
+    general: Vec<OpFuture>,
+    queues: Vec<OpFuture>,
 ) -> (StoreStats, Vec<QueueStat>) {
     let mut total = StoreStats::default();
     for part in general {
@@ -835,7 +842,7 @@ pub async fn all_stats(
 }
 
 /// Every shard's queues, sorted by name.
-async fn all_queue_stats(parts: Vec<LocalFuture<OpReply>>) -> Vec<QueueStat> {
+async fn all_queue_stats(parts: Vec<OpFuture>) -> Vec<QueueStat> {
     let mut all = Vec::new();
     for part in parts {
         if let OpReply::QueueStats(list) = part.await {
@@ -849,7 +856,7 @@ async fn all_queue_stats(parts: Vec<LocalFuture<OpReply>>) -> Vec<QueueStat> {
 /// Lets a `noreply` request complete with nobody waiting for it: it is
 /// already applied; only a failure is worth a log line, since the client
 /// asked not to hear about it.
-fn forget(done: LocalFuture<OpReply>) {
+fn forget(done: OpFuture) {
     glommio::spawn_local(async move {
         let reply = done.await;
         if matches!(

@@ -14,7 +14,7 @@
 //! lines by [`MAX_LINE`], data blocks by the configured message size limit,
 //! and all arithmetic on them is checked.
 
-use std::fmt::Write as _;
+use smallvec::SmallVec;
 
 /// Longest request line we wait for before giving up on the stream.
 pub const MAX_LINE: usize = 8 * 1024;
@@ -228,12 +228,17 @@ pub fn pending_set(buf: &[u8], max_body: usize) -> Option<SetHead> {
 
 /// The first line of `buf`, if all of it is in (within [`MAX_LINE`]): its
 /// length with its `\n`, and its tokens.
-fn first_line(buf: &[u8]) -> Option<(usize, Vec<&[u8]>)> {
+fn first_line(buf: &[u8]) -> Option<(usize, Tokens<'_>)> {
     let nl = memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)])?;
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
     let tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
     Some((nl + 1, tokens.collect()))
 }
+
+/// A line's tokens: held inline up to the eight that every command but a
+/// long multi-key `get` fits in, so parsing a request allocates nothing
+/// for them.
+type Tokens<'a> = SmallVec<[&'a [u8]; 8]>;
 
 /// Parses the first request in `buf`. `max_body` is the message size limit
 /// (`-B`).
@@ -486,7 +491,7 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 /// Reply encoders. Each appends to `out`, so one connection's replies to a
 /// whole pipeline go out in one write.
 pub mod reply {
-    use super::*;
+    use std::io::Write as _;
 
     pub fn line(out: &mut Vec<u8>, line: &str) {
         out.extend_from_slice(line.as_bytes());
@@ -505,12 +510,11 @@ pub mod reply {
     pub fn value_header(out: &mut Vec<u8>, queue: &[u8], flags: u32, len: usize, seq: Option<u64>) {
         out.extend_from_slice(b"VALUE ");
         out.extend_from_slice(queue);
-        let mut head = String::with_capacity(32);
-        let _ = write!(head, " {flags} {len}");
+        // Written straight into `out` (io::Write on a Vec cannot fail).
+        let _ = write!(out, " {flags} {len}");
         if let Some(seq) = seq {
-            let _ = write!(head, " {seq}");
+            let _ = write!(out, " {seq}");
         }
-        out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
 
@@ -518,8 +522,7 @@ pub mod reply {
     pub fn stat(out: &mut Vec<u8>, name: &[u8], value: impl std::fmt::Display) {
         out.extend_from_slice(b"STAT ");
         out.extend_from_slice(name);
-        out.push(b' ');
-        out.extend_from_slice(value.to_string().as_bytes());
+        let _ = write!(out, " {value}");
         out.extend_from_slice(b"\r\n");
     }
 }

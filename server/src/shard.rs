@@ -22,15 +22,20 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs;
+use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::log::notify::Notify;
-use crate::store::{LocalFuture, LogError, Message, QueueStat, Reader, Store, StoreStats, Take};
+use crate::store::{
+    LocalFuture, LogError, Message, QueueStat, Reader, Reply, Store, StoreStats, Take,
+};
 
 /// The queue → shard hash: FNV-1a, 64 bit, of the name up to its first
 /// `+`, so a fan-out queue (`<parent>+<child>`) lives beside its parent and
@@ -244,6 +249,49 @@ pub enum OpReply {
     Unrouted(&'static str),
 }
 
+/// The future of an [`OpReply`]. A set or get on this executor's own
+/// shard is the store's [`Reply`], with no allocation of its own (see
+/// `store::reply`); everything else is boxed.
+pub enum OpFuture {
+    Set(Reply<bool>),
+    /// `/close` first (its failure is the reply), then the take.
+    Get {
+        confirmed: Option<Reply<bool>>,
+        taken: Option<Reply<Option<Message>>>,
+    },
+    Other(LocalFuture<OpReply>),
+}
+
+impl OpFuture {
+    fn boxed(future: impl Future<Output = OpReply> + 'static) -> OpFuture {
+        OpFuture::Other(Box::pin(future))
+    }
+}
+
+impl Future for OpFuture {
+    type Output = OpReply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpReply> {
+        match self.get_mut() {
+            OpFuture::Set(done) => Pin::new(done).poll(cx).map(OpReply::Set),
+            OpFuture::Get { confirmed, taken } => {
+                if let Some(done) = confirmed {
+                    match Pin::new(done).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(OpReply::Get(Err(e))),
+                        Poll::Ready(Ok(_)) => *confirmed = None,
+                    }
+                }
+                match taken {
+                    Some(done) => Pin::new(done).poll(cx).map(OpReply::Get),
+                    None => Poll::Ready(OpReply::Get(Ok(None))),
+                }
+            }
+            OpFuture::Other(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
 /// What travels on the channel mesh.
 #[derive(Debug)]
 pub enum Envelope {
@@ -266,7 +314,7 @@ pub enum Envelope {
 }
 
 /// Applies `op` to `store` now and returns the future of its reply.
-fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
+fn apply(store: &Store, op: Op) -> OpFuture {
     match op {
         Op::Set {
             queue,
@@ -274,10 +322,7 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
             expires,
             body,
             body_crc,
-        } => {
-            let done = store.set_checked(&queue, flags, expires, body, body_crc);
-            Box::pin(async move { OpReply::Set(done.await) })
-        }
+        } => OpFuture::Set(store.set_checked(&queue, flags, expires, body, body_crc)),
         Op::Get {
             queue,
             wait,
@@ -309,41 +354,34 @@ fn apply(store: &Store, op: Op) -> LocalFuture<OpReply> {
                 Some(wait) => store.take_wait(&queue, take, wait),
                 None => store.take(&queue, take),
             });
-            Box::pin(async move {
-                if let Some(confirmed) = confirmed {
-                    if let Err(e) = confirmed.await {
-                        return OpReply::Get(Err(e));
-                    }
-                }
-                match taken {
-                    Some(taken) => OpReply::Get(taken.await),
-                    None => OpReply::Get(Ok(None)),
-                }
-            })
+            OpFuture::Get { confirmed, taken }
         }
         Op::Abort { queue, reader } => {
             store.abort(&queue, reader);
-            Box::pin(async { OpReply::Get(Ok(None)) })
+            OpFuture::Get {
+                confirmed: None,
+                taken: None,
+            }
         }
         Op::Delete { queue } => {
             let done = store.delete(&queue);
-            Box::pin(async move { OpReply::Delete(done.await) })
+            OpFuture::boxed(async move { OpReply::Delete(done.await) })
         }
         Op::Flush { queue } => {
             let done = store.flush(&queue);
-            Box::pin(async move { OpReply::Flushed(done.await.map(|_| ())) })
+            OpFuture::boxed(async move { OpReply::Flushed(done.await.map(|_| ())) })
         }
         Op::FlushAll => {
             let done = store.flush_all();
-            Box::pin(async move { OpReply::Flushed(done.await) })
+            OpFuture::boxed(async move { OpReply::Flushed(done.await) })
         }
         Op::QueueStats => {
             let stats = store.queue_stats();
-            Box::pin(async move { OpReply::QueueStats(stats) })
+            OpFuture::boxed(async move { OpReply::QueueStats(stats) })
         }
         Op::Stats => {
             let stats = store.stats();
-            Box::pin(async move { OpReply::Stats(stats) })
+            OpFuture::boxed(async move { OpReply::Stats(stats) })
         }
     }
 }
@@ -353,8 +391,8 @@ const ALREADY_OPEN: &str =
 const OPEN_HERE: &str =
     "CLIENT_ERROR a message is open on this queue: /close or /abort it before a plain get";
 
-fn refused(line: &'static str) -> LocalFuture<OpReply> {
-    Box::pin(async move { OpReply::Refused(line) })
+fn refused(line: &'static str) -> OpFuture {
+    OpFuture::boxed(async move { OpReply::Refused(line) })
 }
 
 /// One executor's view of all shards: its own stores, and outboxes to the
@@ -494,7 +532,7 @@ impl Router {
 
     /// Applies `op` to `shard` — here, or on its owner — in submission order,
     /// and returns the future of the reply.
-    pub fn submit(self: &Rc<Self>, shard: u32, op: Op) -> LocalFuture<OpReply> {
+    pub fn submit(self: &Rc<Self>, shard: u32, op: Op) -> OpFuture {
         if let Some(Some(store)) = self.local.get(shard as usize) {
             return apply(store, op);
         }
@@ -522,9 +560,9 @@ impl Router {
             // Out of `waiting` first, so the guard sends no cancel.
             self.waiting.borrow_mut().remove(&id);
             drop(guard);
-            return Box::pin(async { OpReply::Unrouted("shard owner unreachable") });
+            return OpFuture::boxed(async { OpReply::Unrouted("shard owner unreachable") });
         }
-        Box::pin(async move {
+        OpFuture::boxed(async move {
             // Dropping this future unanswered cancels the request; once
             // the reply came, `receive` took the id out of `waiting`.
             let _guard = guard;
@@ -551,7 +589,7 @@ impl Router {
                 });
                 let done = match self.local.get(shard as usize) {
                     Some(Some(store)) => apply(store, op),
-                    _ => Box::pin(async {
+                    _ => OpFuture::boxed(async {
                         OpReply::Unrouted("request routed to the wrong executor")
                     }),
                 };

@@ -73,12 +73,14 @@ mod body;
 mod gate;
 mod moves;
 mod out_of_line;
+mod reply;
 mod waiters;
 pub use body::Body;
 use gate::Gate;
 pub use moves::Forward;
 use moves::Moves;
 use out_of_line::OutOfLine;
+pub use reply::Reply;
 use waiters::{Waiter, Waiters};
 
 /// A future local to the executor that owns the store.
@@ -603,8 +605,8 @@ impl Drop for InLine {
     }
 }
 
-fn ready<T: 'static>(v: T) -> LocalFuture<T> {
-    Box::pin(std::future::ready(v))
+fn ready<T>(v: Result<T, LogError>) -> Reply<T> {
+    Reply::now(v)
 }
 
 /// With `--sync none`, a set of at least [`LARGE_BODY`] bytes stops being
@@ -762,31 +764,16 @@ impl Store {
     /// The reply `value` to a request whose record (with a body of `body`
     /// bytes) is `lsn`: once the record is acknowledged, or at once where
     /// [`waits_for_log`] says the sync mode allows it.
-    fn reply<T: 'static>(
-        &self,
-        log: &Log,
-        lsn: u64,
-        body: usize,
-        value: T,
-    ) -> LocalFuture<Result<T, LogError>> {
+    fn reply<T: 'static>(&self, log: &Log, lsn: u64, body: usize, value: T) -> Reply<T> {
         if !waits_for_log(log, body) {
             return ready(Ok(value));
         }
-        let acked = self.acked(lsn);
-        Box::pin(async move {
-            acked.await?;
-            Ok(value)
-        })
+        Reply::Acked(self.acked(lsn), Some(value))
     }
 
     /// Appends a message to the tail of `queue`, creating it on first use.
     /// `false` (`NOT_STORED`) when the queue's limits refuse it.
-    pub fn set(
-        &self,
-        queue: &[u8],
-        flags: u32,
-        body: Vec<u8>,
-    ) -> LocalFuture<Result<bool, LogError>> {
+    pub fn set(&self, queue: &[u8], flags: u32, body: Vec<u8>) -> Reply<bool> {
         self.set_expiring(queue, flags, 0, body)
     }
 
@@ -799,7 +786,7 @@ impl Store {
         flags: u32,
         expires: u32,
         body: Vec<u8>,
-    ) -> LocalFuture<Result<bool, LogError>> {
+    ) -> Reply<bool> {
         self.set_checked(queue, flags, expires, body, None)
     }
 
@@ -814,7 +801,7 @@ impl Store {
         expires: u32,
         body: Vec<u8>,
         body_crc: Option<u32>,
-    ) -> LocalFuture<Result<bool, LogError>> {
+    ) -> Reply<bool> {
         self.refresh_limits();
         let len = body.len();
         self.when_room(
@@ -826,11 +813,7 @@ impl Store {
 
     /// Pops the head of `queue`, waiting up to `wait` for a message when it
     /// is empty (`get <q>/t=<ms>`): see [`Store::take_wait`].
-    pub fn get_wait(
-        &self,
-        queue: &[u8],
-        wait: Duration,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    pub fn get_wait(&self, queue: &[u8], wait: Duration) -> Reply<Option<Message>> {
         self.take_wait(queue, Take::Pop, wait)
     }
 
@@ -842,19 +825,14 @@ impl Store {
     ///
     /// Dropping the future leaves the line (the next waiter is woken if a
     /// message is there), so a consumer that goes away takes nothing.
-    pub fn take_wait(
-        &self,
-        queue: &[u8],
-        take: Take,
-        wait: Duration,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    pub fn take_wait(&self, queue: &[u8], take: Take, wait: Duration) -> Reply<Option<Message>> {
         let deadline = std::time::Instant::now() + wait;
         let line = InLine {
             store: self.clone(),
             queue: queue.into(),
             me: Rc::new(Waiter::default()),
         };
-        Box::pin(async move {
+        Reply::later(async move {
             let (store, queue, me) = (&line.store, &*line.queue, &line.me);
             // A newcomer goes first only when nobody waits ahead of it.
             let mut try_now = !store.waiters.anyone_waiting(queue);
@@ -899,14 +877,14 @@ impl Store {
     }
 
     /// Pops the head of `queue`; `None` when it is empty or unknown.
-    pub fn get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
+    pub fn get(&self, queue: &[u8]) -> Reply<Option<Message>> {
         self.take(queue, Take::Pop)
     }
 
     /// Takes the head of `queue` as `take` says; `None` when it is empty or
     /// unknown. Only a pop logs a record now; an open message is logged
     /// when its reader confirms it ([`Store::confirm`]).
-    pub fn take(&self, queue: &[u8], take: Take) -> LocalFuture<Result<Option<Message>, LogError>> {
+    pub fn take(&self, queue: &[u8], take: Take) -> Reply<Option<Message>> {
         self.refresh_limits();
         match take {
             Take::Pop => self.when_room(queue, |s, q| s.room_for_take(q, true), Store::apply_get),
@@ -932,7 +910,7 @@ impl Store {
     /// Confirms the message `reader` holds open on `queue` (`/close`): it
     /// is consumed, and never handed out again once the reply is
     /// acknowledged. `false` when it held none.
-    pub fn confirm(&self, queue: &[u8], reader: Reader) -> LocalFuture<Result<bool, LogError>> {
+    pub fn confirm(&self, queue: &[u8], reader: Reader) -> Reply<bool> {
         self.when_room(
             queue,
             move |s, q| {
@@ -967,7 +945,7 @@ impl Store {
     }
 
     /// Drops `queue` and all its messages; `false` when it did not exist.
-    pub fn delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+    pub fn delete(&self, queue: &[u8]) -> Reply<bool> {
         self.when_room(queue, |s, q| s.room_for_marker(q), Store::apply_delete)
     }
 
@@ -978,8 +956,8 @@ impl Store {
         &self,
         queue: &[u8],
         room: impl Fn(&Store, &[u8]) -> Result<(), NoRoom> + 'static,
-        apply: impl FnOnce(&Store, &[u8]) -> LocalFuture<Result<T, LogError>> + 'static,
-    ) -> LocalFuture<Result<T, LogError>> {
+        apply: impl FnOnce(&Store, &[u8]) -> Reply<T> + 'static,
+    ) -> Reply<T> {
         if self.gate.is_open() {
             match room(self, queue) {
                 Ok(()) => return apply(self, queue),
@@ -989,7 +967,7 @@ impl Store {
         }
         let (store, queue) = (self.clone(), queue.to_vec());
         let ticket = self.gate.ticket();
-        Box::pin(async move {
+        Reply::later(async move {
             ticket.turn().await;
             loop {
                 match room(&store, &queue) {
@@ -1083,7 +1061,7 @@ impl Store {
         expires: u32,
         body: Vec<u8>,
         body_crc: Option<u32>,
-    ) -> LocalFuture<Result<bool, LogError>> {
+    ) -> Reply<bool> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
@@ -1122,13 +1100,7 @@ impl Store {
     /// The reply to a set whose last record is `lsn`: as [`Store::reply`]
     /// says, and after the bodies it writes out of line (`regions`, whose
     /// writes start now) are written.
-    fn set_reply(
-        &self,
-        log: &Log,
-        lsn: u64,
-        len: usize,
-        regions: Vec<RegionJob>,
-    ) -> LocalFuture<Result<bool, LogError>> {
+    fn set_reply(&self, log: &Log, lsn: u64, len: usize, regions: Vec<RegionJob>) -> Reply<bool> {
         if regions.is_empty() {
             return self.reply(log, lsn, len, true);
         }
@@ -1140,7 +1112,7 @@ impl Store {
             return ready(Ok(true));
         }
         let acked = self.acked(lsn);
-        Box::pin(async move {
+        Reply::later(async move {
             acked.await?;
             for w in &waits {
                 w.wait().await?;
@@ -1149,7 +1121,7 @@ impl Store {
         })
     }
 
-    fn apply_get(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
+    fn apply_get(&self, queue: &[u8]) -> Reply<Option<Message>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
@@ -1173,11 +1145,7 @@ impl Store {
     /// record yet. The reply still waits as a pop's would (for everything
     /// appended so far, which includes the message's own record), so a
     /// consumer never sees a message that a crash could take back.
-    fn apply_open(
-        &self,
-        queue: &[u8],
-        reader: Reader,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    fn apply_open(&self, queue: &[u8], reader: Reader) -> Reply<Option<Message>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
@@ -1198,7 +1166,7 @@ impl Store {
     }
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
-    fn apply_peek(&self, queue: &[u8]) -> LocalFuture<Result<Option<Message>, LogError>> {
+    fn apply_peek(&self, queue: &[u8]) -> Reply<Option<Message>> {
         let mut st = self.state.borrow_mut();
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
             return ready(Ok(None));
@@ -1215,13 +1183,7 @@ impl Store {
     /// is acknowledged: its body from where it is `held`. (Even with
     /// `--sync none` a read waits for the acknowledgement: the record it
     /// reads must be written first.)
-    fn deliver(
-        &self,
-        lsn: u64,
-        id: u32,
-        loc: Loc,
-        held: Held,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    fn deliver(&self, lsn: u64, id: u32, loc: Loc, held: Held) -> Reply<Option<Message>> {
         match held {
             Held::Cached(flags, body) => {
                 let message = Message {
@@ -1246,10 +1208,10 @@ impl Store {
         id: u32,
         loc: Loc,
         wait: Rc<OutOfLine>,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    ) -> Reply<Option<Message>> {
         let acked = waits_for_log(&self.log.borrow(), 0).then(|| self.acked(lsn));
         let store = self.clone();
-        Box::pin(async move {
+        Reply::later(async move {
             if let Some(acked) = acked {
                 acked.await?;
             }
@@ -1267,19 +1229,14 @@ impl Store {
     /// Reads message `loc` of queue `id` from its segment once record `lsn`
     /// (at or after the message's own) is acknowledged; the segment is
     /// pinned until then.
-    fn read_after(
-        &self,
-        lsn: u64,
-        id: u32,
-        loc: Loc,
-    ) -> LocalFuture<Result<Option<Message>, LogError>> {
+    fn read_after(&self, lsn: u64, id: u32, loc: Loc) -> Reply<Option<Message>> {
         let acked = self.acked(lsn);
         self.log.borrow_mut().pin(loc.seg);
         let pin = ReadPin {
             log: self.log.clone(),
             ord: loc.seg,
         };
-        Box::pin(async move {
+        Reply::later(async move {
             acked.await?;
             let r = read_message(&pin.log, id, loc).await;
             drop(pin);
@@ -1289,7 +1246,7 @@ impl Store {
 
     /// Confirms `reader`'s open message on `queue`: its consumption is
     /// logged as a pop's is.
-    fn apply_confirm(&self, queue: &[u8], reader: Reader) -> LocalFuture<Result<bool, LogError>> {
+    fn apply_confirm(&self, queue: &[u8], reader: Reader) -> Reply<bool> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(&id) = st.names.get(queue) else {
@@ -1305,7 +1262,7 @@ impl Store {
         self.reply(&log, lsn, 0, true)
     }
 
-    fn apply_delete(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+    fn apply_delete(&self, queue: &[u8]) -> Reply<bool> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(id) = st.names.remove(queue) else {
@@ -1327,15 +1284,15 @@ impl Store {
     /// Drops every queued message of `queue` (`flush`); the queue, its
     /// counters (flushed messages count as dequeued) and its open messages
     /// stay. `false` when there is no such queue.
-    pub fn flush(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+    pub fn flush(&self, queue: &[u8]) -> Reply<bool> {
         self.when_room(queue, Store::room_for_flush, Store::apply_flush)
     }
 
     /// `flush` for every queue of this shard.
-    pub fn flush_all(&self) -> LocalFuture<Result<(), LogError>> {
+    pub fn flush_all(&self) -> Reply<()> {
         let names: Vec<Box<[u8]>> = self.state.borrow().names.keys().cloned().collect();
         let done: Vec<_> = names.iter().map(|q| self.flush(q)).collect();
-        Box::pin(async move {
+        Reply::later(async move {
             for d in done {
                 d.await?;
             }
@@ -1358,7 +1315,7 @@ impl Store {
         log.make_room(stretch_room(q), false)
     }
 
-    fn apply_flush(&self, queue: &[u8]) -> LocalFuture<Result<bool, LogError>> {
+    fn apply_flush(&self, queue: &[u8]) -> Reply<bool> {
         let mut st = self.state.borrow_mut();
         let Some(&id) = st.names.get(queue) else {
             return ready(Ok(false));

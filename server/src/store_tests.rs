@@ -1303,7 +1303,7 @@ fn expired_messages_move_to_expire_to() {
             if failing.get() {
                 return Box::pin(async { Err(LogError::Closed) });
             }
-            target.set(&q, flags, body)
+            Box::pin(target.set(&q, flags, body))
         }));
         let past = now_secs() - 1;
         s.set_expiring(b"src", 5, past, b"late".to_vec())
