@@ -360,7 +360,7 @@ fn issue(store: &Store, h: &Rc<RefCell<History>>, step: Step) -> (usize, Pending
             let f = store.set(QUEUES[q].as_bytes(), flags(i as u64), body(i as u64, len));
             Box::pin(async move { f.await.map(|_| None) })
         }
-        Step::Get { .. } => store.get(QUEUES[q].as_bytes()),
+        Step::Get { .. } => Box::pin(store.get(QUEUES[q].as_bytes())),
         Step::Delete { .. } => {
             let f = store.delete(QUEUES[q].as_bytes());
             Box::pin(async move { f.await.map(|_| None) })
