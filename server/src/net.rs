@@ -22,6 +22,7 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
+use smallvec::SmallVec;
 
 use crate::logging;
 use crate::protocol::{self, reply, Command, Parsed};
@@ -190,7 +191,7 @@ enum Pending {
     /// `pops` pairs each key as sent (a `VALUE` line echoes it) with its
     /// pop; `waits` when one of them is a blocking get.
     Get {
-        pops: Vec<(Vec<u8>, OpFuture)>,
+        pops: SmallVec<[(Vec<u8>, OpFuture); 1]>,
         with_seq: bool,
         waits: bool,
     },

@@ -50,7 +50,7 @@ pub enum Command {
         noreply: bool,
     },
     /// `get`/`gets <key> [<key> …]`; `with_seq` for `gets`.
-    Get { keys: Vec<GetKey>, with_seq: bool },
+    Get { keys: GetKeys, with_seq: bool },
     /// `delete <q> [0] [noreply]`.
     Delete { queue: Vec<u8>, noreply: bool },
     /// `flush <q> [noreply]` (Kestrel): drops the queue's messages, keeps
@@ -239,6 +239,9 @@ fn first_line(buf: &[u8]) -> Option<(usize, Tokens<'_>)> {
 /// long multi-key `get` fits in, so parsing a request allocates nothing
 /// for them.
 type Tokens<'a> = SmallVec<[&'a [u8]; 8]>;
+
+/// A `get`'s keys: one, nearly always, held inline.
+pub type GetKeys = SmallVec<[GetKey; 1]>;
 
 /// Parses the first request in `buf`. `max_body` is the message size limit
 /// (`-B`).
@@ -771,7 +774,7 @@ mod tests {
         assert_eq!(
             cmd(b"get a b a\r\n"),
             Command::Get {
-                keys: vec![
+                keys: smallvec::smallvec![
                     key("a", "a", None),
                     key("b", "b", None),
                     key("a", "a", None)
@@ -782,7 +785,7 @@ mod tests {
         assert_eq!(
             cmd(b"gets a\r\n"),
             Command::Get {
-                keys: vec![key("a", "a", None)],
+                keys: smallvec::smallvec![key("a", "a", None)],
                 with_seq: true
             }
         );
@@ -796,14 +799,14 @@ mod tests {
         assert_eq!(
             cmd(b"get q/t=500 r\r\n"),
             Command::Get {
-                keys: vec![key("q/t=500", "q", Some(500)), key("r", "r", None)],
+                keys: smallvec::smallvec![key("q/t=500", "q", Some(500)), key("r", "r", None)],
                 with_seq: false
             }
         );
         assert_eq!(
             cmd(b"get q/t=0\r\n"),
             Command::Get {
-                keys: vec![key("q/t=0", "q", Some(0))],
+                keys: smallvec::smallvec![key("q/t=0", "q", Some(0))],
                 with_seq: false
             }
         );
