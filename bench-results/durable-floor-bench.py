@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Side by side at N unpipelined connections (64-byte mixed set/get, one
-queue): memcached, the durable floor probe (server/examples/durable_floor.rs)
+"""Side by side at N connections (unpipelined unless PIPELINE is set;
+64-byte mixed set/get, one queue): memcached, the durable floor probe (server/examples/durable_floor.rs)
 in its variants, and mcqd, in alternating rounds, server on CPU 0 and
 mcq-loadgen on CPU 1, each server on a fresh data directory on the root disk.
 Prints each round and the medians with their spread; CPU per request is the
@@ -10,6 +10,7 @@ server's user+system time over the warm-up and the measured run.
     bench-results/durable-floor-bench.py ROUNDS CONNECTIONS [CONTENDER...]
 
 OLD_MCQD=<binary> adds the old-* contenders (an older mcqd, for before/after).
+PIPELINE=<depth> pipelines each connection that deep (default 1).
 """
 import json, os, random, shutil, socket, statistics as st, subprocess, sys, time
 from pathlib import Path
@@ -20,6 +21,7 @@ D = '/var/tmp/durable-floor-bench'
 F = 'target/release/examples/durable_floor'
 M = 'target/release/mcqd'
 OLD = os.environ.get('OLD_MCQD')
+PIPELINE = os.environ.get('PIPELINE', '1')
 TK = os.sysconf('SC_CLK_TCK')
 
 
@@ -87,7 +89,8 @@ def one(name, conns):
         out = Path(D + '.json')
         subprocess.run(['taskset', '-c', '1', 'target/release/mcq-loadgen', '-s', f'127.0.0.1:{port}',
                         '--workload', 'mixed', '--set-ratio', '0.5', '--value-size', '64',
-                        '--queues', '1', '-c', str(conns), '--duration', '5s', '--warmup', '1s',
+                        '--queues', '1', '-c', str(conns), '--pipeline', PIPELINE,
+                        '--duration', '5s', '--warmup', '1s',
                         '--quiet', '--json', str(out)], check=True, capture_output=True)
         c1 = cpu_s(proc.pid)
     finally:
