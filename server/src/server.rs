@@ -102,6 +102,16 @@ pub fn run(config: Config) -> io::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| context(format!("-H {}", config.data_dir.display()), e))?;
     let lock = lock_data_dir(&config.data_dir)?;
+    if let Some(mount) = crate::disk::mount::online_discard(&config.data_dir) {
+        log::warn!(
+            "{} is on {}, mounted with online discard: every segment mcqd deletes is \
+             discarded as it is freed, which stalls the writes behind it for milliseconds \
+             on many devices; mount it with nodiscard and trim it periodically \
+             (fstrim.timer) instead",
+            config.data_dir.display(),
+            mount.display()
+        );
+    }
     probe_port(config.listen, config.port)?;
     // Bound here so that a taken address stops the start with the flag's
     // name; served by executor 0 (see `crate::metrics`).

@@ -29,6 +29,7 @@
 //! - Dropping the last handle closes the file.
 
 pub mod dma;
+pub mod mount;
 pub mod sim;
 
 use std::future::Future;
