@@ -53,6 +53,9 @@ pub struct Shared {
 
 /// Largest batch of requests parsed before their replies are awaited.
 const MAX_BATCH: usize = 1024;
+/// Room for this many pending replies is kept between a connection's
+/// batches (a pipeline this deep allocates none).
+const KEEP_BATCH: usize = 64;
 /// Bodies a batch of `get`s may hold in memory at once, at the worst case of
 /// every message being `-B` bytes: bounds a connection's memory however
 /// deep its pipeline.
@@ -323,7 +326,12 @@ impl Connection {
                     break;
                 }
                 self.answer(&mut batch).await?;
-                self.batch = batch;
+                // A deep pipeline's batch is not kept: the room for
+                // MAX_BATCH pending replies, per connection, would be a
+                // lasting cost of one burst.
+                if batch.capacity() <= KEEP_BATCH {
+                    self.batch = batch;
+                }
                 if close {
                     return Ok(());
                 }
