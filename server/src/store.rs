@@ -605,10 +605,6 @@ impl Drop for InLine {
     }
 }
 
-fn ready<T>(v: Result<T, LogError>) -> Reply<T> {
-    Reply::now(v)
-}
-
 /// With `--sync none`, a set of at least [`LARGE_BODY`] bytes stops being
 /// acknowledged ahead of its write once this many bytes are appended but
 /// not yet written: the bound on memory, and back-pressure on producers
@@ -766,7 +762,7 @@ impl Store {
     /// [`waits_for_log`] says the sync mode allows it.
     fn reply<T: 'static>(&self, log: &Log, lsn: u64, body: usize, value: T) -> Reply<T> {
         if !waits_for_log(log, body) {
-            return ready(Ok(value));
+            return Reply::now(Ok(value));
         }
         Reply::Acked(self.acked(lsn), Some(value))
     }
@@ -961,7 +957,7 @@ impl Store {
         if self.gate.is_open() {
             match room(self, queue) {
                 Ok(()) => return apply(self, queue),
-                Err(NoRoom::Refused(e)) => return ready(Err(e)),
+                Err(NoRoom::Refused(e)) => return Reply::now(Err(e)),
                 Err(NoRoom::AwaitSpare | NoRoom::AwaitWrite) => {}
             }
         }
@@ -1066,7 +1062,7 @@ impl Store {
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
         if !st.admit(&mut log, queue, body.len() as u64) {
-            return ready(Ok(false));
+            return Reply::now(Ok(false));
         }
         let id = st.id_or_create(&mut log, queue);
         let meta = MessageMeta {
@@ -1109,7 +1105,7 @@ impl Store {
             glommio::spawn_local(write_region(self.clone(), job)).detach();
         }
         if !waits_for_log(log, len) {
-            return ready(Ok(true));
+            return Reply::now(Ok(true));
         }
         let acked = self.acked(lsn);
         Reply::later(async move {
@@ -1126,12 +1122,12 @@ impl Store {
         let st = &mut *st;
         let mut log = self.log.borrow_mut();
         let Some(id) = st.id_for_get(&mut log, queue) else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         st.drop_expired(&mut log, &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.pop() else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
         log.release(loc.seg, loc.len, lsn);
@@ -1149,12 +1145,12 @@ impl Store {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open(reader) else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         st.items -= 1;
         st.bytes -= loc.body_len();
@@ -1169,11 +1165,11 @@ impl Store {
     fn apply_peek(&self, queue: &[u8]) -> Reply<Option<Message>> {
         let mut st = self.state.borrow_mut();
         let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
         let Some(&loc) = st.queues[&id].locs.front() else {
-            return ready(Ok(None));
+            return Reply::now(Ok(None));
         };
         let lsn = self.log.borrow().last_lsn();
         self.deliver(lsn, id, loc, st.held((id, loc.seq), false))
@@ -1250,11 +1246,11 @@ impl Store {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(&id) = st.names.get(queue) else {
-            return ready(Ok(false));
+            return Reply::now(Ok(false));
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open_by(reader).and_then(|seq| q.close(seq)) else {
-            return ready(Ok(false));
+            return Reply::now(Ok(false));
         };
         let mut log = self.log.borrow_mut();
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
@@ -1266,7 +1262,7 @@ impl Store {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(id) = st.names.remove(queue) else {
-            return ready(Ok(false));
+            return Reply::now(Ok(false));
         };
         st.fan_out_queues -= usize::from(queue.contains(&b'+'));
         let mut log = self.log.borrow_mut();
@@ -1318,7 +1314,7 @@ impl Store {
     fn apply_flush(&self, queue: &[u8]) -> Reply<bool> {
         let mut st = self.state.borrow_mut();
         let Some(&id) = st.names.get(queue) else {
-            return ready(Ok(false));
+            return Reply::now(Ok(false));
         };
         let mut log = self.log.borrow_mut();
         st.drop_head(&mut log, id, |q| !q.locs.is_empty());
