@@ -144,14 +144,21 @@ async fn fill(
     let head = record::encode_header(&region.header, crc);
     let span = region.span() as usize;
     let mut writes = VecDeque::new();
+    let mut first_err = None;
     let mut at = 0;
     while at < span {
         let n = (span - at).min(WRITE_CHUNK);
-        stop_if_failed(log)?;
+        if let Err(e) = stop_if_failed(log) {
+            first_err = Some(e);
+            break;
+        }
         let chunk = region_bytes(&head, body, at, n);
         if writes.len() == IN_FLIGHT {
             let oldest: Started<_> = writes.pop_front().expect("in flight");
-            finished(log, &*file, oldest.finish().await)?;
+            if let Err(e) = finished(log, &*file, oldest.finish().await) {
+                first_err = Some(e);
+                break;
+            }
         }
         let (file, pos) = (file.clone(), region.off + at as u64);
         let write = async move {
@@ -164,7 +171,6 @@ async fn fill(
     }
     // Await every write, even after a failure: none may still be in flight
     // when the log is declared failed.
-    let mut first_err = None;
     while let Some(w) = writes.pop_front() {
         if let Err(e) = finished(log, &*file, w.finish().await) {
             first_err.get_or_insert(e);
