@@ -1,7 +1,7 @@
 //! Record encoding/decoding and index load/lookup: the CPU side of the log.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mcqd::index::{self, IndexBuilder, LoadedIndex};
+use mcqd::log::index::{self, IndexBuilder, LoadedIndex};
 use mcqd::log::record::{self, Header, Kind};
 
 fn header(len: usize, lsn: u64) -> Header {

@@ -11,7 +11,7 @@
 //! `stats` costs, every 15 s or so; the request path pays nothing
 //! (counters were already kept for `stats`, and the commit latency
 //! histogram is a few integer bumps per group commit in the log, see
-//! [`crate::stats::Histogram`]).
+//! [`crate::histogram::Histogram`]).
 //!
 //! The HTTP side is the least a scraper needs: one request per
 //! connection, answered with `Connection: close`.
@@ -25,10 +25,11 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::histogram::LATENCY_BOUNDS_US;
 use crate::net::{self, Shared, StopSignal};
 use crate::shard::Router;
-use crate::stats::{self, Kind, Value, LATENCY_BOUNDS_US};
-use crate::store::{QueueStat, StoreStats};
+use crate::stats::{self, Kind, Value};
+use crate::stats::{QueueStat, StoreStats};
 
 /// Longest request head read before answering 400.
 const MAX_HEAD: usize = 8 * 1024;

@@ -30,7 +30,8 @@ use crate::shard::{Op, OpFuture, OpReply, Router, Settle};
 use crate::stats::{Counters, ServerInfo};
 use crate::turn;
 
-use crate::store::{Body, LogError, QueueStat, Reader, StoreStats, Take};
+use crate::stats::{QueueStat, StoreStats};
+use crate::store::{Body, LogError, Reader, Take};
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.

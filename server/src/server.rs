@@ -31,8 +31,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::daemon::{self, context};
 use crate::limits::SharedLimits;
+use crate::manifest;
 use crate::net::{self, Shared};
-use crate::shard::{self, Envelope, Router};
+use crate::shard::{Envelope, Router};
 use crate::stats::{Counters, ServerInfo};
 use crate::store::{Store, StoreConfig, SyncMode};
 
@@ -143,7 +144,7 @@ pub fn run(config: Config) -> io::Result<()> {
         log::warn!("running as root: -u <user> would drop root once the port is bound");
     }
     let (format, shards) =
-        shard::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
+        manifest::open_manifest(&config.data_dir, config.shards.unwrap_or(executors as u32))?;
     if let Some(asked) = config.shards.filter(|&n| n != shards) {
         log::warn!(
             "--shards {asked} ignored: {} was created with {shards} shards, fixed since; using {shards}",
@@ -151,7 +152,7 @@ pub fn run(config: Config) -> io::Result<()> {
         );
     }
     for s in 0..shards {
-        let dir = shard::shard_dir(&config.data_dir, s);
+        let dir = manifest::shard_dir(&config.data_dir, s);
         std::fs::create_dir_all(&dir).map_err(|e| context(dir.display(), e))?;
     }
 
@@ -372,8 +373,8 @@ struct Layout {
 async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> bool {
     let n = progress.opened.fetch_add(1, Ordering::SeqCst) + 1;
     if n == layout.executors {
-        if layout.format < shard::FORMAT {
-            if let Err(e) = shard::upgrade_manifest(&config.data_dir, layout.shards) {
+        if layout.format < manifest::FORMAT {
+            if let Err(e) = manifest::upgrade_manifest(&config.data_dir, layout.shards) {
                 log::error!("cannot upgrade {}/MANIFEST: {e}", config.data_dir.display());
                 progress.failed.store(true, Ordering::SeqCst);
                 return false;
@@ -381,7 +382,7 @@ async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> boo
             log::info!(
                 "data directory upgraded from format {} to {}",
                 layout.format,
-                shard::FORMAT
+                manifest::FORMAT
             );
         }
         progress.manifest_ready.store(true, Ordering::SeqCst);
@@ -491,7 +492,7 @@ async fn open_stores(
             break;
         }
         let store_config = StoreConfig {
-            dir: shard::shard_dir(&config.data_dir, s as u32),
+            dir: manifest::shard_dir(&config.data_dir, s as u32),
             sync: config.sync_mode(),
             segment_size: config.segment_size,
             max_disk: config.max_disk.map(|d| d / u64::from(shards)),
@@ -505,7 +506,7 @@ async fn open_stores(
             .map_err(|e| context(format!("shard {s} ({})", dir.display()), e))?;
         let names: Vec<Vec<u8>> = store.queue_stats().into_iter().map(|q| q.name).collect();
         local[s] = Some(store);
-        shard::check_queue_homes(s as u32, shards, &names)?;
+        manifest::check_queue_homes(s as u32, shards, &names)?;
     }
     Ok(())
 }

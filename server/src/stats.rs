@@ -7,7 +7,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::net::Shared;
 use crate::protocol::reply;
-use crate::store::{QueueStat, StoreStats};
 
 /// One executor's request counters.
 #[derive(Default, Debug)]
@@ -196,67 +195,74 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
     reply::line(out, "END");
 }
 
-/// Upper bounds of the commit latency histogram's buckets, in
-/// microseconds (the last bucket, `+Inf`, is implicit): from a fast NVMe
-/// flush to a disk that stalls.
-pub const LATENCY_BOUNDS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000,
-];
-
-/// A latency histogram: a count per bucket (not cumulative) and the sum.
-/// Plain integers: each log owns one and only its own thread touches it,
-/// and recording costs a few comparisons, no allocation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Histogram {
-    /// `counts[i]` observations fell at or under `LATENCY_BOUNDS_US[i]`
-    /// and above the bound before; the last one above every bound.
-    pub counts: [u64; LATENCY_BOUNDS_US.len() + 1],
-    pub sum_us: u64,
+/// One queue's counters: `stats queue` (MemcacheQ's two) and the
+/// per-queue lines of `stats` (Kestrel's).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct QueueStat {
+    pub name: Vec<u8>,
+    pub enqueued: u64,
+    pub dequeued: u64,
+    /// Messages queued (not open).
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Dropped as expired since start-up.
+    pub expired: u64,
+    /// Dropped to make room (`discard_old_when_full`) since start-up.
+    pub discarded: u64,
+    /// Milliseconds since the head message was enqueued (second
+    /// resolution); 0 when empty.
+    pub age_ms: u64,
+    /// Blocking gets waiting on it.
+    pub waiters: u64,
+    /// Messages open on reliable reads.
+    pub open_transactions: u64,
 }
 
-impl Histogram {
-    pub fn record(&mut self, latency: std::time::Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
-        self.counts[bucket] += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-    }
-
-    /// Adds another shard's observations to these.
-    pub fn add(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a += b;
-        }
-        self.sum_us = self.sum_us.saturating_add(other.sum_us);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
+/// Counters for `stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub queues: u64,
+    /// Messages queued.
+    pub items: u64,
+    /// Bytes of message bodies queued.
+    pub bytes: u64,
+    pub log_writes: u64,
+    pub log_fsyncs: u64,
+    pub log_bytes_written: u64,
+    /// Bytes appended and not yet written (with `--sync none`, what a
+    /// kill -9 now would lose).
+    pub log_unwritten_bytes: u64,
+    pub log_segments: u64,
+    pub log_disk_bytes: u64,
+    /// Corrupt records found (at recovery, by reads, by compaction).
+    pub log_corrupt_records: u64,
+    /// Bytes of bodies in the hot cache.
+    pub cache_bytes: u64,
+    /// Blocking gets waiting for a message.
+    pub get_waiters: u64,
+    /// Messages handed out by reliable reads and not yet confirmed.
+    pub open_transactions: u64,
+    /// The log's group commits (for `--metrics`).
+    pub commit_latency: crate::histogram::Histogram,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn histogram_buckets_are_upper_bounds() {
-        let mut h = Histogram::default();
-        h.record(Duration::from_micros(0));
-        h.record(Duration::from_micros(100));
-        h.record(Duration::from_micros(101));
-        h.record(Duration::from_secs(10));
-        assert_eq!(h.counts[0], 2, "at or under 100 µs");
-        assert_eq!(h.counts[1], 1);
-        assert_eq!(h.counts[LATENCY_BOUNDS_US.len()], 1, "+Inf");
-        assert_eq!(h.count(), 4);
-        assert_eq!(h.sum_us, 10_000_201);
-        let mut total = Histogram::default();
-        total.add(&h);
-        total.add(&h);
-        assert_eq!(total.count(), 8);
-        assert_eq!(total.sum_us, 2 * h.sum_us);
+impl StoreStats {
+    /// Adds another shard's counters to these (for the process-wide `stats`).
+    pub fn add(&mut self, other: &StoreStats) {
+        self.queues += other.queues;
+        self.items += other.items;
+        self.bytes += other.bytes;
+        self.log_writes += other.log_writes;
+        self.log_fsyncs += other.log_fsyncs;
+        self.log_bytes_written += other.log_bytes_written;
+        self.log_unwritten_bytes += other.log_unwritten_bytes;
+        self.log_segments += other.log_segments;
+        self.log_disk_bytes += other.log_disk_bytes;
+        self.log_corrupt_records += other.log_corrupt_records;
+        self.cache_bytes += other.cache_bytes;
+        self.get_waiters += other.get_waiters;
+        self.open_transactions += other.open_transactions;
+        self.commit_latency.add(&other.commit_latency);
     }
 }

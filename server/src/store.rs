@@ -68,6 +68,7 @@ use crate::queue::{Loc, Queue};
 pub use crate::queue::Reader;
 
 pub use crate::log::{LogError, SyncMode};
+use crate::stats::{QueueStat, StoreStats};
 
 mod body;
 mod gate;
@@ -127,78 +128,6 @@ pub enum Take {
     Open(Reader),
     /// Leaves it queued (`get <q>/peek`).
     Peek,
-}
-
-/// One queue's counters: `stats queue` (MemcacheQ's two) and the
-/// per-queue lines of `stats` (Kestrel's).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct QueueStat {
-    pub name: Vec<u8>,
-    pub enqueued: u64,
-    pub dequeued: u64,
-    /// Messages queued (not open).
-    pub items: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Dropped as expired since start-up.
-    pub expired: u64,
-    /// Dropped to make room (`discard_old_when_full`) since start-up.
-    pub discarded: u64,
-    /// Milliseconds since the head message was enqueued (second
-    /// resolution); 0 when empty.
-    pub age_ms: u64,
-    /// Blocking gets waiting on it.
-    pub waiters: u64,
-    /// Messages open on reliable reads.
-    pub open_transactions: u64,
-}
-
-/// Counters for `stats`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    pub queues: u64,
-    /// Messages queued.
-    pub items: u64,
-    /// Bytes of message bodies queued.
-    pub bytes: u64,
-    pub log_writes: u64,
-    pub log_fsyncs: u64,
-    pub log_bytes_written: u64,
-    /// Bytes appended and not yet written (with `--sync none`, what a
-    /// kill -9 now would lose).
-    pub log_unwritten_bytes: u64,
-    pub log_segments: u64,
-    pub log_disk_bytes: u64,
-    /// Corrupt records found (at recovery, by reads, by compaction).
-    pub log_corrupt_records: u64,
-    /// Bytes of bodies in the hot cache.
-    pub cache_bytes: u64,
-    /// Blocking gets waiting for a message.
-    pub get_waiters: u64,
-    /// Messages handed out by reliable reads and not yet confirmed.
-    pub open_transactions: u64,
-    /// The log's group commits (for `--metrics`).
-    pub commit_latency: crate::stats::Histogram,
-}
-
-impl StoreStats {
-    /// Adds another shard's counters to these (for the process-wide `stats`).
-    pub fn add(&mut self, other: &StoreStats) {
-        self.queues += other.queues;
-        self.items += other.items;
-        self.bytes += other.bytes;
-        self.log_writes += other.log_writes;
-        self.log_fsyncs += other.log_fsyncs;
-        self.log_bytes_written += other.log_bytes_written;
-        self.log_unwritten_bytes += other.log_unwritten_bytes;
-        self.log_segments += other.log_segments;
-        self.log_disk_bytes += other.log_disk_bytes;
-        self.log_corrupt_records += other.log_corrupt_records;
-        self.cache_bytes += other.cache_bytes;
-        self.get_waiters += other.get_waiters;
-        self.open_transactions += other.open_transactions;
-        self.commit_latency.add(&other.commit_latency);
-    }
 }
 
 /// The queues of one shard.

@@ -6,33 +6,12 @@
 //! back to buffered I/O and O_DIRECT would not be exercised).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
-
-pub(crate) fn test_dir() -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/store-tests");
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
-}
-
-pub(crate) fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(|| {
-            crate::turn::take_turns_here();
-            f()
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-}
+use crate::testutil::{run, test_dir};
 
 pub(crate) fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -452,7 +431,9 @@ fn missing_or_corrupt_index_is_rebuilt() {
         let lsn = segment::parse_name(p.file_name().unwrap().to_str().unwrap())
             .unwrap()
             .0;
-        assert!(crate::index::LoadedIndex::from_bytes(&std::fs::read(p).unwrap(), lsn).is_ok());
+        assert!(
+            crate::log::index::LoadedIndex::from_bytes(&std::fs::read(p).unwrap(), lsn).is_ok()
+        );
     }
     drain_all(cfg.clone(), 1000);
 }

@@ -314,9 +314,9 @@ mod tests {
     /// assertion can fail).
     #[test]
     fn zero_filled_files_are_created_written() {
-        let dir = crate::store::tests::test_dir();
+        let dir = crate::testutil::test_dir();
         let base = dir.path().to_path_buf();
-        crate::store::tests::run(move || async move {
+        crate::testutil::run(move || async move {
             let size = 4 << 20;
             let durable = base.join("durable.log");
             let disk = DmaDisk::probe(&base).await.unwrap().durable_writes(true);
@@ -349,9 +349,9 @@ mod tests {
     #[test]
     fn large_reads_come_back_whole_and_in_order() {
         use crate::turn::PIECE;
-        let dir = crate::store::tests::test_dir();
+        let dir = crate::testutil::test_dir();
         let base = dir.path().to_path_buf();
-        crate::store::tests::run(move || async move {
+        crate::testutil::run(move || async move {
             let disk = DmaDisk::probe(&base).await.unwrap();
             let file = disk.create(&base.join("big.log")).await.unwrap();
             let len = 6 * PIECE + 3 * 4096;

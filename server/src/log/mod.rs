@@ -20,20 +20,21 @@
 //!   are not acknowledged only after them.
 //! - [`confirmed`]: messages of a queue confirmed out of order (reliable
 //!   reads), above its head.
+//! - [`index`]: index files, one per sealed segment, so a restart reads
+//!   them instead of scanning the segment.
 //! - [`recovery`]: rebuilding queue state from index files and scans.
 //! - [`compaction`]: the maintenance task (index files, deleting consumed
 //!   segments, the spare segment, compaction) and the scrub.
 //! - [`error`]: [`LogError`], what can go wrong, typed.
 //!
-//! Index files live in `crate::index`; files are reached only through
-//! `crate::disk`; the byte-level format of everything on disk is in
+//! Files are reached only through `crate::disk`; the byte-level format of everything on disk is in
 //! `docs/format.md`.
 
 pub mod commit;
 pub mod compaction;
 pub mod confirmed;
 pub mod error;
-pub mod notify;
+pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod region;

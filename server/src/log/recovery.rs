@@ -31,7 +31,7 @@ use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use crate::disk::{Disk, DiskFile};
-use crate::index::{self, ArchivedSegmentIndex, IndexBuilder, LoadedIndex, SegmentIndex};
+use crate::log::index::{self, ArchivedSegmentIndex, IndexBuilder, LoadedIndex, SegmentIndex};
 use crate::queue::Loc;
 
 /// A queue as recovered.

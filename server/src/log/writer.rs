@@ -48,7 +48,6 @@ use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{IoFailure, LogError};
-use super::notify::Notify;
 use super::record::{self, Header, Kind, HEADER_LEN};
 use super::recovery::Recovered;
 use super::region::Region;
@@ -56,12 +55,13 @@ use super::segment;
 use super::tail::{Part, Tail};
 use super::{Pos, SyncMode};
 use crate::disk::{Disk, DiskFile};
+use crate::wake::Notify;
 
 mod acks;
 mod segs;
 mod upkeep;
 
-use crate::index::IndexBuilder;
+use crate::log::index::IndexBuilder;
 pub use segs::{Seg, SegFile, Spare};
 pub use upkeep::IndexJob;
 
@@ -173,7 +173,7 @@ pub struct LogStats {
     pub unwritten_bytes: u64,
     /// Group commits, from their first record's append to their
     /// acknowledgement (written, and synced under `--sync always`).
-    pub commit_latency: crate::stats::Histogram,
+    pub commit_latency: crate::histogram::Histogram,
 }
 
 /// Everything a log needs besides its recovered state.

@@ -41,9 +41,9 @@ use clap::Parser;
 
 use super::view::{self, RoFile};
 use super::EXIT_ERROR;
-use crate::index::LoadedIndex;
+use crate::log::index::LoadedIndex;
 use crate::log::segment::{self, BLOCK};
-use crate::shard;
+use crate::manifest;
 
 /// Copies a data directory, while mcqd runs on it or not, into <DEST> (which
 /// must not exist) so that `mcqd -H <DEST>` recovers a consistent earlier
@@ -125,7 +125,8 @@ pub fn backup(src: &Path, dest: &Path) -> io::Result<Copied> {
             ),
         ));
     }
-    let manifest = fs::read(src.join(shard::MANIFEST)).map_err(ctx(&src.join(shard::MANIFEST)))?;
+    let manifest =
+        fs::read(src.join(manifest::MANIFEST)).map_err(ctx(&src.join(manifest::MANIFEST)))?;
     let dir = view::open_dir(src)?;
     fs::create_dir_all(&partial).map_err(ctx(&partial))?;
     let mut copied = Copied {
@@ -133,15 +134,15 @@ pub fn backup(src: &Path, dest: &Path) -> io::Result<Copied> {
         ..Copied::default()
     };
     for s in 0..dir.shards {
-        let from = shard::shard_dir(src, s);
-        let to = shard::shard_dir(&partial, s);
+        let from = manifest::shard_dir(src, s);
+        let to = manifest::shard_dir(&partial, s);
         fs::create_dir(&to).map_err(ctx(&to))?;
         if from.is_dir() {
             copy_shard(&from, &to, &mut copied)?;
         }
         sync_dir(&to)?;
     }
-    let path = partial.join(shard::MANIFEST);
+    let path = partial.join(manifest::MANIFEST);
     let mut f = File::create(&path).map_err(ctx(&path))?;
     f.write_all(&manifest).map_err(ctx(&path))?;
     f.sync_all().map_err(ctx(&path))?;

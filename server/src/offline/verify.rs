@@ -24,8 +24,8 @@ use clap::Parser;
 use super::json::Json;
 use super::view::{self, IndexState, SegView, ShardView};
 use super::EXIT_ERROR;
-use crate::index::SegmentIndex;
-use crate::shard;
+use crate::log::index::SegmentIndex;
+use crate::manifest;
 
 /// Checks a data directory without a server: every record's checksum,
 /// every index file against its segment, the manifest. Prints each damage
@@ -159,7 +159,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 /// Checks the directory (see the module doc).
 pub fn verify(data_dir: &Path) -> io::Result<Report> {
     let mut report = Report::default();
-    let manifest = data_dir.join(shard::MANIFEST);
+    let manifest = data_dir.join(manifest::MANIFEST);
     let (format, shards) = match view::open_dir(data_dir) {
         Ok(dir) => (dir.format, dir.shards),
         Err(e) if !data_dir.is_dir() => return Err(e),
@@ -172,12 +172,12 @@ pub fn verify(data_dir: &Path) -> io::Result<Report> {
                 format!("missing; checking the {found} shard directories found")
             };
             report.note(true, &manifest, None, what);
-            (shard::FORMAT, found)
+            (manifest::FORMAT, found)
         }
     };
     report.shards = shards;
     for s in 0..shards {
-        let sdir = shard::shard_dir(data_dir, s);
+        let sdir = manifest::shard_dir(data_dir, s);
         if !sdir.is_dir() {
             report.note(
                 true,
@@ -194,7 +194,7 @@ pub fn verify(data_dir: &Path) -> io::Result<Report> {
     for n in shard_dirs(data_dir).into_iter().filter(|&n| n >= shards) {
         report.note(
             false,
-            &shard::shard_dir(data_dir, n),
+            &manifest::shard_dir(data_dir, n),
             None,
             format!("not one of the manifest's {shards} shards: never read"),
         );
@@ -212,7 +212,7 @@ fn shard_dirs(data_dir: &Path) -> Vec<u32> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let n = name.strip_prefix("shard-")?.parse::<u32>().ok()?;
-            (shard::shard_dir(data_dir, n) == e.path()).then_some(n)
+            (manifest::shard_dir(data_dir, n) == e.path()).then_some(n)
         })
         .collect();
     found.sort_unstable();
@@ -233,9 +233,9 @@ fn check_shard(sh: &ShardView, shards: u32, format: u32, report: &mut Report) {
     for s in &sh.segs {
         check_segment(s, report);
     }
-    if format >= shard::FAN_OUT_FORMAT {
+    if format >= manifest::FAN_OUT_FORMAT {
         for q in &sh.queues {
-            let home = shard::shard_for(&q.name, shards);
+            let home = manifest::shard_for(&q.name, shards);
             if home != sh.shard {
                 report.note(
                     true,
@@ -401,13 +401,13 @@ pub fn index_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{IndexBuilder, MsgPos, QueueIndex};
+    use crate::log::index::{IndexBuilder, MsgPos, QueueIndex};
     use crate::log::record::{self, Header, Kind};
     use crate::log::segment;
 
     fn index() -> SegmentIndex {
         SegmentIndex {
-            version: crate::index::INDEX_VERSION,
+            version: crate::log::index::INDEX_VERSION,
             first_lsn: 1,
             last_lsn: 9,
             data_len: 800,
@@ -461,7 +461,7 @@ mod tests {
             |h, body, off| b.record(h, body, off),
         ))
         .unwrap();
-        crate::index::encode(&b.finish())
+        crate::log::index::encode(&b.finish())
     }
 
     /// A sealed segment with its index and a newest one ending in a torn
@@ -471,8 +471,8 @@ mod tests {
     fn judges_a_directory_as_recovery_would() {
         let root = tempfile::tempdir().unwrap();
         let data = root.path();
-        std::fs::write(data.join(shard::MANIFEST), "mcq-manifest 3\nshards 1\n").unwrap();
-        let dir = shard::shard_dir(data, 0);
+        std::fs::write(data.join(manifest::MANIFEST), "mcq-manifest 3\nshards 1\n").unwrap();
+        let dir = manifest::shard_dir(data, 0);
         std::fs::create_dir(&dir).unwrap();
         let msg = |i: u64| format!("message {i}").into_bytes();
         let mut first = vec![
@@ -558,7 +558,7 @@ mod tests {
             .any(|f| f.damage && f.file == idx1 && f.what.starts_with("disagrees")));
 
         // A damaged manifest is damage too, and the shards are still read.
-        std::fs::write(data.join(shard::MANIFEST), "garbage").unwrap();
+        std::fs::write(data.join(manifest::MANIFEST), "garbage").unwrap();
         let r = verify(data).unwrap();
         assert_eq!(r.shards, 1);
         assert!(r

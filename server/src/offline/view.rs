@@ -17,12 +17,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk::{DiskFile, IoFuture};
-use crate::index::{IndexBuilder, LoadedIndex, SegmentIndex};
+use crate::log::index::{IndexBuilder, LoadedIndex, SegmentIndex};
 use crate::log::record::{self, Header};
 use crate::log::recovery::{self, RecoveredQueue, Summary};
 use crate::log::segment::{self, ScanReport};
+use crate::manifest;
 use crate::queue::Loc;
-use crate::shard;
 
 /// A file opened read-only, behind the log's [`DiskFile`] seam so the
 /// log's own scan reads it. Every write operation fails.
@@ -201,14 +201,14 @@ pub struct DirView {
 /// Reads the manifest of `data_dir`: an error when there is none (an
 /// offline tool must not take an empty directory for an empty server).
 pub fn open_dir(data_dir: &Path) -> io::Result<DirView> {
-    match shard::read_manifest(data_dir)? {
+    match manifest::read_manifest(data_dir)? {
         Some((format, shards)) => Ok(DirView { format, shards }),
         None => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!(
                 "{}: no {} here: not an mcq data directory",
                 data_dir.display(),
-                shard::MANIFEST
+                manifest::MANIFEST
             ),
         )),
     }
@@ -246,7 +246,7 @@ pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// server a segment may be deleted (consumed, compacted) between the
 /// listing and its opening: the whole shard is read again then.
 pub fn load_shard(data_dir: &Path, shard: u32) -> io::Result<ShardView> {
-    let dir = shard::shard_dir(data_dir, shard);
+    let dir = manifest::shard_dir(data_dir, shard);
     let mut tries = 0;
     loop {
         match try_load_shard(&dir, shard) {

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::{LocalFuture, LogError, Reader, Store};
-use crate::log::notify::Notify;
+use crate::wake::Notify;
 
 /// Sets `body` with `flags` into the queue named first: how a store reaches
 /// a queue of any shard.

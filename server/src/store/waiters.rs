@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 /// One waiting consumer: woken when a message is there for it.
-pub use crate::log::notify::Notify as Waiter;
+pub use crate::wake::Notify as Waiter;
 
 /// The consumers waiting on one queue, first come first.
 type Line = VecDeque<Rc<Waiter>>;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::disk::DiskFile;
-use crate::index::SegmentIndex;
+use crate::log::index::SegmentIndex;
 
 /// One segment file, sealed or open.
 pub struct Seg {

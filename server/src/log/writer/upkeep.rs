@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::{Log, MessageMeta, Seg, Spare};
 use crate::disk::DiskFile;
-use crate::index::SegmentIndex;
+use crate::log::index::SegmentIndex;
 use crate::log::record::{self, Header, HEADER_LEN};
 use crate::log::{Locators, Pos, SyncMode};
 
