@@ -21,33 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::idhash::IdMap;
 use crate::limits::{Limits, QueueLimits};
-
-/// Where one unconsumed message's record is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Loc {
-    /// The message's sequence number in its queue.
-    pub seq: u64,
-    /// Ordinal of the segment (see `log::Segments`), not its file number.
-    pub seg: u32,
-    /// Byte offset of the record in the segment.
-    pub off: u32,
-    /// Length of the record (header + body, unpadded).
-    pub len: u32,
-    /// Unix seconds when the message expires; 0 never.
-    pub expires: u32,
-}
-
-impl Loc {
-    /// Body length of the message.
-    pub fn body_len(&self) -> u64 {
-        u64::from(self.len) - crate::log::record::HEADER_LEN as u64
-    }
-
-    /// Whether the message has expired at Unix time `now` (seconds).
-    pub fn expired(&self, now: u32) -> bool {
-        self.expires != 0 && self.expires <= now
-    }
-}
+use crate::log::{Loc, Pos};
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
@@ -186,8 +160,7 @@ impl Queue {
         self.tail += 1;
         let loc = Loc {
             seq,
-            seg,
-            off,
+            pos: Pos { seg, off },
             len,
             expires,
         };
@@ -236,7 +209,7 @@ mod tests {
         assert_eq!(q.pop().unwrap().seq, 0);
         assert_eq!((q.low(), q.tail, q.bytes), (1, 2, 12));
         assert!(q.find_mut(1).is_some());
-        assert_eq!(q.remove(1).unwrap().off, 64);
+        assert_eq!(q.remove(1).unwrap().pos.off, 64);
         assert_eq!((q.low(), q.tail, q.bytes), (2, 2, 0));
         assert!(q.pop().is_none());
     }

@@ -62,8 +62,8 @@ use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
 use crate::log::region::{self, Region};
 use crate::log::writer::{now_us, CatalogEntry, LogConfig, MessageMeta, NoRoom, SharedLog};
-use crate::log::{compaction, recovery, segment, Locators, Log, Pos};
-use crate::queue::{Loc, Queue};
+use crate::log::{compaction, recovery, segment, Loc, Locators, Log, Pos};
+use crate::queue::Queue;
 
 pub use crate::queue::Reader;
 
@@ -416,7 +416,7 @@ impl State {
         };
         let lsn = consume_stretch(log, q, first.seq, last.seq + 1);
         for loc in &dropped {
-            log.release(loc.seg, loc.len, lsn);
+            log.release(loc.pos.seg, loc.len, lsn);
             self.cache.remove((id, loc.seq));
             self.items -= 1;
             self.bytes -= loc.body_len();
@@ -461,11 +461,10 @@ impl Locators for StateLocators {
     fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
         let mut st = self.0.borrow_mut();
         let loc = st.queues.get_mut(&queue)?.find_mut(seq)?;
-        if loc.seg != from.seg || loc.off != from.off {
+        if loc.pos != from {
             return None;
         }
-        loc.seg = to.seg;
-        loc.off = to.off;
+        loc.pos = to;
         Some(loc.len)
     }
 
@@ -474,7 +473,7 @@ impl Locators for StateLocators {
         st.queues
             .get_mut(&queue)
             .and_then(|q| q.find_mut(seq))
-            .is_some_and(|loc| loc.seg == at.seg && loc.off == at.off)
+            .is_some_and(|loc| loc.pos == at)
     }
 
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
@@ -485,7 +484,7 @@ impl Locators for StateLocators {
             let hit: Vec<u64> = q
                 .locs
                 .iter()
-                .filter(|loc| loc.seg == seg && (from..to).contains(&u64::from(loc.off)))
+                .filter(|loc| loc.pos.seg == seg && (from..to).contains(&u64::from(loc.pos.off)))
                 .map(|loc| loc.seq)
                 .collect();
             for seq in hit {
@@ -1059,7 +1058,7 @@ impl Store {
             return Reply::now(Ok(None));
         };
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
-        log.release(loc.seg, loc.len, lsn);
+        log.release(loc.pos.seg, loc.len, lsn);
         st.items -= 1;
         st.bytes -= loc.body_len();
         drop(log);
@@ -1156,10 +1155,10 @@ impl Store {
     /// pinned until then.
     fn read_after(&self, lsn: u64, id: u32, loc: Loc) -> Reply<Option<Message>> {
         let acked = self.acked(lsn);
-        self.log.borrow_mut().pin(loc.seg);
+        self.log.borrow_mut().pin(loc.pos.seg);
         let pin = ReadPin {
             log: self.log.clone(),
-            ord: loc.seg,
+            ord: loc.pos.seg,
         };
         Reply::later(async move {
             acked.await?;
@@ -1183,7 +1182,7 @@ impl Store {
         };
         let mut log = self.log.borrow_mut();
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
-        log.release(loc.seg, loc.len, lsn);
+        log.release(loc.pos.seg, loc.len, lsn);
         self.reply(&log, lsn, 0, true)
     }
 
@@ -1198,7 +1197,7 @@ impl Store {
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
         for loc in q.locs.iter().chain(q.open.values().map(|(loc, _)| loc)) {
-            log.release(loc.seg, loc.len, lsn);
+            log.release(loc.pos.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));
         }
         st.items -= q.locs.len() as u64;
@@ -1394,7 +1393,7 @@ async fn write_region(store: Store, job: RegionJob) {
 async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, LogError> {
     let (file, label, first_lsn) = {
         let l = log.borrow();
-        let seg = l.seg(loc.seg);
+        let seg = l.seg(loc.pos.seg);
         (
             seg.and_then(|s| s.file.clone()),
             l.label().to_string(),
@@ -1409,12 +1408,12 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
         }));
     };
     let data = file
-        .read_at(u64::from(loc.off), loc.len as usize)
+        .read_at(u64::from(loc.pos.off), loc.len as usize)
         .await
         .map_err(|e| {
             log::warn!(
                 "{label}: read of segment {first_lsn:020} at {} failed: {e}",
-                loc.off
+                loc.pos.off
             );
             LogError::Read(IoFailure::new("message read", &e))
         })?;
@@ -1431,7 +1430,7 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
         _ => {
             log::warn!(
                 "{label}: segment {first_lsn:020}: corrupt record at offset {} (queue id {id}, message {}): skipped",
-                loc.off,
+                loc.pos.off,
                 loc.seq
             );
             log.borrow_mut().note_corrupt(1);

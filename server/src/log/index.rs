@@ -31,7 +31,7 @@ const TRAILER_LEN: usize = 16;
 
 /// Where one message's record is in its segment.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsgPos {
+pub struct IndexEntry {
     pub seq: u64,
     pub off: u32,
     /// Record length, header included, padding excluded.
@@ -57,7 +57,7 @@ pub struct QueueIndex {
     pub head: u64,
     /// Highest tail asserted by `Created`/`Enqueued` records (0 if none).
     pub tail: u64,
-    pub msgs: Vec<MsgPos>,
+    pub msgs: Vec<IndexEntry>,
     /// Ranges of messages confirmed out of order by `Confirmed` records
     /// (see `log::confirmed`), as `[start, end)`, in record order.
     pub confirmed: Vec<SeqRange>,
@@ -184,7 +184,7 @@ impl IndexBuilder {
     fn message(&mut self, h: &Header, off: u64) {
         let q = self.queue(h.queue);
         q.tail = q.tail.max(h.seq + 1);
-        q.msgs.push(MsgPos {
+        q.msgs.push(IndexEntry {
             seq: h.seq,
             off: off as u32,
             len: (record::HEADER_LEN + h.len as usize) as u32,

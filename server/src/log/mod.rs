@@ -91,11 +91,38 @@ impl SyncMode {
     }
 }
 
-/// Where a message's record is: segment ordinal and offset.
+/// Where a record is: segment ordinal (see `writer::segs`, not the file's
+/// number) and byte offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pos {
     pub seg: u32,
     pub off: u32,
+}
+
+/// A queued message's locator: which message, where its record is, and what
+/// a reader must know before reading it. The queues above the log keep one
+/// per unconsumed message (24 bytes); recovery rebuilds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// The message's sequence number in its queue.
+    pub seq: u64,
+    pub pos: Pos,
+    /// Length of the record (header + body, unpadded).
+    pub len: u32,
+    /// Unix seconds when the message expires; 0 never.
+    pub expires: u32,
+}
+
+impl Loc {
+    /// Body length of the message.
+    pub fn body_len(&self) -> u64 {
+        u64::from(self.len) - record::HEADER_LEN as u64
+    }
+
+    /// Whether the message has expired at Unix time `now` (seconds).
+    pub fn expired(&self, now: u32) -> bool {
+        self.expires != 0 && self.expires <= now
+    }
 }
 
 /// What maintenance needs from the queues above the log: the locators of

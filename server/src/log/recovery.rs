@@ -30,9 +30,9 @@ use std::path::Path;
 use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
+use super::{Loc, Pos};
 use crate::disk::{Disk, DiskFile};
 use crate::log::index::{self, ArchivedSegmentIndex, IndexBuilder, LoadedIndex, SegmentIndex};
-use crate::queue::Loc;
 
 /// A queue as recovered.
 pub struct RecoveredQueue {
@@ -232,8 +232,10 @@ impl Replay {
                 if m.seq >= q.head {
                     let loc = Loc {
                         seq: m.seq,
-                        seg: ord,
-                        off: m.off,
+                        pos: Pos {
+                            seg: ord,
+                            off: m.off,
+                        },
                         len: m.len,
                         expires: m.expires,
                     };
@@ -253,8 +255,10 @@ impl Replay {
                 if seq >= q.head {
                     let loc = Loc {
                         seq,
-                        seg: ord,
-                        off: m.off.to_native(),
+                        pos: Pos {
+                            seg: ord,
+                            off: m.off.to_native(),
+                        },
                         len: m.len.to_native(),
                         expires: m.expires.to_native(),
                     };
@@ -468,7 +472,7 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
     drop(summaries);
     for q in &queues {
         for l in &q.locs {
-            if let Some(seg) = segs.get_mut(&l.seg) {
+            if let Some(seg) = segs.get_mut(&l.pos.seg) {
                 seg.count_live(l.len);
             }
         }

@@ -401,7 +401,7 @@ fn list_messages(sh: &ShardView, q: &RecoveredQueue, dump: Option<&Path>) -> io:
             enqueued_us: None,
             expires: loc.expires,
             segment,
-            offset: loc.off,
+            offset: loc.pos.off,
             error: None,
         };
         match sh.read(q.id, loc) {

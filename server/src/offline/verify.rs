@@ -401,7 +401,7 @@ pub fn index_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::index::{IndexBuilder, MsgPos, QueueIndex};
+    use crate::log::index::{IndexBuilder, IndexEntry, QueueIndex};
     use crate::log::record::{self, Header, Kind};
     use crate::log::segment;
 
@@ -417,7 +417,7 @@ mod tests {
             corrupt_records: 0,
             queues: vec![QueueIndex {
                 id: 1,
-                msgs: vec![MsgPos {
+                msgs: vec![IndexEntry {
                     seq: 0,
                     off: 100,
                     len: 60,

@@ -21,8 +21,8 @@ use crate::log::index::{IndexBuilder, LoadedIndex, SegmentIndex};
 use crate::log::record::{self, Header};
 use crate::log::recovery::{self, RecoveredQueue, Summary};
 use crate::log::segment::{self, ScanReport};
+use crate::log::Loc;
 use crate::manifest;
-use crate::queue::Loc;
 
 /// A file opened read-only, behind the log's [`DiskFile`] seam so the
 /// log's own scan reads it. Every write operation fails.
@@ -162,7 +162,7 @@ pub struct Record {
 impl ShardView {
     /// The segment of a locator.
     pub fn seg_of(&self, loc: &Loc) -> Option<&SegView> {
-        self.segs.iter().find(|s| s.ord == Some(loc.seg))
+        self.segs.iter().find(|s| s.ord == Some(loc.pos.seg))
     }
 
     /// Reads and verifies the record `loc` points at (its checksum, queue
@@ -171,7 +171,7 @@ impl ShardView {
         let seg = self.seg_of(loc).ok_or("no such segment")?;
         let bytes = seg
             .file
-            .read(u64::from(loc.off), loc.len as usize)
+            .read(u64::from(loc.pos.off), loc.len as usize)
             .map_err(|e| format!("{}: {e}", seg.path.display()))?;
         match record::decode(&bytes) {
             Ok((h, body)) if h.queue == queue && h.seq == loc.seq => Ok(Record {
@@ -181,12 +181,12 @@ impl ShardView {
             Ok(_) => Err(format!(
                 "{} offset {}: another message's record",
                 seg.path.display(),
-                loc.off
+                loc.pos.off
             )),
             Err(_) => Err(format!(
                 "{} offset {}: the record fails its checks",
                 seg.path.display(),
-                loc.off
+                loc.pos.off
             )),
         }
     }
@@ -339,7 +339,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     for q in &queues {
         for l in &q.locs {
-            if let Some(s) = segs.iter_mut().find(|s| s.ord == Some(l.seg)) {
+            if let Some(s) = segs.iter_mut().find(|s| s.ord == Some(l.pos.seg)) {
                 s.live += 1;
                 s.live_bytes += u64::from(l.len);
             }
