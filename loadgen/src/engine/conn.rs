@@ -25,13 +25,17 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A request sent and not yet answered.
 #[derive(Clone, Copy)]
 pub(super) struct Pending {
+    /// When it was due; its latency counts from here.
     pub(super) intended: u64,
+    /// A set: its sequence number.
     pub(super) seq: u64,
     pub(super) queue: u32,
+    /// Its size on the wire.
     pub(super) req_bytes: u32,
     pub(super) is_set: bool,
     /// For a get: which one.
     pub(super) get: GetKind,
+    /// Due inside the measured window.
     pub(super) measured: bool,
     /// Issued after every producer had finished (pairs).
     pub(super) after_done: bool,
@@ -45,12 +49,15 @@ pub(super) enum State {
     Dead,
 }
 
+/// A connection as its thread sees it.
 pub(super) struct Conn {
     pub(super) id: u32,
     pub(super) stream: TcpStream,
     pub(super) server: String,
     pub(super) addr: SocketAddr,
+    /// Reconnecting: when the socket was lost.
     pub(super) down_since: u64,
+    /// Reconnecting: when to try next.
     pub(super) retry_at: u64,
     pub(super) role: Role,
     pub(super) state: State,
@@ -61,6 +68,7 @@ pub(super) struct Conn {
     wpos: usize,
     want_out: bool,
     pub(super) inflight: VecDeque<Pending>,
+    /// Open loop: due times of requests waiting for a free pipeline slot.
     pub(super) backlog: VecDeque<u64>,
     /// Reliable reads: what this connection holds open, by queue.
     pub(super) reads: Reads,
@@ -68,14 +76,21 @@ pub(super) struct Conn {
     /// flight, (intended time, queue); it goes out when that reply is in,
     /// and nothing drawn after it goes out before it.
     pub(super) parked: Option<(u64, u32)>,
+    /// The next set's sequence number.
     pub(super) seq: u64,
+    /// `--verify`: its index in the thread's producer logs.
     pub(super) producer_log: Option<usize>,
     /// Producer: has stopped for good and said so.
     pub(super) producer_finished: bool,
     /// Consumer: has seen its queue empty after all producers finished.
     pub(super) consumer_finished: bool,
+    /// Consumer backing off after a miss: when it may ask again (0: not
+    /// backing off).
     pub(super) resume_at: u64,
+    /// When it last heard from the server (or sent to it while idle): the
+    /// reply timeout counts from here.
     pub(super) last_rx: u64,
+    /// On the worker's list of connections to top up.
     pub(super) dirty: bool,
 }
 
