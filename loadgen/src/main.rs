@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`cli`] — flags, parsed into typed values.
+//! - [`connections`] — resolving servers, opening and assigning the connections.
 //! - [`workload`] — what each request is: op mix, queue choice, sizes, bodies.
 //! - [`protocol`] — request encoding and the incremental reply parser.
 //! - [`reliable`] — `--reliable`: what a connection holds open, which get next.
@@ -9,7 +10,8 @@
 //! - [`poll`] — epoll and timerfd, the only OS interface the hot path needs.
 //! - [`engine`] — one epoll loop per thread driving its connections.
 //! - [`stats`] — per-thread counters and histograms.
-//! - [`verify`] — order, duplicate and loss checking for `--verify`.
+//! - [`intervals`] — the threads' once-a-second reports, merged in order.
+//! - [`verify`], [`drain`] — order, duplicate and loss checking for `--verify`.
 //! - [`report`], [`hdrlog`], [`plot`] — summary and JSON, HdrHistogram log, SVG.
 //!
 //! This file wires them together: connect, start the threads, aggregate their
@@ -17,8 +19,11 @@
 //! drain (for `--verify`) and report.
 
 mod cli;
+mod connections;
+mod drain;
 mod engine;
 mod hdrlog;
+mod intervals;
 mod plot;
 mod poll;
 mod protocol;
@@ -29,13 +34,9 @@ mod stats;
 mod verify;
 mod workload;
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
@@ -43,11 +44,12 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 
 use cli::Args;
-use engine::{ConnSpec, Msg, Plan, Role, Shared, ThreadOut, Worker, SECOND};
-use protocol::{parse_reply, GetKind, GetOptions, Parsed, Reply};
+use engine::{ConnSpec, Msg, Plan, Shared, ThreadOut, Worker};
+use intervals::Intervals;
+use protocol::GetOptions;
 use schedule::now_ns;
 use stats::{new_hist, Counters};
-use verify::ConsumerLog;
+use verify::{ConsumerLog, ProducerLog};
 use workload::{KeyChooser, Pattern, Workload};
 
 const EXIT_VERIFY_FAILED: u8 = 1;
@@ -69,59 +71,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn resolve(servers: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
-    servers
-        .iter()
-        .map(|s| {
-            let addr = s
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve {s}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{s} resolves to no address"))?;
-            Ok((s.clone(), addr))
-        })
-        .collect()
-}
-
-fn connect(addr: &SocketAddr, name: &str, timeout: Duration) -> Result<TcpStream, String> {
-    let s = TcpStream::connect_timeout(addr, timeout)
-        .map_err(|e| format!("cannot connect to {name}: {e}"))?;
-    s.set_nodelay(true)
-        .map_err(|e| format!("{name}: TCP_NODELAY: {e}"))?;
-    Ok(s)
-}
-
-/// Per-interval totals while threads report in.
-struct IntervalAgg {
-    ops_all: u64,
-    errors: u64,
-    /// Messages this run stored and took out in the interval (pairs: the
-    /// backlog's growth).
-    stored: u64,
-    taken: u64,
-    hist: Histogram<u64>,
-    e2e: Histogram<u64>,
-}
-
 fn run(args: &Args) -> Result<u8, String> {
-    let servers = resolve(&args.servers)?;
-    let command_line = std::env::args()
-        .map(|a| {
-            if a.contains(' ') || a.is_empty() {
-                format!("'{a}'")
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ u64::from(std::process::id())
-    });
+    let servers = connections::resolve(&args.servers)?;
+    let command_line = command_line();
+    let seed = args.seed.unwrap_or_else(seed_from_clock);
     let run_id = (workload::Rng::new(seed).next_u64() >> 32) as u32;
     let names: Vec<Vec<u8>> = (0..args.queues)
         .map(|i| format!("{}{}", args.key_prefix, i).into_bytes())
@@ -132,49 +85,8 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     let get_options = GetOptions::new(args.get_wait.map(|w| w.as_millis() as u64));
     let threads = args.threads.min(args.connections);
-
-    // Connections, roles and schedule slots.
-    let pairs = args.workload == Workload::Pairs;
-    let n_conns = if pairs {
-        args.connections / 2 * 2
-    } else {
-        args.connections
-    };
-    if pairs && n_conns != args.connections {
-        eprintln!("mcq-loadgen: pairs need an even number of connections; using {n_conns}");
-    }
-    let mut per_thread: Vec<Vec<ConnSpec>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut slot = 0u64;
-    let mut producers = 0usize;
-    for id in 0..n_conns {
-        let (role, server_idx) = if pairs {
-            let pair = id / 2;
-            let queue = (pair as u64 % args.queues) as u32;
-            let role = if id % 2 == 0 {
-                producers += 1;
-                Role::Producer(queue)
-            } else {
-                Role::Consumer(queue)
-            };
-            (role, pair % servers.len())
-        } else {
-            (Role::Mixed, id % servers.len())
-        };
-        let (name, addr) = &servers[server_idx];
-        let stream = connect(addr, name, args.timeout)?;
-        let scheduled = !matches!(role, Role::Consumer(_));
-        per_thread[id % threads].push(ConnSpec {
-            id: id as u32,
-            stream,
-            server: name.clone(),
-            addr: *addr,
-            role,
-            slot: scheduled.then(|| {
-                slot += 1;
-                slot - 1
-            }),
-        });
-    }
+    let layout = connections::open(args, &servers, threads)?;
+    let n_conns = layout.n_conns;
 
     let warmup = args.warmup.as_nanos() as u64;
     let t0 = now_ns() + 20_000_000;
@@ -203,7 +115,7 @@ fn run(args: &Args) -> Result<u8, String> {
         measure_start,
         end,
         rate: args.rate,
-        sched_slots: slot,
+        sched_slots: layout.slots,
         open_limit,
         timeout: args.timeout.as_nanos() as u64,
         miss_backoff: args.miss_backoff.as_nanos() as u64,
@@ -217,197 +129,54 @@ fn run(args: &Args) -> Result<u8, String> {
             (None, Some(n)) => Some(AtomicU64::new(n)),
             _ => None,
         },
-        producers_active: AtomicUsize::new(producers),
+        producers_active: AtomicUsize::new(layout.producers),
     });
 
     let wall_start = SystemTime::now() + Duration::from_millis(20);
-    let mut hdr = match &args.hdr_log {
+    let hdr = match &args.hdr_log {
         Some(p) => Some(
             hdrlog::HdrLog::create(p, wall_start, &command_line)
                 .map_err(|e| format!("{}: {e}", p.display()))?,
         ),
         None => None,
     };
-
-    engine::install_interrupt_handler();
-    let (tx, rx) = mpsc::channel();
-    let mut handles = Vec::new();
-    for (i, specs) in per_thread.into_iter().enumerate() {
-        let worker = Worker::new(i, plan.clone(), shared.clone(), tx.clone(), specs)
-            .map_err(|e| format!("thread setup: {e}"))?;
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("lg-{i}"))
-                .spawn(move || worker.run())
-                .map_err(|e| format!("spawn: {e}"))?,
-        );
-    }
-    drop(tx);
-
-    // Aggregate the interval reports.
-    let mut total_hist = new_hist();
-    let mut total_e2e = new_hist();
-    let mut next_idx = vec![0u64; threads];
-    let mut finished = vec![false; threads];
-    let mut last_counters = vec![Counters::default(); threads];
-    let mut pending: BTreeMap<u64, IntervalAgg> = BTreeMap::new();
-    let mut outs: Vec<Option<Box<ThreadOut>>> = (0..threads).map(|_| None).collect();
-    let mut final_idx = vec![0u64; threads];
-    // (interval boundary, messages queued by this run then): the backlog.
-    let mut depth = 0i64;
-    let mut depths = vec![(t0, 0i64)];
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Interval {
-                thread,
-                index,
-                last,
-                counters,
-                hist,
-                e2e,
-            } => {
-                let agg = pending.entry(index).or_insert_with(|| IntervalAgg {
-                    ops_all: 0,
-                    errors: 0,
-                    stored: 0,
-                    taken: 0,
-                    hist: new_hist(),
-                    e2e: new_hist(),
-                });
-                let prev = &last_counters[thread];
-                agg.ops_all += counters.ops_all - prev.ops_all;
-                agg.errors += counters.errors() - prev.errors();
-                agg.stored += counters.stored_all - prev.stored_all;
-                agg.taken += counters.taken_all - prev.taken_all;
-                let _ = agg.hist.add(&hist);
-                let _ = agg.e2e.add(&e2e);
-                last_counters[thread] = counters;
-                next_idx[thread] = index + 1;
-                final_idx[thread] = index;
-                finished[thread] |= last;
-            }
-            Msg::Done { thread, out } => {
-                outs[thread] = Some(out);
-            }
-        }
-        // Emit every interval all threads are past.
-        while let Some((&idx, _)) = pending.iter().next() {
-            let all_in = (0..threads).all(|t| next_idx[t] > idx || finished[t]);
-            if !all_in {
-                break;
-            }
-            let agg = pending.remove(&idx).expect("present");
-            let _ = total_hist.add(&agg.hist);
-            let _ = total_e2e.add(&agg.e2e);
-            let interval_start = t0 + idx * SECOND;
-            depth += agg.stored as i64 - agg.taken as i64;
-            depths.push((interval_start + SECOND, depth));
-            let is_last = (0..threads).all(|t| finished[t] && final_idx[t] <= idx);
-            if let Some(log) = &mut hdr {
-                if interval_start + SECOND > measure_start {
-                    let off = Duration::from_nanos(idx * SECOND);
-                    let len = Duration::from_secs(1);
-                    let r = log.write(&agg.hist, off, len, None).and_then(|_| {
-                        if plan.traced {
-                            log.write(&agg.e2e, off, len, Some("e2e"))
-                        } else {
-                            Ok(())
-                        }
-                    });
-                    if let Err(e) = r {
-                        eprintln!("mcq-loadgen: hdr log: {e}");
-                    }
-                }
-            }
-            if !args.quiet && !is_last {
-                let warm = interval_start < measure_start;
-                let p99 = if total_hist.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!(
-                        "{:.1} us",
-                        total_hist.value_at_quantile(0.99) as f64 / 1000.0
-                    )
-                };
-                let line = format!(
-                    "[{:>4}s] {:>10} ops/s  errors {:<6} p99 so far {}{}",
-                    idx + 1,
-                    agg.ops_all,
-                    agg.errors,
-                    p99,
-                    if warm { "  (warm-up)" } else { "" }
-                );
-                let mut err = io::stderr().lock();
-                let _ = writeln!(err, "{line}");
-            }
-        }
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    if let Some(log) = hdr {
+    let mut intervals = Intervals::new(threads, t0, measure_start, plan.traced, args.quiet, hdr);
+    let outs = run_threads(&plan, &shared, layout.per_thread, &mut intervals)?;
+    if let Some(log) = intervals.hdr.take() {
         log.finish().map_err(|e| format!("hdr log: {e}"))?;
     }
 
-    let mut counters = Counters::default();
-    let mut producer_logs = Vec::new();
-    let mut consumer_logs = Vec::new();
-    let mut last_complete = measure_start;
-    // Open loop: every measured request sent records its send lag.
-    let mut send_lag = new_hist();
-    let (mut gets_in_doubt, mut reconnects, mut dead) = (0, 0, 0);
-    for out in outs.into_iter().flatten() {
-        counters.merge(&out.counters);
-        gets_in_doubt += out.gets_in_doubt;
-        reconnects += out.reconnects;
-        dead += out.dead;
-        let _ = send_lag.add(&out.send_lag);
-        producer_logs.extend(out.producers);
-        if let Some(c) = out.consumer {
-            consumer_logs.push(c);
-        }
-        last_complete = last_complete.max(out.last_complete);
-    }
+    let mut totals = Totals::merge(outs, measure_start);
     // The window is the schedule's, stretched to the last reply: an open-loop
     // backlog that drains after the end must not inflate the achieved rate.
-    let interrupted = engine::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
+    let interrupted = engine::INTERRUPTED.load(Ordering::Relaxed);
     if interrupted {
         eprintln!("mcq-loadgen: interrupted; results cover the run so far");
     }
     let window_end = match end {
-        Some(e) if !interrupted => e.max(last_complete),
-        _ => last_complete,
+        Some(e) if !interrupted => e.max(totals.last_complete),
+        _ => totals.last_complete,
     };
     let duration_ns = window_end.saturating_sub(measure_start);
     let duration_s = (duration_ns as f64 / 1e9).max(1e-9);
 
     let verify_report = if args.verify {
-        let mut drain_log = ConsumerLog::new(run_id, n_conns as u32, args.reliable);
-        let mut drained = 0;
-        for (si, (name, addr)) in servers.iter().enumerate() {
-            drained += drain(
-                name,
-                addr,
-                &plan,
-                args.timeout,
-                u32::MAX - si as u32,
-                &mut drain_log,
-            )?;
-        }
-        consumer_logs.push(drain_log);
+        let (drain_log, drained) = drain::drain_all(&servers, &plan, args.timeout)?;
+        totals.consumer_logs.push(drain_log);
         Some(verify::finish(
-            &producer_logs,
-            &consumer_logs,
+            &totals.producer_logs,
+            &totals.consumer_logs,
             drained,
             verify::Crashes {
-                reconnects,
-                gets_in_doubt,
+                reconnects: totals.reconnects,
+                gets_in_doubt: totals.gets_in_doubt,
             },
         ))
     } else {
         None
     };
 
+    let pairs = args.workload == Workload::Pairs;
     let results = report::Results {
         config: command_line.clone(),
         servers: args.servers.clone(),
@@ -422,32 +191,39 @@ fn run(args: &Args) -> Result<u8, String> {
         reliable: args.reliable,
         duration_s,
         rate_target: args.rate,
-        ops: counters.ops,
-        ops_per_sec: counters.ops as f64 / duration_s,
-        sets: counters.sets,
-        gets: counters.gets,
-        hits: counters.hits,
-        misses: counters.misses,
-        errors: counters.errors(),
-        errors_by_kind: counters
+        ops: totals.counters.ops,
+        ops_per_sec: totals.counters.ops as f64 / duration_s,
+        sets: totals.counters.sets,
+        gets: totals.counters.gets,
+        hits: totals.counters.hits,
+        misses: totals.counters.misses,
+        errors: totals.counters.errors(),
+        errors_by_kind: totals
+            .counters
             .errors_by_kind()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        bytes_sent: counters.bytes_sent,
-        bytes_received: counters.bytes_received,
-        latency_us: report::percentiles(&total_hist),
-        e2e_latency_us: report::percentiles(&total_e2e),
-        send_lag_us: report::percentiles(&send_lag),
+        bytes_sent: totals.counters.bytes_sent,
+        bytes_received: totals.counters.bytes_received,
+        latency_us: report::percentiles(&intervals.total_hist),
+        e2e_latency_us: report::percentiles(&intervals.total_e2e),
+        send_lag_us: report::percentiles(&totals.send_lag),
         open_loop: args.rate.map(|_| report::OpenLoop {
-            scheduled: send_lag.len() + counters.unsent,
-            sent: send_lag.len(),
-            unsent: counters.unsent,
+            scheduled: totals.send_lag.len() + totals.counters.unsent,
+            sent: totals.send_lag.len(),
+            unsent: totals.counters.unsent,
         }),
         backlog: if pairs {
             end.and_then(|end| {
                 let in_flight = n_conns * args.pipeline;
-                report::Backlog::judge(&depths, measure_start, end, counters.sets, in_flight)
+                report::Backlog::judge(
+                    &intervals.depths,
+                    measure_start,
+                    end,
+                    totals.counters.sets,
+                    in_flight,
+                )
             })
         } else {
             None
@@ -456,36 +232,10 @@ fn run(args: &Args) -> Result<u8, String> {
     };
     report::print_summary(&results, &mut io::stdout().lock()).map_err(|e| e.to_string())?;
     if let Some(rate) = args.rate {
-        let achieved = if pairs {
-            results.sets as f64 / duration_s
-        } else {
-            results.ops_per_sec
-        };
-        if achieved < rate * 0.95 || counters.unsent > 0 {
-            let unsent = if counters.unsent > 0 {
-                format!(
-                    ", and {} of the {} scheduled requests were never sent (the run ended first)",
-                    counters.unsent,
-                    send_lag.len() + counters.unsent
-                )
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "mcq-loadgen: WARNING: could not keep the rate: achieved {achieved:.0} req/s, {:.1}% below \
-                 the target {rate:.0} req/s{unsent}; the server (or this generator) could not keep up, \
-                 and latency includes the queueing",
-                100.0 * (1.0 - achieved / rate).max(0.0)
-            );
-        }
+        warn_if_rate_missed(&results, rate, pairs, &totals, duration_s);
     }
     if let Some(b) = results.backlog.as_ref().filter(|b| b.growing) {
-        eprintln!(
-            "mcq-loadgen: WARNING: the backlog grew: {} messages queued at the start of the measured \
-             window, {} at its end ({:+.0}/s); the producers outpace the consumers, so end-to-end latency \
-             grows with the length of the run and measures the backlog, not the server",
-            b.start, b.end, b.growth_per_sec
-        );
+        warn_backlog_grew(b);
     }
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
@@ -499,7 +249,10 @@ fn run(args: &Args) -> Result<u8, String> {
         plot::write(
             p,
             &title,
-            &[("request latency", &total_hist), ("end-to-end", &total_e2e)],
+            &[
+                ("request latency", &intervals.total_hist),
+                ("end-to-end", &intervals.total_e2e),
+            ],
         )
         .map_err(|e| format!("{}: {e}", p.display()))?;
     }
@@ -507,117 +260,164 @@ fn run(args: &Args) -> Result<u8, String> {
     if results.verify.as_ref().is_some_and(|v| !v.passed) {
         return Ok(EXIT_VERIFY_FAILED);
     }
-    if dead > 0 {
+    if totals.dead > 0 {
         return Ok(EXIT_CONNECTION_ERRORS);
     }
     Ok(0)
 }
 
-/// Pops every queue empty on one server, feeding what it finds to `log`.
-/// Returns how many of our messages it found. With `--reliable` it reads
-/// the way the consumers do: `/open`, then `/close/open` while messages
-/// come, one get per queue in flight, and a `/close` for any queue it stops
-/// with a message open.
-fn drain(
-    name: &str,
-    addr: &SocketAddr,
-    plan: &Plan,
-    timeout: Duration,
-    consumer_id: u32,
-    log: &mut ConsumerLog,
-) -> Result<u64, String> {
-    let mut s = connect(addr, name, timeout)?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let n_queues = plan.names.len() as u32;
-    let first = if plan.reliable {
-        GetKind::Open
-    } else {
-        GetKind::Pop
-    };
-    // No --get-wait here: an empty queue ends the drain at once.
-    let options = GetOptions::new(None);
-    let mut todo: Vec<(u32, GetKind)> = (0..n_queues).map(|q| (q, first)).collect();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut last_body: HashMap<u32, u64> = HashMap::new();
-    let mut out = Vec::new();
-    let mut left_open = Vec::new();
-    let before = log.received_count;
-    while !todo.is_empty() {
-        let batch: Vec<(u32, GetKind)> = todo.drain(..todo.len().min(256)).collect();
-        out.clear();
-        for &(q, kind) in &batch {
-            protocol::encode_get(&mut out, &plan.names[q as usize], options.get(kind));
-        }
-        s.write_all(&out)
-            .map_err(|e| format!("drain {name}: write: {e}"))?;
-        let mut start = 0;
-        for &(q, kind) in &batch {
-            read_reply(&mut s, &mut buf, start, name)?;
-            let (reply, len) = match parse_reply(&buf[start..]) {
-                Parsed::Reply { reply, len } => (reply, len),
-                Parsed::Desync(m) => return Err(format!("drain {name}: protocol desync: {m}")),
-                Parsed::Incomplete { .. } => return Err(format!("drain {name}: reply cut short")),
-            };
-            match reply {
-                Reply::End => {}
-                Reply::Value { data, .. } if kind != GetKind::Close => {
-                    let dups = log.duplicates;
-                    log.check(consumer_id, q, data, &plan.pattern, now_ns());
-                    // A server that hands the same message out again
-                    // (memcached is not a queue) would never run dry: a
-                    // duplicate, or the same foreign body twice in a row,
-                    // ends that queue.
-                    let mut h = DefaultHasher::new();
-                    data.hash(&mut h);
-                    let digest = h.finish();
-                    let repeated = last_body.insert(q, digest) == Some(digest);
-                    let next = if plan.reliable {
-                        GetKind::CloseOpen
-                    } else {
-                        GetKind::Pop
-                    };
-                    if log.duplicates == dups && !repeated {
-                        todo.push((q, next));
-                    } else if plan.reliable {
-                        left_open.push((q, GetKind::Close));
-                    }
-                }
-                Reply::Value { .. } => {
-                    return Err(format!("drain {name}: VALUE in reply to a /close"))
-                }
-                Reply::Error(_, line) => {
-                    return Err(format!("drain {name}: {}", String::from_utf8_lossy(line)))
-                }
-                Reply::Stored => return Err(format!("drain {name}: STORED in reply to get")),
+/// The command line as typed, quoted where needed, for the reports.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.contains(' ') || a.is_empty() {
+                format!("'{a}'")
+            } else {
+                a
             }
-            start += len;
-        }
-        buf.drain(..start);
-        if todo.is_empty() {
-            todo.append(&mut left_open);
-        }
-    }
-    Ok(log.received_count - before)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// Reads until `buf[start..]` begins with a whole reply (or garbage, which
-/// the caller's parse reports).
-fn read_reply(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    start: usize,
-    name: &str,
-) -> Result<(), String> {
-    while let Parsed::Incomplete { .. } = parse_reply(&buf[start..]) {
-        let mut chunk = [0u8; 65536];
-        let n = s
-            .read(&mut chunk)
-            .map_err(|e| format!("drain {name}: read: {e}"))?;
-        if n == 0 {
-            return Err(format!("drain {name}: server closed the connection"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// A seed that differs from run to run (no `--seed`).
+fn seed_from_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id())
+}
+
+/// Starts one thread per connection group, feeds their interval reports to
+/// `intervals` until every thread is done, and returns what each reported
+/// last.
+fn run_threads(
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+    per_thread: Vec<Vec<ConnSpec>>,
+    intervals: &mut Intervals,
+) -> Result<Vec<Option<Box<ThreadOut>>>, String> {
+    let threads = per_thread.len();
+    engine::install_interrupt_handler();
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (i, specs) in per_thread.into_iter().enumerate() {
+        let worker = Worker::new(i, plan.clone(), shared.clone(), tx.clone(), specs)
+            .map_err(|e| format!("thread setup: {e}"))?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("lg-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("spawn: {e}"))?,
+        );
     }
-    Ok(())
+    drop(tx);
+    let mut outs: Vec<Option<Box<ThreadOut>>> = (0..threads).map(|_| None).collect();
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Interval {
+                thread,
+                index,
+                last,
+                counters,
+                hist,
+                e2e,
+            } => intervals.add(thread, index, last, counters, &hist, &e2e),
+            Msg::Done { thread, out } => outs[thread] = Some(out),
+        }
+        intervals.emit_complete();
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(outs)
+}
+
+/// What all threads reported at the end, merged.
+struct Totals {
+    counters: Counters,
+    producer_logs: Vec<ProducerLog>,
+    consumer_logs: Vec<ConsumerLog>,
+    /// Completion time of the last measured request (at least the start of
+    /// the measured window).
+    last_complete: u64,
+    /// Open loop: every measured request sent records its send lag.
+    send_lag: Histogram<u64>,
+    gets_in_doubt: u64,
+    reconnects: u64,
+    dead: u64,
+}
+
+impl Totals {
+    fn merge(outs: Vec<Option<Box<ThreadOut>>>, measure_start: u64) -> Totals {
+        let mut t = Totals {
+            counters: Counters::default(),
+            producer_logs: Vec::new(),
+            consumer_logs: Vec::new(),
+            last_complete: measure_start,
+            send_lag: new_hist(),
+            gets_in_doubt: 0,
+            reconnects: 0,
+            dead: 0,
+        };
+        for out in outs.into_iter().flatten() {
+            t.counters.merge(&out.counters);
+            t.gets_in_doubt += out.gets_in_doubt;
+            t.reconnects += out.reconnects;
+            t.dead += out.dead;
+            let _ = t.send_lag.add(&out.send_lag);
+            t.producer_logs.extend(out.producers);
+            if let Some(c) = out.consumer {
+                t.consumer_logs.push(c);
+            }
+            t.last_complete = t.last_complete.max(out.last_complete);
+        }
+        t
+    }
+}
+
+/// Open loop: says so when the run fell short of `--rate` or left scheduled
+/// requests unsent, for its latency then includes the queueing.
+fn warn_if_rate_missed(
+    results: &report::Results,
+    rate: f64,
+    pairs: bool,
+    totals: &Totals,
+    duration_s: f64,
+) {
+    let achieved = if pairs {
+        results.sets as f64 / duration_s
+    } else {
+        results.ops_per_sec
+    };
+    let never_sent = totals.counters.unsent;
+    if achieved < rate * 0.95 || never_sent > 0 {
+        let unsent = if never_sent > 0 {
+            format!(
+                ", and {} of the {} scheduled requests were never sent (the run ended first)",
+                never_sent,
+                totals.send_lag.len() + never_sent
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "mcq-loadgen: WARNING: could not keep the rate: achieved {achieved:.0} req/s, {:.1}% below \
+             the target {rate:.0} req/s{unsent}; the server (or this generator) could not keep up, \
+             and latency includes the queueing",
+            100.0 * (1.0 - achieved / rate).max(0.0)
+        );
+    }
+}
+
+/// Pairs: says so when the producers outpaced the consumers, for end-to-end
+/// latency then measures the backlog.
+fn warn_backlog_grew(b: &report::Backlog) {
+    eprintln!(
+        "mcq-loadgen: WARNING: the backlog grew: {} messages queued at the start of the measured \
+         window, {} at its end ({:+.0}/s); the producers outpace the consumers, so end-to-end latency \
+         grows with the length of the run and measures the backlog, not the server",
+        b.start, b.end, b.growth_per_sec
+    );
 }

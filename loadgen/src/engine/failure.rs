@@ -1,0 +1,221 @@
+//! Broken connections, reconnects, timeouts and giving up.
+//!
+//! A run must end, and must say what a failure cost, even when the server
+//! crashes, hangs or is not a queue at all. So a connection that breaks
+//! records what its lost replies leave in doubt for `--verify`, then either
+//! reconnects (`--reconnect`, crash tests) or is given up; a connection that
+//! waits `--timeout` for a reply, or cannot reconnect within it, is given
+//! up too; and consumers that never see their queue run dry are stopped.
+
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::poll;
+use crate::protocol::GetKind;
+use crate::schedule::now_ns;
+use crate::stats::Abort;
+
+use super::conn::State;
+use super::Worker;
+
+/// Pause between reconnection attempts.
+pub(super) const RETRY_NS: u64 = 50_000_000;
+
+impl Worker {
+    /// Closes a connection that failed: reconnects later if `--reconnect`
+    /// allows (not after a desync), otherwise gives it up.
+    pub(super) fn abort(&mut self, ci: usize, kind: Abort, msg: String) {
+        let now = now_ns();
+        let reconnect = self.plan.reconnect && kind != Abort::Desync;
+        let c = &mut self.conns[ci];
+        if c.state != State::Live {
+            return;
+        }
+        eprintln!(
+            "mcq-loadgen: connection {} to {}: {msg}; {}",
+            c.id,
+            c.server,
+            if reconnect {
+                "reconnecting"
+            } else {
+                "closing it"
+            }
+        );
+        let _ = self.ep.delete(c.stream.as_raw_fd());
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        self.record_lost_replies(ci);
+        let c = &mut self.conns[ci];
+        if let Some((due, _)) = c.parked.take() {
+            // Open loop: still due, drawn again later. Closed loop: gone,
+            // like the requests in flight.
+            if self.sched.is_some() {
+                c.backlog.push_front(due);
+            }
+        }
+        c.discard_io();
+        self.counters.abort(kind);
+        if reconnect {
+            // The open-loop backlog is kept: those requests are still due,
+            // and their latency will include the outage.
+            c.state = State::Reconnecting;
+            c.down_since = now;
+            c.retry_at = now + RETRY_NS;
+            self.reconnecting += 1;
+        } else {
+            self.kill(ci);
+        }
+    }
+
+    /// What the replies a broken connection will never get leave in doubt.
+    /// Sets in flight stay neither acknowledged nor refused. A plain get in
+    /// flight may have popped a message whose reply is lost; a reliable one
+    /// may have opened one, which the server puts back, as it does what
+    /// this connection held open.
+    fn record_lost_replies(&mut self, ci: usize) {
+        let c = &mut self.conns[ci];
+        for p in &c.inflight {
+            match (p.is_set, p.get) {
+                (true, _) | (false, GetKind::Close) => {}
+                (false, GetKind::Pop) => self.gets_in_doubt += 1,
+                (false, GetKind::Open | GetKind::CloseOpen) => {
+                    if let Some(log) = &mut self.consumer {
+                        log.open_in_doubt(p.queue, p.intended);
+                    }
+                }
+            }
+        }
+        for held in c.reads.disconnect() {
+            if let (Some(log), Some(msg)) = (&mut self.consumer, held.msg) {
+                log.open_at_disconnect(c.id, held.queue, msg, held.sent_at);
+            }
+        }
+    }
+
+    /// Gives a connection up for good.
+    fn kill(&mut self, ci: usize) {
+        let c = &mut self.conns[ci];
+        if c.state == State::Reconnecting {
+            self.reconnecting -= 1;
+        }
+        c.state = State::Dead;
+        self.killed += 1;
+        c.inflight.clear();
+        c.backlog.clear();
+        c.parked = None;
+        c.consumer_finished = true;
+        if !c.producer_finished {
+            c.producer_finished = true;
+            self.shared.producers_active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Tries again every connection whose pause is over, and gives up those
+    /// down for longer than `--timeout`.
+    pub(super) fn try_reconnects(&mut self, now: u64) {
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            if c.state != State::Reconnecting || now < c.retry_at {
+                continue;
+            }
+            if now - c.down_since > self.plan.timeout {
+                eprintln!(
+                    "mcq-loadgen: connection {} to {}: could not reconnect within {:.1} s; giving up",
+                    c.id,
+                    c.server,
+                    self.plan.timeout as f64 / 1e9
+                );
+                self.kill(ci);
+                continue;
+            }
+            self.reconnect(ci, now);
+        }
+    }
+
+    /// One attempt to give a connection a new socket; on success it picks
+    /// up where it was (its open-loop backlog is still due).
+    fn reconnect(&mut self, ci: usize, now: u64) {
+        let stream = TcpStream::connect_timeout(&self.conns[ci].addr, Duration::from_millis(100))
+            .and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|_| s));
+        let c = &mut self.conns[ci];
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(_) => {
+                c.retry_at = now_ns() + RETRY_NS;
+                return;
+            }
+        };
+        if self
+            .ep
+            .add(stream.as_raw_fd(), poll::IN | poll::ERR, ci as u64)
+            .is_err()
+        {
+            c.retry_at = now + RETRY_NS;
+            return;
+        }
+        eprintln!(
+            "mcq-loadgen: connection {} to {}: reconnected after {:.2} s",
+            c.id,
+            c.server,
+            (now - c.down_since) as f64 / 1e9
+        );
+        c.stream = stream;
+        c.state = State::Live;
+        c.last_rx = now;
+        self.reconnecting -= 1;
+        self.reconnects += 1;
+        self.mark_dirty(ci);
+    }
+
+    /// Aborts every connection that has waited `--timeout` for a reply.
+    pub(super) fn check_timeouts(&mut self, now: u64) {
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            if c.state == State::Live
+                && !c.inflight.is_empty()
+                && now.saturating_sub(c.last_rx) > self.plan.timeout
+            {
+                let msg = format!(
+                    "no reply for {:.1} s with {} requests outstanding",
+                    (now - c.last_rx) as f64 / 1e9,
+                    c.inflight.len()
+                );
+                self.abort(ci, Abort::Timeout, msg);
+            }
+        }
+    }
+
+    /// A consumer normally stops at its first miss after all producers are
+    /// done. A server that is not a queue (memcached answers the same `get`
+    /// forever) would keep it going, so after `--timeout` it stops anyway.
+    pub(super) fn check_consumer_deadline(&mut self, now: u64) {
+        if self.consumer_deadline == u64::MAX
+            || self.shared.producers_active.load(Ordering::Acquire) != 0
+        {
+            return;
+        }
+        if self.consumer_deadline == 0 {
+            self.consumer_deadline = now + self.plan.timeout;
+            return;
+        }
+        if now < self.consumer_deadline {
+            return;
+        }
+        let mut stopped = 0;
+        for c in &mut self.conns {
+            if !c.consumer_finished {
+                c.consumer_finished = true;
+                stopped += 1;
+            }
+        }
+        self.consumer_deadline = u64::MAX;
+        if stopped > 0 {
+            eprintln!(
+                "mcq-loadgen: {stopped} consumers still found messages {:.1} s after the producers \
+                 stopped; stopping them (is the server a queue?)",
+                self.plan.timeout as f64 / 1e9
+            );
+        }
+    }
+}
