@@ -10,7 +10,8 @@
 //!   submits it, and writes the replies back in request order.
 //! - [`shard`] decides which executor owns a queue (a stable hash of its name)
 //!   and carries requests for another executor's queues over glommio's
-//!   shared-nothing channels.
+//!   shared-nothing channels; `stats` and `--metrics` ask every shard
+//!   through it.
 //! - [`store`] is one storage shard: the queues that hash to it and the log
 //!   that makes them durable. [`queue`] is one queue's state there,
 //!   [`limits`] the per-queue limits it enforces, [`cache`] its hot bodies.
@@ -19,6 +20,8 @@
 //! - [`disk`] is the storage seam under the log: O_DIRECT files in
 //!   production, a simulated device that can lose power in tests. Arrows
 //!   point one way: store → log → disk.
+//! - [`shared`] is what every executor shares (limits, connection counts,
+//!   each executor's counters) and the signal that the server is stopping.
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
@@ -49,6 +52,7 @@ pub mod protocol;
 pub mod queue;
 pub mod server;
 pub mod shard;
+pub mod shared;
 pub mod stats;
 pub mod store;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!
 //! # Why a task on executor 0
 //! The numbers live in the shards, which only their executors touch; the
-//! way to them is the router that `stats` uses ([`crate::net::ask_stats`]),
+//! way to them is the router that `stats` uses ([`Router::ask_stats`]),
 //! and a router belongs to one executor. So the endpoint is a glommio task
 //! on executor 0 that asks every shard as a `stats` request does: a plain
 //! thread would need a second way into the shards. A scrape costs what one
@@ -26,8 +26,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::histogram::LATENCY_BOUNDS_US;
-use crate::net::{self, Shared, StopSignal};
-use crate::shard::Router;
+use crate::shard::{self, Router};
+use crate::shared::{Shared, StopSignal};
 use crate::stats::{self, Kind, Value};
 use crate::stats::{QueueStat, StoreStats};
 
@@ -100,8 +100,8 @@ async fn answer(
     if method != Some(b"GET") {
         return respond(&mut stream, "405 Method Not Allowed", "GET only\n").await;
     }
-    let (general, queues) = net::ask_stats(router);
-    let (store, queues) = net::all_stats(general, queues).await;
+    let (general, queues) = router.ask_stats();
+    let (store, queues) = shard::all_stats(general, queues).await;
     let body = exposition(shared, &store, &queues);
     respond(&mut stream, "200 OK", &body).await
 }

@@ -14,43 +14,22 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::Semaphore;
 use smallvec::SmallVec;
 
 use crate::logging;
 use crate::protocol::{self, reply, Command, Parsed};
-use crate::shard::{Op, OpFuture, OpReply, Router, Settle};
-use crate::stats::{Counters, ServerInfo};
-use crate::turn;
-
-use crate::stats::{QueueStat, StoreStats};
+use crate::shard::{all_queue_stats, all_stats, Op, OpFuture, OpReply, Router, Settle};
+use crate::shared::{Shared, StopSignal};
+use crate::stats::Counters;
 use crate::store::{Body, LogError, Reader, Take};
-
-/// What every executor shares: limits and process-wide counters. Only
-/// atomics, touched at accept, close and `stats`, never per request.
-pub struct Shared {
-    /// Per-queue limits (`reload` swaps them).
-    pub limits: Arc<crate::limits::SharedLimits>,
-    /// `shutdown` is allowed (`--enable-shutdown`) …
-    pub shutdown_enabled: bool,
-    /// … and was asked for: the main thread stops the server as on SIGTERM.
-    pub shutdown_requested: AtomicBool,
-    pub max_connections: usize,
-    pub max_message_size: usize,
-    pub connections: AtomicUsize,
-    pub total_connections: AtomicUsize,
-    pub stopping: AtomicBool,
-    pub info: ServerInfo,
-    /// Counters of every executor, summed by `stats`.
-    pub counters: Vec<Arc<Counters>>,
-}
+use crate::turn;
 
 /// Largest batch of requests parsed before their replies are awaited.
 const MAX_BATCH: usize = 1024;
@@ -69,39 +48,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_AT: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Resolves once shutdown has been requested (polls the process-wide flag;
-/// one poller per executor, see [`StopSignal`]).
-pub async fn stopping(shared: &Shared) {
-    while !shared.stopping.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Shutdown as seen by one executor's tasks. One task polls the shared flag;
-/// everyone else waits on a permit-less semaphore that is closed on
-/// shutdown, which wakes them all at once — so a thousand idle connections
-/// cost no timer wake-ups.
-#[derive(Clone)]
-pub struct StopSignal(Rc<Semaphore>);
-
-impl StopSignal {
-    pub fn start(shared: Arc<Shared>) -> StopSignal {
-        let signal = StopSignal(Rc::new(Semaphore::new(0)));
-        let closer = signal.0.clone();
-        glommio::spawn_local(async move {
-            stopping(&shared).await;
-            closer.close();
-        })
-        .detach();
-        signal
-    }
-
-    /// Resolves once shutdown has begun.
-    pub async fn wait(&self) {
-        let _ = self.0.acquire(1).await;
-    }
-}
 
 /// Accepts connections on this executor until shutdown, then waits for them
 /// to finish what they had read.
@@ -558,7 +504,7 @@ impl Connection {
                 })
             }
             Command::FlushAll { noreply } => {
-                let parts = self.each_shard(|| Op::FlushAll);
+                let parts = self.router.each_shard(|| Op::FlushAll);
                 if noreply {
                     parts.into_iter().for_each(forget);
                     return None;
@@ -566,10 +512,12 @@ impl Connection {
                 Some(Pending::Flush { parts, ok: "OK" })
             }
             Command::Stats => {
-                let (general, queues) = ask_stats(router);
+                let (general, queues) = router.ask_stats();
                 Some(Pending::Stats { general, queues })
             }
-            Command::StatsQueue => Some(Pending::StatsQueue(self.each_shard(|| Op::QueueStats))),
+            Command::StatsQueue => Some(Pending::StatsQueue(
+                self.router.each_shard(|| Op::QueueStats),
+            )),
             Command::StatsReset => {
                 for counters in &self.shared.counters {
                     counters.reset();
@@ -601,12 +549,6 @@ impl Connection {
             }
             Command::Shutdown | Command::Quit => None,
         }
-    }
-
-    fn each_shard(&self, op: impl Fn() -> Op) -> Vec<OpFuture> {
-        (0..self.router.shards())
-            .map(|shard| self.router.submit(shard, op()))
-            .collect()
     }
 
     /// Awaits the batch's replies in order and writes them, leaving
@@ -823,44 +765,6 @@ async fn finish(out: &mut Output, shared: &Shared, counters: &Counters, pending:
             reply::line(out, "END");
         }
     }
-}
-
-/// Asks every shard for what `stats` reports: its counters and its
-/// queues'. Also how `--metrics` gathers its numbers.
-pub fn ask_stats(router: &Rc<Router>) -> (Vec<OpFuture>, Vec<OpFuture>) {
-    let each = |op: fn() -> Op| -> Vec<OpFuture> {
-        (0..router.shards())
-            .map(|shard| router.submit(shard, op()))
-            .collect()
-    };
-    (each(|| Op::Stats), each(|| Op::QueueStats))
-}
-
-/// The answers to [`ask_stats`]: the shards' counters summed, and every
-/// queue sorted by name.
-pub async fn all_stats(
-    general: Vec<OpFuture>,
-    queues: Vec<OpFuture>,
-) -> (StoreStats, Vec<QueueStat>) {
-    let mut total = StoreStats::default();
-    for part in general {
-        if let OpReply::Stats(s) = part.await {
-            total.add(&s);
-        }
-    }
-    (total, all_queue_stats(queues).await)
-}
-
-/// Every shard's queues, sorted by name.
-async fn all_queue_stats(parts: Vec<OpFuture>) -> Vec<QueueStat> {
-    let mut all = Vec::new();
-    for part in parts {
-        if let OpReply::QueueStats(list) = part.await {
-            all.extend(list);
-        }
-    }
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    all
 }
 
 /// Lets a `noreply` request complete with nobody waiting for it: it is

@@ -32,8 +32,9 @@ use crate::config::Config;
 use crate::daemon::{self, context};
 use crate::limits::SharedLimits;
 use crate::manifest;
-use crate::net::{self, Shared};
+use crate::net;
 use crate::shard::{Envelope, Router};
+use crate::shared::Shared;
 use crate::stats::{Counters, ServerInfo};
 use crate::store::{Store, StoreConfig, SyncMode};
 
