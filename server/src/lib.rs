@@ -7,7 +7,8 @@
 //! - [`protocol`] turns bytes into requests and replies into bytes. No I/O,
 //!   so every input is testable without a socket.
 //! - [`net`] owns listeners and connections: it reads, parses a whole batch,
-//!   submits it, and writes the replies back in request order.
+//!   submits it, and writes the replies back in request order (accepting,
+//!   the connection, dispatch to shards and reply output are its parts).
 //! - [`shard`] decides which executor owns a queue (a stable hash of its name)
 //!   and carries requests for another executor's queues over glommio's
 //!   shared-nothing channels; `stats` and `--metrics` ask every shard
