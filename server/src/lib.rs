@@ -26,9 +26,10 @@
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
-//!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
-//!   `-P`, `-u` and `-r`; [`logging`] the stderr log; [`notify`] tells
-//!   systemd when it is ready and when it stops.
+//!   (executors, signals, graceful shutdown); [`port`] claims, probes and
+//!   binds the listening port; [`daemon`] MemcacheQ's `-d`, `-P`, `-u` and
+//!   `-r`; [`logging`] the stderr log; [`notify`] tells systemd when it is
+//!   ready and when it stops.
 //! - [`turn`] is how a task with a large body in hand lets the others on its
 //!   executor run (glommio never preempts).
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
@@ -49,6 +50,7 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod offline;
+pub mod port;
 pub mod protocol;
 pub mod queue;
 pub mod server;
