@@ -21,7 +21,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -39,21 +38,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `GET /metrics` on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared>) {
     let stop = StopSignal::start(shared.clone());
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            stop.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                log::warn!("metrics: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = stop.accept(&listener, "metrics: accept failed").await {
         let (router, shared) = (router.clone(), shared.clone());
         glommio::spawn_local(async move {
             if let Err(e) = answer(stream, &router, &shared).await {

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use crate::stats::{Counters, ServerInfo};
@@ -65,5 +67,25 @@ impl StopSignal {
     /// Resolves once shutdown has begun.
     pub async fn wait(&self) {
         let _ = self.0.acquire(1).await;
+    }
+
+    /// The next connection on `listener`, or `None` once shutdown has
+    /// begun. A failed accept is logged as `failed: <why>` and tried again
+    /// after a pause.
+    pub async fn accept(&self, listener: &TcpListener, failed: &str) -> Option<TcpStream> {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                self.wait().await;
+                None
+            })
+            .await;
+            match accepted? {
+                Ok(stream) => return Some(stream),
+                Err(e) => {
+                    log::warn!("{failed}: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
     }
 }

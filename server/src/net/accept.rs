@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpListener;
 
@@ -28,21 +27,7 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared
     // Connection ids, unique in the process: the executor in the top bits.
     let mut next_reader: Reader = (me as Reader) << 48;
     let stop = StopSignal::start(shared.clone());
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            stop.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                log::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = stop.accept(&listener, "accept failed").await {
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > shared.max_connections {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
