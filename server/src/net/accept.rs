@@ -1,5 +1,11 @@
 //! Accepting connections, refusing those over `-c`, and letting the
 //! accepted ones finish what they had read when the server stops.
+//!
+//! A refused client is told why (`SERVER_ERROR too many connections`)
+//! before its socket closes, and the refusals are logged at most once a
+//! second, since a client retrying in a loop would otherwise flood the log.
+//! The drain at shutdown is bounded, so a client that stopped reading its
+//! replies cannot hold the process.
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -1,5 +1,9 @@
 //! Dispatch: each request becomes operations on the shards that own its
 //! queues, submitted at once, and a pending reply to await later.
+//!
+//! Submitting changes queue state right away and only the reply waits, so
+//! a `get` after a `set` in the same batch sees that `set`, and a whole
+//! batch of `set`s shares one group commit.
 
 use super::connection::Connection;
 use super::output::{server_error, Pending};

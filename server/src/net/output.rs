@@ -1,5 +1,10 @@
 //! Replies: pending until their shards answer, then rendered into the
 //! bytes a connection writes, in request order.
+//!
+//! Every reply of a batch is rendered into one [`Output`], so the batch
+//! goes out in one `write`; a large body is spliced in rather than copied,
+//! and a storage error becomes a reply line in one place
+//! ([`server_error`]).
 
 use smallvec::SmallVec;
 
