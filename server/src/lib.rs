@@ -7,10 +7,12 @@
 //! - [`protocol`] turns bytes into requests and replies into bytes. No I/O,
 //!   so every input is testable without a socket.
 //! - [`net`] owns listeners and connections: it reads, parses a whole batch,
-//!   submits it, and writes the replies back in request order.
+//!   submits it, and writes the replies back in request order (accepting,
+//!   the connection, dispatch to shards and reply output are its parts).
 //! - [`shard`] decides which executor owns a queue (a stable hash of its name)
 //!   and carries requests for another executor's queues over glommio's
-//!   shared-nothing channels.
+//!   shared-nothing channels; `stats` and `--metrics` ask every shard
+//!   through it.
 //! - [`store`] is one storage shard: the queues that hash to it and the log
 //!   that makes them durable. [`queue`] is one queue's state there,
 //!   [`limits`] the per-queue limits it enforces, [`cache`] its hot bodies.
@@ -19,12 +21,15 @@
 //! - [`disk`] is the storage seam under the log: O_DIRECT files in
 //!   production, a simulated device that can lose power in tests. Arrows
 //!   point one way: store → log → disk.
+//! - [`shared`] is what every executor shares (limits, connection counts,
+//!   each executor's counters) and the signal that the server is stopping.
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
 //!   serves the same numbers to Prometheus (`--metrics`).
 //! - [`config`] is the command line; [`server`] the process lifecycle
-//!   (executors, signals, graceful shutdown); [`daemon`] MemcacheQ's `-d`,
-//!   `-P`, `-u` and `-r`; [`logging`] the stderr log; [`notify`] tells
-//!   systemd when it is ready and when it stops.
+//!   (executors, signals, graceful shutdown); [`port`] claims, probes and
+//!   binds the listening port; [`daemon`] MemcacheQ's `-d`, `-P`, `-u` and
+//!   `-r`; [`logging`] the stderr log; [`notify`] tells systemd when it is
+//!   ready and when it stops.
 //! - [`turn`] is how a task with a large body in hand lets the others on its
 //!   executor run (glommio never preempts).
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
@@ -45,10 +50,12 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod offline;
+pub mod port;
 pub mod protocol;
 pub mod queue;
 pub mod server;
 pub mod shard;
+pub mod shared;
 pub mod stats;
 pub mod store;
 #[cfg(test)]

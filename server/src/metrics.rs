@@ -4,7 +4,7 @@
 //!
 //! # Why a task on executor 0
 //! The numbers live in the shards, which only their executors touch; the
-//! way to them is the router that `stats` uses ([`crate::net::ask_stats`]),
+//! way to them is the router that `stats` uses ([`Router::ask_stats`]),
 //! and a router belongs to one executor. So the endpoint is a glommio task
 //! on executor 0 that asks every shard as a `stats` request does: a plain
 //! thread would need a second way into the shards. A scrape costs what one
@@ -21,13 +21,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::histogram::LATENCY_BOUNDS_US;
-use crate::net::{self, Shared, StopSignal};
-use crate::shard::Router;
+use crate::shard::{self, Router};
+use crate::shared::{Shared, StopSignal};
 use crate::stats::{self, Kind, Value};
 use crate::stats::{QueueStat, StoreStats};
 
@@ -39,21 +38,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `GET /metrics` on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, router: Rc<Router>, shared: Arc<Shared>) {
     let stop = StopSignal::start(shared.clone());
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            stop.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                log::warn!("metrics: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = stop.accept(&listener, "metrics: accept failed").await {
         let (router, shared) = (router.clone(), shared.clone());
         glommio::spawn_local(async move {
             if let Err(e) = answer(stream, &router, &shared).await {
@@ -100,8 +85,8 @@ async fn answer(
     if method != Some(b"GET") {
         return respond(&mut stream, "405 Method Not Allowed", "GET only\n").await;
     }
-    let (general, queues) = net::ask_stats(router);
-    let (store, queues) = net::all_stats(general, queues).await;
+    let (general, queues) = router.ask_stats();
+    let (store, queues) = shard::all_stats(general, queues).await;
     let body = exposition(shared, &store, &queues);
     respond(&mut stream, "200 OK", &body).await
 }

@@ -386,6 +386,22 @@ impl Router {
         }
     }
 
+    /// Submits `op()` to every shard.
+    pub fn each_shard(self: &Rc<Self>, op: impl Fn() -> Op) -> Vec<OpFuture> {
+        (0..self.shards)
+            .map(|shard| self.submit(shard, op()))
+            .collect()
+    }
+
+    /// Asks every shard for what `stats` reports: its counters and its
+    /// queues'. Also how `--metrics` gathers its numbers.
+    pub fn ask_stats(self: &Rc<Self>) -> (Vec<OpFuture>, Vec<OpFuture>) {
+        (
+            self.each_shard(|| Op::Stats),
+            self.each_shard(|| Op::QueueStats),
+        )
+    }
+
     /// Applies `op` to `shard` — here, or on its owner — in submission order,
     /// and returns the future of the reply.
     pub fn submit(self: &Rc<Self>, shard: u32, op: Op) -> OpFuture {
@@ -491,6 +507,33 @@ impl Router {
             }
         }
     }
+}
+
+/// The answers to [`Router::ask_stats`]: the shards' counters summed, and
+/// every queue sorted by name.
+pub async fn all_stats(
+    general: Vec<OpFuture>,
+    queues: Vec<OpFuture>,
+) -> (StoreStats, Vec<QueueStat>) {
+    let mut total = StoreStats::default();
+    for part in general {
+        if let OpReply::Stats(s) = part.await {
+            total.add(&s);
+        }
+    }
+    (total, all_queue_stats(queues).await)
+}
+
+/// Every shard's queues, sorted by name.
+pub async fn all_queue_stats(parts: Vec<OpFuture>) -> Vec<QueueStat> {
+    let mut all = Vec::new();
+    for part in parts {
+        if let OpReply::QueueStats(list) = part.await {
+            all.extend(list);
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
 }
 
 /// Moves one outbox into the cross-thread channel to `peer`, in order.

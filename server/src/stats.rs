@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::net::Shared;
 use crate::protocol::reply;
+use crate::shared::Shared;
 
 /// One executor's request counters.
 #[derive(Default, Debug)]
