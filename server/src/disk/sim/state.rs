@@ -160,6 +160,15 @@ impl State {
         }
     }
 
+    /// Checks that `dir` is a directory, with POSIX's errors if not.
+    fn dir_at(&self, dir: &Path) -> io::Result<()> {
+        match self.visible.get(dir) {
+            _ if self.is_dir(dir) => Ok(()),
+            Some(_) => Err(err(libc::ENOTDIR)),
+            None => Err(err(libc::ENOENT)),
+        }
+    }
+
     pub(super) fn change(&mut self, ino: Ino, change: Change) {
         let inode = self.inodes.get_mut(&ino).expect("open inode");
         change.apply(&mut inode.visible);
@@ -224,13 +233,7 @@ impl State {
 
     pub(super) fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
         self.begin(Op::SyncDir, dir)?;
-        if !self.is_dir(dir) {
-            return Err(err(if self.visible.contains_key(dir) {
-                libc::ENOTDIR
-            } else {
-                libc::ENOENT
-            }));
-        }
+        self.dir_at(dir)?;
         let durable = &mut self.durable;
         self.unsynced.retain_mut(|u| match u {
             Unsynced::Data(..) => true,
@@ -250,13 +253,7 @@ impl State {
 
     pub(super) fn list(&mut self, dir: &Path) -> io::Result<Vec<String>> {
         self.begin(Op::List, dir)?;
-        if !self.is_dir(dir) {
-            return Err(err(if self.visible.contains_key(dir) {
-                libc::ENOTDIR
-            } else {
-                libc::ENOENT
-            }));
-        }
+        self.dir_at(dir)?;
         Ok(self
             .visible
             .keys()

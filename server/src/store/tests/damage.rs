@@ -12,6 +12,19 @@ use std::time::Duration;
 use super::*;
 use crate::testutil::test_dir;
 
+/// Makes `to` a fresh copy of the segments and indexes in shard directory
+/// `from`, for one damaged variant of it.
+fn copy_shard(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for p in seg_files(from, "log")
+        .iter()
+        .chain(seg_files(from, "idx").iter())
+    {
+        std::fs::copy(p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
 #[test]
 fn missing_or_corrupt_index_is_rebuilt() {
     let dir = test_dir();
@@ -62,14 +75,7 @@ fn flipped_byte_in_sealed_segment() {
     let positions = (0..8).chain((8..data_len).step_by(data_len / 32 + 1));
     for pos in positions {
         let shard = copy.path().join("shard-000");
-        let _ = std::fs::remove_dir_all(&shard);
-        std::fs::create_dir_all(&shard).unwrap();
-        for p in seg_files(&cfg.dir, "log")
-            .iter()
-            .chain(seg_files(&cfg.dir, "idx").iter())
-        {
-            std::fs::copy(p, shard.join(p.file_name().unwrap())).unwrap();
-        }
+        copy_shard(&cfg.dir, &shard);
         let target = shard.join(victim.file_name().unwrap());
         let mut b = orig.clone();
         b[pos] ^= 0x5a;
@@ -143,14 +149,7 @@ fn truncated_open_segment() {
         .chain([1, data_len - 1, data_len])
     {
         let sh = copy.path().join("shard-000");
-        let _ = std::fs::remove_dir_all(&sh);
-        std::fs::create_dir_all(&sh).unwrap();
-        for p in seg_files(&shard, "log")
-            .iter()
-            .chain(seg_files(&shard, "idx").iter())
-        {
-            std::fs::copy(p, sh.join(p.file_name().unwrap())).unwrap();
-        }
+        copy_shard(&shard, &sh);
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(sh.join(open.file_name().unwrap()))
