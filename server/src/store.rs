@@ -1440,5 +1440,4 @@ async fn read_message(log: &SharedLog, id: u32, loc: Loc) -> Result<Message, Log
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 pub(crate) mod tests;

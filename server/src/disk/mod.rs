@@ -6,14 +6,16 @@
 //! log runs unchanged on either
 //! - [`dma::DmaDisk`], production: glommio DMA files (O_DIRECT through
 //!   io_uring), or
-//! - [`sim::SimDisk`], tests: an in-memory device with a volatile write
+//! - `sim::SimDisk`, tests: an in-memory device with a volatile write
 //!   cache. A write is visible at once but survives a power cut only once an
 //!   fdatasync covering it completed (a directory entry: once the directory
 //!   was synced); a cut may tear the last unsynced write at a sector
 //!   boundary; any operation can be told to fail with EIO, ENOSPC or a short
 //!   write. The crash-point explorer (`server/tests/crash_points.rs`) cuts
 //!   power at every I/O boundary of a workload and checks what recovery
-//!   brings back.
+//!   brings back. It is compiled only for unit tests and with the `sim`
+//!   feature (which the integration tests turn on), so the release binary
+//!   does not carry it.
 //!
 //! The traits are object safe and return boxed futures: one allocation per
 //! I/O operation, which the log issues per group commit, not per request.
@@ -30,6 +32,7 @@
 
 pub mod dma;
 pub mod mount;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
 use std::future::Future;
