@@ -43,7 +43,7 @@
 //! ([`Store::open`]), a simulated disk in tests ([`Store::open_on`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -237,14 +237,14 @@ impl State {
         self.items += 1;
         self.bytes += body.len() as u64;
         let (pos, lsn, region) = if log.out_of_line(body.len()) {
-            let region = log.enqueue_region(id, q.tail, meta, body.len());
+            let region = log.enqueue_region(id, q.tail(), meta, body.len());
             let pos = Pos {
                 seg: region.seg,
                 off: region.off as u32,
             };
             (pos, region.marker_lsn, Some(region))
         } else {
-            let (pos, lsn) = log.enqueue(id, q.tail, meta, &body, body_crc);
+            let (pos, lsn) = log.enqueue(id, q.tail(), meta, &body, body_crc);
             (pos, lsn, None)
         };
         let seq = q.push(pos.seg, pos.off, len, meta.expires);
@@ -289,7 +289,7 @@ impl State {
         let Some(q) = self.queues.get_mut(&id) else {
             return false;
         };
-        match q.locs.front() {
+        match q.queued().head() {
             None => false,
             Some(head) if head.expires != 0 => true,
             Some(_) => q
@@ -320,7 +320,7 @@ impl State {
             .map(|l| (l.max_age.map(|a| a.as_secs()), l.expire_to.clone()))
             .unwrap_or_default();
         let expired = |q: &Queue| {
-            let Some(head) = q.locs.front() else {
+            let Some(head) = q.queued().head() else {
                 return false;
             };
             // Enqueue times are kept to the second: strictly older, so a
@@ -333,7 +333,7 @@ impl State {
         let Some(q) = self.queues.get_mut(&id) else {
             return;
         };
-        let target = expire_to.filter(|t| moves.can_move() && t[..] != q.name[..]);
+        let target = expire_to.filter(|t| moves.can_move() && t[..] != *q.name());
         let n = match target {
             Some(target) => {
                 let mut n = 0;
@@ -352,7 +352,7 @@ impl State {
             None => self.drop_head(log, id, expired),
         };
         if let Some(q) = self.queues.get_mut(&id) {
-            q.expired += n;
+            q.count_expired(n);
         }
     }
 
@@ -382,8 +382,8 @@ impl State {
             return true;
         };
         let full = |q: &Queue| {
-            max_items.is_some_and(|max| q.locs.len() as u64 >= max)
-                || max_bytes.is_some_and(|max| q.bytes + len > max)
+            max_items.is_some_and(|max| q.queued().items() >= max)
+                || max_bytes.is_some_and(|max| q.queued().bytes() + len > max)
         };
         if !full(&self.queues[&id]) {
             return true;
@@ -393,7 +393,7 @@ impl State {
         }
         let n = self.drop_head(log, id, full);
         if let Some(q) = self.queues.get_mut(&id) {
-            q.discarded += n;
+            q.count_discarded(n);
         }
         true
     }
@@ -428,19 +428,19 @@ impl State {
 /// The most [`consume_stretch`] may log for `q`: a record per stretch
 /// between its open messages.
 fn stretch_room(q: &Queue) -> u64 {
-    (q.open.len() as u64 + 1) * record::record_len(8) as u64
+    (q.open_count() as u64 + 1) * record::record_len(8) as u64
 }
 
 /// Logs that every message of `q` in `[first, end)` but the open ones is
 /// consumed (they are gone from `q` already): one record per stretch
 /// between open messages. Returns the last record's lsn.
 fn consume_stretch(log: &mut Log, q: &Queue, first: u64, end: u64) -> u64 {
-    let opens: Vec<u64> = q.open.range(first..end).map(|(seq, _)| *seq).collect();
+    let opens: Vec<u64> = q.open_in(first..end).collect();
     let mut lsn = log.last_lsn();
     let mut start = first;
     for stop in opens.into_iter().chain([end]) {
         if start < stop {
-            lsn = log.consume(q.id, start, stop, q.low());
+            lsn = log.consume(q.id(), start, stop, q.low());
         }
         start = stop + 1;
     }
@@ -460,19 +460,14 @@ struct StateLocators(Rc<RefCell<State>>);
 impl Locators for StateLocators {
     fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
         let mut st = self.0.borrow_mut();
-        let loc = st.queues.get_mut(&queue)?.find_mut(seq)?;
-        if loc.pos != from {
-            return None;
-        }
-        loc.pos = to;
-        Some(loc.len)
+        st.queues.get_mut(&queue)?.relocate(seq, from, to)
     }
 
     fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
-        let mut st = self.0.borrow_mut();
+        let st = self.0.borrow();
         st.queues
-            .get_mut(&queue)
-            .and_then(|q| q.find_mut(seq))
+            .get(&queue)
+            .and_then(|q| q.find(seq))
             .is_some_and(|loc| loc.pos == at)
     }
 
@@ -481,24 +476,17 @@ impl Locators for StateLocators {
         let st = &mut *st;
         let mut lens = Vec::new();
         for q in st.queues.values_mut() {
-            let hit: Vec<u64> = q
-                .locs
-                .iter()
-                .filter(|loc| loc.pos.seg == seg && (from..to).contains(&u64::from(loc.pos.off)))
-                .map(|loc| loc.seq)
-                .collect();
-            for seq in hit {
-                if let Some(loc) = q.remove(seq) {
-                    log::warn!(
-                        "{}: message {seq} of queue {} is damaged: dropped",
-                        st.label,
-                        String::from_utf8_lossy(&q.name)
-                    );
-                    lens.push(loc.len);
-                    st.items -= 1;
-                    st.bytes -= loc.body_len();
-                    st.cache.remove((q.id, seq));
-                }
+            for loc in q.remove_damaged(seg, from, to) {
+                log::warn!(
+                    "{}: message {} of queue {} is damaged: dropped",
+                    st.label,
+                    loc.seq,
+                    String::from_utf8_lossy(q.name())
+                );
+                lens.push(loc.len);
+                st.items -= 1;
+                st.bytes -= loc.body_len();
+                st.cache.remove((q.id(), loc.seq));
             }
         }
         lens
@@ -621,18 +609,12 @@ impl Store {
                     confirmed: rq.confirmed,
                 },
             ));
-            let mut q = Queue::new(rq.id, rq.name);
-            q.tail = rq.tail;
-            for (loc, &at) in rq.locs.iter().zip(&rq.times) {
-                q.enqueued_at(loc.seq, at);
-            }
-            q.locs = VecDeque::from(rq.locs);
-            q.bytes = q.locs.iter().map(Loc::body_len).sum();
-            state.items += q.locs.len() as u64;
-            state.bytes += q.bytes;
-            state.fan_out_queues += usize::from(q.name.contains(&b'+'));
-            state.names.insert(q.name.clone(), q.id);
-            state.queues.insert(q.id, q);
+            let q = Queue::recovered(rq.id, rq.name, rq.tail, rq.locs, &rq.times);
+            state.items += q.queued().items();
+            state.bytes += q.queued().bytes();
+            state.fan_out_queues += usize::from(q.name().contains(&b'+'));
+            state.names.insert(q.name().into(), q.id());
+            state.queues.insert(q.id(), q);
         }
         let cfg = LogConfig {
             dir: config.dir.clone(),
@@ -797,7 +779,9 @@ impl Store {
 
     fn queue_items(&self, queue: &[u8]) -> usize {
         let st = self.state.borrow();
-        st.names.get(queue).map_or(0, |id| st.queues[id].locs.len())
+        st.names
+            .get(queue)
+            .map_or(0, |id| st.queues[id].queued().items() as usize)
     }
 
     /// Pops the head of `queue`; `None` when it is empty or unknown.
@@ -955,7 +939,7 @@ impl Store {
             }
             return Ok(());
         };
-        if st.queues[&id].locs.is_empty() {
+        if st.queues[&id].queued().is_empty() {
             return Ok(());
         }
         let mut bytes = 0;
@@ -1011,7 +995,7 @@ impl Store {
         // Fan-out: a copy for every `<queue>+…` queue, in the same batch,
         // each within its own limits. The reply waits for the last copy.
         for child in children {
-            let name = st.queues[&child].name.clone();
+            let name: Box<[u8]> = st.queues[&child].name().into();
             if st.admit(&mut log, &name, len as u64) {
                 lsn = st.append(&mut log, child, meta, body.clone(), body_crc);
                 self.waiters.wake_first(&name);
@@ -1096,7 +1080,7 @@ impl Store {
             return Reply::now(Ok(None));
         };
         st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
-        let Some(&loc) = st.queues[&id].locs.front() else {
+        let Some(&loc) = st.queues[&id].queued().head() else {
             return Reply::now(Ok(None));
         };
         let lsn = self.log.borrow().last_lsn();
@@ -1196,12 +1180,12 @@ impl Store {
         let mut log = self.log.borrow_mut();
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
-        for loc in q.locs.iter().chain(q.open.values().map(|(loc, _)| loc)) {
+        for loc in q.unconsumed() {
             log.release(loc.pos.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));
         }
-        st.items -= q.locs.len() as u64;
-        st.bytes -= q.bytes;
+        st.items -= q.queued().items();
+        st.bytes -= q.queued().bytes();
         self.reply(&log, lsn, 0, true)
     }
 
@@ -1233,7 +1217,7 @@ impl Store {
         let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
             return Ok(());
         };
-        if q.locs.is_empty() {
+        if q.queued().is_empty() {
             return Ok(());
         }
         log.make_room(stretch_room(q), false)
@@ -1245,7 +1229,7 @@ impl Store {
             return Reply::now(Ok(false));
         };
         let mut log = self.log.borrow_mut();
-        st.drop_head(&mut log, id, |q| !q.locs.is_empty());
+        st.drop_head(&mut log, id, |q| !q.queued().is_empty());
         self.reply(&log, log.last_lsn(), 0, true)
     }
 
@@ -1261,15 +1245,15 @@ impl Store {
                 let age = q.head_time().map_or(0, |t| now.saturating_sub(t.into()));
                 QueueStat {
                     name: name.to_vec(),
-                    enqueued: q.tail,
+                    enqueued: q.tail(),
                     dequeued: log.dequeued(*id),
-                    items: q.locs.len() as u64,
-                    bytes: q.bytes,
-                    expired: q.expired,
-                    discarded: q.discarded,
+                    items: q.queued().items(),
+                    bytes: q.queued().bytes(),
+                    expired: q.expired(),
+                    discarded: q.discarded(),
                     age_ms: age * 1000,
                     waiters: self.waiters.waiting_on(name) as u64,
-                    open_transactions: q.open.len() as u64,
+                    open_transactions: q.open_count() as u64,
                 }
             })
             .collect()
@@ -1291,7 +1275,7 @@ impl Store {
             log_corrupt_records: log.corrupt_records,
             cache_bytes: st.cache.bytes() as u64,
             get_waiters: self.waiters.count() as u64,
-            open_transactions: st.queues.values().map(|q| q.open.len() as u64).sum(),
+            open_transactions: st.queues.values().map(|q| q.open_count() as u64).sum(),
             commit_latency: log.commit_latency,
         }
     }
@@ -1374,7 +1358,7 @@ async fn write_region(store: Store, job: RegionJob) {
         let queued = st
             .queues
             .get(&key.0)
-            .is_some_and(|q| q.locs.binary_search_by_key(&key.1, |l| l.seq).is_ok());
+            .is_some_and(|q| q.queued().contains(key.1));
         match res {
             Ok(()) if queued => {
                 st.cache.insert(key, wait.flags, body);
