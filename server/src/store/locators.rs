@@ -1,0 +1,55 @@
+//! The queues' locators as maintenance sees them: compaction moves a
+//! message's record and the locator must follow; the scrub finds a record
+//! damaged and its message must go. The log asks through
+//! [`Locators`] because it never imports the store.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::state::State;
+use crate::log::{Locators, Pos};
+
+/// The queues' locators as maintenance sees them.
+pub(super) struct StateLocators(Rc<RefCell<State>>);
+
+impl StateLocators {
+    pub(super) fn new(state: Rc<RefCell<State>>) -> StateLocators {
+        StateLocators(state)
+    }
+}
+
+impl Locators for StateLocators {
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
+        let mut st = self.0.borrow_mut();
+        st.queues.get_mut(&queue)?.relocate(seq, from, to)
+    }
+
+    fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
+        let st = self.0.borrow();
+        st.queues
+            .get(&queue)
+            .and_then(|q| q.find(seq))
+            .is_some_and(|loc| loc.pos == at)
+    }
+
+    fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
+        let mut st = self.0.borrow_mut();
+        let st = &mut *st;
+        let mut lens = Vec::new();
+        for q in st.queues.values_mut() {
+            for loc in q.remove_damaged(seg, from, to) {
+                log::warn!(
+                    "{}: message {} of queue {} is damaged: dropped",
+                    st.label,
+                    loc.seq,
+                    String::from_utf8_lossy(q.name())
+                );
+                lens.push(loc.len);
+                st.items -= 1;
+                st.bytes -= loc.body_len();
+                st.cache.remove((q.id(), loc.seq));
+            }
+        }
+        lens
+    }
+}
