@@ -15,9 +15,8 @@ impl Store {
         body: Vec<u8>,
         body_crc: Option<u32>,
     ) -> Reply<bool> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let mut log = self.log.borrow_mut();
         if !st.admit(&mut log, queue, body.len() as u64) {
             return Reply::now(Ok(false));
         }
@@ -51,9 +50,8 @@ impl Store {
     }
 
     pub(super) fn apply_get(&self, queue: &[u8]) -> Reply<Option<Message>> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let mut log = self.log.borrow_mut();
         let Some(id) = st.id_for_get(&mut log, queue) else {
             return Reply::now(Ok(None));
         };
@@ -75,19 +73,20 @@ impl Store {
     /// appended so far, which includes the message's own record), so a
     /// consumer never sees a message that a crash could take back.
     pub(super) fn apply_open(&self, queue: &[u8], reader: Reader) -> Reply<Option<Message>> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
+        let Some(id) = st.id_for_get(&mut log, queue) else {
             return Reply::now(Ok(None));
         };
-        st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
+        st.drop_expired(&mut log, &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open(reader) else {
             return Reply::now(Ok(None));
         };
         st.items -= 1;
         st.bytes -= loc.body_len();
-        let lsn = self.log.borrow().last_lsn();
+        let lsn = log.last_lsn();
+        drop(log);
         // Out of the cache like a pop: if it comes back (abort), it is
         // read from its segment, which keeps the cache's bytes bounded by
         // queued messages only.
@@ -96,22 +95,23 @@ impl Store {
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
     pub(super) fn apply_peek(&self, queue: &[u8]) -> Reply<Option<Message>> {
-        let mut st = self.state.borrow_mut();
-        let Some(id) = st.id_for_get(&mut self.log.borrow_mut(), queue) else {
+        let (mut st, mut log) = self.both();
+        let Some(id) = st.id_for_get(&mut log, queue) else {
             return Reply::now(Ok(None));
         };
-        st.drop_expired(&mut self.log.borrow_mut(), &self.moves, id);
+        st.drop_expired(&mut log, &self.moves, id);
         let Some(&loc) = st.queues[&id].queued().head() else {
             return Reply::now(Ok(None));
         };
-        let lsn = self.log.borrow().last_lsn();
+        let lsn = log.last_lsn();
+        drop(log);
         self.deliver(lsn, id, loc, st.held((id, loc.seq), false))
     }
 
     /// Confirms `reader`'s open message on `queue`: its consumption is
     /// logged as a pop's is.
     pub(super) fn apply_confirm(&self, queue: &[u8], reader: Reader) -> Reply<bool> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let st = &mut *st;
         let Some(&id) = st.names.get(queue) else {
             return Reply::now(Ok(false));
@@ -120,20 +120,18 @@ impl Store {
         let Some(loc) = q.open_by(reader).and_then(|seq| q.close(seq)) else {
             return Reply::now(Ok(false));
         };
-        let mut log = self.log.borrow_mut();
         let lsn = log.consume(id, loc.seq, loc.seq + 1, q.low());
         log.release(loc.pos.seg, loc.len, lsn);
         self.reply(&log, lsn, 0, true)
     }
 
     pub(super) fn apply_delete(&self, queue: &[u8]) -> Reply<bool> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let st = &mut *st;
         let Some(id) = st.names.remove(queue) else {
             return Reply::now(Ok(false));
         };
         st.fan_out_queues -= usize::from(queue.contains(&b'+'));
-        let mut log = self.log.borrow_mut();
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
         for loc in q.unconsumed() {
@@ -146,11 +144,10 @@ impl Store {
     }
 
     pub(super) fn apply_flush(&self, queue: &[u8]) -> Reply<bool> {
-        let mut st = self.state.borrow_mut();
+        let (mut st, mut log) = self.both();
         let Some(&id) = st.names.get(queue) else {
             return Reply::now(Ok(false));
         };
-        let mut log = self.log.borrow_mut();
         st.drop_head(&mut log, id, |q| !q.queued().is_empty());
         self.reply(&log, log.last_lsn(), 0, true)
     }

@@ -1,39 +1,47 @@
 //! The queues' locators as maintenance sees them: compaction moves a
 //! message's record and the locator must follow; the scrub finds a record
-//! damaged and its message must go. The log asks through
-//! [`Locators`] because it never imports the store.
+//! damaged and its message must go. The log asks through [`Locators`]
+//! because it never imports the store.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
 
 use super::state::State;
 use crate::log::{Locators, Pos};
 
-/// The queues' locators as maintenance sees them.
+/// The queue table, for maintenance, which may hold the log when it calls:
+/// the second half of the borrow order documented at [`State`]. It holds
+/// no handle to the log, so it cannot take it the other way round.
 pub(super) struct StateLocators(Rc<RefCell<State>>);
 
 impl StateLocators {
     pub(super) fn new(state: Rc<RefCell<State>>) -> StateLocators {
         StateLocators(state)
     }
+
+    /// The table, which no store call may hold when maintenance runs.
+    fn state(&self) -> RefMut<'_, State> {
+        self.0
+            .try_borrow_mut()
+            .expect("borrow order: maintenance reached the queue table while a store call held it")
+    }
 }
 
 impl Locators for StateLocators {
     fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
-        let mut st = self.0.borrow_mut();
-        st.queues.get_mut(&queue)?.relocate(seq, from, to)
+        self.state().queues.get_mut(&queue)?.relocate(seq, from, to)
     }
 
     fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
-        let st = self.0.borrow();
-        st.queues
+        self.state()
+            .queues
             .get(&queue)
             .and_then(|q| q.find(seq))
             .is_some_and(|loc| loc.pos == at)
     }
 
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
-        let mut st = self.0.borrow_mut();
+        let mut st = self.state();
         let st = &mut *st;
         let mut lens = Vec::new();
         for q in st.queues.values_mut() {

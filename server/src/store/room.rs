@@ -53,8 +53,7 @@ impl Store {
     }
 
     pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
-        let mut st = self.state.borrow_mut();
-        let mut log = self.log.borrow_mut();
+        let (mut st, mut log) = self.both();
         let record = log.message_room(len);
         let mut need = match st.names.get(queue).copied() {
             Some(id) => st.room_for_message(id, record),
@@ -71,9 +70,9 @@ impl Store {
     /// `queue` exists. These may use the consumers' reserve: a full disk
     /// must never stop `get`, `/close` or `delete`.
     pub(super) fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
-        let mut log = self.log.borrow_mut();
+        let (st, mut log) = self.both();
         log.check()?;
-        if !self.state.borrow().names.contains_key(queue) {
+        if !st.names.contains_key(queue) {
             return Ok(());
         }
         log.make_room(record::record_len(8) as u64, false)
@@ -83,9 +82,8 @@ impl Store {
     /// messages at its head, and for a pop the pop. These may use the
     /// consumers' reserve.
     pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
-        let mut log = self.log.borrow_mut();
+        let (mut st, mut log) = self.both();
         log.check()?;
-        let mut st = self.state.borrow_mut();
         let Some(&id) = st.names.get(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
@@ -109,9 +107,8 @@ impl Store {
     /// Room for a flush's records: one per stretch of queued messages
     /// between open ones.
     pub(super) fn room_for_flush(&self, queue: &[u8]) -> Result<(), NoRoom> {
-        let mut log = self.log.borrow_mut();
+        let (st, mut log) = self.both();
         log.check()?;
-        let st = self.state.borrow();
         let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
             return Ok(());
         };

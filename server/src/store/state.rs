@@ -4,12 +4,14 @@
 //! bodies being written out of line. Keeping these together is what lets
 //! a request change all of them in one synchronous step.
 
+use std::cell::RefMut;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::out_of_line::OutOfLine;
 use super::regions::RegionJob;
+use super::Store;
 use crate::cache::HotCache;
 use crate::idhash::IdMap;
 use crate::limits::{Limits, QueueLimits};
@@ -19,6 +21,19 @@ use crate::log::{Log, Pos};
 use crate::queue::Queue;
 
 /// The queues of one shard.
+///
+/// # Borrow order
+/// The store borrows the queue table, then the log: always through
+/// [`Store::both`] when it needs both. Maintenance (`log::compaction`)
+/// goes the other way: it holds the log and reaches the table through
+/// [`StateLocators`](super::locators::StateLocators) (a compaction copy
+/// moves a message's locator in the middle of its append). The two orders
+/// never meet, because neither side calls the other while it holds what
+/// it borrowed:
+/// - the store never calls into maintenance: it spawns its tasks, and the
+///   one [`Locators`](crate::log::Locators) it makes goes to them;
+/// - what maintenance reaches here never takes the log: `StateLocators`
+///   has no handle to it, and the methods it calls take no [`Log`].
 pub(super) struct State {
     pub(super) queues: IdMap<u32, Queue>,
     pub(super) names: BTreeMap<Box<[u8]>, u32>,
@@ -153,5 +168,13 @@ impl State {
     pub(super) fn limits_of(&mut self, id: u32) -> Option<&QueueLimits> {
         let q = self.queues.get_mut(&id)?;
         Some(q.limits(&self.limits, self.limits_generation))
+    }
+}
+
+impl Store {
+    /// The queue table and the log, borrowed in that order (see [`State`]).
+    pub(super) fn both(&self) -> (RefMut<'_, State>, RefMut<'_, Log>) {
+        let state = self.state.borrow_mut();
+        (state, self.log.borrow_mut())
     }
 }
