@@ -52,10 +52,9 @@ impl Store {
     pub(super) fn apply_get(&self, queue: &[u8]) -> Reply<Option<Message>> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(id) = st.id_for_get(&mut log, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
             return Reply::now(Ok(None));
         };
-        st.drop_expired(&mut log, &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.pop() else {
             return Reply::now(Ok(None));
@@ -75,10 +74,9 @@ impl Store {
     pub(super) fn apply_open(&self, queue: &[u8], reader: Reader) -> Reply<Option<Message>> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(id) = st.id_for_get(&mut log, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
             return Reply::now(Ok(None));
         };
-        st.drop_expired(&mut log, &self.moves, id);
         let q = st.queues.get_mut(&id).expect("queue exists");
         let Some(loc) = q.open(reader) else {
             return Reply::now(Ok(None));
@@ -96,10 +94,9 @@ impl Store {
     /// `get <q>/peek`: a copy of the head, which stays queued.
     pub(super) fn apply_peek(&self, queue: &[u8]) -> Reply<Option<Message>> {
         let (mut st, mut log) = self.both();
-        let Some(id) = st.id_for_get(&mut log, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
             return Reply::now(Ok(None));
         };
-        st.drop_expired(&mut log, &self.moves, id);
         let Some(&loc) = st.queues[&id].queued().head() else {
             return Reply::now(Ok(None));
         };

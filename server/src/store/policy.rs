@@ -42,12 +42,20 @@ impl State {
         }
     }
 
+    /// The queue a take of `name` reads (see [`State::id_for_get`]), its
+    /// expired head gone: `None` when there is no such queue.
+    pub(super) fn take_from(&mut self, log: &mut Log, moves: &Moves, name: &[u8]) -> Option<u32> {
+        let id = self.id_for_get(log, name)?;
+        self.drop_expired(log, moves, id);
+        Some(id)
+    }
+
     /// Takes the expired messages off the head of queue `id` (past their
     /// `exptime`, or older than the queue's `max_age`): an expired message
     /// is never handed out. They count as expired, and are consumed (in the
     /// log, and in `stats queue`), or with `expire_to` opened for `moves`
     /// to carry to their new queue.
-    pub(super) fn drop_expired(&mut self, log: &mut Log, moves: &Moves, id: u32) {
+    fn drop_expired(&mut self, log: &mut Log, moves: &Moves, id: u32) {
         if !self.may_expire(id) {
             return;
         }
