@@ -61,3 +61,43 @@ impl Locators for StateLocators {
         lens
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::disk::sim::SimDisk;
+    use crate::store::{Store, StoreConfig, SyncMode};
+    use crate::testutil::{run, test_dir};
+
+    #[test]
+    fn maintenance_finding_the_table_held_names_the_borrow_order() {
+        let dir = test_dir();
+        let config = StoreConfig {
+            dir: dir.path().join("shard-000"),
+            sync: SyncMode::Always,
+            segment_size: 64 << 10,
+            max_disk: None,
+            cache_bytes: 1 << 20,
+            limits: Default::default(),
+            region_min: crate::log::REGION_MIN,
+        };
+        run(move || async move {
+            let store = Store::open_on(Rc::new(SimDisk::new()), config)
+                .await
+                .unwrap();
+            let locators = StateLocators::new(store.state.clone());
+            let at = Pos { seg: 0, off: 0 };
+            assert!(!locators.is_live(0, 0, at), "free: no such message");
+            let held = store.state.borrow_mut();
+            let inverted = catch_unwind(AssertUnwindSafe(|| locators.is_live(0, 0, at)));
+            drop(held);
+            let panic = inverted.expect_err("the table was held");
+            let message = panic.downcast_ref::<String>().map_or("", |m| m.as_str());
+            assert!(message.contains("borrow order"), "{message}");
+            store.crash().await;
+        });
+    }
+}
