@@ -23,8 +23,9 @@ use crate::queue::Queue;
 /// The queues of one shard.
 ///
 /// # Borrow order
-/// The store borrows the queue table, then the log: always through
-/// [`Store::both`] when it needs both. Maintenance (`log::compaction`)
+/// The store borrows the queue table first and the log second
+/// ([`Store::both`] takes the two for a request's change; reads such as
+/// `stats` keep the same order). Maintenance (`log::compaction`)
 /// goes the other way: it holds the log and reaches the table through
 /// [`StateLocators`](super::locators::StateLocators) (a compaction copy
 /// moves a message's locator in the middle of its append). The two orders
