@@ -8,20 +8,24 @@
 //! Sequence numbers are per queue, start at 0 and never repeat: `tail` is the
 //! next one to hand out (so it is also the `enqueued` counter). A message
 //! is in one of three places:
-//! - **queued**, in `locs`, in sequence order (a message whose record was
-//!   found corrupt has no locator, which leaves a hole);
+//! - **queued**, in its [`Backlog`], in sequence order (a message whose
+//!   record was found corrupt has no locator, which leaves a hole);
 //! - **open**, in `open`: handed out by a reliable read (`get <q>/open`) and
 //!   not yet confirmed. It is still unconsumed as far as the log knows, so
 //!   its segment stays live; `/abort`, or its reader going away, puts it
-//!   back into `locs` at its place by sequence number, which is the head;
+//!   back among the queued at its place by sequence number, which is the head;
 //! - **consumed**: gone from both, and said so by the log (`dequeued` comes
 //!   from there, see `log::confirmed`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 
 use crate::idhash::IdMap;
 use crate::limits::{Limits, QueueLimits};
 use crate::log::{Loc, Pos};
+
+mod backlog;
+pub use backlog::Backlog;
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
@@ -29,22 +33,19 @@ pub type Reader = u64;
 /// One queue.
 #[derive(Debug)]
 pub struct Queue {
-    pub id: u32,
-    pub name: Box<[u8]>,
+    id: u32,
+    name: Box<[u8]>,
     /// Next sequence number to assign (= messages enqueued so far).
-    pub tail: u64,
-    /// Queued messages, in sequence order.
-    pub locs: VecDeque<Loc>,
-    /// Sum of the body lengths of `locs`.
-    pub bytes: u64,
+    tail: u64,
+    queued: Backlog,
     /// Messages handed out by reliable reads, by sequence number …
-    pub open: BTreeMap<u64, (Loc, Reader)>,
+    open: BTreeMap<u64, (Loc, Reader)>,
     /// … and by who holds them (one each).
     readers: IdMap<Reader, u64>,
     /// Messages dropped because they expired (since start-up).
-    pub expired: u64,
+    expired: u64,
     /// Messages dropped to make room (`discard_old_when_full`).
-    pub discarded: u64,
+    discarded: u64,
     /// Its limits, and the generation of the limits they came from (see
     /// [`Queue::limits`]).
     limits: QueueLimits,
@@ -62,8 +63,7 @@ impl Queue {
             id,
             name,
             tail: 0,
-            locs: VecDeque::new(),
-            bytes: 0,
+            queued: Backlog::default(),
             open: BTreeMap::new(),
             readers: IdMap::default(),
             expired: 0,
@@ -72,6 +72,75 @@ impl Queue {
             limits_generation: u64::MAX,
             times: VecDeque::new(),
         }
+    }
+
+    /// A queue as recovery found it: `tail`, and the messages still queued
+    /// (`locs`, in sequence order) with their enqueue times (`times`).
+    pub fn recovered(id: u32, name: Box<[u8]>, tail: u64, locs: Vec<Loc>, times: &[u32]) -> Queue {
+        let mut q = Queue::new(id, name);
+        q.tail = tail;
+        for (loc, &at) in locs.iter().zip(times) {
+            q.enqueued_at(loc.seq, at);
+        }
+        q.queued = Backlog::from_locs(locs);
+        q
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// Messages enqueued so far (the next sequence number).
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// The queued messages (not the open ones).
+    pub fn queued(&self) -> &Backlog {
+        &self.queued
+    }
+
+    /// Messages handed out by reliable reads and not yet confirmed.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The open messages in `seqs`, in order.
+    pub fn open_in(&self, seqs: Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        self.open.range(seqs).map(|(&seq, _)| seq)
+    }
+
+    /// Open message `seq`'s locator.
+    pub fn open_loc(&self, seq: u64) -> Option<Loc> {
+        self.open.get(&seq).map(|&(loc, _)| loc)
+    }
+
+    /// Every unconsumed message: queued, then open.
+    pub fn unconsumed(&self) -> impl Iterator<Item = &Loc> + '_ {
+        let open = self.open.values().map(|(loc, _)| loc);
+        self.queued.iter().chain(open)
+    }
+
+    /// Messages dropped because they expired.
+    pub fn expired(&self) -> u64 {
+        self.expired
+    }
+
+    pub fn count_expired(&mut self, n: u64) {
+        self.expired += n;
+    }
+
+    /// Messages dropped to make room.
+    pub fn discarded(&self) -> u64 {
+        self.discarded
+    }
+
+    pub fn count_discarded(&mut self, n: u64) {
+        self.discarded += n;
     }
 
     /// Its limits out of `all`, the limits of generation `generation`:
@@ -94,7 +163,7 @@ impl Queue {
 
     /// The Unix second the head message was enqueued.
     pub fn head_time(&self) -> Option<u32> {
-        let head = self.locs.front()?.seq;
+        let head = self.queued.head()?.seq;
         let i = self.times.partition_point(|&(seq, _)| seq <= head);
         Some(self.times.get(i.checked_sub(1)?)?.1)
     }
@@ -110,7 +179,7 @@ impl Queue {
 
     /// The lowest message not consumed: queued, open, or (none) the tail.
     pub fn low(&self) -> u64 {
-        let queued = self.locs.front().map_or(self.tail, |l| l.seq);
+        let queued = self.queued.head().map_or(self.tail, |l| l.seq);
         let open = self.open.keys().next().copied().unwrap_or(self.tail);
         queued.min(open)
     }
@@ -125,8 +194,7 @@ impl Queue {
 
     /// Hands the head out to `reader` (a reliable read).
     pub fn open(&mut self, reader: Reader) -> Option<Loc> {
-        let loc = self.locs.pop_front()?;
-        self.bytes -= loc.body_len();
+        let loc = self.queued.pop()?;
         self.open.insert(loc.seq, (loc, reader));
         self.readers.insert(reader, loc.seq);
         Some(loc)
@@ -148,9 +216,7 @@ impl Queue {
     /// Puts open message `seq` back among the queued, at its place.
     pub fn put_back(&mut self, seq: u64) -> Option<Loc> {
         let loc = self.unopen(seq)?;
-        let at = self.locs.partition_point(|l| l.seq < seq);
-        self.locs.insert(at, loc);
-        self.bytes += loc.body_len();
+        self.queued.put_back(loc);
         Some(loc)
     }
 
@@ -158,41 +224,48 @@ impl Queue {
     pub fn push(&mut self, seg: u32, off: u32, len: u32, expires: u32) -> u64 {
         let seq = self.tail;
         self.tail += 1;
-        let loc = Loc {
+        self.queued.push(Loc {
             seq,
             pos: Pos { seg, off },
             len,
             expires,
-        };
-        self.bytes += loc.body_len();
-        self.locs.push_back(loc);
+        });
         seq
     }
 
     /// Removes the head message.
     pub fn pop(&mut self) -> Option<Loc> {
-        let loc = self.locs.pop_front()?;
-        self.bytes -= loc.body_len();
+        let loc = self.queued.pop()?;
         self.trim_times();
         Some(loc)
     }
 
-    /// Finds the locator of message `seq`, if it is queued or open (its
-    /// record must stay readable either way).
-    pub fn find_mut(&mut self, seq: u64) -> Option<&mut Loc> {
-        if let Some((loc, _)) = self.open.get_mut(&seq) {
-            return Some(loc);
+    /// The locator of message `seq`, if it is queued or open (its record
+    /// must stay readable either way).
+    pub fn find(&self, seq: u64) -> Option<&Loc> {
+        match self.open.get(&seq) {
+            Some((loc, _)) => Some(loc),
+            None => self.queued.get(seq),
         }
-        let i = self.locs.binary_search_by_key(&seq, |l| l.seq).ok()?;
-        self.locs.get_mut(i)
     }
 
-    /// Drops the locator of message `seq` (its record is unreadable).
-    pub fn remove(&mut self, seq: u64) -> Option<Loc> {
-        let i = self.locs.binary_search_by_key(&seq, |l| l.seq).ok()?;
-        let loc = self.locs.remove(i)?;
-        self.bytes -= loc.body_len();
-        Some(loc)
+    /// Points message `seq` (queued or open) at its record's new place
+    /// `to`, if its record is at `from`; returns the record's length.
+    pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos) -> Option<u32> {
+        let Some((loc, _)) = self.open.get_mut(&seq) else {
+            return self.queued.relocate(seq, from, to);
+        };
+        if loc.pos != from {
+            return None;
+        }
+        loc.pos = to;
+        Some(loc.len)
+    }
+
+    /// Drops the queued messages whose records start in `[from, to)` of
+    /// segment `seg` (they are unreadable).
+    pub fn remove_damaged(&mut self, seg: u32, from: u64, to: u64) -> Vec<Loc> {
+        self.queued.remove_in(seg, from, to)
     }
 }
 
@@ -205,12 +278,12 @@ mod tests {
         let mut q = Queue::new(1, b"q".to_vec().into());
         assert_eq!(q.push(0, 0, 58, 0), 0);
         assert_eq!(q.push(0, 64, 60, 0), 1);
-        assert_eq!(q.bytes, 22);
+        assert_eq!(q.queued().bytes(), 22);
         assert_eq!(q.pop().unwrap().seq, 0);
-        assert_eq!((q.low(), q.tail, q.bytes), (1, 2, 12));
-        assert!(q.find_mut(1).is_some());
-        assert_eq!(q.remove(1).unwrap().pos.off, 64);
-        assert_eq!((q.low(), q.tail, q.bytes), (2, 2, 0));
+        assert_eq!((q.low(), q.tail(), q.queued().bytes()), (1, 2, 12));
+        assert!(q.find(1).is_some());
+        assert_eq!(q.remove_damaged(0, 64, 65)[0].pos.off, 64);
+        assert_eq!((q.low(), q.tail(), q.queued().bytes()), (2, 2, 0));
         assert!(q.pop().is_none());
     }
 
@@ -222,14 +295,17 @@ mod tests {
         }
         assert_eq!(q.open(7).unwrap().seq, 0);
         assert_eq!(q.open(8).unwrap().seq, 1);
-        assert_eq!((q.low(), q.locs.len(), q.bytes), (0, 2, 20));
+        assert_eq!(
+            (q.low(), q.queued().items(), q.queued().bytes()),
+            (0, 2, 20)
+        );
         assert_eq!(q.open_by(8), Some(1));
-        assert!(q.find_mut(0).is_some(), "an open message stays findable");
+        assert!(q.find(0).is_some(), "an open message stays findable");
         q.put_back(1).unwrap();
         q.put_back(0).unwrap();
-        let order: Vec<u64> = q.locs.iter().map(|l| l.seq).collect();
+        let order: Vec<u64> = q.queued().iter().map(|l| l.seq).collect();
         assert_eq!(order, [0, 1, 2, 3]);
-        assert_eq!((q.open_by(7), q.bytes), (None, 40));
+        assert_eq!((q.open_by(7), q.queued().bytes()), (None, 40));
     }
 
     #[test]

@@ -98,8 +98,8 @@ async fn carry(store: &Store, m: Move) {
         let mut st = store.state.borrow_mut();
         let st = &mut *st;
         let open = st.queues.get(&m.queue).and_then(|q| {
-            let (loc, _) = q.open.get(&m.seq)?;
-            Some((q.name.clone(), *loc))
+            let loc = q.open_loc(m.seq)?;
+            Some((Box::<[u8]>::from(q.name()), loc))
         });
         open.map(|(name, loc)| (name, loc, st.held((m.queue, m.seq), true)))
     };

@@ -13,9 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::LocalFuture;
+use super::{LocalFuture, Store, SyncMode};
 use crate::log::commit::Acked;
-use crate::log::LogError;
+use crate::log::{Log, LogError};
 
 /// A store request's reply, as a future.
 pub enum Reply<T> {
@@ -53,4 +53,48 @@ impl<T> Future for Reply<T> {
             Reply::Later(future) => future.as_mut().poll(cx),
         }
     }
+}
+
+impl Store {
+    pub(super) fn acked(&self, lsn: u64) -> Acked {
+        Acked {
+            log: self.log.clone(),
+            lsn,
+        }
+    }
+
+    /// The reply `value` to a request whose record (with a body of `body`
+    /// bytes) is `lsn`: once the record is acknowledged, or at once where
+    /// [`waits_for_log`] says the sync mode allows it.
+    pub(super) fn reply<T: 'static>(&self, log: &Log, lsn: u64, body: usize, value: T) -> Reply<T> {
+        if !waits_for_log(log, body) {
+            return Reply::now(Ok(value));
+        }
+        Reply::Acked(self.acked(lsn), Some(value))
+    }
+}
+
+/// With `--sync none`, a set of at least [`LARGE_BODY`] bytes stops being
+/// acknowledged ahead of its write once this many bytes are appended but
+/// not yet written: the bound on memory, and back-pressure on producers
+/// faster than the disk.
+const NONE_BACKLOG: u64 = 16 << 20;
+/// Past this backlog every request waits: small ones too (a flood of small
+/// sets can outrun the disk as well).
+const NONE_BACKLOG_HARD: u64 = 4 * NONE_BACKLOG;
+/// Bodies this large are the ones that fill the backlog; below it a request
+/// keeps being answered at once while big writes drain, so small messages
+/// do not wait behind a flood of large ones.
+const LARGE_BODY: usize = 64 << 10;
+
+/// Whether a reply must wait for its record's acknowledgement. With
+/// `--sync none` it need not: the record is in the log buffer, which is all
+/// that mode promises, unless the backlog is full (see [`NONE_BACKLOG`]).
+/// `body` is the request's body length (0 for `get` and `delete`).
+pub(super) fn waits_for_log(log: &Log, body: usize) -> bool {
+    if !matches!(log.sync_mode(), SyncMode::None { .. }) {
+        return true;
+    }
+    let backlog = log.unwritten_bytes();
+    backlog > NONE_BACKLOG_HARD || (backlog > NONE_BACKLOG && body >= LARGE_BODY)
 }

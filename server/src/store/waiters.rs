@@ -11,6 +11,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
+
+use super::{Message, Reply, Store, Take};
 
 /// One waiting consumer: woken when a message is there for it.
 pub use crate::wake::Notify as Waiter;
@@ -88,5 +91,85 @@ impl Waiters {
 
     pub fn ended(&self) -> bool {
         self.ended.get()
+    }
+}
+
+/// A blocking get's place in its queue's line: leaving it (done, timed out
+/// or dropped) passes a waiting message on to the next in line.
+struct InLine {
+    store: Store,
+    queue: Box<[u8]>,
+    me: Rc<Waiter>,
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.store.waiters.leave(&self.queue, &self.me);
+        if self.store.queue_items(&self.queue) > 0 {
+            self.store.waiters.wake_first(&self.queue);
+        }
+    }
+}
+
+impl Store {
+    /// Pops the head of `queue`, waiting up to `wait` for a message when it
+    /// is empty (`get <q>/t=<ms>`): see [`Store::take_wait`].
+    pub fn get_wait(&self, queue: &[u8], wait: Duration) -> Reply<Option<Message>> {
+        self.take_wait(queue, Take::Pop, wait)
+    }
+
+    /// Takes the head of `queue` as `take` says, waiting up to `wait` for a
+    /// message when it is empty (`get <q>/t=<ms>`): woken by the set that
+    /// brings one, in arrival order with the other waiters (see the module
+    /// doc). `None` when the wait ends without a message, or the shard is
+    /// shutting down.
+    ///
+    /// Dropping the future leaves the line (the next waiter is woken if a
+    /// message is there), so a consumer that goes away takes nothing.
+    pub fn take_wait(&self, queue: &[u8], take: Take, wait: Duration) -> Reply<Option<Message>> {
+        let deadline = std::time::Instant::now() + wait;
+        let line = InLine {
+            store: self.clone(),
+            queue: queue.into(),
+            me: Rc::new(Waiter::default()),
+        };
+        Reply::later(async move {
+            let (store, queue, me) = (&line.store, &*line.queue, &line.me);
+            // A newcomer goes first only when nobody waits ahead of it.
+            let mut try_now = !store.waiters.anyone_waiting(queue);
+            loop {
+                if try_now {
+                    match store.take(queue, take).await {
+                        Ok(None) => {}
+                        done => return done,
+                    }
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if store.waiters.ended() || left.is_zero() {
+                    return Ok(None);
+                }
+                store.waiters.join(queue, me);
+                // A message that came while the get above was in flight.
+                if store.waiters.is_first(queue, me) && store.queue_items(queue) > 0 {
+                    try_now = true;
+                    continue;
+                }
+                futures_lite::future::or(me.wait(), glommio::timer::sleep(left)).await;
+                try_now = store.waiters.is_first(queue, me);
+            }
+        })
+    }
+
+    /// Shutdown: every blocking get ends now with no message (`END`), and
+    /// later ones do not wait.
+    pub fn end_waits(&self) {
+        self.waiters.end();
+    }
+
+    pub(super) fn queue_items(&self, queue: &[u8]) -> usize {
+        let st = self.state.borrow();
+        st.names
+            .get(queue)
+            .map_or(0, |id| st.queues[id].queued().items() as usize)
     }
 }

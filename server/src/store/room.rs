@@ -1,0 +1,130 @@
+//! Room in the log, made before a request applies.
+//!
+//! A request changes the queues the moment it applies; it could not be
+//! undone if its records then did not fit. So each request first bounds
+//! what it may log and makes room for that, or waits in order at the
+//! [`gate`](super::gate) until it can.
+
+use super::policy::stretch_room;
+use super::{Reply, Store};
+use crate::log::record;
+use crate::log::writer::NoRoom;
+
+impl Store {
+    /// Applies a request now if the log has room for it, or holds it (and
+    /// every later request of this shard) in order until a new segment is
+    /// ready; see [`gate`](super::gate).
+    pub(super) fn when_room<T: 'static>(
+        &self,
+        queue: &[u8],
+        room: impl Fn(&Store, &[u8]) -> Result<(), NoRoom> + 'static,
+        apply: impl FnOnce(&Store, &[u8]) -> Reply<T> + 'static,
+    ) -> Reply<T> {
+        if self.gate.is_open() {
+            match room(self, queue) {
+                Ok(()) => return apply(self, queue),
+                Err(NoRoom::Refused(e)) => return Reply::now(Err(e)),
+                Err(NoRoom::AwaitSpare | NoRoom::AwaitWrite) => {}
+            }
+        }
+        let (store, queue) = (self.clone(), queue.to_vec());
+        let ticket = self.gate.ticket();
+        Reply::later(async move {
+            ticket.turn().await;
+            loop {
+                match room(&store, &queue) {
+                    Ok(()) => {
+                        let done = apply(&store, &queue);
+                        drop(ticket);
+                        return done.await;
+                    }
+                    Err(NoRoom::Refused(e)) => return Err(e),
+                    Err(NoRoom::AwaitSpare) => {
+                        let ready = store.log.borrow().spare_ready();
+                        ready.wait().await;
+                    }
+                    Err(NoRoom::AwaitWrite) => {
+                        let last = store.log.borrow().last_lsn();
+                        store.acked(last).await?;
+                    }
+                }
+            }
+        })
+    }
+
+    pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
+        let (mut st, mut log) = self.both();
+        let record = log.message_room(len);
+        let mut need = match st.names.get(queue).copied() {
+            Some(id) => st.room_for_message(id, record),
+            None => record + record::record_len(16 + queue.len()) as u64,
+        };
+        // Fan-out copies (no allocation without fan-out queues).
+        for child in st.children(queue) {
+            need += st.room_for_message(child, record);
+        }
+        log.make_room(need, true)
+    }
+
+    /// Room for a marker record (`Consumed`, `Confirmed`, `Deleted`) if
+    /// `queue` exists. These may use the consumers' reserve: a full disk
+    /// must never stop `get`, `/close` or `delete`.
+    pub(super) fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
+        let (st, mut log) = self.both();
+        log.check()?;
+        if !st.names.contains_key(queue) {
+            return Ok(());
+        }
+        log.make_room(record::record_len(8) as u64, false)
+    }
+
+    /// Room for what a `take` of `queue` logs: the dropping of expired
+    /// messages at its head, and for a pop the pop. These may use the
+    /// consumers' reserve.
+    pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
+        let (mut st, mut log) = self.both();
+        log.check()?;
+        let Some(&id) = st.names.get(queue) else {
+            if queue.contains(&b'+') {
+                // A fan-out queue's first get creates it.
+                return log.make_room(record::record_len(16 + queue.len()) as u64, false);
+            }
+            return Ok(());
+        };
+        if st.queues[&id].queued().is_empty() {
+            return Ok(());
+        }
+        let mut bytes = 0;
+        if st.may_expire(id) {
+            bytes += stretch_room(&st.queues[&id]);
+        }
+        if pop {
+            bytes += record::record_len(8) as u64;
+        }
+        log.make_room(bytes, false)
+    }
+
+    /// Room for a flush's records: one per stretch of queued messages
+    /// between open ones.
+    pub(super) fn room_for_flush(&self, queue: &[u8]) -> Result<(), NoRoom> {
+        let (st, mut log) = self.both();
+        log.check()?;
+        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+            return Ok(());
+        };
+        if q.queued().is_empty() {
+            return Ok(());
+        }
+        log.make_room(stretch_room(q), false)
+    }
+
+    /// Takes up limits `reload` changed since this shard last looked.
+    pub(super) fn refresh_limits(&self) {
+        let generation = self.limits.generation();
+        let mut st = self.state.borrow_mut();
+        if st.limits_generation != generation {
+            st.limits = self.limits.get();
+            st.limits_generation = generation;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The counters of `stats` and `stats queue`, read from the queue table
+//! and the log at one instant, so the numbers of one reply agree.
+
+use super::policy::now_secs;
+use super::Store;
+use crate::stats::{QueueStat, StoreStats};
+
+impl Store {
+    /// Every queue of this shard with its counters, sorted by name.
+    pub fn queue_stats(&self) -> Vec<QueueStat> {
+        let st = self.state.borrow();
+        let log = self.log.borrow();
+        let now = u64::from(now_secs());
+        st.names
+            .iter()
+            .map(|(name, id)| {
+                let q = &st.queues[id];
+                let age = q.head_time().map_or(0, |t| now.saturating_sub(t.into()));
+                QueueStat {
+                    name: name.to_vec(),
+                    enqueued: q.tail(),
+                    dequeued: log.dequeued(*id),
+                    items: q.queued().items(),
+                    bytes: q.queued().bytes(),
+                    expired: q.expired(),
+                    discarded: q.discarded(),
+                    age_ms: age * 1000,
+                    waiters: self.waiters.waiting_on(name) as u64,
+                    open_transactions: q.open_count() as u64,
+                }
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = self.state.borrow();
+        let log = self.log.borrow().stats();
+        StoreStats {
+            queues: st.names.len() as u64,
+            items: st.items,
+            bytes: st.bytes,
+            log_writes: log.writes,
+            log_fsyncs: log.fsyncs,
+            log_bytes_written: log.bytes_written,
+            log_unwritten_bytes: log.unwritten_bytes,
+            log_segments: log.segments,
+            log_disk_bytes: log.disk_bytes,
+            log_corrupt_records: log.corrupt_records,
+            cache_bytes: st.cache.bytes() as u64,
+            get_waiters: self.waiters.count() as u64,
+            open_transactions: st.queues.values().map(|q| q.open_count() as u64).sum(),
+            commit_latency: log.commit_latency,
+        }
+    }
+}
