@@ -352,7 +352,12 @@ pub async fn scan_to_index(
             "{label}: segment {first_lsn:020}: the large message body at offset {off} ({n} bytes) is incomplete: a set cut short, dropped"
         );
     }
-    b.corrupt_records = (rep.corrupt.len() + usize::from(rep.torn.is_some())) as u32;
+    // A torn tail is how a crash leaves the open segment, not damage: it is
+    // cut (above), never counted, and never stored in the index, where
+    // every later start would read it back as corruption. In a sealed
+    // segment the same stretch is invalid data, and counted.
+    let torn_corrupt = rep.torn.is_some() && !is_open;
+    b.corrupt_records = (rep.corrupt.len() + usize::from(torn_corrupt)) as u32;
     Ok((b.finish(), rep))
 }
 
@@ -492,4 +497,42 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
         rebuilt_indexes: rebuilt,
         unverified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record;
+    use crate::log::segment::tests::Mem;
+
+    /// A segment of ten records whose last one a crash cut short.
+    fn torn_segment() -> Vec<u8> {
+        let mut buf = Vec::new();
+        for lsn in 1..=10 {
+            let body = vec![0xab; 100];
+            record::encode_into(&mut buf, &record::message_header(lsn, body.len()), &body);
+        }
+        let last = buf.iter().rposition(|&b| b != 0).expect("a body byte");
+        buf[last] ^= 0x5a;
+        buf.resize(2 * BLOCK as usize, 0);
+        buf
+    }
+
+    /// The torn tail of the open segment is how a crash ends the log: cut,
+    /// never counted as corruption nor stored in the index as such (which
+    /// every later start read back). In a sealed segment it is damage.
+    #[test]
+    fn a_torn_tail_of_the_open_segment_is_not_corruption() {
+        let file = Mem(torn_segment());
+        let scan = |is_open| {
+            futures_lite::future::block_on(scan_to_index("t", &file, 1, is_open)).unwrap()
+        };
+        let (idx, rep) = scan(true);
+        assert!(rep.torn.is_some());
+        assert_eq!(idx.last_lsn, 9);
+        assert_eq!(idx.corrupt_records, 0);
+        let (idx, rep) = scan(false);
+        assert!(rep.torn.is_some());
+        assert_eq!(idx.corrupt_records, 1);
+    }
 }
