@@ -43,7 +43,7 @@
 //! ([`Store::open`]), a simulated disk in tests ([`Store::open_on`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -61,7 +61,7 @@ use crate::log::commit::{self, Acked};
 use crate::log::error::IoFailure;
 use crate::log::record::{self, Kind};
 use crate::log::region::{self, Region};
-use crate::log::writer::{now_us, CatalogEntry, LogConfig, MessageMeta, NoRoom, SharedLog};
+use crate::log::writer::{now_us, LogConfig, MessageMeta, NoRoom, SharedLog};
 use crate::log::{compaction, recovery, segment, Loc, Locators, Log, Pos};
 use crate::queue::Queue;
 
@@ -74,6 +74,7 @@ mod body;
 mod gate;
 mod moves;
 mod out_of_line;
+mod replay;
 mod reply;
 mod waiters;
 pub use body::Body;
@@ -594,8 +595,8 @@ impl Store {
             .segment_size
             .max(64 << 10)
             .next_multiple_of(segment::BLOCK);
-        let mut rec = recovery::recover(&*disk, &config.dir, &label).await?;
-        let recovered = std::mem::take(&mut rec.queues);
+        let mut recovered = replay::Rebuild::default();
+        let mut rec = recovery::recover(&*disk, &config.dir, &label, &mut recovered).await?;
         let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
             queues: IdMap::with_capacity_and_hasher(recovered.len(), Default::default()),
@@ -610,30 +611,7 @@ impl Store {
             regions: IdMap::default(),
             new_regions: Vec::new(),
         };
-        let mut catalog = Vec::with_capacity(recovered.len());
-        for rq in recovered {
-            catalog.push((
-                rq.id,
-                CatalogEntry {
-                    name: rq.name.clone(),
-                    head: rq.head,
-                    tail: rq.tail,
-                    confirmed: rq.confirmed,
-                },
-            ));
-            let mut q = Queue::new(rq.id, rq.name);
-            q.tail = rq.tail;
-            for (loc, &at) in rq.locs.iter().zip(&rq.times) {
-                q.enqueued_at(loc.seq, at);
-            }
-            q.locs = VecDeque::from(rq.locs);
-            q.bytes = q.locs.iter().map(Loc::body_len).sum();
-            state.items += q.locs.len() as u64;
-            state.bytes += q.bytes;
-            state.fan_out_queues += usize::from(q.name.contains(&b'+'));
-            state.names.insert(q.name.clone(), q.id);
-            state.queues.insert(q.id, q);
-        }
+        let catalog = recovered.install(&mut state);
         let cfg = LogConfig {
             dir: config.dir.clone(),
             label,
