@@ -5,7 +5,10 @@
 //! Recovery picks per segment what it trusts: the newest segment is
 //! scanned (it may end in a torn tail), a sealed one is summarised by its
 //! index file when that is valid, and scanned otherwise. [`load_shard`]
-//! makes the same choice for the queue state, and scans every segment
+//! makes the same choice for the queue state (the same function,
+//! [`recovery::choose`]), replays it with recovery's own
+//! [`recovery::Replayer`] into a sink that keeps every queue and locator
+//! (an offline tool shows them all), and scans every segment
 //! besides, so `inspect` can count records and `verify` compare each index
 //! with its segment. A sealed segment with a valid index is scanned only up
 //! to the index's end of data: bytes after it are a tail an earlier
