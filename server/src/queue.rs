@@ -74,14 +74,20 @@ impl Queue {
         }
     }
 
-    /// A queue as recovery found it: `tail`, and the messages still queued
-    /// (`locs`, in sequence order) with their enqueue times (`times`).
-    pub fn recovered(id: u32, name: Box<[u8]>, tail: u64, locs: Vec<Loc>, times: &[u32]) -> Queue {
+    /// A queue as recovery found it: `tail`, the messages still queued
+    /// (`locs`, in sequence order) and `(first seq, Unix second)` of each
+    /// run of them enqueued in the same second (`runs`, as [`Queue::enqueued_at`]
+    /// keeps them).
+    pub fn recovered(
+        id: u32,
+        name: Box<[u8]>,
+        tail: u64,
+        locs: Vec<Loc>,
+        runs: Vec<(u64, u32)>,
+    ) -> Queue {
         let mut q = Queue::new(id, name);
         q.tail = tail;
-        for (loc, &at) in locs.iter().zip(times) {
-            q.enqueued_at(loc.seq, at);
-        }
+        q.times = VecDeque::from(runs);
         q.queued = Backlog::from_locs(locs);
         q
     }

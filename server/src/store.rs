@@ -69,6 +69,7 @@ mod out_of_line;
 mod policy;
 mod read;
 mod regions;
+mod replay;
 mod reply;
 mod room;
 mod state;

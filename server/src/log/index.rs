@@ -5,8 +5,11 @@
 //! `Created` record), the highest head/tail the segment's records assert,
 //! whether the segment deletes it, and the position of each of its messages.
 //! That is everything recovery needs from a sealed segment, so a restart
-//! reads the index files (validated once with bytecheck, then read in place)
-//! and scans only the open segment.
+//! reads the index files and scans only the open segment. An index file is
+//! read into an aligned buffer, validated once (checksum, then bytecheck of
+//! the whole archive) and then read in place without further checks
+//! ([`LoadedIndex`]); [`IndexRead`] reads a built index and a loaded one
+//! alike, so recovery is written once for both.
 //!
 //! File layout (see `docs/format.md`): the archive, then a 16-byte trailer
 //! `u32 crc32c(archive) | u32 archive length | u64 magic "MCQIDX01"`.
@@ -234,15 +237,58 @@ pub fn encode(index: &SegmentIndex) -> Vec<u8> {
     out
 }
 
-/// A validated index file held in an aligned buffer; read in place.
+/// Alignment of the buffer an index is read in place from (at least that
+/// of every archived type in it).
+const ALIGN: usize = 16;
+
+/// The bytes of an index file: the buffer the file was read into when the
+/// allocator aligned it (it does on the usual targets), a copy otherwise.
+enum Buf {
+    Read(Vec<u8>),
+    Copied(AlignedVec<ALIGN>),
+}
+
+impl Buf {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buf::Read(v) => v,
+            Buf::Copied(v) => v,
+        }
+    }
+}
+
+/// An index file, validated once when loaded and then read in place.
+///
+/// Validation (trailer, checksum, then bytecheck of the whole archive) is
+/// done once, in [`LoadedIndex::from_vec`]; [`LoadedIndex::get`] is then a
+/// pointer cast. The buffer is private and never changes after that, so
+/// what was validated is what is read.
 pub struct LoadedIndex {
-    buf: AlignedVec<16>,
+    buf: Buf,
+    /// Length of the archive (the file without its trailer).
     len: usize,
 }
 
 impl LoadedIndex {
-    /// Validates `bytes` (trailer, checksum, then bytecheck of the archive).
+    /// Validates the file `bytes` (a copy of them is read in place).
     pub fn from_bytes(bytes: &[u8], first_lsn: u64) -> Result<LoadedIndex, String> {
+        let mut buf = AlignedVec::<ALIGN>::with_capacity(bytes.len());
+        buf.extend_from_slice(bytes);
+        LoadedIndex::validate(Buf::Copied(buf), first_lsn)
+    }
+
+    /// Validates the file `bytes`, read in place where they are when that
+    /// buffer is aligned (copied once otherwise).
+    pub fn from_vec(bytes: Vec<u8>, first_lsn: u64) -> Result<LoadedIndex, String> {
+        if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+            LoadedIndex::validate(Buf::Read(bytes), first_lsn)
+        } else {
+            LoadedIndex::from_bytes(&bytes, first_lsn)
+        }
+    }
+
+    fn validate(buf: Buf, first_lsn: u64) -> Result<LoadedIndex, String> {
+        let bytes = buf.bytes();
         if bytes.len() < TRAILER_LEN {
             return Err(format!("{} bytes is too short", bytes.len()));
         }
@@ -259,11 +305,7 @@ impl LoadedIndex {
         if crc32c::crc32c(&bytes[..len]) != crc {
             return Err("checksum mismatch".into());
         }
-        let mut buf = AlignedVec::<16>::with_capacity(len);
-        buf.extend_from_slice(&bytes[..len]);
-        let loaded = LoadedIndex { buf, len };
-        let idx = loaded
-            .try_get()
+        let idx = rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(&bytes[..len])
             .map_err(|e| format!("invalid archive: {e}"))?;
         if idx.version.to_native() != INDEX_VERSION {
             return Err(format!(
@@ -274,17 +316,17 @@ impl LoadedIndex {
         if idx.first_lsn.to_native() != first_lsn {
             return Err(format!("belongs to segment {}", idx.first_lsn.to_native()));
         }
-        Ok(loaded)
+        Ok(LoadedIndex { buf, len })
     }
 
-    fn try_get(&self) -> Result<&ArchivedSegmentIndex, rkyv::rancor::Error> {
-        rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(&self.buf[..self.len])
-    }
-
-    /// The archived index. Validated once in `from_bytes`; validating again
-    /// here keeps this safe code (it is cheap next to the I/O that loaded it).
+    /// The archived index, read in place without checking it again.
     pub fn get(&self) -> &ArchivedSegmentIndex {
-        self.try_get().expect("validated when loaded")
+        // SAFETY: `validate` checked exactly these bytes with bytecheck
+        // (`rkyv::access`) before this `LoadedIndex` was made, and they
+        // cannot have changed since: `buf` is private, never handed out
+        // mutably, and neither moved nor reallocated (a `Vec`'s or
+        // `AlignedVec`'s heap buffer stays put when the struct moves).
+        unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(&self.buf.bytes()[..self.len]) }
     }
 
     /// The index as a [`SegmentIndex`] (to compare it with a scan's).
@@ -312,7 +354,170 @@ pub async fn load(
     };
     let size = file.size().await?;
     let data = file.read_at(0, size as usize).await?;
-    Ok(Some(LoadedIndex::from_bytes(&data, first_lsn)))
+    Ok(Some(LoadedIndex::from_vec(data, first_lsn)))
+}
+
+/// Read access to a segment's index, whether built by a scan
+/// ([`SegmentIndex`]) or read in place from its file
+/// ([`ArchivedSegmentIndex`]): recovery's passes are written once, over
+/// this.
+pub trait IndexRead {
+    type Queue: QueueRead;
+    fn checkpoint(&self) -> bool;
+    fn next_queue_id(&self) -> u32;
+    fn max_queue_id(&self) -> u32;
+    fn last_lsn(&self) -> u64;
+    fn data_len(&self) -> u64;
+    fn corrupt_records(&self) -> u32;
+    /// By id.
+    fn queues(&self) -> &[Self::Queue];
+}
+
+/// What one index says about one queue (see [`QueueIndex`]).
+pub trait QueueRead {
+    type Entry: EntryRead;
+    fn id(&self) -> u32;
+    /// Its name, when the segment creates it.
+    fn created(&self) -> Option<&[u8]>;
+    fn deleted(&self) -> bool;
+    fn head(&self) -> u64;
+    fn tail(&self) -> u64;
+    /// Ranges confirmed out of order, `[start, end)`.
+    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_;
+    /// By seq.
+    fn msgs(&self) -> &[Self::Entry];
+}
+
+/// One message's [`IndexEntry`], native or archived.
+pub trait EntryRead {
+    fn seq(&self) -> u64;
+    fn entry(&self) -> IndexEntry;
+}
+
+impl IndexRead for SegmentIndex {
+    type Queue = QueueIndex;
+    fn checkpoint(&self) -> bool {
+        self.checkpoint
+    }
+    fn next_queue_id(&self) -> u32 {
+        self.next_queue_id
+    }
+    fn max_queue_id(&self) -> u32 {
+        self.max_queue_id
+    }
+    fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+    fn data_len(&self) -> u64 {
+        self.data_len
+    }
+    fn corrupt_records(&self) -> u32 {
+        self.corrupt_records
+    }
+    fn queues(&self) -> &[QueueIndex] {
+        &self.queues
+    }
+}
+
+impl QueueRead for QueueIndex {
+    type Entry = IndexEntry;
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn created(&self) -> Option<&[u8]> {
+        self.created.then_some(&self.name[..])
+    }
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+    fn head(&self) -> u64 {
+        self.head
+    }
+    fn tail(&self) -> u64 {
+        self.tail
+    }
+    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.confirmed.iter().map(|r| (r.start, r.end))
+    }
+    fn msgs(&self) -> &[IndexEntry] {
+        &self.msgs
+    }
+}
+
+impl EntryRead for IndexEntry {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn entry(&self) -> IndexEntry {
+        *self
+    }
+}
+
+impl IndexRead for ArchivedSegmentIndex {
+    type Queue = ArchivedQueueIndex;
+    fn checkpoint(&self) -> bool {
+        self.checkpoint
+    }
+    fn next_queue_id(&self) -> u32 {
+        self.next_queue_id.to_native()
+    }
+    fn max_queue_id(&self) -> u32 {
+        self.max_queue_id.to_native()
+    }
+    fn last_lsn(&self) -> u64 {
+        self.last_lsn.to_native()
+    }
+    fn data_len(&self) -> u64 {
+        self.data_len.to_native()
+    }
+    fn corrupt_records(&self) -> u32 {
+        self.corrupt_records.to_native()
+    }
+    fn queues(&self) -> &[ArchivedQueueIndex] {
+        self.queues.as_slice()
+    }
+}
+
+impl QueueRead for ArchivedQueueIndex {
+    type Entry = ArchivedIndexEntry;
+    fn id(&self) -> u32 {
+        self.id.to_native()
+    }
+    fn created(&self) -> Option<&[u8]> {
+        self.created.then_some(self.name.as_slice())
+    }
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+    fn head(&self) -> u64 {
+        self.head.to_native()
+    }
+    fn tail(&self) -> u64 {
+        self.tail.to_native()
+    }
+    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.confirmed
+            .iter()
+            .map(|r| (r.start.to_native(), r.end.to_native()))
+    }
+    fn msgs(&self) -> &[ArchivedIndexEntry] {
+        self.msgs.as_slice()
+    }
+}
+
+impl EntryRead for ArchivedIndexEntry {
+    fn seq(&self) -> u64 {
+        self.seq.to_native()
+    }
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            seq: self.seq.to_native(),
+            off: self.off.to_native(),
+            len: self.len.to_native(),
+            expires: self.expires.to_native(),
+            time: self.time.to_native(),
+        }
+    }
 }
 
 /// Writes `bytes` to `path` crash-safely: temp file, fdatasync, rename,

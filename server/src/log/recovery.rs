@@ -3,16 +3,28 @@
 //! 1. Leftovers of interrupted operations (`*.idx.tmp`, `spare.tmp`) are
 //!    removed: they were never part of the log.
 //! 2. Every sealed segment is summarised by its index file, validated once
-//!    and read in place. A missing or invalid index is rebuilt by scanning
-//!    the segment (logged).
+//!    when read and then read in place. A missing or invalid index is
+//!    rebuilt by scanning the segment (logged). Which summary stands for a
+//!    segment is [`choose`], which the offline view shares.
 //! 3. The newest segment was open when the last run stopped: it is scanned,
 //!    every record verified; a torn tail is cut (logically: the segment is
 //!    sealed at its last good record and this run writes a new one) and
-//!    reported; a bad stretch followed by good records is skipped and
-//!    reported. It then gets its index like any sealed segment.
-//! 4. The summaries are merged (see [`replay`]): queue names, counters, and
-//!    the locators of unconsumed messages.
+//!    reported, but it is not corruption: a crash ends a log that way. A
+//!    bad stretch followed by good records is skipped and reported as
+//!    corruption. It then gets its index like any sealed segment.
+//! 4. The summaries are merged ([`Replayer`]) into a [`Replay`] sink: queue
+//!    names, counters, then the locators of unconsumed messages.
 //!
+//! # Why a sink, and two passes
+//! A shard may hold tens of millions of queued messages, and its indexes
+//! take 24 bytes for every message still in a segment, consumed or not.
+//! Recovery keeps neither: pass 1 reads the indexes one at a time for what
+//! they say of queues (small), which decides the live queues and their
+//! heads; pass 2 reads them again, one at a time, and hands each queued
+//! message straight to the sink, which keeps only its locator where it
+//! ends up. Peak memory is then the queues themselves plus one index,
+//! instead of every index plus the locators copied three times over.
+
 //! # Which queues exist
 //! Every segment starts with a checkpoint: a `Created` record (with its
 //! counters) for every queue alive at that moment, then a `Checkpoint`
@@ -32,27 +44,12 @@ use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use super::{Loc, Pos};
 use crate::disk::{Disk, DiskFile};
-use crate::log::index::{self, ArchivedSegmentIndex, IndexBuilder, LoadedIndex, SegmentIndex};
+use crate::log::index::{self, EntryRead, IndexBuilder, IndexRead, QueueRead, SegmentIndex};
 
-/// A queue as recovered.
-pub struct RecoveredQueue {
-    pub id: u32,
-    pub name: Box<[u8]>,
-    /// Every message below is consumed.
-    pub head: u64,
-    pub tail: u64,
-    /// Messages above `head` confirmed out of order.
-    pub confirmed: Confirmed,
-    /// The queued messages: neither below `head` nor confirmed …
-    pub locs: Vec<Loc>,
-    /// … and the Unix second each was enqueued.
-    pub times: Vec<u32>,
-}
-
-/// Everything recovery found.
+/// Everything recovery found besides the queues (those went to the
+/// [`Replay`] sink).
 pub struct Recovered {
     pub segs: BTreeMap<u32, Seg>,
-    pub queues: Vec<RecoveredQueue>,
     pub next_lsn: u64,
     pub next_queue_id: u32,
     pub corrupt_records: u64,
@@ -62,43 +59,156 @@ pub struct Recovered {
     pub unverified: Vec<u32>,
 }
 
-/// What recovery knows of one segment: its index file, or the index a
-/// scan built.
-pub enum Summary {
-    Loaded(LoadedIndex),
-    Built(SegmentIndex),
+/// A live queue as recovery found it, handed to [`Replay::queue`] before
+/// any of its messages.
+pub struct FoundQueue {
+    pub id: u32,
+    pub name: Box<[u8]>,
+    /// Every message below is consumed.
+    pub head: u64,
+    pub tail: u64,
+    /// Messages above `head` confirmed out of order.
+    pub confirmed: Confirmed,
 }
 
-/// The queues the summaries of a shard's segments (oldest first, each with
-/// its ordinal) add up to: the pure half of recovery, which `mcqd inspect`
-/// runs on a read-only view of a directory.
-pub struct Replayed {
-    pub queues: Vec<RecoveredQueue>,
-    pub next_queue_id: u32,
-    pub max_lsn: u64,
+/// Where recovery hands what it finds (raft-engine's `ReplayMachine`): the
+/// store builds its queues from it, `mcqd inspect` a view of them. Nothing
+/// is collected on the way, so a queued message costs recovery nothing but
+/// what the sink keeps of it.
+pub trait Replay {
+    /// A live queue; every queue comes before any message.
+    fn queue(&mut self, q: FoundQueue);
+    /// Message `loc` of queue `queue`, enqueued at Unix second `time`:
+    /// neither consumed nor confirmed. Messages come in segment order,
+    /// oldest first, so mostly in sequence order; a message met twice (a
+    /// compaction copy in a newer segment, its original not yet reclaimed)
+    /// comes last as its newest copy, which is the one that stands
+    /// ([`Arrivals`] applies that rule).
+    fn message(&mut self, queue: u32, loc: Loc, time: u32);
+    /// Every message has been handed over: settle the copies, passing each
+    /// one dropped (an older copy of a message kept) to `superseded`.
+    fn settle(&mut self, superseded: &mut dyn FnMut(Loc));
 }
 
-/// Merges `summaries` (the module doc says how).
-pub fn replay(summaries: &[(u32, Summary)]) -> Replayed {
-    let mut replay = Replay::default();
-    for (ord, s) in summaries {
-        match s {
-            Summary::Loaded(l) => replay.pass1_archived(*ord, l.get()),
-            Summary::Built(b) => replay.pass1_native(*ord, b),
+/// The messages of one queue as a [`Replay`] sink receives them, settled
+/// into sequence order with the newest copy of each message kept.
+///
+/// Messages that come in sequence order (all of them, but for compaction
+/// copies) are appended: 24 bytes each, and their enqueue times kept per
+/// second (`runs`, as the queue keeps them). One that comes out of order
+/// waits aside until [`Arrivals::settle`] merges it in, in one pass: a
+/// later copy always replaces an earlier one (it is in a newer segment).
+#[derive(Default)]
+pub struct Arrivals {
+    locs: Vec<Loc>,
+    /// `(first seq, Unix second)` of each run of `locs` enqueued in the
+    /// same second.
+    runs: Vec<(u64, u32)>,
+    /// Met out of sequence order, in the order met, with their times.
+    late: Vec<(Loc, u32)>,
+}
+
+impl Arrivals {
+    pub fn push(&mut self, loc: Loc, time: u32) {
+        if self.locs.last().is_none_or(|l| l.seq < loc.seq) {
+            if self.runs.last().is_none_or(|&(_, t)| t != time) {
+                self.runs.push((loc.seq, time));
+            }
+            self.locs.push(loc);
+        } else {
+            self.late.push((loc, time));
         }
     }
-    replay.drop_dead();
-    for (ord, s) in summaries {
-        match s {
-            Summary::Loaded(l) => replay.pass2_archived(*ord, l.get()),
-            Summary::Built(b) => replay.pass2_native(*ord, b),
+
+    /// Merges the messages met out of order; `superseded` gets every copy
+    /// a newer one replaced.
+    pub fn settle(&mut self, superseded: &mut dyn FnMut(Loc)) {
+        if self.late.is_empty() {
+            return;
+        }
+        let mut met = std::mem::take(&mut self.late);
+        // Stable: of two copies of a message, the one met later (newer)
+        // stays last.
+        met.sort_by_key(|(l, _)| l.seq);
+        let mut late: Vec<(Loc, u32)> = Vec::with_capacity(met.len());
+        for m in met {
+            match late.last_mut() {
+                Some(prev) if prev.0.seq == m.0.seq => {
+                    superseded(prev.0);
+                    *prev = m;
+                }
+                _ => late.push(m),
+            }
+        }
+        // A late copy replaces an in-order one (met before it, so older);
+        // the others go in at their place, merged from the back.
+        let mut inserts = Vec::new();
+        for &(loc, _) in &late {
+            match self.locs.binary_search_by_key(&loc.seq, |l| l.seq) {
+                Ok(i) => superseded(std::mem::replace(&mut self.locs[i], loc)),
+                Err(_) => inserts.push(loc),
+            }
+        }
+        let (mut i, mut j) = (self.locs.len(), inserts.len());
+        self.locs.extend_from_slice(&inserts);
+        let mut w = self.locs.len();
+        while j > 0 {
+            w -= 1;
+            if i > 0 && self.locs[i - 1].seq > inserts[j - 1].seq {
+                i -= 1;
+                self.locs[w] = self.locs[i];
+            } else {
+                j -= 1;
+                self.locs[w] = inserts[j];
+            }
+        }
+        // The times again, in sequence order: a late message's own, an
+        // in-order one's from the runs.
+        let old = std::mem::take(&mut self.runs);
+        let (mut k, mut j) = (0, 0);
+        for loc in &self.locs {
+            let t = if late.get(j).is_some_and(|(l, _)| l.seq == loc.seq) {
+                j += 1;
+                late[j - 1].1
+            } else {
+                while old.get(k + 1).is_some_and(|&(s, _)| s <= loc.seq) {
+                    k += 1;
+                }
+                old[k].1
+            };
+            if self.runs.last().is_none_or(|&(_, r)| r != t) {
+                self.runs.push((loc.seq, t));
+            }
         }
     }
-    let (queues, next_queue_id, max_lsn) = replay.finish();
-    Replayed {
-        queues,
-        next_queue_id,
-        max_lsn,
+
+    /// The locators in sequence order, and `(first seq, Unix second)` of
+    /// each run of them enqueued in the same second (after `settle`).
+    pub fn into_parts(self) -> (Vec<Loc>, Vec<(u64, u32)>) {
+        debug_assert!(self.late.is_empty(), "settled");
+        (self.locs, self.runs)
+    }
+}
+
+/// What recovery reads a segment's summary from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Its index file (valid, read in place).
+    Index,
+    /// A scan of the segment; one without a record is removed.
+    Scan,
+}
+
+/// The rule for which summary stands for a segment, shared with the
+/// offline view (`mcqd inspect`, `verify`) so that both agree: the newest
+/// segment was open when the last run stopped and may end in a torn tail,
+/// so it is scanned; a sealed one is read from its index file when that is
+/// valid, and scanned otherwise.
+pub fn choose(is_newest: bool, index_valid: bool) -> Choice {
+    if !is_newest && index_valid {
+        Choice::Index
+    } else {
+        Choice::Scan
     }
 }
 
@@ -110,211 +220,161 @@ struct QState {
     created_in: Option<u32>,
     deleted_in: Option<u32>,
     confirmed: Confirmed,
-    /// With the Unix second each was enqueued.
-    locs: Vec<(Loc, u32)>,
 }
 
-/// Merges segment summaries, oldest first.
+/// What pass 2 needs of a live queue to pick its messages.
+struct Live {
+    head: u64,
+    confirmed: Confirmed,
+}
+
+/// Merges segment summaries into a [`Replay`] sink (the module doc says
+/// how), in two passes over the segments, oldest first: pass 1
+/// ([`Replayer::summarise`]) reads what each says of its queues, which
+/// decides the live queues, their heads and tails; pass 2
+/// ([`Replayer::messages`]) hands the sink their messages. Only pass 1's
+/// per-queue state is held throughout, so a caller can load one segment's
+/// index at a time for each pass.
 #[derive(Default)]
-struct Replay {
+pub struct Replayer {
     queues: HashMap<u32, QState>,
+    live: HashMap<u32, Live>,
     authority: u32,
     next_queue_id: u32,
     max_lsn: u64,
+    /// Messages handed over per segment ordinal, and their record bytes.
+    counted: BTreeMap<u32, (u64, u64)>,
 }
 
-impl Replay {
-    fn pass1_native(&mut self, ord: u32, idx: &SegmentIndex) {
-        self.segment(
-            ord,
-            idx.checkpoint,
-            idx.next_queue_id,
-            idx.max_queue_id,
-            idx.last_lsn,
-        );
-        for q in &idx.queues {
-            self.queue(
-                ord,
-                q.id,
-                q.created.then_some(&q.name[..]),
-                q.deleted,
-                q.head,
-                q.tail,
-            );
-            self.confirmed(q.id, q.confirmed.iter().map(|r| (r.start, r.end)));
-        }
-    }
+/// What replay adds up to besides the queues.
+pub struct Replayed {
+    /// Live queues.
+    pub queues: usize,
+    pub next_queue_id: u32,
+    pub max_lsn: u64,
+    /// Queued messages whose (kept) record is in each segment, and their
+    /// record bytes.
+    pub live: BTreeMap<u32, (u64, u64)>,
+}
 
-    fn pass1_archived(&mut self, ord: u32, idx: &ArchivedSegmentIndex) {
-        self.segment(
-            ord,
-            idx.checkpoint,
-            idx.next_queue_id.to_native(),
-            idx.max_queue_id.to_native(),
-            idx.last_lsn.to_native(),
-        );
-        for q in idx.queues.iter() {
-            let name = q.created.then_some(q.name.as_slice());
-            self.queue(
-                ord,
-                q.id.to_native(),
-                name,
-                q.deleted,
-                q.head.to_native(),
-                q.tail.to_native(),
-            );
-            let ranges = q.confirmed.iter();
-            self.confirmed(
-                q.id.to_native(),
-                ranges.map(|r| (r.start.to_native(), r.end.to_native())),
-            );
-        }
-    }
-
-    fn segment(&mut self, ord: u32, checkpoint: bool, next_id: u32, max_id: u32, last_lsn: u64) {
-        if checkpoint {
+impl Replayer {
+    /// Pass 1: what segment `ord` says of its queues.
+    pub fn summarise(&mut self, ord: u32, idx: &impl IndexRead) {
+        if idx.checkpoint() {
             self.authority = ord;
         }
         self.next_queue_id = self
             .next_queue_id
-            .max(next_id)
-            .max(max_id.saturating_add(1));
-        self.max_lsn = self.max_lsn.max(last_lsn);
-    }
-
-    fn queue(
-        &mut self,
-        ord: u32,
-        id: u32,
-        name: Option<&[u8]>,
-        deleted: bool,
-        head: u64,
-        tail: u64,
-    ) {
-        let q = self.queues.entry(id).or_default();
-        if let Some(n) = name {
-            q.name = Some(n.into());
-            q.created_in = Some(ord);
-        }
-        if deleted {
-            q.deleted_in = Some(ord);
-        }
-        q.head = q.head.max(head);
-        q.tail = q.tail.max(tail);
-    }
-
-    /// Ranges of queue `id` confirmed out of order: facts for good (a
-    /// sequence number is never reused), whichever segment says them.
-    fn confirmed(&mut self, id: u32, ranges: impl Iterator<Item = (u64, u64)>) {
-        let q = self.queues.entry(id).or_default();
-        for (start, end) in ranges {
-            q.confirmed.insert(start, end);
-        }
-    }
-
-    fn alive(&self, q: &QState) -> bool {
-        match q.created_in {
-            Some(c) => {
-                c >= self.authority
-                    && !matches!(q.deleted_in, Some(d) if d >= c)
-                    && q.name.is_some()
+            .max(idx.next_queue_id())
+            .max(idx.max_queue_id().saturating_add(1));
+        self.max_lsn = self.max_lsn.max(idx.last_lsn());
+        for qi in idx.queues() {
+            let q = self.queues.entry(qi.id()).or_default();
+            if let Some(n) = qi.created() {
+                q.name = Some(n.into());
+                q.created_in = Some(ord);
             }
-            None => false,
+            if qi.deleted() {
+                q.deleted_in = Some(ord);
+            }
+            q.head = q.head.max(qi.head());
+            q.tail = q.tail.max(qi.tail());
+            // Facts for good (a sequence number is never reused),
+            // whichever segment says them.
+            for (start, end) in qi.confirmed() {
+                q.confirmed.insert(start, end);
+            }
         }
     }
 
-    fn pass2_native(&mut self, ord: u32, idx: &SegmentIndex) {
-        for qi in &idx.queues {
-            let Some(q) = self.queues.get_mut(&qi.id) else {
-                continue;
-            };
-            for m in &qi.msgs {
-                if m.seq >= q.head {
-                    let loc = Loc {
-                        seq: m.seq,
-                        pos: Pos {
-                            seg: ord,
-                            off: m.off,
-                        },
-                        len: m.len,
-                        expires: m.expires,
-                    };
-                    q.locs.push((loc, m.time));
+    /// End of pass 1: hands `sink` the live queues (by id).
+    pub fn queues(&mut self, sink: &mut impl Replay) {
+        let authority = self.authority;
+        let mut alive: Vec<(u32, QState)> = std::mem::take(&mut self.queues)
+            .into_iter()
+            .filter(|(_, q)| match q.created_in {
+                Some(c) => {
+                    c >= authority && !matches!(q.deleted_in, Some(d) if d >= c) && q.name.is_some()
                 }
-            }
-        }
-    }
-
-    fn pass2_archived(&mut self, ord: u32, idx: &ArchivedSegmentIndex) {
-        for qi in idx.queues.iter() {
-            let Some(q) = self.queues.get_mut(&qi.id.to_native()) else {
-                continue;
-            };
-            for m in qi.msgs.iter() {
-                let seq = m.seq.to_native();
-                if seq >= q.head {
-                    let loc = Loc {
-                        seq,
-                        pos: Pos {
-                            seg: ord,
-                            off: m.off.to_native(),
-                        },
-                        len: m.len.to_native(),
-                        expires: m.expires.to_native(),
-                    };
-                    q.locs.push((loc, m.time.to_native()));
-                }
-            }
-        }
-    }
-
-    fn drop_dead(&mut self) {
-        let dead: Vec<u32> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !self.alive(q))
-            .map(|(id, _)| *id)
+                None => false,
+            })
             .collect();
-        for id in dead {
-            self.queues.remove(&id);
-        }
-    }
-
-    fn finish(self) -> (Vec<RecoveredQueue>, u32, u64) {
-        let mut out = Vec::with_capacity(self.queues.len());
-        for (id, mut q) in self.queues {
-            // Segments were fed oldest first and the sort is stable, so for a
-            // message present twice (a compaction copy and its original not
-            // yet reclaimed) the last one is the newest copy.
-            q.locs.sort_by_key(|(l, _)| l.seq);
-            let mut locs: Vec<(Loc, u32)> = Vec::with_capacity(q.locs.len());
-            for l in q.locs {
-                match locs.last_mut() {
-                    Some(prev) if prev.0.seq == l.0.seq => *prev = l,
-                    _ => locs.push(l),
-                }
-            }
-            let tail = locs.last().map_or(q.tail, |(l, _)| q.tail.max(l.seq + 1));
+        alive.sort_unstable_by_key(|(id, _)| *id);
+        for (id, q) in alive {
             // Ranges the head has passed are forgotten; one that starts at
             // the head moves it.
-            let mut head = q.head;
             let mut confirmed = q.confirmed;
+            confirmed.drop_below(q.head);
+            let head = confirmed.extend(q.head);
             confirmed.drop_below(head);
-            locs.retain(|(l, _)| !confirmed.contains(l.seq));
-            head = confirmed.extend(head);
-            confirmed.drop_below(head);
-            let (locs, times) = locs.into_iter().unzip();
-            out.push(RecoveredQueue {
+            self.live.insert(
+                id,
+                Live {
+                    head,
+                    confirmed: confirmed.clone(),
+                },
+            );
+            sink.queue(FoundQueue {
                 id,
                 name: q.name.expect("alive queues have names"),
                 head,
-                tail,
+                tail: q.tail,
                 confirmed,
-                locs,
-                times,
             });
         }
-        (out, self.next_queue_id, self.max_lsn)
+    }
+
+    /// Pass 2: hands `sink` the messages of segment `ord` that are queued.
+    pub fn messages(&mut self, ord: u32, idx: &impl IndexRead, sink: &mut impl Replay) {
+        let mut n = 0u64;
+        let mut bytes = 0u64;
+        for qi in idx.queues() {
+            let Some(live) = self.live.get(&qi.id()) else {
+                continue;
+            };
+            let msgs = qi.msgs();
+            let from = msgs.partition_point(|m| m.seq() < live.head);
+            for m in &msgs[from..] {
+                let e = m.entry();
+                if live.confirmed.contains(e.seq) {
+                    continue;
+                }
+                let loc = Loc {
+                    seq: e.seq,
+                    pos: Pos {
+                        seg: ord,
+                        off: e.off,
+                    },
+                    len: e.len,
+                    expires: e.expires,
+                };
+                n += 1;
+                bytes += u64::from(e.len);
+                sink.message(qi.id(), loc, e.time);
+            }
+        }
+        if n > 0 {
+            let c = self.counted.entry(ord).or_default();
+            c.0 += n;
+            c.1 += bytes;
+        }
+    }
+
+    /// End of pass 2: the sink settles its copies.
+    pub fn finish(self, sink: &mut impl Replay) -> Replayed {
+        let mut live = self.counted;
+        sink.settle(&mut |old: Loc| {
+            if let Some(c) = live.get_mut(&old.pos.seg) {
+                c.0 -= 1;
+                c.1 -= u64::from(old.len);
+            }
+        });
+        Replayed {
+            queues: self.live.len(),
+            next_queue_id: self.next_queue_id,
+            max_lsn: self.max_lsn,
+            live,
+        }
     }
 }
 
@@ -352,7 +412,12 @@ pub async fn scan_to_index(
             "{label}: segment {first_lsn:020}: the large message body at offset {off} ({n} bytes) is incomplete: a set cut short, dropped"
         );
     }
-    b.corrupt_records = (rep.corrupt.len() + usize::from(rep.torn.is_some())) as u32;
+    // A torn tail is how a crash leaves the open segment, not damage: it is
+    // cut (above), never counted, and never stored in the index, where
+    // every later start would read it back as corruption. In a sealed
+    // segment the same stretch is invalid data, and counted.
+    let torn_corrupt = rep.torn.is_some() && !is_open;
+    b.corrupt_records = (rep.corrupt.len() + usize::from(torn_corrupt)) as u32;
     Ok((b.finish(), rep))
 }
 
@@ -369,8 +434,14 @@ pub async fn write_index(
     Ok(bytes.len() as u64)
 }
 
-/// Recovers the shard in `dir` (see the module doc).
-pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Recovered> {
+/// Recovers the shard in `dir` (see the module doc), handing its queues
+/// and their messages to `sink`.
+pub async fn recover(
+    disk: &dyn Disk,
+    dir: &Path,
+    label: &str,
+    sink: &mut impl Replay,
+) -> io::Result<Recovered> {
     let mut logs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut removed_tmp = false;
     for name in disk.list(dir).await? {
@@ -389,11 +460,12 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
     }
     let newest = logs.keys().next_back().copied();
     let mut segs = BTreeMap::new();
-    let mut summaries: Vec<(u32, Summary)> = Vec::new();
+    let mut replayer = Replayer::default();
     let mut corrupt_records = 0u64;
     let mut rebuilt = 0u32;
     let mut unverified = Vec::new();
     let mut ord = 0u32;
+    // Pass 1, and every segment indexed: one index in memory at a time.
     for (&first_lsn, path) in &logs {
         let file = disk
             .open(path)
@@ -401,10 +473,10 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
             .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
         let is_open = Some(first_lsn) == newest;
         let idx_path = segment::idx_path(dir, first_lsn);
-        let mut summary = None;
+        let mut loaded = None;
         if !is_open {
             match index::load(disk, &idx_path, first_lsn).await? {
-                Some(Ok(l)) => summary = Some(Summary::Loaded(l)),
+                Some(Ok(l)) => loaded = Some(l),
                 Some(Err(why)) => {
                     log::warn!("{label}: index {first_lsn:020}.idx is invalid ({why}): rebuilding it from its segment");
                 }
@@ -413,9 +485,15 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
                 }
             }
         }
-        let summary = match summary {
-            Some(s) => s,
-            None => {
+        let (data_len, corrupt, idx_bytes) = match choose(is_open, loaded.is_some()) {
+            Choice::Index => {
+                let l = loaded.expect("chosen when valid");
+                let idx = l.get();
+                replayer.summarise(ord, idx);
+                unverified.push(ord);
+                (idx.data_len(), idx.corrupt_records(), l.file_len())
+            }
+            Choice::Scan => {
                 let (idx, rep) = scan_to_index(label, &*file, first_lsn, is_open).await?;
                 if rep.records == 0 {
                     // Created but never written (a crash right after a
@@ -436,60 +514,171 @@ pub async fn recover(disk: &dyn Disk, dir: &Path, label: &str) -> io::Result<Rec
                 } else {
                     rebuilt += 1;
                 }
-                write_index(disk, dir, first_lsn, &idx).await?;
-                Summary::Built(idx)
+                let idx_bytes = write_index(disk, dir, first_lsn, &idx).await?;
+                replayer.summarise(ord, &idx);
+                (idx.data_len, idx.corrupt_records, idx_bytes)
             }
-        };
-        let (data_len, corrupt, idx_bytes) = match &summary {
-            Summary::Loaded(l) => {
-                let a = l.get();
-                (
-                    a.data_len.to_native(),
-                    a.corrupt_records.to_native(),
-                    l.file_len(),
-                )
-            }
-            Summary::Built(b) => (b.data_len, b.corrupt_records, index::encode(b).len() as u64),
         };
         corrupt_records += u64::from(corrupt);
-        if matches!(summary, Summary::Loaded(_)) {
-            unverified.push(ord);
-        }
         let disk_bytes = file.size().await?;
         segs.insert(
             ord,
             Seg::recovered(first_lsn, file, disk_bytes, data_len, idx_bytes),
         );
-        summaries.push((ord, summary));
         ord += 1;
     }
-
+    replayer.queues(sink);
+    // Pass 2: every segment has its index file now; each is read again,
+    // one at a time, for its messages.
+    for (&ord, seg) in &segs {
+        let idx_path = segment::idx_path(dir, seg.first_lsn);
+        match index::load(disk, &idx_path, seg.first_lsn).await? {
+            Some(Ok(l)) => replayer.messages(ord, l.get(), sink),
+            Some(Err(why)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: changed during recovery: {why}", idx_path.display()),
+                ))
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{}: removed during recovery", idx_path.display()),
+                ))
+            }
+        }
+    }
     let Replayed {
         queues,
         next_queue_id,
         max_lsn,
-    } = replay(&summaries);
-    drop(summaries);
-    for q in &queues {
-        for l in &q.locs {
-            if let Some(seg) = segs.get_mut(&l.pos.seg) {
-                seg.count_live(l.len);
-            }
+        live,
+    } = replayer.finish(sink);
+    let mut items = 0;
+    for (ord, (n, bytes)) in live {
+        if let Some(seg) = segs.get_mut(&ord) {
+            seg.live = n;
+            seg.live_bytes = bytes;
+            items += n;
         }
     }
-    let items: usize = queues.iter().map(|q| q.locs.len()).sum();
     log::debug!(
-        "{label}: recovered {} queues, {items} messages from {} segments ({rebuilt} indexes rebuilt, {corrupt_records} corrupt stretches)",
-        queues.len(),
+        "{label}: recovered {queues} queues, {items} messages from {} segments ({rebuilt} indexes rebuilt, {corrupt_records} corrupt stretches)",
         segs.len()
     );
     Ok(Recovered {
         segs,
-        queues,
         next_lsn: max_lsn + 1,
         next_queue_id: next_queue_id.max(1),
         corrupt_records,
         rebuilt_indexes: rebuilt,
         unverified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record;
+    use crate::log::segment::tests::Mem;
+
+    /// A segment of ten records whose last one a crash cut short.
+    fn torn_segment() -> Vec<u8> {
+        let mut buf = Vec::new();
+        for lsn in 1..=10 {
+            let body = vec![0xab; 100];
+            record::encode_into(&mut buf, &record::message_header(lsn, body.len()), &body);
+        }
+        let last = buf.iter().rposition(|&b| b != 0).expect("a body byte");
+        buf[last] ^= 0x5a;
+        buf.resize(2 * BLOCK as usize, 0);
+        buf
+    }
+
+    /// The torn tail of the open segment is how a crash ends the log: cut,
+    /// never counted as corruption nor stored in the index as such (which
+    /// every later start read back). In a sealed segment it is damage.
+    #[test]
+    fn a_torn_tail_of_the_open_segment_is_not_corruption() {
+        let file = Mem(torn_segment());
+        let scan = |is_open| {
+            futures_lite::future::block_on(scan_to_index("t", &file, 1, is_open)).unwrap()
+        };
+        let (idx, rep) = scan(true);
+        assert!(rep.torn.is_some());
+        assert_eq!(idx.last_lsn, 9);
+        assert_eq!(idx.corrupt_records, 0);
+        let (idx, rep) = scan(false);
+        assert!(rep.torn.is_some());
+        assert_eq!(idx.corrupt_records, 1);
+    }
+
+    fn loc(seq: u64, seg: u32) -> Loc {
+        Loc {
+            seq,
+            pos: Pos { seg, off: 0 },
+            len: 60,
+            expires: 0,
+        }
+    }
+
+    /// Messages met in segment order: in sequence order but for
+    /// compaction copies, some of a message still present (the newest copy
+    /// stands), some of one whose original is gone (it goes in at its
+    /// place), one copied twice. The times follow each kept message.
+    #[test]
+    fn arrivals_keep_the_newest_copy_in_sequence_order() {
+        let mut a = Arrivals::default();
+        // Segment 0: 0..4 at second 100; segment 1: 6..8 at 101.
+        for seq in 0..4 {
+            a.push(loc(seq, 0), 100);
+        }
+        for seq in 6..8 {
+            a.push(loc(seq, 1), 101);
+        }
+        // Segment 2: copies of 1 and 5 (its original reclaimed), then 9.
+        a.push(loc(1, 2), 100);
+        a.push(loc(5, 2), 99);
+        a.push(loc(9, 2), 102);
+        // Segment 3: 5 copied again, 4 (original reclaimed).
+        a.push(loc(5, 3), 99);
+        a.push(loc(4, 3), 100);
+        let mut dropped = Vec::new();
+        a.settle(&mut |l| dropped.push((l.seq, l.pos.seg)));
+        dropped.sort();
+        assert_eq!(dropped, [(1, 0), (5, 2)]);
+        let (locs, runs) = a.into_parts();
+        let got: Vec<(u64, u32)> = locs.iter().map(|l| (l.seq, l.pos.seg)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0),
+                (1, 2),
+                (2, 0),
+                (3, 0),
+                (4, 3),
+                (5, 3),
+                (6, 1),
+                (7, 1),
+                (9, 2)
+            ]
+        );
+        assert_eq!(runs, [(0, 100), (5, 99), (6, 101), (9, 102)]);
+    }
+
+    /// In sequence order throughout: nothing to settle, nothing moved.
+    #[test]
+    fn arrivals_in_order_are_kept_as_they_come() {
+        let mut a = Arrivals::default();
+        for seq in 3..10 {
+            a.push(loc(seq, (seq / 4) as u32), 7 + (seq / 5) as u32);
+        }
+        a.settle(&mut |_| panic!("no copies"));
+        let (locs, runs) = a.into_parts();
+        assert_eq!(
+            locs.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            (3..10).collect::<Vec<_>>()
+        );
+        assert_eq!(runs, [(3, 7), (5, 8)]);
+    }
 }

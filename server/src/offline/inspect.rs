@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use super::json::Json;
-use super::view::{self, IndexState, SegView, ShardView};
+use super::view::{self, IndexState, RecoveredQueue, SegView, ShardView};
 use super::{escape, now_secs, rfc3339, EXIT_ERROR};
-use crate::log::recovery::RecoveredQueue;
 
 /// Shows a data directory's segments and queues without a server: per
 /// shard its segment files (size, lsns, records, live messages, index),
@@ -168,7 +167,7 @@ struct Counters {
 
 impl Counters {
     fn of(q: &RecoveredQueue, now: u64) -> Counters {
-        let head_enqueued = q.times.first().map(|&t| u64::from(t));
+        let head_enqueued = q.runs.first().map(|&(_, t)| u64::from(t));
         Counters {
             enqueued: q.tail,
             dequeued: q.head + q.confirmed.count(),

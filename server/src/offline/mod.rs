@@ -12,9 +12,11 @@
 //!
 //! # Why recovery's own code
 //! The queue state shown is what the next start would recover, because it
-//! is computed by recovery's replay ([`crate::log::recovery::replay`]) from
-//! the same summaries recovery would use (index files where valid, scans
-//! elsewhere), read through a read-only [`view::RoFile`] instead of the
+//! is computed by recovery's replay ([`crate::log::recovery::Replayer`],
+//! into a sink of the view's own) from the same summaries recovery would
+//! use (chosen by the same rule, [`crate::log::recovery::choose`]: index
+//! files where valid, scans elsewhere), read through a read-only
+//! [`view::RoFile`] instead of the
 //! DMA files the server writes with. Records, scans and index files are
 //! parsed by `log::record`, `log::segment` and `index`, never again here.
 

@@ -5,7 +5,10 @@
 //! Recovery picks per segment what it trusts: the newest segment is
 //! scanned (it may end in a torn tail), a sealed one is summarised by its
 //! index file when that is valid, and scanned otherwise. [`load_shard`]
-//! makes the same choice for the queue state, and scans every segment
+//! makes the same choice for the queue state (the same function,
+//! [`recovery::choose`]), replays it with recovery's own
+//! [`recovery::Replayer`] into a sink that keeps every queue and locator
+//! (an offline tool shows them all), and scans every segment
 //! besides, so `inspect` can count records and `verify` compare each index
 //! with its segment. A sealed segment with a valid index is scanned only up
 //! to the index's end of data: bytes after it are a tail an earlier
@@ -17,9 +20,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk::{DiskFile, IoFuture};
+use crate::log::confirmed::Confirmed;
 use crate::log::index::{IndexBuilder, LoadedIndex, SegmentIndex};
 use crate::log::record::{self, Header};
-use crate::log::recovery::{self, RecoveredQueue, Summary};
+use crate::log::recovery::{self, Arrivals, Choice, FoundQueue, Replay, Replayer};
 use crate::log::segment::{self, ScanReport};
 use crate::log::Loc;
 use crate::manifest;
@@ -91,6 +95,48 @@ impl DiskFile for RoFile {
     }
     fn size(&self) -> IoFuture<'_, u64> {
         Box::pin(std::future::ready(self.file_len()))
+    }
+}
+
+/// A queue as recovery would rebuild it.
+pub struct RecoveredQueue {
+    pub id: u32,
+    pub name: Box<[u8]>,
+    /// Every message below is consumed.
+    pub head: u64,
+    pub tail: u64,
+    /// Messages above `head` confirmed out of order.
+    pub confirmed: Confirmed,
+    /// The queued messages, in sequence order …
+    pub locs: Vec<Loc>,
+    /// … and `(first seq, Unix second)` of each run of them enqueued in
+    /// the same second.
+    pub runs: Vec<(u64, u32)>,
+}
+
+/// The view's [`Replay`] sink: every queue with its locators.
+#[derive(Default)]
+struct Collect {
+    queues: Vec<(FoundQueue, Arrivals)>,
+    by_id: std::collections::HashMap<u32, usize>,
+}
+
+impl Replay for Collect {
+    fn queue(&mut self, q: FoundQueue) {
+        self.by_id.insert(q.id, self.queues.len());
+        self.queues.push((q, Arrivals::default()));
+    }
+
+    fn message(&mut self, queue: u32, loc: Loc, time: u32) {
+        if let Some(&i) = self.by_id.get(&queue) {
+            self.queues[i].1.push(loc, time);
+        }
+    }
+
+    fn settle(&mut self, superseded: &mut dyn FnMut(Loc)) {
+        for (_, msgs) in &mut self.queues {
+            msgs.settle(superseded);
+        }
     }
 }
 
@@ -262,7 +308,8 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
     let (logs, leftovers) = list_segments(dir)?;
     let newest = logs.last().copied();
     let mut segs = Vec::with_capacity(logs.len());
-    let mut summaries = Vec::with_capacity(logs.len());
+    // Per segment with an ordinal: whether its index file stands for it.
+    let mut chosen: Vec<(usize, Choice)> = Vec::with_capacity(logs.len());
     let mut ord = 0u32;
     for first_lsn in logs {
         let path = segment::log_path(dir, first_lsn);
@@ -271,21 +318,17 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
         let size = file.file_len()?;
         let is_newest = Some(first_lsn) == newest;
         let idx_path = segment::idx_path(dir, first_lsn);
-        let mut loaded = None;
         let index = match read_if_exists(&idx_path)? {
             None => IndexState::Missing,
-            Some(bytes) => match LoadedIndex::from_bytes(&bytes, first_lsn) {
-                Ok(l) => {
-                    let native = l.to_native();
-                    loaded = Some(l);
-                    IndexState::Valid(native)
-                }
+            Some(bytes) => match LoadedIndex::from_vec(bytes, first_lsn) {
+                Ok(l) => IndexState::Valid(l.to_native()),
                 Err(why) => IndexState::Invalid(why),
             },
         };
+        let choice = recovery::choose(is_newest, matches!(index, IndexState::Valid(_)));
         // Where the log of a sealed, indexed segment ends.
-        let indexed_end = match &index {
-            IndexState::Valid(i) if !is_newest => Some(i.data_len.min(size)),
+        let indexed_end = match (&index, choice) {
+            (IndexState::Valid(i), Choice::Index) => Some(i.data_len.min(size)),
             _ => None,
         };
         let scanned = indexed_end.unwrap_or(size);
@@ -305,16 +348,11 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             None => (None, None),
         };
         let built = builder.finish();
-        // Recovery removes a newest segment without a record, and uses
-        // a sealed segment's index when it is valid.
-        let seg_ord = if is_newest && scan.records == 0 {
+        // Recovery removes a scanned segment without a record.
+        let seg_ord = if choice == Choice::Scan && scan.records == 0 {
             None
         } else {
-            let summary = match loaded {
-                Some(l) if !is_newest => Summary::Loaded(l),
-                _ => Summary::Built(built.clone()),
-            };
-            summaries.push((ord, summary));
+            chosen.push((segs.len(), choice));
             ord += 1;
             Some(ord - 1)
         };
@@ -335,7 +373,38 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             live_bytes: 0,
         });
     }
-    let mut queues = recovery::replay(&summaries).queues;
+    let summary = |i: usize, choice: Choice| -> &SegmentIndex {
+        match (&segs[i].index, choice) {
+            (IndexState::Valid(idx), Choice::Index) => idx,
+            _ => &segs[i].built,
+        }
+    };
+    let mut replayer = Replayer::default();
+    for (ord, &(i, choice)) in chosen.iter().enumerate() {
+        replayer.summarise(ord as u32, summary(i, choice));
+    }
+    let mut sink = Collect::default();
+    replayer.queues(&mut sink);
+    for (ord, &(i, choice)) in chosen.iter().enumerate() {
+        replayer.messages(ord as u32, summary(i, choice), &mut sink);
+    }
+    replayer.finish(&mut sink);
+    let mut queues: Vec<RecoveredQueue> = sink
+        .queues
+        .into_iter()
+        .map(|(q, msgs)| {
+            let (locs, runs) = msgs.into_parts();
+            RecoveredQueue {
+                id: q.id,
+                name: q.name,
+                head: q.head,
+                tail: q.tail,
+                confirmed: q.confirmed,
+                locs,
+                runs,
+            }
+        })
+        .collect();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     for q in &queues {
         for l in &q.locs {

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use super::gate::Gate;
 use super::locators::StateLocators;
 use super::moves::{self, Moves};
+use super::replay;
 use super::state::State;
 use super::waiters::Waiters;
 use super::{Store, StoreConfig, SyncMode};
@@ -20,9 +21,8 @@ use crate::cache::HotCache;
 use crate::disk::dma::DmaDisk;
 use crate::disk::Disk;
 use crate::idhash::IdMap;
-use crate::log::writer::{CatalogEntry, LogConfig};
+use crate::log::writer::LogConfig;
 use crate::log::{commit, compaction, recovery, segment, Locators, Log};
-use crate::queue::Queue;
 
 impl Store {
     /// Opens (or creates) the shard described by `config` on the real disk
@@ -48,8 +48,8 @@ impl Store {
             .segment_size
             .max(64 << 10)
             .next_multiple_of(segment::BLOCK);
-        let mut rec = recovery::recover(&*disk, &config.dir, &label).await?;
-        let recovered = std::mem::take(&mut rec.queues);
+        let mut recovered = replay::Rebuild::default();
+        let mut rec = recovery::recover(&*disk, &config.dir, &label, &mut recovered).await?;
         let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
             queues: IdMap::with_capacity_and_hasher(recovered.len(), Default::default()),
@@ -64,24 +64,7 @@ impl Store {
             regions: IdMap::default(),
             new_regions: Vec::new(),
         };
-        let mut catalog = Vec::with_capacity(recovered.len());
-        for rq in recovered {
-            catalog.push((
-                rq.id,
-                CatalogEntry {
-                    name: rq.name.clone(),
-                    head: rq.head,
-                    tail: rq.tail,
-                    confirmed: rq.confirmed,
-                },
-            ));
-            let q = Queue::recovered(rq.id, rq.name, rq.tail, rq.locs, &rq.times);
-            state.items += q.queued().items();
-            state.bytes += q.queued().bytes();
-            state.fan_out_queues += usize::from(q.name().contains(&b'+'));
-            state.names.insert(q.name().into(), q.id());
-            state.queues.insert(q.id(), q);
-        }
+        let catalog = recovered.install(&mut state);
         let cfg = LogConfig {
             dir: config.dir.clone(),
             label,
