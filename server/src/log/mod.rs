@@ -10,7 +10,7 @@
 //! - [`record`]: the byte format of one record (header + CRC32C + body).
 //! - [`segment`]: segment file names and the verified scan that recovery,
 //!   index rebuilds, compaction and scrub share.
-//! - [`tail`]: block packing, the unwritten tail of the open segment and
+//! - `tail`: block packing, the unwritten tail of the open segment and
 //!   the batches cut from it.
 //! - [`writer`]: [`Log`], the segment table and every invariant about it:
 //!   room, rolling with checkpoints, what is written, synced, acknowledged.
