@@ -31,7 +31,7 @@ use std::rc::Rc;
 use super::error::IoFailure;
 use super::record::Kind;
 use super::segment::{self, BLOCK};
-use super::writer::{IndexJob, SharedLog, Spare};
+use super::writer::{CompactionJob, IndexJob, SharedLog, Spare};
 use super::{commit, Locators, Pos};
 use crate::disk::{self, is_out_of_space};
 
@@ -226,20 +226,39 @@ async fn make_spare(log: &SharedLog) -> bool {
 
 /// Step 4.
 async fn compact(locators: &dyn Locators, log: &SharedLog) {
+    let queues = Queues { locators, log };
     loop {
         let job = log.borrow().compaction_job();
-        let Some((ord, file, data_len, first_lsn)) = job else {
+        let Some(CompactionJob {
+            ord,
+            file,
+            data_len,
+            first_lsn,
+        }) = job
+        else {
             return;
         };
         let mut stop = false;
         let res = segment::scan(&*file, data_len, false, |h, body, off| {
-            if !stop && h.kind == Kind::Enqueued {
-                let from = Pos {
-                    seg: ord,
-                    off: off as u32,
-                };
-                stop = !log.borrow_mut().copy_forward(locators, h, body, from);
+            if stop || h.kind != Kind::Enqueued {
+                return;
             }
+            let from = Pos {
+                seg: ord,
+                off: off as u32,
+            };
+            if !queues.is_live(h.queue, h.seq, from) {
+                return;
+            }
+            // Each borrow of the log ends with its statement: the queues
+            // are asked between them (see `Queues`).
+            let copy = log.borrow_mut().copy_forward(h, body);
+            let Some((to, lsn)) = copy else {
+                stop = true;
+                return;
+            };
+            let moved = queues.relocate(h.queue, h.seq, from, to).is_some();
+            log.borrow_mut().copied(from, to, body.len(), lsn, moved);
         })
         .await;
         let mut l = log.borrow_mut();
@@ -267,17 +286,58 @@ async fn compact(locators: &dyn Locators, log: &SharedLog) {
     }
 }
 
+/// The queues' [`Locators`], asked only while no borrow of the log is held.
+///
+/// The store borrows its state, then the log; its `Locators` borrow its
+/// state. Asked while maintenance holds the log, they would take the two
+/// the other way round, and any of them that ever needed the log (to count
+/// a release, say) would panic on the borrow. So every call goes through
+/// this, which checks (in debug builds) that the log is not borrowed: keep
+/// each `log.borrow*()` in maintenance to one statement, or a scope that
+/// ends before the queues are asked.
+struct Queues<'a> {
+    locators: &'a dyn Locators,
+    log: &'a SharedLog,
+}
+
+impl Queues<'_> {
+    fn unborrowed(&self) -> &dyn Locators {
+        debug_assert!(
+            self.log.try_borrow_mut().is_ok(),
+            "the queues' locators asked while the log is borrowed"
+        );
+        self.locators
+    }
+
+    fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
+        self.unborrowed().is_live(queue, seq, at)
+    }
+
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
+        self.unborrowed().relocate(queue, seq, from, to)
+    }
+
+    fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
+        self.unborrowed().drop_damaged(seg, from, to)
+    }
+}
+
 /// Verifies, once, the checksums of the sealed segments recovery loaded from
 /// their index files (it did not read them), so damage is found and
 /// reported even before a consumer reaches it. A damaged message is dropped
 /// from its queue (logged) instead of failing a `get` later.
 pub async fn scrub(locators: Rc<dyn Locators>, log: SharedLog, ords: Vec<u32>) {
     log.borrow_mut().task_started();
-    scrub_segments(&*locators, &log, ords).await;
+    let queues = Queues {
+        locators: &*locators,
+        log: &log,
+    };
+    scrub_segments(&queues, ords).await;
     log.borrow_mut().task_ended();
 }
 
-async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>) {
+async fn scrub_segments(queues: &Queues<'_>, ords: Vec<u32>) {
+    let log = queues.log;
     for ord in ords {
         let (file, data_len, first_lsn, label) = {
             let l = log.borrow();
@@ -307,7 +367,7 @@ async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>
         // short, in no queue); it is damage only if a queued message is
         // there.
         for &(off, len) in &rep.unfinished {
-            let lens = locators.drop_damaged(ord, off, off + len);
+            let lens = queues.drop_damaged(ord, off, off + len);
             if !lens.is_empty() {
                 log::warn!(
                     "{label}: segment {first_lsn:020}: the large message body at offset {off} ({len} bytes) is damaged: checksum mismatch"
@@ -321,7 +381,7 @@ async fn scrub_segments(locators: &dyn Locators, log: &SharedLog, ords: Vec<u32>
             log::warn!(
                 "{label}: segment {first_lsn:020}: corrupt record(s) at offset {off}, {len} bytes: checksum mismatch"
             );
-            let lens = locators.drop_damaged(ord, off, off + len);
+            let lens = queues.drop_damaged(ord, off, off + len);
             log.borrow_mut().dropped_damaged(ord, &lens);
         }
     }

@@ -10,10 +10,12 @@
 //! - [`record`]: the byte format of one record (header + CRC32C + body).
 //! - [`segment`]: segment file names and the verified scan that recovery,
 //!   index rebuilds, compaction and scrub share.
-//! - [`tail`]: block packing, the unwritten tail of the open segment and
+//! - `tail`: block packing, the unwritten tail of the open segment and
 //!   the batches cut from it.
 //! - [`writer`]: [`Log`], the segment table and every invariant about it:
 //!   room, rolling with checkpoints, what is written, synced, acknowledged.
+//!   Its `pub` methods are the store's front door (listed there); what the
+//!   log's own tasks need of it is visible only inside this module.
 //! - [`commit`]: the group-commit task, the interval syncer, and the
 //!   futures that wait for an acknowledgement.
 //! - [`region`]: large bodies written out of line, so that small records
@@ -39,7 +41,7 @@ pub mod record;
 pub mod recovery;
 pub mod region;
 pub mod segment;
-pub mod tail;
+mod tail;
 pub mod writer;
 
 use std::time::Duration;
@@ -127,6 +129,12 @@ impl Loc {
 
 /// What maintenance needs from the queues above the log: the locators of
 /// queued messages live there, not in the log.
+///
+/// **Borrow order.** The store borrows its state, then the log; an
+/// implementation borrows the store's state. So these are never called
+/// while a borrow of the log is held: maintenance (`compaction`) asks them
+/// only between its borrows of the log, through a wrapper that checks this
+/// in debug builds (`compaction::Queues`).
 pub trait Locators {
     /// Message `seq` of queue `queue` was copied forward to `to`. If its
     /// live record is still at `from`, point it at `to` and return its

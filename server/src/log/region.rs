@@ -15,8 +15,8 @@
 //! tail, which the next batch writes like any other, and the whole blocks
 //! right after it: the *region*, which holds the message's `Enqueued`
 //! record and nothing else. The tail goes on after the region (see
-//! [`super::tail::Tail::skip`]), so later records never wait for it;
-//! [`write`] fills it, a [`WRITE_CHUNK`] at a time with [`IN_FLIGHT`]
+//! `tail::Tail::skip`), so later records never wait for it;
+//! [`write()`] fills it, a `commit::WRITE_CHUNK` at a time with [`IN_FLIGHT`]
 //! write outstanding, so a batch's small write never queues at the device
 //! behind more than one piece of it.
 //!
@@ -36,7 +36,7 @@
 //! the counters agree (`dequeued <= enqueued`).
 //!
 //! Until its regions are written a segment is not indexed, compacted or
-//! deleted ([`super::writer::Seg::regions`]).
+//! deleted (`writer::Seg::regions`).
 
 use std::collections::VecDeque;
 

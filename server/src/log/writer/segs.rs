@@ -1,10 +1,68 @@
-//! Segment files as the log tracks them.
+//! The segment table: every segment file of the log by ordinal, and what
+//! decides when one may go (its live messages, the reads and out-of-line
+//! writes in flight). Ordinals, not file numbers, name segments in a
+//! [`crate::log::Pos`], so a locator stays 8 bytes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use super::Log;
 use crate::disk::DiskFile;
 use crate::log::index::SegmentIndex;
+
+/// The segments by ordinal; a new one gets the next ordinal.
+pub(super) struct SegTable {
+    by_ord: BTreeMap<u32, Seg>,
+    next_ord: u32,
+}
+
+impl SegTable {
+    pub(super) fn new(by_ord: BTreeMap<u32, Seg>) -> SegTable {
+        let next_ord = by_ord.keys().next_back().map_or(0, |o| o + 1);
+        SegTable { by_ord, next_ord }
+    }
+
+    /// Adds `seg` as the newest segment; returns its ordinal.
+    pub(super) fn push(&mut self, seg: Seg) -> u32 {
+        let ord = self.next_ord;
+        self.next_ord += 1;
+        self.by_ord.insert(ord, seg);
+        ord
+    }
+
+    pub(super) fn get(&self, ord: u32) -> Option<&Seg> {
+        self.by_ord.get(&ord)
+    }
+
+    pub(super) fn get_mut(&mut self, ord: u32) -> Option<&mut Seg> {
+        self.by_ord.get_mut(&ord)
+    }
+
+    pub(super) fn remove(&mut self, ord: u32) -> Option<Seg> {
+        self.by_ord.remove(&ord)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_ord.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Seg)> {
+        self.by_ord.iter().map(|(o, s)| (*o, s))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut Seg)> {
+        self.by_ord.iter_mut().map(|(o, s)| (*o, s))
+    }
+
+    /// Bytes on disk that count against `max_disk` (segments and indexes).
+    pub(super) fn disk_used(&self) -> u64 {
+        self.by_ord
+            .values()
+            .map(|s| s.disk_bytes + s.idx_bytes)
+            .sum()
+    }
+}
 
 /// One segment file, sealed or open.
 pub struct Seg {
@@ -15,32 +73,32 @@ pub struct Seg {
     /// The spare that becomes this segment's file.
     pub(super) spare: Option<Spare>,
     /// End of its records (for the open segment: of those written).
-    pub data_len: u64,
+    pub(in crate::log) data_len: u64,
     /// Bytes the `.log` file occupies.
-    pub disk_bytes: u64,
+    pub(in crate::log) disk_bytes: u64,
     /// Bytes of its `.idx` file (0 if none yet).
-    pub idx_bytes: u64,
+    pub(in crate::log) idx_bytes: u64,
     /// Unconsumed messages whose current record is here.
-    pub live: u64,
-    pub live_bytes: u64,
+    pub(in crate::log) live: u64,
+    pub(in crate::log) live_bytes: u64,
     /// Reads in flight.
-    pub pins: u32,
+    pub(in crate::log) pins: u32,
     /// Out-of-line bodies still being written into it (see `log::region`):
     /// until they are, it is neither indexed nor compacted nor deleted.
-    pub regions: u32,
+    pub(in crate::log) regions: u32,
     /// No more records will be appended.
-    pub sealed: bool,
+    pub(in crate::log) sealed: bool,
     /// Its final bytes are written (and, if sealed, synced).
-    pub complete: bool,
+    pub(in crate::log) complete: bool,
     /// Index to write once `complete`.
     pub(super) pending_index: Option<SegmentIndex>,
     /// Highest lsn of a record that made one of its messages dead.
-    pub dead_lsn: u64,
+    pub(in crate::log) dead_lsn: u64,
     /// Compaction gave up on it (an unreadable record keeps it live).
-    pub no_compact: bool,
+    pub(in crate::log) no_compact: bool,
     /// End of its checkpoint (0 when unknown, for segments of an earlier
     /// run): compaction can never reclaim these bytes.
-    pub checkpoint_end: u64,
+    pub(in crate::log) checkpoint_end: u64,
 }
 
 impl Seg {
@@ -66,7 +124,7 @@ impl Seg {
     }
 
     /// A sealed segment found by recovery, its index written or loaded.
-    pub fn recovered(
+    pub(in crate::log) fn recovered(
         first_lsn: u64,
         file: Rc<dyn DiskFile>,
         disk_bytes: u64,
@@ -82,7 +140,7 @@ impl Seg {
     }
 
     /// Whether `retain` has been counted into it (for recovery).
-    pub fn count_live(&mut self, len: u32) {
+    pub(in crate::log) fn count_live(&mut self, len: u32) {
         self.live += 1;
         self.live_bytes += u64::from(len);
     }
@@ -94,7 +152,7 @@ impl Seg {
 }
 
 /// A preallocated file waiting to become the next segment.
-pub struct Spare {
+pub(in crate::log) struct Spare {
     pub path: PathBuf,
     pub file: Rc<dyn DiskFile>,
     /// Bytes preallocated.
@@ -102,11 +160,66 @@ pub struct Spare {
 }
 
 /// How the committer gets a part's file.
-pub enum SegFile {
+pub(in crate::log) enum SegFile {
     Ready(Rc<dyn DiskFile>),
     /// Rename the spare to `to` (then sync the directory) first.
     Rename {
         spare: Spare,
         to: PathBuf,
     },
+}
+
+impl Log {
+    /// Segment `ord`, if it is still there.
+    pub fn seg(&self, ord: u32) -> Option<&Seg> {
+        self.segs.get(ord)
+    }
+
+    /// Bytes on disk that count against `max_disk` (segments and indexes;
+    /// the spare is the consumers' reserve and does not count).
+    pub(super) fn disk_used(&self) -> u64 {
+        self.segs.disk_used()
+    }
+
+    /// A message whose record (`len` bytes) is in segment `seg` is gone
+    /// (consumed, deleted, damaged or copied forward) by the record `lsn`.
+    pub fn release(&mut self, seg: u32, len: u32, lsn: u64) {
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.live -= 1;
+            s.live_bytes -= u64::from(len);
+            s.dead_lsn = s.dead_lsn.max(lsn);
+            if s.live == 0 && s.sealed {
+                self.signals.maint.notify();
+            }
+        }
+    }
+
+    /// Keeps segment `seg` from being deleted while a read of it is in
+    /// flight.
+    pub fn pin(&mut self, seg: u32) {
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.pins += 1;
+        }
+    }
+
+    pub fn unpin(&mut self, seg: u32) {
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.pins -= 1;
+            if s.pins == 0 && s.live == 0 {
+                self.signals.maint.notify();
+            }
+        }
+    }
+
+    /// The region of `span` bytes in segment `seg` is written (or will
+    /// never be: the log failed).
+    pub(in crate::log) fn region_done(&mut self, seg: u32, span: u64) {
+        self.backlog.regions_unwritten -= span;
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.regions -= 1;
+            if s.regions == 0 && s.sealed {
+                self.signals.maint.notify();
+            }
+        }
+    }
 }

@@ -1,17 +1,17 @@
-//! The maintenance side of [`Log`]: what the maintenance task
-//! ([`crate::log::compaction`]) asks of the segment table and tells it.
-//! A child module of `writer`, so the invariants stay in one place.
+//! The maintenance side of [`Log`]: what the maintenance task and the scrub
+//! ([`crate::log::compaction`]) ask of the segment table and tell it. Only
+//! `crate::log` can call these: the store never reclaims space itself.
 
 use std::rc::Rc;
 
-use super::{Log, MessageMeta, Seg, Spare};
+use super::{Log, Seg, Spare};
 use crate::disk::DiskFile;
 use crate::log::index::SegmentIndex;
 use crate::log::record::{self, Header, HEADER_LEN};
-use crate::log::{Locators, Pos, SyncMode};
+use crate::log::{Pos, SyncMode};
 
 /// A sealed segment whose last bytes are written, and its index to write.
-pub struct IndexJob {
+pub(in crate::log) struct IndexJob {
     pub ord: u32,
     pub first_lsn: u64,
     pub data_len: u64,
@@ -19,18 +19,35 @@ pub struct IndexJob {
     pub index: SegmentIndex,
 }
 
+/// A sealed segment worth compacting.
+pub(in crate::log) struct CompactionJob {
+    pub ord: u32,
+    pub file: Rc<dyn DiskFile>,
+    pub data_len: u64,
+    pub first_lsn: u64,
+}
+
 impl Log {
-    // Maintenance: index files.
+    pub(in crate::log) fn set_maint_running(&mut self, running: bool) {
+        self.tasks.maint_running = running;
+    }
+
+    /// Maintenance is running or has work waiting.
+    pub fn maint_busy(&self) -> bool {
+        self.tasks.maint_running || self.signals.maint.pending()
+    }
+
+    // Index files.
 
     /// A sealed segment whose last bytes are written and whose index is
-    /// still to be written: `(ord, first_lsn, data_len, file, index)`.
-    pub fn take_index_job(&mut self) -> Option<IndexJob> {
-        let open = self.open_ord;
+    /// still to be written.
+    pub(in crate::log) fn take_index_job(&mut self) -> Option<IndexJob> {
+        let open = self.open.ord;
         self.segs
             .iter_mut()
-            .find(|(o, s)| **o != open && s.complete && s.regions == 0 && s.pending_index.is_some())
-            .map(|(o, s)| IndexJob {
-                ord: *o,
+            .find(|(o, s)| *o != open && s.complete && s.regions == 0 && s.pending_index.is_some())
+            .map(|(ord, s)| IndexJob {
+                ord,
                 first_lsn: s.first_lsn,
                 data_len: s.data_len,
                 file: s.file.clone(),
@@ -39,185 +56,172 @@ impl Log {
     }
 
     /// Segment `ord`'s file was truncated to `disk_bytes`.
-    pub fn set_disk_bytes(&mut self, ord: u32, disk_bytes: u64) {
-        if let Some(s) = self.segs.get_mut(&ord) {
+    pub(in crate::log) fn set_disk_bytes(&mut self, ord: u32, disk_bytes: u64) {
+        if let Some(s) = self.segs.get_mut(ord) {
             s.disk_bytes = disk_bytes;
         }
     }
 
     /// Segment `ord`'s index file of `bytes` is written.
-    pub fn set_idx_bytes(&mut self, ord: u32, bytes: u64) {
-        if let Some(s) = self.segs.get_mut(&ord) {
+    pub(in crate::log) fn set_idx_bytes(&mut self, ord: u32, bytes: u64) {
+        if let Some(s) = self.segs.get_mut(ord) {
             s.idx_bytes = bytes;
         }
     }
 
-    // Maintenance: deleting consumed segments.
+    // Deleting consumed segments.
 
     /// Sealed segments with no live message and no read in flight, and the
     /// lsn that must be synced before they may go: every record that killed
     /// their messages, and the open segment's checkpoint (which names every
     /// queue without them).
-    pub fn dead_segments(&self) -> (Vec<u32>, u64) {
-        let open = self.open_ord;
+    pub(in crate::log) fn dead_segments(&self) -> (Vec<u32>, u64) {
+        let open = self.open.ord;
+        let mut target = self.progress.checkpoint_lsn;
         let dead: Vec<u32> = self
             .segs
             .iter()
-            .filter(|(o, s)| **o != open && s.settled() && s.live == 0 && s.pins == 0)
-            .map(|(o, _)| *o)
+            .filter(|(o, s)| *o != open && s.settled() && s.live == 0 && s.pins == 0)
+            .map(|(o, s)| {
+                target = target.max(s.dead_lsn);
+                o
+            })
             .collect();
-        let target = dead
-            .iter()
-            .map(|o| self.segs[o].dead_lsn)
-            .max()
-            .unwrap_or(0)
-            .max(self.checkpoint_lsn);
         (dead, target)
     }
 
     /// Wake maintenance once `lsn` is written.
-    pub fn wake_maint_at(&mut self, lsn: u64) {
-        self.maint_wake_lsn = lsn;
+    pub(in crate::log) fn wake_maint_at(&mut self, lsn: u64) {
+        self.tasks.maint_wake_lsn = lsn;
     }
 
     /// Takes dead segment `ord` out of the table if it is still dead.
-    pub fn remove_dead(&mut self, ord: u32) -> Option<Seg> {
-        match self.segs.get(&ord) {
-            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => self.segs.remove(&ord),
+    pub(in crate::log) fn remove_dead(&mut self, ord: u32) -> Option<Seg> {
+        match self.segs.get(ord) {
+            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => self.segs.remove(ord),
             _ => None,
         }
     }
 
     /// Space was freed: a spare may fit again.
-    pub fn space_freed(&mut self) {
-        self.disk_full = None;
+    pub(in crate::log) fn space_freed(&mut self) {
+        self.spares.space_freed();
     }
 
-    // Maintenance: the spare.
+    // The spares.
 
     /// The size of the spare to make now, if one should be made: the
     /// consumers' (small) one whenever none is ready, the sets' (full size)
     /// one beside it once it is wanted (see the module doc of `writer`).
-    pub fn wanted_spare(&self) -> Option<u64> {
-        if self.disk_full.is_some() || self.stopped() {
+    pub(in crate::log) fn wanted_spare(&self) -> Option<u64> {
+        if self.stopped() {
             return None;
         }
-        match self.spares.len() {
-            0 => Some(self.small_segment_size()),
-            1 if self.want_sets_spare => Some(self.cfg.segment_size),
-            _ => None,
-        }
+        self.spares
+            .wanted(self.small_segment_size(), self.cfg.segment_size)
     }
 
     /// Whether the segment file to make now should have its zeros written
     /// (see `disk::create_preallocated`): only with `--sync always`, whose
     /// O_DSYNC writes each commit the journal when they convert an
     /// unwritten extent, and only while the device writes since the last
-    /// decision averaged less than [`super::ZERO_FILL_BELOW`] (or there were
+    /// decision averaged less than [`super::spares::ZERO_FILL_BELOW`] (or there were
     /// none), and never while a record waits for the spare: then it is made
     /// as fast as it can be. (A stream of large messages starting after
     /// small ones would otherwise wait at its first roll for a whole
     /// segment of zeros, ~65 ms of the development VM's device.)
-    pub fn zero_spare(&mut self) -> bool {
-        if self.cfg.sync != SyncMode::Always || self.spare_awaited {
-            return false;
-        }
-        self.zeroed = self
-            .zeroed
-            .next(self.stats.writes, self.stats.bytes_written);
-        self.zeroed.zero
+    pub(in crate::log) fn zero_spare(&mut self) -> bool {
+        self.cfg.sync == SyncMode::Always
+            && self
+                .spares
+                .zero(self.stats.writes, self.stats.bytes_written)
     }
 
     /// Offers a new spare; gives it back when none is wanted any more.
-    pub fn put_spare(&mut self, spare: Spare) -> Option<Spare> {
-        if self.spares.len() >= super::SPARES || self.closed {
+    pub(in crate::log) fn put_spare(&mut self, spare: Spare) -> Option<Spare> {
+        if self.progress.closed {
             return Some(spare);
         }
-        self.spares.push(spare);
-        self.spare_awaited = false;
-        if self.spares.len() == super::SPARES {
-            self.want_sets_spare = false;
+        let unused = self.spares.put(spare);
+        if unused.is_none() {
+            self.signals.spare_ready.notify();
         }
-        self.spare_ready.notify();
-        None
+        unused
     }
 
     /// Creating a spare failed with ENOSPC/EDQUOT.
-    pub fn set_disk_full(&mut self) {
-        self.disk_full = Some(std::time::Instant::now());
-        self.spare_ready.notify();
+    pub(in crate::log) fn set_disk_full(&mut self) {
+        self.spares.set_disk_full();
+        self.signals.spare_ready.notify();
     }
 
     /// Gives back the spares (at close, so they can be removed).
-    pub fn take_spares(&mut self) -> Vec<Spare> {
-        std::mem::take(&mut self.spares)
+    pub(in crate::log) fn take_spares(&mut self) -> Vec<Spare> {
+        self.spares.take_all()
     }
 
-    // Maintenance: compaction and scrub.
+    // Compaction and scrub.
 
     /// A sealed segment less than a quarter live (not counting its
-    /// checkpoint, which a copy would not shrink): `(ord, file, data_len,
-    /// first_lsn)`.
-    pub fn compaction_job(&self) -> Option<(u32, Rc<dyn DiskFile>, u64, u64)> {
-        let open = self.open_ord;
+    /// checkpoint, which a copy would not shrink).
+    pub(in crate::log) fn compaction_job(&self) -> Option<CompactionJob> {
+        let open = self.open.ord;
         self.segs
             .iter()
             .find(|(o, s)| {
-                **o != open
+                *o != open
                     && s.settled()
                     && s.live > 0
                     && !s.no_compact
                     && s.live_bytes * 4 < s.data_len.saturating_sub(s.checkpoint_end)
             })
-            .and_then(|(o, s)| Some((*o, s.file.clone()?, s.data_len, s.first_lsn)))
+            .and_then(|(ord, s)| {
+                Some(CompactionJob {
+                    ord,
+                    file: s.file.clone()?,
+                    data_len: s.data_len,
+                    first_lsn: s.first_lsn,
+                })
+            })
     }
 
     /// Compaction gave up on segment `ord`.
-    pub fn set_no_compact(&mut self, ord: u32) {
-        if let Some(s) = self.segs.get_mut(&ord) {
+    pub(in crate::log) fn set_no_compact(&mut self, ord: u32) {
+        if let Some(s) = self.segs.get_mut(ord) {
             s.no_compact = true;
         }
     }
 
-    /// Appends a copy of the message record `h`/`body` found at `from`, if
-    /// it is still the live copy there, and moves its locator. Returns
-    /// false when the log has no room (stop compacting).
-    pub fn copy_forward(
-        &mut self,
-        locators: &dyn Locators,
-        h: &Header,
-        body: &[u8],
-        from: Pos,
-    ) -> bool {
-        if !locators.is_live(h.queue, h.seq, from) {
-            return true;
-        }
-        if self
-            .make_room(record::record_len(body.len()) as u64, true)
-            .is_err()
-        {
-            // Full, or waiting for a spare: compaction tries again later.
-            return false;
-        }
-        let meta = MessageMeta {
-            flags: h.flags,
-            time: h.time,
-            expires: h.expires,
-        };
-        let (to, lsn) = self.enqueue(h.queue, h.seq, meta, body, None);
-        let len = (HEADER_LEN + body.len()) as u32;
-        match locators.relocate(h.queue, h.seq, from, to) {
-            Some(_) => self.release(from.seg, len, lsn),
-            // Unreachable (checked live above, nothing ran in between);
-            // the copy is dead then.
-            None => self.release(to.seg, len, lsn),
-        }
-        true
+    /// Appends a copy of the live message record `h`/`body`; returns where
+    /// and its lsn, or `None` when the log has no room (stop compacting).
+    /// The caller then moves the message's locator and tells
+    /// [`Log::copied`] whether it could.
+    pub(in crate::log) fn copy_forward(&mut self, h: &Header, body: &[u8]) -> Option<(Pos, u64)> {
+        // Full, or waiting for a spare: compaction tries again later.
+        self.make_room(record::record_len(body.len()) as u64, true)
+            .ok()?;
+        Some(self.append_copy(h, body))
     }
 
-    /// The damaged records of `[from, to)` in segment `ord` were dropped
-    /// from their queues (`lens`).
-    pub fn dropped_damaged(&mut self, ord: u32, lens: &[u32]) {
+    /// The copy of a message of `body_len` bytes from `from`, appended at
+    /// `to` by the record `lsn`, is live (`moved`: its locator points at
+    /// it) or dead (the message was consumed or moved meanwhile).
+    pub(in crate::log) fn copied(
+        &mut self,
+        from: Pos,
+        to: Pos,
+        body_len: usize,
+        lsn: u64,
+        moved: bool,
+    ) {
+        let len = (HEADER_LEN + body_len) as u32;
+        let gone = if moved { from } else { to };
+        self.release(gone.seg, len, lsn);
+    }
+
+    /// The damaged records of segment `ord` were dropped from their queues
+    /// (`lens`).
+    pub(in crate::log) fn dropped_damaged(&mut self, ord: u32, lens: &[u32]) {
         let lsn = self.last_lsn();
         for &len in lens {
             self.release(ord, len, lsn);
