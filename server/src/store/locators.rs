@@ -9,9 +9,10 @@ use std::rc::Rc;
 use super::state::State;
 use crate::log::{Locators, Pos};
 
-/// The queue table, for maintenance, which may hold the log when it calls:
-/// the second half of the borrow order documented at [`State`]. It holds
-/// no handle to the log, so it cannot take it the other way round.
+/// The queue table, for maintenance, which asks only between its borrows
+/// of the log: the second half of the borrow order documented at
+/// [`State`]. It holds no handle to the log, so it cannot take it the
+/// other way round.
 pub(super) struct StateLocators(Rc<RefCell<State>>);
 
 impl StateLocators {

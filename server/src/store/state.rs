@@ -25,16 +25,16 @@ use crate::queue::Queue;
 /// # Borrow order
 /// The store borrows the queue table first and the log second
 /// ([`Store::both`] takes the two for a request's change; reads such as
-/// `stats` keep the same order). Maintenance (`log::compaction`)
-/// goes the other way: it holds the log and reaches the table through
-/// [`StateLocators`](super::locators::StateLocators) (a compaction copy
-/// moves a message's locator in the middle of its append). The two orders
-/// never meet, because neither side calls the other while it holds what
-/// it borrowed:
+/// `stats` keep the same order). Maintenance (`log::compaction`) reaches
+/// the table through [`StateLocators`](super::locators::StateLocators),
+/// and only between its borrows of the log (its `Queues` wrapper checks
+/// that in debug builds), so the two orders never meet:
 /// - the store never calls into maintenance: it spawns its tasks, and the
 ///   one [`Locators`](crate::log::Locators) it makes goes to them;
 /// - what maintenance reaches here never takes the log: `StateLocators`
-///   has no handle to it, and the methods it calls take no [`Log`].
+///   has no handle to it, and the methods it calls take no [`Log`];
+/// - `StateLocators` finds the table with `try_borrow_mut` and names this
+///   rule if a store call ever holds it (a test checks).
 pub(super) struct State {
     pub(super) queues: IdMap<u32, Queue>,
     pub(super) names: BTreeMap<Box<[u8]>, u32>,
