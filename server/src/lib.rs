@@ -14,13 +14,25 @@
 //!   shared-nothing channels; `stats` and `--metrics` ask every shard
 //!   through it.
 //! - [`store`] is one storage shard: the queues that hash to it and the log
-//!   that makes them durable. [`queue`] is one queue's state there,
-//!   [`limits`] the per-queue limits it enforces, [`cache`] its hot bodies.
-//! - [`log`] is that log: records, segments, group commit, recovery and
-//!   space reclamation. It never imports the store.
+//!   that makes them durable. [`queue`] is one queue's state there (its
+//!   queued messages behind one type, `queue::Backlog`), [`limits`] the
+//!   per-queue limits it enforces, [`cache`] its hot bodies.
+//! - [`log`] is that log: records, segments, index files, group commit,
+//!   recovery and space reclamation. It never imports the store: recovery
+//!   hands what it finds to a sink the store implements, and maintenance
+//!   reaches the queues through the `Locators` trait.
 //! - [`disk`] is the storage seam under the log: O_DIRECT files in
-//!   production, a simulated device that can lose power in tests. Arrows
-//!   point one way: store → log → disk.
+//!   production, and (for tests, behind the `sim` feature) a simulated
+//!   device that can lose power.
+//! - [`manifest`] is the data directory's layout: its format, its shards,
+//!   and the hash that puts a queue in its shard.
+//!
+//! Arrows point one way: net → shard → store → log → disk. Below them are
+//! leaves any layer may use and that use none of the layers:
+//! [`histogram`] (the commit latency histogram the log records into),
+//! [`wake`] (a one-slot wake-up signal between tasks), [`idhash`] (integer
+//! maps), [`turn`] (how a task with a large body in hand lets the others on
+//! its executor run: glommio never preempts).
 //! - [`shared`] is what every executor shares (limits, connection counts,
 //!   each executor's counters) and the signal that the server is stopping.
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
@@ -30,8 +42,6 @@
 //!   binds the listening port; [`daemon`] MemcacheQ's `-d`, `-P`, `-u` and
 //!   `-r`; [`logging`] the stderr log; [`notify`] tells systemd when it is
 //!   ready and when it stops.
-//! - [`turn`] is how a task with a large body in hand lets the others on its
-//!   executor run (glommio never preempts).
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
 
