@@ -70,21 +70,13 @@ mod tests {
 
     use super::*;
     use crate::disk::sim::SimDisk;
-    use crate::store::{Store, StoreConfig, SyncMode};
+    use crate::store::Store;
     use crate::testutil::{run, test_dir};
 
     #[test]
     fn maintenance_finding_the_table_held_names_the_borrow_order() {
         let dir = test_dir();
-        let config = StoreConfig {
-            dir: dir.path().join("shard-000"),
-            sync: SyncMode::Always,
-            segment_size: 64 << 10,
-            max_disk: None,
-            cache_bytes: 1 << 20,
-            limits: Default::default(),
-            region_min: crate::log::REGION_MIN,
-        };
+        let config = crate::store::tests::config(dir.path());
         run(move || async move {
             let store = Store::open_on(Rc::new(SimDisk::new()), config)
                 .await
