@@ -1,9 +1,9 @@
-//! Per-queue state: counters and the compact locators of unconsumed messages.
+//! Per-queue state: counters and where its unconsumed messages are.
 //!
-//! A queue keeps no message bodies: each unconsumed message is a 24-byte
-//! [`Loc`] (its sequence number and where its record sits in the log), so
-//! memory grows with the number of queued messages only by that much. Bodies
-//! come from the hot cache or a DMA read.
+//! A queue keeps no message bodies, and no locator per message either
+//! except near its head and in the open segment: the [`Backlog`] keeps the
+//! rest as runs read from the index files (see its module doc). Bodies come
+//! from the hot cache or a read of their segment.
 //!
 //! Sequence numbers are per queue, start at 0 and never repeat: `tail` is the
 //! next one to hand out (so it is also the `enqueued` counter). A message
@@ -25,7 +25,7 @@ use crate::limits::{Limits, QueueLimits};
 use crate::log::{Loc, Pos};
 
 mod backlog;
-pub use backlog::Backlog;
+pub use backlog::{Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
@@ -74,21 +74,20 @@ impl Queue {
         }
     }
 
-    /// A queue as recovery found it: `tail`, the messages still queued
-    /// (`locs`, in sequence order) and `(first seq, Unix second)` of each
+    /// A queue as recovery found it: `tail`, the messages still queued and `(first seq, Unix second)` of each
     /// run of them enqueued in the same second (`runs`, as [`Queue::enqueued_at`]
     /// keeps them).
     pub fn recovered(
         id: u32,
         name: Box<[u8]>,
         tail: u64,
-        locs: Vec<Loc>,
+        queued: Backlog,
         runs: Vec<(u64, u32)>,
     ) -> Queue {
         let mut q = Queue::new(id, name);
         q.tail = tail;
         q.times = VecDeque::from(runs);
-        q.queued = Backlog::from_locs(locs);
+        q.queued = queued;
         q
     }
 
@@ -125,10 +124,22 @@ impl Queue {
         self.open.get(&seq).map(|&(loc, _)| loc)
     }
 
-    /// Every unconsumed message: queued, then open.
-    pub fn unconsumed(&self) -> impl Iterator<Item = &Loc> + '_ {
-        let open = self.open.values().map(|(loc, _)| loc);
-        self.queued.iter().chain(open)
+    /// The queued messages, for what maintenance and the store change in
+    /// place (paging windows in and out).
+    pub fn queued_mut(&mut self) -> &mut Backlog {
+        &mut self.queued
+    }
+
+    /// The open messages' locators.
+    pub fn open_locs(&self) -> impl Iterator<Item = &Loc> + '_ {
+        self.open.values().map(|(loc, _)| loc)
+    }
+
+    /// The Unix second message `seq` was enqueued (to the second it was
+    /// noted: see [`Queue::enqueued_at`]).
+    pub fn time_of(&self, seq: u64) -> Option<u32> {
+        let i = self.times.partition_point(|&(s, _)| s <= seq);
+        Some(self.times.get(i.checked_sub(1)?)?.1)
     }
 
     /// Messages dropped because they expired.
@@ -169,9 +180,13 @@ impl Queue {
 
     /// The Unix second the head message was enqueued.
     pub fn head_time(&self) -> Option<u32> {
-        let head = self.queued.head()?.seq;
-        let i = self.times.partition_point(|&(seq, _)| seq <= head);
-        Some(self.times.get(i.checked_sub(1)?)?.1)
+        self.time_of(self.queued.first_seq()?)
+    }
+
+    /// Forgets the times of messages dropped from the backlog directly
+    /// (see [`Queue::queued_mut`]).
+    pub fn forget_times(&mut self) {
+        self.trim_times();
     }
 
     /// Forgets the times of messages consumed (a put-back message may
@@ -185,7 +200,7 @@ impl Queue {
 
     /// The lowest message not consumed: queued, open, or (none) the tail.
     pub fn low(&self) -> u64 {
-        let queued = self.queued.head().map_or(self.tail, |l| l.seq);
+        let queued = self.queued.first_seq().unwrap_or(self.tail);
         let open = self.open.keys().next().copied().unwrap_or(self.tail);
         queued.min(open)
     }
@@ -246,26 +261,27 @@ impl Queue {
         Some(loc)
     }
 
-    /// The locator of message `seq`, if it is queued or open (its record
-    /// must stay readable either way).
-    pub fn find(&self, seq: u64) -> Option<&Loc> {
+    /// Is message `seq` queued or open (its record must stay readable
+    /// either way) with its record at `at`?
+    pub fn holds_at(&self, seq: u64, at: Pos) -> bool {
         match self.open.get(&seq) {
-            Some((loc, _)) => Some(loc),
-            None => self.queued.get(seq),
+            Some((loc, _)) => loc.pos == at,
+            None => self.queued.holds_at(seq, at),
         }
     }
 
     /// Points message `seq` (queued or open) at its record's new place
-    /// `to`, if its record is at `from`; returns the record's length.
-    pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos) -> Option<u32> {
+    /// `to`, a copy of its record of `len` bytes expiring at `expires`, if
+    /// its record is at `from`.
+    pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
         let Some((loc, _)) = self.open.get_mut(&seq) else {
-            return self.queued.relocate(seq, from, to);
+            return self.queued.relocate(seq, from, to, len, expires);
         };
         if loc.pos != from {
-            return None;
+            return false;
         }
         loc.pos = to;
-        Some(loc.len)
+        true
     }
 
     /// Drops the queued messages whose records start in `[from, to)` of
@@ -287,7 +303,7 @@ mod tests {
         assert_eq!(q.queued().bytes(), 22);
         assert_eq!(q.pop().unwrap().seq, 0);
         assert_eq!((q.low(), q.tail(), q.queued().bytes()), (1, 2, 12));
-        assert!(q.find(1).is_some());
+        assert!(q.holds_at(1, Pos { seg: 0, off: 64 }));
         assert_eq!(q.remove_damaged(0, 64, 65)[0].pos.off, 64);
         assert_eq!((q.low(), q.tail(), q.queued().bytes()), (2, 2, 0));
         assert!(q.pop().is_none());
@@ -306,10 +322,13 @@ mod tests {
             (0, 2, 20)
         );
         assert_eq!(q.open_by(8), Some(1));
-        assert!(q.find(0).is_some(), "an open message stays findable");
+        assert!(
+            q.holds_at(0, Pos { seg: 0, off: 0 }),
+            "an open message stays findable"
+        );
         q.put_back(1).unwrap();
         q.put_back(0).unwrap();
-        let order: Vec<u64> = q.queued().iter().map(|l| l.seq).collect();
+        let order: Vec<u64> = q.queued().resident().map(|l| l.seq).collect();
         assert_eq!(order, [0, 1, 2, 3]);
         assert_eq!((q.open_by(7), q.queued().bytes()), (None, 40));
     }

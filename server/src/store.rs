@@ -66,6 +66,7 @@ mod locators;
 mod moves;
 mod open;
 mod out_of_line;
+mod paging;
 mod policy;
 mod read;
 mod regions;

@@ -48,7 +48,11 @@ pub async fn maintenance(locators: Rc<dyn Locators>, log: SharedLog) {
         }
         log.borrow_mut().set_maint_running(true);
         ensure_spare(&log).await;
-        if write_indexes(&log).await.is_err() || delete_dead(&log).await.is_err() {
+        let queues = Queues {
+            locators: &*locators,
+            log: &log,
+        };
+        if write_indexes(&queues, &log).await.is_err() || delete_dead(&log).await.is_err() {
             break;
         }
         ensure_spare(&log).await;
@@ -70,8 +74,9 @@ pub async fn maintenance(locators: Rc<dyn Locators>, log: SharedLog) {
 }
 
 /// Step 1. An index failure is logged, not fatal: the next start rebuilds
-/// a missing index from its segment.
-async fn write_indexes(log: &SharedLog) -> Result<(), ()> {
+/// a missing index from its segment. Once written, the queues page their
+/// messages there out of memory.
+async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
     loop {
         let job = log.borrow_mut().take_index_job();
         let Some(IndexJob {
@@ -102,7 +107,10 @@ async fn write_indexes(log: &SharedLog) -> Result<(), ()> {
             }
         }
         match super::recovery::write_index(&*disk, &dir, first_lsn, &index).await {
-            Ok(n) => log.borrow_mut().set_idx_bytes(ord, n),
+            Ok((n, summary)) => {
+                log.borrow_mut().set_idx_bytes(ord, n);
+                queues.indexed(ord, &summary);
+            }
             Err(e) => {
                 log::warn!("{label}: writing index {first_lsn:020}.idx failed ({e}); it will be rebuilt on restart");
             }
@@ -257,7 +265,8 @@ async fn compact(locators: &dyn Locators, log: &SharedLog) {
                 stop = true;
                 return;
             };
-            let moved = queues.relocate(h.queue, h.seq, from, to).is_some();
+            let len = (super::record::HEADER_LEN + body.len()) as u32;
+            let moved = queues.relocate(h.queue, h.seq, from, to, len, h.expires);
             log.borrow_mut().copied(from, to, body.len(), lsn, moved);
         })
         .await;
@@ -313,8 +322,13 @@ impl Queues<'_> {
         self.unborrowed().is_live(queue, seq, at)
     }
 
-    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
-        self.unborrowed().relocate(queue, seq, from, to)
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
+        self.unborrowed()
+            .relocate(queue, seq, from, to, len, expires)
+    }
+
+    fn indexed(&self, seg: u32, summary: &super::index::SegmentSummary) {
+        self.unborrowed().indexed(seg, summary)
     }
 
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
@@ -382,7 +396,13 @@ async fn scrub_segments(queues: &Queues<'_>, ords: Vec<u32>) {
                 "{label}: segment {first_lsn:020}: corrupt record(s) at offset {off}, {len} bytes: checksum mismatch"
             );
             let lens = queues.drop_damaged(ord, off, off + len);
-            log.borrow_mut().dropped_damaged(ord, &lens);
+            let mut l = log.borrow_mut();
+            l.dropped_damaged(ord, &lens);
+            if lens.is_empty() {
+                // Paged messages there are dropped when their window is
+                // read; the damage is counted now.
+                l.note_corrupt(1);
+            }
         }
     }
 }

@@ -41,6 +41,18 @@ impl Confirmed {
         self.0.get(i).is_some_and(|&(s, _)| s <= seq)
     }
 
+    /// The end of the range holding `seq`, if one does.
+    pub fn end_at(&self, seq: u64) -> Option<u64> {
+        let i = self.0.partition_point(|&(_, e)| e <= seq);
+        self.0.get(i).filter(|&&(s, _)| s <= seq).map(|&(_, e)| e)
+    }
+
+    /// The start of the first range above `seq`.
+    pub fn next_from(&self, seq: u64) -> Option<u64> {
+        let i = self.0.partition_point(|&(s, _)| s <= seq);
+        self.0.get(i).map(|&(s, _)| s)
+    }
+
     /// Forgets everything below `head` (the head passed it).
     pub fn drop_below(&mut self, head: u64) {
         let i = self.0.partition_point(|&(_, e)| e <= head);

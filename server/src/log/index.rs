@@ -11,8 +11,23 @@
 //! ([`LoadedIndex`]); [`IndexRead`] reads a built index and a loaded one
 //! alike, so recovery is written once for both.
 //!
-//! File layout (see `docs/format.md`): the archive, then a 16-byte trailer
-//! `u32 crc32c(archive) | u32 archive length | u64 magic "MCQIDX01"`.
+//! # Two archives in one file
+//! A sealed segment's index is read two ways. A restart reads what each
+//! segment says of its queues and nothing per message: the *summary*, a
+//! small rkyv archive of its own ([`SegmentSummary`]) at the end of the
+//! file, with a checksum of its own, so restart cost is segments × queues.
+//! A queue whose head reaches a segment reads its messages' positions from
+//! the *main* archive ([`SegmentIndex`], every message's [`IndexEntry`]) a
+//! window at a time: the summary says, for each run of consecutive
+//! sequence numbers ([`Span`]), where in the file its entries are and a
+//! checksum of every page of them ([`read_entries`]), so a window read is
+//! one small read, verified, and decoded in place. The offline tools read
+//! the main archive whole ([`LoadedIndex`]).
+//!
+//! File layout (see `docs/format.md`): the main archive, zero padding to a
+//! multiple of 16, the summary archive, then a 24-byte trailer
+//! `u32 crc32c(main) | u32 main length | u32 crc32c(summary) | u32 summary
+//! length | u64 magic "MCQIDX03"`.
 //! An index is written to `<name>.idx.tmp`, fdatasync'd, renamed into place
 //! and the directory fsync'd, so a crash leaves either no index (rebuilt by
 //! scanning the segment) or a whole one.
@@ -26,11 +41,18 @@ use rkyv::util::AlignedVec;
 use crate::disk::{Disk, BLOCK};
 use crate::log::record::{self, Header, Kind};
 
-/// Trailer magic, little-endian "MCQIDX01".
-pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX01");
-/// Bumped on any change to [`SegmentIndex`].
-pub const INDEX_VERSION: u32 = 2;
-const TRAILER_LEN: usize = 16;
+/// Trailer magic, little-endian "MCQIDX03".
+pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX03");
+/// Bumped on any change to [`SegmentIndex`] or [`SegmentSummary`]; an
+/// index of another version is rebuilt from its segment.
+pub const INDEX_VERSION: u32 = 3;
+const TRAILER_LEN: usize = 24;
+/// Entries per checksummed page of a span (one 4 KiB block's worth).
+pub const PAGE_ENTRIES: usize = 170;
+/// Size of an archived [`IndexEntry`] in the main archive.
+pub const ENTRY_LEN: usize = 24;
+const _: () = assert!(std::mem::size_of::<ArchivedIndexEntry>() == ENTRY_LEN);
+const _: () = assert!(std::mem::align_of::<ArchivedIndexEntry>() <= ALIGN);
 
 /// Where one message's record is in its segment.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +116,54 @@ pub struct SegmentIndex {
     /// Records skipped as corrupt when the index was built by a scan.
     pub corrupt_records: u32,
     pub queues: Vec<QueueIndex>,
+}
+
+/// A run of one queue's messages in a segment with consecutive sequence
+/// numbers (`lo .. lo + count`), and where their entries are: what a queue
+/// keeps of a sealed segment instead of a locator per message.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub lo: u64,
+    pub count: u32,
+    /// Index of its first entry in the queue's `msgs`.
+    pub first: u32,
+    /// Byte offset of that entry in the index file.
+    pub at: u64,
+    /// Sum of its records' lengths (headers included).
+    pub bytes: u64,
+    /// Unix second its first message was enqueued.
+    pub time: u32,
+    /// crc32c of each page of its entries: [`PAGE_ENTRIES`] entries
+    /// (`ENTRY_LEN` bytes each) from its first, the last page shorter.
+    pub pages: Vec<u32>,
+}
+
+/// What one segment says about one queue, without its messages.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub id: u32,
+    pub created: bool,
+    pub name: Vec<u8>,
+    pub deleted: bool,
+    pub head: u64,
+    pub tail: u64,
+    pub confirmed: Vec<SeqRange>,
+    /// Its messages, by seq.
+    pub spans: Vec<Span>,
+}
+
+/// The summary archive: a segment's index without the messages.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub version: u32,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    pub data_len: u64,
+    pub checkpoint: bool,
+    pub next_queue_id: u32,
+    pub max_queue_id: u32,
+    pub corrupt_records: u32,
+    pub queues: Vec<QueueSummary>,
 }
 
 /// Builds a [`SegmentIndex`] from the records of a segment, in log order.
@@ -225,16 +295,135 @@ impl IndexBuilder {
     }
 }
 
-/// Serialises an index into the file's bytes (archive + trailer).
-pub fn encode(index: &SegmentIndex) -> Vec<u8> {
-    let archive =
-        rkyv::to_bytes::<rkyv::rancor::Error>(index).expect("serialising an index cannot fail");
-    let mut out = Vec::with_capacity(archive.len() + TRAILER_LEN);
-    out.extend_from_slice(&archive);
-    out.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
-    out.extend_from_slice(&(archive.len() as u32).to_le_bytes());
-    out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
+/// The spans of `msgs` (sorted by seq), whose entries start at byte
+/// `base` of the file, spaced [`ENTRY_LEN`], their bytes being `raw`.
+fn spans(msgs: &[IndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    let mut i = 0;
+    while i < msgs.len() {
+        let mut j = i + 1;
+        while j < msgs.len() && msgs[j].seq == msgs[j - 1].seq + 1 {
+            j += 1;
+        }
+        let at = base + i * ENTRY_LEN;
+        let pages = raw[at..base + j * ENTRY_LEN]
+            .chunks(PAGE_ENTRIES * ENTRY_LEN)
+            .map(crc32c::crc32c)
+            .collect();
+        out.push(Span {
+            lo: msgs[i].seq,
+            count: (j - i) as u32,
+            first: i as u32,
+            at: at as u64,
+            bytes: msgs[i..j].iter().map(|m| u64::from(m.len)).sum(),
+            time: msgs[i].time,
+            pages,
+        });
+        i = j;
+    }
     out
+}
+
+/// The summary of `index`, whose main archive is `main`.
+fn summarise(index: &SegmentIndex, main: &[u8]) -> SegmentSummary {
+    // SAFETY: `main` was serialised from `index` a moment ago.
+    let archived = unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(main) };
+    let queues = index
+        .queues
+        .iter()
+        .zip(archived.queues.iter())
+        .map(|(q, a)| QueueSummary {
+            id: q.id,
+            created: q.created,
+            name: q.name.clone(),
+            deleted: q.deleted,
+            head: q.head,
+            tail: q.tail,
+            confirmed: q.confirmed.clone(),
+            spans: spans(
+                &q.msgs,
+                a.msgs.as_slice().as_ptr() as usize - main.as_ptr() as usize,
+                main,
+            ),
+        })
+        .collect();
+    SegmentSummary {
+        version: INDEX_VERSION,
+        first_lsn: index.first_lsn,
+        last_lsn: index.last_lsn,
+        data_len: index.data_len,
+        checkpoint: index.checkpoint,
+        next_queue_id: index.next_queue_id,
+        max_queue_id: index.max_queue_id,
+        corrupt_records: index.corrupt_records,
+        queues,
+    }
+}
+
+/// Serialises an index into the file's bytes (both archives and the
+/// trailer), and returns its summary too.
+pub fn encode_with_summary(index: &SegmentIndex) -> (Vec<u8>, SegmentSummary) {
+    let main =
+        rkyv::to_bytes::<rkyv::rancor::Error>(index).expect("serialising an index cannot fail");
+    let summary = summarise(index, &main);
+    let sum =
+        rkyv::to_bytes::<rkyv::rancor::Error>(&summary).expect("serialising a summary cannot fail");
+    let sum_off = main.len().next_multiple_of(ALIGN);
+    let mut out = Vec::with_capacity(sum_off + sum.len() + TRAILER_LEN);
+    out.extend_from_slice(&main);
+    out.resize(sum_off, 0);
+    out.extend_from_slice(&sum);
+    out.extend_from_slice(&crc32c::crc32c(&main).to_le_bytes());
+    out.extend_from_slice(&(main.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&sum).to_le_bytes());
+    out.extend_from_slice(&(sum.len() as u32).to_le_bytes());
+    out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
+    (out, summary)
+}
+
+/// Serialises an index into the file's bytes.
+pub fn encode(index: &SegmentIndex) -> Vec<u8> {
+    encode_with_summary(index).0
+}
+
+/// The trailer of an index file of `file_len` bytes ending in `tail`.
+struct Trailer {
+    main_crc: u32,
+    main_len: usize,
+    sum_crc: u32,
+    sum_off: usize,
+    sum_len: usize,
+}
+
+impl Trailer {
+    fn parse(tail: &[u8], file_len: usize) -> Result<Trailer, String> {
+        if tail.len() < TRAILER_LEN || file_len < TRAILER_LEN {
+            return Err(format!("{file_len} bytes is too short"));
+        }
+        let t = &tail[tail.len() - TRAILER_LEN..];
+        let word = |i: usize| u32::from_le_bytes(t[i..i + 4].try_into().expect("4 bytes"));
+        let magic = u64::from_le_bytes(t[16..24].try_into().expect("8 bytes"));
+        if magic != INDEX_MAGIC {
+            return Err("bad magic (an older format?)".into());
+        }
+        let main_len = word(4) as usize;
+        let sum_len = word(12) as usize;
+        let sum_off = main_len.next_multiple_of(ALIGN);
+        if sum_off
+            .checked_add(sum_len)
+            .and_then(|n| n.checked_add(TRAILER_LEN))
+            != Some(file_len)
+        {
+            return Err("bad length".into());
+        }
+        Ok(Trailer {
+            main_crc: word(0),
+            main_len,
+            sum_crc: word(8),
+            sum_off,
+            sum_len,
+        })
+    }
 }
 
 /// Alignment of the buffer an index is read in place from (at least that
@@ -265,8 +454,9 @@ impl Buf {
 /// what was validated is what is read.
 pub struct LoadedIndex {
     buf: Buf,
-    /// Length of the archive (the file without its trailer).
+    /// Length of the main archive.
     len: usize,
+    file_len: usize,
 }
 
 impl LoadedIndex {
@@ -289,22 +479,19 @@ impl LoadedIndex {
 
     fn validate(buf: Buf, first_lsn: u64) -> Result<LoadedIndex, String> {
         let bytes = buf.bytes();
-        if bytes.len() < TRAILER_LEN {
-            return Err(format!("{} bytes is too short", bytes.len()));
-        }
-        let t = &bytes[bytes.len() - TRAILER_LEN..];
-        let magic = u64::from_le_bytes(t[8..16].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(t[0..4].try_into().expect("4 bytes"));
-        if magic != INDEX_MAGIC {
-            return Err("bad magic".into());
-        }
-        if len != bytes.len() - TRAILER_LEN {
-            return Err("bad length".into());
-        }
-        if crc32c::crc32c(&bytes[..len]) != crc {
+        let t = Trailer::parse(bytes, bytes.len())?;
+        let len = t.main_len;
+        if crc32c::crc32c(&bytes[..len]) != t.main_crc {
             return Err("checksum mismatch".into());
         }
+        if bytes[len..t.sum_off].iter().any(|&b| b != 0) {
+            return Err("bad padding".into());
+        }
+        let sum = &bytes[t.sum_off..t.sum_off + t.sum_len];
+        if crc32c::crc32c(sum) != t.sum_crc {
+            return Err("summary checksum mismatch".into());
+        }
+        LoadedSummary::from_bytes(bytes, first_lsn)?;
         let idx = rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(&bytes[..len])
             .map_err(|e| format!("invalid archive: {e}"))?;
         if idx.version.to_native() != INDEX_VERSION {
@@ -316,7 +503,8 @@ impl LoadedIndex {
         if idx.first_lsn.to_native() != first_lsn {
             return Err(format!("belongs to segment {}", idx.first_lsn.to_native()));
         }
-        Ok(LoadedIndex { buf, len })
+        let file_len = bytes.len();
+        Ok(LoadedIndex { buf, len, file_len })
     }
 
     /// The archived index, read in place without checking it again.
@@ -337,7 +525,7 @@ impl LoadedIndex {
 
     /// Size of the file.
     pub fn file_len(&self) -> u64 {
-        (self.len + TRAILER_LEN) as u64
+        self.file_len as u64
     }
 }
 
@@ -355,6 +543,158 @@ pub async fn load(
     let size = file.size().await?;
     let data = file.read_at(0, size as usize).await?;
     Ok(Some(LoadedIndex::from_vec(data, first_lsn)))
+}
+
+/// An index file's summary, validated once when loaded (trailer,
+/// checksum, bytecheck) and then read in place.
+pub struct LoadedSummary {
+    buf: AlignedVec<ALIGN>,
+    file_len: u64,
+}
+
+impl LoadedSummary {
+    /// Validates the summary `sum` of an index whose trailer is `t`.
+    fn validate(sum: &[u8], t: &Trailer, file_len: u64, first_lsn: u64) -> Result<Self, String> {
+        if crc32c::crc32c(sum) != t.sum_crc {
+            return Err("summary checksum mismatch".into());
+        }
+        let mut buf = AlignedVec::<ALIGN>::with_capacity(sum.len());
+        buf.extend_from_slice(sum);
+        let idx = rkyv::access::<ArchivedSegmentSummary, rkyv::rancor::Error>(&buf)
+            .map_err(|e| format!("invalid summary: {e}"))?;
+        if idx.version.to_native() != INDEX_VERSION {
+            return Err(format!("version {}", idx.version.to_native()));
+        }
+        if idx.first_lsn.to_native() != first_lsn {
+            return Err(format!("belongs to segment {}", idx.first_lsn.to_native()));
+        }
+        Ok(LoadedSummary { buf, file_len })
+    }
+
+    /// The summary of the index file `bytes` (a whole file).
+    pub fn from_bytes(bytes: &[u8], first_lsn: u64) -> Result<LoadedSummary, String> {
+        let t = Trailer::parse(bytes, bytes.len())?;
+        let sum = &bytes[t.sum_off..t.sum_off + t.sum_len];
+        LoadedSummary::validate(sum, &t, bytes.len() as u64, first_lsn)
+    }
+
+    /// The archived summary, read in place without checking it again.
+    pub fn get(&self) -> &ArchivedSegmentSummary {
+        // SAFETY: `validate` checked exactly these bytes with bytecheck,
+        // and `buf` is private and never changed after.
+        unsafe { rkyv::access_unchecked::<ArchivedSegmentSummary>(&self.buf) }
+    }
+
+    /// Size of the file.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+/// Reads and validates the summary of `path` (only its end is read);
+/// `Ok(None)` when it does not exist.
+pub async fn load_summary(
+    disk: &dyn Disk,
+    path: &Path,
+    first_lsn: u64,
+) -> io::Result<Option<Result<LoadedSummary, String>>> {
+    let file = match disk.open(path).await {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = file.size().await?;
+    // The trailer, and with it (usually) the whole summary: one read.
+    let start = size.saturating_sub(BLOCK * 4);
+    let tail = file.read_at(start, (size - start) as usize).await?;
+    let t = match Trailer::parse(&tail, size as usize) {
+        Ok(t) => t,
+        Err(why) => return Ok(Some(Err(why))),
+    };
+    let sum = if t.sum_off as u64 >= start {
+        let from = t.sum_off - start as usize;
+        tail[from..from + t.sum_len].to_vec()
+    } else {
+        file.read_at(t.sum_off as u64, t.sum_len).await?
+    };
+    if sum.len() != t.sum_len {
+        return Ok(Some(Err("short read".into())));
+    }
+    Ok(Some(LoadedSummary::validate(&sum, &t, size, first_lsn)))
+}
+
+/// Where a span's entries are: its file offset, length and page
+/// checksums, as a queue keeps them for a run it pages in from a sealed
+/// segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPages {
+    /// Byte offset in the index file of the span's first entry.
+    pub at: u64,
+    /// Entries in the span.
+    pub count: u32,
+    /// crc32c of each [`PAGE_ENTRIES`] entries from the first.
+    pub pages: Box<[u32]>,
+}
+
+impl EntryPages {
+    pub fn of(span: &ArchivedSpan) -> EntryPages {
+        EntryPages {
+            at: span.at.to_native(),
+            count: span.count.to_native(),
+            pages: span.pages.iter().map(|c| c.to_native()).collect(),
+        }
+    }
+}
+
+/// Reads entries `from .. from + n` of the span whose entries are at
+/// `pages` (counted from its first), verifying the checksum of every page
+/// they touch and decoding them in place. `Ok(Err(..))` when a page does
+/// not verify or the span is shorter.
+pub async fn read_entries(
+    file: &dyn crate::disk::DiskFile,
+    pages: &EntryPages,
+    from: usize,
+    n: usize,
+) -> io::Result<Result<Vec<IndexEntry>, String>> {
+    let count = pages.count as usize;
+    if n == 0 {
+        return Ok(Ok(Vec::new()));
+    }
+    if from + n > count || count.div_ceil(PAGE_ENTRIES) != pages.pages.len() {
+        return Ok(Err(format!("entries {from}+{n} beyond a span of {count}")));
+    }
+    let (p0, p1) = (from / PAGE_ENTRIES, (from + n - 1) / PAGE_ENTRIES + 1);
+    let first = p0 * PAGE_ENTRIES;
+    let end = (p1 * PAGE_ENTRIES).min(count);
+    let start = pages.at + (first * ENTRY_LEN) as u64;
+    let raw = file.read_at(start, (end - first) * ENTRY_LEN).await?;
+    if raw.len() != (end - first) * ENTRY_LEN {
+        return Ok(Err(format!("short read of entries at {start}")));
+    }
+    for (k, page) in raw.chunks(PAGE_ENTRIES * ENTRY_LEN).enumerate() {
+        if crc32c::crc32c(page) != pages.pages[p0 + k] {
+            return Ok(Err(format!(
+                "page {} of the entries at {} does not verify",
+                p0 + k,
+                pages.at
+            )));
+        }
+    }
+    let mut aligned = AlignedVec::<ALIGN>::with_capacity(raw.len());
+    aligned.extend_from_slice(&raw);
+    // SAFETY: `aligned` holds `end - first` entries of ENTRY_LEN bytes,
+    // aligned to ALIGN: the size and at least the alignment of
+    // `ArchivedIndexEntry` (asserted at the top of this file), which is
+    // plain little-endian integers, so every bit pattern is a valid value.
+    // The bytes are those rkyv wrote: their page checksums verified.
+    let entries = unsafe {
+        std::slice::from_raw_parts(aligned.as_ptr() as *const ArchivedIndexEntry, end - first)
+    };
+    let skip = from - first;
+    Ok(Ok(entries[skip..skip + n]
+        .iter()
+        .map(EntryRead::entry)
+        .collect()))
 }
 
 /// Read access to a segment's index, whether built by a scan
@@ -375,7 +715,6 @@ pub trait IndexRead {
 
 /// What one index says about one queue (see [`QueueIndex`]).
 pub trait QueueRead {
-    type Entry: EntryRead;
     fn id(&self) -> u32;
     /// Its name, when the segment creates it.
     fn created(&self) -> Option<&[u8]>;
@@ -384,6 +723,11 @@ pub trait QueueRead {
     fn tail(&self) -> u64;
     /// Ranges confirmed out of order, `[start, end)`.
     fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_;
+}
+
+/// What one full index (not a summary) says of one queue's messages.
+pub trait QueueMsgs: QueueRead {
+    type Entry: EntryRead;
     /// By seq.
     fn msgs(&self) -> &[Self::Entry];
 }
@@ -420,7 +764,6 @@ impl IndexRead for SegmentIndex {
 }
 
 impl QueueRead for QueueIndex {
-    type Entry = IndexEntry;
     fn id(&self) -> u32 {
         self.id
     }
@@ -439,6 +782,10 @@ impl QueueRead for QueueIndex {
     fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.confirmed.iter().map(|r| (r.start, r.end))
     }
+}
+
+impl QueueMsgs for QueueIndex {
+    type Entry = IndexEntry;
     fn msgs(&self) -> &[IndexEntry] {
         &self.msgs
     }
@@ -479,7 +826,6 @@ impl IndexRead for ArchivedSegmentIndex {
 }
 
 impl QueueRead for ArchivedQueueIndex {
-    type Entry = ArchivedIndexEntry;
     fn id(&self) -> u32 {
         self.id.to_native()
     }
@@ -500,8 +846,60 @@ impl QueueRead for ArchivedQueueIndex {
             .iter()
             .map(|r| (r.start.to_native(), r.end.to_native()))
     }
+}
+
+impl QueueMsgs for ArchivedQueueIndex {
+    type Entry = ArchivedIndexEntry;
     fn msgs(&self) -> &[ArchivedIndexEntry] {
         self.msgs.as_slice()
+    }
+}
+
+impl IndexRead for ArchivedSegmentSummary {
+    type Queue = ArchivedQueueSummary;
+    fn checkpoint(&self) -> bool {
+        self.checkpoint
+    }
+    fn next_queue_id(&self) -> u32 {
+        self.next_queue_id.to_native()
+    }
+    fn max_queue_id(&self) -> u32 {
+        self.max_queue_id.to_native()
+    }
+    fn last_lsn(&self) -> u64 {
+        self.last_lsn.to_native()
+    }
+    fn data_len(&self) -> u64 {
+        self.data_len.to_native()
+    }
+    fn corrupt_records(&self) -> u32 {
+        self.corrupt_records.to_native()
+    }
+    fn queues(&self) -> &[ArchivedQueueSummary] {
+        self.queues.as_slice()
+    }
+}
+
+impl QueueRead for ArchivedQueueSummary {
+    fn id(&self) -> u32 {
+        self.id.to_native()
+    }
+    fn created(&self) -> Option<&[u8]> {
+        self.created.then_some(self.name.as_slice())
+    }
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+    fn head(&self) -> u64 {
+        self.head.to_native()
+    }
+    fn tail(&self) -> u64 {
+        self.tail.to_native()
+    }
+    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.confirmed
+            .iter()
+            .map(|r| (r.start.to_native(), r.end.to_native()))
     }
 }
 

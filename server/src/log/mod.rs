@@ -24,7 +24,8 @@
 //!   reads), above its head.
 //! - [`index`]: index files, one per sealed segment, so a restart reads
 //!   them instead of scanning the segment.
-//! - [`recovery`]: rebuilding queue state from index files and scans.
+//! - [`paging`]: reading a window of a queue's locators from an index file.
+//! - [`recovery`]: rebuilding queue state from index summaries and scans.
 //! - [`compaction`]: the maintenance task (index files, deleting consumed
 //!   segments, the spare segment, compaction) and the scrub.
 //! - [`error`]: [`LogError`], what can go wrong, typed.
@@ -37,6 +38,7 @@ pub mod compaction;
 pub mod confirmed;
 pub mod error;
 pub mod index;
+pub mod paging;
 pub mod record;
 pub mod recovery;
 pub mod region;
@@ -136,13 +138,18 @@ impl Loc {
 /// only between its borrows of the log, through a wrapper that checks this
 /// in debug builds (`compaction::Queues`).
 pub trait Locators {
-    /// Message `seq` of queue `queue` was copied forward to `to`. If its
-    /// live record is still at `from`, point it at `to` and return its
-    /// record length; otherwise (consumed or moved meanwhile) `None`.
-    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32>;
+    /// Message `seq` of queue `queue` (its record `len` bytes, expiring at
+    /// `expires`) was copied forward to `to`. If its live record is still
+    /// at `from`, point it at `to` and say so; otherwise (consumed or moved
+    /// meanwhile) `false`.
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool;
     /// Is message `seq` of queue `queue` queued with its record at `at`?
     fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool;
     /// Drops the queued messages whose records start in `[from, to)` of
     /// segment `seg` (they are damaged); returns their record lengths.
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32>;
+    /// Segment `seg`'s index file is written, saying `summary`: the
+    /// queues may read their messages there from its entries from now on,
+    /// instead of keeping their locators (see `queue::Backlog`).
+    fn indexed(&self, seg: u32, summary: &index::SegmentSummary);
 }

@@ -38,13 +38,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 
 use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use super::{Loc, Pos};
 use crate::disk::{Disk, DiskFile};
-use crate::log::index::{self, EntryRead, IndexBuilder, IndexRead, QueueRead, SegmentIndex};
+use crate::log::index::{
+    self, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead, SegmentIndex,
+    SegmentSummary,
+};
 
 /// Everything recovery found besides the queues (those went to the
 /// [`Replay`] sink).
@@ -88,6 +92,33 @@ pub trait Replay {
     /// Every message has been handed over: settle the copies, passing each
     /// one dropped (an older copy of a message kept) to `superseded`.
     fn settle(&mut self, superseded: &mut dyn FnMut(Loc));
+}
+
+/// A run of consecutive queued messages of one queue in one sealed
+/// segment, as recovery hands it to the store: where its entries are in the
+/// segment's index, not its locators (see `queue::Backlog`).
+#[derive(Clone, Debug)]
+pub struct FoundRun {
+    pub seg: u32,
+    pub lo: u64,
+    pub count: u64,
+    /// Sum of its record lengths.
+    pub rec_bytes: u64,
+    /// Index of `lo`'s entry among its span's.
+    pub skip: u32,
+    /// Unix second its first message was enqueued.
+    pub time: u32,
+    pub pages: Rc<EntryPages>,
+}
+
+/// Where [`recover`] hands what it finds: the store builds its queues from
+/// it. Queues come first; then the runs of their queued messages, newest
+/// segment first (each run is exact: no message in two runs, none
+/// consumed).
+pub trait RunSink {
+    /// A live queue; every queue comes before any run.
+    fn queue(&mut self, q: FoundQueue);
+    fn run(&mut self, queue: u32, run: FoundRun);
 }
 
 /// The messages of one queue as a [`Replay`] sink receives them, settled
@@ -288,7 +319,7 @@ impl Replayer {
     }
 
     /// End of pass 1: hands `sink` the live queues (by id).
-    pub fn queues(&mut self, sink: &mut impl Replay) {
+    pub fn queues(&mut self, mut sink: impl FnMut(FoundQueue)) {
         let authority = self.authority;
         let mut alive: Vec<(u32, QState)> = std::mem::take(&mut self.queues)
             .into_iter()
@@ -314,7 +345,7 @@ impl Replayer {
                     confirmed: confirmed.clone(),
                 },
             );
-            sink.queue(FoundQueue {
+            sink(FoundQueue {
                 id,
                 name: q.name.expect("alive queues have names"),
                 head,
@@ -325,7 +356,11 @@ impl Replayer {
     }
 
     /// Pass 2: hands `sink` the messages of segment `ord` that are queued.
-    pub fn messages(&mut self, ord: u32, idx: &impl IndexRead, sink: &mut impl Replay) {
+    pub fn messages<I>(&mut self, ord: u32, idx: &I, sink: &mut impl Replay)
+    where
+        I: IndexRead,
+        I::Queue: QueueMsgs,
+    {
         let mut n = 0u64;
         let mut bytes = 0u64;
         for qi in idx.queues() {
@@ -421,26 +456,27 @@ pub async fn scan_to_index(
     Ok((b.finish(), rep))
 }
 
-/// Writes `index` as the `.idx` of segment `first_lsn`; returns its size.
+/// Writes `index` as the `.idx` of segment `first_lsn`; returns its size
+/// and summary.
 pub async fn write_index(
     disk: &dyn Disk,
     dir: &Path,
     first_lsn: u64,
     index: &SegmentIndex,
-) -> io::Result<u64> {
-    let bytes = index::encode(index);
+) -> io::Result<(u64, SegmentSummary)> {
+    let (bytes, summary) = index::encode_with_summary(index);
     index::write_file(disk, &segment::idx_path(dir, first_lsn), &bytes).await?;
     disk.sync_dir(dir).await?;
-    Ok(bytes.len() as u64)
+    Ok((bytes.len() as u64, summary))
 }
 
 /// Recovers the shard in `dir` (see the module doc), handing its queues
-/// and their messages to `sink`.
+/// and the runs of their queued messages to `sink`.
 pub async fn recover(
     disk: &dyn Disk,
     dir: &Path,
     label: &str,
-    sink: &mut impl Replay,
+    sink: &mut impl RunSink,
 ) -> io::Result<Recovered> {
     let mut logs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut removed_tmp = false;
@@ -465,7 +501,7 @@ pub async fn recover(
     let mut rebuilt = 0u32;
     let mut unverified = Vec::new();
     let mut ord = 0u32;
-    // Pass 1, and every segment indexed: one index in memory at a time.
+    // Pass 1, and every segment indexed: what each summary says of queues.
     for (&first_lsn, path) in &logs {
         let file = disk
             .open(path)
@@ -475,7 +511,7 @@ pub async fn recover(
         let idx_path = segment::idx_path(dir, first_lsn);
         let mut loaded = None;
         if !is_open {
-            match index::load(disk, &idx_path, first_lsn).await? {
+            match index::load_summary(disk, &idx_path, first_lsn).await? {
                 Some(Ok(l)) => loaded = Some(l),
                 Some(Err(why)) => {
                     log::warn!("{label}: index {first_lsn:020}.idx is invalid ({why}): rebuilding it from its segment");
@@ -514,7 +550,7 @@ pub async fn recover(
                 } else {
                     rebuilt += 1;
                 }
-                let idx_bytes = write_index(disk, dir, first_lsn, &idx).await?;
+                let (idx_bytes, _) = write_index(disk, dir, first_lsn, &idx).await?;
                 replayer.summarise(ord, &idx);
                 (idx.data_len, idx.corrupt_records, idx_bytes)
             }
@@ -527,13 +563,15 @@ pub async fn recover(
         );
         ord += 1;
     }
-    replayer.queues(sink);
-    // Pass 2: every segment has its index file now; each is read again,
-    // one at a time, for its messages.
-    for (&ord, seg) in &segs {
+    replayer.queues(|q| sink.queue(q));
+    // Pass 2: every segment has its index file now; each summary is read
+    // again, newest first, for the runs of queued messages.
+    let mut covered: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    let mut items = 0u64;
+    for (&ord, seg) in segs.iter_mut().rev() {
         let idx_path = segment::idx_path(dir, seg.first_lsn);
-        match index::load(disk, &idx_path, seg.first_lsn).await? {
-            Some(Ok(l)) => replayer.messages(ord, l.get(), sink),
+        let summary = match index::load_summary(disk, &idx_path, seg.first_lsn).await? {
+            Some(Ok(l)) => l,
             Some(Err(why)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -546,34 +584,126 @@ pub async fn recover(
                     format!("{}: removed during recovery", idx_path.display()),
                 ))
             }
+        };
+        let mut file = None;
+        for qs in summary.get().queues.iter() {
+            let id = qs.id.to_native();
+            let Some(live) = replayer.live.get(&id) else {
+                continue;
+            };
+            for span in qs.spans.iter() {
+                let lo = span.lo.to_native();
+                let end = lo + u64::from(span.count.to_native());
+                let cover = covered.entry(id).or_default();
+                let keep = kept(lo, end, live, cover);
+                add_cover(cover, lo, end);
+                if keep.is_empty() {
+                    continue;
+                }
+                let pages = Rc::new(EntryPages::of(span));
+                let runs = if keep == [(lo, end)] {
+                    vec![FoundRun {
+                        seg: ord,
+                        lo,
+                        count: end - lo,
+                        rec_bytes: span.bytes.to_native(),
+                        skip: 0,
+                        time: span.time.to_native(),
+                        pages,
+                    }]
+                } else {
+                    // Part of the span is consumed or superseded: its
+                    // entries say what the rest weighs.
+                    if file.is_none() {
+                        file = Some(disk.open(&idx_path).await?);
+                    }
+                    let f = file.as_deref().expect("opened");
+                    let n = (end - lo) as usize;
+                    let entries = index::read_entries(f, &pages, 0, n).await?.map_err(|why| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {why}", idx_path.display()),
+                        )
+                    })?;
+                    keep.iter()
+                        .map(|&(a, z)| {
+                            let es = &entries[(a - lo) as usize..(z - lo) as usize];
+                            FoundRun {
+                                seg: ord,
+                                lo: a,
+                                count: z - a,
+                                rec_bytes: es.iter().map(|e| u64::from(e.len)).sum(),
+                                skip: (a - lo) as u32,
+                                time: es[0].time,
+                                pages: pages.clone(),
+                            }
+                        })
+                        .collect()
+                };
+                for run in runs {
+                    seg.live += run.count;
+                    seg.live_bytes += run.rec_bytes;
+                    items += run.count;
+                    sink.run(id, run);
+                }
+            }
         }
     }
-    let Replayed {
-        queues,
-        next_queue_id,
-        max_lsn,
-        live,
-    } = replayer.finish(sink);
-    let mut items = 0;
-    for (ord, (n, bytes)) in live {
-        if let Some(seg) = segs.get_mut(&ord) {
-            seg.live = n;
-            seg.live_bytes = bytes;
-            items += n;
-        }
-    }
+    let queues = replayer.live.len();
     log::debug!(
         "{label}: recovered {queues} queues, {items} messages from {} segments ({rebuilt} indexes rebuilt, {corrupt_records} corrupt stretches)",
         segs.len()
     );
     Ok(Recovered {
         segs,
-        next_lsn: max_lsn + 1,
-        next_queue_id: next_queue_id.max(1),
+        next_lsn: replayer.max_lsn + 1,
+        next_queue_id: replayer.next_queue_id.max(1),
         corrupt_records,
         rebuilt_indexes: rebuilt,
         unverified,
     })
+}
+
+/// What of the span `[lo, end)` of a live queue is queued: not below its
+/// head, not confirmed, not in a newer segment (`cover`, sorted).
+fn kept(lo: u64, end: u64, live: &Live, cover: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut start = lo.max(live.head);
+    while start < end {
+        // Skip what is covered or confirmed at `start`.
+        let i = cover.partition_point(|&(_, z)| z <= start);
+        if let Some(&(a, z)) = cover.get(i) {
+            if a <= start {
+                start = z;
+                continue;
+            }
+        }
+        if let Some(e) = live.confirmed.end_at(start) {
+            start = e;
+            continue;
+        }
+        // The longest stretch from `start` that is neither.
+        let mut stop = cover.get(i).map_or(end, |&(a, _)| a.min(end));
+        if let Some(c) = live.confirmed.next_from(start) {
+            stop = stop.min(c);
+        }
+        out.push((start, stop));
+        start = stop;
+    }
+    out
+}
+
+/// Adds `[lo, end)` to the sorted, disjoint intervals `cover`.
+fn add_cover(cover: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
+    let i = cover.partition_point(|&(_, z)| z < lo);
+    let mut j = i;
+    let (mut a, mut z) = (lo, end);
+    while j < cover.len() && cover[j].0 <= z {
+        a = a.min(cover[j].0);
+        z = z.max(cover[j].1);
+        j += 1;
+    }
+    cover.splice(i..j, [(a, z)]);
 }
 
 #[cfg(test)]

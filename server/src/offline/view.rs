@@ -384,7 +384,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
         replayer.summarise(ord as u32, summary(i, choice));
     }
     let mut sink = Collect::default();
-    replayer.queues(&mut sink);
+    replayer.queues(|q| sink.queue(q));
     for (ord, &(i, choice)) in chosen.iter().enumerate() {
         replayer.messages(ord as u32, summary(i, choice), &mut sink);
     }

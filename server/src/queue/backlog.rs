@@ -1,46 +1,127 @@
-//! A queue's queued messages, behind the operations the store needs and
-//! nothing of how they are kept.
+//! A queue's queued messages: in memory near the head and in the open
+//! segment, read from the index files everywhere else.
 //!
-//! Today that is one [`Loc`] per message in a deque; the locators are to be
-//! paged from the index files instead, so nothing outside this file may
-//! depend on the deque. The counters are kept here for the same reason: a
-//! paged backlog cannot sum what it does not hold in memory.
+//! # Why runs
+//! A backlog of a hundred million messages must not cost a locator each in
+//! memory. So the backlog is a sequence of runs, in sequence order:
+//! - a **resident** run keeps a [`Loc`] per message: the messages of the
+//!   open segment (their index is not written yet), the window at the head
+//!   that a consumer takes from, and the odd message put back or copied
+//!   forward by compaction;
+//! - a **paged** run ([`Paged`]) keeps only where a run of consecutive
+//!   messages of one sealed segment is: its first sequence number, count,
+//!   bytes, and where its entries are in the segment's index file
+//!   ([`EntryPages`]). Its locators are read from there a window at a time
+//!   ([`Backlog::page_job`], [`Backlog::paged_in`]) as the head reaches it.
 //!
-//! Memory follows the backlog down as well as up: a deque keeps its
-//! largest capacity, so a burst of a million messages, once drained, would
-//! otherwise hold 24 MB for good. The storage shrinks when it is far below
-//! its capacity, never below a floor (so a queue that goes from empty to a
-//! few messages and back on every set and get never reallocates).
+//! When a segment's index is written, its messages beyond the head window
+//! become paged runs ([`Backlog::page_out`]); a restart makes every sealed
+//! segment's messages paged runs at once, from the index summaries. Memory
+//! is then the head window, the open segment's locators and a few dozen
+//! bytes per (queue, segment): flat in the depth of the backlog.
+//!
+//! A paged run has no holes: every sequence number in it is queued. What
+//! would make one (a message dropped as damaged, one taken out of order)
+//! happens to resident messages only, or splits the run.
+//!
+//! The counters are kept here for the same reason: a paged backlog cannot
+//! sum what it does not hold in memory.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
-use crate::log::{Loc, Pos};
+use crate::log::index::{EntryPages, IndexEntry};
+use crate::log::{record, Loc, Pos};
 
-/// Capacity kept however far the backlog shrinks, in locators.
-const KEPT: usize = 64;
+/// Messages kept resident at the head: what a window read brings in, and
+/// what a sealed segment's paging leaves in memory for a consumer that
+/// keeps up.
+pub const WINDOW: usize = 1024;
+/// A window is read ahead once fewer than this many resident messages are
+/// left before a paged run.
+pub const LOW_WATER: usize = WINDOW / 2;
+/// Shorter stretches of a segment stay resident when it is paged out:
+/// a paged run costs more than that many locators.
+const MIN_PAGED: usize = 8;
 
 /// Queued messages, in sequence order (with holes where a message's record
-/// was found damaged).
+/// was found damaged or a message is open).
 #[derive(Debug, Default)]
 pub struct Backlog {
-    locs: VecDeque<Loc>,
-    /// Sum of the body lengths of `locs`.
+    runs: VecDeque<Run>,
+    items: u64,
+    /// Sum of the queued bodies' lengths.
     bytes: u64,
 }
 
+#[derive(Debug)]
+enum Run {
+    Resident(VecDeque<Loc>),
+    Paged(Paged),
+}
+
+/// Consecutive messages `lo .. lo + count` of one sealed segment, all
+/// queued, whose locators are in the segment's index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paged {
+    pub seg: u32,
+    pub lo: u64,
+    pub count: u64,
+    /// Sum of their record lengths (headers included).
+    pub rec_bytes: u64,
+    /// Index of `lo`'s entry among the span's (see `pages`).
+    pub skip: u32,
+    /// Where the span's entries are in the index file.
+    pub pages: Rc<EntryPages>,
+}
+
+impl Paged {
+    pub fn body_bytes(&self) -> u64 {
+        self.rec_bytes - self.count * record::HEADER_LEN as u64
+    }
+}
+
+/// A window to read: entries `skip .. skip + n` of `pages`, for the paged
+/// run of segment `seg` that starts at `lo`.
+#[derive(Clone, Debug)]
+pub struct PageJob {
+    pub seg: u32,
+    pub lo: u64,
+    pub skip: u32,
+    pub n: usize,
+    pub pages: Rc<EntryPages>,
+}
+
+/// What [`Backlog::drain`] hands over for each message or run it drops.
+pub enum Dropped {
+    One(Loc),
+    Run(Paged),
+}
+
 impl Backlog {
-    /// The backlog of `locs`, in sequence order (recovery).
+    /// The backlog of `locs`, in sequence order (tests, and resident
+    /// recovery).
     pub fn from_locs(locs: Vec<Loc>) -> Backlog {
-        debug_assert!(locs.windows(2).all(|w| w[0].seq < w[1].seq));
-        let bytes = locs.iter().map(Loc::body_len).sum();
-        Backlog {
-            locs: locs.into(),
-            bytes,
+        let mut b = Backlog::default();
+        for loc in locs {
+            b.push(loc);
         }
+        b
+    }
+
+    /// Appends a paged run after everything queued (recovery).
+    pub fn push_paged(&mut self, p: Paged) {
+        debug_assert!(self.last_seq().is_none_or(|s| s < p.lo));
+        if p.count == 0 {
+            return;
+        }
+        self.items += p.count;
+        self.bytes += p.body_bytes();
+        self.runs.push_back(Run::Paged(p));
     }
 
     pub fn items(&self) -> u64 {
-        self.locs.len() as u64
+        self.items
     }
 
     /// Sum of the queued bodies' lengths.
@@ -49,173 +130,455 @@ impl Backlog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.locs.is_empty()
+        self.items == 0
     }
 
+    /// The head, when it is resident (see [`Backlog::page_job`]).
     pub fn head(&self) -> Option<&Loc> {
-        self.locs.front()
+        match self.runs.front()? {
+            Run::Resident(locs) => locs.front(),
+            Run::Paged(_) => None,
+        }
+    }
+
+    /// The lowest queued sequence number.
+    pub fn first_seq(&self) -> Option<u64> {
+        match self.runs.front()? {
+            Run::Resident(locs) => locs.front().map(|l| l.seq),
+            Run::Paged(p) => Some(p.lo),
+        }
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        match self.runs.back()? {
+            Run::Resident(locs) => locs.back().map(|l| l.seq),
+            Run::Paged(p) => Some(p.lo + p.count - 1),
+        }
     }
 
     /// Queues `loc` at the tail; its sequence number is above every queued
     /// one.
     pub fn push(&mut self, loc: Loc) {
-        debug_assert!(self.locs.back().is_none_or(|l| l.seq < loc.seq));
+        debug_assert!(self.last_seq().is_none_or(|s| s < loc.seq));
+        self.items += 1;
         self.bytes += loc.body_len();
-        self.locs.push_back(loc);
+        match self.runs.back_mut() {
+            Some(Run::Resident(locs)) => locs.push_back(loc),
+            _ => self.runs.push_back(Run::Resident(VecDeque::from([loc]))),
+        }
     }
 
-    /// Takes the head off.
+    /// Takes the head off, when it is resident.
     pub fn pop(&mut self) -> Option<Loc> {
-        let loc = self.locs.pop_front()?;
-        self.taken(&loc);
+        let Run::Resident(locs) = self.runs.front_mut()? else {
+            return None;
+        };
+        let loc = locs.pop_front()?;
+        if locs.is_empty() {
+            self.runs.pop_front();
+        } else {
+            shrink(locs);
+        }
+        self.items -= 1;
+        self.bytes -= loc.body_len();
         Some(loc)
     }
 
-    /// Queues `loc` again at its place by sequence number (it was handed
-    /// out and came back).
-    pub fn put_back(&mut self, loc: Loc) {
-        let at = self.locs.partition_point(|l| l.seq < loc.seq);
-        debug_assert!(self.locs.get(at).is_none_or(|l| l.seq != loc.seq));
-        self.bytes += loc.body_len();
-        self.locs.insert(at, loc);
+    /// Takes the head off, a whole paged run at once when the head is one
+    /// (to drop messages without reading them: `flush`).
+    pub fn drop_front(&mut self) -> Option<Dropped> {
+        if let Some(Run::Paged(_)) = self.runs.front() {
+            let Some(Run::Paged(p)) = self.runs.pop_front() else {
+                unreachable!()
+            };
+            self.items -= p.count;
+            self.bytes -= p.body_bytes();
+            return Some(Dropped::Run(p));
+        }
+        self.pop().map(Dropped::One)
     }
 
-    fn index_of(&self, seq: u64) -> Option<usize> {
-        self.locs.binary_search_by_key(&seq, |l| l.seq).ok()
+    /// Queues `loc` again at its place by sequence number (it was handed
+    /// out and came back): below every paged run.
+    pub fn put_back(&mut self, loc: Loc) {
+        self.items += 1;
+        self.bytes += loc.body_len();
+        let i = self.runs.partition_point(|r| match r {
+            Run::Resident(locs) => locs.front().is_some_and(|l| l.seq < loc.seq),
+            Run::Paged(p) => p.lo < loc.seq,
+        });
+        if let Some(Run::Resident(locs)) = i.checked_sub(1).map(|j| &mut self.runs[j]) {
+            let at = locs.partition_point(|l| l.seq < loc.seq);
+            debug_assert!(locs.get(at).is_none_or(|l| l.seq != loc.seq));
+            locs.insert(at, loc);
+            return;
+        }
+        // (A message handed out was resident, below every paged run.)
+        debug_assert!(!matches!(
+            i.checked_sub(1).map(|j| &self.runs[j]),
+            Some(Run::Paged(_))
+        ));
+        match self.runs.get_mut(i) {
+            Some(Run::Resident(locs)) => locs.push_front(loc),
+            _ => self.runs.insert(i, Run::Resident(VecDeque::from([loc]))),
+        }
+    }
+
+    /// The run holding `seq`, by position.
+    fn run_of(&self, seq: u64) -> Option<usize> {
+        let i = self.runs.partition_point(|r| match r {
+            Run::Resident(locs) => locs.back().is_some_and(|l| l.seq < seq),
+            Run::Paged(p) => p.lo + p.count <= seq,
+        });
+        (i < self.runs.len()).then_some(i)
+    }
+
+    /// The resident locator of `seq`.
+    pub fn get(&self, seq: u64) -> Option<&Loc> {
+        match &self.runs[self.run_of(seq)?] {
+            Run::Resident(locs) => {
+                let i = locs.binary_search_by_key(&seq, |l| l.seq).ok()?;
+                locs.get(i)
+            }
+            Run::Paged(_) => None,
+        }
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.index_of(seq).is_some()
+        self.run_of(seq).is_some_and(|i| match &self.runs[i] {
+            Run::Resident(locs) => locs.binary_search_by_key(&seq, |l| l.seq).is_ok(),
+            Run::Paged(p) => p.lo <= seq,
+        })
     }
 
-    pub fn get(&self, seq: u64) -> Option<&Loc> {
-        self.locs.get(self.index_of(seq)?)
+    /// Is message `seq` queued with its record at `at`?
+    pub fn holds_at(&self, seq: u64, at: Pos) -> bool {
+        self.run_of(seq).is_some_and(|i| match &self.runs[i] {
+            Run::Resident(locs) => locs
+                .binary_search_by_key(&seq, |l| l.seq)
+                .is_ok_and(|k| locs[k].pos == at),
+            Run::Paged(p) => p.lo <= seq && p.seg == at.seg,
+        })
     }
 
-    /// Points message `seq` at its record's new place `to`, if its record
-    /// is at `from`; returns the record's length.
-    pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos) -> Option<u32> {
-        let loc = self.locs.get_mut(self.index_of(seq)?)?;
-        if loc.pos != from {
-            return None;
+    /// Points message `seq` at its record's new place `to` (a compaction
+    /// copy of the record of `len` bytes expiring at `expires`), if its
+    /// record is at `from`. A paged message moves only from the front of
+    /// its run (compaction copies a segment in order, so that is where it
+    /// comes from); elsewhere it stays where it is (`false`).
+    pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
+        let Some(i) = self.run_of(seq) else {
+            return false;
+        };
+        match &mut self.runs[i] {
+            Run::Resident(locs) => {
+                let Ok(k) = locs.binary_search_by_key(&seq, |l| l.seq) else {
+                    return false;
+                };
+                if locs[k].pos != from {
+                    return false;
+                }
+                locs[k].pos = to;
+                true
+            }
+            Run::Paged(p) => {
+                if p.lo != seq || p.seg != from.seg {
+                    return false;
+                }
+                p.lo += 1;
+                p.count -= 1;
+                p.skip += 1;
+                p.rec_bytes -= u64::from(len);
+                let empty = p.count == 0;
+                let loc = Loc {
+                    seq,
+                    pos: to,
+                    len,
+                    expires,
+                };
+                if empty {
+                    self.runs.remove(i);
+                }
+                match i.checked_sub(1).map(|j| &mut self.runs[j]) {
+                    Some(Run::Resident(locs)) => locs.push_back(loc),
+                    _ => self.runs.insert(i, Run::Resident(VecDeque::from([loc]))),
+                }
+                self.merge_at(i);
+                true
+            }
         }
-        loc.pos = to;
-        Some(loc.len)
     }
 
-    /// Takes out the messages whose records start in `[from, to)` of
-    /// segment `seg` (damaged records), in sequence order.
+    /// Joins the resident runs at `i` and `i + 1`, if both are.
+    fn merge_at(&mut self, i: usize) {
+        if let (Some(Run::Resident(_)), Some(Run::Resident(_))) =
+            (self.runs.get(i), self.runs.get(i + 1))
+        {
+            let Some(Run::Resident(mut next)) = self.runs.remove(i + 1) else {
+                unreachable!()
+            };
+            if let Run::Resident(locs) = &mut self.runs[i] {
+                locs.append(&mut next);
+            }
+        }
+    }
+
+    /// Takes out the resident messages whose records start in `[from, to)`
+    /// of segment `seg` (damaged records), in sequence order. (Paged ones
+    /// are filtered when their window is read: see [`Backlog::paged_in`].)
     pub fn remove_in(&mut self, seg: u32, from: u64, to: u64) -> Vec<Loc> {
         let hit = |l: &Loc| l.pos.seg == seg && (from..to).contains(&u64::from(l.pos.off));
-        let removed: Vec<Loc> = self.locs.iter().copied().filter(hit).collect();
-        if !removed.is_empty() {
-            self.locs.retain(|l| !hit(l));
-            self.bytes -= removed.iter().map(Loc::body_len).sum::<u64>();
-            self.shrink();
+        let mut removed = Vec::new();
+        for run in &mut self.runs {
+            if let Run::Resident(locs) = run {
+                if locs.iter().any(hit) {
+                    removed.extend(locs.iter().copied().filter(hit));
+                    locs.retain(|l| !hit(l));
+                    shrink(locs);
+                }
+            }
         }
+        self.runs
+            .retain(|r| !matches!(r, Run::Resident(locs) if locs.is_empty()));
+        self.items -= removed.len() as u64;
+        self.bytes -= removed.iter().map(Loc::body_len).sum::<u64>();
         removed
     }
 
-    /// In sequence order.
-    pub fn iter(&self) -> impl Iterator<Item = &Loc> + '_ {
-        self.locs.iter()
+    /// The resident messages, in sequence order.
+    pub fn resident(&self) -> impl Iterator<Item = &Loc> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|r| match r {
+                Run::Resident(locs) => Some(locs.iter()),
+                Run::Paged(_) => None,
+            })
+            .flatten()
     }
 
-    fn taken(&mut self, loc: &Loc) {
-        self.bytes -= loc.body_len();
-        self.shrink();
+    /// The paged runs.
+    pub fn paged(&self) -> impl Iterator<Item = &Paged> + '_ {
+        self.runs.iter().filter_map(|r| match r {
+            Run::Paged(p) => Some(p),
+            Run::Resident(_) => None,
+        })
     }
 
-    /// Gives memory back once the backlog is a quarter of its capacity
-    /// (half of it stays, for the backlog to grow into again).
-    fn shrink(&mut self) {
-        let cap = self.locs.capacity();
-        if cap > KEPT && self.locs.len() < cap / 4 {
-            self.locs.shrink_to((self.locs.len() * 2).max(KEPT));
+    /// Whether a take can be served from what is resident: the first
+    /// resident message before any paged run that `gone` does not drop
+    /// (expired) exists, or nothing is queued behind. Otherwise the window
+    /// to read first.
+    pub fn ready(&self, gone: impl Fn(&Loc) -> bool) -> Result<(), PageJob> {
+        for run in &self.runs {
+            match run {
+                Run::Resident(locs) => {
+                    if locs.iter().any(|l| !gone(l)) {
+                        return Ok(());
+                    }
+                }
+                Run::Paged(p) => return Err(job(p)),
+            }
         }
+        Ok(())
+    }
+
+    /// The window of the first paged run, if there is one.
+    pub fn next_window(&self) -> Option<PageJob> {
+        self.paged().next().map(job)
+    }
+
+    /// The window to read ahead, if fewer than [`LOW_WATER`] messages are
+    /// resident before the first paged run.
+    pub fn page_job(&self) -> Option<PageJob> {
+        let mut resident = 0;
+        for run in &self.runs {
+            match run {
+                Run::Resident(locs) => {
+                    resident += locs.len();
+                    if resident >= LOW_WATER {
+                        return None;
+                    }
+                }
+                Run::Paged(p) => return Some(job(p)),
+            }
+        }
+        None
+    }
+
+    /// Window `entries` of the paged run of segment `seg` at `lo` was read
+    /// (see [`PageJob`]): they become resident, but for those whose records
+    /// `damaged` says are unreadable, which are dropped and returned. A
+    /// window for a run that has changed meanwhile (moved, consumed,
+    /// deleted) is ignored: `None`.
+    pub fn paged_in(
+        &mut self,
+        seg: u32,
+        lo: u64,
+        entries: &[IndexEntry],
+        damaged: impl Fn(u32) -> bool,
+    ) -> Option<Vec<Loc>> {
+        let i = self.runs.iter().position(|r| matches!(r, Run::Paged(_)))?;
+        let Run::Paged(p) = &mut self.runs[i] else {
+            unreachable!()
+        };
+        if p.seg != seg || p.lo != lo || entries.is_empty() {
+            return None;
+        }
+        let n = entries.len().min(p.count as usize);
+        let consecutive = entries[..n]
+            .iter()
+            .enumerate()
+            .all(|(k, e)| e.seq == lo + k as u64);
+        if !consecutive {
+            log::warn!(
+                "index entries of segment ordinal {seg} do not match its summary: window ignored"
+            );
+            return None;
+        }
+        let mut window = VecDeque::with_capacity(n);
+        let mut dropped = Vec::new();
+        for e in &entries[..n] {
+            let loc = Loc {
+                seq: e.seq,
+                pos: Pos { seg, off: e.off },
+                len: e.len,
+                expires: e.expires,
+            };
+            p.rec_bytes -= u64::from(e.len);
+            if damaged(e.off) {
+                dropped.push(loc);
+            } else {
+                window.push_back(loc);
+            }
+        }
+        p.lo += n as u64;
+        p.count -= n as u64;
+        p.skip += n as u32;
+        if p.count == 0 {
+            self.runs.remove(i);
+        }
+        self.items -= dropped.len() as u64;
+        self.bytes -= dropped.iter().map(Loc::body_len).sum::<u64>();
+        if !window.is_empty() {
+            match i.checked_sub(1).map(|j| &mut self.runs[j]) {
+                Some(Run::Resident(locs)) => locs.append(&mut window),
+                _ => self.runs.insert(i, Run::Resident(window)),
+            }
+        }
+        Some(dropped)
+    }
+
+    /// Segment `seg`'s index is written, with the spans `spans` of this
+    /// queue (`(lo, count, pages)`): its resident messages there beyond
+    /// the head window become paged runs. Returns how many locators left
+    /// memory.
+    pub fn page_out(&mut self, seg: u32, spans: &[(u64, u64, Rc<EntryPages>)]) -> usize {
+        if spans.is_empty() || self.items as usize <= WINDOW {
+            return 0;
+        }
+        let mut kept = 0usize;
+        let mut paged = 0usize;
+        let old = std::mem::take(&mut self.runs);
+        for run in old {
+            let locs = match run {
+                Run::Resident(locs) if kept + locs.len() > WINDOW => locs,
+                Run::Resident(locs) => {
+                    kept += locs.len();
+                    self.runs.push_back(Run::Resident(locs));
+                    continue;
+                }
+                paged_run => {
+                    self.runs.push_back(paged_run);
+                    continue;
+                }
+            };
+            let mut rest: VecDeque<Loc> = VecDeque::new();
+            let mut k = 0;
+            let locs: Vec<Loc> = locs.into();
+            while k < locs.len() {
+                if kept < WINDOW {
+                    rest.push_back(locs[k]);
+                    kept += 1;
+                    k += 1;
+                    continue;
+                }
+                // The longest stretch from k that one span covers whole.
+                let l = locs[k];
+                let span = spans
+                    .iter()
+                    .find(|(lo, count, _)| (*lo..lo + count).contains(&l.seq));
+                let mut end = k;
+                if let (Some((lo, count, pages)), true) = (span, l.pos.seg == seg) {
+                    while end < locs.len()
+                        && locs[end].pos.seg == seg
+                        && locs[end].seq == l.seq + (end - k) as u64
+                        && locs[end].seq < lo + count
+                    {
+                        end += 1;
+                    }
+                    if end - k >= MIN_PAGED {
+                        if !rest.is_empty() {
+                            self.runs
+                                .push_back(Run::Resident(std::mem::take(&mut rest)));
+                        }
+                        self.runs.push_back(Run::Paged(Paged {
+                            seg,
+                            lo: l.seq,
+                            count: (end - k) as u64,
+                            rec_bytes: locs[k..end].iter().map(|l| u64::from(l.len)).sum(),
+                            skip: (l.seq - lo) as u32,
+                            pages: pages.clone(),
+                        }));
+                        paged += end - k;
+                        k = end;
+                        continue;
+                    }
+                }
+                let stop = end.max(k + 1);
+                rest.extend(&locs[k..stop]);
+                k = stop;
+            }
+            if !rest.is_empty() {
+                self.runs.push_back(Run::Resident(rest));
+            }
+        }
+        // Neighbouring resident runs join again.
+        let mut i = 0;
+        while i + 1 < self.runs.len() {
+            let before = self.runs.len();
+            self.merge_at(i);
+            if self.runs.len() == before {
+                i += 1;
+            }
+        }
+        paged
+    }
+}
+
+fn job(p: &Paged) -> PageJob {
+    PageJob {
+        seg: p.seg,
+        lo: p.lo,
+        skip: p.skip,
+        n: (p.count as usize).min(WINDOW),
+        pages: p.pages.clone(),
+    }
+}
+
+/// Capacity kept however far a resident run shrinks, in locators.
+const KEPT: usize = 64;
+
+/// Gives memory back once a run is a quarter of its capacity (half of it
+/// stays, for it to grow into again), never below a floor (so a queue that
+/// goes from empty to a few messages and back on every set and get never
+/// reallocates).
+fn shrink(locs: &mut VecDeque<Loc>) {
+    let cap = locs.capacity();
+    if cap > KEPT && locs.len() < cap / 4 {
+        locs.shrink_to((locs.len() * 2).max(KEPT));
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn loc(seq: u64, seg: u32, body: u32) -> Loc {
-        Loc {
-            seq,
-            pos: Pos {
-                seg,
-                off: seq as u32 * 64,
-            },
-            len: crate::log::record::HEADER_LEN as u32 + body,
-            expires: 0,
-        }
-    }
-
-    /// The counters are those of what is queued, which is in sequence
-    /// order.
-    fn check(b: &Backlog) {
-        assert_eq!(b.items(), b.iter().count() as u64);
-        assert_eq!(b.bytes(), b.iter().map(Loc::body_len).sum::<u64>());
-        assert_eq!(b.is_empty(), b.items() == 0);
-        assert!(b.iter().zip(b.iter().skip(1)).all(|(a, z)| a.seq < z.seq));
-    }
-
-    #[test]
-    fn counters_follow_every_operation() {
-        let mut b = Backlog::from_locs(
-            (0..6)
-                .map(|s| loc(s, s as u32 % 2, 10 + s as u32))
-                .collect(),
-        );
-        check(&b);
-        assert_eq!((b.items(), b.bytes()), (6, 75));
-        let head = b.pop().unwrap();
-        check(&b);
-        b.push(loc(6, 0, 1));
-        check(&b);
-        let gone = b.remove_in(1, 3 * 64, 4 * 64);
-        assert_eq!(gone.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
-        check(&b);
-        b.put_back(head);
-        check(&b);
-        assert_eq!(b.head().map(|l| l.seq), Some(0));
-        let damaged = b.remove_in(1, 64, 5 * 64);
-        assert_eq!(damaged.iter().map(|l| l.seq).collect::<Vec<_>>(), [1]);
-        check(&b);
-        let to = Pos { seg: 9, off: 0 };
-        assert_eq!(b.relocate(2, to, to), None, "not at `from`");
-        assert_eq!(b.relocate(2, loc(2, 0, 0).pos, to), Some(loc(2, 0, 12).len));
-        assert_eq!(b.get(2).map(|l| l.pos), Some(to));
-        assert!(b.contains(4) && !b.contains(1));
-        check(&b);
-        while b.pop().is_some() {
-            check(&b);
-        }
-        assert_eq!((b.items(), b.bytes()), (0, 0));
-    }
-
-    #[test]
-    fn storage_shrinks_after_a_drain_but_not_below_the_floor() {
-        let mut b = Backlog::default();
-        for seq in 0..100_000 {
-            b.push(loc(seq, 0, 8));
-        }
-        let full = b.locs.capacity();
-        while b.items() > 10 {
-            b.pop();
-        }
-        assert!(b.locs.capacity() < full / 100, "shrunk as it drained");
-        while b.pop().is_some() {}
-        assert!(b.locs.capacity() <= 2 * KEPT);
-        // A queue that stays small keeps its storage: no reallocation per
-        // set and get.
-        b.push(loc(100_000, 0, 8));
-        let small = b.locs.capacity();
-        for seq in 100_001..100_200 {
-            b.push(loc(seq, 0, 8));
-            b.pop();
-            assert_eq!(b.locs.capacity(), small);
-        }
-    }
-}
+#[path = "backlog_tests.rs"]
+mod tests;

@@ -50,8 +50,8 @@ impl Store {
     }
 
     pub(super) fn apply_get(&self, queue: &[u8]) -> Reply<Option<Message>> {
-        let (mut st, mut log) = self.both();
-        let st = &mut *st;
+        let (mut table, mut log) = self.both();
+        let st = &mut *table;
         let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
             return Reply::now(Ok(None));
         };
@@ -64,7 +64,10 @@ impl Store {
         st.items -= 1;
         st.bytes -= loc.body_len();
         drop(log);
-        self.deliver(lsn, id, loc, st.held((id, loc.seq), true))
+        let held = st.held((id, loc.seq), true);
+        drop(table);
+        self.read_ahead(id);
+        self.deliver(lsn, id, loc, held)
     }
 
     /// A reliable read: the head goes to `reader`'s open message, with no
@@ -72,8 +75,8 @@ impl Store {
     /// appended so far, which includes the message's own record), so a
     /// consumer never sees a message that a crash could take back.
     pub(super) fn apply_open(&self, queue: &[u8], reader: Reader) -> Reply<Option<Message>> {
-        let (mut st, mut log) = self.both();
-        let st = &mut *st;
+        let (mut table, mut log) = self.both();
+        let st = &mut *table;
         let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
             return Reply::now(Ok(None));
         };
@@ -88,7 +91,10 @@ impl Store {
         // Out of the cache like a pop: if it comes back (abort), it is
         // read from its segment, which keeps the cache's bytes bounded by
         // queued messages only.
-        self.deliver(lsn, id, loc, st.held((id, loc.seq), true))
+        let held = st.held((id, loc.seq), true);
+        drop(table);
+        self.read_ahead(id);
+        self.deliver(lsn, id, loc, held)
     }
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
@@ -131,9 +137,14 @@ impl Store {
         st.fan_out_queues -= usize::from(queue.contains(&b'+'));
         let lsn = log.delete_queue(id);
         let q = st.queues.remove(&id).expect("queue exists");
-        for loc in q.unconsumed() {
+        for loc in q.queued().resident().chain(q.open_locs()) {
             log.release(loc.pos.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));
+        }
+        // Paged messages were written out of the hot cache long ago, or
+        // are evicted from it in their turn: they go a run at a time.
+        for p in q.queued().paged() {
+            log.release_run(p.seg, p.count, p.rec_bytes, lsn);
         }
         st.items -= q.queued().items();
         st.bytes -= q.queued().bytes();
@@ -145,7 +156,7 @@ impl Store {
         let Some(&id) = st.names.get(queue) else {
             return Reply::now(Ok(false));
         };
-        st.drop_head(&mut log, id, |q| !q.queued().is_empty());
+        st.drop_head(&mut log, id, true, |q| !q.queued().is_empty());
         self.reply(&log, log.last_lsn(), 0, true)
     }
 }

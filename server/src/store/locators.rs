@@ -7,7 +7,9 @@ use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
 
 use super::state::State;
+use crate::log::index::{EntryPages, SegmentSummary};
 use crate::log::{Locators, Pos};
+use crate::queue::WINDOW;
 
 /// The queue table, for maintenance, which asks only between its borrows
 /// of the log: the second half of the borrow order documented at
@@ -29,22 +31,51 @@ impl StateLocators {
 }
 
 impl Locators for StateLocators {
-    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos) -> Option<u32> {
-        self.state().queues.get_mut(&queue)?.relocate(seq, from, to)
+    fn relocate(&self, queue: u32, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
+        self.state()
+            .queues
+            .get_mut(&queue)
+            .is_some_and(|q| q.relocate(seq, from, to, len, expires))
     }
 
     fn is_live(&self, queue: u32, seq: u64, at: Pos) -> bool {
         self.state()
             .queues
             .get(&queue)
-            .and_then(|q| q.find(seq))
-            .is_some_and(|loc| loc.pos == at)
+            .is_some_and(|q| q.holds_at(seq, at))
+    }
+
+    fn indexed(&self, seg: u32, summary: &SegmentSummary) {
+        let mut st = self.state();
+        let st = &mut *st;
+        for qs in &summary.queues {
+            let Some(q) = st.queues.get_mut(&qs.id) else {
+                continue;
+            };
+            if q.queued().items() as usize <= WINDOW || qs.spans.is_empty() {
+                continue;
+            }
+            let spans: Vec<(u64, u64, Rc<EntryPages>)> = qs
+                .spans
+                .iter()
+                .map(|s| {
+                    let pages = EntryPages {
+                        at: s.at,
+                        count: s.count,
+                        pages: s.pages.clone().into(),
+                    };
+                    (s.lo, u64::from(s.count), Rc::new(pages))
+                })
+                .collect();
+            q.queued_mut().page_out(seg, &spans);
+        }
     }
 
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
         let mut st = self.state();
         let st = &mut *st;
         let mut lens = Vec::new();
+        st.damaged.push((seg, from, to));
         for q in st.queues.values_mut() {
             for loc in q.remove_damaged(seg, from, to) {
                 log::warn!(

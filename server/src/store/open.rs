@@ -63,6 +63,8 @@ impl Store {
             fan_out_queues: 0,
             regions: IdMap::default(),
             new_regions: Vec::new(),
+            paging: IdMap::default(),
+            damaged: Vec::new(),
         };
         let catalog = recovered.install(&mut state);
         let cfg = LogConfig {

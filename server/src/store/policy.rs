@@ -10,7 +10,7 @@ use super::moves::Moves;
 use super::state::State;
 use crate::limits::QueueLimits;
 use crate::log::{record, Log};
-use crate::queue::Queue;
+use crate::queue::{Dropped, Queue};
 
 impl State {
     /// What appending a `len`-byte message to queue `id` may log: its
@@ -40,6 +40,31 @@ impl State {
                 .max_age
                 .is_some(),
         }
+    }
+
+    /// Whether a take of queue `id` can be served from its resident
+    /// messages: one that has not expired comes before any paged run (or
+    /// nothing is queued behind the expired ones).
+    pub(super) fn ready(&mut self, id: u32) -> bool {
+        let may_expire = self.may_expire(id);
+        let max_age = match may_expire {
+            true => self
+                .limits_of(id)
+                .and_then(|l| l.max_age.map(|a| a.as_secs())),
+            false => None,
+        };
+        let Some(q) = self.queues.get(&id) else {
+            return true;
+        };
+        let now = if may_expire { now_secs() } else { 0 };
+        let gone = |l: &crate::log::Loc| {
+            may_expire
+                && (l.expired(now)
+                    || max_age
+                        .zip(q.time_of(l.seq))
+                        .is_some_and(|(age, at)| u64::from(at) + age < u64::from(now)))
+        };
+        q.queued().ready(gone).is_ok()
     }
 
     /// The queue a take of `name` reads (see [`State::id_for_get`]), its
@@ -94,7 +119,7 @@ impl State {
                 }
                 n
             }
-            None => self.drop_head(log, id, expired),
+            None => self.drop_head(log, id, false, expired),
         };
         if let Some(q) = self.queues.get_mut(&id) {
             q.count_expired(n);
@@ -136,7 +161,7 @@ impl State {
         if !discard_old {
             return false;
         }
-        let n = self.drop_head(log, id, full);
+        let n = self.drop_head(log, id, false, full);
         if let Some(q) = self.queues.get_mut(&id) {
             q.count_discarded(n);
         }
@@ -144,11 +169,14 @@ impl State {
     }
 
     /// Drops messages from the head of queue `id` while `more` says so;
-    /// they count as consumed. Returns how many.
+    /// they count as consumed. Returns how many. With `whole_runs`, a
+    /// paged run at the head goes at once, unread (`flush`); otherwise
+    /// dropping stops there (`more` cannot judge a message not in memory).
     pub(super) fn drop_head(
         &mut self,
         log: &mut Log,
         id: u32,
+        whole_runs: bool,
         mut more: impl FnMut(&Queue) -> bool,
     ) -> u64 {
         let Some(q) = self.queues.get_mut(&id) else {
@@ -156,22 +184,44 @@ impl State {
         };
         let mut dropped = Vec::new();
         while more(q) {
-            let Some(loc) = q.pop() else {
+            let d = if whole_runs {
+                q.queued_mut().drop_front()
+            } else {
+                q.pop().map(Dropped::One)
+            };
+            let Some(d) = d else {
                 break;
             };
-            dropped.push(loc);
+            dropped.push(d);
         }
+        q.forget_times();
+        let span = |d: &Dropped| match d {
+            Dropped::One(loc) => (loc.seq, loc.seq + 1),
+            Dropped::Run(p) => (p.lo, p.lo + p.count),
+        };
         let (Some(first), Some(last)) = (dropped.first(), dropped.last()) else {
             return 0;
         };
-        let lsn = consume_stretch(log, q, first.seq, last.seq + 1);
-        for loc in &dropped {
-            log.release(loc.pos.seg, loc.len, lsn);
-            self.cache.remove((id, loc.seq));
-            self.items -= 1;
-            self.bytes -= loc.body_len();
+        let lsn = consume_stretch(log, q, span(first).0, span(last).1);
+        let mut n = 0;
+        for d in &dropped {
+            match d {
+                Dropped::One(loc) => {
+                    log.release(loc.pos.seg, loc.len, lsn);
+                    self.cache.remove((id, loc.seq));
+                    self.items -= 1;
+                    self.bytes -= loc.body_len();
+                    n += 1;
+                }
+                Dropped::Run(p) => {
+                    log.release_run(p.seg, p.count, p.rec_bytes, lsn);
+                    self.items -= p.count;
+                    self.bytes -= p.body_bytes();
+                    n += p.count;
+                }
+            }
         }
-        dropped.len() as u64
+        n
     }
 }
 

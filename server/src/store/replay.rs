@@ -1,40 +1,34 @@
-//! The store's side of recovery: a [`Replay`] sink that builds the shard's
+//! The store's side of recovery: a [`RunSink`] that builds the shard's
 //! queues from what `log::recovery` hands over, and the log's catalog of
 //! them.
 //!
-//! Why a sink: recovery used to return every queue with its locators in a
-//! vector, copied from a first vector and into the queue's deque (90-120
-//! bytes per queued message at the peak). Here each locator is kept once,
-//! where it ends up ([`Arrivals`]: 24 bytes, times per second), and the
-//! queue takes that buffer as its deque without a copy.
+//! Recovery hands over runs of messages, not locators: each becomes a paged
+//! run of the queue's backlog (see `queue::Backlog`), so a restart costs
+//! memory per (queue, segment), not per message, and the first take of a
+//! queue reads its window.
+
+use std::rc::Rc;
 
 use super::state::State;
 use crate::idhash::IdMap;
-use crate::log::recovery::{Arrivals, FoundQueue, Replay};
+use crate::log::recovery::{FoundQueue, FoundRun, RunSink};
 use crate::log::writer::CatalogEntry;
-use crate::log::Loc;
-use crate::queue::Queue;
+use crate::queue::{Backlog, Paged, Queue};
 
 /// The queues of a shard as recovery finds them.
 #[derive(Default)]
 pub(super) struct Rebuild {
-    queues: IdMap<u32, (FoundQueue, Arrivals)>,
+    queues: IdMap<u32, (FoundQueue, Vec<FoundRun>)>,
 }
 
-impl Replay for Rebuild {
+impl RunSink for Rebuild {
     fn queue(&mut self, q: FoundQueue) {
-        self.queues.insert(q.id, (q, Arrivals::default()));
+        self.queues.insert(q.id, (q, Vec::new()));
     }
 
-    fn message(&mut self, queue: u32, loc: Loc, time: u32) {
-        if let Some((_, msgs)) = self.queues.get_mut(&queue) {
-            msgs.push(loc, time);
-        }
-    }
-
-    fn settle(&mut self, superseded: &mut dyn FnMut(Loc)) {
-        for (_, msgs) in self.queues.values_mut() {
-            msgs.settle(superseded);
+    fn run(&mut self, queue: u32, run: FoundRun) {
+        if let Some((_, runs)) = self.queues.get_mut(&queue) {
+            runs.push(run);
         }
     }
 }
@@ -48,8 +42,7 @@ impl Rebuild {
     /// Puts the queues into `state`; returns the log's catalog of them.
     pub(super) fn install(self, state: &mut State) -> Vec<(u32, CatalogEntry)> {
         let mut catalog = Vec::with_capacity(self.queues.len());
-        for (_, (found, msgs)) in self.queues {
-            let (locs, runs) = msgs.into_parts();
+        for (_, (found, mut runs)) in self.queues {
             catalog.push((
                 found.id,
                 CatalogEntry {
@@ -59,7 +52,24 @@ impl Rebuild {
                     confirmed: found.confirmed,
                 },
             ));
-            let q = Queue::recovered(found.id, found.name, found.tail, locs, runs);
+            // They came newest segment first.
+            runs.sort_unstable_by_key(|r| r.lo);
+            let mut backlog = Backlog::default();
+            let mut times = Vec::with_capacity(runs.len());
+            for r in runs {
+                if times.last().is_none_or(|&(_, t)| t != r.time) {
+                    times.push((r.lo, r.time));
+                }
+                backlog.push_paged(Paged {
+                    seg: r.seg,
+                    lo: r.lo,
+                    count: r.count,
+                    rec_bytes: r.rec_bytes,
+                    skip: r.skip,
+                    pages: Rc::clone(&r.pages),
+                });
+            }
+            let q = Queue::recovered(found.id, found.name, found.tail, backlog, times);
             state.items += q.queued().items();
             state.bytes += q.queued().bytes();
             state.fan_out_queues += usize::from(q.name().contains(&b'+'));

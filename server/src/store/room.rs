@@ -10,21 +10,43 @@ use super::{Reply, Store};
 use crate::log::record;
 use crate::log::writer::NoRoom;
 
+/// Why a request cannot apply yet.
+pub(super) enum Hold {
+    /// The log has no room for its records (or refuses them).
+    Log(NoRoom),
+    /// It takes from queue `id`, whose head is not resident: its next
+    /// window must be read first (see `paging`).
+    Window(u32),
+}
+
+impl From<crate::log::LogError> for Hold {
+    fn from(e: crate::log::LogError) -> Hold {
+        Hold::Log(NoRoom::Refused(e))
+    }
+}
+
+impl From<NoRoom> for Hold {
+    fn from(n: NoRoom) -> Hold {
+        Hold::Log(n)
+    }
+}
+
 impl Store {
     /// Applies a request now if the log has room for it, or holds it (and
     /// every later request of this shard) in order until a new segment is
     /// ready; see [`gate`](super::gate).
-    pub(super) fn when_room<T: 'static>(
+    pub(super) fn when_room<T: 'static, E: Into<Hold>>(
         &self,
         queue: &[u8],
-        room: impl Fn(&Store, &[u8]) -> Result<(), NoRoom> + 'static,
+        room: impl Fn(&Store, &[u8]) -> Result<(), E> + 'static,
         apply: impl FnOnce(&Store, &[u8]) -> Reply<T> + 'static,
     ) -> Reply<T> {
+        let room = move |s: &Store, q: &[u8]| room(s, q).map_err(Into::into);
         if self.gate.is_open() {
             match room(self, queue) {
                 Ok(()) => return apply(self, queue),
-                Err(NoRoom::Refused(e)) => return Reply::now(Err(e)),
-                Err(NoRoom::AwaitSpare | NoRoom::AwaitWrite) => {}
+                Err(Hold::Log(NoRoom::Refused(e))) => return Reply::now(Err(e)),
+                Err(_) => {}
             }
         }
         let (store, queue) = (self.clone(), queue.to_vec());
@@ -38,15 +60,16 @@ impl Store {
                         drop(ticket);
                         return done.await;
                     }
-                    Err(NoRoom::Refused(e)) => return Err(e),
-                    Err(NoRoom::AwaitSpare) => {
+                    Err(Hold::Log(NoRoom::Refused(e))) => return Err(e),
+                    Err(Hold::Log(NoRoom::AwaitSpare)) => {
                         let ready = store.log.borrow().spare_ready();
                         ready.wait().await;
                     }
-                    Err(NoRoom::AwaitWrite) => {
+                    Err(Hold::Log(NoRoom::AwaitWrite)) => {
                         let last = store.log.borrow().last_lsn();
                         store.acked(last).await?;
                     }
+                    Err(Hold::Window(id)) => store.page_in(id).await?,
                 }
             }
         })
@@ -81,18 +104,21 @@ impl Store {
     /// Room for what a `take` of `queue` logs: the dropping of expired
     /// messages at its head, and for a pop the pop. These may use the
     /// consumers' reserve.
-    pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), NoRoom> {
+    pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), Hold> {
         let (mut st, mut log) = self.both();
         log.check()?;
         let Some(&id) = st.names.get(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
-                return log.make_room(record::record_len(16 + queue.len()) as u64, false);
+                return Ok(log.make_room(record::record_len(16 + queue.len()) as u64, false)?);
             }
             return Ok(());
         };
         if st.queues[&id].queued().is_empty() {
             return Ok(());
+        }
+        if !st.ready(id) {
+            return Err(Hold::Window(id));
         }
         let mut bytes = 0;
         if st.may_expire(id) {
@@ -101,7 +127,7 @@ impl Store {
         if pop {
             bytes += record::record_len(8) as u64;
         }
-        log.make_room(bytes, false)
+        Ok(log.make_room(bytes, false)?)
     }
 
     /// Room for a flush's records: one per stretch of queued messages

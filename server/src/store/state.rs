@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::out_of_line::OutOfLine;
+use super::paging::PageWait;
 use super::regions::RegionJob;
 use super::Store;
 use crate::cache::HotCache;
@@ -52,6 +53,11 @@ pub(super) struct State {
     pub(super) regions: IdMap<(u32, u64), Rc<OutOfLine>>,
     /// Region writes appended but not yet handed to a task.
     pub(super) new_regions: Vec<RegionJob>,
+    /// Window reads in flight, by queue.
+    pub(super) paging: IdMap<u32, Rc<PageWait>>,
+    /// Stretches `(seg, from, to)` the scrub found damaged: a window read
+    /// from there drops their messages (resident ones are dropped at once).
+    pub(super) damaged: Vec<(u32, u64, u64)>,
 }
 
 /// Where a message's body is, for a get.

@@ -194,6 +194,19 @@ impl Log {
         }
     }
 
+    /// [`Log::release`] of `n` messages of segment `seg` at once, their
+    /// records `bytes` long in all (a run dropped unread).
+    pub fn release_run(&mut self, seg: u32, n: u64, bytes: u64, lsn: u64) {
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.live -= n;
+            s.live_bytes -= bytes;
+            s.dead_lsn = s.dead_lsn.max(lsn);
+            if s.live == 0 && s.sealed {
+                self.signals.maint.notify();
+            }
+        }
+    }
+
     /// Keeps segment `seg` from being deleted while a read of it is in
     /// flight.
     pub fn pin(&mut self, seg: u32) {

@@ -33,8 +33,11 @@ fn missing_or_corrupt_index_is_rebuilt() {
     let idx = seg_files(&cfg.dir, "idx");
     assert!(idx.len() >= 3);
     std::fs::remove_file(&idx[0]).unwrap();
+    // In its summary, which a restart reads (a damaged entry page is
+    // found when a window is read: see the next test).
     let mut bytes = std::fs::read(&idx[1]).unwrap();
-    bytes[10] ^= 0xff;
+    let n = bytes.len();
+    bytes[n - 40] ^= 0xff;
     std::fs::write(&idx[1], bytes).unwrap();
     std::fs::write(&idx[2], b"").unwrap();
     let c = cfg.clone();
@@ -205,7 +208,9 @@ fn scrub_drops_a_damaged_message_before_it_is_read() {
             );
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(s.stats().items, 599);
+        // A resident message is dropped at once; a paged one when its
+        // window is read, still before any consumer reaches it.
+        assert!([599, 600].contains(&s.stats().items));
         let mut got = 0;
         for q in 0..4 {
             while let Some(m) = s.get(format!("q{q}").as_bytes()).await.unwrap() {

@@ -1,0 +1,236 @@
+//! The backlog's runs: counters, paging out and in, and the operations
+//! that meet a paged run.
+
+use super::*;
+
+fn loc(seq: u64, seg: u32, body: u32) -> Loc {
+    Loc {
+        seq,
+        pos: Pos {
+            seg,
+            off: seq as u32 * 64,
+        },
+        len: record::HEADER_LEN as u32 + body,
+        expires: 0,
+    }
+}
+
+fn entry(seq: u64, body: u32) -> IndexEntry {
+    IndexEntry {
+        seq,
+        off: seq as u32 * 64,
+        len: record::HEADER_LEN as u32 + body,
+        expires: 0,
+        time: 0,
+    }
+}
+
+fn pages(count: u64) -> Rc<EntryPages> {
+    Rc::new(EntryPages {
+        at: 0,
+        count: count as u32,
+        pages: vec![0; (count as usize).div_ceil(crate::log::index::PAGE_ENTRIES)].into(),
+    })
+}
+
+/// The counters are those of what is queued, which is in sequence order.
+fn check(b: &Backlog) {
+    let resident: Vec<&Loc> = b.resident().collect();
+    let paged: u64 = b.paged().map(|p| p.count).sum();
+    assert_eq!(b.items(), resident.len() as u64 + paged);
+    let bytes = resident.iter().map(|l| l.body_len()).sum::<u64>()
+        + b.paged().map(Paged::body_bytes).sum::<u64>();
+    assert_eq!(b.bytes(), bytes);
+    assert_eq!(b.is_empty(), b.items() == 0);
+    let mut last = None;
+    for r in &b.runs {
+        let (first, end) = match r {
+            Run::Resident(locs) => {
+                assert!(!locs.is_empty(), "no empty run");
+                assert!(locs
+                    .iter()
+                    .zip(locs.iter().skip(1))
+                    .all(|(a, z)| a.seq < z.seq));
+                (locs[0].seq, locs.back().unwrap().seq)
+            }
+            Run::Paged(p) => (p.lo, p.lo + p.count - 1),
+        };
+        assert!(last.is_none_or(|l| l < first), "runs in sequence order");
+        last = Some(end);
+    }
+}
+
+#[test]
+fn counters_follow_every_operation() {
+    let mut b = Backlog::from_locs(
+        (0..6)
+            .map(|s| loc(s, s as u32 % 2, 10 + s as u32))
+            .collect(),
+    );
+    check(&b);
+    assert_eq!((b.items(), b.bytes()), (6, 75));
+    let head = b.pop().unwrap();
+    check(&b);
+    b.push(loc(6, 0, 1));
+    check(&b);
+    let gone = b.remove_in(1, 3 * 64, 4 * 64);
+    assert_eq!(gone.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+    check(&b);
+    b.put_back(head);
+    check(&b);
+    assert_eq!(b.head().map(|l| l.seq), Some(0));
+    let damaged = b.remove_in(1, 64, 5 * 64);
+    assert_eq!(damaged.iter().map(|l| l.seq).collect::<Vec<_>>(), [1]);
+    check(&b);
+    let to = Pos { seg: 9, off: 0 };
+    let l2 = loc(2, 0, 12);
+    assert!(!b.relocate(2, to, to, l2.len, 0), "not at `from`");
+    assert!(b.relocate(2, l2.pos, to, l2.len, 0));
+    assert_eq!(b.get(2).map(|l| l.pos), Some(to));
+    assert!(b.contains(4) && !b.contains(1));
+    check(&b);
+    while b.pop().is_some() {
+        check(&b);
+    }
+    assert_eq!((b.items(), b.bytes()), (0, 0));
+}
+
+/// A backlog of `n` messages in segment 0, paged out beyond the window.
+fn deep(n: u64) -> Backlog {
+    let mut b = Backlog::default();
+    for seq in 0..n {
+        b.push(loc(seq, 0, 8));
+    }
+    let out = b.page_out(0, &[(0, n, pages(n))]);
+    assert_eq!(out as u64, n - WINDOW as u64);
+    check(&b);
+    b
+}
+
+#[test]
+fn paging_out_keeps_the_head_window_and_the_counters() {
+    let b = deep(5000);
+    assert_eq!(b.resident().count(), WINDOW);
+    let p: Vec<&Paged> = b.paged().collect();
+    assert_eq!(
+        (p.len(), p[0].lo, p[0].count),
+        (1, WINDOW as u64, 5000 - WINDOW as u64)
+    );
+    assert_eq!(p[0].skip as usize, WINDOW);
+    assert_eq!(b.items(), 5000);
+    // A segment the queue has nothing in pages nothing.
+    let mut b = deep(2000);
+    assert_eq!(b.page_out(7, &[(0, 2000, pages(2000))]), 0);
+}
+
+#[test]
+fn a_window_read_ahead_comes_in_before_the_head_runs_dry() {
+    let mut b = deep(3000);
+    assert!(b.page_job().is_none(), "a full window is resident");
+    while b.resident().count() >= LOW_WATER {
+        b.pop();
+    }
+    let job = b.page_job().expect("read ahead");
+    assert_eq!(
+        (job.seg, job.lo, job.skip as usize, job.n),
+        (0, WINDOW as u64, WINDOW, WINDOW)
+    );
+    let entries: Vec<IndexEntry> = (job.lo..job.lo + job.n as u64)
+        .map(|s| entry(s, 8))
+        .collect();
+    // Not the run's window (it moved): ignored.
+    assert!(b.paged_in(0, job.lo + 1, &entries, |_| false).is_none());
+    let dropped = b
+        .paged_in(0, job.lo, &entries, |off| off == 1100 * 64)
+        .unwrap();
+    assert_eq!(dropped.iter().map(|l| l.seq).collect::<Vec<_>>(), [1100]);
+    check(&b);
+    let mut seqs = Vec::new();
+    loop {
+        match b.pop() {
+            Some(l) => seqs.push(l.seq),
+            None if b.is_empty() => break,
+            None => {
+                let job = b.ready(|_| false).expect_err("the head is paged");
+                let entries: Vec<IndexEntry> = (job.lo..job.lo + job.n as u64)
+                    .map(|s| entry(s, 8))
+                    .collect();
+                b.paged_in(job.seg, job.lo, &entries, |_| false).unwrap();
+                check(&b);
+            }
+        }
+    }
+    let want: Vec<u64> = (LOW_WATER as u64 + 1..3000)
+        .filter(|&s| s != 1100)
+        .collect();
+    assert_eq!(seqs[seqs.len() - want.len()..], want[..]);
+}
+
+#[test]
+fn compaction_moves_a_paged_run_from_its_front() {
+    let mut b = deep(2000);
+    let first = WINDOW as u64;
+    let from = |seq: u64| loc(seq, 0, 8).pos;
+    let to = |seq: u64| Pos {
+        seg: 5,
+        off: seq as u32,
+    };
+    assert!(b.holds_at(first + 3, from(first + 3)));
+    assert!(!b.holds_at(first + 3, to(first + 3)));
+    assert!(
+        !b.relocate(first + 3, from(first + 3), to(first + 3), 56, 0),
+        "not its front"
+    );
+    for seq in first..first + 10 {
+        assert!(b.relocate(seq, from(seq), to(seq), 56, 0));
+        check(&b);
+    }
+    assert_eq!(b.get(first + 9).map(|l| l.pos), Some(to(first + 9)));
+    assert_eq!(b.paged().next().unwrap().lo, first + 10);
+    assert_eq!(b.items(), 2000);
+}
+
+#[test]
+fn flush_drops_paged_runs_unread_and_put_back_goes_below_them() {
+    let mut b = deep(3000);
+    let a = b.pop().unwrap();
+    let c = b.pop().unwrap();
+    b.put_back(c);
+    b.put_back(a);
+    check(&b);
+    assert_eq!(b.first_seq(), Some(0));
+    let mut n = 0;
+    while let Some(d) = b.drop_front() {
+        n += match d {
+            Dropped::One(_) => 1,
+            Dropped::Run(p) => p.count,
+        };
+        check(&b);
+    }
+    assert_eq!(n, 3000);
+}
+
+#[test]
+fn storage_shrinks_after_a_drain_but_not_below_the_floor() {
+    let mut b = Backlog::default();
+    for seq in 0..100_000 {
+        b.push(loc(seq, 0, 8));
+    }
+    let cap = |b: &Backlog| match b.runs.front() {
+        Some(Run::Resident(locs)) => locs.capacity(),
+        _ => 0,
+    };
+    let full = cap(&b);
+    while b.items() > 10 {
+        b.pop();
+    }
+    assert!(cap(&b) < full / 100, "shrunk as it drained");
+    // A queue that stays small keeps its storage: no reallocation per set
+    // and get.
+    let small = cap(&b);
+    for seq in 100_000..100_200 {
+        b.push(loc(seq, 0, 8));
+        b.pop();
+        assert_eq!(cap(&b), small);
+    }
+}
