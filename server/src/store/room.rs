@@ -51,14 +51,21 @@ impl Store {
         }
         let (store, queue) = (self.clone(), queue.to_vec());
         let ticket = self.gate.ticket();
-        Reply::later(async move {
+        // The wait for its turn runs as a task of its own: a connection
+        // polls its replies in order, so a ticket polled only by its
+        // connection would wait for that connection's earlier replies (a
+        // disk read, say) before letting every later ticket of the shard
+        // go, and under a steady pipelined load the gate would never open
+        // again. Dropping the reply cancels the task, which gives up the
+        // turn.
+        let turn = glommio::spawn_local(async move {
             ticket.turn().await;
             loop {
                 match room(&store, &queue) {
                     Ok(()) => {
                         let done = apply(&store, &queue);
                         drop(ticket);
-                        return done.await;
+                        return Ok(done);
                     }
                     Err(Hold::Log(NoRoom::Refused(e))) => return Err(e),
                     Err(Hold::Log(NoRoom::AwaitSpare)) => {
@@ -72,7 +79,8 @@ impl Store {
                     Err(Hold::Window(id)) => store.page_in(id).await?,
                 }
             }
-        })
+        });
+        Reply::later(async move { turn.await?.await })
     }
 
     pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
