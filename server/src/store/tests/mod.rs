@@ -11,7 +11,8 @@
 //! - [`damage`]: recovery from corrupt, missing or cut files, and the scrub;
 //! - [`bodies`]: where a get finds a body (cache, disk, a region still being
 //!   written);
-//! - [`model`]: random operation sequences against an in-memory model.
+//! - [`model`]: random operation sequences against an in-memory model;
+//! - [`paging`]: a deep backlog paged out of memory and back.
 //!
 //! Shared here: [`config`] (small segments, `--sync always`), bodies that
 //! name their queue and number ([`body`]), `set`/`get` shorthands, the
@@ -27,6 +28,7 @@ mod bodies;
 mod damage;
 mod durability;
 mod model;
+mod paging;
 mod queue_options;
 mod queue_semantics;
 mod space;

@@ -1,0 +1,160 @@
+//! A deep backlog kept as paged runs: paged out as segments are indexed,
+//! paged in as the head reaches them, across compaction, flush, delete,
+//! reliable reads and restarts, with every message back once, in order.
+
+use super::*;
+use crate::queue::WINDOW;
+use crate::testutil::test_dir;
+
+/// Resident locators over every queue of `s`.
+fn resident(s: &Store) -> usize {
+    let st = s.state.borrow();
+    st.queues
+        .values()
+        .map(|q| q.queued().resident().count())
+        .sum()
+}
+
+/// The store's totals agree with its queues'.
+fn check_totals(s: &Store) {
+    let st = s.state.borrow();
+    let items: u64 = st.queues.values().map(|q| q.queued().items()).sum();
+    let bytes: u64 = st.queues.values().map(|q| q.queued().bytes()).sum();
+    assert_eq!((st.items, st.bytes), (items, bytes));
+}
+
+const PER_QUEUE: u64 = 4000;
+
+#[test]
+fn a_deep_backlog_pages_out_and_comes_back_in_order() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        for i in 0..PER_QUEUE {
+            for q in 0..4 {
+                set(&s, &format!("q{q}"), body(q, i, 100)).await;
+            }
+        }
+        s.settle().await;
+        check_totals(&s);
+        // 16,000 messages over many 64 KiB segments: only each queue's
+        // head window and the open segment's are in memory.
+        let open_segment = (64 << 10) / 150;
+        assert!(
+            resident(&s) <= 4 * WINDOW + open_segment + 64,
+            "{} locators resident",
+            resident(&s)
+        );
+        // Part of the way down, through windows read on demand and ahead.
+        for i in 0..1500 {
+            assert_eq!(get(&s, "q0").await.unwrap(), body(0, i, 100));
+        }
+        // Flush and delete drop paged runs unread.
+        s.flush(b"q2").await.unwrap();
+        s.delete(b"q3").await.unwrap();
+        check_totals(&s);
+        assert_eq!(s.stats().items, PER_QUEUE * 2 - 1500);
+        s.close().await.unwrap();
+    });
+    // A restart reads summaries: every message paged, nothing resident.
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        assert_eq!(resident(&s), 0);
+        check_totals(&s);
+        assert!(get(&s, "q2").await.is_none(), "flushed");
+        // A reliable read of a paged head, given back, comes back first.
+        let m = s.take(b"q1", Take::Open(9)).await.unwrap().unwrap();
+        assert_eq!(m.body.into_vec(), body(1, 0, 100));
+        assert!(s.abort(b"q1", 9));
+        for i in 1500..PER_QUEUE {
+            assert_eq!(get(&s, "q0").await.unwrap(), body(0, i, 100));
+        }
+        assert!(get(&s, "q0").await.is_none());
+        for i in 0..PER_QUEUE {
+            assert_eq!(get(&s, "q1").await.unwrap(), body(1, i, 100), "q1 {i}");
+        }
+        check_totals(&s);
+        assert_eq!(s.stats().items, 0);
+        s.settle().await;
+        s.close().await.unwrap();
+    });
+    // Everything consumed: the segments went, but for the open one.
+    assert!(seg_files(&cfg.dir, "log").len() <= 3);
+}
+
+#[test]
+fn compaction_moves_a_slow_queues_paged_messages_forward() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let c = cfg.clone();
+    let dir_of_shard = cfg.dir.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        // A slow queue interleaved with a busy one: its messages keep old
+        // segments alive until compaction copies them forward.
+        for i in 0..3000u64 {
+            set(&s, "busy", body(0, i, 200)).await;
+            if i % 3 == 0 {
+                set(&s, "slow", body(1, i / 3, 200)).await;
+            }
+        }
+        s.settle().await;
+        for i in 0..3000 {
+            assert_eq!(get(&s, "busy").await.unwrap(), body(0, i, 200));
+        }
+        s.settle().await;
+        check_totals(&s);
+        assert!(
+            seg_files(&dir_of_shard, "log").len() < 20,
+            "compaction reclaimed the busy queue's segments"
+        );
+        for i in 0..300 {
+            assert_eq!(get(&s, "slow").await.unwrap(), body(1, i, 200));
+        }
+        s.close().await.unwrap();
+    });
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        for i in 300..1000 {
+            assert_eq!(get(&s, "slow").await.unwrap(), body(1, i, 200), "{i}");
+        }
+        assert!(get(&s, "slow").await.is_none());
+        s.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_crash_with_a_deep_backlog_loses_nothing_acknowledged() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        for i in 0..PER_QUEUE {
+            for q in 0..3 {
+                set(&s, &format!("q{q}"), body(q, i, 120)).await;
+            }
+        }
+        s.settle().await;
+        for i in 0..2500 {
+            assert_eq!(get(&s, "q1").await.unwrap(), body(1, i, 120));
+        }
+        s.crash().await;
+    });
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        check_totals(&s);
+        for (q, from) in [(0usize, 0u64), (1, 2500), (2, 0)] {
+            for i in from..PER_QUEUE {
+                assert_eq!(get(&s, &format!("q{q}")).await.unwrap(), body(q, i, 120));
+            }
+            assert!(get(&s, &format!("q{q}")).await.is_none());
+        }
+        s.close().await.unwrap();
+    });
+}
