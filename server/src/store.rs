@@ -79,6 +79,8 @@ mod waiters;
 pub use api::{Message, StoreConfig, Take};
 pub use body::Body;
 use gate::Gate;
+#[cfg(feature = "sim")]
+pub use gate::HeldEvent;
 pub use moves::Forward;
 use moves::Moves;
 pub use policy::now_secs;
@@ -101,6 +103,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// Tells `f` what becomes of every request the store holds (see
+    /// [`HeldEvent`]): for tests that model the store.
+    #[cfg(feature = "sim")]
+    pub fn observe_held(&self, f: Rc<dyn Fn(HeldEvent)>) {
+        self.gate.observe(f);
+    }
+
     /// Appends a message to the tail of `queue`, creating it on first use.
     /// `false` (`NOT_STORED`) when the queue's limits refuse it.
     pub fn set(&self, queue: &[u8], flags: u32, body: Vec<u8>) -> Reply<bool> {

@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 
 use mcqd::disk::sim::{Fault, Op, SimDisk, SplitMix64, Trigger};
 use mcqd::log::error::LogError;
-use mcqd::store::{Message, Store, StoreConfig, SyncMode};
+use mcqd::store::{HeldEvent, Message, Store, StoreConfig, SyncMode};
 
 const SHARD: &str = "/data/shard-000";
 const QUEUES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -310,6 +310,12 @@ struct History {
     reqs: Vec<Req>,
     incs: Vec<Vec<Inc>>,
     failed_seen: bool,
+    /// Requests the store holds, oldest first (they apply in this order),
+    /// with their queue's counters when the oldest started to apply.
+    held: std::collections::VecDeque<(usize, usize)>,
+    applying: Option<Option<(u64, u64)>>,
+    /// `HeldEvent::Held` events seen so far.
+    held_events: usize,
     /// Replies that contradict the store's own memory (wrong message, ...).
     violations: Vec<String>,
 }
@@ -348,12 +354,13 @@ fn counters(store: &Store, q: usize) -> Option<(u64, u64)> {
 
 /// Issues one request and logs its effect on the store's memory: at once,
 /// or, for a request the store holds until a new segment is ready, when
-/// its future applies it (requests apply in the order they were issued).
+/// the store says it applies it ([`watch_held`]).
 fn issue(store: &Store, h: &Rc<RefCell<History>>, step: Step) -> (usize, Pending) {
     let q = match step {
         Step::Set { q, .. } | Step::Get { q } | Step::Delete { q } => q,
     };
     let i = h.borrow().reqs.len();
+    let held_before = h.borrow().held_events;
     let before = counters(store, q);
     let fut: Pending = match step {
         Step::Set { len, .. } => {
@@ -376,23 +383,39 @@ fn issue(store: &Store, h: &Rc<RefCell<History>>, step: Step) -> (usize, Pending
             outcome: Outcome::Pending,
             after_failure,
         });
-    }
-    if applied(h, i, before, after) {
-        return (i, fut);
-    }
-    // Held (or refused, or nothing to do): watch every poll.
-    let (store, h) = (store.clone(), h.clone());
-    let mut fut = fut;
-    let mut settled = false;
-    let watched: Pending = Box::pin(std::future::poll_fn(move |cx| {
-        let before = counters(&store, q);
-        let r = fut.as_mut().poll(cx);
-        if !settled {
-            settled = applied(&h, i, before, counters(&store, q));
+        if hb.held_events > held_before {
+            hb.held.push_back((i, q));
+            return (i, fut);
         }
-        r
+    }
+    applied(h, i, before, after);
+    (i, fut)
+}
+
+/// Attributes each change a held request makes to it: the store tells when
+/// the oldest held request applies.
+fn watch_held(store: &Store, h: &Rc<RefCell<History>>) {
+    let (s, h) = (store.clone(), h.clone());
+    store.observe_held(Rc::new(move |event| match event {
+        HeldEvent::Held => h.borrow_mut().held_events += 1,
+        HeldEvent::Applying => {
+            let q = h.borrow().held.front().map(|&(_, q)| q);
+            let before = q.and_then(|q| counters(&s, q));
+            h.borrow_mut().applying = Some(before);
+        }
+        HeldEvent::Applied => {
+            let (front, before) = {
+                let mut hb = h.borrow_mut();
+                (hb.held.pop_front(), hb.applying.take().flatten())
+            };
+            if let Some((i, q)) = front {
+                applied(&h, i, before, counters(&s, q));
+            }
+        }
+        HeldEvent::Dropped => {
+            h.borrow_mut().held.pop_front();
+        }
     }));
-    (i, watched)
 }
 
 /// Logs the effect of request `i` if the queue's counters show one.
@@ -510,6 +533,7 @@ async fn run(scripts: &[Script], mode: Mode, disk: &SimDisk) -> History {
     let Ok(store) = open(mode, disk).await else {
         return Rc::try_unwrap(h).ok().unwrap().into_inner();
     };
+    watch_held(&store, &h);
     let tasks: Vec<_> = scripts
         .iter()
         .map(|s| glommio::spawn_local(client(store.clone(), h.clone(), s.clone())))
@@ -518,6 +542,8 @@ async fn run(scripts: &[Script], mode: Mode, disk: &SimDisk) -> History {
         t.await;
     }
     store.crash().await;
+    // The observer holds the history (and the store): let both go.
+    store.observe_held(Rc::new(|_| {}));
     drop(store);
     Rc::try_unwrap(h)
         .ok()

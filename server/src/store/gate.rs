@@ -22,6 +22,26 @@ pub struct Gate {
     /// Tickets given up before their turn.
     abandoned: RefCell<BTreeSet<u64>>,
     wakers: RefCell<Vec<Waker>>,
+    /// Who is told what becomes of held requests (tests).
+    #[cfg(feature = "sim")]
+    observer: RefCell<Option<std::rc::Rc<dyn Fn(HeldEvent)>>>,
+}
+
+/// What becomes of a held request, told to a test's model of the store
+/// (the crash-point explorer attributes each change of a queue to the
+/// request that made it). Held requests apply strictly in the order they
+/// were held, each in a task of its own.
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldEvent {
+    /// A request was held (told during the call that made it).
+    Held,
+    /// The oldest held request applies now ...
+    Applying,
+    /// ... and has applied.
+    Applied,
+    /// The oldest held request failed without applying.
+    Dropped,
 }
 
 /// A place in line; dropping it (served or not) lets the next one go.
@@ -31,6 +51,21 @@ pub struct Ticket {
 }
 
 impl Gate {
+    /// Tells the observer, if a test set one, what became of a held
+    /// request.
+    #[cfg(feature = "sim")]
+    pub fn tell(&self, event: HeldEvent) {
+        let observer = self.observer.borrow().clone();
+        if let Some(f) = observer {
+            f(event);
+        }
+    }
+
+    #[cfg(feature = "sim")]
+    pub fn observe(&self, f: std::rc::Rc<dyn Fn(HeldEvent)>) {
+        *self.observer.borrow_mut() = Some(f);
+    }
+
     /// Nobody is waiting: a request may apply at once.
     pub fn is_open(&self) -> bool {
         self.next.get() == self.serving.get()

@@ -5,6 +5,8 @@
 //! what it may log and makes room for that, or waits in order at the
 //! [`gate`](super::gate) until it can.
 
+#[cfg(feature = "sim")]
+use super::gate::HeldEvent;
 use super::policy::stretch_room;
 use super::{Reply, Store};
 use crate::log::record;
@@ -51,6 +53,8 @@ impl Store {
         }
         let (store, queue) = (self.clone(), queue.to_vec());
         let ticket = self.gate.ticket();
+        #[cfg(feature = "sim")]
+        self.gate.tell(HeldEvent::Held);
         // The wait for its turn runs as a task of its own: a connection
         // polls its replies in order, so a ticket polled only by its
         // connection would wait for that connection's earlier replies (a
@@ -59,26 +63,38 @@ impl Store {
         // again. Dropping the reply cancels the task, which gives up the
         // turn.
         let turn = glommio::spawn_local(async move {
-            ticket.turn().await;
-            loop {
-                match room(&store, &queue) {
-                    Ok(()) => {
-                        let done = apply(&store, &queue);
-                        drop(ticket);
-                        return Ok(done);
+            let held = async {
+                ticket.turn().await;
+                loop {
+                    match room(&store, &queue) {
+                        Ok(()) => {
+                            #[cfg(feature = "sim")]
+                            store.gate.tell(HeldEvent::Applying);
+                            let done = apply(&store, &queue);
+                            #[cfg(feature = "sim")]
+                            store.gate.tell(HeldEvent::Applied);
+                            return Ok(done);
+                        }
+                        Err(Hold::Log(NoRoom::Refused(e))) => return Err(e),
+                        Err(Hold::Log(NoRoom::AwaitSpare)) => {
+                            let ready = store.log.borrow().spare_ready();
+                            ready.wait().await;
+                        }
+                        Err(Hold::Log(NoRoom::AwaitWrite)) => {
+                            let last = store.log.borrow().last_lsn();
+                            store.acked(last).await?;
+                        }
+                        Err(Hold::Window(id)) => store.page_in(id).await?,
                     }
-                    Err(Hold::Log(NoRoom::Refused(e))) => return Err(e),
-                    Err(Hold::Log(NoRoom::AwaitSpare)) => {
-                        let ready = store.log.borrow().spare_ready();
-                        ready.wait().await;
-                    }
-                    Err(Hold::Log(NoRoom::AwaitWrite)) => {
-                        let last = store.log.borrow().last_lsn();
-                        store.acked(last).await?;
-                    }
-                    Err(Hold::Window(id)) => store.page_in(id).await?,
                 }
+            };
+            let done = held.await;
+            #[cfg(feature = "sim")]
+            if done.is_err() {
+                store.gate.tell(HeldEvent::Dropped);
             }
+            drop(ticket);
+            done
         });
         Reply::later(async move { turn.await?.await })
     }
