@@ -25,7 +25,9 @@ use crate::limits::{Limits, QueueLimits};
 use crate::log::{Loc, Pos};
 
 mod backlog;
-pub use backlog::{Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
+#[cfg(feature = "sim")]
+pub use backlog::set_window;
+pub use backlog::{window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;

@@ -121,8 +121,12 @@ impl Mode {
     }
 }
 
-/// Opens a store on `disk` as `mode` says.
+/// Opens a store on `disk` as `mode` says. The queues keep a window of 4
+/// messages, so the workload's queues are paged out of memory as segments
+/// are indexed and paged in from the index files as they drain (with the
+/// real window of 1,024 they never would be).
 async fn open(mode: Mode, disk: &SimDisk) -> std::io::Result<Store> {
+    mcqd::queue::set_window(4);
     if let Some(seed) = mode.delays {
         disk.set_delays(seed, 2);
     }

@@ -20,7 +20,10 @@
 //!   in order.
 //!
 //! Requests run one at a time, so everything acknowledged before the cut
-//! is durable and only the request the cut interrupted is in doubt.
+//! is durable and only the request the cut interrupted is in doubt. The
+//! queues keep a window of 4 messages, so theirs are paged out of memory
+//! and in again from the index files (with the real window of 1,024 the
+//! workload's queues would stay resident).
 //! `MCQ_RELIABLE_SEED` runs one seed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,9 +179,12 @@ async fn run(store: &Store, steps: &[Step]) -> Told {
 
 /// Recovers `image`, drains it, and checks it against `told`.
 async fn check(image: &SimDisk, sync: SyncMode, told: &Told, what: &str) -> Result<(), String> {
-    let store = Store::open_on(Rc::new(image.clone()), config(sync))
-        .await
-        .map_err(|e| format!("{what}: reopen failed: {e}"))?;
+    let store = {
+        mcqd::queue::set_window(4);
+        Store::open_on(Rc::new(image.clone()), config(sync))
+    }
+    .await
+    .map_err(|e| format!("{what}: reopen failed: {e}"))?;
     let mut seen = BTreeSet::new();
     let mut missing_allowed = told.in_doubt;
     for (q, name) in QUEUES.iter().enumerate() {
@@ -229,9 +235,12 @@ fn explore(seed: u64, sync: SyncMode) -> (u64, u64) {
             let steps = steps.clone();
             move || async move {
                 let disk = SimDisk::new();
-                let store = Store::open_on(Rc::new(disk.clone()), config(sync))
-                    .await
-                    .unwrap();
+                let store = {
+                    mcqd::queue::set_window(4);
+                    Store::open_on(Rc::new(disk.clone()), config(sync))
+                }
+                .await
+                .unwrap();
                 let told = run(&store, &steps).await;
                 assert!(told.acked_sets.len() > 100, "the workload ran");
                 store.crash().await;
@@ -251,7 +260,11 @@ fn explore(seed: u64, sync: SyncMode) -> (u64, u64) {
                 move || async move {
                     let disk = SimDisk::new();
                     disk.power_cut_at(cut);
-                    let Ok(store) = Store::open_on(Rc::new(disk.clone()), config(sync)).await
+                    let Ok(store) = {
+                        mcqd::queue::set_window(4);
+                        Store::open_on(Rc::new(disk.clone()), config(sync))
+                    }
+                    .await
                     else {
                         return 0;
                     };

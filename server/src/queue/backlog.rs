@@ -44,6 +44,35 @@ pub const LOW_WATER: usize = WINDOW / 2;
 /// a paged run costs more than that many locators.
 const MIN_PAGED: usize = 8;
 
+#[cfg(feature = "sim")]
+thread_local! {
+    static SMALL_WINDOW: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the window `n` messages on this thread (tests whose workloads are
+/// too small to page with the real one: the crash-point explorers).
+#[cfg(feature = "sim")]
+pub fn set_window(n: usize) {
+    SMALL_WINDOW.with(|w| w.set(Some(n.max(2))));
+}
+
+/// Messages kept resident at the head (see [`WINDOW`]).
+pub fn window() -> usize {
+    #[cfg(feature = "sim")]
+    if let Some(n) = SMALL_WINDOW.with(|w| w.get()) {
+        return n;
+    }
+    WINDOW
+}
+
+fn low_water() -> usize {
+    window() / 2
+}
+
+fn min_paged() -> usize {
+    MIN_PAGED.min(window())
+}
+
 /// Queued messages, in sequence order (with holes where a message's record
 /// was found damaged or a message is open).
 #[derive(Debug, Default)]
@@ -395,7 +424,7 @@ impl Backlog {
             match run {
                 Run::Resident(locs) => {
                     resident += locs.len();
-                    if resident >= LOW_WATER {
+                    if resident >= low_water() {
                         return None;
                     }
                 }
@@ -473,7 +502,7 @@ impl Backlog {
     /// the head window become paged runs. Returns how many locators left
     /// memory.
     pub fn page_out(&mut self, seg: u32, spans: &[(u64, u64, Rc<EntryPages>)]) -> usize {
-        if spans.is_empty() || self.items as usize <= WINDOW {
+        if spans.is_empty() || self.items as usize <= window() {
             return 0;
         }
         let mut kept = 0usize;
@@ -481,7 +510,7 @@ impl Backlog {
         let old = std::mem::take(&mut self.runs);
         for run in old {
             let locs = match run {
-                Run::Resident(locs) if kept + locs.len() > WINDOW => locs,
+                Run::Resident(locs) if kept + locs.len() > window() => locs,
                 Run::Resident(locs) => {
                     kept += locs.len();
                     self.runs.push_back(Run::Resident(locs));
@@ -496,7 +525,7 @@ impl Backlog {
             let mut k = 0;
             let locs: Vec<Loc> = locs.into();
             while k < locs.len() {
-                if kept < WINDOW {
+                if kept < window() {
                     rest.push_back(locs[k]);
                     kept += 1;
                     k += 1;
@@ -516,7 +545,7 @@ impl Backlog {
                     {
                         end += 1;
                     }
-                    if end - k >= MIN_PAGED {
+                    if end - k >= min_paged() {
                         if !rest.is_empty() {
                             self.runs
                                 .push_back(Run::Resident(std::mem::take(&mut rest)));
@@ -560,7 +589,7 @@ fn job(p: &Paged) -> PageJob {
         seg: p.seg,
         lo: p.lo,
         skip: p.skip,
-        n: (p.count as usize).min(WINDOW),
+        n: (p.count as usize).min(window()),
         pages: p.pages.clone(),
     }
 }

@@ -24,8 +24,11 @@ pub struct Gate {
     wakers: RefCell<Vec<Waker>>,
     /// Who is told what becomes of held requests (tests).
     #[cfg(feature = "sim")]
-    observer: RefCell<Option<std::rc::Rc<dyn Fn(HeldEvent)>>>,
+    observer: RefCell<Option<Observer>>,
 }
+
+#[cfg(feature = "sim")]
+type Observer = std::rc::Rc<dyn Fn(HeldEvent)>;
 
 /// What becomes of a held request, told to a test's model of the store
 /// (the crash-point explorer attributes each change of a queue to the
@@ -62,7 +65,7 @@ impl Gate {
     }
 
     #[cfg(feature = "sim")]
-    pub fn observe(&self, f: std::rc::Rc<dyn Fn(HeldEvent)>) {
+    pub fn observe(&self, f: Observer) {
         *self.observer.borrow_mut() = Some(f);
     }
 

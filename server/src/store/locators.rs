@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::state::State;
 use crate::log::index::{EntryPages, SegmentSummary};
 use crate::log::{Locators, Pos};
-use crate::queue::WINDOW;
+use crate::queue::window;
 
 /// The queue table, for maintenance, which asks only between its borrows
 /// of the log: the second half of the borrow order documented at
@@ -52,7 +52,7 @@ impl Locators for StateLocators {
             let Some(q) = st.queues.get_mut(&qs.id) else {
                 continue;
             };
-            if q.queued().items() as usize <= WINDOW || qs.spans.is_empty() {
+            if q.queued().items() as usize <= window() || qs.spans.is_empty() {
                 continue;
             }
             let spans: Vec<(u64, u64, Rc<EntryPages>)> = qs
