@@ -32,7 +32,8 @@
 //! [`histogram`] (the commit latency histogram the log records into),
 //! [`wake`] (a one-slot wake-up signal between tasks), [`idhash`] (integer
 //! maps), [`turn`] (how a task with a large body in hand lets the others on
-//! its executor run: glommio never preempts).
+//! its executor run: glommio never preempts), [`memory`] (giving freed
+//! memory back to the system).
 //! - [`shared`] is what every executor shares (limits, connection counts,
 //!   each executor's counters) and the signal that the server is stopping.
 //! - [`stats`] sums the per-executor counters for `stats`; [`metrics`]
@@ -56,6 +57,7 @@ pub mod idhash;
 pub mod limits;
 pub mod log;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod notify;

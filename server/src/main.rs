@@ -4,6 +4,7 @@ fn main() {
         std::process::exit(status);
     }
     let config = mcqd::config::Config::from_args();
+    mcqd::memory::return_large_frees();
     if let Err(e) = mcqd::server::run(config) {
         // The logger is installed first thing in `run`.
         log::error!("{e}");

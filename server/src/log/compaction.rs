@@ -110,6 +110,8 @@ async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
             Ok((n, summary)) => {
                 log.borrow_mut().set_idx_bytes(ord, n);
                 queues.indexed(ord, &summary);
+                drop(summary);
+                crate::memory::trim();
             }
             Err(e) => {
                 log::warn!("{label}: writing index {first_lsn:020}.idx failed ({e}); it will be rebuilt on restart");
