@@ -527,6 +527,11 @@ impl LoadedIndex {
     pub fn file_len(&self) -> u64 {
         self.file_len as u64
     }
+
+    /// Size of its summary archive: what a restart reads of it.
+    pub fn summary_len(&self) -> u64 {
+        (self.file_len - self.len.next_multiple_of(ALIGN) - TRAILER_LEN) as u64
+    }
 }
 
 /// Reads and validates `path`; `Ok(None)` when it does not exist.

@@ -213,7 +213,10 @@ fn queue_json(sh: &ShardView, q: &RecoveredQueue, now: u64) -> Json {
 fn index_word(s: &SegView) -> String {
     match &s.index {
         IndexState::Valid(_) if s.newest => "valid (ignored: newest)".into(),
-        IndexState::Valid(_) => "valid".into(),
+        IndexState::Valid(_) => match s.summary_bytes {
+            Some(n) => format!("valid (a restart reads {n} bytes)"),
+            None => "valid".into(),
+        },
         IndexState::Missing if s.newest => "none (open)".into(),
         IndexState::Missing => "missing".into(),
         IndexState::Invalid(why) => format!("invalid: {why}"),
@@ -238,6 +241,7 @@ fn shard_json(sh: &ShardView) -> Json {
                 ("live", Json::Num(s.live)),
                 ("live_bytes", Json::Num(s.live_bytes)),
                 ("newest", Json::Bool(s.newest)),
+                ("index_summary_bytes", Json::opt(s.summary_bytes)),
                 (
                     "index",
                     Json::str(match &s.index {

@@ -165,6 +165,8 @@ pub struct SegView {
     /// The index the scan builds.
     pub built: SegmentIndex,
     pub index: IndexState,
+    /// What a restart reads of a valid index: its summary's bytes.
+    pub summary_bytes: Option<u64>,
     /// Non-zero bytes after `scanned`, `(offset, bytes)`: for a sealed
     /// segment with a valid index, the tail an earlier recovery cut.
     pub after_end: Option<(u64, u64)>,
@@ -318,10 +320,14 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
         let size = file.file_len()?;
         let is_newest = Some(first_lsn) == newest;
         let idx_path = segment::idx_path(dir, first_lsn);
+        let mut summary_bytes = None;
         let index = match read_if_exists(&idx_path)? {
             None => IndexState::Missing,
             Some(bytes) => match LoadedIndex::from_vec(bytes, first_lsn) {
-                Ok(l) => IndexState::Valid(l.to_native()),
+                Ok(l) => {
+                    summary_bytes = Some(l.summary_len());
+                    IndexState::Valid(l.to_native())
+                }
                 Err(why) => IndexState::Invalid(why),
             },
         };
@@ -366,6 +372,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             scanned,
             built,
             index,
+            summary_bytes,
             after_end,
             continues,
             ord: seg_ord,
