@@ -146,7 +146,7 @@ impl Backlog {
         }
         self.items += p.count;
         self.bytes += p.body_bytes();
-        self.runs.push_back(Run::Paged(p));
+        self.push_run(Run::Paged(p));
     }
 
     pub fn items(&self) -> u64 {
@@ -193,8 +193,17 @@ impl Backlog {
         self.bytes += loc.body_len();
         match self.runs.back_mut() {
             Some(Run::Resident(locs)) => locs.push_back(loc),
-            _ => self.runs.push_back(Run::Resident(VecDeque::from([loc]))),
+            _ => self.push_run(Run::Resident(VecDeque::from([loc]))),
         }
+    }
+
+    /// Appends a run; the first one allocates room for itself only (most
+    /// queues of a shard with many hold one run).
+    fn push_run(&mut self, run: Run) {
+        if self.runs.capacity() == 0 {
+            self.runs.reserve_exact(1);
+        }
+        self.runs.push_back(run);
     }
 
     /// Takes the head off, when it is resident.
