@@ -118,7 +118,7 @@ impl Log {
             return None;
         }
         self.spares
-            .wanted(self.small_segment_size(), self.cfg.segment_size)
+            .wanted(self.small_segment_size(), self.full_segment_size())
     }
 
     /// Whether the segment file to make now should have its zeros written
