@@ -137,13 +137,15 @@ impl Log {
                 .zero(self.stats.writes, self.stats.bytes_written)
     }
 
-    /// Offers a new spare; gives it back when none is wanted any more.
+    /// Offers a new spare; returns the spare to delete: this one when none
+    /// is wanted any more, or a ready one it replaced (outgrown, see
+    /// `Spares::put`).
     pub(in crate::log) fn put_spare(&mut self, spare: Spare) -> Option<Spare> {
         if self.progress.closed {
             return Some(spare);
         }
-        let unused = self.spares.put(spare);
-        if unused.is_none() {
+        let (taken, unused) = self.spares.put(spare);
+        if taken {
             self.signals.spare_ready.notify();
         }
         unused
