@@ -32,6 +32,9 @@
 //!   that sets roll into is made only once the open segment is half full
 //!   (or a set waits for it). An empty shard so holds 16 MiB, 8 MiB once
 //!   stopped; under load its segments are full size after the first roll.
+//!   Full size is `--segment-size`, or 8 times the checkpoint if more
+//!   (`room::CHECKPOINT_SHARE`): with a million queues a checkpoint is
+//!   ~72 MB, which would not fit a 64 MiB segment at all.
 //! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
 //!   raised only by the commit loop (after the write, and with
 //!   `--sync always` the fdatasync, of everything up to it).

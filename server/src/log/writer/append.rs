@@ -4,6 +4,7 @@
 //! the store logs are here, each keeping the catalog and the segments' live
 //! counts in step with the record it appends.
 
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::acks::FLUSH_BYTES;
@@ -93,10 +94,11 @@ impl Log {
         (pos, lsn)
     }
 
-    /// Logs a new queue named `name`; returns its id and the record's lsn.
-    pub fn create_queue(&mut self, name: &[u8]) -> (u32, u64) {
+    /// Logs a new queue named `name` (the catalog keeps this copy of the
+    /// name: shared, not copied); returns its id and the record's lsn.
+    pub fn create_queue(&mut self, name: Rc<[u8]>) -> (u32, u64) {
+        let body = record::created_body(0, 0, &name);
         let id = self.catalog.create(name);
-        let body = record::created_body(0, 0, name);
         let (_, lsn) = self.append(Kind::Created, id, 0, &body);
         (id, lsn)
     }
