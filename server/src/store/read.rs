@@ -86,11 +86,13 @@ impl Store {
     pub(super) fn read_after(&self, lsn: u64, id: u32, loc: Loc) -> Reply<Option<Message>> {
         let log = self.log.borrow();
         let (seg, off, len) = (loc.pos.seg, u64::from(loc.pos.off), loc.len as usize);
-        let cacheable = ReadAhead::cacheable(len) && !log.out_of_line(loc.body_len() as usize);
+        // An out-of-line body's region may be written after the records
+        // around it: only its set's acknowledgement says it is.
+        let in_line = !log.out_of_line(loc.body_len() as usize);
+        let cacheable = in_line && ReadAhead::cacheable(len);
         let src = log.read_source(seg);
-        let written = src.as_ref().is_some_and(|s| s.readable >= off + len as u64);
-        if cacheable && written {
-            let src = src.expect("written");
+        let written = in_line && src.as_ref().is_some_and(|s| s.readable >= off + len as u64);
+        if let Some(src) = src.filter(|_| cacheable && written) {
             let reads = log.reads();
             if let Some(bytes) = reads.cached(seg, off, len) {
                 reads.read_ahead(seg, off, &src, || log.next_source(seg));
