@@ -13,9 +13,8 @@
 //!
 //! # How
 //! - A segment is read in aligned chunks of [`CHUNK`] bytes, kept per
-//!   shard in a cache bounded by a byte budget (at least
-//!   [`DEFAULT_BUDGET`] unless configured smaller); the least recently used
-//!   chunk goes first. Memory stays bounded whatever the backlog: the chunks
+//!   shard in a cache bounded by a byte budget ([`DEFAULT_BUDGET`] for a
+//!   shard's log); the least recently used chunk goes first. Memory stays bounded whatever the backlog: the chunks
 //!   held, plus [`READS_IN_FLIGHT`] being read.
 //! - A record is copied out of the chunk (or the two chunks, when it
 //!   straddles a boundary) that holds it; the caller verifies it
@@ -77,7 +76,7 @@ pub struct Source {
     pub readable: u64,
 }
 
-/// Counters, for tests and `stats`.
+/// Counters (the tests read them; `stats` does not show them yet).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadAheadStats {
     /// Records found in a held chunk.
