@@ -61,7 +61,8 @@
 //!   [`Log::out_of_line`]), [`Log::consume`], [`Log::delete_queue`];
 //!   [`Log::release`] when a message's record dies; [`Log::dequeued`] for
 //!   `stats queue`. The appends return the lsn the reply waits for.
-//! - **Reading a message**: [`Log::seg`] (its file), [`Log::pin`] and
+//! - **Reading a message**: [`Log::seg`] (its file), [`Log::read_source`]
+//!   and [`Log::reads`] (the read-ahead cache), [`Log::pin`] and
 //!   [`Log::unpin`] around the read so the segment is not deleted under
 //!   it, [`Log::note_corrupt`] when the record does not check out.
 //! - **Waiting and refusing**: [`Log::last_lsn`], [`Log::check`],
@@ -82,6 +83,7 @@ use std::time::Instant;
 
 use super::error::{IoFailure, LogError};
 use super::index::IndexBuilder;
+use super::readahead::ReadAhead;
 use super::recovery::Recovered;
 use super::tail::Tail;
 use super::SyncMode;
@@ -151,6 +153,9 @@ pub struct Log {
     signals: Signals,
     tasks: Tasks,
     stats: LogStats,
+    /// Chunks of segments read back (see `log::readahead`); a deleted
+    /// segment's are dropped with it.
+    reads: Rc<ReadAhead>,
 }
 
 /// How far the log got. Lsns only move forward, `written_lsn` ≤
@@ -288,6 +293,7 @@ impl Log {
                 corrupt_records: rec.corrupt_records,
                 ..LogStats::default()
             },
+            reads: ReadAhead::new(super::readahead::DEFAULT_BUDGET),
         }
     }
 

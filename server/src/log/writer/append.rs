@@ -77,11 +77,22 @@ impl Log {
             self.backlog.batch_opened = Some(Instant::now());
         }
         open.builder.record(&h, body, off);
-        if let SyncMode::None { .. } = self.cfg.sync {
+        if let SyncMode::None { flush, .. } = self.cfg.sync {
             if nudge {
                 self.backlog.first_unwritten = Some(Instant::now());
                 self.signals.committer.notify();
-            } else if open.tail.unwritten() >= FLUSH_BYTES {
+            } else if open.tail.unwritten() >= FLUSH_BYTES
+                || self
+                    .backlog
+                    .first_unwritten
+                    .is_some_and(|t| t.elapsed() >= flush)
+            {
+                // Full, or due. The committer's flush timer is not enough:
+                // glommio fires timers between runs of a task queue, and a
+                // busy shard's queue runs up to its 100 ms preemption
+                // period; acknowledged sets up to 0.4-1.1 s old were lost
+                // to a kill -9 beside a cold drain
+                // (tests/tests/none_flush.rs). Every append checks instead.
                 self.signals.committer.notify();
             }
         } else if nudge {

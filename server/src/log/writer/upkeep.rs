@@ -98,7 +98,10 @@ impl Log {
     /// Takes dead segment `ord` out of the table if it is still dead.
     pub(in crate::log) fn remove_dead(&mut self, ord: u32) -> Option<Seg> {
         match self.segs.get(ord) {
-            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => self.segs.remove(ord),
+            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => {
+                self.reads.forget(ord);
+                self.segs.remove(ord)
+            }
             _ => None,
         }
     }
