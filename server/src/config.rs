@@ -102,6 +102,13 @@ pub struct Config {
     #[arg(long)]
     pub enable_shutdown: bool,
 
+    /// `stats` lists Kestrel's per-queue lines (`queue_<name>_items`, …)
+    /// for at most this many queues, the first by name; past that it adds
+    /// `STAT queues_omitted <n>` (`stats queue` always lists every queue).
+    /// 0 lists none.
+    #[arg(long, value_name = "QUEUES", default_value_t = 1000)]
+    pub stats_queues: usize,
+
     /// Serve Prometheus metrics (the `stats` counters, per-queue depth and
     /// counts, commit latency) over HTTP at `http://<ADDR:PORT>/metrics`.
     /// Off by default.

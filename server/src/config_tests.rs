@@ -12,6 +12,7 @@ fn defaults() {
     assert_eq!(c.port, 22201);
     assert_eq!(c.listen.to_string(), "127.0.0.1");
     assert_eq!(c.max_connections, 1024);
+    assert_eq!(c.stats_queues, 1000);
     assert_eq!(c.max_message_size(), 1 << 20);
     assert_eq!(c.cache_bytes, 64 << 20);
     assert_eq!(c.sync_mode(), SyncMode::Always);

@@ -42,25 +42,47 @@ pub struct QueueLimits {
     pub expire_to: Option<Vec<u8>>,
 }
 
+impl QueueLimits {
+    /// No limit at all (what a queue without a section has).
+    pub const NONE: QueueLimits = QueueLimits {
+        max_items: None,
+        max_bytes: None,
+        max_item_size: None,
+        max_age: None,
+        discard_old_when_full: false,
+        expire_to: None,
+    };
+}
+
 /// Every section of a config file.
+///
+/// Each section's limits are shared (an `Arc`) by the queues they apply
+/// to, so a queue holds a pointer, not a copy: with a million queues a
+/// copy each was ~100 MB.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    exact: HashMap<Vec<u8>, QueueLimits>,
+    exact: HashMap<Vec<u8>, Arc<QueueLimits>>,
     /// Longest prefix first.
-    prefixes: Vec<(Vec<u8>, QueueLimits)>,
+    prefixes: Vec<(Vec<u8>, Arc<QueueLimits>)>,
 }
 
 impl Limits {
     /// The limits of queue `name`.
     pub fn for_queue(&self, name: &[u8]) -> QueueLimits {
+        self.shared_for_queue(name)
+            .map_or(QueueLimits::NONE, |l| (*l).clone())
+    }
+
+    /// The limits of queue `name`, shared with every queue of its section;
+    /// `None` when no section applies (no limits).
+    pub fn shared_for_queue(&self, name: &[u8]) -> Option<Arc<QueueLimits>> {
         if let Some(l) = self.exact.get(name) {
-            return l.clone();
+            return Some(l.clone());
         }
         self.prefixes
             .iter()
             .find(|(p, _)| name.starts_with(p))
             .map(|(_, l)| l.clone())
-            .unwrap_or_default()
     }
 
     /// Reads the `[queue …]` sections of a config file's text (the flags
@@ -72,9 +94,11 @@ impl Limits {
         let finish = |limits: &mut Limits, section: Option<(String, QueueLimits)>| {
             if let Some((pattern, l)) = section {
                 match pattern.strip_suffix('*') {
-                    Some(prefix) => limits.prefixes.push((prefix.as_bytes().to_vec(), l)),
+                    Some(prefix) => limits
+                        .prefixes
+                        .push((prefix.as_bytes().to_vec(), Arc::new(l))),
                     None => {
-                        limits.exact.insert(pattern.into_bytes(), l);
+                        limits.exact.insert(pattern.into_bytes(), Arc::new(l));
                     }
                 }
             }

@@ -16,9 +16,22 @@
 //!   back among the queued at its place by sequence number, which is the head;
 //! - **consumed**: gone from both, and said so by the log (`dequeued` comes
 //!   from there, see `log::confirmed`).
+//!
+//! # Many queues
+//! Users make a queue per customer, job or device, so a million mostly
+//! idle queues must be cheap. What most queues never use costs a null
+//! pointer until they do: the open messages and their readers (reliable
+//! reads), the drop counters, and the limits (shared with every queue of
+//! their config section, see [`Limits::shared_for_queue`]). The enqueue
+//! times keep their usual single run inline, and the name is shared with
+//! the shard's name table.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::idhash::IdMap;
 use crate::limits::{Limits, QueueLimits};
@@ -32,47 +45,127 @@ pub use backlog::{window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
 
+/// A map that takes one null pointer until it holds something, and gives
+/// its memory back when emptied (see "Many queues" above). It offers the
+/// few map operations [`Queue`] uses.
+#[derive(Debug)]
+struct Sparse<M>(Option<Box<M>>);
+
+impl<M> Default for Sparse<M> {
+    fn default() -> Self {
+        Sparse(None)
+    }
+}
+
+impl Sparse<BTreeMap<u64, (Loc, Reader)>> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    fn get(&self, seq: &u64) -> Option<&(Loc, Reader)> {
+        self.0.as_ref()?.get(seq)
+    }
+
+    fn get_mut(&mut self, seq: &u64) -> Option<&mut (Loc, Reader)> {
+        self.0.as_mut()?.get_mut(seq)
+    }
+
+    fn insert(&mut self, seq: u64, open: (Loc, Reader)) -> Option<(Loc, Reader)> {
+        self.0.get_or_insert_default().insert(seq, open)
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<(Loc, Reader)> {
+        let m = self.0.as_mut()?;
+        let gone = m.remove(seq);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        gone
+    }
+
+    fn range(&self, seqs: Range<u64>) -> impl Iterator<Item = (&u64, &(Loc, Reader))> + '_ {
+        self.0.iter().flat_map(move |m| m.range(seqs.clone()))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
+        self.0.iter().flat_map(|m| m.keys())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &(Loc, Reader)> + '_ {
+        self.0.iter().flat_map(|m| m.values())
+    }
+}
+
+impl Sparse<IdMap<Reader, u64>> {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn get(&self, reader: &Reader) -> Option<&u64> {
+        self.0.as_ref()?.get(reader)
+    }
+
+    fn insert(&mut self, reader: Reader, seq: u64) -> Option<u64> {
+        self.0.get_or_insert_default().insert(reader, seq)
+    }
+
+    fn remove(&mut self, reader: &Reader) -> Option<u64> {
+        let m = self.0.as_mut()?;
+        let gone = m.remove(reader);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        gone
+    }
+}
+
+/// Messages a queue dropped since start-up: rare, so boxed.
+#[derive(Debug, Default)]
+struct DropCounts {
+    /// Because they expired.
+    expired: u64,
+    /// To make room (`discard_old_when_full`).
+    discarded: u64,
+}
+
 /// One queue.
 #[derive(Debug)]
 pub struct Queue {
     id: u32,
-    name: Box<[u8]>,
+    /// Shared with the shard's name table.
+    name: Rc<[u8]>,
     /// Next sequence number to assign (= messages enqueued so far).
     tail: u64,
     queued: Backlog,
     /// Messages handed out by reliable reads, by sequence number …
-    open: BTreeMap<u64, (Loc, Reader)>,
+    open: Sparse<BTreeMap<u64, (Loc, Reader)>>,
     /// … and by who holds them (one each).
-    readers: IdMap<Reader, u64>,
-    /// Messages dropped because they expired (since start-up).
-    expired: u64,
-    /// Messages dropped to make room (`discard_old_when_full`).
-    discarded: u64,
-    /// Its limits, and the generation of the limits they came from (see
-    /// [`Queue::limits`]).
-    limits: QueueLimits,
+    readers: Sparse<IdMap<Reader, u64>>,
+    dropped: Option<Box<DropCounts>>,
+    /// Its limits (`None`: none), and the generation of the limits they
+    /// came from (see [`Queue::limits`]).
+    limits: Option<Arc<QueueLimits>>,
     limits_generation: u64,
     /// Enqueue times, run-length: `(first seq, Unix second)` for each
     /// second in which messages still unconsumed were set. For the age of
     /// the head (`stats`) at a cost of one entry per second of sets, not
-    /// per message.
-    times: VecDeque<(u64, u32)>,
+    /// per message; the usual one is kept inline.
+    times: SmallVec<[(u64, u32); 1]>,
 }
 
 impl Queue {
-    pub fn new(id: u32, name: Box<[u8]>) -> Queue {
+    pub fn new(id: u32, name: impl Into<Rc<[u8]>>) -> Queue {
         Queue {
             id,
-            name,
+            name: name.into(),
             tail: 0,
             queued: Backlog::default(),
-            open: BTreeMap::new(),
-            readers: IdMap::default(),
-            expired: 0,
-            discarded: 0,
-            limits: QueueLimits::default(),
+            open: Sparse::default(),
+            readers: Sparse::default(),
+            dropped: None,
+            limits: None,
             limits_generation: u64::MAX,
-            times: VecDeque::new(),
+            times: SmallVec::new(),
         }
     }
 
@@ -88,7 +181,7 @@ impl Queue {
     ) -> Queue {
         let mut q = Queue::new(id, name);
         q.tail = tail;
-        q.times = VecDeque::from(runs);
+        q.times = runs.into_iter().collect();
         q.queued = queued;
         q
     }
@@ -146,37 +239,41 @@ impl Queue {
 
     /// Messages dropped because they expired.
     pub fn expired(&self) -> u64 {
-        self.expired
+        self.dropped.as_ref().map_or(0, |d| d.expired)
     }
 
     pub fn count_expired(&mut self, n: u64) {
-        self.expired += n;
+        if n > 0 {
+            self.dropped.get_or_insert_default().expired += n;
+        }
     }
 
     /// Messages dropped to make room.
     pub fn discarded(&self) -> u64 {
-        self.discarded
+        self.dropped.as_ref().map_or(0, |d| d.discarded)
     }
 
     pub fn count_discarded(&mut self, n: u64) {
-        self.discarded += n;
+        if n > 0 {
+            self.dropped.get_or_insert_default().discarded += n;
+        }
     }
 
     /// Its limits out of `all`, the limits of generation `generation`:
     /// looked up again only when that generation is new to it.
     pub fn limits(&mut self, all: &Limits, generation: u64) -> &QueueLimits {
         if self.limits_generation != generation {
-            self.limits = all.for_queue(&self.name);
+            self.limits = all.shared_for_queue(&self.name);
             self.limits_generation = generation;
         }
-        &self.limits
+        self.limits.as_deref().unwrap_or(&QueueLimits::NONE)
     }
 
     /// Notes that message `seq` was enqueued at Unix second `at` (in seq
     /// order).
     pub fn enqueued_at(&mut self, seq: u64, at: u32) {
-        if self.times.back().is_none_or(|&(_, t)| t != at) {
-            self.times.push_back((seq, at));
+        if self.times.last().is_none_or(|&(_, t)| t != at) {
+            self.times.push((seq, at));
         }
     }
 
@@ -195,8 +292,13 @@ impl Queue {
     /// still need its own, so nothing at or above [`Queue::low`] goes).
     fn trim_times(&mut self) {
         let low = self.low();
-        while self.times.len() >= 2 && self.times[1].0 <= low {
-            self.times.pop_front();
+        if self.times.len() >= 2 && self.times[1].0 <= low {
+            // Keep the last run starting at or below `low`.
+            let at = self.times.partition_point(|&(seq, _)| seq <= low);
+            self.times.drain(..at - 1);
+            if self.times.len() == 1 {
+                self.times.shrink_to_fit(); // back inline
+            }
         }
     }
 
@@ -299,7 +401,7 @@ mod tests {
 
     #[test]
     fn push_pop_counters() {
-        let mut q = Queue::new(1, b"q".to_vec().into());
+        let mut q = Queue::new(1, b"q".to_vec());
         assert_eq!(q.push(0, 0, 58, 0), 0);
         assert_eq!(q.push(0, 64, 60, 0), 1);
         assert_eq!(q.queued().bytes(), 22);
@@ -313,7 +415,7 @@ mod tests {
 
     #[test]
     fn open_messages_go_back_in_order() {
-        let mut q = Queue::new(1, b"q".to_vec().into());
+        let mut q = Queue::new(1, b"q".to_vec());
         for i in 0..4 {
             q.push(0, i * 64, 58, 0);
         }
@@ -337,7 +439,7 @@ mod tests {
 
     #[test]
     fn head_age_is_kept_per_second() {
-        let mut q = Queue::new(1, b"q".to_vec().into());
+        let mut q = Queue::new(1, b"q".to_vec());
         for (i, at) in [100, 100, 101, 105, 105].into_iter().enumerate() {
             let seq = q.push(0, i as u32 * 64, 58, 0);
             q.enqueued_at(seq, at);
@@ -361,6 +463,46 @@ mod tests {
         q.pop();
         assert_eq!(q.head_time(), None);
         assert_eq!(q.times.len(), 1);
+    }
+
+    /// What a queue costs before any message: the struct alone (it lives
+    /// in the shard's table), no allocation for the rarely used parts.
+    #[test]
+    fn an_idle_queue_is_small() {
+        assert!(
+            std::mem::size_of::<Queue>() <= 160,
+            "{} bytes",
+            std::mem::size_of::<Queue>()
+        );
+        let mut q = Queue::new(1, b"q".to_vec());
+        q.push(0, 0, 58, 0);
+        q.enqueued_at(0, 100);
+        q.count_expired(0);
+        assert!(!q.times.spilled(), "one run of times is kept inline");
+        assert!(q.dropped.is_none() && q.open.0.is_none() && q.readers.0.is_none());
+        assert!(q.limits(&Limits::default(), 1).max_items.is_none());
+        assert!(q.limits.is_none(), "no section, no limits held");
+        q.open(5).unwrap();
+        assert!(q.open.0.is_some() && q.readers.0.is_some());
+        q.close(0).unwrap();
+        assert!(q.open.0.is_none() && q.readers.0.is_none(), "given back");
+    }
+
+    #[test]
+    fn limits_are_shared_not_copied() {
+        let all = Limits::parse("[queue a*]\nmax_items = 5\n").unwrap();
+        let mut a1 = Queue::new(1, b"a1".to_vec());
+        let mut a2 = Queue::new(2, b"a2".to_vec());
+        assert_eq!(a1.limits(&all, 1).max_items, Some(5));
+        assert_eq!(a2.limits(&all, 1).max_items, Some(5));
+        let (l1, l2) = (a1.limits.as_ref().unwrap(), a2.limits.as_ref().unwrap());
+        assert!(Arc::ptr_eq(l1, l2));
+        let mut b = Queue::new(3, b"b".to_vec());
+        assert_eq!(b.limits(&all, 1), &QueueLimits::NONE);
+        assert_eq!(a1.expired() + a1.discarded(), 0);
+        a1.count_expired(2);
+        a1.count_discarded(3);
+        assert_eq!((a1.expired(), a1.discarded()), (2, 3));
     }
 
     #[test]

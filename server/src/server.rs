@@ -237,6 +237,7 @@ fn shared_state(config: &Config, limits: Arc<SharedLimits>, executors: usize) ->
         shutdown_enabled: config.enable_shutdown,
         shutdown_requested: AtomicBool::new(false),
         max_connections: config.max_connections,
+        stats_queues: config.stats_queues,
         max_message_size: config.max_message_size(),
         connections: AtomicUsize::new(0),
         total_connections: AtomicUsize::new(0),

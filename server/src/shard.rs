@@ -30,7 +30,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::manifest::shard_for;
-use crate::stats::{QueueStat, StoreStats};
+use crate::stats::{QueueLines, QueueStat, StoreStats};
 use crate::store::{LocalFuture, LogError, Message, Reader, Reply, Store, Take};
 use crate::wake::Notify;
 
@@ -76,7 +76,12 @@ pub enum Op {
         queue: Vec<u8>,
     },
     FlushAll,
+    /// Every queue's counters (`--metrics`).
     QueueStats,
+    /// The first `n` queues' counters, by name (`stats`).
+    QueueStatsFirst(usize),
+    /// `stats queue`'s lines.
+    QueueLines,
     Stats,
 }
 
@@ -100,6 +105,7 @@ pub enum OpReply {
     Delete(Result<bool, LogError>),
     Flushed(Result<(), LogError>),
     QueueStats(Vec<QueueStat>),
+    QueueLines(QueueLines),
     Stats(StoreStats),
     /// The request never reached its shard (or its reply never came back).
     Unrouted(&'static str),
@@ -234,6 +240,14 @@ fn apply(store: &Store, op: Op) -> OpFuture {
         Op::QueueStats => {
             let stats = store.queue_stats();
             OpFuture::boxed(async move { OpReply::QueueStats(stats) })
+        }
+        Op::QueueStatsFirst(n) => {
+            let stats = store.queue_stats_first(n);
+            OpFuture::boxed(async move { OpReply::QueueStats(stats) })
+        }
+        Op::QueueLines => {
+            let lines = store.queue_lines();
+            OpFuture::boxed(async move { OpReply::QueueLines(lines) })
         }
         Op::Stats => {
             let stats = store.stats();
@@ -393,13 +407,29 @@ impl Router {
             .collect()
     }
 
-    /// Asks every shard for what `stats` reports: its counters and its
-    /// queues'. Also how `--metrics` gathers its numbers.
+    /// Asks every shard for its counters and every queue's: how
+    /// `--metrics` gathers its numbers.
     pub fn ask_stats(self: &Rc<Self>) -> (Vec<OpFuture>, Vec<OpFuture>) {
         (
             self.each_shard(|| Op::Stats),
             self.each_shard(|| Op::QueueStats),
         )
+    }
+
+    /// Asks every shard for what `stats` reports: its counters, and the
+    /// first `queues` of its queues by name (of which the first `queues`
+    /// over all shards are listed; see [`all_stats`]).
+    pub fn ask_stats_first(self: &Rc<Self>, queues: usize) -> (Vec<OpFuture>, Vec<OpFuture>) {
+        (
+            self.each_shard(|| Op::Stats),
+            self.each_shard(|| Op::QueueStatsFirst(queues)),
+        )
+    }
+
+    /// Asks every shard for its `stats queue` lines (see
+    /// [`crate::stats::write_queue_lines`]).
+    pub fn ask_queue_lines(self: &Rc<Self>) -> Vec<OpFuture> {
+        self.each_shard(|| Op::QueueLines)
     }
 
     /// Applies `op` to `shard` — here, or on its owner — in submission order,
@@ -533,6 +563,18 @@ pub async fn all_queue_stats(parts: Vec<OpFuture>) -> Vec<QueueStat> {
         }
     }
     all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+/// Every shard's `stats queue` lines (a shard that did not answer has
+/// none).
+pub async fn all_queue_lines(parts: Vec<OpFuture>) -> Vec<QueueLines> {
+    let mut all = Vec::with_capacity(parts.len());
+    for part in parts {
+        if let OpReply::QueueLines(lines) = part.await {
+            all.push(lines);
+        }
+    }
     all
 }
 

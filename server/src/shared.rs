@@ -28,6 +28,8 @@ pub struct Shared {
     /// … and was asked for: the main thread stops the server as on SIGTERM.
     pub shutdown_requested: AtomicBool,
     pub max_connections: usize,
+    /// Queues whose per-queue lines `stats` lists (`--stats-queues`).
+    pub stats_queues: usize,
     pub max_message_size: usize,
     pub connections: AtomicUsize,
     pub total_connections: AtomicUsize,

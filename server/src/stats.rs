@@ -169,7 +169,10 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
         .collect()
 }
 
-/// Writes the whole `stats` reply, `END` included.
+/// Writes the whole `stats` reply, `END` included: the general lines, then
+/// Kestrel's per-queue lines for `queues` (the first by name), then, if
+/// that left some of the `store.queues` queues out, how many
+/// (`STAT queues_omitted <n>`; see `--stats-queues`).
 pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queues: &[QueueStat]) {
     for stat in general(shared, store) {
         reply::stat(out, stat.name.as_bytes(), stat.value);
@@ -191,6 +194,102 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
         line("age", q.age_ms);
         line("waiters", q.waiters);
         line("open_transactions", q.open_transactions);
+    }
+    let omitted = store.queues.saturating_sub(queues.len() as u64);
+    if omitted > 0 {
+        reply::stat(out, b"queues_omitted", omitted);
+    }
+    reply::line(out, "END");
+}
+
+/// One shard's `stats queue` lines (`STAT <name> <enqueued>/<dequeued>`),
+/// sorted by name, rendered once into one buffer: a few dozen bytes a
+/// queue, where a [`QueueStat`] each took over a hundred and then had to
+/// be rendered anyway.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct QueueLines {
+    bytes: Vec<u8>,
+    /// Where each line starts in `bytes`.
+    starts: Vec<usize>,
+}
+
+/// What a line starts with, before its queue's name.
+const STAT: &[u8] = b"STAT ";
+
+impl QueueLines {
+    pub fn with_capacity(queues: usize) -> QueueLines {
+        QueueLines {
+            bytes: Vec::with_capacity(queues * 32),
+            starts: Vec::with_capacity(queues),
+        }
+    }
+
+    /// Adds queue `name`'s line (after every name before it).
+    pub fn push(&mut self, name: &[u8], enqueued: u64, dequeued: u64) {
+        self.starts.push(self.bytes.len());
+        reply::stat(&mut self.bytes, name, format_args!("{enqueued}/{dequeued}"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Line `i`, `\r\n` included.
+    fn line(&self, i: usize) -> &[u8] {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+        &self.bytes[self.starts[i]..end]
+    }
+
+    /// The queue name of line `i` (names hold no spaces).
+    fn name(&self, i: usize) -> &[u8] {
+        let rest = &self.line(i)[STAT.len()..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        &rest[..end]
+    }
+}
+
+/// Writes the whole `stats queue` reply, `END` included: every shard's
+/// lines merged by name (a shard's queues are its own, so no name comes
+/// twice). One shard's lines go out as they are.
+pub fn write_queue_lines(out: &mut Vec<u8>, shards: &[QueueLines]) {
+    out.reserve(shards.iter().map(|s| s.bytes.len()).sum::<usize>() + 5);
+    let mut at = vec![0usize; shards.len()];
+    loop {
+        let mut next: Option<usize> = None;
+        for (s, lines) in shards.iter().enumerate() {
+            if at[s] >= lines.len() {
+                continue;
+            }
+            if next.is_none_or(|n| lines.name(at[s]) < shards[n].name(at[n])) {
+                next = Some(s);
+            }
+        }
+        let Some(s) = next else { break };
+        // The run of this shard's lines before any other shard's next.
+        let lines = &shards[s];
+        let mut end = at[s] + 1;
+        let others = shards
+            .iter()
+            .enumerate()
+            .filter(|&(o, l)| o != s && at[o] < l.len())
+            .map(|(o, l)| l.name(at[o]))
+            .min();
+        match others {
+            None => end = lines.len(),
+            Some(bound) => {
+                while end < lines.len() && lines.name(end) < bound {
+                    end += 1;
+                }
+            }
+        }
+        let from = lines.starts[at[s]];
+        let to = lines.starts.get(end).copied().unwrap_or(lines.bytes.len());
+        out.extend_from_slice(&lines.bytes[from..to]);
+        at[s] = end;
     }
     reply::line(out, "END");
 }
@@ -264,5 +363,39 @@ impl StoreStats {
         self.get_waiters += other.get_waiters;
         self.open_transactions += other.open_transactions;
         self.commit_latency.add(&other.commit_latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(queues: &[(&str, u64, u64)]) -> QueueLines {
+        let mut l = QueueLines::with_capacity(queues.len());
+        for &(name, e, d) in queues {
+            l.push(name.as_bytes(), e, d);
+        }
+        l
+    }
+
+    #[test]
+    fn queue_lines_of_shards_merge_by_name() {
+        let a = lines(&[("a", 1, 0), ("c", 3, 1), ("d", 4, 4), ("q10", 7, 7)]);
+        let b = lines(&[("b", 2, 2), ("ca", 5, 0), ("z", 9, 1)]);
+        assert_eq!((a.len(), a.name(1)), (4, &b"c"[..]));
+        let mut out = Vec::new();
+        write_queue_lines(&mut out, &[a, b, QueueLines::default()]);
+        let want = "STAT a 1/0\r\nSTAT b 2/2\r\nSTAT c 3/1\r\nSTAT ca 5/0\r\n\
+                    STAT d 4/4\r\nSTAT q10 7/7\r\nSTAT z 9/1\r\nEND\r\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn no_queues_is_just_end() {
+        let mut out = Vec::new();
+        write_queue_lines(&mut out, &[]);
+        write_queue_lines(&mut out, &[QueueLines::default()]);
+        assert_eq!(out, b"END\r\nEND\r\n");
+        assert!(QueueLines::default().is_empty());
     }
 }

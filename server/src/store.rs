@@ -238,7 +238,7 @@ impl Store {
 
     /// `flush` for every queue of this shard.
     pub fn flush_all(&self) -> Reply<()> {
-        let names: Vec<Box<[u8]>> = self.state.borrow().names.keys().cloned().collect();
+        let names: Vec<Rc<[u8]>> = self.state.borrow().names.keys().cloned().collect();
         let done: Vec<_> = names.iter().map(|q| self.flush(q)).collect();
         Reply::later(async move {
             for d in done {

@@ -18,6 +18,8 @@
 //!   log's own tasks need of it is visible only inside this module.
 //! - [`commit`]: the group-commit task, the interval syncer, and the
 //!   futures that wait for an acknowledgement.
+//! - [`readahead`]: records read back through large sequential reads of
+//!   their segments, kept in a bounded cache, the next chunk read ahead.
 //! - [`region`]: large bodies written out of line, so that small records
 //!   are not acknowledged only after them.
 //! - [`confirmed`]: messages of a queue confirmed out of order (reliable
@@ -39,6 +41,7 @@ pub mod confirmed;
 pub mod error;
 pub mod index;
 pub mod paging;
+pub mod readahead;
 pub mod record;
 pub mod recovery;
 pub mod region;

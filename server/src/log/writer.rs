@@ -32,6 +32,9 @@
 //!   that sets roll into is made only once the open segment is half full
 //!   (or a set waits for it). An empty shard so holds 16 MiB, 8 MiB once
 //!   stopped; under load its segments are full size after the first roll.
+//!   Full size is `--segment-size`, or 8 times the checkpoint if more
+//!   (`room::CHECKPOINT_SHARE`): with a million queues a checkpoint is
+//!   ~72 MB, which would not fit a 64 MiB segment at all.
 //! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
 //!   raised only by the commit loop (after the write, and with
 //!   `--sync always` the fdatasync, of everything up to it).
@@ -58,7 +61,8 @@
 //!   [`Log::out_of_line`]), [`Log::consume`], [`Log::delete_queue`];
 //!   [`Log::release`] when a message's record dies; [`Log::dequeued`] for
 //!   `stats queue`. The appends return the lsn the reply waits for.
-//! - **Reading a message**: [`Log::seg`] (its file), [`Log::pin`] and
+//! - **Reading a message**: [`Log::seg`] (its file), [`Log::read_source`]
+//!   and [`Log::reads`] (the read-ahead cache), [`Log::pin`] and
 //!   [`Log::unpin`] around the read so the segment is not deleted under
 //!   it, [`Log::note_corrupt`] when the record does not check out.
 //! - **Waiting and refusing**: [`Log::last_lsn`], [`Log::check`],
@@ -79,6 +83,7 @@ use std::time::Instant;
 
 use super::error::{IoFailure, LogError};
 use super::index::IndexBuilder;
+use super::readahead::ReadAhead;
 use super::recovery::Recovered;
 use super::tail::Tail;
 use super::SyncMode;
@@ -148,6 +153,9 @@ pub struct Log {
     signals: Signals,
     tasks: Tasks,
     stats: LogStats,
+    /// Chunks of segments read back (see `log::readahead`); a deleted
+    /// segment's are dropped with it.
+    reads: Rc<ReadAhead>,
 }
 
 /// How far the log got. Lsns only move forward, `written_lsn` ≤
@@ -285,6 +293,7 @@ impl Log {
                 corrupt_records: rec.corrupt_records,
                 ..LogStats::default()
             },
+            reads: ReadAhead::new(super::readahead::DEFAULT_BUDGET),
         }
     }
 

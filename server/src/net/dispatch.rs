@@ -127,12 +127,15 @@ impl Connection {
                 Some(Pending::Flush { parts, ok: "OK" })
             }
             Command::Stats => {
-                let (general, queues) = router.ask_stats();
-                Some(Pending::Stats { general, queues })
+                let limit = self.shared.stats_queues;
+                let (general, queues) = router.ask_stats_first(limit);
+                Some(Pending::Stats {
+                    general,
+                    queues,
+                    limit,
+                })
             }
-            Command::StatsQueue => Some(Pending::StatsQueue(
-                self.router.each_shard(|| Op::QueueStats),
-            )),
+            Command::StatsQueue => Some(Pending::StatsQueue(self.router.ask_queue_lines())),
             Command::StatsReset => {
                 for counters in &self.shared.counters {
                     counters.reset();

@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use crate::protocol::reply;
-use crate::shard::{all_queue_stats, all_stats, OpFuture, OpReply};
+use crate::shard::{all_queue_lines, all_stats, OpFuture, OpReply};
 use crate::shared::Shared;
 use crate::stats::Counters;
 use crate::store::{Body, LogError};
@@ -35,10 +35,12 @@ pub(super) enum Pending {
         parts: Vec<OpFuture>,
         ok: &'static str,
     },
-    /// `stats`: each shard's counters, then its queues'.
+    /// `stats`: each shard's counters, then its first `limit` queues'
+    /// (of which the first `limit` overall are listed).
     Stats {
         general: Vec<OpFuture>,
         queues: Vec<OpFuture>,
+        limit: usize,
     },
     StatsQueue(Vec<OpFuture>),
 }
@@ -176,15 +178,17 @@ pub(super) async fn finish(
             }
             reply::line(out, failure.as_deref().unwrap_or(ok));
         }
-        Pending::Stats { general, queues } => {
-            let (total, queues) = all_stats(general, queues).await;
+        Pending::Stats {
+            general,
+            queues,
+            limit,
+        } => {
+            let (total, mut queues) = all_stats(general, queues).await;
+            queues.truncate(limit);
             crate::stats::write_stats(out, shared, &total, &queues);
         }
         Pending::StatsQueue(parts) => {
-            for q in all_queue_stats(parts).await {
-                reply::stat(out, &q.name, format_args!("{}/{}", q.enqueued, q.dequeued));
-            }
-            reply::line(out, "END");
+            crate::stats::write_queue_lines(out, &all_queue_lines(parts).await);
         }
     }
 }

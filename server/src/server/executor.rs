@@ -203,7 +203,7 @@ async fn open_stores(
         let store = Store::open(store_config)
             .await
             .map_err(|e| context(format!("shard {s} ({})", dir.display()), e))?;
-        let names: Vec<Vec<u8>> = store.queue_stats().into_iter().map(|q| q.name).collect();
+        let names = store.queue_names();
         local[s] = Some(store);
         manifest::check_queue_homes(s as u32, shards, &names)?;
     }

@@ -6,7 +6,6 @@
 //! read in order, in one place.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 
@@ -14,7 +13,7 @@ use super::gate::Gate;
 use super::locators::StateLocators;
 use super::moves::{self, Moves};
 use super::replay;
-use super::state::State;
+use super::state::{Names, QueueTable, State};
 use super::waiters::Waiters;
 use super::{Store, StoreConfig, SyncMode};
 use crate::cache::HotCache;
@@ -52,8 +51,8 @@ impl Store {
         let mut rec = recovery::recover(&*disk, &config.dir, &label, &mut recovered).await?;
         let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
-            queues: IdMap::with_capacity_and_hasher(recovered.len(), Default::default()),
-            names: BTreeMap::new(),
+            queues: QueueTable::with_capacity(recovered.len()),
+            names: Names::default(),
             items: 0,
             bytes: 0,
             cache: HotCache::new(config.cache_bytes),

@@ -5,7 +5,7 @@
 //! a request change all of them in one synchronous step.
 
 use std::cell::RefMut;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -37,8 +37,8 @@ use crate::queue::Queue;
 /// - `StateLocators` finds the table with `try_borrow_mut` and names this
 ///   rule if a store call ever holds it (a test checks).
 pub(super) struct State {
-    pub(super) queues: IdMap<u32, Queue>,
-    pub(super) names: BTreeMap<Box<[u8]>, u32>,
+    pub(super) queues: QueueTable,
+    pub(super) names: Names,
     pub(super) items: u64,
     pub(super) bytes: u64,
     pub(super) cache: HotCache,
@@ -60,6 +60,151 @@ pub(super) struct State {
     pub(super) damaged: Vec<(u32, u64, u64)>,
 }
 
+/// The queues by id.
+///
+/// Each queue is boxed: a hash table's slots are all the same size and up
+/// to half of them are empty right after it grows, so a million queues
+/// held in place took ~2M slots of a whole `Queue` each (~300 MB); boxed,
+/// an empty slot is 16 bytes.
+#[derive(Default)]
+pub(super) struct QueueTable(IdMap<u32, Box<Queue>>);
+
+impl QueueTable {
+    pub(super) fn with_capacity(n: usize) -> QueueTable {
+        QueueTable(IdMap::with_capacity_and_hasher(n, Default::default()))
+    }
+
+    pub(super) fn get(&self, id: &u32) -> Option<&Queue> {
+        self.0.get(id).map(|q| &**q)
+    }
+
+    pub(super) fn get_mut(&mut self, id: &u32) -> Option<&mut Queue> {
+        self.0.get_mut(id).map(|q| &mut **q)
+    }
+
+    /// Adds `q` as queue `id`; the queue it replaced, if any.
+    pub(super) fn insert(&mut self, id: u32, q: Queue) -> Option<Queue> {
+        self.0.insert(id, Box::new(q)).map(|q| *q)
+    }
+
+    pub(super) fn remove(&mut self, id: &u32) -> Option<Queue> {
+        self.0.remove(id).map(|q| *q)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Queue> + '_ {
+        self.0.values().map(|q| &**q)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Queue> + '_ {
+        self.0.values_mut().map(|q| &mut **q)
+    }
+}
+
+impl std::ops::Index<&u32> for QueueTable {
+    type Output = Queue;
+
+    /// Queue `id`, which must exist.
+    fn index(&self, id: &u32) -> &Queue {
+        &self.0[id]
+    }
+}
+
+/// Queue ids by name.
+///
+/// Every request looks its queue up by name, so this is a hash map: a
+/// B-tree of a million names took ~20 comparisons of cold keys per set
+/// (the largest share of a many-queue fill's CPU). The names are the
+/// clients', so they are hashed with std's keyed SipHash. Only fan-out
+/// queues (a `+` in the name) are also kept in order, for
+/// [`State::children`]'s prefix search; `stats` sorts when it reports.
+/// A name is shared with its [`Queue`] rather than stored twice.
+#[derive(Default)]
+pub(super) struct Names {
+    by_name: HashMap<Rc<[u8]>, u32>,
+    fan_out: BTreeMap<Rc<[u8]>, u32>,
+}
+
+impl Names {
+    pub(super) fn get(&self, name: &[u8]) -> Option<&u32> {
+        self.by_name.get(name)
+    }
+
+    pub(super) fn contains_key(&self, name: &[u8]) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Names queue `id` `name`; the id it had before, if any.
+    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32) -> Option<u32> {
+        if name.contains(&b'+') {
+            self.fan_out.insert(name.clone(), id);
+        }
+        self.by_name.insert(name, id)
+    }
+
+    pub(super) fn remove(&mut self, name: &[u8]) -> Option<u32> {
+        if name.contains(&b'+') {
+            self.fan_out.remove(name);
+        }
+        self.by_name.remove(name)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Every name, in no particular order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Rc<[u8]>> + '_ {
+        self.by_name.keys()
+    }
+
+    /// The first `n` `(name, id)` by name, in order (every one if `n` is
+    /// at least [`Names::len`]). Only those `n` are sorted.
+    ///
+    /// The names are sorted by their first eight bytes first, kept beside
+    /// each entry: comparing the names themselves reads two cold
+    /// allocations per comparison, which made sorting a million of them
+    /// take seconds.
+    pub(super) fn first(&self, n: usize) -> Vec<(&[u8], u32)> {
+        let mut all: Vec<(u64, &[u8], u32)> = self
+            .by_name
+            .iter()
+            .map(|(name, &id)| (sort_key(name), &name[..], id))
+            .collect();
+        let order =
+            |a: &(u64, &[u8], u32), b: &(u64, &[u8], u32)| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1));
+        if n < all.len() {
+            if n == 0 {
+                return Vec::new();
+            }
+            all.select_nth_unstable_by(n - 1, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all.into_iter().map(|(_, name, id)| (name, id)).collect()
+    }
+
+    /// The fan-out queues whose names start with `prefix`, in order.
+    fn fan_out_from<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+        self.fan_out
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(_, &id)| id)
+    }
+}
+
+/// A name's first eight bytes as a number that sorts as they do (a
+/// shorter name is padded with zeros, which sorts it before any longer
+/// name it starts; names that tie compare whole).
+fn sort_key(name: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = name.len().min(8);
+    head[..n].copy_from_slice(&name[..n]);
+    u64::from_be_bytes(head)
+}
+
 /// Where a message's body is, for a get.
 pub(super) enum Held {
     /// In the hot cache: `(flags, body)`.
@@ -76,8 +221,8 @@ impl State {
         if let Some(&id) = self.names.get(name) {
             return id;
         }
-        let (id, _) = log.create_queue(name);
-        let name: Box<[u8]> = name.into();
+        let name: Rc<[u8]> = name.into();
+        let (id, _) = log.create_queue(name.clone());
         self.fan_out_queues += usize::from(name.contains(&b'+'));
         self.names.insert(name.clone(), id);
         self.queues.insert(id, Queue::new(id, name));
@@ -102,14 +247,7 @@ impl State {
         }
         let mut prefix = parent.to_vec();
         prefix.push(b'+');
-        self.names
-            .range::<[u8], _>((
-                std::ops::Bound::Included(&prefix[..]),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(name, _)| name.starts_with(&prefix))
-            .map(|(_, &id)| id)
-            .collect()
+        self.names.fan_out_from(&prefix).collect()
     }
 
     /// Appends a message to queue `id`; returns its record's lsn.
@@ -183,5 +321,75 @@ impl Store {
     pub(super) fn both(&self) -> (RefMut<'_, State>, RefMut<'_, Log>) {
         let state = self.state.borrow_mut();
         (state, self.log.borrow_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::Names;
+
+    #[test]
+    fn names_are_found_and_listed_in_order() {
+        let mut names = Names::default();
+        let list = ["b", "a+x", "c", "a", "a+y", "ab"];
+        for (i, name) in list.iter().enumerate() {
+            assert_eq!(names.insert(name.as_bytes().into(), i as u32), None);
+        }
+        assert_eq!(names.len(), 6);
+        assert_eq!(names.get(b"c"), Some(&2));
+        assert!(names.contains_key(b"a+y") && !names.contains_key(b"d"));
+        let order = |n: usize| -> Vec<Vec<u8>> {
+            names
+                .first(n)
+                .into_iter()
+                .map(|(k, _)| k.to_vec())
+                .collect()
+        };
+        let all: Vec<Vec<u8>> = ["a", "a+x", "a+y", "ab", "b", "c"]
+            .iter()
+            .map(|n| n.as_bytes().to_vec())
+            .collect();
+        assert_eq!(order(usize::MAX), all);
+        assert_eq!(order(6), all);
+        assert_eq!(order(2), all[..2]);
+        assert!(order(0).is_empty());
+        assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(names.remove(b"a+x"), Some(1));
+        assert_eq!(names.remove(b"a+x"), None);
+        assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [4]);
+        assert!(names.fan_out_from(b"b+").next().is_none());
+    }
+
+    /// Sorting by the first eight bytes, then the whole name, is sorting
+    /// by name: prefixes, zero bytes and names past eight bytes included.
+    #[test]
+    fn names_sort_as_their_bytes() {
+        let list: [&[u8]; 9] = [
+            b"ab",
+            b"ab\0",
+            b"ab\0x",
+            b"a",
+            b"abcdefgh",
+            b"abcdefgh1",
+            b"abcdefgh0",
+            b"",
+            b"\xffz",
+        ];
+        let mut names = Names::default();
+        for (i, name) in list.iter().enumerate() {
+            names.insert(Rc::from(*name), i as u32);
+        }
+        let mut want: Vec<&[u8]> = list.to_vec();
+        want.sort();
+        let got: Vec<&[u8]> = names
+            .first(usize::MAX)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(got, want);
+        let got: Vec<&[u8]> = names.first(4).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, want[..4]);
     }
 }

@@ -4,6 +4,7 @@
 //! the store logs are here, each keeping the catalog and the segments' live
 //! counts in step with the record it appends.
 
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::acks::FLUSH_BYTES;
@@ -76,11 +77,22 @@ impl Log {
             self.backlog.batch_opened = Some(Instant::now());
         }
         open.builder.record(&h, body, off);
-        if let SyncMode::None { .. } = self.cfg.sync {
+        if let SyncMode::None { flush, .. } = self.cfg.sync {
             if nudge {
                 self.backlog.first_unwritten = Some(Instant::now());
                 self.signals.committer.notify();
-            } else if open.tail.unwritten() >= FLUSH_BYTES {
+            } else if open.tail.unwritten() >= FLUSH_BYTES
+                || self
+                    .backlog
+                    .first_unwritten
+                    .is_some_and(|t| t.elapsed() >= flush)
+            {
+                // Full, or due. The committer's flush timer is not enough:
+                // glommio fires timers between runs of a task queue, and a
+                // busy shard's queue runs up to its 100 ms preemption
+                // period; acknowledged sets up to 0.4-1.1 s old were lost
+                // to a kill -9 beside a cold drain
+                // (tests/tests/none_flush.rs). Every append checks instead.
                 self.signals.committer.notify();
             }
         } else if nudge {
@@ -93,10 +105,11 @@ impl Log {
         (pos, lsn)
     }
 
-    /// Logs a new queue named `name`; returns its id and the record's lsn.
-    pub fn create_queue(&mut self, name: &[u8]) -> (u32, u64) {
+    /// Logs a new queue named `name` (the catalog keeps this copy of the
+    /// name: shared, not copied); returns its id and the record's lsn.
+    pub fn create_queue(&mut self, name: Rc<[u8]>) -> (u32, u64) {
+        let body = record::created_body(0, 0, &name);
         let id = self.catalog.create(name);
-        let body = record::created_body(0, 0, name);
         let (_, lsn) = self.append(Kind::Created, id, 0, &body);
         (id, lsn)
     }

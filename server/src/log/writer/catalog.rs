@@ -2,11 +2,25 @@
 //! records left them. The log keeps it (not the store) because a new
 //! segment must restate it in its checkpoint before older segments can be
 //! deleted, and every change to it is a record the log writes.
+//!
+//! With a million queues the catalog is the biggest thing a checkpoint
+//! restates, so what a checkpoint would take is kept as a running total
+//! rather than summed over every queue: the log asks for it whenever it
+//! sizes a segment or a spare. Queues are found by id on every set and get,
+//! so they are hashed with the server's integer hasher, not SipHash, and
+//! boxed (an empty slot of the table is then 16 bytes, not a whole entry),
+//! with the name shared with the store's.
 
-use std::collections::HashMap;
+use std::rc::Rc;
 
+use crate::idhash::IdMap;
 use crate::log::confirmed::Confirmed;
 use crate::log::record;
+
+/// Bytes of `ranges` `Confirmed` records.
+fn confirmed_bytes(ranges: usize) -> u64 {
+    ranges as u64 * record::record_len(8) as u64
+}
 
 /// A queue as a checkpoint restates it.
 pub struct CatalogEntry {
@@ -21,15 +35,46 @@ pub struct CatalogEntry {
 /// The live queues by id, and the id the next new queue gets (ids are never
 /// reused: a record of a deleted queue must not name a new one).
 pub(super) struct Catalog {
-    queues: HashMap<u32, CatalogEntry>,
+    queues: IdMap<u32, Box<Entry>>,
     next_id: u32,
+    /// Bytes of the records restating every queue (see
+    /// [`Catalog::checkpoint_bytes`]), kept up to date by every change.
+    checkpoint_bytes: u64,
+}
+
+/// A queue as the catalog keeps it: a [`CatalogEntry`] with its name
+/// shared.
+pub(super) struct Entry {
+    pub(super) name: Rc<[u8]>,
+    pub(super) head: u64,
+    pub(super) tail: u64,
+    pub(super) confirmed: Confirmed,
+}
+
+/// Bytes of the records a checkpoint restates `q` with: its `Created`
+/// record and one `Confirmed` record per range confirmed out of order.
+fn entry_bytes(q: &Entry) -> u64 {
+    record::record_len(16 + q.name.len()) as u64 + confirmed_bytes(q.confirmed.len())
 }
 
 impl Catalog {
     pub(super) fn new(queues: Vec<(u32, CatalogEntry)>, next_id: u32) -> Catalog {
+        let mut table = IdMap::with_capacity_and_hasher(queues.len(), Default::default());
+        let mut checkpoint_bytes = 0;
+        for (id, q) in queues {
+            let q = Entry {
+                name: q.name.into(),
+                head: q.head,
+                tail: q.tail,
+                confirmed: q.confirmed,
+            };
+            checkpoint_bytes += entry_bytes(&q);
+            table.insert(id, Box::new(q));
+        }
         Catalog {
-            queues: queues.into_iter().collect(),
+            queues: table,
             next_id,
+            checkpoint_bytes,
         }
     }
 
@@ -39,23 +84,24 @@ impl Catalog {
     }
 
     /// Takes in a new queue named `name`; returns its id.
-    pub(super) fn create(&mut self, name: &[u8]) -> u32 {
+    pub(super) fn create(&mut self, name: Rc<[u8]>) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
-        self.queues.insert(
-            id,
-            CatalogEntry {
-                name: name.into(),
-                head: 0,
-                tail: 0,
-                confirmed: Confirmed::default(),
-            },
-        );
+        let q = Entry {
+            name,
+            head: 0,
+            tail: 0,
+            confirmed: Confirmed::default(),
+        };
+        self.checkpoint_bytes += entry_bytes(&q);
+        self.queues.insert(id, Box::new(q));
         id
     }
 
     pub(super) fn remove(&mut self, id: u32) {
-        self.queues.remove(&id);
+        if let Some(q) = self.queues.remove(&id) {
+            self.checkpoint_bytes -= entry_bytes(&q);
+        }
     }
 
     /// Message `seq` of queue `id` is logged.
@@ -69,14 +115,20 @@ impl Catalog {
     pub(super) fn consumed_below(&mut self, id: u32, head: u64) {
         if let Some(q) = self.queues.get_mut(&id) {
             q.head = q.head.max(head);
+            let ranges = q.confirmed.len();
             q.confirmed.drop_below(head);
+            self.checkpoint_bytes -= confirmed_bytes(ranges - q.confirmed.len());
         }
     }
 
     /// Messages `[seq, end)` of queue `id` are consumed out of order.
     pub(super) fn confirmed(&mut self, id: u32, seq: u64, end: u64) {
         if let Some(q) = self.queues.get_mut(&id) {
+            let before = confirmed_bytes(q.confirmed.len());
             q.confirmed.insert(seq, end);
+            // Inserting may merge ranges as well as add one.
+            self.checkpoint_bytes =
+                self.checkpoint_bytes - before + confirmed_bytes(q.confirmed.len());
         }
     }
 
@@ -95,19 +147,54 @@ impl Catalog {
         ids
     }
 
-    pub(super) fn get(&self, id: u32) -> Option<&CatalogEntry> {
-        self.queues.get(&id)
+    pub(super) fn get(&self, id: u32) -> Option<&Entry> {
+        self.queues.get(&id).map(|q| &**q)
     }
 
     /// Bytes the checkpoint that opens a new segment takes now (without its
     /// own `Checkpoint` record).
     pub(super) fn checkpoint_bytes(&self) -> u64 {
-        self.queues
-            .values()
-            .map(|q| {
-                record::record_len(16 + q.name.len()) as u64
-                    + q.confirmed.len() as u64 * record::record_len(8) as u64
-            })
-            .sum()
+        self.checkpoint_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running total is what summing every queue gives, through
+    /// creations, out-of-order confirmations (which add and merge ranges),
+    /// the head passing them, and removals.
+    #[test]
+    fn checkpoint_bytes_follow_every_change() {
+        let summed = |c: &Catalog| c.queues.values().map(|q| entry_bytes(q)).sum::<u64>();
+        let recovered = CatalogEntry {
+            name: b"old".to_vec().into(),
+            head: 1,
+            tail: 2,
+            confirmed: Confirmed::default(),
+        };
+        let mut c = Catalog::new(vec![(7, recovered)], 8);
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.remove(7);
+        let a = c.create(b"a"[..].into());
+        let b = c.create(b"a-longer-name"[..].into());
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.confirmed(a, 5, 6);
+        c.confirmed(a, 8, 9);
+        assert_eq!(c.get(a).map(|q| q.confirmed.len()), Some(2));
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.confirmed(a, 6, 8); // merges the two into one
+        assert_eq!(c.get(a).map(|q| q.confirmed.len()), Some(1));
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.confirmed(b, 3, 4);
+        c.consumed_below(a, 10);
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.remove(b);
+        c.remove(b);
+        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        c.remove(a);
+        assert_eq!(c.checkpoint_bytes(), 0);
+        assert_eq!(c.dequeued(a), 0);
     }
 }

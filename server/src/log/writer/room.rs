@@ -18,6 +18,13 @@ use crate::log::segment;
 /// segment size; larger when a checkpoint needs it).
 pub const SMALL_SEGMENT: u64 = 8 << 20;
 
+/// A checkpoint restates every queue, so with many queues it is large; a
+/// segment is made at least this many times the checkpoint's size, which
+/// keeps checkpoints to about this fraction of what the log writes (at
+/// 1,000,000 queues a checkpoint is ~72 MB: in 64 MB segments it would not
+/// even fit, and sets were refused as out of space with the disk empty).
+const CHECKPOINT_SHARE: u64 = 8;
+
 /// Why [`Log::make_room`] could not make room.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoRoom {
@@ -95,12 +102,20 @@ impl Log {
 
     /// Size of a run's first segment and of the consumers' spare:
     /// [`SMALL_SEGMENT`], or twice what a checkpoint takes now if more, at
-    /// most the segment size.
+    /// most [`Log::full_segment_size`].
     pub fn small_segment_size(&self) -> u64 {
         (2 * self.checkpoint_bytes())
             .next_multiple_of(segment::BLOCK)
             .max(SMALL_SEGMENT)
-            .min(self.cfg.segment_size)
+            .min(self.full_segment_size())
+    }
+
+    /// Size of the segments sets roll into: the configured segment size,
+    /// or [`CHECKPOINT_SHARE`] times what a checkpoint takes now if more.
+    pub(super) fn full_segment_size(&self) -> u64 {
+        (CHECKPOINT_SHARE * self.checkpoint_bytes())
+            .next_multiple_of(segment::BLOCK)
+            .max(self.cfg.segment_size)
     }
 
     /// Bytes the checkpoint that opens a new segment takes now.
@@ -140,7 +155,7 @@ impl Log {
         if !set && open.tail.end() + need <= limit {
             return Err(NoRoom::AwaitWrite);
         }
-        let full = self.cfg.segment_size;
+        let full = self.full_segment_size();
         if set {
             if let Some(max) = self.cfg.max_disk {
                 if self.disk_used() + full > max {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::Log;
 use crate::disk::DiskFile;
 use crate::log::index::SegmentIndex;
+use crate::log::readahead::{ReadAhead, Source};
 
 /// The segments by ordinal; a new one gets the next ordinal.
 pub(super) struct SegTable {
@@ -41,6 +42,15 @@ impl SegTable {
 
     pub(super) fn remove(&mut self, ord: u32) -> Option<Seg> {
         self.by_ord.remove(&ord)
+    }
+
+    /// The first segment after `ord`.
+    pub(super) fn after(&self, ord: u32) -> Option<u32> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.by_ord
+            .range((Excluded(ord), Unbounded))
+            .next()
+            .map(|(o, _)| *o)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -173,6 +183,36 @@ impl Log {
     /// Segment `ord`, if it is still there.
     pub fn seg(&self, ord: u32) -> Option<&Seg> {
         self.segs.get(ord)
+    }
+
+    /// Segment `ord`'s file and how much of it is written: the open
+    /// segment's records up to the last batch written, a sealed one's all
+    /// once its last batch is (0 until then: a reader that waited for its
+    /// record's acknowledgement knows more). Out-of-line regions may be
+    /// written later than the records after them.
+    pub fn read_source(&self, ord: u32) -> Option<Source> {
+        let s = self.segs.get(ord)?;
+        let readable = if !s.sealed || s.complete {
+            s.data_len
+        } else {
+            0
+        };
+        Some(Source {
+            file: s.file.clone()?,
+            readable,
+        })
+    }
+
+    /// The segment after `ord` and its [`Log::read_source`], for reading
+    /// ahead across a segment's end.
+    pub fn next_source(&self, ord: u32) -> Option<(u32, Source)> {
+        let next = self.segs.after(ord)?;
+        Some((next, self.read_source(next)?))
+    }
+
+    /// The shard's read-ahead cache (see `log::readahead`).
+    pub fn reads(&self) -> Rc<ReadAhead> {
+        self.reads.clone()
     }
 
     /// Bytes on disk that count against `max_disk` (segments and indexes;

@@ -32,6 +32,11 @@ pub(super) struct Spares {
     want_sets_spare: bool,
     /// A record waits for a spare (until one is made).
     awaited: bool,
+    /// Even the largest ready spare is too small for what must go in a new
+    /// segment now (its checkpoint grew with the queues since the spares
+    /// were made): a larger one is to be made even though enough are
+    /// ready, and it replaces the smallest.
+    outgrown: bool,
     /// Creating a spare failed with ENOSPC/EDQUOT at this time; cleared
     /// when a segment is deleted, and retried now and then (space may be
     /// freed by others).
@@ -56,6 +61,7 @@ impl Spares {
             ready: Vec::new(),
             want_sets_spare: false,
             awaited: false,
+            outgrown: false,
             disk_full: None,
             zeroed: ZeroHint {
                 zero: true,
@@ -74,7 +80,12 @@ impl Spares {
     ) -> Result<Spare, NoSpare> {
         let largest = (0..self.ready.len()).max_by_key(|&i| self.ready[i].size);
         if let Some(i) = largest {
-            if self.ready.len() >= needed && holds(self.ready[i].size) {
+            if !holds(self.ready[i].size) {
+                // Without this, with both spares ready and too small,
+                // nothing would make another: the request would wait for
+                // good.
+                self.outgrown = true;
+            } else if self.ready.len() >= needed {
                 return Ok(self.ready.swap_remove(i));
             }
         }
@@ -101,6 +112,9 @@ impl Spares {
         if self.disk_full.is_some() {
             return None;
         }
+        if self.outgrown {
+            return Some(full);
+        }
         match self.ready.len() {
             0 => Some(small),
             1 if self.want_sets_spare => Some(full),
@@ -119,17 +133,30 @@ impl Spares {
         self.zeroed.zero
     }
 
-    /// Takes `spare` in; gives it back when enough are ready.
-    pub(super) fn put(&mut self, spare: Spare) -> Option<Spare> {
+    /// Takes `spare` in: whether it was, and the spare to delete (`spare`
+    /// itself when enough are ready; the smallest ready one when `spare`
+    /// was made because the ready ones were outgrown).
+    pub(super) fn put(&mut self, spare: Spare) -> (bool, Option<Spare>) {
         if self.ready.len() >= SPARES {
-            return Some(spare);
+            let smallest = (0..self.ready.len()).min_by_key(|&i| self.ready[i].size);
+            return match smallest {
+                Some(i) if self.outgrown && self.ready[i].size < spare.size => {
+                    self.outgrown = false;
+                    self.awaited = false;
+                    (true, Some(std::mem::replace(&mut self.ready[i], spare)))
+                }
+                _ => (false, Some(spare)),
+            };
+        }
+        if self.outgrown && self.ready.iter().all(|s| s.size < spare.size) {
+            self.outgrown = false;
         }
         self.ready.push(spare);
         self.awaited = false;
         if self.ready.len() == SPARES {
             self.want_sets_spare = false;
         }
-        None
+        (true, None)
     }
 
     pub(super) fn set_disk_full(&mut self) {
@@ -205,5 +232,75 @@ mod zero_hint_tests {
         // At the threshold itself zeros no longer pay.
         assert!(!start.next(1, ZERO_FILL_BELOW).zero);
         assert!(start.next(1, ZERO_FILL_BELOW - 1).zero);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::rc::Rc;
+
+    use super::{NoSpare, Spare, Spares, SPARES};
+    use crate::disk::{DiskFile, IoFuture};
+
+    /// A spare's file, never used here.
+    struct Unused;
+
+    impl DiskFile for Unused {
+        fn read_at(&self, _: u64, _: usize) -> IoFuture<'_, Vec<u8>> {
+            Box::pin(async { Err(std::io::Error::other("unused")) })
+        }
+        fn write_at<'a>(&'a self, _: u64, _: &'a [u8]) -> IoFuture<'a, usize> {
+            Box::pin(async { Err(std::io::Error::other("unused")) })
+        }
+        fn fdatasync(&self) -> IoFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn pre_allocate(&self, _: u64) -> IoFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn truncate(&self, _: u64) -> IoFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn size(&self) -> IoFuture<'_, u64> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    fn spare(size: u64) -> Spare {
+        Spare {
+            path: PathBuf::from(format!("spare-{size}")),
+            file: Rc::new(Unused),
+            size,
+        }
+    }
+
+    /// Both spares ready and both too small for the checkpoint a new
+    /// segment must now hold (the queues grew since they were made): a
+    /// larger one is wanted anyway, replaces the smallest, and is taken.
+    #[test]
+    fn outgrown_spares_are_replaced_not_waited_for() {
+        let put = |s: &mut Spares, size: u64| {
+            let (taken, unused) = s.put(spare(size));
+            (taken, unused.map(|u| u.size))
+        };
+        let mut s = Spares::new();
+        assert_eq!(put(&mut s, 8), (true, None));
+        assert_eq!(s.wanted(8, 64), None, "the sets' spare is not wanted yet");
+        s.want_sets_spare(true);
+        assert_eq!(s.wanted(8, 64), Some(64));
+        assert_eq!(put(&mut s, 64), (true, None));
+        assert_eq!(s.wanted(8, 64), None, "{SPARES} ready");
+        // The checkpoint now needs more than 64.
+        let holds = |size: u64| size >= 100;
+        assert!(matches!(s.take(SPARES, holds), Err(NoSpare::Asked)));
+        assert_eq!(s.wanted(16, 128), Some(128), "outgrown: one more wanted");
+        assert_eq!(put(&mut s, 128), (true, Some(8)), "the smallest goes");
+        assert_eq!(s.wanted(16, 128), None);
+        assert_eq!(s.take(SPARES, holds).ok().map(|t| t.size), Some(128));
+        // A spare that comes when none is wanted is given back.
+        s.want_sets_spare(false);
+        assert_eq!(put(&mut s, 32), (true, None));
+        assert_eq!(put(&mut s, 16), (false, Some(16)));
     }
 }

@@ -98,7 +98,10 @@ impl Log {
     /// Takes dead segment `ord` out of the table if it is still dead.
     pub(in crate::log) fn remove_dead(&mut self, ord: u32) -> Option<Seg> {
         match self.segs.get(ord) {
-            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => self.segs.remove(ord),
+            Some(s) if s.live == 0 && s.pins == 0 && s.regions == 0 => {
+                self.reads.forget(ord);
+                self.segs.remove(ord)
+            }
             _ => None,
         }
     }
@@ -118,7 +121,7 @@ impl Log {
             return None;
         }
         self.spares
-            .wanted(self.small_segment_size(), self.cfg.segment_size)
+            .wanted(self.small_segment_size(), self.full_segment_size())
     }
 
     /// Whether the segment file to make now should have its zeros written
@@ -137,13 +140,15 @@ impl Log {
                 .zero(self.stats.writes, self.stats.bytes_written)
     }
 
-    /// Offers a new spare; gives it back when none is wanted any more.
+    /// Offers a new spare; returns the spare to delete: this one when none
+    /// is wanted any more, or a ready one it replaced (outgrown, see
+    /// `Spares::put`).
     pub(in crate::log) fn put_spare(&mut self, spare: Spare) -> Option<Spare> {
         if self.progress.closed {
             return Some(spare);
         }
-        let unused = self.spares.put(spare);
-        if unused.is_none() {
+        let (taken, unused) = self.spares.put(spare);
+        if taken {
             self.signals.spare_ready.notify();
         }
         unused
