@@ -211,6 +211,8 @@ struct Backlog {
     /// `--sync none`: when the oldest record not yet handed to a batch was
     /// appended.
     first_unwritten: Option<Instant>,
+    /// Appends counted between reads of the clock (`--sync none`).
+    appends_unchecked: u32,
     /// When the oldest record not yet in a batch was appended (any sync
     /// mode): where the next batch's commit latency starts.
     batch_opened: Option<Instant>,
@@ -274,6 +276,7 @@ impl Log {
             spares: Spares::new(),
             backlog: Backlog {
                 first_unwritten: None,
+                appends_unchecked: 0,
                 batch_opened: None,
                 inflight_bytes: 0,
                 regions_unwritten: 0,

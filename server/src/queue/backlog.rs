@@ -163,6 +163,7 @@ impl Backlog {
     }
 
     /// The head, when it is resident (see [`Backlog::page_job`]).
+    #[inline]
     pub fn head(&self) -> Option<&Loc> {
         match self.runs.front()? {
             Run::Resident(locs) => locs.front(),
@@ -171,6 +172,7 @@ impl Backlog {
     }
 
     /// The lowest queued sequence number.
+    #[inline]
     pub fn first_seq(&self) -> Option<u64> {
         match self.runs.front()? {
             Run::Resident(locs) => locs.front().map(|l| l.seq),
@@ -187,6 +189,7 @@ impl Backlog {
 
     /// Queues `loc` at the tail; its sequence number is above every queued
     /// one.
+    #[inline]
     pub fn push(&mut self, loc: Loc) {
         debug_assert!(self.last_seq().is_none_or(|s| s < loc.seq));
         self.items += 1;
@@ -207,6 +210,7 @@ impl Backlog {
     }
 
     /// Takes the head off, when it is resident.
+    #[inline]
     pub fn pop(&mut self) -> Option<Loc> {
         let Run::Resident(locs) = self.runs.front_mut()? else {
             return None;
@@ -427,7 +431,11 @@ impl Backlog {
 
     /// The window to read ahead, if fewer than [`LOW_WATER`] messages are
     /// resident before the first paged run.
+    #[inline]
     pub fn page_job(&self) -> Option<PageJob> {
+        if self.runs.len() <= 1 && !matches!(self.runs.front(), Some(Run::Paged(_))) {
+            return None; // the usual case: nothing paged
+        }
         let mut resident = 0;
         for run in &self.runs {
             match run {

@@ -64,9 +64,12 @@ impl Store {
         st.items -= 1;
         st.bytes -= loc.body_len();
         drop(log);
+        let ahead = q.queued().page_job().is_some();
         let held = st.held((id, loc.seq), true);
         drop(table);
-        self.read_ahead(id);
+        if ahead {
+            self.read_ahead(id);
+        }
         self.deliver(lsn, id, loc, held)
     }
 

@@ -48,7 +48,8 @@ impl PageWait {
 
 impl Store {
     /// Starts reading queue `id`'s next window if its resident head is low
-    /// and no read is in flight for it.
+    /// and no read is in flight for it (a take calls it once its queue's
+    /// `page_job` says a window is due).
     pub(super) fn read_ahead(&self, id: u32) {
         let wanted = {
             let st = self.state.borrow();

@@ -46,23 +46,28 @@ impl State {
     /// messages: one that has not expired comes before any paged run (or
     /// nothing is queued behind the expired ones).
     pub(super) fn ready(&mut self, id: u32) -> bool {
-        let may_expire = self.may_expire(id);
-        let max_age = match may_expire {
-            true => self
-                .limits_of(id)
-                .and_then(|l| l.max_age.map(|a| a.as_secs())),
-            false => None,
-        };
         let Some(q) = self.queues.get(&id) else {
             return true;
         };
-        let now = if may_expire { now_secs() } else { 0 };
+        if q.queued().head().is_none() {
+            // Empty, or a paged run first.
+            return q.queued().ready(|_| false).is_ok();
+        }
+        // The usual case: a resident head and nothing that expires.
+        let may_expire = self.may_expire(id);
+        if !may_expire {
+            return true;
+        }
+        let max_age = self
+            .limits_of(id)
+            .and_then(|l| l.max_age.map(|a| a.as_secs()));
+        let q = &self.queues[&id];
+        let now = now_secs();
         let gone = |l: &crate::log::Loc| {
-            may_expire
-                && (l.expired(now)
-                    || max_age
-                        .zip(q.time_of(l.seq))
-                        .is_some_and(|(age, at)| u64::from(at) + age < u64::from(now)))
+            l.expired(now)
+                || max_age
+                    .zip(q.time_of(l.seq))
+                    .is_some_and(|(age, at)| u64::from(at) + age < u64::from(now))
         };
         q.queued().ready(gone).is_ok()
     }
