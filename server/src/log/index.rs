@@ -35,10 +35,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 
 use rkyv::util::AlignedVec;
 
-use crate::disk::{Disk, BLOCK};
+use crate::disk::{Disk, DiskFile, BLOCK};
 use crate::log::record::{self, Header, Kind};
 
 /// Trailer magic, little-endian "MCQIDX03".
@@ -534,16 +535,23 @@ impl LoadedIndex {
     }
 }
 
+/// `path` opened, or `None` when it does not exist.
+async fn open_if_exists(disk: &dyn Disk, path: &Path) -> io::Result<Option<Rc<dyn DiskFile>>> {
+    match disk.open(path).await {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads and validates `path`; `Ok(None)` when it does not exist.
 pub async fn load(
     disk: &dyn Disk,
     path: &Path,
     first_lsn: u64,
 ) -> io::Result<Option<Result<LoadedIndex, String>>> {
-    let file = match disk.open(path).await {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = open_if_exists(disk, path).await? else {
+        return Ok(None);
     };
     let size = file.size().await?;
     let data = file.read_at(0, size as usize).await?;
@@ -603,10 +611,8 @@ pub async fn load_summary(
     path: &Path,
     first_lsn: u64,
 ) -> io::Result<Option<Result<LoadedSummary, String>>> {
-    let file = match disk.open(path).await {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = open_if_exists(disk, path).await? else {
+        return Ok(None);
     };
     let size = file.size().await?;
     // The trailer, and with it (usually) the whole summary: one read.
@@ -656,7 +662,7 @@ impl EntryPages {
 /// they touch and decoding them in place. `Ok(Err(..))` when a page does
 /// not verify or the span is shorter.
 pub async fn read_entries(
-    file: &dyn crate::disk::DiskFile,
+    file: &dyn DiskFile,
     pages: &EntryPages,
     from: usize,
     n: usize,
@@ -805,106 +811,67 @@ impl EntryRead for IndexEntry {
     }
 }
 
-impl IndexRead for ArchivedSegmentIndex {
-    type Queue = ArchivedQueueIndex;
-    fn checkpoint(&self) -> bool {
-        self.checkpoint
-    }
-    fn next_queue_id(&self) -> u32 {
-        self.next_queue_id.to_native()
-    }
-    fn max_queue_id(&self) -> u32 {
-        self.max_queue_id.to_native()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.last_lsn.to_native()
-    }
-    fn data_len(&self) -> u64 {
-        self.data_len.to_native()
-    }
-    fn corrupt_records(&self) -> u32 {
-        self.corrupt_records.to_native()
-    }
-    fn queues(&self) -> &[ArchivedQueueIndex] {
-        self.queues.as_slice()
-    }
+/// [`IndexRead`] and [`QueueRead`] for an archived index or summary: the
+/// two archives name these fields alike.
+macro_rules! archived_index_read {
+    ($index:ty, $queue:ty) => {
+        impl IndexRead for $index {
+            type Queue = $queue;
+            fn checkpoint(&self) -> bool {
+                self.checkpoint
+            }
+            fn next_queue_id(&self) -> u32 {
+                self.next_queue_id.to_native()
+            }
+            fn max_queue_id(&self) -> u32 {
+                self.max_queue_id.to_native()
+            }
+            fn last_lsn(&self) -> u64 {
+                self.last_lsn.to_native()
+            }
+            fn data_len(&self) -> u64 {
+                self.data_len.to_native()
+            }
+            fn corrupt_records(&self) -> u32 {
+                self.corrupt_records.to_native()
+            }
+            fn queues(&self) -> &[$queue] {
+                self.queues.as_slice()
+            }
+        }
+
+        impl QueueRead for $queue {
+            fn id(&self) -> u32 {
+                self.id.to_native()
+            }
+            fn created(&self) -> Option<&[u8]> {
+                self.created.then_some(self.name.as_slice())
+            }
+            fn deleted(&self) -> bool {
+                self.deleted
+            }
+            fn head(&self) -> u64 {
+                self.head.to_native()
+            }
+            fn tail(&self) -> u64 {
+                self.tail.to_native()
+            }
+            fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+                self.confirmed
+                    .iter()
+                    .map(|r| (r.start.to_native(), r.end.to_native()))
+            }
+        }
+    };
 }
 
-impl QueueRead for ArchivedQueueIndex {
-    fn id(&self) -> u32 {
-        self.id.to_native()
-    }
-    fn created(&self) -> Option<&[u8]> {
-        self.created.then_some(self.name.as_slice())
-    }
-    fn deleted(&self) -> bool {
-        self.deleted
-    }
-    fn head(&self) -> u64 {
-        self.head.to_native()
-    }
-    fn tail(&self) -> u64 {
-        self.tail.to_native()
-    }
-    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.confirmed
-            .iter()
-            .map(|r| (r.start.to_native(), r.end.to_native()))
-    }
-}
+archived_index_read!(ArchivedSegmentIndex, ArchivedQueueIndex);
+archived_index_read!(ArchivedSegmentSummary, ArchivedQueueSummary);
 
 impl QueueMsgs for ArchivedQueueIndex {
     type Entry = ArchivedIndexEntry;
     fn msgs(&self) -> &[ArchivedIndexEntry] {
         self.msgs.as_slice()
-    }
-}
-
-impl IndexRead for ArchivedSegmentSummary {
-    type Queue = ArchivedQueueSummary;
-    fn checkpoint(&self) -> bool {
-        self.checkpoint
-    }
-    fn next_queue_id(&self) -> u32 {
-        self.next_queue_id.to_native()
-    }
-    fn max_queue_id(&self) -> u32 {
-        self.max_queue_id.to_native()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.last_lsn.to_native()
-    }
-    fn data_len(&self) -> u64 {
-        self.data_len.to_native()
-    }
-    fn corrupt_records(&self) -> u32 {
-        self.corrupt_records.to_native()
-    }
-    fn queues(&self) -> &[ArchivedQueueSummary] {
-        self.queues.as_slice()
-    }
-}
-
-impl QueueRead for ArchivedQueueSummary {
-    fn id(&self) -> u32 {
-        self.id.to_native()
-    }
-    fn created(&self) -> Option<&[u8]> {
-        self.created.then_some(self.name.as_slice())
-    }
-    fn deleted(&self) -> bool {
-        self.deleted
-    }
-    fn head(&self) -> u64 {
-        self.head.to_native()
-    }
-    fn tail(&self) -> u64 {
-        self.tail.to_native()
-    }
-    fn confirmed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.confirmed
-            .iter()
-            .map(|r| (r.start.to_native(), r.end.to_native()))
     }
 }
 

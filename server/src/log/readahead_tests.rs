@@ -33,6 +33,17 @@ fn image(size: usize, body: usize) -> (Vec<u8>, Vec<(u64, usize)>) {
 }
 
 /// A file on `disk` holding `data` (a multiple of a block).
+/// A segment `a.log` of `size` bytes of 100-byte records, wholly
+/// readable, and where its records are.
+async fn a_segment(disk: &SimDisk, size: usize) -> (Source, Vec<(u64, usize)>) {
+    let (data, at) = image(size, 100);
+    let src = Source {
+        file: file_with(disk, "a.log", &data).await,
+        readable: data.len() as u64,
+    };
+    (src, at)
+}
+
 async fn file_with(disk: &SimDisk, name: &str, data: &[u8]) -> Rc<dyn DiskFile> {
     let dir = Path::new("/d");
     disk.create_dir_all(dir).await.unwrap();
@@ -78,11 +89,7 @@ fn records_come_back_whole_across_chunk_boundaries() {
 fn concurrent_misses_share_one_read() {
     run(|| async {
         let disk = SimDisk::new();
-        let (data, at) = image(CHUNK as usize, 100);
-        let src = Source {
-            file: file_with(&disk, "a.log", &data).await,
-            readable: data.len() as u64,
-        };
+        let (src, at) = a_segment(&disk, CHUNK as usize).await;
         // Reads complete only after trips through the executor, so every
         // get below misses while the first read is in flight.
         disk.set_delays(1, 8);
@@ -258,11 +265,7 @@ fn a_failed_read_is_reported_to_every_waiter_and_not_kept() {
     use crate::disk::sim::{Fault, Trigger};
     run(|| async {
         let disk = SimDisk::new();
-        let (data, at) = image(CHUNK as usize, 100);
-        let src = Source {
-            file: file_with(&disk, "a.log", &data).await,
-            readable: data.len() as u64,
-        };
+        let (src, at) = a_segment(&disk, CHUNK as usize).await;
         disk.set_delays(1, 8);
         disk.inject(Trigger::NthOf(Op::Read, 0), Fault::Errno(libc::EIO));
         let ra = ReadAhead::new(DEFAULT_BUDGET);

@@ -25,6 +25,17 @@ fn check_totals(s: &Store) {
 
 const PER_QUEUE: u64 = 4000;
 
+/// Sets [`PER_QUEUE`] messages of `len` bytes on each of queues `q0..`,
+/// interleaved, and lets maintenance index the sealed segments.
+async fn fill(s: &Store, queues: usize, len: usize) {
+    for i in 0..PER_QUEUE {
+        for q in 0..queues {
+            set(s, &format!("q{q}"), body(q, i, len)).await;
+        }
+    }
+    s.settle().await;
+}
+
 #[test]
 fn a_deep_backlog_pages_out_and_comes_back_in_order() {
     let dir = test_dir();
@@ -32,12 +43,7 @@ fn a_deep_backlog_pages_out_and_comes_back_in_order() {
     let c = cfg.clone();
     run(move || async move {
         let s = Store::open(c).await.unwrap();
-        for i in 0..PER_QUEUE {
-            for q in 0..4 {
-                set(&s, &format!("q{q}"), body(q, i, 100)).await;
-            }
-        }
-        s.settle().await;
+        fill(&s, 4, 100).await;
         check_totals(&s);
         // 16,000 messages over many 64 KiB segments: only each queue's
         // head window and the open segment's are in memory.
@@ -134,12 +140,7 @@ fn a_crash_with_a_deep_backlog_loses_nothing_acknowledged() {
     let c = cfg.clone();
     run(move || async move {
         let s = Store::open(c).await.unwrap();
-        for i in 0..PER_QUEUE {
-            for q in 0..3 {
-                set(&s, &format!("q{q}"), body(q, i, 120)).await;
-            }
-        }
-        s.settle().await;
+        fill(&s, 3, 120).await;
         for i in 0..2500 {
             assert_eq!(get(&s, "q1").await.unwrap(), body(1, i, 120));
         }
