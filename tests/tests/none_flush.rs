@@ -9,9 +9,11 @@
 //! meanwhile (cold: the hot cache is tiny). After `kill -9` and a restart,
 //! what each producer's queue holds must be a prefix of what it sent, and
 //! every acknowledged message missing from it must have been acknowledged
-//! shortly before the kill. "Shortly" is a generous bound (a second), not
-//! the flush period: a test on two busy cores must not judge timing finely;
-//! it catches a flush that stops for as long as the load lasts.
+//! shortly before the kill. "Shortly" is a generous bound (4 s), not the
+//! flush period: a test on two busy cores must not judge timing finely
+//! (with both cores also running a CPU hog, sets 0.4 s and 1.8 s old were
+//! lost in two of ten kills); it catches a flush that stops for as long as
+//! the load lasts (8 s).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -25,7 +27,7 @@ use mcq_tests::{finish_within, loadgen_bin, Server, PATIENCE};
 
 const PRODUCERS: usize = 4;
 /// Losing a set acknowledged this long before the kill fails the test.
-const BOUND: Duration = Duration::from_secs(1);
+const BOUND: Duration = Duration::from_secs(4);
 
 fn body(producer: usize, i: u64) -> String {
     format!("p{producer}-{i:010}-{}", "x".repeat(60))
@@ -94,7 +96,7 @@ fn kill9_under_load_loses_only_recent_sets_with_sync_none() {
             thread::spawn(move || produce(port, p, stop))
         })
         .collect();
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_secs(8));
     let killed_at = Instant::now();
     server.kill9();
     stop.store(true, Ordering::Relaxed);
