@@ -648,6 +648,16 @@ pub struct EntryPages {
 }
 
 impl EntryPages {
+    /// Where the entries of a span just written are (`span` native, as the
+    /// writer's summary has it).
+    pub fn of_native(span: &Span) -> EntryPages {
+        EntryPages {
+            at: span.at,
+            count: span.count,
+            pages: span.pages.clone().into(),
+        }
+    }
+
     pub fn of(span: &ArchivedSpan) -> EntryPages {
         EntryPages {
             at: span.at.to_native(),

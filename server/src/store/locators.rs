@@ -58,14 +58,7 @@ impl Locators for StateLocators {
             let spans: Vec<(u64, u64, Rc<EntryPages>)> = qs
                 .spans
                 .iter()
-                .map(|s| {
-                    let pages = EntryPages {
-                        at: s.at,
-                        count: s.count,
-                        pages: s.pages.clone().into(),
-                    };
-                    (s.lo, u64::from(s.count), Rc::new(pages))
-                })
+                .map(|s| (s.lo, u64::from(s.count), Rc::new(EntryPages::of_native(s))))
                 .collect();
             q.queued_mut().page_out(seg, &spans);
         }
