@@ -258,7 +258,7 @@ fn check_segment(s: &SegView, report: &mut Report) {
     let path = &s.path;
     for &(off, n) in &s.scan.corrupt {
         // Zeros are block padding, not damage.
-        let at = view::skip_zeros(&s.file, off, off + n).unwrap_or(off);
+        let at = view::skip_padding(&s.file, off, off + n).unwrap_or(off);
         report.note(
             true,
             path,
@@ -462,6 +462,23 @@ mod tests {
         ))
         .unwrap();
         crate::log::index::encode(&b.finish())
+    }
+
+    /// Padding is skipped in whole record words; a damaged record whose
+    /// checksum starts with a zero byte is named at its own offset
+    /// (regression: one such record in 256 was named one byte late).
+    #[test]
+    fn damage_is_named_at_the_record_not_at_its_first_nonzero_byte() {
+        let mut bytes = vec![0u8; 16];
+        bytes.extend_from_slice(&[0, 0, 7, 1, 60, 0, 0, 0]);
+        bytes.extend_from_slice(b"MQ\x02\0garbage.");
+        let file = view::RoFile::open_bytes(&bytes);
+        let end = bytes.len() as u64;
+        assert_eq!(view::skip_padding(&file, 0, end).unwrap(), 16);
+        assert_eq!(view::skip_padding(&file, 16, end).unwrap(), 16);
+        assert_eq!(view::skip_padding(&file, 8, end).unwrap(), 16);
+        let zeros = view::RoFile::open_bytes(&[0; 20]);
+        assert_eq!(view::skip_padding(&zeros, 0, 20).unwrap(), 16);
     }
 
     /// A sealed segment with its index and a newest one ending in a torn

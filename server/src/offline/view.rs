@@ -453,10 +453,15 @@ fn continued_at(file: &RoFile, end: u64, size: u64, last_lsn: u64) -> io::Result
     Ok(None)
 }
 
-/// The first non-zero byte in `[from, to)` (`to` if none): where a damaged
-/// stretch that begins with block padding really begins.
-pub fn skip_zeros(file: &RoFile, from: u64, to: u64) -> io::Result<u64> {
-    Ok(nonzero_after(file, from, to)?.map_or(to, |(at, _)| at))
+/// Where a damaged stretch `[from, to)` that begins with block padding
+/// really begins: past its leading zeros in whole 8-byte record words.
+/// Records are 8-byte aligned and their first word (checksum and length)
+/// is never all zeros, but its first byte is one time in 256: skipping
+/// single zero bytes named the wrong offset for such a record.
+pub fn skip_padding(file: &RoFile, from: u64, to: u64) -> io::Result<u64> {
+    let first = nonzero_after(file, from, to)?.map_or(to, |(at, _)| at);
+    let align = record::RECORD_ALIGN as u64;
+    Ok(from + (first - from) / align * align)
 }
 
 /// The stretch from the first to the last non-zero byte in `[from, to)`.
