@@ -7,10 +7,12 @@
 //!    synced: truncate the file to its data (rounded to 4 KiB), write the
 //!    `.idx` (temp file, fdatasync, rename, directory fsync).
 //! 2. **Delete** sealed segments with no live message and no read in
-//!    flight: first make sure every record that killed their messages (and
-//!    the open segment's checkpoint, which now names every queue) is synced,
-//!    then unlink `.log` and `.idx` and fsync the directory. Otherwise a
-//!    crash could bring back queues or lose acknowledged messages.
+//!    flight: first restate, in the open segment, every live queue their
+//!    records name that no newer segment restates; make sure those records,
+//!    every record that killed their messages and the open segment's
+//!    checkpoint (which names the live queues) are synced; then unlink
+//!    `.log` and `.idx` and fsync the directory. Otherwise a crash could
+//!    bring back queues, lose one, or lose acknowledged messages.
 //! 3. Keep the **spare** preallocated segment files ready: rolling to a
 //!    new segment takes one, so the commit path never allocates (and never
 //!    meets ENOSPC). Sets may not take the last one, so a `get` or `delete`
@@ -29,9 +31,10 @@
 use std::rc::Rc;
 
 use super::error::IoFailure;
+use super::index::{self, QueueRead};
 use super::record::Kind;
 use super::segment::{self, BLOCK};
-use super::writer::{CompactionJob, IndexJob, SharedLog, Spare};
+use super::writer::{CompactionJob, IndexJob, NoRoom, SharedLog, Spare};
 use super::{commit, Locators, Pos};
 use crate::disk::{self, is_out_of_space};
 
@@ -123,8 +126,56 @@ async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
     }
 }
 
+/// Queues restated at a time before maintenance lets requests run.
+const RESTATE_CHUNK: usize = 4096;
+
+/// Step 2, first half: before a dead segment goes, every live queue its
+/// records name is restated in the open segment (see `Log::restate`). Its
+/// index summary names them; without one (its index could not be written),
+/// every queue is restated.
+async fn restate_dead(log: &SharedLog) {
+    let (disk, dir) = {
+        let l = log.borrow();
+        (l.disk().clone(), l.dir().to_path_buf())
+    };
+    let dead = log.borrow().unrestated_dead();
+    for (ord, first_lsn) in dead {
+        let path = segment::idx_path(&dir, first_lsn);
+        let named = match index::load_summary(&*disk, &path, first_lsn).await {
+            Ok(Some(Ok(sum))) => Some(sum.get().queues.iter().map(|q| q.id()).collect()),
+            _ => None,
+        };
+        let ids = log.borrow().to_restate(ord, named);
+        for chunk in ids.chunks(RESTATE_CHUNK) {
+            let res = log.borrow_mut().restate(ord, chunk);
+            match res {
+                Ok(()) => {}
+                // Another round once the write or the spare is there.
+                Err(NoRoom::AwaitWrite) => {
+                    let mut l = log.borrow_mut();
+                    let lsn = l.last_lsn();
+                    l.wake_maint_at(lsn);
+                    return;
+                }
+                Err(NoRoom::AwaitSpare) => {
+                    log.borrow().maint().notify();
+                    return;
+                }
+                // Full or failed: the segment waits for space (or the end).
+                Err(NoRoom::Refused(_)) => return,
+            }
+            glommio::yield_if_needed().await;
+        }
+        log.borrow_mut().set_restated(ord);
+        if log.borrow().stopped() {
+            return;
+        }
+    }
+}
+
 /// Step 2.
 async fn delete_dead(log: &SharedLog) -> Result<(), ()> {
+    restate_dead(log).await;
     let (cands, target) = log.borrow().dead_segments();
     if cands.is_empty() {
         return Ok(());

@@ -46,7 +46,7 @@ use crate::log::record::{self, Header, Kind};
 pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX03");
 /// Bumped on any change to [`SegmentIndex`] or [`SegmentSummary`]; an
 /// index of another version is rebuilt from its segment.
-pub const INDEX_VERSION: u32 = 3;
+pub const INDEX_VERSION: u32 = 4;
 const TRAILER_LEN: usize = 24;
 /// Entries per checksummed page of a span (one 4 KiB block's worth).
 pub const PAGE_ENTRIES: usize = 170;
@@ -96,6 +96,13 @@ pub struct SeqRange {
     pub end: u64,
 }
 
+/// `[first, end)` of queue ids.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRange {
+    pub first: u32,
+    pub end: u32,
+}
+
 /// The whole index of one segment.
 #[derive(
     rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq, Default,
@@ -110,6 +117,8 @@ pub struct SegmentIndex {
     pub data_len: u64,
     /// The segment holds a complete checkpoint.
     pub checkpoint: bool,
+    /// From the checkpoint: the queues alive when the segment was started.
+    pub live: Vec<IdRange>,
     /// From the checkpoint record: the next queue id to hand out.
     pub next_queue_id: u32,
     /// Highest queue id mentioned by any record.
@@ -161,6 +170,7 @@ pub struct SegmentSummary {
     pub last_lsn: u64,
     pub data_len: u64,
     pub checkpoint: bool,
+    pub live: Vec<IdRange>,
     pub next_queue_id: u32,
     pub max_queue_id: u32,
     pub corrupt_records: u32,
@@ -174,6 +184,7 @@ pub struct IndexBuilder {
     last_lsn: u64,
     data_len: u64,
     checkpoint: bool,
+    live: Vec<IdRange>,
     next_queue_id: u32,
     max_queue_id: u32,
     pub corrupt_records: u32,
@@ -232,6 +243,22 @@ impl IndexBuilder {
                 }
             }
             Kind::Checkpoint => {
+                // Format 4 and before: the queues restated before it.
+                let mut ids: Vec<(u32, u32)> = self
+                    .queues
+                    .values()
+                    .filter(|q| q.created)
+                    .map(|q| (q.id, q.id + 1))
+                    .collect();
+                ids.extend(record::parse_checkpoint(body).into_iter().flatten());
+                ids.sort_unstable();
+                self.live.clear();
+                for (first, end) in ids {
+                    match self.live.last_mut() {
+                        Some(r) if r.end >= first => r.end = r.end.max(end),
+                        _ => self.live.push(IdRange { first, end }),
+                    }
+                }
                 self.checkpoint = true;
                 self.next_queue_id = self.next_queue_id.max(h.seq as u32);
             }
@@ -288,6 +315,7 @@ impl IndexBuilder {
             last_lsn: self.last_lsn,
             data_len: self.data_len,
             checkpoint: self.checkpoint,
+            live: self.live,
             next_queue_id: self.next_queue_id,
             max_queue_id: self.max_queue_id,
             corrupt_records: self.corrupt_records,
@@ -354,6 +382,7 @@ fn summarise(index: &SegmentIndex, main: &[u8]) -> SegmentSummary {
         last_lsn: index.last_lsn,
         data_len: index.data_len,
         checkpoint: index.checkpoint,
+        live: index.live.clone(),
         next_queue_id: index.next_queue_id,
         max_queue_id: index.max_queue_id,
         corrupt_records: index.corrupt_records,
@@ -725,6 +754,8 @@ pub async fn read_entries(
 pub trait IndexRead {
     type Queue: QueueRead;
     fn checkpoint(&self) -> bool;
+    /// The checkpoint's live queue ids, `[first, end)`, ascending.
+    fn live(&self) -> impl Iterator<Item = (u32, u32)> + '_;
     fn next_queue_id(&self) -> u32;
     fn max_queue_id(&self) -> u32;
     fn last_lsn(&self) -> u64;
@@ -763,6 +794,9 @@ impl IndexRead for SegmentIndex {
     type Queue = QueueIndex;
     fn checkpoint(&self) -> bool {
         self.checkpoint
+    }
+    fn live(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.live.iter().map(|r| (r.first, r.end))
     }
     fn next_queue_id(&self) -> u32 {
         self.next_queue_id
@@ -829,6 +863,11 @@ macro_rules! archived_index_read {
             type Queue = $queue;
             fn checkpoint(&self) -> bool {
                 self.checkpoint
+            }
+            fn live(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+                self.live
+                    .iter()
+                    .map(|r| (r.first.to_native(), r.end.to_native()))
             }
             fn next_queue_id(&self) -> u32 {
                 self.next_queue_id.to_native()

@@ -46,9 +46,12 @@ pub enum Kind {
     Consumed = 3,
     /// Queue `queue` and all its messages are gone.
     Deleted = 4,
-    /// End of the segment's checkpoint: every queue alive when the segment
-    /// was started has a `Created` record before this one. `seq` is the next
-    /// queue id to hand out.
+    /// The segment's checkpoint, its first record: the ids of the queues
+    /// alive when it was started. Body: `(u32 first, u32 end)` ranges of
+    /// ids, ascending (see `log::recovery`, "Which queues exist"). `seq` is
+    /// the next queue id to hand out. Segments of format 4 and before have
+    /// an empty body and a `Created` record of every live queue before this
+    /// one instead.
     Checkpoint = 5,
     /// Messages `seq` up to (excluding) the body's `u64` of queue `queue`
     /// are consumed, whatever the head says: a reliable read confirmed out
@@ -249,6 +252,28 @@ pub fn created_body(head: u64, tail: u64, name: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&tail.to_le_bytes());
     b.extend_from_slice(name);
     b
+}
+
+/// Body of a `Checkpoint` record: the live queue ids as `[first, end)`
+/// ranges.
+pub fn checkpoint_body(live: &[(u32, u32)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 * live.len());
+    for &(first, end) in live {
+        b.extend_from_slice(&first.to_le_bytes());
+        b.extend_from_slice(&end.to_le_bytes());
+    }
+    b
+}
+
+/// The id ranges of a `Checkpoint` record's body (`None` if it is not
+/// whole ranges).
+pub fn parse_checkpoint(body: &[u8]) -> Option<impl Iterator<Item = (u32, u32)> + '_> {
+    body.len().is_multiple_of(8).then(|| {
+        body.chunks_exact(8).map(|c| {
+            let at = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().expect("4 bytes"));
+            (at(0), at(4))
+        })
+    })
 }
 
 /// Body of a `Confirmed` record: the end of its range.

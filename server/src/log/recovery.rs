@@ -26,14 +26,29 @@
 //! instead of every index plus the locators copied three times over.
 
 //! # Which queues exist
-//! Every segment starts with a checkpoint: a `Created` record (with its
-//! counters) for every queue alive at that moment, then a `Checkpoint`
-//! record. So the newest segment with a complete checkpoint (the
-//! *authority*) names every queue alive from its start on; queues created
-//! later in it or in newer segments add to that, `Deleted` records remove.
-//! A queue known only from older segments was deleted, even if the segment
-//! with its `Deleted` record has since been reclaimed. Counters only grow,
-//! so they are the maximum any surviving record asserts.
+//! Every segment starts with a checkpoint: a `Checkpoint` record listing
+//! the ids of the queues alive at that moment. So the newest segment with a
+//! complete checkpoint (the *authority*) names every queue alive from its
+//! start on; queues created later in it or in newer segments add to that,
+//! `Deleted` records remove. A queue neither named there nor created since
+//! was deleted, even if the segment with its `Deleted` record has since
+//! been reclaimed.
+//!
+//! A queue's name and counters are in its newest `Created` record, and
+//! counters only grow, so they are the maximum any surviving record
+//! asserts. Those records are not repeated in every segment: before a
+//! segment is deleted, every live queue its records name whose newest
+//! `Created` record is not in a newer segment is *restated* (a `Created`
+//! record with its current counters) in the open one (`Log::restate`). So
+//! every live queue keeps a `Created` record, and whatever a deleted
+//! segment said of a queue, a newer record says too. A queue nobody
+//! touches costs nothing per segment: a million idle queues are restated
+//! only when the segment holding their last restatement is reclaimed.
+//!
+//! Directories of format 4 and before restated every live queue at the
+//! start of every segment, before an empty `Checkpoint` record: the
+//! restated queues are that checkpoint's list (`IndexBuilder`), and the
+//! rules above read them unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -73,6 +88,8 @@ pub struct FoundQueue {
     pub tail: u64,
     /// Messages above `head` confirmed out of order.
     pub confirmed: Confirmed,
+    /// Ordinal of the segment with its newest `Created` record.
+    pub restated: u32,
 }
 
 /// Where recovery hands what it finds (raft-engine's `ReplayMachine`): the
@@ -271,6 +288,8 @@ pub struct Replayer {
     queues: HashMap<u32, QState>,
     live: HashMap<u32, Live>,
     authority: u32,
+    /// The authority's checkpoint: the queues alive when it was started.
+    authority_live: Vec<(u32, u32)>,
     next_queue_id: u32,
     max_lsn: u64,
     /// Messages handed over per segment ordinal, and their record bytes.
@@ -293,6 +312,7 @@ impl Replayer {
     pub fn summarise(&mut self, ord: u32, idx: &impl IndexRead) {
         if idx.checkpoint() {
             self.authority = ord;
+            self.authority_live = idx.live().collect();
         }
         self.next_queue_id = self
             .next_queue_id
@@ -321,11 +341,18 @@ impl Replayer {
     /// End of pass 1: hands `sink` the live queues (by id).
     pub fn queues(&mut self, mut sink: impl FnMut(FoundQueue)) {
         let authority = self.authority;
+        let named = std::mem::take(&mut self.authority_live);
+        let in_checkpoint = |id: u32| {
+            let i = named.partition_point(|&(_, end)| end <= id);
+            named.get(i).is_some_and(|&(first, _)| first <= id)
+        };
         let mut alive: Vec<(u32, QState)> = std::mem::take(&mut self.queues)
             .into_iter()
-            .filter(|(_, q)| match q.created_in {
+            .filter(|(id, q)| match q.created_in {
                 Some(c) => {
-                    c >= authority && !matches!(q.deleted_in, Some(d) if d >= c) && q.name.is_some()
+                    (c >= authority || in_checkpoint(*id))
+                        && !matches!(q.deleted_in, Some(d) if d >= c)
+                        && q.name.is_some()
                 }
                 None => false,
             })
@@ -351,6 +378,7 @@ impl Replayer {
                 head,
                 tail: q.tail,
                 confirmed,
+                restated: q.created_in.expect("alive queues were created"),
             });
         }
     }

@@ -18,10 +18,13 @@
 //!   [`NoRoom::AwaitSpare`] (the store holds the request, and every later
 //!   one of the shard, until maintenance has made one) or, once maintenance
 //!   found the disk full, [`LogError::OutOfSpace`]. A new segment opens with
-//!   a checkpoint: a `Created` record for every live queue (the log keeps
-//!   their names and counters in its catalog, because every change to them
-//!   is a record it wrote), so older segments can be deleted without losing
-//!   a queue or its counters.
+//!   a checkpoint naming the live queues by id (as ranges), and a segment
+//!   is deleted only after every live queue it says anything of is
+//!   restated (a `Created` record with its counters) in the open segment
+//!   ([`Log::restate_for`]; the log keeps names and counters in its
+//!   catalog, because every change to them is a record it wrote). So older
+//!   segments can be deleted without losing a queue or its counters, and a
+//!   queue nobody touches costs no record per segment.
 //! - **Sizes.** A segment file is preallocated whole when it is made, never
 //!   grown while it is written: `fallocate` on a file under O_DIRECT writes
 //!   waits for the writes in flight and pushes the next ones to io_uring's
@@ -33,8 +36,8 @@
 //!   (or a set waits for it). An empty shard so holds 16 MiB, 8 MiB once
 //!   stopped; under load its segments are full size after the first roll.
 //!   Full size is `--segment-size`, or 8 times the checkpoint if more
-//!   (`room::CHECKPOINT_SHARE`): with a million queues a checkpoint is
-//!   ~72 MB, which would not fit a 64 MiB segment at all.
+//!   (`room::CHECKPOINT_SHARE`): a checkpoint is 8 bytes per range of
+//!   live ids, small unless queues were deleted all over the id space.
 //! - **Progress** only moves forward: `written_lsn` ≤ … and `acked_lsn` is
 //!   raised only by the commit loop (after the write, and with
 //!   `--sync always` the fdatasync, of everything up to it).
@@ -250,6 +253,13 @@ impl Log {
         queues: Vec<(u32, CatalogEntry)>,
     ) -> Log {
         let last = rec.next_lsn - 1;
+        let catalog = Catalog::new(queues, rec.next_queue_id);
+        let mut segs = SegTable::new(rec.segs);
+        for (ord, bytes) in catalog.holdings() {
+            if let Some(s) = segs.get_mut(ord) {
+                s.held_bytes += bytes;
+            }
+        }
         Log {
             disk,
             cfg,
@@ -271,8 +281,8 @@ impl Log {
                 tail: Tail::default(),
                 builder: IndexBuilder::new(rec.next_lsn),
             },
-            segs: SegTable::new(rec.segs),
-            catalog: Catalog::new(queues, rec.next_queue_id),
+            segs,
+            catalog,
             spares: Spares::new(),
             backlog: Backlog {
                 first_unwritten: None,

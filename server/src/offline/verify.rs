@@ -412,6 +412,7 @@ mod tests {
             last_lsn: 9,
             data_len: 800,
             checkpoint: true,
+            live: vec![],
             next_queue_id: 2,
             max_queue_id: 1,
             corrupt_records: 0,

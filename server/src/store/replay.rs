@@ -50,6 +50,7 @@ impl Rebuild {
                     head: found.head,
                     tail: found.tail,
                     confirmed: found.confirmed,
+                    restated: found.restated,
                 },
             ));
             // They came newest segment first.

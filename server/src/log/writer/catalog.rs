@@ -1,15 +1,19 @@
 //! The catalog: every live queue's name and counters, as the log's own
-//! records left them. The log keeps it (not the store) because a new
-//! segment must restate it in its checkpoint before older segments can be
-//! deleted, and every change to it is a record the log writes.
+//! records left them. The log keeps it (not the store) because a segment
+//! can be deleted only once what its records say of its queues is restated
+//! in a newer one, and every change to it is a record the log writes.
 //!
-//! With a million queues the catalog is the biggest thing a checkpoint
-//! restates, so what a checkpoint would take is kept as a running total
-//! rather than summed over every queue: the log asks for it whenever it
-//! sizes a segment or a spare. Queues are found by id on every set and get,
-//! so they are hashed with the server's integer hasher, not SipHash, and
-//! boxed (an empty slot of the table is then 16 bytes, not a whole entry),
-//! with the name shared with the store's.
+//! A new segment's checkpoint names the live queues by id, as ranges (a
+//! million queues made in a row are one range), and restates nothing else:
+//! a queue's name and counters are restated only when the segment holding
+//! its last restatement, or a record about it since, is about to be deleted
+//! (see `log::recovery`, "Which queues exist"). So each entry remembers
+//! where it was last restated, and the catalog keeps the live ids as
+//! ranges, up to date with every change, for the next checkpoint. Queues
+//! are found by id on every set and get, so they are hashed with the
+//! server's integer hasher, not SipHash, and boxed (an empty slot of the
+//! table is then 16 bytes, not a whole entry), with the name shared with
+//! the store's.
 
 use std::rc::Rc;
 
@@ -30,6 +34,8 @@ pub struct CatalogEntry {
     pub tail: u64,
     /// Messages above `head` consumed out of order (reliable reads).
     pub confirmed: Confirmed,
+    /// Ordinal of the segment with its newest `Created` record.
+    pub restated: u32,
 }
 
 /// The live queues by id, and the id the next new queue gets (ids are never
@@ -37,9 +43,8 @@ pub struct CatalogEntry {
 pub(super) struct Catalog {
     queues: IdMap<u32, Box<Entry>>,
     next_id: u32,
-    /// Bytes of the records restating every queue (see
-    /// [`Catalog::checkpoint_bytes`]), kept up to date by every change.
-    checkpoint_bytes: u64,
+    /// The live ids as ascending `[first, end)` ranges.
+    live: Vec<(u32, u32)>,
 }
 
 /// A queue as the catalog keeps it: a [`CatalogEntry`] with its name
@@ -49,32 +54,47 @@ pub(super) struct Entry {
     pub(super) head: u64,
     pub(super) tail: u64,
     pub(super) confirmed: Confirmed,
+    /// Ordinal of the segment with its newest `Created` record.
+    pub(super) restated: u32,
 }
 
-/// Bytes of the records a checkpoint restates `q` with: its `Created`
-/// record and one `Confirmed` record per range confirmed out of order.
-fn entry_bytes(q: &Entry) -> u64 {
-    record::record_len(16 + q.name.len()) as u64 + confirmed_bytes(q.confirmed.len())
+/// Bytes of the records that restate `q`: its `Created` record and one
+/// `Confirmed` record per range confirmed out of order.
+pub(super) fn restatement_bytes(q: &Entry) -> u64 {
+    created_bytes(&q.name) + confirmed_bytes(q.confirmed.len())
+}
+
+/// Bytes of the `Created` record of a queue named `name`.
+pub(super) fn created_bytes(name: &[u8]) -> u64 {
+    record::record_len(16 + name.len()) as u64
 }
 
 impl Catalog {
     pub(super) fn new(queues: Vec<(u32, CatalogEntry)>, next_id: u32) -> Catalog {
         let mut table = IdMap::with_capacity_and_hasher(queues.len(), Default::default());
-        let mut checkpoint_bytes = 0;
+        let mut ids: Vec<u32> = queues.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        let mut live: Vec<(u32, u32)> = Vec::new();
+        for id in ids {
+            match live.last_mut() {
+                Some((_, end)) if *end == id => *end += 1,
+                _ => live.push((id, id + 1)),
+            }
+        }
         for (id, q) in queues {
             let q = Entry {
                 name: q.name.into(),
                 head: q.head,
                 tail: q.tail,
                 confirmed: q.confirmed,
+                restated: q.restated,
             };
-            checkpoint_bytes += entry_bytes(&q);
             table.insert(id, Box::new(q));
         }
         Catalog {
             queues: table,
             next_id,
-            checkpoint_bytes,
+            live,
         }
     }
 
@@ -83,8 +103,9 @@ impl Catalog {
         self.next_id
     }
 
-    /// Takes in a new queue named `name`; returns its id.
-    pub(super) fn create(&mut self, name: Rc<[u8]>) -> u32 {
+    /// Takes in a new queue named `name`, created in segment `seg`; returns
+    /// its id.
+    pub(super) fn create(&mut self, name: Rc<[u8]>, seg: u32) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         let q = Entry {
@@ -92,15 +113,34 @@ impl Catalog {
             head: 0,
             tail: 0,
             confirmed: Confirmed::default(),
+            restated: seg,
         };
-        self.checkpoint_bytes += entry_bytes(&q);
         self.queues.insert(id, Box::new(q));
+        // Ids only grow: the new one ends the last range or starts one.
+        match self.live.last_mut() {
+            Some((_, end)) if *end == id => *end += 1,
+            _ => self.live.push((id, id + 1)),
+        }
         id
     }
 
     pub(super) fn remove(&mut self, id: u32) {
-        if let Some(q) = self.queues.remove(&id) {
-            self.checkpoint_bytes -= entry_bytes(&q);
+        if self.queues.remove(&id).is_none() {
+            return;
+        }
+        let i = self.live.partition_point(|&(_, end)| end <= id);
+        let (first, end) = self.live[i];
+        debug_assert!(first <= id && id < end, "a live id is in a range");
+        match (first == id, end == id + 1) {
+            (true, true) => {
+                self.live.remove(i);
+            }
+            (true, false) => self.live[i].0 += 1,
+            (false, true) => self.live[i].1 -= 1,
+            (false, false) => {
+                self.live[i].1 = id;
+                self.live.insert(i + 1, (id + 1, end));
+            }
         }
     }
 
@@ -115,20 +155,14 @@ impl Catalog {
     pub(super) fn consumed_below(&mut self, id: u32, head: u64) {
         if let Some(q) = self.queues.get_mut(&id) {
             q.head = q.head.max(head);
-            let ranges = q.confirmed.len();
             q.confirmed.drop_below(head);
-            self.checkpoint_bytes -= confirmed_bytes(ranges - q.confirmed.len());
         }
     }
 
     /// Messages `[seq, end)` of queue `id` are consumed out of order.
     pub(super) fn confirmed(&mut self, id: u32, seq: u64, end: u64) {
         if let Some(q) = self.queues.get_mut(&id) {
-            let before = confirmed_bytes(q.confirmed.len());
             q.confirmed.insert(seq, end);
-            // Inserting may merge ranges as well as add one.
-            self.checkpoint_bytes =
-                self.checkpoint_bytes - before + confirmed_bytes(q.confirmed.len());
         }
     }
 
@@ -139,22 +173,39 @@ impl Catalog {
             .map_or(0, |q| q.head + q.confirmed.count())
     }
 
-    /// The live queues' ids in order, for a checkpoint (the map's own order
-    /// would differ from run to run).
-    pub(super) fn ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.queues.keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
     pub(super) fn get(&self, id: u32) -> Option<&Entry> {
         self.queues.get(&id).map(|q| &**q)
     }
 
-    /// Bytes the checkpoint that opens a new segment takes now (without its
-    /// own `Checkpoint` record).
+    /// Queue `id` is restated in segment `seg`.
+    pub(super) fn restated(&mut self, id: u32, seg: u32) {
+        if let Some(q) = self.queues.get_mut(&id) {
+            q.restated = seg;
+        }
+    }
+
+    /// Every live queue's newest restatement: `(segment, bytes of its
+    /// Created record)`.
+    pub(super) fn holdings(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.queues
+            .values()
+            .map(|q| (q.restated, created_bytes(&q.name)))
+    }
+
+    /// The live ids as ascending `[first, end)` ranges, for a checkpoint.
+    pub(super) fn live(&self) -> &[(u32, u32)] {
+        &self.live
+    }
+
+    /// Every live id, ascending.
+    pub(super) fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live.iter().flat_map(|&(first, end)| first..end)
+    }
+
+    /// Bytes of the checkpoint that opens a new segment now (without its
+    /// record header).
     pub(super) fn checkpoint_bytes(&self) -> u64 {
-        self.checkpoint_bytes
+        8 * self.live.len() as u64
     }
 }
 
@@ -162,39 +213,48 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    /// The running total is what summing every queue gives, through
-    /// creations, out-of-order confirmations (which add and merge ranges),
-    /// the head passing them, and removals.
+    /// The ranges are the live ids through creations, removals at either
+    /// end or inside a range, and a restart's rebuild; restatement marks
+    /// follow.
     #[test]
-    fn checkpoint_bytes_follow_every_change() {
-        let summed = |c: &Catalog| c.queues.values().map(|q| entry_bytes(q)).sum::<u64>();
-        let recovered = CatalogEntry {
+    fn live_ranges_follow_every_change() {
+        let ranges = |c: &Catalog| {
+            let mut ids: Vec<u32> = c.queues.keys().copied().collect();
+            ids.sort_unstable();
+            assert_eq!(c.ids().collect::<Vec<_>>(), ids);
+            c.live().to_vec()
+        };
+        let recovered = |restated| CatalogEntry {
             name: b"old".to_vec().into(),
             head: 1,
             tail: 2,
             confirmed: Confirmed::default(),
+            restated,
         };
-        let mut c = Catalog::new(vec![(7, recovered)], 8);
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
+        let mut c = Catalog::new(vec![(9, recovered(3)), (7, recovered(2))], 10);
+        assert_eq!(ranges(&c), vec![(7, 8), (9, 10)]);
+        assert_eq!(c.checkpoint_bytes(), 16);
+        let ids: Vec<u32> = (0..5).map(|_| c.create(b"q"[..].into(), 4)).collect();
+        assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+        assert_eq!(ranges(&c), vec![(7, 8), (9, 15)]);
+        c.remove(12);
+        assert_eq!(ranges(&c), vec![(7, 8), (9, 12), (13, 15)]);
+        c.remove(9);
+        c.remove(14);
+        c.remove(14);
+        assert_eq!(ranges(&c), vec![(7, 8), (10, 12), (13, 14)]);
         c.remove(7);
-        let a = c.create(b"a"[..].into());
-        let b = c.create(b"a-longer-name"[..].into());
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
-        c.confirmed(a, 5, 6);
-        c.confirmed(a, 8, 9);
-        assert_eq!(c.get(a).map(|q| q.confirmed.len()), Some(2));
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
-        c.confirmed(a, 6, 8); // merges the two into one
-        assert_eq!(c.get(a).map(|q| q.confirmed.len()), Some(1));
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
-        c.confirmed(b, 3, 4);
-        c.consumed_below(a, 10);
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
-        c.remove(b);
-        c.remove(b);
-        assert_eq!(c.checkpoint_bytes(), summed(&c));
-        c.remove(a);
-        assert_eq!(c.checkpoint_bytes(), 0);
-        assert_eq!(c.dequeued(a), 0);
+        c.remove(13);
+        assert_eq!(ranges(&c), vec![(10, 12)]);
+        assert_eq!(c.create(b"r"[..].into(), 5), 15);
+        assert_eq!(ranges(&c), vec![(10, 12), (15, 16)]);
+        assert_eq!(c.get(15).map(|q| q.restated), Some(5));
+        c.restated(10, 6);
+        assert_eq!(c.get(10).map(|q| q.restated), Some(6));
+        c.confirmed(10, 5, 6);
+        assert_eq!(c.dequeued(10), 1);
+        c.consumed_below(10, 7);
+        assert_eq!(c.dequeued(10), 7);
+        assert_eq!(c.get(10).map(restatement_bytes), Some(created_bytes(b"q")));
     }
 }

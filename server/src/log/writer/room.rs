@@ -18,11 +18,11 @@ use crate::log::segment;
 /// segment size; larger when a checkpoint needs it).
 pub const SMALL_SEGMENT: u64 = 8 << 20;
 
-/// A checkpoint restates every queue, so with many queues it is large; a
-/// segment is made at least this many times the checkpoint's size, which
-/// keeps checkpoints to about this fraction of what the log writes (at
-/// 1,000,000 queues a checkpoint is ~72 MB: in 64 MB segments it would not
-/// even fit, and sets were refused as out of space with the disk empty).
+/// A checkpoint lists the live queue ids as ranges, so when queues were
+/// deleted all over the id space it can be large; a segment is made at
+/// least this many times the checkpoint's size, which keeps checkpoints to
+/// about this fraction of what the log writes (and a checkpoint always
+/// fits).
 const CHECKPOINT_SHARE: u64 = 8;
 
 /// Why [`Log::make_room`] could not make room.
@@ -120,7 +120,7 @@ impl Log {
 
     /// Bytes the checkpoint that opens a new segment takes now.
     fn checkpoint_bytes(&self) -> u64 {
-        self.catalog.checkpoint_bytes() + record::record_len(0) as u64
+        record::record_len(self.catalog.checkpoint_bytes() as usize) as u64
     }
 
     /// Makes sure `need` more bytes of records fit, rolling to a new segment
@@ -163,7 +163,7 @@ impl Log {
                 }
             }
         }
-        // A new segment starts with a checkpoint of every queue: if that and
+        // A new segment starts with a checkpoint of the live queues: if that and
         // this record cannot share even a full-size segment (sets: outside
         // its reserve), rolling would not help (and would only leave an
         // empty segment behind per attempt).
@@ -222,20 +222,9 @@ impl Log {
         open.spare_mark = (open.size - open.reserve) / 2;
         open.builder = IndexBuilder::new(self.progress.next_lsn);
         self.spares.want_sets_spare(false);
-        for id in self.catalog.ids() {
-            let Some(q) = self.catalog.get(id) else {
-                continue;
-            };
-            let body = record::created_body(q.head, q.tail, &q.name);
-            let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
-            self.append(Kind::Created, id, 0, &body);
-            for (start, end) in confirmed {
-                let end = record::confirmed_body(end);
-                self.append(Kind::Confirmed, id, start, &end);
-            }
-        }
         let next_id = u64::from(self.catalog.next_id());
-        self.progress.checkpoint_lsn = self.append(Kind::Checkpoint, 0, next_id, &[]).1;
+        let live = record::checkpoint_body(self.catalog.live());
+        self.progress.checkpoint_lsn = self.append(Kind::Checkpoint, 0, next_id, &live).1;
         let end = self.open.tail.end();
         if let Some(seg) = self.segs.get_mut(ord) {
             seg.checkpoint_end = end;

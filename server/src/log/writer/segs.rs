@@ -109,6 +109,12 @@ pub struct Seg {
     /// End of its checkpoint (0 when unknown, for segments of an earlier
     /// run): compaction can never reclaim these bytes.
     pub(in crate::log) checkpoint_end: u64,
+    /// Every live queue its records name is restated in a newer segment
+    /// (see [`super::Log::restate`]): it may be deleted once that is synced.
+    pub(in crate::log) restated: bool,
+    /// Bytes of the newest `Created` records of live queues in it: what
+    /// deleting it writes again (compaction counts them as live).
+    pub(in crate::log) held_bytes: u64,
 }
 
 impl Seg {
@@ -130,6 +136,8 @@ impl Seg {
             dead_lsn: 0,
             no_compact: false,
             checkpoint_end: 0,
+            restated: false,
+            held_bytes: 0,
         }
     }
 
@@ -153,6 +161,19 @@ impl Seg {
     pub(in crate::log) fn count_live(&mut self, len: u32) {
         self.live += 1;
         self.live_bytes += u64::from(len);
+    }
+
+    /// Sealed, indexed, with no live message and no read in flight, and
+    /// worth deleting: the `Created` records it holds, which deleting it
+    /// writes again, are less than half its data. A segment of mostly
+    /// such records (the restatements of idle queues) stays as the home of
+    /// those queues' names, or deleting it would only write its like again,
+    /// for ever.
+    pub(in crate::log) fn dead(&self) -> bool {
+        self.settled()
+            && self.live == 0
+            && self.pins == 0
+            && self.held_bytes * 2 < self.data_len.saturating_sub(self.checkpoint_end)
     }
 
     /// Sealed, written, indexed: what deletion and compaction start from.

@@ -4,10 +4,11 @@
 
 use std::rc::Rc;
 
-use super::{Log, Seg, Spare};
+use super::catalog::{created_bytes, restatement_bytes};
+use super::{Log, NoRoom, Seg, Spare};
 use crate::disk::DiskFile;
 use crate::log::index::SegmentIndex;
-use crate::log::record::{self, Header, HEADER_LEN};
+use crate::log::record::{self, Header, Kind, HEADER_LEN};
 use crate::log::{Pos, SyncMode};
 
 /// A sealed segment whose last bytes are written, and its index to write.
@@ -71,17 +72,84 @@ impl Log {
 
     // Deleting consumed segments.
 
-    /// Sealed segments with no live message and no read in flight, and the
-    /// lsn that must be synced before they may go: every record that killed
-    /// their messages, and the open segment's checkpoint (which names every
-    /// queue without them).
+    /// Dead segments ([`Seg::dead`]) whose queues are not restated yet:
+    /// `(ordinal, first lsn)`.
+    pub(in crate::log) fn unrestated_dead(&self) -> Vec<(u32, u64)> {
+        let open = self.open.ord;
+        self.segs
+            .iter()
+            .filter(|(o, s)| *o != open && s.dead())
+            .filter(|(_, s)| !s.restated)
+            .map(|(o, s)| (o, s.first_lsn))
+            .collect()
+    }
+
+    /// Of the queues segment `ord`'s records name (`None`: not known, so
+    /// every queue), the live ones that must be restated before it goes:
+    /// those whose newest `Created` record is not newer than it.
+    pub(in crate::log) fn to_restate(&self, ord: u32, named: Option<Vec<u32>>) -> Vec<u32> {
+        let stale = |id: &u32| self.catalog.get(*id).is_some_and(|q| q.restated <= ord);
+        match named {
+            Some(ids) => ids.into_iter().filter(stale).collect(),
+            None => self.catalog.ids().filter(stale).collect(),
+        }
+    }
+
+    /// Restates queues `ids` (from [`Log::to_restate`]) in the open segment,
+    /// for the deletion of segment `ord`: a `Created` record with the
+    /// queue's counters, and its out-of-order confirmations. Restating is
+    /// what lets a segment go, so it may use the consumers' reserve. Stops
+    /// at the first queue there is no room for now; the caller tries again.
+    pub(in crate::log) fn restate(&mut self, ord: u32, ids: &[u32]) -> Result<(), NoRoom> {
+        for &id in ids {
+            let Some(q) = self.catalog.get(id).filter(|q| q.restated <= ord) else {
+                continue;
+            };
+            self.make_room(restatement_bytes(q), false)?;
+            let q = self.catalog.get(id).expect("making room changes no queue");
+            let held = created_bytes(&q.name);
+            if let Some(s) = self.segs.get_mut(q.restated) {
+                s.held_bytes = s.held_bytes.saturating_sub(held);
+            }
+            let body = record::created_body(q.head, q.tail, &q.name);
+            let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
+            let mut lsn = self.append(Kind::Created, id, 0, &body).1;
+            for (start, end) in confirmed {
+                let end = record::confirmed_body(end);
+                lsn = self.append(Kind::Confirmed, id, start, &end).1;
+            }
+            self.catalog.restated(id, self.open.ord);
+            if let Some(s) = self.segs.get_mut(self.open.ord) {
+                s.held_bytes += held;
+            }
+            if let Some(s) = self.segs.get_mut(ord) {
+                s.dead_lsn = s.dead_lsn.max(lsn);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue segment `ord` names is restated (its `dead_lsn` covers
+    /// the restatements).
+    pub(in crate::log) fn set_restated(&mut self, ord: u32) {
+        if let Some(s) = self.segs.get_mut(ord) {
+            s.restated = true;
+        }
+    }
+
+    /// Dead segments ([`Seg::dead`]), their queues restated, and the lsn that must be synced before they may
+    /// go: every record that killed their messages or restated their
+    /// queues, and the open segment's checkpoint (which names the live
+    /// queues without them: a queue whose `Deleted` record goes with them
+    /// must not come back from an older `Created` one).
     pub(in crate::log) fn dead_segments(&self) -> (Vec<u32>, u64) {
         let open = self.open.ord;
         let mut target = self.progress.checkpoint_lsn;
         let dead: Vec<u32> = self
             .segs
             .iter()
-            .filter(|(o, s)| *o != open && s.settled() && s.live == 0 && s.pins == 0)
+            .filter(|(o, s)| *o != open && s.dead())
+            .filter(|(_, s)| s.restated)
             .map(|(o, s)| {
                 target = target.max(s.dead_lsn);
                 o
@@ -168,7 +236,8 @@ impl Log {
     // Compaction and scrub.
 
     /// A sealed segment less than a quarter live (not counting its
-    /// checkpoint, which a copy would not shrink).
+    /// checkpoint, which a copy would not shrink; counting the `Created`
+    /// records it holds, which deleting it writes again).
     pub(in crate::log) fn compaction_job(&self) -> Option<CompactionJob> {
         let open = self.open.ord;
         self.segs
@@ -178,7 +247,8 @@ impl Log {
                     && s.settled()
                     && s.live > 0
                     && !s.no_compact
-                    && s.live_bytes * 4 < s.data_len.saturating_sub(s.checkpoint_end)
+                    && (s.live_bytes + s.held_bytes) * 4
+                        < s.data_len.saturating_sub(s.checkpoint_end)
             })
             .and_then(|(ord, s)| {
                 Some(CompactionJob {

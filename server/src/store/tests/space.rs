@@ -1,9 +1,9 @@
 //! Disk space: consumed segments are deleted, a slow queue's messages are
 //! compacted forward instead of pinning old segments, segments start small
 //! and grow, the largest message `-B` admits always fits, and a full disk
-//! (`max_disk`, a checkpoint larger than a segment, ENOSPC when the next
-//! segment's file is made) refuses sets but keeps serving gets, until
-//! consumers free space.
+//! (`max_disk`, ENOSPC when the next segment's file is made) refuses sets
+//! but keeps serving gets, until consumers free space; idle queues outlive
+//! the segments that created them.
 //!
 //! Guards against: a log that only grows, a shard that stops for good on
 //! ENOSPC, half-written queues after an out-of-space refusal, useless
@@ -164,43 +164,87 @@ fn out_of_space_then_recovers() {
     });
 }
 
-/// More queues than a configured segment's checkpoint can hold: segments
-/// grow with the checkpoint (to several times its size), so sets to new
-/// queues keep working (they used to be refused as out of space with the
-/// disk all but empty), and a restart finds every queue.
+/// Many queues, idle after their first message: segments keep their
+/// configured size (a checkpoint names queues by id range, it does not
+/// restate them), the segments that created the queues are deleted once
+/// consumed (their queues restated first), a deleted queue whose
+/// `Deleted` record went with them stays deleted, and a restart finds every
+/// queue with its counters. Guards against: checkpoints that restate every
+/// queue in every segment (72 MB per segment at a million queues), idle
+/// queues lost with the segment that created them, and a compaction that
+/// copies a segment of `Created` records forward for ever.
 #[test]
-fn checkpoint_larger_than_a_segment_grows_the_segments() {
+fn idle_queues_outlive_the_segments_that_created_them() {
     let dir = test_dir();
     let cfg = config(dir.path());
     let shard = cfg.dir.clone();
     run(move || async move {
         let s = Store::open(cfg.clone()).await.unwrap();
-        // ~264 bytes of checkpoint each: ~260 KB against 64 KiB segments.
-        let n = 1000;
+        // The first segment stays (`pin`'s message keeps it more than a
+        // quarter live) with `gone`'s `Created` record in it.
+        set(&s, "gone", b"y".to_vec()).await;
+        set(&s, "pin", body(2, 0, 20_000)).await;
+        // ~264 bytes of `Created` record and ~1 KB of message each: ~400 KB
+        // against 64 KiB segments.
+        let n = 300;
+        let name = |i: usize| format!("{i:0>200}");
         for i in 0..n {
-            set(&s, &format!("{i:0>200}"), b"x".to_vec()).await;
+            set(&s, &name(i), body(1, i as u64, 1000)).await;
+        }
+        for i in 0..n {
+            assert_eq!(get(&s, &name(i)).await.unwrap(), body(1, i as u64, 1000));
         }
         s.settle().await;
-        let largest = seg_files(&shard, "log")
-            .iter()
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .max()
-            .unwrap();
-        assert!(largest > cfg.segment_size, "{largest} bytes");
+        // A busy queue rolls the log on; the queues above are idle. The
+        // segment with `gone`'s `Deleted` record (the open one, among the
+        // busy queue's messages) goes, the first, with its `Created` one,
+        // stays.
+        let first = seg_files(&shard, "log")[0].clone();
+        let mut deleted = None;
+        for round in 0..40u64 {
+            if round == 5 {
+                assert!(s.delete(b"gone").await.unwrap());
+                deleted = seg_files(&shard, "log").pop();
+            }
+            for i in 0..50 {
+                set(&s, "busy", body(0, round * 50 + i, 1000)).await;
+            }
+            for i in 0..50 {
+                assert_eq!(
+                    get(&s, "busy").await.unwrap(),
+                    body(0, round * 50 + i, 1000)
+                );
+            }
+        }
+        s.settle().await;
+        let logs = seg_files(&shard, "log");
+        let deleted = deleted.unwrap();
+        assert!(
+            logs.contains(&first) && !logs.contains(&deleted),
+            "{logs:?}"
+        );
+        // `pin`'s, the idle queues' restatements (~80 KB) and the busy
+        // queue's.
+        assert!(logs.len() <= 6, "consumed segments are deleted: {logs:?}");
+        for p in &logs {
+            let len = std::fs::metadata(p).unwrap().len();
+            assert!(len <= cfg.segment_size, "{}: {len} bytes", p.display());
+        }
+        let before = counts(&s);
+        assert_eq!(before.len(), n + 2);
         s.close().await.unwrap();
         drop(s);
         let s = Store::open(cfg).await.unwrap();
-        assert_eq!(s.queue_stats().len(), n);
-        assert_eq!(get(&s, &format!("{:0>200}", n - 1)).await.unwrap(), b"x");
+        assert_eq!(counts(&s), before);
+        assert!(counts(&s).iter().all(|(q, _, _)| q != b"gone"));
+        assert_eq!(get(&s, &name(n - 1)).await, None);
+        assert_eq!(get(&s, "pin").await.unwrap(), body(2, 0, 20_000));
+        set(&s, &name(7), b"z".to_vec()).await;
+        assert_eq!(get(&s, &name(7)).await.unwrap(), b"z");
         s.close().await.unwrap();
     });
 }
 
-/// ENOSPC when the next segment's file is made (regression: the file was
-/// created on the commit path when a segment filled, and ENOSPC there
-/// stopped the whole shard for good). Now a roll only takes a ready spare;
-/// when the spare cannot be made, sets get `OutOfSpace`, the shard keeps
-/// serving gets, and sets work again once consumers free a segment.
 #[test]
 fn enospc_for_the_next_segment_refuses_sets_and_keeps_serving() {
     use crate::disk::sim::{Fault, Op, SimDisk, Trigger};
