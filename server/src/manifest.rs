@@ -45,8 +45,11 @@ const MANIFEST_MAGIC: &str = "mcq-manifest";
 /// an older mcqd then refuses it. 4: logs may hold `Region` records (large
 /// bodies written out of line, see `log::region`), which an mcqd of
 /// format 3 would take for corruption; nothing else changed, so a format 3
-/// directory is upgraded as it is.
-pub const FORMAT: u32 = 4;
+/// directory is upgraded as it is. 5: a checkpoint lists the live queue ids
+/// instead of restating every queue (see `log::recovery`), so an mcqd of
+/// format 4 would take a queue not restated in the newest segment for
+/// deleted; a format 4 directory is read as it is.
+pub const FORMAT: u32 = 5;
 
 /// The format from which a name with a `+` hashes by its part before the
 /// `+` (fan-out queues).
