@@ -17,10 +17,15 @@ impl Store {
     ) -> Reply<bool> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        if !st.admit(&mut log, queue, body.len() as u64) {
+        // One lookup of the name for both (a hash of it, a compare).
+        let known = st.names.get(queue).copied();
+        if !st.admit(&mut log, known, queue, body.len() as u64) {
             return Reply::now(Ok(false));
         }
-        let id = st.id_or_create(&mut log, queue);
+        let id = match known {
+            Some(id) => id,
+            None => st.id_or_create(&mut log, queue),
+        };
         let meta = MessageMeta {
             flags,
             time: now_us(),
@@ -40,7 +45,7 @@ impl Store {
         // each within its own limits. The reply waits for the last copy.
         for child in children {
             let name: Box<[u8]> = st.queues[&child].name().into();
-            if st.admit(&mut log, &name, len as u64) {
+            if st.admit(&mut log, Some(child), &name, len as u64) {
                 lsn = st.append(&mut log, child, meta, body.clone(), body_crc);
                 self.waiters.wake_first(&name);
             }

@@ -44,8 +44,9 @@ impl State {
 
     /// Whether a take of queue `id` can be served from its resident
     /// messages: one that has not expired comes before any paged run (or
-    /// nothing is queued behind the expired ones).
-    pub(super) fn ready(&mut self, id: u32) -> bool {
+    /// nothing is queued behind the expired ones). `may_expire` is
+    /// [`State::may_expire`]`(id)`, which the caller needs too.
+    pub(super) fn ready(&mut self, id: u32, may_expire: bool) -> bool {
         let Some(q) = self.queues.get(&id) else {
             return true;
         };
@@ -54,7 +55,6 @@ impl State {
             return q.queued().ready(|_| false).is_ok();
         }
         // The usual case: a resident head and nothing that expires.
-        let may_expire = self.may_expire(id);
         if !may_expire {
             return true;
         }
@@ -133,7 +133,9 @@ impl State {
 
     /// Whether queue `queue`'s limits let a message of `len` bytes in, once
     /// `discard_old_when_full` dropped what it must (it drops them here).
-    pub(super) fn admit(&mut self, log: &mut Log, queue: &[u8], len: u64) -> bool {
+    /// `id` is the queue's id if it exists (`names.get(queue)`: the caller
+    /// looked it up already).
+    pub(super) fn admit(&mut self, log: &mut Log, id: Option<u32>, queue: &[u8], len: u64) -> bool {
         let caps = |l: &QueueLimits| {
             (
                 l.max_items,
@@ -142,7 +144,6 @@ impl State {
                 l.discard_old_when_full,
             )
         };
-        let id = self.names.get(queue).copied();
         let (max_items, max_bytes, max_item_size, discard_old) = match id {
             Some(id) => self.limits_of(id).map(caps).unwrap_or_default(),
             None => caps(&self.limits.for_queue(queue)),

@@ -141,11 +141,12 @@ impl Store {
         if st.queues[&id].queued().is_empty() {
             return Ok(());
         }
-        if !st.ready(id) {
+        let may_expire = st.may_expire(id);
+        if !st.ready(id, may_expire) {
             return Err(Hold::Window(id));
         }
         let mut bytes = 0;
-        if st.may_expire(id) {
+        if may_expire {
             bytes += stretch_room(&st.queues[&id]);
         }
         if pop {
