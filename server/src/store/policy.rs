@@ -72,10 +72,20 @@ impl State {
         q.queued().ready(gone).is_ok()
     }
 
-    /// The queue a take of `name` reads (see [`State::id_for_get`]), its
-    /// expired head gone: `None` when there is no such queue.
-    pub(super) fn take_from(&mut self, log: &mut Log, moves: &Moves, name: &[u8]) -> Option<u32> {
-        let id = self.id_for_get(log, name)?;
+    /// The queue a take of `name` reads (see [`State::id_for_get`]; `known`
+    /// if the caller looked it up), its expired head gone: `None` when
+    /// there is no such queue.
+    pub(super) fn take_from(
+        &mut self,
+        log: &mut Log,
+        moves: &Moves,
+        name: &[u8],
+        known: Option<u32>,
+    ) -> Option<u32> {
+        let id = match known {
+            Some(id) => id,
+            None => self.id_for_get(log, name)?,
+        };
         self.drop_expired(log, moves, id);
         Some(id)
     }
