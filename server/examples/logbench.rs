@@ -37,6 +37,7 @@ fn config(dir: &Path, sync: SyncMode) -> StoreConfig {
         segment_size: env("SEGMENT", 64 << 20),
         max_disk: None,
         cache_bytes: 64 << 20,
+        readahead_bytes: mcqd::log::readahead::DEFAULT_BUDGET,
         limits: Default::default(),
         region_min: mcqd::log::REGION_MIN,
     }

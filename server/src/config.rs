@@ -66,6 +66,14 @@ pub struct Config {
     #[arg(short = 'm', long = "cache-size", value_name = "MIB", default_value = "64", value_parser = parse_cache_size)]
     pub cache_bytes: u64,
 
+    /// Read-ahead cache for messages read back from the log (a consumer
+    /// that lags, or any after a restart), in bytes or with K, M, G
+    /// (shared out among the storage shards; each gets at least 4M). Bigger
+    /// keeps the chunks of more queues read at different places
+    /// [default: 32M per storage shard].
+    #[arg(long, value_parser = crate::limits::size)]
+    readahead_size: Option<u64>,
+
     /// Durability. `always`: acknowledged once written and flushed from the
     /// device's cache (O_DSYNC; power-loss safe).
     /// `interval=<ms>`: after the O_DIRECT write, fdatasync every <ms> (a
@@ -240,6 +248,15 @@ impl Config {
             SyncMode::NONE
         } else {
             self.sync
+        }
+    }
+
+    /// One storage shard's read-ahead budget, in bytes, out of `shards`
+    /// (`--readahead-size`).
+    pub fn readahead_bytes(&self, shards: u32) -> usize {
+        match self.readahead_size {
+            Some(total) => usize::try_from(total / u64::from(shards.max(1))).unwrap_or(usize::MAX),
+            None => crate::log::readahead::DEFAULT_BUDGET,
         }
     }
 

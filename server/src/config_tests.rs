@@ -192,6 +192,21 @@ fn sizes_take_units() {
 }
 
 #[test]
+fn the_read_ahead_budget_is_shared_out_among_the_shards() {
+    use crate::log::readahead::DEFAULT_BUDGET;
+    let c = parse(&[]);
+    assert_eq!(
+        (c.readahead_bytes(1), c.readahead_bytes(4)),
+        (DEFAULT_BUDGET, DEFAULT_BUDGET)
+    );
+    let c = parse(&["--readahead-size", "256M"]);
+    assert_eq!(c.readahead_bytes(1), 256 << 20);
+    assert_eq!(c.readahead_bytes(4), 64 << 20);
+    let e = Config::try_parse_from(["mcqd", "--readahead-size", "lots"]).unwrap_err();
+    assert!(e.to_string().contains("lots"), "{e}");
+}
+
+#[test]
 fn a_message_larger_than_a_segment_holds_is_refused() {
     assert_eq!(parse(&["-B", "1M"]).check(), Ok(()));
     assert_eq!(parse(&["-B", "55M"]).check(), Ok(()));

@@ -106,7 +106,8 @@ pub enum OpReply {
     Flushed(Result<(), LogError>),
     QueueStats(Vec<QueueStat>),
     QueueLines(QueueLines),
-    Stats(StoreStats),
+    /// Boxed: a few hundred bytes that every other reply would carry.
+    Stats(Box<StoreStats>),
     /// The request never reached its shard (or its reply never came back).
     Unrouted(&'static str),
 }
@@ -250,7 +251,7 @@ fn apply(store: &Store, op: Op) -> OpFuture {
             OpFuture::boxed(async move { OpReply::QueueLines(lines) })
         }
         Op::Stats => {
-            let stats = store.stats();
+            let stats = Box::new(store.stats());
             OpFuture::boxed(async move { OpReply::Stats(stats) })
         }
     }

@@ -160,6 +160,17 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
             Int(store.log_corrupt_records),
         ),
         ("cache_bytes", Gauge, Int(store.cache_bytes)),
+        ("readahead_hits", Counter, Int(store.readahead.hits)),
+        ("readahead_misses", Counter, Int(store.readahead.misses)),
+        ("readahead_reads", Counter, Int(store.readahead.reads)),
+        ("readahead_prefetches", Counter, Int(store.readahead.ahead)),
+        (
+            "readahead_bytes_read",
+            Counter,
+            Int(store.readahead.bytes_read),
+        ),
+        ("readahead_evictions", Counter, Int(store.readahead.evicted)),
+        ("readahead_bytes", Gauge, Int(store.readahead.bytes)),
         ("get_waiters", Gauge, Int(store.get_waiters)),
         ("open_transactions", Gauge, Int(store.open_transactions)),
     ];
@@ -338,6 +349,8 @@ pub struct StoreStats {
     pub log_corrupt_records: u64,
     /// Bytes of bodies in the hot cache.
     pub cache_bytes: u64,
+    /// The read-ahead cache's counters (`log::readahead`).
+    pub readahead: crate::log::readahead::ReadAheadStats,
     /// Blocking gets waiting for a message.
     pub get_waiters: u64,
     /// Messages handed out by reliable reads and not yet confirmed.
@@ -360,6 +373,7 @@ impl StoreStats {
         self.log_disk_bytes += other.log_disk_bytes;
         self.log_corrupt_records += other.log_corrupt_records;
         self.cache_bytes += other.cache_bytes;
+        self.readahead.add(&other.readahead);
         self.get_waiters += other.get_waiters;
         self.open_transactions += other.open_transactions;
         self.commit_latency.add(&other.commit_latency);

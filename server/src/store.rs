@@ -146,7 +146,7 @@ impl Store {
         self.when_room(
             queue,
             move |s, q| s.room_for_set(q, len),
-            move |s, q| s.apply_set(q, flags, expires, body, body_crc),
+            move |s, q, known| s.apply_set(q, known, flags, expires, body, body_crc),
         )
     }
 
@@ -171,7 +171,7 @@ impl Store {
             Take::Open(reader) => self.when_room(
                 queue,
                 |s, q| s.room_for_take(q, false),
-                move |s, q| s.apply_open(q, reader),
+                move |s, q, known| s.apply_open(q, known, reader),
             ),
             Take::Peek => {
                 self.when_room(queue, |s, q| s.room_for_take(q, false), Store::apply_peek)
@@ -200,7 +200,7 @@ impl Store {
                     Ok(())
                 }
             },
-            move |s, q| s.apply_confirm(q, reader),
+            move |s, q, ()| s.apply_confirm(q, reader),
         )
     }
 
@@ -226,14 +226,18 @@ impl Store {
 
     /// Drops `queue` and all its messages; `false` when it did not exist.
     pub fn delete(&self, queue: &[u8]) -> Reply<bool> {
-        self.when_room(queue, |s, q| s.room_for_marker(q), Store::apply_delete)
+        self.when_room(
+            queue,
+            |s, q| s.room_for_marker(q),
+            |s, q, ()| s.apply_delete(q),
+        )
     }
 
     /// Drops every queued message of `queue` (`flush`); the queue, its
     /// counters (flushed messages count as dequeued) and its open messages
     /// stay. `false` when there is no such queue.
     pub fn flush(&self, queue: &[u8]) -> Reply<bool> {
-        self.when_room(queue, Store::room_for_flush, Store::apply_flush)
+        self.when_room(queue, Store::room_for_flush, |s, q, ()| s.apply_flush(q))
     }
 
     /// `flush` for every queue of this shard.

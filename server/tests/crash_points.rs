@@ -141,6 +141,7 @@ fn config(mode: Mode) -> StoreConfig {
         segment_size: SEGMENT,
         max_disk: None,
         cache_bytes: 64 << 10,
+        readahead_bytes: mcqd::log::readahead::DEFAULT_BUDGET,
         limits: Default::default(),
         region_min: REGION_MIN,
     }

@@ -92,6 +92,7 @@ fn config(sync: SyncMode) -> StoreConfig {
         segment_size: 64 << 10,
         max_disk: None,
         cache_bytes: 16 << 10,
+        readahead_bytes: mcqd::log::readahead::DEFAULT_BUDGET,
         limits: Default::default(),
         region_min: mcqd::log::REGION_MIN,
     }

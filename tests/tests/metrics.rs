@@ -137,6 +137,12 @@ fn prometheus_endpoint_reports_what_happened() {
     assert_eq!(m.value("mcq_curr_connections", None), 1.0);
     assert!(m.value("mcq_log_writes_total", None) > 0.0);
     assert!(m.value("mcq_log_fsyncs_total", None) > 0.0);
+    // The read-ahead's: every get was served from the hot cache.
+    assert_eq!(m.types["mcq_readahead_hits"], "counter");
+    assert_eq!(m.types["mcq_readahead_bytes"], "gauge");
+    assert_eq!(m.value("mcq_readahead_hits_total", None), 0.0);
+    assert_eq!(m.value("mcq_readahead_reads_total", None), 0.0);
+    assert_eq!(m.value("mcq_readahead_bytes", None), 0.0);
 
     // Commit latency: one observation per group commit at least, buckets
     // cumulative up to +Inf, which is the count.

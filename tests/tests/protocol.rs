@@ -113,6 +113,13 @@ fn stats_reports_the_documented_fields() {
         "log_disk_bytes",
         "log_corrupt_records",
         "cache_bytes",
+        "readahead_hits",
+        "readahead_misses",
+        "readahead_reads",
+        "readahead_prefetches",
+        "readahead_bytes_read",
+        "readahead_evictions",
+        "readahead_bytes",
         "get_waiters",
     ] {
         assert!(stats.contains_key(field), "stats lacks {field}: {stats:?}");
@@ -127,11 +134,48 @@ fn stats_reports_the_documented_fields() {
     assert_eq!(stats["curr_items"], "2");
     assert_eq!(stats["bytes"], "6");
     assert_eq!(stats["curr_connections"], "1");
+    assert_eq!(
+        stats["readahead_reads"], "0",
+        "the hot cache served the get"
+    );
+    assert_eq!(stats["readahead_bytes"], "0");
     c.expect(b"stats reset\r\n", b"RESET\r\n");
     let stats = c.stats();
     assert_eq!(stats["cmd_set"], "0");
     assert_eq!(stats["curr_items"], "2", "reset leaves the queues alone");
     c.expect(b"stats items\r\n", b"ERROR\r\n");
+}
+
+/// With no hot cache every get reads its message back from the log,
+/// through the read-ahead: each counts as a hit or a miss, and the chunk
+/// reads, their bytes and what is held show in `stats`.
+#[test]
+fn stats_show_the_read_ahead_at_work() {
+    let server = Server::start("readahead-stats", &["-t", "1", "-m", "0"]);
+    let mut c = server.client();
+    let n = 200;
+    for i in 0..n {
+        c.set(
+            "cold",
+            format!("message {i:04} of the cold queue").as_bytes(),
+        );
+    }
+    for i in 0..n {
+        let want = format!("message {i:04} of the cold queue");
+        assert_eq!(c.get("cold").unwrap(), want.as_bytes());
+    }
+    let stats = c.stats();
+    let v = |name: &str| -> u64 { stats[name].parse().unwrap() };
+    assert_eq!(v("readahead_hits") + v("readahead_misses"), n, "{stats:?}");
+    assert!(v("readahead_hits") > v("readahead_misses"), "{stats:?}");
+    assert!(v("readahead_reads") >= 1, "{stats:?}");
+    assert!(
+        v("readahead_prefetches") <= v("readahead_reads"),
+        "{stats:?}"
+    );
+    assert!(v("readahead_bytes_read") >= n * 30, "{stats:?}");
+    assert!(v("readahead_bytes") > 0, "{stats:?}");
+    assert!(v("readahead_bytes") <= 32 << 20, "{stats:?}");
 }
 
 #[test]

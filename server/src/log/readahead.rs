@@ -13,9 +13,10 @@
 //!
 //! # How
 //! - A segment is read in aligned chunks of [`CHUNK`] bytes, kept per
-//!   shard in a cache bounded by a byte budget ([`DEFAULT_BUDGET`] for a
-//!   shard's log); the least recently used chunk goes first. Memory stays bounded whatever the backlog: the chunks
-//!   held, plus [`READS_IN_FLIGHT`] being read.
+//!   shard in a cache bounded by a byte budget (`--readahead-size` shared
+//!   out among the shards, [`DEFAULT_BUDGET`] each by default); the least
+//!   recently used chunk goes first. Memory stays bounded whatever the
+//!   backlog: the chunks held, plus [`READS_IN_FLIGHT`] being read.
 //! - A record is copied out of the chunk (or the two chunks, when it
 //!   straddles a boundary) that holds it; the caller verifies it
 //!   (`record::decode`), so a damaged record is reported as before.
@@ -58,7 +59,8 @@ pub const CHUNK: u64 = 1 << 20;
 /// Chunk reads in flight per shard.
 pub const READS_IN_FLIGHT: usize = 2;
 
-/// The byte budget of one shard's cache.
+/// The byte budget of one shard's cache unless `--readahead-size` says
+/// otherwise.
 pub const DEFAULT_BUDGET: usize = 32 << 20;
 
 /// Records larger than this are read directly (see the module doc).
@@ -76,7 +78,7 @@ pub struct Source {
     pub readable: u64,
 }
 
-/// Counters (the tests read them; `stats` does not show them yet).
+/// Counters, shown by `stats` (summed over the shards) as `readahead_*`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadAheadStats {
     /// Records found in a held chunk.
@@ -94,6 +96,20 @@ pub struct ReadAheadStats {
     pub evicted: u64,
     /// Bytes held now (chunks, and chunks being read).
     pub bytes: u64,
+}
+
+impl ReadAheadStats {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, other: &ReadAheadStats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.shared += other.shared;
+        self.reads += other.reads;
+        self.ahead += other.ahead;
+        self.bytes_read += other.bytes_read;
+        self.evicted += other.evicted;
+        self.bytes += other.bytes;
+    }
 }
 
 type Key = (u32, u64);
@@ -139,13 +155,14 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// A cache of `budget` bytes (raised to what the reads in flight and
-    /// two chunks need).
+    /// The least budget: room for the reads in flight and two chunks.
+    pub const MIN_BUDGET: usize = (READS_IN_FLIGHT + 2) * CHUNK as usize;
+
+    /// A cache of `budget` bytes (raised to [`ReadAhead::MIN_BUDGET`]).
     pub fn new(budget: usize) -> Rc<ReadAhead> {
-        let floor = (READS_IN_FLIGHT + 2) * CHUNK as usize;
         Rc::new(ReadAhead {
             inner: RefCell::new(Inner {
-                budget: budget.max(floor),
+                budget: budget.max(Self::MIN_BUDGET),
                 entries: HashMap::new(),
                 bytes: 0,
                 reads: 0,
@@ -160,6 +177,20 @@ impl ReadAhead {
     /// [`CACHED_MAX`]).
     pub fn cacheable(len: usize) -> bool {
         len > 0 && len <= CACHED_MAX
+    }
+
+    /// Sets the budget to `budget` bytes (raised to
+    /// [`ReadAhead::MIN_BUDGET`]); a smaller one than before drops least
+    /// recently used chunks until what is held fits it.
+    pub fn set_budget(&self, budget: usize) {
+        let mut inner = self.inner.borrow_mut();
+        inner.budget = budget.max(Self::MIN_BUDGET);
+        inner.make_room(0);
+    }
+
+    /// The budget in force.
+    pub fn budget(&self) -> usize {
+        self.inner.borrow().budget
     }
 
     pub fn stats(&self) -> ReadAheadStats {

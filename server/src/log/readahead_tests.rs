@@ -283,3 +283,63 @@ fn a_failed_read_is_reported_to_every_waiter_and_not_kept() {
         check(&ra.read(1, at[0].0, at[0].1, &src).await.unwrap(), 1);
     });
 }
+
+#[test]
+fn a_smaller_budget_drops_the_least_recently_used_chunks() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let chunks = 6;
+        let (data, at) = image(chunks * CHUNK as usize, 4000);
+        let src = Source {
+            file: file_with(&disk, "a.log", &data).await,
+            readable: data.len() as u64,
+        };
+        let ra = ReadAhead::new(DEFAULT_BUDGET);
+        assert_eq!(ra.budget(), DEFAULT_BUDGET);
+        for &(off, len) in &at {
+            ra.read(2, off, len, &src).await.unwrap();
+        }
+        let st = ra.stats();
+        assert_eq!((st.reads, st.evicted), (chunks as u64, 0));
+        assert_eq!(st.bytes, data.len() as u64);
+        assert_eq!(st.bytes_read, data.len() as u64);
+        // Down to the least there is: the last chunks read stay.
+        ra.set_budget(0);
+        assert_eq!(ra.budget(), ReadAhead::MIN_BUDGET);
+        let st = ra.stats();
+        assert!(st.bytes as usize <= ReadAhead::MIN_BUDGET);
+        assert_eq!(st.evicted, chunks as u64 - st.bytes / CHUNK);
+        let (last, last_len) = at[at.len() - 1];
+        assert!(ra.cached(2, last, last_len).is_some());
+        assert!(ra.cached(2, at[0].0, at[0].1).is_none());
+    });
+}
+
+#[test]
+fn shards_counters_add_up() {
+    let one = ReadAheadStats {
+        hits: 1,
+        misses: 2,
+        shared: 3,
+        reads: 4,
+        ahead: 5,
+        bytes_read: 6,
+        evicted: 7,
+        bytes: 8,
+    };
+    let mut sum = one;
+    sum.add(&one);
+    assert_eq!(
+        sum,
+        ReadAheadStats {
+            hits: 2,
+            misses: 4,
+            shared: 6,
+            reads: 8,
+            ahead: 10,
+            bytes_read: 12,
+            evicted: 14,
+            bytes: 16,
+        }
+    );
+}

@@ -196,6 +196,7 @@ async fn open_stores(
             segment_size: config.segment_size,
             max_disk: config.max_disk.map(|d| d / u64::from(shards)),
             cache_bytes: (config.cache_bytes / u64::from(shards)) as usize,
+            readahead_bytes: config.readahead_bytes(shards),
             limits: shared.limits.clone(),
             region_min: crate::log::REGION_MIN,
         };

@@ -22,6 +22,9 @@ pub struct StoreConfig {
     pub max_disk: Option<u64>,
     /// This shard's share of the hot cache (`-m`), in bytes.
     pub cache_bytes: usize,
+    /// This shard's read-ahead budget (`--readahead-size`), in bytes; see
+    /// `log::readahead`.
+    pub readahead_bytes: usize,
     /// The per-queue limits, shared by every shard (`reload` swaps them).
     pub limits: Arc<SharedLimits>,
     /// Bodies at least this large are written out of line

@@ -7,9 +7,12 @@ use super::{Message, Reader, Reply, Store};
 use crate::log::writer::{now_us, MessageMeta};
 
 impl Store {
+    /// A set of `body` to `queue`, whose id is `known` if it exists
+    /// (`room_for_set` looked it up).
     pub(super) fn apply_set(
         &self,
         queue: &[u8],
+        known: Option<u32>,
         flags: u32,
         expires: u32,
         body: Vec<u8>,
@@ -17,10 +20,13 @@ impl Store {
     ) -> Reply<bool> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        if !st.admit(&mut log, queue, body.len() as u64) {
+        if !st.admit(&mut log, known, queue, body.len() as u64) {
             return Reply::now(Ok(false));
         }
-        let id = st.id_or_create(&mut log, queue);
+        let id = match known {
+            Some(id) => id,
+            None => st.id_or_create(&mut log, queue),
+        };
         let meta = MessageMeta {
             flags,
             time: now_us(),
@@ -40,7 +46,7 @@ impl Store {
         // each within its own limits. The reply waits for the last copy.
         for child in children {
             let name: Box<[u8]> = st.queues[&child].name().into();
-            if st.admit(&mut log, &name, len as u64) {
+            if st.admit(&mut log, Some(child), &name, len as u64) {
                 lsn = st.append(&mut log, child, meta, body.clone(), body_crc);
                 self.waiters.wake_first(&name);
             }
@@ -49,10 +55,10 @@ impl Store {
         self.set_reply(&log, lsn, len, regions)
     }
 
-    pub(super) fn apply_get(&self, queue: &[u8]) -> Reply<Option<Message>> {
+    pub(super) fn apply_get(&self, queue: &[u8], known: Option<u32>) -> Reply<Option<Message>> {
         let (mut table, mut log) = self.both();
         let st = &mut *table;
-        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue, known) else {
             return Reply::now(Ok(None));
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
@@ -77,10 +83,15 @@ impl Store {
     /// record yet. The reply still waits as a pop's would (for everything
     /// appended so far, which includes the message's own record), so a
     /// consumer never sees a message that a crash could take back.
-    pub(super) fn apply_open(&self, queue: &[u8], reader: Reader) -> Reply<Option<Message>> {
+    pub(super) fn apply_open(
+        &self,
+        queue: &[u8],
+        known: Option<u32>,
+        reader: Reader,
+    ) -> Reply<Option<Message>> {
         let (mut table, mut log) = self.both();
         let st = &mut *table;
-        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue, known) else {
             return Reply::now(Ok(None));
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
@@ -101,9 +112,9 @@ impl Store {
     }
 
     /// `get <q>/peek`: a copy of the head, which stays queued.
-    pub(super) fn apply_peek(&self, queue: &[u8]) -> Reply<Option<Message>> {
+    pub(super) fn apply_peek(&self, queue: &[u8], known: Option<u32>) -> Reply<Option<Message>> {
         let (mut st, mut log) = self.both();
-        let Some(id) = st.take_from(&mut log, &self.moves, queue) else {
+        let Some(id) = st.take_from(&mut log, &self.moves, queue, known) else {
             return Reply::now(Ok(None));
         };
         let Some(&loc) = st.queues[&id].queued().head() else {

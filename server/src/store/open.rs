@@ -75,6 +75,7 @@ impl Store {
             region_min: config.region_min,
         };
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
+        log.reads().set_budget(config.readahead_bytes);
         let path = log.next_segment_path();
         let size = log.small_segment_size();
         // Plainly preallocated, even with `--sync always`: writing its zeros

@@ -44,8 +44,9 @@ impl State {
 
     /// Whether a take of queue `id` can be served from its resident
     /// messages: one that has not expired comes before any paged run (or
-    /// nothing is queued behind the expired ones).
-    pub(super) fn ready(&mut self, id: u32) -> bool {
+    /// nothing is queued behind the expired ones). `may_expire` is
+    /// [`State::may_expire`]`(id)`, which the caller needs too.
+    pub(super) fn ready(&mut self, id: u32, may_expire: bool) -> bool {
         let Some(q) = self.queues.get(&id) else {
             return true;
         };
@@ -54,7 +55,6 @@ impl State {
             return q.queued().ready(|_| false).is_ok();
         }
         // The usual case: a resident head and nothing that expires.
-        let may_expire = self.may_expire(id);
         if !may_expire {
             return true;
         }
@@ -72,10 +72,20 @@ impl State {
         q.queued().ready(gone).is_ok()
     }
 
-    /// The queue a take of `name` reads (see [`State::id_for_get`]), its
-    /// expired head gone: `None` when there is no such queue.
-    pub(super) fn take_from(&mut self, log: &mut Log, moves: &Moves, name: &[u8]) -> Option<u32> {
-        let id = self.id_for_get(log, name)?;
+    /// The queue a take of `name` reads (see [`State::id_for_get`]; `known`
+    /// if the caller looked it up), its expired head gone: `None` when
+    /// there is no such queue.
+    pub(super) fn take_from(
+        &mut self,
+        log: &mut Log,
+        moves: &Moves,
+        name: &[u8],
+        known: Option<u32>,
+    ) -> Option<u32> {
+        let id = match known {
+            Some(id) => id,
+            None => self.id_for_get(log, name)?,
+        };
         self.drop_expired(log, moves, id);
         Some(id)
     }
@@ -133,7 +143,9 @@ impl State {
 
     /// Whether queue `queue`'s limits let a message of `len` bytes in, once
     /// `discard_old_when_full` dropped what it must (it drops them here).
-    pub(super) fn admit(&mut self, log: &mut Log, queue: &[u8], len: u64) -> bool {
+    /// `id` is the queue's id if it exists (`names.get(queue)`: the caller
+    /// looked it up already).
+    pub(super) fn admit(&mut self, log: &mut Log, id: Option<u32>, queue: &[u8], len: u64) -> bool {
         let caps = |l: &QueueLimits| {
             (
                 l.max_items,
@@ -142,7 +154,6 @@ impl State {
                 l.discard_old_when_full,
             )
         };
-        let id = self.names.get(queue).copied();
         let (max_items, max_bytes, max_item_size, discard_old) = match id {
             Some(id) => self.limits_of(id).map(caps).unwrap_or_default(),
             None => caps(&self.limits.for_queue(queue)),

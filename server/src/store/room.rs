@@ -36,17 +36,19 @@ impl From<NoRoom> for Hold {
 impl Store {
     /// Applies a request now if the log has room for it, or holds it (and
     /// every later request of this shard) in order until a new segment is
-    /// ready; see [`gate`](super::gate).
-    pub(super) fn when_room<T: 'static, E: Into<Hold>>(
+    /// ready; see [`gate`](super::gate). What `room` found out on the way
+    /// (the queue's id, say) goes to `apply`, which runs right after it,
+    /// with nothing in between.
+    pub(super) fn when_room<T: 'static, R: 'static, E: Into<Hold>>(
         &self,
         queue: &[u8],
-        room: impl Fn(&Store, &[u8]) -> Result<(), E> + 'static,
-        apply: impl FnOnce(&Store, &[u8]) -> Reply<T> + 'static,
+        room: impl Fn(&Store, &[u8]) -> Result<R, E> + 'static,
+        apply: impl FnOnce(&Store, &[u8], R) -> Reply<T> + 'static,
     ) -> Reply<T> {
         let room = move |s: &Store, q: &[u8]| room(s, q).map_err(Into::into);
         if self.gate.is_open() {
             match room(self, queue) {
-                Ok(()) => return apply(self, queue),
+                Ok(found) => return apply(self, queue, found),
                 Err(Hold::Log(NoRoom::Refused(e))) => return Reply::now(Err(e)),
                 Err(_) => {}
             }
@@ -67,10 +69,10 @@ impl Store {
                 ticket.turn().await;
                 loop {
                     match room(&store, &queue) {
-                        Ok(()) => {
+                        Ok(found) => {
                             #[cfg(feature = "sim")]
                             store.gate.tell(HeldEvent::Applying);
-                            let done = apply(&store, &queue);
+                            let done = apply(&store, &queue, found);
                             #[cfg(feature = "sim")]
                             store.gate.tell(HeldEvent::Applied);
                             return Ok(done);
@@ -99,10 +101,13 @@ impl Store {
         Reply::later(async move { turn.await?.await })
     }
 
-    pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
+    /// Room for a set of a `len`-byte message to `queue`; the queue's id
+    /// if it exists.
+    pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<Option<u32>, NoRoom> {
         let (mut st, mut log) = self.both();
         let record = log.message_room(len);
-        let mut need = match st.names.get(queue).copied() {
+        let known = st.names.get(queue).copied();
+        let mut need = match known {
             Some(id) => st.room_for_message(id, record),
             None => record + record::record_len(16 + queue.len()) as u64,
         };
@@ -110,7 +115,8 @@ impl Store {
         for child in st.children(queue) {
             need += st.room_for_message(child, record);
         }
-        log.make_room(need, true)
+        log.make_room(need, true)?;
+        Ok(known)
     }
 
     /// Room for a marker record (`Consumed`, `Confirmed`, `Deleted`) if
@@ -127,31 +133,33 @@ impl Store {
 
     /// Room for what a `take` of `queue` logs: the dropping of expired
     /// messages at its head, and for a pop the pop. These may use the
-    /// consumers' reserve.
-    pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), Hold> {
+    /// consumers' reserve. The queue's id if it exists.
+    pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<Option<u32>, Hold> {
         let (mut st, mut log) = self.both();
         log.check()?;
         let Some(&id) = st.names.get(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
-                return Ok(log.make_room(record::record_len(16 + queue.len()) as u64, false)?);
+                log.make_room(record::record_len(16 + queue.len()) as u64, false)?;
             }
-            return Ok(());
+            return Ok(None);
         };
         if st.queues[&id].queued().is_empty() {
-            return Ok(());
+            return Ok(Some(id));
         }
-        if !st.ready(id) {
+        let may_expire = st.may_expire(id);
+        if !st.ready(id, may_expire) {
             return Err(Hold::Window(id));
         }
         let mut bytes = 0;
-        if st.may_expire(id) {
+        if may_expire {
             bytes += stretch_room(&st.queues[&id]);
         }
         if pop {
             bytes += record::record_len(8) as u64;
         }
-        Ok(log.make_room(bytes, false)?)
+        log.make_room(bytes, false)?;
+        Ok(Some(id))
     }
 
     /// Room for a flush's records: one per stretch of queued messages

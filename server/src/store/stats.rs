@@ -86,7 +86,10 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let st = self.state.borrow();
-        let log = self.log.borrow().stats();
+        let (log, readahead) = {
+            let log = self.log.borrow();
+            (log.stats(), log.reads().stats())
+        };
         StoreStats {
             queues: st.names.len() as u64,
             items: st.items,
@@ -99,6 +102,7 @@ impl Store {
             log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,
             cache_bytes: st.cache.bytes() as u64,
+            readahead,
             get_waiters: self.waiters.count() as u64,
             open_transactions: st.queues.values().map(|q| q.open_count() as u64).sum(),
             commit_latency: log.commit_latency,

@@ -32,6 +32,49 @@ fn lagging_consumer_reads_from_disk() {
     });
 }
 
+/// A consumer reading what the cache no longer holds reads it through the
+/// read-ahead cache, and `stats` shows it: records found in chunks already
+/// read (hits), gets that waited for a chunk read (misses), the chunk reads
+/// (some started ahead of any get) and their bytes, and what is held now
+/// within the configured budget.
+#[test]
+fn cold_reads_move_the_read_ahead_counters() {
+    let dir = test_dir();
+    let mut cfg = config(dir.path());
+    cfg.cache_bytes = 0;
+    cfg.readahead_bytes = 5 << 20;
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        assert_eq!(s.log.borrow().reads().budget(), 5 << 20);
+        assert_eq!(s.stats().readahead, Default::default());
+        // About 4 segments of 64 KiB.
+        let n = 500;
+        for i in 0..n {
+            set(&s, "q", body(0, i, 500)).await;
+        }
+        s.settle().await;
+        assert_eq!(s.stats().readahead, Default::default(), "sets read nothing");
+        for i in 0..n {
+            assert_eq!(get(&s, "q").await.unwrap(), body(0, i, 500));
+        }
+        let ra = s.stats().readahead;
+        assert!(ra.misses >= 1, "{ra:?}");
+        assert!(ra.hits > n / 2, "most gets find their chunk read: {ra:?}");
+        assert!(ra.hits + ra.misses >= n, "{ra:?}");
+        assert!(
+            ra.reads >= 4 && ra.ahead >= 1 && ra.ahead < ra.reads,
+            "{ra:?}"
+        );
+        assert!(ra.bytes_read >= n * 500, "{ra:?}");
+        assert!(ra.bytes > 0 && ra.bytes <= 5 << 20, "{ra:?}");
+        // Summed over shards as `stats` does.
+        let mut two = s.stats();
+        two.add(&s.stats());
+        assert_eq!(two.readahead.hits, 2 * ra.hits);
+        s.close().await.unwrap();
+    });
+}
+
 /// Large bodies written out of line (`log::region`), pipelined among small
 /// ones: every reply comes in order with the right body whether the get
 /// finds the body still being written, in the cache or only on disk; a peek

@@ -45,6 +45,7 @@ pub(crate) fn config(dir: &Path) -> StoreConfig {
         segment_size: 64 << 10,
         max_disk: None,
         cache_bytes: 1 << 20,
+        readahead_bytes: crate::log::readahead::DEFAULT_BUDGET,
         limits: Default::default(),
         region_min: crate::log::REGION_MIN,
     }
