@@ -142,7 +142,7 @@ impl State {
                 l.discard_old_when_full,
             )
         };
-        let id = self.names.get(queue).copied();
+        let id = self.id_of(queue);
         let (max_items, max_bytes, max_item_size, discard_old) = match id {
             Some(id) => self.limits_of(id).map(caps).unwrap_or_default(),
             None => caps(&self.limits.for_queue(queue)),

@@ -102,7 +102,7 @@ impl Store {
     pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<(), NoRoom> {
         let (mut st, mut log) = self.both();
         let record = log.message_room(len);
-        let mut need = match st.names.get(queue).copied() {
+        let mut need = match st.id_of(queue) {
             Some(id) => st.room_for_message(id, record),
             None => record + record::record_len(16 + queue.len()) as u64,
         };
@@ -119,7 +119,7 @@ impl Store {
     pub(super) fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
         let (st, mut log) = self.both();
         log.check()?;
-        if !st.names.contains_key(queue) {
+        if st.id_of(queue).is_none() {
             return Ok(());
         }
         log.make_room(record::record_len(8) as u64, false)
@@ -131,7 +131,7 @@ impl Store {
     pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<(), Hold> {
         let (mut st, mut log) = self.both();
         log.check()?;
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_of(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
                 return Ok(log.make_room(record::record_len(16 + queue.len()) as u64, false)?);
@@ -159,7 +159,7 @@ impl Store {
     pub(super) fn room_for_flush(&self, queue: &[u8]) -> Result<(), NoRoom> {
         let (st, mut log) = self.both();
         log.check()?;
-        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+        let Some(q) = st.id_of(queue).map(|id| &st.queues[&id]) else {
             return Ok(());
         };
         if q.queued().is_empty() {
