@@ -40,6 +40,8 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use smallvec::SmallVec;
+
 use crate::log::index::{EntryPages, IndexEntry};
 use crate::log::{record, Loc, Pos};
 
@@ -99,8 +101,14 @@ enum Runs {
     /// Nothing paged, at most two messages: in place.
     Few(Few),
     /// Anything else; no run is empty.
-    Many(VecDeque<Run>),
+    Many(RunList),
 }
+
+/// Runs in sequence order. The usual one is kept in place: a queue with
+/// more than a few messages mostly has one run, and after a restart one
+/// paged run per segment it has messages in. A run leaves from the front
+/// by moving the others, which happens once per run, not per message.
+type RunList = SmallVec<[Run; 1]>;
 
 impl Default for Runs {
     fn default() -> Self {
@@ -239,16 +247,17 @@ impl Backlog {
         push_run(self.many(), Run::Paged(p));
     }
 
-    /// The runs as a deque, the few messages kept in place moved there
+    /// The runs as a list, the few messages kept in place moved there
     /// first: for what is done in place only while a queue holds a few.
-    fn many(&mut self) -> &mut VecDeque<Run> {
+    fn many(&mut self) -> &mut RunList {
         if let Runs::Few(few) = self.runs {
-            let mut runs = VecDeque::new();
+            let mut runs = RunList::new();
             if !few.as_slice().is_empty() {
-                push_run(
-                    &mut runs,
-                    Run::Resident(few.as_slice().iter().copied().collect()),
-                );
+                // Room for the usual reason to come here, a third message
+                // (what pushing it would grow their deque to anyway).
+                let mut locs = VecDeque::with_capacity(4);
+                locs.extend(few.as_slice());
+                push_run(&mut runs, Run::Resident(locs));
             }
             self.runs = Runs::Many(runs);
         }
@@ -264,7 +273,7 @@ impl Backlog {
         let Runs::Many(runs) = &self.runs else {
             return;
         };
-        let few = match runs.front() {
+        let few = match runs.first() {
             None => Few::EMPTY,
             Some(Run::Resident(locs)) if runs.len() == 1 && locs.len() == 1 => Few {
                 locs: [locs[0], Few::NONE],
@@ -293,7 +302,7 @@ impl Backlog {
     pub fn head(&self) -> Option<&Loc> {
         match &self.runs {
             Runs::Few(few) => few.as_slice().first(),
-            Runs::Many(runs) => match runs.front()? {
+            Runs::Many(runs) => match runs.first()? {
                 Run::Resident(locs) => locs.front(),
                 Run::Paged(_) => None,
             },
@@ -305,7 +314,7 @@ impl Backlog {
     pub fn first_seq(&self) -> Option<u64> {
         match &self.runs {
             Runs::Few(few) => few.as_slice().first().map(|l| l.seq),
-            Runs::Many(runs) => match runs.front()? {
+            Runs::Many(runs) => match runs.first()? {
                 Run::Resident(locs) => locs.front().map(|l| l.seq),
                 Run::Paged(p) => Some(p.lo),
             },
@@ -315,7 +324,7 @@ impl Backlog {
     fn last_seq(&self) -> Option<u64> {
         match &self.runs {
             Runs::Few(few) => few.as_slice().last().map(|l| l.seq),
-            Runs::Many(runs) => match runs.back()? {
+            Runs::Many(runs) => match runs.last()? {
                 Run::Resident(locs) => locs.back().map(|l| l.seq),
                 Run::Paged(p) => Some(p.lo + p.count - 1),
             },
@@ -335,7 +344,7 @@ impl Backlog {
             }
         }
         let runs = self.many();
-        match runs.back_mut() {
+        match runs.last_mut() {
             Some(Run::Resident(locs)) => locs.push_back(loc),
             _ => push_run(runs, Run::Resident(VecDeque::from([loc]))),
         }
@@ -348,12 +357,12 @@ impl Backlog {
             Runs::Few(few) if few.as_slice().is_empty() => return None,
             Runs::Few(few) => few.remove(0),
             Runs::Many(runs) => {
-                let Run::Resident(locs) = runs.front_mut()? else {
+                let Run::Resident(locs) = runs.first_mut()? else {
                     return None;
                 };
                 let loc = locs.pop_front()?;
                 if locs.is_empty() {
-                    runs.pop_front();
+                    runs.remove(0);
                 } else {
                     shrink(locs);
                 }
@@ -370,8 +379,8 @@ impl Backlog {
     /// (to drop messages without reading them: `flush`).
     pub fn drop_front(&mut self) -> Option<Dropped> {
         if let Runs::Many(runs) = &mut self.runs {
-            if let Some(Run::Paged(_)) = runs.front() {
-                let Some(Run::Paged(p)) = runs.pop_front() else {
+            if let Some(Run::Paged(_)) = runs.first() {
+                let Run::Paged(p) = runs.remove(0) else {
                     unreachable!()
                 };
                 self.items -= p.count;
@@ -557,7 +566,7 @@ impl Backlog {
     }
 
     /// The runs past the few kept in place, if they are not.
-    fn deque(&self) -> Option<&VecDeque<Run>> {
+    fn run_list(&self) -> Option<&RunList> {
         match &self.runs {
             Runs::Few(_) => None,
             Runs::Many(runs) => Some(runs),
@@ -570,7 +579,7 @@ impl Backlog {
             Runs::Few(few) => few.as_slice(),
             Runs::Many(_) => &[],
         };
-        let many = self.deque().into_iter().flatten().flat_map(|r| match r {
+        let many = self.run_list().into_iter().flatten().flat_map(|r| match r {
             Run::Resident(locs) => Some(locs.iter()),
             Run::Paged(_) => None,
         });
@@ -579,10 +588,13 @@ impl Backlog {
 
     /// The paged runs.
     pub fn paged(&self) -> impl Iterator<Item = &Paged> + '_ {
-        self.deque().into_iter().flatten().filter_map(|r| match r {
-            Run::Paged(p) => Some(p),
-            Run::Resident(_) => None,
-        })
+        self.run_list()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                Run::Paged(p) => Some(p),
+                Run::Resident(_) => None,
+            })
     }
 
     /// Whether a take can be served from what is resident: the first
@@ -590,7 +602,7 @@ impl Backlog {
     /// (expired) exists, or nothing is queued behind. Otherwise the window
     /// to read first.
     pub fn ready(&self, gone: impl Fn(&Loc) -> bool) -> Result<(), PageJob> {
-        let Some(runs) = self.deque() else {
+        let Some(runs) = self.run_list() else {
             return Ok(()); // nothing paged
         };
         for run in runs {
@@ -615,8 +627,8 @@ impl Backlog {
     /// resident before the first paged run.
     #[inline]
     pub fn page_job(&self) -> Option<PageJob> {
-        let runs = self.deque()?; // the usual case: a few, nothing paged
-        if runs.len() <= 1 && !matches!(runs.front(), Some(Run::Paged(_))) {
+        let runs = self.run_list()?; // the usual case: a few, nothing paged
+        if runs.len() <= 1 && !matches!(runs.first(), Some(Run::Paged(_))) {
             return None;
         }
         let mut resident = 0;
@@ -718,11 +730,11 @@ impl Backlog {
                 Run::Resident(locs) if kept + locs.len() > window() => locs,
                 Run::Resident(locs) => {
                     kept += locs.len();
-                    runs.push_back(Run::Resident(locs));
+                    runs.push(Run::Resident(locs));
                     continue;
                 }
                 paged_run => {
-                    runs.push_back(paged_run);
+                    runs.push(paged_run);
                     continue;
                 }
             };
@@ -752,9 +764,9 @@ impl Backlog {
                     }
                     if end - k >= min_paged() {
                         if !rest.is_empty() {
-                            runs.push_back(Run::Resident(std::mem::take(&mut rest)));
+                            runs.push(Run::Resident(std::mem::take(&mut rest)));
                         }
-                        runs.push_back(Run::Paged(Paged {
+                        runs.push(Run::Paged(Paged {
                             seg,
                             lo: l.seq,
                             count: (end - k) as u64,
@@ -772,7 +784,7 @@ impl Backlog {
                 k = stop;
             }
             if !rest.is_empty() {
-                runs.push_back(Run::Resident(rest));
+                runs.push(Run::Resident(rest));
             }
         }
         // Neighbouring resident runs join again.
@@ -788,18 +800,17 @@ impl Backlog {
     }
 }
 
-/// Appends a run; the first one allocates room for itself only (most
-/// queues of a shard with many that hold more than a few messages hold one
-/// run).
-fn push_run(runs: &mut VecDeque<Run>, run: Run) {
-    if runs.capacity() == 0 {
+/// Appends a run; a few runs take room for themselves only (a queue that
+/// has messages in two or three segments after a restart, of a million).
+fn push_run(runs: &mut RunList, run: Run) {
+    if runs.len() < 4 {
         runs.reserve_exact(1);
     }
-    runs.push_back(run);
+    runs.push(run);
 }
 
 /// The run holding `seq`, by position.
-fn run_of(runs: &VecDeque<Run>, seq: u64) -> Option<usize> {
+fn run_of(runs: &RunList, seq: u64) -> Option<usize> {
     let i = runs.partition_point(|r| match r {
         Run::Resident(locs) => locs.back().is_some_and(|l| l.seq < seq),
         Run::Paged(p) => p.lo + p.count <= seq,
@@ -808,9 +819,9 @@ fn run_of(runs: &VecDeque<Run>, seq: u64) -> Option<usize> {
 }
 
 /// Joins the resident runs at `i` and `i + 1`, if both are.
-fn merge_at(runs: &mut VecDeque<Run>, i: usize) {
+fn merge_at(runs: &mut RunList, i: usize) {
     if let (Some(Run::Resident(_)), Some(Run::Resident(_))) = (runs.get(i), runs.get(i + 1)) {
-        let Some(Run::Resident(mut next)) = runs.remove(i + 1) else {
+        let Run::Resident(mut next) = runs.remove(i + 1) else {
             unreachable!()
         };
         if let Run::Resident(locs) = &mut runs[i] {

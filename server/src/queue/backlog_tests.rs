@@ -49,7 +49,7 @@ fn check(b: &Backlog) {
         return;
     }
     let mut last = None;
-    for r in b.deque().unwrap() {
+    for r in b.run_list().unwrap() {
         let (first, end) = match r {
             Run::Resident(locs) => {
                 assert!(!locs.is_empty(), "no empty run");
@@ -222,7 +222,7 @@ fn storage_shrinks_after_a_drain_but_not_below_the_floor() {
     for seq in 0..100_000 {
         b.push(loc(seq, 0, 8));
     }
-    let cap = |b: &Backlog| match b.deque().and_then(|runs| runs.front()) {
+    let cap = |b: &Backlog| match b.run_list().and_then(|runs| runs.first()) {
         Some(Run::Resident(locs)) => locs.capacity(),
         _ => 0,
     };
@@ -284,7 +284,7 @@ fn a_few_messages_are_kept_in_place() {
     check(&b);
     assert!(few(&b) && b.is_empty() && b.pop().is_none() && b.drop_front().is_none());
 
-    // A paged run is never in place, and its last message read back is.
+    // Paged runs are not among the few, and the last message read back is.
     let mut b = Backlog::default();
     b.push_paged(Paged {
         seg: 0,
@@ -295,6 +295,7 @@ fn a_few_messages_are_kept_in_place() {
         pages: pages(2),
     });
     assert!(!few(&b));
+    assert!(!b.run_list().unwrap().spilled(), "one run is in place too");
     assert_eq!(b.ready(|_| false).unwrap_err().lo, 0);
     let entries = [entry(0, 8), entry(1, 8)];
     assert_eq!(b.paged_in(0, 0, &entries, |_| false), Some(vec![]));
