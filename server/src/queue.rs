@@ -25,7 +25,8 @@
 //! (shared with every queue of their config section, see
 //! [`Limits::shared_for_queue`]). The enqueue times keep their usual single
 //! run inline, the backlog its usual one or two locators (see
-//! [`Backlog`]), and the name is shared with the shard's name table.
+//! [`Backlog`]), and the name is shared with the log's catalog (the
+//! shard's index by name keeps an id and a hash, not the name).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -66,7 +67,7 @@ struct Extras {
 #[derive(Debug)]
 pub struct Queue {
     id: u32,
-    /// Shared with the shard's name table.
+    /// Shared with the log's catalog.
     name: Rc<[u8]>,
     /// Next sequence number to assign (= messages enqueued so far).
     tail: u64,
