@@ -21,10 +21,12 @@
 //! Users make a queue per customer, job or device, so a million mostly
 //! idle queues must be cheap. What most queues never use costs a null
 //! pointer until they do: the open messages and their readers (reliable
-//! reads), the drop counters, and the limits (shared with every queue of
-//! their config section, see [`Limits::shared_for_queue`]). The enqueue
-//! times keep their usual single run inline, and the name is shared with
-//! the shard's name table.
+//! reads) and the drop counters (one pointer for these), and the limits
+//! (shared with every queue of their config section, see
+//! [`Limits::shared_for_queue`]). The enqueue times keep their usual single
+//! run inline, the backlog its usual one or two locators (see
+//! [`Backlog`]), and the name is shared with the log's catalog (the
+//! shard's index by name keeps an id and a hash, not the name).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -45,86 +47,19 @@ pub use backlog::{window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
 
-/// A map that takes one null pointer until it holds something, and gives
-/// its memory back when emptied (see "Many queues" above). It offers the
-/// few map operations [`Queue`] uses.
-#[derive(Debug)]
-struct Sparse<M>(Option<Box<M>>);
-
-impl<M> Default for Sparse<M> {
-    fn default() -> Self {
-        Sparse(None)
-    }
-}
-
-impl Sparse<BTreeMap<u64, (Loc, Reader)>> {
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |m| m.len())
-    }
-
-    fn get(&self, seq: &u64) -> Option<&(Loc, Reader)> {
-        self.0.as_ref()?.get(seq)
-    }
-
-    fn get_mut(&mut self, seq: &u64) -> Option<&mut (Loc, Reader)> {
-        self.0.as_mut()?.get_mut(seq)
-    }
-
-    fn insert(&mut self, seq: u64, open: (Loc, Reader)) -> Option<(Loc, Reader)> {
-        self.0.get_or_insert_default().insert(seq, open)
-    }
-
-    fn remove(&mut self, seq: &u64) -> Option<(Loc, Reader)> {
-        let m = self.0.as_mut()?;
-        let gone = m.remove(seq);
-        if m.is_empty() {
-            self.0 = None;
-        }
-        gone
-    }
-
-    fn range(&self, seqs: Range<u64>) -> impl Iterator<Item = (&u64, &(Loc, Reader))> + '_ {
-        self.0.iter().flat_map(move |m| m.range(seqs.clone()))
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
-        self.0.iter().flat_map(|m| m.keys())
-    }
-
-    fn values(&self) -> impl Iterator<Item = &(Loc, Reader)> + '_ {
-        self.0.iter().flat_map(|m| m.values())
-    }
-}
-
-impl Sparse<IdMap<Reader, u64>> {
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn get(&self, reader: &Reader) -> Option<&u64> {
-        self.0.as_ref()?.get(reader)
-    }
-
-    fn insert(&mut self, reader: Reader, seq: u64) -> Option<u64> {
-        self.0.get_or_insert_default().insert(reader, seq)
-    }
-
-    fn remove(&mut self, reader: &Reader) -> Option<u64> {
-        let m = self.0.as_mut()?;
-        let gone = m.remove(reader);
-        if m.is_empty() {
-            self.0 = None;
-        }
-        gone
-    }
-}
-
-/// Messages a queue dropped since start-up: rare, so boxed.
+/// What most queues never use (see "Many queues" above), behind one
+/// pointer that stays null until they do: the open messages, by sequence
+/// number and by who holds them, and the drop counters. Given back once
+/// nothing is open and nothing was ever dropped.
 #[derive(Debug, Default)]
-struct DropCounts {
-    /// Because they expired.
+struct Extras {
+    /// Messages handed out by reliable reads, by sequence number …
+    open: BTreeMap<u64, (Loc, Reader)>,
+    /// … and by who holds them (one each).
+    readers: IdMap<Reader, u64>,
+    /// Messages dropped since start-up because they expired …
     expired: u64,
-    /// To make room (`discard_old_when_full`).
+    /// … and to make room (`discard_old_when_full`).
     discarded: u64,
 }
 
@@ -132,16 +67,12 @@ struct DropCounts {
 #[derive(Debug)]
 pub struct Queue {
     id: u32,
-    /// Shared with the shard's name table.
+    /// Shared with the log's catalog.
     name: Rc<[u8]>,
     /// Next sequence number to assign (= messages enqueued so far).
     tail: u64,
     queued: Backlog,
-    /// Messages handed out by reliable reads, by sequence number …
-    open: Sparse<BTreeMap<u64, (Loc, Reader)>>,
-    /// … and by who holds them (one each).
-    readers: Sparse<IdMap<Reader, u64>>,
-    dropped: Option<Box<DropCounts>>,
+    extras: Option<Box<Extras>>,
     /// Its limits (`None`: none), and the generation of the limits they
     /// came from (see [`Queue::limits`]).
     limits: Option<Arc<QueueLimits>>,
@@ -160,9 +91,7 @@ impl Queue {
             name: name.into(),
             tail: 0,
             queued: Backlog::default(),
-            open: Sparse::default(),
-            readers: Sparse::default(),
-            dropped: None,
+            extras: None,
             limits: None,
             limits_generation: u64::MAX,
             times: SmallVec::new(),
@@ -206,17 +135,24 @@ impl Queue {
 
     /// Messages handed out by reliable reads and not yet confirmed.
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.extras.as_ref().map_or(0, |e| e.open.len())
+    }
+
+    /// The open messages, by sequence number.
+    fn open_map(&self) -> impl Iterator<Item = &BTreeMap<u64, (Loc, Reader)>> + '_ {
+        self.extras.iter().map(|e| &e.open)
     }
 
     /// The open messages in `seqs`, in order.
     pub fn open_in(&self, seqs: Range<u64>) -> impl Iterator<Item = u64> + '_ {
-        self.open.range(seqs).map(|(&seq, _)| seq)
+        self.open_map()
+            .flat_map(move |open| open.range(seqs.clone()))
+            .map(|(&seq, _)| seq)
     }
 
     /// Open message `seq`'s locator.
     pub fn open_loc(&self, seq: u64) -> Option<Loc> {
-        self.open.get(&seq).map(|&(loc, _)| loc)
+        self.extras.as_ref()?.open.get(&seq).map(|&(loc, _)| loc)
     }
 
     /// The queued messages, for what maintenance and the store change in
@@ -227,7 +163,9 @@ impl Queue {
 
     /// The open messages' locators.
     pub fn open_locs(&self) -> impl Iterator<Item = &Loc> + '_ {
-        self.open.values().map(|(loc, _)| loc)
+        self.open_map()
+            .flat_map(|open| open.values())
+            .map(|(loc, _)| loc)
     }
 
     /// The Unix second message `seq` was enqueued (to the second it was
@@ -239,23 +177,23 @@ impl Queue {
 
     /// Messages dropped because they expired.
     pub fn expired(&self) -> u64 {
-        self.dropped.as_ref().map_or(0, |d| d.expired)
+        self.extras.as_ref().map_or(0, |e| e.expired)
     }
 
     pub fn count_expired(&mut self, n: u64) {
         if n > 0 {
-            self.dropped.get_or_insert_default().expired += n;
+            self.extras.get_or_insert_default().expired += n;
         }
     }
 
     /// Messages dropped to make room.
     pub fn discarded(&self) -> u64 {
-        self.dropped.as_ref().map_or(0, |d| d.discarded)
+        self.extras.as_ref().map_or(0, |e| e.discarded)
     }
 
     pub fn count_discarded(&mut self, n: u64) {
         if n > 0 {
-            self.dropped.get_or_insert_default().discarded += n;
+            self.extras.get_or_insert_default().discarded += n;
         }
     }
 
@@ -305,23 +243,26 @@ impl Queue {
     /// The lowest message not consumed: queued, open, or (none) the tail.
     pub fn low(&self) -> u64 {
         let queued = self.queued.first_seq().unwrap_or(self.tail);
-        let open = self.open.keys().next().copied().unwrap_or(self.tail);
+        let open = self.open_map().find_map(|open| open.keys().next().copied());
+        let open = open.unwrap_or(self.tail);
         queued.min(open)
     }
 
     /// The message `reader` holds open, if any.
     pub fn open_by(&self, reader: Reader) -> Option<u64> {
-        if self.readers.is_empty() {
-            return None; // the usual case: no reliable reads, no hashing
+        let readers = &self.extras.as_ref()?.readers;
+        if readers.is_empty() {
+            return None; // no reliable reads, no hashing
         }
-        self.readers.get(&reader).copied()
+        readers.get(&reader).copied()
     }
 
     /// Hands the head out to `reader` (a reliable read).
     pub fn open(&mut self, reader: Reader) -> Option<Loc> {
         let loc = self.queued.pop()?;
-        self.open.insert(loc.seq, (loc, reader));
-        self.readers.insert(reader, loc.seq);
+        let extras = self.extras.get_or_insert_default();
+        extras.open.insert(loc.seq, (loc, reader));
+        extras.readers.insert(reader, loc.seq);
         Some(loc)
     }
 
@@ -333,8 +274,16 @@ impl Queue {
     }
 
     fn unopen(&mut self, seq: u64) -> Option<Loc> {
-        let (loc, reader) = self.open.remove(&seq)?;
-        self.readers.remove(&reader);
+        let extras = self.extras.as_mut()?;
+        let (loc, reader) = extras.open.remove(&seq)?;
+        extras.readers.remove(&reader);
+        if extras.open.is_empty() {
+            // Give their memory back.
+            extras.readers = IdMap::default();
+            if extras.expired == 0 && extras.discarded == 0 {
+                self.extras = None;
+            }
+        }
         Some(loc)
     }
 
@@ -368,7 +317,7 @@ impl Queue {
     /// Is message `seq` queued or open (its record must stay readable
     /// either way) with its record at `at`?
     pub fn holds_at(&self, seq: u64, at: Pos) -> bool {
-        match self.open.get(&seq) {
+        match self.extras.as_ref().and_then(|e| e.open.get(&seq)) {
             Some((loc, _)) => loc.pos == at,
             None => self.queued.holds_at(seq, at),
         }
@@ -378,7 +327,7 @@ impl Queue {
     /// `to`, a copy of its record of `len` bytes expiring at `expires`, if
     /// its record is at `from`.
     pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
-        let Some((loc, _)) = self.open.get_mut(&seq) else {
+        let Some((loc, _)) = self.extras.as_mut().and_then(|e| e.open.get_mut(&seq)) else {
             return self.queued.relocate(seq, from, to, len, expires);
         };
         if loc.pos != from {
@@ -470,22 +419,28 @@ mod tests {
     #[test]
     fn an_idle_queue_is_small() {
         assert!(
-            std::mem::size_of::<Queue>() <= 160,
+            std::mem::size_of::<Queue>() <= 152,
             "{} bytes",
             std::mem::size_of::<Queue>()
         );
         let mut q = Queue::new(1, b"q".to_vec());
         q.push(0, 0, 58, 0);
+        q.push(0, 64, 58, 0);
         q.enqueued_at(0, 100);
         q.count_expired(0);
         assert!(!q.times.spilled(), "one run of times is kept inline");
-        assert!(q.dropped.is_none() && q.open.0.is_none() && q.readers.0.is_none());
+        assert!(q.extras.is_none());
         assert!(q.limits(&Limits::default(), 1).max_items.is_none());
         assert!(q.limits.is_none(), "no section, no limits held");
         q.open(5).unwrap();
-        assert!(q.open.0.is_some() && q.readers.0.is_some());
+        assert!(q.extras.is_some());
         q.close(0).unwrap();
-        assert!(q.open.0.is_none() && q.readers.0.is_none(), "given back");
+        assert!(q.extras.is_none(), "given back");
+        q.count_discarded(1);
+        q.open(5).unwrap();
+        q.put_back(1).unwrap();
+        assert_eq!(q.extras.as_ref().unwrap().readers.capacity(), 0);
+        assert_eq!(q.discarded(), 1, "kept while counting");
     }
 
     #[test]

@@ -182,9 +182,8 @@ impl Store {
     /// Whether `reader` holds an open message on `queue`.
     pub fn holds_open(&self, queue: &[u8], reader: Reader) -> bool {
         let st = self.state.borrow();
-        st.names
-            .get(queue)
-            .is_some_and(|id| st.queues[id].open_by(reader).is_some())
+        st.id_of(queue)
+            .is_some_and(|id| st.queues[&id].open_by(reader).is_some())
     }
 
     /// Confirms the message `reader` holds open on `queue` (`/close`): it
@@ -211,7 +210,7 @@ impl Store {
         {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let Some(q) = st.names.get(queue).and_then(|id| st.queues.get_mut(id)) else {
+            let Some(q) = st.id_of(queue).and_then(|id| st.queues.get_mut(&id)) else {
                 return false;
             };
             let Some(loc) = q.open_by(reader).and_then(|seq| q.put_back(seq)) else {
@@ -242,7 +241,9 @@ impl Store {
 
     /// `flush` for every queue of this shard.
     pub fn flush_all(&self) -> Reply<()> {
-        let names: Vec<Rc<[u8]>> = self.state.borrow().names.keys().cloned().collect();
+        let names: Vec<Rc<[u8]>> = (self.state.borrow().queues.values())
+            .map(|q| q.name().into())
+            .collect();
         let done: Vec<_> = names.iter().map(|q| self.flush(q)).collect();
         Reply::later(async move {
             for d in done {

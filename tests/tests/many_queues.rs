@@ -4,7 +4,7 @@
 //! and says how many it left out; and an idle queue's memory stays small.
 //!
 //! No timing is asserted (CI is two busy cores). Memory is not a timing:
-//! the bound on RSS growth per queue is generous.
+//! RSS growth per queue is bounded, with a margin over what was measured.
 
 use mcq_tests::{Client, Server};
 
@@ -129,7 +129,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// 100,000 queues of one small message each grow the server by well under
 /// a kilobyte a queue (the message, its locator and index entry, the
-/// queue, its name and the log's catalog entry included).
+/// queue, its name and the log's catalog entry included): 680 to 900 bytes
+/// measured (the log's open segment and its checkpoint make it swing),
+/// ~0.2 KB of it the store's (see the README and `server/tests/
+/// queue_memory.rs`, which counts that part exactly).
 #[test]
 fn a_queue_costs_well_under_a_kilobyte() {
     let server = Server::start("queue-memory", &["-t", "1", "--sync", "none"]);
@@ -143,5 +146,5 @@ fn a_queue_costs_well_under_a_kilobyte() {
     let after = rss_kib(server.pid());
     let per_queue = after.saturating_sub(before) * 1024 / n as u64;
     println!("RSS {before} KiB -> {after} KiB: {per_queue} bytes per queue");
-    assert!(per_queue < 1024, "{per_queue} bytes per queue");
+    assert!(per_queue < 1000, "{per_queue} bytes per queue");
 }

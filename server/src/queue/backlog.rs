@@ -26,9 +26,21 @@
 //!
 //! The counters are kept here for the same reason: a paged backlog cannot
 //! sum what it does not hold in memory.
+//!
+//! # Few messages
+//! A shard may hold a million queues of a message or two each. A deque of
+//! runs holding a deque of locators would cost each of them two allocations
+//! (~180 bytes with the allocator's headers), more than the queue itself; so
+//! while nothing is paged and at most two messages are queued, their
+//! locators are kept in place ([`Runs::Few`]). A third message moves them
+//! into the deques, and they come back in place once at most one is left
+//! (not at two, so a queue going between two and three messages does not
+//! allocate on every set).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+
+use smallvec::SmallVec;
 
 use crate::log::index::{EntryPages, IndexEntry};
 use crate::log::{record, Loc, Pos};
@@ -77,10 +89,96 @@ fn min_paged() -> usize {
 /// was found damaged or a message is open).
 #[derive(Debug, Default)]
 pub struct Backlog {
-    runs: VecDeque<Run>,
+    runs: Runs,
     items: u64,
     /// Sum of the queued bodies' lengths.
     bytes: u64,
+}
+
+/// The runs (see "Few messages" above).
+#[derive(Debug)]
+enum Runs {
+    /// Nothing paged, at most two messages: in place.
+    Few(Few),
+    /// Anything else; no run is empty.
+    Many(RunList),
+}
+
+/// Runs in sequence order. The usual one is kept in place: a queue with
+/// more than a few messages mostly has one run, and after a restart one
+/// paged run per segment it has messages in. A run leaves from the front
+/// by moving the others, which happens once per run, not per message.
+type RunList = SmallVec<[Run; 1]>;
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs::Few(Few::EMPTY)
+    }
+}
+
+/// Up to two resident locators, in sequence order.
+#[derive(Clone, Copy, Debug)]
+struct Few {
+    locs: [Loc; 2],
+    /// How many of `locs` are queued (an enum, so that [`Runs`] can keep
+    /// its tag in the values it does not take).
+    len: FewLen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FewLen {
+    Zero,
+    One,
+    Two,
+}
+
+impl Few {
+    const NONE: Loc = Loc {
+        seq: 0,
+        pos: Pos { seg: 0, off: 0 },
+        len: 0,
+        expires: 0,
+    };
+    const EMPTY: Few = Few {
+        locs: [Few::NONE; 2],
+        len: FewLen::Zero,
+    };
+
+    fn as_slice(&self) -> &[Loc] {
+        &self.locs[..self.len as usize]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Loc] {
+        &mut self.locs[..self.len as usize]
+    }
+
+    fn set_len(&mut self, n: usize) {
+        self.len = match n {
+            0 => FewLen::Zero,
+            1 => FewLen::One,
+            _ => FewLen::Two,
+        };
+    }
+
+    /// Puts `loc` at position `at`, unless two are held already (`false`).
+    fn insert(&mut self, at: usize, loc: Loc) -> bool {
+        let n = self.len as usize;
+        if n == 2 {
+            return false;
+        }
+        self.locs.copy_within(at..n, at + 1);
+        self.locs[at] = loc;
+        self.set_len(n + 1);
+        true
+    }
+
+    fn remove(&mut self, at: usize) -> Loc {
+        let n = self.len as usize;
+        let loc = self.locs[at];
+        self.locs.copy_within(at + 1..n, at);
+        self.set_len(n - 1);
+        loc
+    }
 }
 
 #[derive(Debug)]
@@ -146,7 +244,44 @@ impl Backlog {
         }
         self.items += p.count;
         self.bytes += p.body_bytes();
-        self.push_run(Run::Paged(p));
+        push_run(self.many(), Run::Paged(p));
+    }
+
+    /// The runs as a list, the few messages kept in place moved there
+    /// first: for what is done in place only while a queue holds a few.
+    fn many(&mut self) -> &mut RunList {
+        if let Runs::Few(few) = self.runs {
+            let mut runs = RunList::new();
+            if !few.as_slice().is_empty() {
+                // Room for the usual reason to come here, a third message
+                // (what pushing it would grow their deque to anyway).
+                let mut locs = VecDeque::with_capacity(4);
+                locs.extend(few.as_slice());
+                push_run(&mut runs, Run::Resident(locs));
+            }
+            self.runs = Runs::Many(runs);
+        }
+        match &mut self.runs {
+            Runs::Many(runs) => runs,
+            Runs::Few(_) => unreachable!(),
+        }
+    }
+
+    /// Keeps the messages in place again once at most one is left and
+    /// nothing is paged (see "Few messages" above).
+    fn settle(&mut self) {
+        let Runs::Many(runs) = &self.runs else {
+            return;
+        };
+        let few = match runs.first() {
+            None => Few::EMPTY,
+            Some(Run::Resident(locs)) if runs.len() == 1 && locs.len() == 1 => Few {
+                locs: [locs[0], Few::NONE],
+                len: FewLen::One,
+            },
+            _ => return,
+        };
+        self.runs = Runs::Few(few);
     }
 
     pub fn items(&self) -> u64 {
@@ -165,25 +300,34 @@ impl Backlog {
     /// The head, when it is resident (see [`Backlog::page_job`]).
     #[inline]
     pub fn head(&self) -> Option<&Loc> {
-        match self.runs.front()? {
-            Run::Resident(locs) => locs.front(),
-            Run::Paged(_) => None,
+        match &self.runs {
+            Runs::Few(few) => few.as_slice().first(),
+            Runs::Many(runs) => match runs.first()? {
+                Run::Resident(locs) => locs.front(),
+                Run::Paged(_) => None,
+            },
         }
     }
 
     /// The lowest queued sequence number.
     #[inline]
     pub fn first_seq(&self) -> Option<u64> {
-        match self.runs.front()? {
-            Run::Resident(locs) => locs.front().map(|l| l.seq),
-            Run::Paged(p) => Some(p.lo),
+        match &self.runs {
+            Runs::Few(few) => few.as_slice().first().map(|l| l.seq),
+            Runs::Many(runs) => match runs.first()? {
+                Run::Resident(locs) => locs.front().map(|l| l.seq),
+                Run::Paged(p) => Some(p.lo),
+            },
         }
     }
 
     fn last_seq(&self) -> Option<u64> {
-        match self.runs.back()? {
-            Run::Resident(locs) => locs.back().map(|l| l.seq),
-            Run::Paged(p) => Some(p.lo + p.count - 1),
+        match &self.runs {
+            Runs::Few(few) => few.as_slice().last().map(|l| l.seq),
+            Runs::Many(runs) => match runs.last()? {
+                Run::Resident(locs) => locs.back().map(|l| l.seq),
+                Run::Paged(p) => Some(p.lo + p.count - 1),
+            },
         }
     }
 
@@ -194,48 +338,56 @@ impl Backlog {
         debug_assert!(self.last_seq().is_none_or(|s| s < loc.seq));
         self.items += 1;
         self.bytes += loc.body_len();
-        match self.runs.back_mut() {
+        if let Runs::Few(few) = &mut self.runs {
+            if few.insert(few.as_slice().len(), loc) {
+                return;
+            }
+        }
+        let runs = self.many();
+        match runs.last_mut() {
             Some(Run::Resident(locs)) => locs.push_back(loc),
-            _ => self.push_run(Run::Resident(VecDeque::from([loc]))),
+            _ => push_run(runs, Run::Resident(VecDeque::from([loc]))),
         }
-    }
-
-    /// Appends a run; the first one allocates room for itself only (most
-    /// queues of a shard with many hold one run).
-    fn push_run(&mut self, run: Run) {
-        if self.runs.capacity() == 0 {
-            self.runs.reserve_exact(1);
-        }
-        self.runs.push_back(run);
     }
 
     /// Takes the head off, when it is resident.
     #[inline]
     pub fn pop(&mut self) -> Option<Loc> {
-        let Run::Resident(locs) = self.runs.front_mut()? else {
-            return None;
+        let loc = match &mut self.runs {
+            Runs::Few(few) if few.as_slice().is_empty() => return None,
+            Runs::Few(few) => few.remove(0),
+            Runs::Many(runs) => {
+                let Run::Resident(locs) = runs.first_mut()? else {
+                    return None;
+                };
+                let loc = locs.pop_front()?;
+                if locs.is_empty() {
+                    runs.remove(0);
+                } else {
+                    shrink(locs);
+                }
+                loc
+            }
         };
-        let loc = locs.pop_front()?;
-        if locs.is_empty() {
-            self.runs.pop_front();
-        } else {
-            shrink(locs);
-        }
         self.items -= 1;
         self.bytes -= loc.body_len();
+        self.settle();
         Some(loc)
     }
 
     /// Takes the head off, a whole paged run at once when the head is one
     /// (to drop messages without reading them: `flush`).
     pub fn drop_front(&mut self) -> Option<Dropped> {
-        if let Some(Run::Paged(_)) = self.runs.front() {
-            let Some(Run::Paged(p)) = self.runs.pop_front() else {
-                unreachable!()
-            };
-            self.items -= p.count;
-            self.bytes -= p.body_bytes();
-            return Some(Dropped::Run(p));
+        if let Runs::Many(runs) = &mut self.runs {
+            if let Some(Run::Paged(_)) = runs.first() {
+                let Run::Paged(p) = runs.remove(0) else {
+                    unreachable!()
+                };
+                self.items -= p.count;
+                self.bytes -= p.body_bytes();
+                self.settle();
+                return Some(Dropped::Run(p));
+            }
         }
         self.pop().map(Dropped::One)
     }
@@ -245,11 +397,19 @@ impl Backlog {
     pub fn put_back(&mut self, loc: Loc) {
         self.items += 1;
         self.bytes += loc.body_len();
-        let i = self.runs.partition_point(|r| match r {
+        if let Runs::Few(few) = &mut self.runs {
+            let at = few.as_slice().partition_point(|l| l.seq < loc.seq);
+            debug_assert!(few.as_slice().get(at).is_none_or(|l| l.seq != loc.seq));
+            if few.insert(at, loc) {
+                return;
+            }
+        }
+        let runs = self.many();
+        let i = runs.partition_point(|r| match r {
             Run::Resident(locs) => locs.front().is_some_and(|l| l.seq < loc.seq),
             Run::Paged(p) => p.lo < loc.seq,
         });
-        if let Some(Run::Resident(locs)) = i.checked_sub(1).map(|j| &mut self.runs[j]) {
+        if let Some(Run::Resident(locs)) = i.checked_sub(1).map(|j| &mut runs[j]) {
             let at = locs.partition_point(|l| l.seq < loc.seq);
             debug_assert!(locs.get(at).is_none_or(|l| l.seq != loc.seq));
             locs.insert(at, loc);
@@ -257,27 +417,22 @@ impl Backlog {
         }
         // (A message handed out was resident, below every paged run.)
         debug_assert!(!matches!(
-            i.checked_sub(1).map(|j| &self.runs[j]),
+            i.checked_sub(1).map(|j| &runs[j]),
             Some(Run::Paged(_))
         ));
-        match self.runs.get_mut(i) {
+        match runs.get_mut(i) {
             Some(Run::Resident(locs)) => locs.push_front(loc),
-            _ => self.runs.insert(i, Run::Resident(VecDeque::from([loc]))),
+            _ => runs.insert(i, Run::Resident(VecDeque::from([loc]))),
         }
-    }
-
-    /// The run holding `seq`, by position.
-    fn run_of(&self, seq: u64) -> Option<usize> {
-        let i = self.runs.partition_point(|r| match r {
-            Run::Resident(locs) => locs.back().is_some_and(|l| l.seq < seq),
-            Run::Paged(p) => p.lo + p.count <= seq,
-        });
-        (i < self.runs.len()).then_some(i)
     }
 
     /// The resident locator of `seq`.
     pub fn get(&self, seq: u64) -> Option<&Loc> {
-        match &self.runs[self.run_of(seq)?] {
+        let runs = match &self.runs {
+            Runs::Few(few) => return few.as_slice().iter().find(|l| l.seq == seq),
+            Runs::Many(runs) => runs,
+        };
+        match &runs[run_of(runs, seq)?] {
             Run::Resident(locs) => {
                 let i = locs.binary_search_by_key(&seq, |l| l.seq).ok()?;
                 locs.get(i)
@@ -287,7 +442,11 @@ impl Backlog {
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.run_of(seq).is_some_and(|i| match &self.runs[i] {
+        let runs = match &self.runs {
+            Runs::Few(few) => return few.as_slice().iter().any(|l| l.seq == seq),
+            Runs::Many(runs) => runs,
+        };
+        run_of(runs, seq).is_some_and(|i| match &runs[i] {
             Run::Resident(locs) => locs.binary_search_by_key(&seq, |l| l.seq).is_ok(),
             Run::Paged(p) => p.lo <= seq,
         })
@@ -295,7 +454,11 @@ impl Backlog {
 
     /// Is message `seq` queued with its record at `at`?
     pub fn holds_at(&self, seq: u64, at: Pos) -> bool {
-        self.run_of(seq).is_some_and(|i| match &self.runs[i] {
+        let runs = match &self.runs {
+            Runs::Few(few) => return few.as_slice().iter().any(|l| l.seq == seq && l.pos == at),
+            Runs::Many(runs) => runs,
+        };
+        run_of(runs, seq).is_some_and(|i| match &runs[i] {
             Run::Resident(locs) => locs
                 .binary_search_by_key(&seq, |l| l.seq)
                 .is_ok_and(|k| locs[k].pos == at),
@@ -309,10 +472,23 @@ impl Backlog {
     /// its run (compaction copies a segment in order, so that is where it
     /// comes from); elsewhere it stays where it is (`false`).
     pub fn relocate(&mut self, seq: u64, from: Pos, to: Pos, len: u32, expires: u32) -> bool {
-        let Some(i) = self.run_of(seq) else {
+        let runs = match &mut self.runs {
+            Runs::Few(few) => {
+                let Some(loc) = few.as_mut_slice().iter_mut().find(|l| l.seq == seq) else {
+                    return false;
+                };
+                if loc.pos != from {
+                    return false;
+                }
+                loc.pos = to;
+                return true;
+            }
+            Runs::Many(runs) => runs,
+        };
+        let Some(i) = run_of(runs, seq) else {
             return false;
         };
-        match &mut self.runs[i] {
+        match &mut runs[i] {
             Run::Resident(locs) => {
                 let Ok(k) = locs.binary_search_by_key(&seq, |l| l.seq) else {
                     return false;
@@ -339,28 +515,15 @@ impl Backlog {
                     expires,
                 };
                 if empty {
-                    self.runs.remove(i);
+                    runs.remove(i);
                 }
-                match i.checked_sub(1).map(|j| &mut self.runs[j]) {
+                match i.checked_sub(1).map(|j| &mut runs[j]) {
                     Some(Run::Resident(locs)) => locs.push_back(loc),
-                    _ => self.runs.insert(i, Run::Resident(VecDeque::from([loc]))),
+                    _ => runs.insert(i, Run::Resident(VecDeque::from([loc]))),
                 }
-                self.merge_at(i);
+                merge_at(runs, i);
+                self.settle();
                 true
-            }
-        }
-    }
-
-    /// Joins the resident runs at `i` and `i + 1`, if both are.
-    fn merge_at(&mut self, i: usize) {
-        if let (Some(Run::Resident(_)), Some(Run::Resident(_))) =
-            (self.runs.get(i), self.runs.get(i + 1))
-        {
-            let Some(Run::Resident(mut next)) = self.runs.remove(i + 1) else {
-                unreachable!()
-            };
-            if let Run::Resident(locs) = &mut self.runs[i] {
-                locs.append(&mut next);
             }
         }
     }
@@ -371,39 +534,67 @@ impl Backlog {
     pub fn remove_in(&mut self, seg: u32, from: u64, to: u64) -> Vec<Loc> {
         let hit = |l: &Loc| l.pos.seg == seg && (from..to).contains(&u64::from(l.pos.off));
         let mut removed = Vec::new();
-        for run in &mut self.runs {
-            if let Run::Resident(locs) = run {
-                if locs.iter().any(hit) {
-                    removed.extend(locs.iter().copied().filter(hit));
-                    locs.retain(|l| !hit(l));
-                    shrink(locs);
+        match &mut self.runs {
+            Runs::Few(few) => {
+                let mut kept = Few::EMPTY;
+                for &l in few.as_slice() {
+                    if hit(&l) {
+                        removed.push(l);
+                    } else {
+                        kept.insert(kept.as_slice().len(), l);
+                    }
                 }
+                *few = kept;
+            }
+            Runs::Many(runs) => {
+                for run in runs.iter_mut() {
+                    if let Run::Resident(locs) = run {
+                        if locs.iter().any(hit) {
+                            removed.extend(locs.iter().copied().filter(hit));
+                            locs.retain(|l| !hit(l));
+                            shrink(locs);
+                        }
+                    }
+                }
+                runs.retain(|r| !matches!(r, Run::Resident(locs) if locs.is_empty()));
             }
         }
-        self.runs
-            .retain(|r| !matches!(r, Run::Resident(locs) if locs.is_empty()));
         self.items -= removed.len() as u64;
         self.bytes -= removed.iter().map(Loc::body_len).sum::<u64>();
+        self.settle();
         removed
+    }
+
+    /// The runs past the few kept in place, if they are not.
+    fn run_list(&self) -> Option<&RunList> {
+        match &self.runs {
+            Runs::Few(_) => None,
+            Runs::Many(runs) => Some(runs),
+        }
     }
 
     /// The resident messages, in sequence order.
     pub fn resident(&self) -> impl Iterator<Item = &Loc> + '_ {
-        self.runs
-            .iter()
-            .flat_map(|r| match r {
-                Run::Resident(locs) => Some(locs.iter()),
-                Run::Paged(_) => None,
-            })
-            .flatten()
+        let few = match &self.runs {
+            Runs::Few(few) => few.as_slice(),
+            Runs::Many(_) => &[],
+        };
+        let many = self.run_list().into_iter().flatten().flat_map(|r| match r {
+            Run::Resident(locs) => Some(locs.iter()),
+            Run::Paged(_) => None,
+        });
+        few.iter().chain(many.flatten())
     }
 
     /// The paged runs.
     pub fn paged(&self) -> impl Iterator<Item = &Paged> + '_ {
-        self.runs.iter().filter_map(|r| match r {
-            Run::Paged(p) => Some(p),
-            Run::Resident(_) => None,
-        })
+        self.run_list()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                Run::Paged(p) => Some(p),
+                Run::Resident(_) => None,
+            })
     }
 
     /// Whether a take can be served from what is resident: the first
@@ -411,7 +602,10 @@ impl Backlog {
     /// (expired) exists, or nothing is queued behind. Otherwise the window
     /// to read first.
     pub fn ready(&self, gone: impl Fn(&Loc) -> bool) -> Result<(), PageJob> {
-        for run in &self.runs {
+        let Some(runs) = self.run_list() else {
+            return Ok(()); // nothing paged
+        };
+        for run in runs {
             match run {
                 Run::Resident(locs) => {
                     if locs.iter().any(|l| !gone(l)) {
@@ -433,11 +627,12 @@ impl Backlog {
     /// resident before the first paged run.
     #[inline]
     pub fn page_job(&self) -> Option<PageJob> {
-        if self.runs.len() <= 1 && !matches!(self.runs.front(), Some(Run::Paged(_))) {
-            return None; // the usual case: nothing paged
+        let runs = self.run_list()?; // the usual case: a few, nothing paged
+        if runs.len() <= 1 && !matches!(runs.first(), Some(Run::Paged(_))) {
+            return None;
         }
         let mut resident = 0;
-        for run in &self.runs {
+        for run in runs {
             match run {
                 Run::Resident(locs) => {
                     resident += locs.len();
@@ -463,8 +658,11 @@ impl Backlog {
         entries: &[IndexEntry],
         damaged: impl Fn(u32) -> bool,
     ) -> Option<Vec<Loc>> {
-        let i = self.runs.iter().position(|r| matches!(r, Run::Paged(_)))?;
-        let Run::Paged(p) = &mut self.runs[i] else {
+        let Runs::Many(runs) = &mut self.runs else {
+            return None; // nothing paged
+        };
+        let i = runs.iter().position(|r| matches!(r, Run::Paged(_)))?;
+        let Run::Paged(p) = &mut runs[i] else {
             unreachable!()
         };
         if p.seg != seg || p.lo != lo || entries.is_empty() {
@@ -501,16 +699,17 @@ impl Backlog {
         p.count -= n as u64;
         p.skip += n as u32;
         if p.count == 0 {
-            self.runs.remove(i);
+            runs.remove(i);
+        }
+        if !window.is_empty() {
+            match i.checked_sub(1).map(|j| &mut runs[j]) {
+                Some(Run::Resident(locs)) => locs.append(&mut window),
+                _ => runs.insert(i, Run::Resident(window)),
+            }
         }
         self.items -= dropped.len() as u64;
         self.bytes -= dropped.iter().map(Loc::body_len).sum::<u64>();
-        if !window.is_empty() {
-            match i.checked_sub(1).map(|j| &mut self.runs[j]) {
-                Some(Run::Resident(locs)) => locs.append(&mut window),
-                _ => self.runs.insert(i, Run::Resident(window)),
-            }
-        }
+        self.settle();
         Some(dropped)
     }
 
@@ -524,17 +723,18 @@ impl Backlog {
         }
         let mut kept = 0usize;
         let mut paged = 0usize;
-        let old = std::mem::take(&mut self.runs);
+        let runs = self.many();
+        let old = std::mem::take(runs);
         for run in old {
             let locs = match run {
                 Run::Resident(locs) if kept + locs.len() > window() => locs,
                 Run::Resident(locs) => {
                     kept += locs.len();
-                    self.runs.push_back(Run::Resident(locs));
+                    runs.push(Run::Resident(locs));
                     continue;
                 }
                 paged_run => {
-                    self.runs.push_back(paged_run);
+                    runs.push(paged_run);
                     continue;
                 }
             };
@@ -564,10 +764,9 @@ impl Backlog {
                     }
                     if end - k >= min_paged() {
                         if !rest.is_empty() {
-                            self.runs
-                                .push_back(Run::Resident(std::mem::take(&mut rest)));
+                            runs.push(Run::Resident(std::mem::take(&mut rest)));
                         }
-                        self.runs.push_back(Run::Paged(Paged {
+                        runs.push(Run::Paged(Paged {
                             seg,
                             lo: l.seq,
                             count: (end - k) as u64,
@@ -585,19 +784,49 @@ impl Backlog {
                 k = stop;
             }
             if !rest.is_empty() {
-                self.runs.push_back(Run::Resident(rest));
+                runs.push(Run::Resident(rest));
             }
         }
         // Neighbouring resident runs join again.
         let mut i = 0;
-        while i + 1 < self.runs.len() {
-            let before = self.runs.len();
-            self.merge_at(i);
-            if self.runs.len() == before {
+        while i + 1 < runs.len() {
+            let before = runs.len();
+            merge_at(runs, i);
+            if runs.len() == before {
                 i += 1;
             }
         }
         paged
+    }
+}
+
+/// Appends a run; a few runs take room for themselves only (a queue that
+/// has messages in two or three segments after a restart, of a million).
+fn push_run(runs: &mut RunList, run: Run) {
+    if runs.len() < 4 {
+        runs.reserve_exact(1);
+    }
+    runs.push(run);
+}
+
+/// The run holding `seq`, by position.
+fn run_of(runs: &RunList, seq: u64) -> Option<usize> {
+    let i = runs.partition_point(|r| match r {
+        Run::Resident(locs) => locs.back().is_some_and(|l| l.seq < seq),
+        Run::Paged(p) => p.lo + p.count <= seq,
+    });
+    (i < runs.len()).then_some(i)
+}
+
+/// Joins the resident runs at `i` and `i + 1`, if both are.
+fn merge_at(runs: &mut RunList, i: usize) {
+    if let (Some(Run::Resident(_)), Some(Run::Resident(_))) = (runs.get(i), runs.get(i + 1)) {
+        let Run::Resident(mut next) = runs.remove(i + 1) else {
+            unreachable!()
+        };
+        if let Run::Resident(locs) = &mut runs[i] {
+            locs.append(&mut next);
+        }
     }
 }
 

@@ -42,8 +42,14 @@ fn check(b: &Backlog) {
         + b.paged().map(Paged::body_bytes).sum::<u64>();
     assert_eq!(b.bytes(), bytes);
     assert_eq!(b.is_empty(), b.items() == 0);
+    if let Runs::Few(few) = &b.runs {
+        let locs = few.as_slice();
+        assert!(locs.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(locs.len() as u64, b.items(), "nothing paged");
+        return;
+    }
     let mut last = None;
-    for r in &b.runs {
+    for r in b.run_list().unwrap() {
         let (first, end) = match r {
             Run::Resident(locs) => {
                 assert!(!locs.is_empty(), "no empty run");
@@ -216,7 +222,7 @@ fn storage_shrinks_after_a_drain_but_not_below_the_floor() {
     for seq in 0..100_000 {
         b.push(loc(seq, 0, 8));
     }
-    let cap = |b: &Backlog| match b.runs.front() {
+    let cap = |b: &Backlog| match b.run_list().and_then(|runs| runs.first()) {
         Some(Run::Resident(locs)) => locs.capacity(),
         _ => 0,
     };
@@ -233,4 +239,68 @@ fn storage_shrinks_after_a_drain_but_not_below_the_floor() {
         b.pop();
         assert_eq!(cap(&b), small);
     }
+}
+
+/// Most queues of a shard with a million hold a message or two: those
+/// are kept in place, with no allocation, whatever brought them there.
+#[test]
+fn a_few_messages_are_kept_in_place() {
+    let few = |b: &Backlog| matches!(b.runs, Runs::Few(_));
+    assert!(
+        std::mem::size_of::<Backlog>() <= 72,
+        "{}",
+        std::mem::size_of::<Backlog>()
+    );
+    let mut b = Backlog::default();
+    b.push(loc(0, 0, 1));
+    b.push(loc(1, 0, 2));
+    check(&b);
+    assert!(few(&b));
+    assert_eq!(b.get(1).map(|l| l.seq), Some(1));
+    assert!(b.contains(0) && !b.contains(2) && b.holds_at(1, loc(1, 0, 2).pos));
+    assert!(b.relocate(1, loc(1, 0, 2).pos, Pos { seg: 3, off: 0 }, 30, 0));
+    assert!(b.holds_at(1, Pos { seg: 3, off: 0 }));
+    assert_eq!(b.page_job().map(|j| j.lo), None);
+    assert!(b.ready(|_| true).is_ok());
+    b.push(loc(2, 0, 3));
+    check(&b);
+    assert!(!few(&b), "a third message moves them out");
+    let head = b.pop().unwrap();
+    check(&b);
+    assert!(!few(&b), "not back at two");
+    b.pop().unwrap();
+    check(&b);
+    assert!(few(&b), "back at one");
+    assert_eq!(b.first_seq(), Some(2));
+    b.put_back(head);
+    check(&b);
+    assert!(few(&b));
+    assert_eq!(b.resident().map(|l| l.seq).collect::<Vec<_>>(), [0, 2]);
+    let gone = b.remove_in(0, 0, 1);
+    assert_eq!(gone, [head]);
+    check(&b);
+    assert_eq!((b.items(), b.bytes()), (1, 3));
+    b.pop().unwrap();
+    check(&b);
+    assert!(few(&b) && b.is_empty() && b.pop().is_none() && b.drop_front().is_none());
+
+    // Paged runs are not among the few, and the last message read back is.
+    let mut b = Backlog::default();
+    b.push_paged(Paged {
+        seg: 0,
+        lo: 0,
+        count: 2,
+        rec_bytes: 2 * (record::HEADER_LEN as u64 + 8),
+        skip: 0,
+        pages: pages(2),
+    });
+    assert!(!few(&b));
+    assert!(!b.run_list().unwrap().spilled(), "one run is in place too");
+    assert_eq!(b.ready(|_| false).unwrap_err().lo, 0);
+    let entries = [entry(0, 8), entry(1, 8)];
+    assert_eq!(b.paged_in(0, 0, &entries, |_| false), Some(vec![]));
+    check(&b);
+    b.pop().unwrap();
+    check(&b);
+    assert!(few(&b));
 }

@@ -130,7 +130,7 @@ impl Store {
     pub(super) fn apply_confirm(&self, queue: &[u8], reader: Reader) -> Reply<bool> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_of(queue) else {
             return Reply::now(Ok(false));
         };
         let q = st.queues.get_mut(&id).expect("queue exists");
@@ -145,7 +145,7 @@ impl Store {
     pub(super) fn apply_delete(&self, queue: &[u8]) -> Reply<bool> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(id) = st.names.remove(queue) else {
+        let Some(id) = st.unname(queue) else {
             return Reply::now(Ok(false));
         };
         st.fan_out_queues -= usize::from(queue.contains(&b'+'));
@@ -167,7 +167,7 @@ impl Store {
 
     pub(super) fn apply_flush(&self, queue: &[u8]) -> Reply<bool> {
         let (mut st, mut log) = self.both();
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_of(queue) else {
             return Reply::now(Ok(false));
         };
         st.drop_head(&mut log, id, true, |q| !q.queued().is_empty());

@@ -143,7 +143,7 @@ impl State {
 
     /// Whether queue `queue`'s limits let a message of `len` bytes in, once
     /// `discard_old_when_full` dropped what it must (it drops them here).
-    /// `id` is the queue's id if it exists (`names.get(queue)`: the caller
+    /// `id` is the queue's id if it exists (`id_of(queue)`: the caller
     /// looked it up already).
     pub(super) fn admit(&mut self, log: &mut Log, id: Option<u32>, queue: &[u8], len: u64) -> bool {
         let caps = |l: &QueueLimits| {

@@ -106,7 +106,7 @@ impl Store {
     pub(super) fn room_for_set(&self, queue: &[u8], len: usize) -> Result<Option<u32>, NoRoom> {
         let (mut st, mut log) = self.both();
         let record = log.message_room(len);
-        let known = st.names.get(queue).copied();
+        let known = st.id_of(queue);
         let mut need = match known {
             Some(id) => st.room_for_message(id, record),
             None => record + record::record_len(16 + queue.len()) as u64,
@@ -125,7 +125,7 @@ impl Store {
     pub(super) fn room_for_marker(&self, queue: &[u8]) -> Result<(), NoRoom> {
         let (st, mut log) = self.both();
         log.check()?;
-        if !st.names.contains_key(queue) {
+        if st.id_of(queue).is_none() {
             return Ok(());
         }
         log.make_room(record::record_len(8) as u64, false)
@@ -137,7 +137,7 @@ impl Store {
     pub(super) fn room_for_take(&self, queue: &[u8], pop: bool) -> Result<Option<u32>, Hold> {
         let (mut st, mut log) = self.both();
         log.check()?;
-        let Some(&id) = st.names.get(queue) else {
+        let Some(id) = st.id_of(queue) else {
             if queue.contains(&b'+') {
                 // A fan-out queue's first get creates it.
                 log.make_room(record::record_len(16 + queue.len()) as u64, false)?;
@@ -167,7 +167,7 @@ impl Store {
     pub(super) fn room_for_flush(&self, queue: &[u8]) -> Result<(), NoRoom> {
         let (st, mut log) = self.both();
         log.check()?;
-        let Some(q) = st.names.get(queue).map(|id| &st.queues[id]) else {
+        let Some(q) = st.id_of(queue).map(|id| &st.queues[&id]) else {
             return Ok(());
         };
         if q.queued().is_empty() {

@@ -5,9 +5,12 @@
 //! a request change all of them in one synchronous step.
 
 use std::cell::RefMut;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::out_of_line::OutOfLine;
 use super::paging::PageWait;
@@ -111,64 +114,105 @@ impl std::ops::Index<&u32> for QueueTable {
 
 /// Queue ids by name.
 ///
-/// Every request looks its queue up by name, so this is a hash map: a
+/// Every request looks its queue up by name, so this is a hash table: a
 /// B-tree of a million names took ~20 comparisons of cold keys per set
 /// (the largest share of a many-queue fill's CPU). The names are the
-/// clients', so they are hashed with std's keyed SipHash. Only fan-out
-/// queues (a `+` in the name) are also kept in order, for
-/// [`State::children`]'s prefix search; `stats` sorts when it reports.
-/// A name is shared with its [`Queue`] rather than stored twice.
+/// clients', so they are hashed with std's keyed SipHash.
+///
+/// The table holds each queue's id and its name's hash, not the name: the
+/// name is its [`Queue`]'s (shared with the log's catalog), found through
+/// the [`QueueTable`] to tell names of one hash apart. A slot is then 8
+/// bytes where a name and an id took 24, and a million queues take up to
+/// two million slots. Only fan-out queues (a `+` in the name) are also
+/// kept by name, in order, for [`State::children`]'s prefix search;
+/// `stats` sorts when it reports.
 #[derive(Default)]
 pub(super) struct Names {
-    by_name: HashMap<Rc<[u8]>, u32>,
+    by_hash: HashTable<Named>,
+    hasher: RandomState,
     fan_out: BTreeMap<Rc<[u8]>, u32>,
 }
 
+/// A queue in [`Names`]: its id, and 32 bits of its name's hash (all the
+/// table needs to place it again as it grows).
+#[derive(Clone, Copy)]
+struct Named {
+    id: u32,
+    hash: u32,
+}
+
+impl Named {
+    /// The hash the table places it by: the 32 bits kept, in the high bits
+    /// too (where the table takes its control bytes from).
+    fn spread(&self) -> u64 {
+        u64::from(self.hash) << 32 | u64::from(self.hash)
+    }
+}
+
 impl Names {
-    pub(super) fn get(&self, name: &[u8]) -> Option<&u32> {
-        self.by_name.get(name)
-    }
-
-    pub(super) fn contains_key(&self, name: &[u8]) -> bool {
-        self.by_name.contains_key(name)
-    }
-
-    /// Names queue `id` `name`; the id it had before, if any.
-    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32) -> Option<u32> {
-        if name.contains(&b'+') {
-            self.fan_out.insert(name.clone(), id);
+    fn named(&self, name: &[u8], id: u32) -> Named {
+        Named {
+            id,
+            hash: self.hasher.hash_one(name) as u32,
         }
-        self.by_name.insert(name, id)
     }
 
-    pub(super) fn remove(&mut self, name: &[u8]) -> Option<u32> {
+    /// The id of queue `name` among `queues`.
+    pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
+        let key = self.named(name, 0);
+        let is = |n: &Named| queues.get(&n.id).is_some_and(|q| q.name() == name);
+        self.by_hash.find(key.spread(), is).map(|n| n.id)
+    }
+
+    /// Names queue `id` `name` (a name no queue has).
+    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32) {
+        let named = self.named(&name, id);
+        self.by_hash
+            .insert_unique(named.spread(), named, Named::spread);
+        if name.contains(&b'+') {
+            self.fan_out.insert(name, id);
+        }
+    }
+
+    /// Forgets queue `name` among `queues` (before it leaves them); its id.
+    pub(super) fn remove(&mut self, name: &[u8], queues: &QueueTable) -> Option<u32> {
+        let key = self.named(name, 0);
+        let is = |n: &Named| queues.get(&n.id).is_some_and(|q| q.name() == name);
+        let (named, _) = self.by_hash.find_entry(key.spread(), is).ok()?.remove();
         if name.contains(&b'+') {
             self.fan_out.remove(name);
         }
-        self.by_name.remove(name)
+        Some(named.id)
     }
 
     pub(super) fn len(&self) -> usize {
-        self.by_name.len()
+        self.by_hash.len()
     }
 
-    /// Every name, in no particular order.
-    pub(super) fn keys(&self) -> impl Iterator<Item = &Rc<[u8]>> + '_ {
-        self.by_name.keys()
+    /// The fan-out queues whose names start with `prefix`, in order.
+    fn fan_out_from<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+        self.fan_out
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(_, &id)| id)
     }
+}
 
+impl QueueTable {
     /// The first `n` `(name, id)` by name, in order (every one if `n` is
-    /// at least [`Names::len`]). Only those `n` are sorted.
+    /// at least their number). Only those `n` are sorted.
     ///
     /// The names are sorted by their first eight bytes first, kept beside
     /// each entry: comparing the names themselves reads two cold
     /// allocations per comparison, which made sorting a million of them
     /// take seconds.
-    pub(super) fn first(&self, n: usize) -> Vec<(&[u8], u32)> {
+    pub(super) fn first_by_name(&self, n: usize) -> Vec<(&[u8], u32)> {
         let mut all: Vec<(u64, &[u8], u32)> = self
-            .by_name
-            .iter()
-            .map(|(name, &id)| (sort_key(name), &name[..], id))
+            .values()
+            .map(|q| (sort_key(q.name()), q.name(), q.id()))
             .collect();
         let order =
             |a: &(u64, &[u8], u32), b: &(u64, &[u8], u32)| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1));
@@ -181,17 +225,6 @@ impl Names {
         }
         all.sort_unstable_by(order);
         all.into_iter().map(|(_, name, id)| (name, id)).collect()
-    }
-
-    /// The fan-out queues whose names start with `prefix`, in order.
-    fn fan_out_from<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
-        self.fan_out
-            .range::<[u8], _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(name, _)| name.starts_with(prefix))
-            .map(|(_, &id)| id)
     }
 }
 
@@ -216,9 +249,20 @@ pub(super) enum Held {
 }
 
 impl State {
+    /// The id of queue `name`, if it exists.
+    pub(super) fn id_of(&self, name: &[u8]) -> Option<u32> {
+        self.names.get(name, &self.queues)
+    }
+
+    /// Forgets the name of queue `name` (which is about to be removed);
+    /// its id.
+    pub(super) fn unname(&mut self, name: &[u8]) -> Option<u32> {
+        self.names.remove(name, &self.queues)
+    }
+
     /// The id of queue `name`, creating it (logged) if it does not exist.
     pub(super) fn id_or_create(&mut self, log: &mut Log, name: &[u8]) -> u32 {
-        if let Some(&id) = self.names.get(name) {
+        if let Some(id) = self.id_of(name) {
             return id;
         }
         let name: Rc<[u8]> = name.into();
@@ -233,8 +277,8 @@ impl State {
     /// name) is created by its first `get`, so that it receives copies from
     /// then on; any other must exist.
     pub(super) fn id_for_get(&mut self, log: &mut Log, name: &[u8]) -> Option<u32> {
-        match self.names.get(name) {
-            Some(&id) => Some(id),
+        match self.id_of(name) {
+            Some(id) => Some(id),
             None if name.contains(&b'+') => Some(self.id_or_create(log, name)),
             None => None,
         }
@@ -328,21 +372,31 @@ impl Store {
 mod tests {
     use std::rc::Rc;
 
-    use super::Names;
+    use super::{Names, QueueTable};
+    use crate::queue::Queue;
+
+    /// Queue `i` named `list[i]`, in both tables.
+    fn tables(list: &[&[u8]]) -> (Names, QueueTable) {
+        let mut names = Names::default();
+        let mut queues = QueueTable::default();
+        for (i, name) in list.iter().enumerate() {
+            let name: Rc<[u8]> = Rc::from(*name);
+            names.insert(name.clone(), i as u32);
+            queues.insert(i as u32, Queue::new(i as u32, name));
+        }
+        (names, queues)
+    }
 
     #[test]
     fn names_are_found_and_listed_in_order() {
-        let mut names = Names::default();
-        let list = ["b", "a+x", "c", "a", "a+y", "ab"];
-        for (i, name) in list.iter().enumerate() {
-            assert_eq!(names.insert(name.as_bytes().into(), i as u32), None);
-        }
+        let list: [&[u8]; 6] = [b"b", b"a+x", b"c", b"a", b"a+y", b"ab"];
+        let (mut names, mut queues) = tables(&list);
         assert_eq!(names.len(), 6);
-        assert_eq!(names.get(b"c"), Some(&2));
-        assert!(names.contains_key(b"a+y") && !names.contains_key(b"d"));
-        let order = |n: usize| -> Vec<Vec<u8>> {
-            names
-                .first(n)
+        assert_eq!(names.get(b"c", &queues), Some(2));
+        assert!(names.get(b"a+y", &queues).is_some() && names.get(b"d", &queues).is_none());
+        let order = |queues: &QueueTable, n: usize| -> Vec<Vec<u8>> {
+            queues
+                .first_by_name(n)
                 .into_iter()
                 .map(|(k, _)| k.to_vec())
                 .collect()
@@ -351,15 +405,37 @@ mod tests {
             .iter()
             .map(|n| n.as_bytes().to_vec())
             .collect();
-        assert_eq!(order(usize::MAX), all);
-        assert_eq!(order(6), all);
-        assert_eq!(order(2), all[..2]);
-        assert!(order(0).is_empty());
+        assert_eq!(order(&queues, usize::MAX), all);
+        assert_eq!(order(&queues, 6), all);
+        assert_eq!(order(&queues, 2), all[..2]);
+        assert!(order(&queues, 0).is_empty());
         assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [1, 4]);
-        assert_eq!(names.remove(b"a+x"), Some(1));
-        assert_eq!(names.remove(b"a+x"), None);
+        assert_eq!(names.remove(b"a+x", &queues), Some(1));
+        queues.remove(&1);
+        assert_eq!(names.remove(b"a+x", &queues), None);
         assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [4]);
         assert!(names.fan_out_from(b"b+").next().is_none());
+        assert_eq!(names.len(), 5);
+    }
+
+    /// Many names, so that the table grows and places them again from the
+    /// hashes it keeps: every one is found, and no other.
+    #[test]
+    fn names_are_found_after_growth() {
+        let list: Vec<Vec<u8>> = (0..20_000).map(|i| format!("q{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = list.iter().map(|n| &n[..]).collect();
+        let (mut names, queues) = tables(&refs);
+        for (i, name) in refs.iter().enumerate() {
+            assert_eq!(names.get(name, &queues), Some(i as u32));
+        }
+        assert_eq!(names.get(b"q20000", &queues), None);
+        for (i, name) in refs.iter().enumerate().step_by(2) {
+            assert_eq!(names.remove(name, &queues), Some(i as u32));
+        }
+        for (i, name) in refs.iter().enumerate() {
+            let want = (i % 2 == 1).then_some(i as u32);
+            assert_eq!(names.get(name, &queues), want);
+        }
     }
 
     /// Sorting by the first eight bytes, then the whole name, is sorting
@@ -377,19 +453,20 @@ mod tests {
             b"",
             b"\xffz",
         ];
-        let mut names = Names::default();
-        for (i, name) in list.iter().enumerate() {
-            names.insert(Rc::from(*name), i as u32);
-        }
+        let (_, queues) = tables(&list);
         let mut want: Vec<&[u8]> = list.to_vec();
         want.sort();
-        let got: Vec<&[u8]> = names
-            .first(usize::MAX)
+        let got: Vec<&[u8]> = queues
+            .first_by_name(usize::MAX)
             .into_iter()
             .map(|(n, _)| n)
             .collect();
         assert_eq!(got, want);
-        let got: Vec<&[u8]> = names.first(4).into_iter().map(|(n, _)| n).collect();
+        let got: Vec<&[u8]> = queues
+            .first_by_name(4)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(got, want[..4]);
     }
 }

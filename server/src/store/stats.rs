@@ -21,8 +21,8 @@ impl Store {
         let st = self.state.borrow();
         let log = self.log.borrow();
         let now = u64::from(now_secs());
-        st.names
-            .first(n)
+        st.queues
+            .first_by_name(n)
             .into_iter()
             .map(|(name, id)| {
                 let q = &st.queues[&id];
@@ -47,7 +47,7 @@ impl Store {
     pub fn queue_lines(&self) -> QueueLines {
         let st = self.state.borrow();
         let log = self.log.borrow();
-        let names = st.names.first(usize::MAX);
+        let names = st.queues.first_by_name(usize::MAX);
         // Each counter is gathered in a loop of its own: a million lookups
         // in tables of a million are cache misses, and a loop that does
         // nothing else lets the processor wait for many of them at once
@@ -78,9 +78,9 @@ impl Store {
     pub fn queue_names(&self) -> Vec<Vec<u8>> {
         self.state
             .borrow()
-            .names
-            .keys()
-            .map(|n| n.to_vec())
+            .queues
+            .values()
+            .map(|q| q.name().to_vec())
             .collect()
     }
 

@@ -168,8 +168,7 @@ impl Store {
 
     pub(super) fn queue_items(&self, queue: &[u8]) -> usize {
         let st = self.state.borrow();
-        st.names
-            .get(queue)
-            .map_or(0, |id| st.queues[id].queued().items() as usize)
+        st.id_of(queue)
+            .map_or(0, |id| st.queues[&id].queued().items() as usize)
     }
 }
