@@ -50,16 +50,19 @@
 //! restated queues are that checkpoint's list (`IndexBuilder`), and the
 //! rules above read them unchanged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
+
+use smallvec::{smallvec, SmallVec};
 
 use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use super::{Loc, Pos};
 use crate::disk::{Disk, DiskFile};
+use crate::idhash::IdMap;
 use crate::log::index::{
     self, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead, SegmentIndex,
     SegmentSummary,
@@ -274,6 +277,9 @@ struct QState {
 struct Live {
     head: u64,
     confirmed: Confirmed,
+    /// Sequence numbers met in newer segments (sorted, disjoint): an older
+    /// copy of one of them is superseded.
+    cover: Vec<(u64, u64)>,
 }
 
 /// Merges segment summaries into a [`Replay`] sink (the module doc says
@@ -285,8 +291,8 @@ struct Live {
 /// index at a time for each pass.
 #[derive(Default)]
 pub struct Replayer {
-    queues: HashMap<u32, QState>,
-    live: HashMap<u32, Live>,
+    queues: IdMap<u32, QState>,
+    live: IdMap<u32, Live>,
     authority: u32,
     /// The authority's checkpoint: the queues alive when it was started.
     authority_live: Vec<(u32, u32)>,
@@ -370,6 +376,7 @@ impl Replayer {
                 Live {
                     head,
                     confirmed: confirmed.clone(),
+                    cover: Vec::new(),
                 },
             );
             sink(FoundQueue {
@@ -594,7 +601,6 @@ pub async fn recover(
     replayer.queues(|q| sink.queue(q));
     // Pass 2: every segment has its index file now; each summary is read
     // again, newest first, for the runs of queued messages.
-    let mut covered: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
     let mut items = 0u64;
     for (&ord, seg) in segs.iter_mut().rev() {
         let idx_path = segment::idx_path(dir, seg.first_lsn);
@@ -616,21 +622,20 @@ pub async fn recover(
         let mut file = None;
         for qs in summary.get().queues.iter() {
             let id = qs.id.to_native();
-            let Some(live) = replayer.live.get(&id) else {
+            let Some(live) = replayer.live.get_mut(&id) else {
                 continue;
             };
             for span in qs.spans.iter() {
                 let lo = span.lo.to_native();
                 let end = lo + u64::from(span.count.to_native());
-                let cover = covered.entry(id).or_default();
-                let keep = kept(lo, end, live, cover);
-                add_cover(cover, lo, end);
+                let keep = kept(lo, end, live);
+                add_cover(&mut live.cover, lo, end);
                 if keep.is_empty() {
                     continue;
                 }
                 let pages = Rc::new(EntryPages::of(span));
-                let runs = if keep == [(lo, end)] {
-                    vec![FoundRun {
+                let runs: SmallVec<[FoundRun; 1]> = if keep[..] == [(lo, end)] {
+                    smallvec![FoundRun {
                         seg: ord,
                         lo,
                         count: end - lo,
@@ -693,9 +698,10 @@ pub async fn recover(
 }
 
 /// What of the span `[lo, end)` of a live queue is queued: not below its
-/// head, not confirmed, not in a newer segment (`cover`, sorted).
-fn kept(lo: u64, end: u64, live: &Live, cover: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
+/// head, not confirmed, not in a newer segment (its `cover`).
+fn kept(lo: u64, end: u64, live: &Live) -> SmallVec<[(u64, u64); 1]> {
+    let cover = &live.cover;
+    let mut out = SmallVec::new();
     let mut start = lo.max(live.head);
     while start < end {
         // Skip what is covered or confirmed at `start`.
