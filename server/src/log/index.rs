@@ -32,7 +32,6 @@
 //! and the directory fsync'd, so a crash leaves either no index (rebuilt by
 //! scanning the segment) or a whole one.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
@@ -40,6 +39,7 @@ use std::rc::Rc;
 use rkyv::util::AlignedVec;
 
 use crate::disk::{Disk, DiskFile, BLOCK};
+use crate::idhash::IdMap;
 use crate::log::record::{self, Header, Kind};
 
 /// Trailer magic, little-endian "MCQIDX03".
@@ -188,7 +188,8 @@ pub struct IndexBuilder {
     next_queue_id: u32,
     max_queue_id: u32,
     pub corrupt_records: u32,
-    queues: HashMap<u32, QueueIndex>,
+    /// Found by id on every record appended: integer-hashed.
+    queues: IdMap<u32, QueueIndex>,
 }
 
 impl IndexBuilder {
