@@ -136,6 +136,9 @@ pub struct FoundRun {
 /// segment first (each run is exact: no message in two runs, none
 /// consumed).
 pub trait RunSink {
+    /// At most `queues` live queues follow (a table sized once is not
+    /// copied as it grows).
+    fn reserve(&mut self, _queues: usize) {}
     /// A live queue; every queue comes before any run.
     fn queue(&mut self, q: FoundQueue);
     fn run(&mut self, queue: u32, run: FoundRun);
@@ -342,6 +345,11 @@ impl Replayer {
                 q.confirmed.insert(start, end);
             }
         }
+    }
+
+    /// At most how many queues [`Replayer::queues`] hands over.
+    pub fn live_bound(&self) -> usize {
+        self.queues.len()
     }
 
     /// End of pass 1: hands `sink` the live queues (by id).
@@ -598,6 +606,7 @@ pub async fn recover(
         );
         ord += 1;
     }
+    sink.reserve(replayer.live_bound());
     replayer.queues(|q| sink.queue(q));
     // Pass 2: every segment has its index file now; each summary is read
     // again, newest first, for the runs of queued messages.

@@ -22,6 +22,10 @@ pub(super) struct Rebuild {
 }
 
 impl RunSink for Rebuild {
+    fn reserve(&mut self, queues: usize) {
+        self.queues.reserve(queues);
+    }
+
     fn queue(&mut self, q: FoundQueue) {
         self.queues.insert(q.id, (q, Vec::new()));
     }
