@@ -137,11 +137,12 @@ impl Log {
         }
     }
 
-    /// Dead segments ([`Seg::dead`]), their queues restated, and the lsn that must be synced before they may
-    /// go: every record that killed their messages or restated their
-    /// queues, and the open segment's checkpoint (which names the live
-    /// queues without them: a queue whose `Deleted` record goes with them
-    /// must not come back from an older `Created` one).
+    /// Dead segments ([`Seg::dead`]), their queues restated, and the lsn
+    /// that must be synced before they may go: every record that killed
+    /// their messages or restated their queues, and the open segment's
+    /// checkpoint (which names the live queues without them: a queue whose
+    /// `Deleted` record goes with them must not come back from an older
+    /// `Created` one).
     pub(in crate::log) fn dead_segments(&self) -> (Vec<u32>, u64) {
         let open = self.open.ord;
         let mut target = self.progress.checkpoint_lsn;
