@@ -380,6 +380,7 @@ pub fn index_difference(
         ("last lsn", a.last_lsn != b.last_lsn),
         ("end of data", a.data_len != b.data_len),
         ("checkpoint", a.checkpoint != b.checkpoint),
+        ("checkpoint's live queues", a.live != b.live),
         ("next queue id", a.next_queue_id != b.next_queue_id),
         ("highest queue id", a.max_queue_id != b.max_queue_id),
     ];
