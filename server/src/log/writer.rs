@@ -21,7 +21,7 @@
 //!   a checkpoint naming the live queues by id (as ranges), and a segment
 //!   is deleted only after every live queue it says anything of is
 //!   restated (a `Created` record with its counters) in the open segment
-//!   ([`Log::restate_for`]; the log keeps names and counters in its
+//!   ([`Log::restate`]; the log keeps names and counters in its
 //!   catalog, because every change to them is a record it wrote). So older
 //!   segments can be deleted without losing a queue or its counters, and a
 //!   queue nobody touches costs no record per segment.
@@ -253,13 +253,6 @@ impl Log {
         queues: Vec<(u32, CatalogEntry)>,
     ) -> Log {
         let last = rec.next_lsn - 1;
-        let catalog = Catalog::new(queues, rec.next_queue_id);
-        let mut segs = SegTable::new(rec.segs);
-        for (ord, bytes) in catalog.holdings() {
-            if let Some(s) = segs.get_mut(ord) {
-                s.held_bytes += bytes;
-            }
-        }
         Log {
             disk,
             cfg,
@@ -281,8 +274,8 @@ impl Log {
                 tail: Tail::default(),
                 builder: IndexBuilder::new(rec.next_lsn),
             },
-            segs,
-            catalog,
+            segs: SegTable::new(rec.segs),
+            catalog: Catalog::new(queues, rec.next_queue_id),
             spares: Spares::new(),
             backlog: Backlog {
                 first_unwritten: None,

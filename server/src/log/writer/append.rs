@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::acks::FLUSH_BYTES;
-use super::{catalog, Log};
+use super::Log;
 use crate::log::record::{self, Header, Kind, HEADER_LEN};
 use crate::log::region::Region;
 use crate::log::{segment, Pos, SyncMode};
@@ -114,12 +114,8 @@ impl Log {
     /// name: shared, not copied); returns its id and the record's lsn.
     pub fn create_queue(&mut self, name: Rc<[u8]>) -> (u32, u64) {
         let body = record::created_body(0, 0, &name);
-        let held = catalog::created_bytes(&name);
         let id = self.catalog.create(name, self.open.ord);
         let (_, lsn) = self.append(Kind::Created, id, 0, &body);
-        if let Some(s) = self.segs.get_mut(self.open.ord) {
-            s.held_bytes += held;
-        }
         (id, lsn)
     }
 
@@ -239,12 +235,6 @@ impl Log {
 
     /// Logs that queue `id` is deleted.
     pub fn delete_queue(&mut self, id: u32) -> u64 {
-        if let Some(q) = self.catalog.get(id) {
-            let held = catalog::created_bytes(&q.name);
-            if let Some(s) = self.segs.get_mut(q.restated) {
-                s.held_bytes = s.held_bytes.saturating_sub(held);
-            }
-        }
         self.catalog.remove(id);
         self.append(Kind::Deleted, id, 0, &[]).1
     }

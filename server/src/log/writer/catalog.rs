@@ -45,6 +45,9 @@ pub(super) struct Catalog {
     next_id: u32,
     /// The live ids as ascending `[first, end)` ranges.
     live: Vec<(u32, u32)>,
+    /// By segment: bytes of the newest `Created` records of live queues in
+    /// it, what deleting it writes again (absent: none).
+    held: IdMap<u32, u64>,
 }
 
 /// A queue as the catalog keeps it: a [`CatalogEntry`] with its name
@@ -65,7 +68,7 @@ pub(super) fn restatement_bytes(q: &Entry) -> u64 {
 }
 
 /// Bytes of the `Created` record of a queue named `name`.
-pub(super) fn created_bytes(name: &[u8]) -> u64 {
+fn created_bytes(name: &[u8]) -> u64 {
     record::record_len(16 + name.len()) as u64
 }
 
@@ -81,7 +84,9 @@ impl Catalog {
                 _ => live.push((id, id + 1)),
             }
         }
+        let mut held = IdMap::default();
         for (id, q) in queues {
+            *held.entry(q.restated).or_default() += created_bytes(&q.name);
             let q = Entry {
                 name: q.name.into(),
                 head: q.head,
@@ -95,6 +100,7 @@ impl Catalog {
             queues: table,
             next_id,
             live,
+            held,
         }
     }
 
@@ -108,6 +114,7 @@ impl Catalog {
     pub(super) fn create(&mut self, name: Rc<[u8]>, seg: u32) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
+        self.hold(seg, created_bytes(&name), true);
         let q = Entry {
             name,
             head: 0,
@@ -125,9 +132,10 @@ impl Catalog {
     }
 
     pub(super) fn remove(&mut self, id: u32) {
-        if self.queues.remove(&id).is_none() {
+        let Some(q) = self.queues.remove(&id) else {
             return;
-        }
+        };
+        self.hold(q.restated, created_bytes(&q.name), false);
         let i = self.live.partition_point(|&(_, end)| end <= id);
         let (first, end) = self.live[i];
         debug_assert!(first <= id && id < end, "a live id is in a range");
@@ -179,17 +187,31 @@ impl Catalog {
 
     /// Queue `id` is restated in segment `seg`.
     pub(super) fn restated(&mut self, id: u32, seg: u32) {
-        if let Some(q) = self.queues.get_mut(&id) {
-            q.restated = seg;
-        }
+        let Some(q) = self.queues.get_mut(&id) else {
+            return;
+        };
+        let (from, bytes) = (q.restated, created_bytes(&q.name));
+        q.restated = seg;
+        self.hold(from, bytes, false);
+        self.hold(seg, bytes, true);
     }
 
-    /// Every live queue's newest restatement: `(segment, bytes of its
-    /// Created record)`.
-    pub(super) fn holdings(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.queues
-            .values()
-            .map(|q| (q.restated, created_bytes(&q.name)))
+    /// Bytes of the newest `Created` records of live queues in segment
+    /// `seg`.
+    pub(super) fn held(&self, seg: u32) -> u64 {
+        self.held.get(&seg).copied().unwrap_or(0)
+    }
+
+    fn hold(&mut self, seg: u32, bytes: u64, add: bool) {
+        let n = self.held.entry(seg).or_default();
+        if add {
+            *n += bytes;
+        } else {
+            *n -= bytes;
+        }
+        if *n == 0 {
+            self.held.remove(&seg);
+        }
     }
 
     /// The live ids as ascending `[first, end)` ranges, for a checkpoint.
@@ -251,6 +273,12 @@ mod tests {
         assert_eq!(c.get(15).map(|q| q.restated), Some(5));
         c.restated(10, 6);
         assert_eq!(c.get(10).map(|q| q.restated), Some(6));
+        // Held bytes follow each queue's newest `Created` record.
+        let q = created_bytes(b"q");
+        assert_eq!((c.held(2), c.held(3), c.held(4), c.held(5)), (0, 0, q, q));
+        assert_eq!(c.held(6), q);
+        c.remove(11);
+        assert_eq!(c.held(4), 0);
         c.confirmed(10, 5, 6);
         assert_eq!(c.dequeued(10), 1);
         c.consumed_below(10, 7);

@@ -112,9 +112,6 @@ pub struct Seg {
     /// Every live queue its records name is restated in a newer segment
     /// (see [`super::Log::restate`]): it may be deleted once that is synced.
     pub(in crate::log) restated: bool,
-    /// Bytes of the newest `Created` records of live queues in it: what
-    /// deleting it writes again (compaction counts them as live).
-    pub(in crate::log) held_bytes: u64,
 }
 
 impl Seg {
@@ -137,7 +134,6 @@ impl Seg {
             no_compact: false,
             checkpoint_end: 0,
             restated: false,
-            held_bytes: 0,
         }
     }
 
@@ -164,16 +160,17 @@ impl Seg {
     }
 
     /// Sealed, indexed, with no live message and no read in flight, and
-    /// worth deleting: the `Created` records it holds, which deleting it
-    /// writes again, are less than half its data. A segment of mostly
+    /// worth deleting: the `Created` records it holds (`held` bytes, the
+    /// catalog's count), which deleting it writes again, are less than
+    /// half its data. A segment of mostly
     /// such records (the restatements of idle queues) stays as the home of
     /// those queues' names, or deleting it would only write its like again,
     /// for ever.
-    pub(in crate::log) fn dead(&self) -> bool {
+    pub(in crate::log) fn dead(&self, held: u64) -> bool {
         self.settled()
             && self.live == 0
             && self.pins == 0
-            && self.held_bytes * 2 < self.data_len.saturating_sub(self.checkpoint_end)
+            && held * 2 < self.data_len.saturating_sub(self.checkpoint_end)
     }
 
     /// Sealed, written, indexed: what deletion and compaction start from.

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::catalog::{created_bytes, restatement_bytes};
+use super::catalog::restatement_bytes;
 use super::{Log, NoRoom, Seg, Spare};
 use crate::disk::DiskFile;
 use crate::log::index::SegmentIndex;
@@ -78,7 +78,7 @@ impl Log {
         let open = self.open.ord;
         self.segs
             .iter()
-            .filter(|(o, s)| *o != open && s.dead())
+            .filter(|(o, s)| *o != open && s.dead(self.catalog.held(*o)))
             .filter(|(_, s)| !s.restated)
             .map(|(o, s)| (o, s.first_lsn))
             .collect()
@@ -107,10 +107,6 @@ impl Log {
             };
             self.make_room(restatement_bytes(q), false)?;
             let q = self.catalog.get(id).expect("making room changes no queue");
-            let held = created_bytes(&q.name);
-            if let Some(s) = self.segs.get_mut(q.restated) {
-                s.held_bytes = s.held_bytes.saturating_sub(held);
-            }
             let body = record::created_body(q.head, q.tail, &q.name);
             let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
             let mut lsn = self.append(Kind::Created, id, 0, &body).1;
@@ -119,9 +115,6 @@ impl Log {
                 lsn = self.append(Kind::Confirmed, id, start, &end).1;
             }
             self.catalog.restated(id, self.open.ord);
-            if let Some(s) = self.segs.get_mut(self.open.ord) {
-                s.held_bytes += held;
-            }
             if let Some(s) = self.segs.get_mut(ord) {
                 s.dead_lsn = s.dead_lsn.max(lsn);
             }
@@ -149,7 +142,7 @@ impl Log {
         let dead: Vec<u32> = self
             .segs
             .iter()
-            .filter(|(o, s)| *o != open && s.dead())
+            .filter(|(o, s)| *o != open && s.dead(self.catalog.held(*o)))
             .filter(|(_, s)| s.restated)
             .map(|(o, s)| {
                 target = target.max(s.dead_lsn);
@@ -248,7 +241,7 @@ impl Log {
                     && s.settled()
                     && s.live > 0
                     && !s.no_compact
-                    && (s.live_bytes + s.held_bytes) * 4
+                    && (s.live_bytes + self.catalog.held(*o)) * 4
                         < s.data_len.saturating_sub(s.checkpoint_end)
             })
             .and_then(|(ord, s)| {
