@@ -1,5 +1,5 @@
 //! Hashing for the store's own integer keys (queue ids, `(queue, seq)`,
-//! connection ids).
+//! connection ids), and finding them in sorted lists ([`IdWalk`]).
 //!
 //! These keys are made by the server, not sent by clients, so they need no
 //! protection against chosen collisions, and SipHash (std's default) was a
@@ -43,6 +43,37 @@ impl Hasher for IdHasher {
 /// A `HashMap` keyed by the server's own integers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// Finds ids in a sorted list that are mostly asked for in ascending
+/// order (recovery reads each segment's queues by id): galloping forward
+/// from the last one found, so a walk over the list touches it in order
+/// instead of at random, as a hash table of a million queues would.
+#[derive(Default)]
+pub struct IdWalk {
+    at: usize,
+}
+
+impl IdWalk {
+    /// Where `id` is in `ids` (sorted, distinct).
+    pub fn find(&mut self, ids: &[u32], id: u32) -> Option<usize> {
+        let mut lo = if ids.get(self.at).is_some_and(|&a| a <= id) {
+            self.at
+        } else {
+            0
+        };
+        let mut step = 1;
+        while lo + step < ids.len() && ids[lo + step] < id {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step + 1).min(ids.len());
+        let i = lo + ids[lo..hi].partition_point(|&x| x < id);
+        (ids.get(i) == Some(&id)).then(|| {
+            self.at = i;
+            i
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +93,21 @@ mod tests {
             m.insert((1, i), i as u32);
         }
         assert_eq!(m[&(1, 999)], 999);
+    }
+
+    #[test]
+    fn a_walk_finds_every_id_in_any_order() {
+        let ids: Vec<u32> = (0..1000).map(|i| i * 3 + 1).collect();
+        let mut walk = IdWalk::default();
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(walk.find(&ids, id), Some(i));
+            assert_eq!(walk.find(&ids, id + 1), None);
+        }
+        for &i in &[999usize, 0, 500, 499, 998, 1] {
+            assert_eq!(walk.find(&ids, ids[i]), Some(i));
+        }
+        assert_eq!(walk.find(&ids, 0), None);
+        assert_eq!(walk.find(&ids, 5000), None);
+        assert_eq!(IdWalk::default().find(&[], 1), None);
     }
 }

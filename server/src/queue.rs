@@ -42,7 +42,7 @@ use crate::log::{Loc, Pos};
 mod backlog;
 #[cfg(feature = "sim")]
 pub use backlog::set_window;
-pub use backlog::{window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
+pub use backlog::{min_paged, window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;
@@ -98,20 +98,13 @@ impl Queue {
         }
     }
 
-    /// A queue as recovery found it: `tail`, the messages still queued and `(first seq, Unix second)` of each
-    /// run of them enqueued in the same second (`runs`, as [`Queue::enqueued_at`]
-    /// keeps them).
-    pub fn recovered(
-        id: u32,
-        name: Box<[u8]>,
-        tail: u64,
-        queued: Backlog,
-        runs: Vec<(u64, u32)>,
-    ) -> Queue {
+    /// A queue as recovery finds it, before its messages: `tail` messages
+    /// enqueued so far. Recovery then queues its messages, with their
+    /// times, oldest first ([`Backlog::push`], [`Queue::enqueued_at`]) or
+    /// newest first ([`Backlog::push_front`], [`Queue::enqueued_before`]).
+    pub fn recovered(id: u32, name: Rc<[u8]>, tail: u64) -> Queue {
         let mut q = Queue::new(id, name);
         q.tail = tail;
-        q.times = runs.into_iter().collect();
-        q.queued = queued;
         q
     }
 
@@ -121,6 +114,11 @@ impl Queue {
 
     pub fn name(&self) -> &[u8] {
         &self.name
+    }
+
+    /// Its name, shared.
+    pub fn name_rc(&self) -> Rc<[u8]> {
+        self.name.clone()
     }
 
     /// Messages enqueued so far (the next sequence number).
@@ -212,6 +210,15 @@ impl Queue {
     pub fn enqueued_at(&mut self, seq: u64, at: u32) {
         if self.times.last().is_none_or(|&(_, t)| t != at) {
             self.times.push((seq, at));
+        }
+    }
+
+    /// Notes that message `seq`, below every one noted, was enqueued at
+    /// Unix second `at` (recovery, which finds messages newest first).
+    pub fn enqueued_before(&mut self, seq: u64, at: u32) {
+        match self.times.first_mut() {
+            Some((first, t)) if *t == at => *first = seq,
+            _ => self.times.insert(0, (seq, at)),
         }
     }
 

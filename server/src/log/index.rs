@@ -593,6 +593,8 @@ pub async fn load(
 pub struct LoadedSummary {
     buf: AlignedVec<ALIGN>,
     file_len: u64,
+    /// Length of the main archive, at the start of the file.
+    main_len: usize,
 }
 
 impl LoadedSummary {
@@ -611,7 +613,11 @@ impl LoadedSummary {
         if idx.first_lsn.to_native() != first_lsn {
             return Err(format!("belongs to segment {}", idx.first_lsn.to_native()));
         }
-        Ok(LoadedSummary { buf, file_len })
+        Ok(LoadedSummary {
+            buf,
+            file_len,
+            main_len: t.main_len,
+        })
     }
 
     /// The summary of the index file `bytes` (a whole file).
@@ -631,6 +637,57 @@ impl LoadedSummary {
     /// Size of the file.
     pub fn file_len(&self) -> u64 {
         self.file_len
+    }
+}
+
+/// Every entry of an index file, read in one piece: what recovery takes a
+/// segment's short runs from (a queue keeps their locators, see
+/// `queue::Backlog`), one read per segment instead of one per run.
+pub struct EntryArea {
+    /// The main archive, where every span's entries are.
+    buf: AlignedVec<ALIGN>,
+}
+
+impl EntryArea {
+    /// Reads the main archive of the index file `file`, whose summary is
+    /// `summary`.
+    pub async fn read(file: &dyn DiskFile, summary: &LoadedSummary) -> io::Result<EntryArea> {
+        let raw = file.read_at(0, summary.main_len).await?;
+        let mut buf = AlignedVec::<ALIGN>::with_capacity(raw.len());
+        buf.extend_from_slice(&raw);
+        Ok(EntryArea { buf })
+    }
+
+    /// The entries of `span`, their page checksums verified.
+    pub fn entries(&self, span: &ArchivedSpan) -> Result<&[ArchivedIndexEntry], String> {
+        let at = span.at.to_native() as usize;
+        let count = span.count.to_native() as usize;
+        let end = count
+            .checked_mul(ENTRY_LEN)
+            .and_then(|n| n.checked_add(at))
+            .filter(|&end| {
+                end <= self.buf.len()
+                    && at.is_multiple_of(std::mem::align_of::<ArchivedIndexEntry>())
+            });
+        let Some(end) = end else {
+            return Err(format!("the {count} entries at {at} are beyond the index"));
+        };
+        let raw = &self.buf[at..end];
+        if count.div_ceil(PAGE_ENTRIES) != span.pages.len() {
+            return Err(format!("the entries at {at} have a wrong page count"));
+        }
+        for (k, page) in raw.chunks(PAGE_ENTRIES * ENTRY_LEN).enumerate() {
+            if crc32c::crc32c(page) != span.pages[k].to_native() {
+                return Err(format!("page {k} of the entries at {at} does not verify"));
+            }
+        }
+        // SAFETY: `raw` holds `count` entries of ENTRY_LEN bytes, the size
+        // of `ArchivedIndexEntry` (asserted at the top of this file), at an
+        // offset aligned to its alignment in a buffer aligned to ALIGN (at
+        // least that, asserted there too), which is plain little-endian integers, so
+        // every bit pattern is a valid value. The bytes are those rkyv
+        // wrote: their page checksums verified.
+        Ok(unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const ArchivedIndexEntry, count) })
     }
 }
 

@@ -55,17 +55,17 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 
 use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use super::{Loc, Pos};
 use crate::disk::{Disk, DiskFile};
-use crate::idhash::IdMap;
+use crate::idhash::{IdMap, IdWalk};
 use crate::log::index::{
-    self, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead, SegmentIndex,
-    SegmentSummary,
+    self, EntryArea, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead,
+    SegmentIndex, SegmentSummary,
 };
 
 /// Everything recovery found besides the queues (those went to the
@@ -85,7 +85,7 @@ pub struct Recovered {
 /// any of its messages.
 pub struct FoundQueue {
     pub id: u32,
-    pub name: Box<[u8]>,
+    pub name: Rc<[u8]>,
     /// Every message below is consumed.
     pub head: u64,
     pub tail: u64,
@@ -132,16 +132,21 @@ pub struct FoundRun {
 }
 
 /// Where [`recover`] hands what it finds: the store builds its queues from
-/// it. Queues come first; then the runs of their queued messages, newest
-/// segment first (each run is exact: no message in two runs, none
-/// consumed).
+/// it. Queues come first, by id; then the runs of their queued messages,
+/// newest segment first and, within a segment, highest sequence number
+/// first, so mostly each below the last (each run is exact: no message in
+/// two runs, none consumed).
 pub trait RunSink {
     /// At most `queues` live queues follow (a table sized once is not
     /// copied as it grows).
     fn reserve(&mut self, _queues: usize) {}
     /// A live queue; every queue comes before any run.
     fn queue(&mut self, q: FoundQueue);
+    /// Runs shorter than this come as their messages ([`RunSink::message`]).
+    fn resident_below(&self) -> u64;
     fn run(&mut self, queue: u32, run: FoundRun);
+    /// Message `loc` of a short run, enqueued at Unix second `time`.
+    fn message(&mut self, queue: u32, loc: Loc, time: u32);
 }
 
 /// The messages of one queue as a [`Replay`] sink receives them, settled
@@ -268,7 +273,7 @@ pub fn choose(is_newest: bool, index_valid: bool) -> Choice {
 
 #[derive(Default)]
 struct QState {
-    name: Option<Box<[u8]>>,
+    name: Option<Rc<[u8]>>,
     head: u64,
     tail: u64,
     created_in: Option<u32>,
@@ -281,8 +286,28 @@ struct Live {
     head: u64,
     confirmed: Confirmed,
     /// Sequence numbers met in newer segments (sorted, disjoint): an older
-    /// copy of one of them is superseded.
-    cover: Vec<(u64, u64)>,
+    /// copy of one of them is superseded. Usually one range.
+    cover: SmallVec<[(u64, u64); 1]>,
+}
+
+/// The live queues by id, found by walking forward ([`IdWalk`]): pass 2
+/// reads each segment's queues in id order.
+#[derive(Default)]
+struct LiveQueues {
+    ids: Vec<u32>,
+    live: Vec<Live>,
+    walk: IdWalk,
+}
+
+impl LiveQueues {
+    fn get_mut(&mut self, id: u32) -> Option<&mut Live> {
+        let i = self.walk.find(&self.ids, id)?;
+        Some(&mut self.live[i])
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 /// Merges segment summaries into a [`Replay`] sink (the module doc says
@@ -295,7 +320,7 @@ struct Live {
 #[derive(Default)]
 pub struct Replayer {
     queues: IdMap<u32, QState>,
-    live: IdMap<u32, Live>,
+    live: LiveQueues,
     authority: u32,
     /// The authority's checkpoint: the queues alive when it was started.
     authority_live: Vec<(u32, u32)>,
@@ -372,6 +397,8 @@ impl Replayer {
             })
             .collect();
         alive.sort_unstable_by_key(|(id, _)| *id);
+        self.live.ids.reserve_exact(alive.len());
+        self.live.live.reserve_exact(alive.len());
         for (id, q) in alive {
             // Ranges the head has passed are forgotten; one that starts at
             // the head moves it.
@@ -379,14 +406,12 @@ impl Replayer {
             confirmed.drop_below(q.head);
             let head = confirmed.extend(q.head);
             confirmed.drop_below(head);
-            self.live.insert(
-                id,
-                Live {
-                    head,
-                    confirmed: confirmed.clone(),
-                    cover: Vec::new(),
-                },
-            );
+            self.live.ids.push(id);
+            self.live.live.push(Live {
+                head,
+                confirmed: confirmed.clone(),
+                cover: SmallVec::new(),
+            });
             sink(FoundQueue {
                 id,
                 name: q.name.expect("alive queues have names"),
@@ -407,7 +432,7 @@ impl Replayer {
         let mut n = 0u64;
         let mut bytes = 0u64;
         for qi in idx.queues() {
-            let Some(live) = self.live.get(&qi.id()) else {
+            let Some(live) = self.live.get_mut(qi.id()) else {
                 continue;
             };
             let msgs = qi.msgs();
@@ -628,13 +653,14 @@ pub async fn recover(
                 ))
             }
         };
-        let mut file = None;
+        let mut area = None;
         for qs in summary.get().queues.iter() {
             let id = qs.id.to_native();
-            let Some(live) = replayer.live.get_mut(&id) else {
+            let Some(live) = replayer.live.get_mut(id) else {
                 continue;
             };
-            for span in qs.spans.iter() {
+            // Highest first: the sink puts each below what it has.
+            for span in qs.spans.iter().rev() {
                 let lo = span.lo.to_native();
                 let end = lo + u64::from(span.count.to_native());
                 let keep = kept(lo, end, live);
@@ -642,51 +668,79 @@ pub async fn recover(
                 if keep.is_empty() {
                     continue;
                 }
-                let pages = Rc::new(EntryPages::of(span));
-                let runs: SmallVec<[FoundRun; 1]> = if keep[..] == [(lo, end)] {
-                    smallvec![FoundRun {
-                        seg: ord,
-                        lo,
-                        count: end - lo,
-                        rec_bytes: span.bytes.to_native(),
-                        skip: 0,
-                        time: span.time.to_native(),
-                        pages,
-                    }]
+                let whole = keep[..] == [(lo, end)];
+                let short = keep.iter().any(|&(a, z)| z - a < sink.resident_below());
+                // Part of the span consumed or superseded, or a short run:
+                // its entries say what the rest weighs, or where it is.
+                let entries = if whole && !short {
+                    None
                 } else {
-                    // Part of the span is consumed or superseded: its
-                    // entries say what the rest weighs.
-                    if file.is_none() {
-                        file = Some(disk.open(&idx_path).await?);
+                    if area.is_none() {
+                        let f = disk.open(&idx_path).await?;
+                        area = Some(EntryArea::read(&*f, &summary).await?);
                     }
-                    let f = file.as_deref().expect("opened");
-                    let n = (end - lo) as usize;
-                    let entries = index::read_entries(f, &pages, 0, n).await?.map_err(|why| {
+                    let es = area.as_ref().expect("read").entries(span).map_err(|why| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("{}: {why}", idx_path.display()),
                         )
                     })?;
-                    keep.iter()
-                        .map(|&(a, z)| {
-                            let es = &entries[(a - lo) as usize..(z - lo) as usize];
+                    Some(es)
+                };
+                let mut pages = None;
+                for &(a, z) in keep.iter().rev() {
+                    let count = z - a;
+                    seg.live += count;
+                    items += count;
+                    let skip = (a - lo) as usize;
+                    let Some(es) = entries else {
+                        seg.live_bytes += span.bytes.to_native();
+                        sink.run(
+                            id,
                             FoundRun {
                                 seg: ord,
-                                lo: a,
-                                count: z - a,
-                                rec_bytes: es.iter().map(|e| u64::from(e.len)).sum(),
-                                skip: (a - lo) as u32,
-                                time: es[0].time,
-                                pages: pages.clone(),
-                            }
-                        })
-                        .collect()
-                };
-                for run in runs {
-                    seg.live += run.count;
-                    seg.live_bytes += run.rec_bytes;
-                    items += run.count;
-                    sink.run(id, run);
+                                lo,
+                                count,
+                                rec_bytes: span.bytes.to_native(),
+                                skip: 0,
+                                time: span.time.to_native(),
+                                pages: Rc::new(EntryPages::of(span)),
+                            },
+                        );
+                        continue;
+                    };
+                    let es = &es[skip..skip + count as usize];
+                    if count < sink.resident_below() {
+                        for e in es.iter().rev().map(EntryRead::entry) {
+                            seg.live_bytes += u64::from(e.len);
+                            let loc = Loc {
+                                seq: e.seq,
+                                pos: Pos {
+                                    seg: ord,
+                                    off: e.off,
+                                },
+                                len: e.len,
+                                expires: e.expires,
+                            };
+                            sink.message(id, loc, e.time);
+                        }
+                        continue;
+                    }
+                    let rec_bytes = es.iter().map(|e| u64::from(e.len.to_native())).sum();
+                    seg.live_bytes += rec_bytes;
+                    let pages = pages.get_or_insert_with(|| Rc::new(EntryPages::of(span)));
+                    sink.run(
+                        id,
+                        FoundRun {
+                            seg: ord,
+                            lo: a,
+                            count,
+                            rec_bytes,
+                            skip: skip as u32,
+                            time: es[0].time.to_native(),
+                            pages: Rc::clone(pages),
+                        },
+                    );
                 }
             }
         }
@@ -737,7 +791,7 @@ fn kept(lo: u64, end: u64, live: &Live) -> SmallVec<[(u64, u64); 1]> {
 }
 
 /// Adds `[lo, end)` to the sorted, disjoint intervals `cover`.
-fn add_cover(cover: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
+fn add_cover(cover: &mut SmallVec<[(u64, u64); 1]>, lo: u64, end: u64) {
     let i = cover.partition_point(|&(_, z)| z < lo);
     let mut j = i;
     let (mut a, mut z) = (lo, end);
@@ -746,7 +800,12 @@ fn add_cover(cover: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
         z = z.max(cover[j].1);
         j += 1;
     }
-    cover.splice(i..j, [(a, z)]);
+    if j > i {
+        cover.drain(i + 1..j);
+        cover[i] = (a, z);
+    } else {
+        cover.insert(i, (a, z));
+    }
 }
 
 #[cfg(test)]

@@ -403,7 +403,7 @@ fn try_load_shard(dir: &Path, shard: u32) -> io::Result<ShardView> {
             let (locs, runs) = msgs.into_parts();
             RecoveredQueue {
                 id: q.id,
-                name: q.name,
+                name: q.name[..].into(),
                 head: q.head,
                 tail: q.tail,
                 confirmed: q.confirmed,

@@ -16,9 +16,11 @@
 //!
 //! When a segment's index is written, its messages beyond the head window
 //! become paged runs ([`Backlog::page_out`]); a restart makes every sealed
-//! segment's messages paged runs at once, from the index summaries. Memory
-//! is then the head window, the open segment's locators and a few dozen
-//! bytes per (queue, segment): flat in the depth of the backlog.
+//! segment's messages paged runs at once, from the index summaries. A
+//! stretch too short to be worth a paged run ([`min_paged`]) stays
+//! resident, after a restart too. Memory is then the head window, the open
+//! segment's locators and a few dozen bytes per (queue, segment): flat in
+//! the depth of the backlog.
 //!
 //! A paged run has no holes: every sequence number in it is queued. What
 //! would make one (a message dropped as damaged, one taken out of order)
@@ -81,7 +83,9 @@ fn low_water() -> usize {
     window() / 2
 }
 
-fn min_paged() -> usize {
+/// Runs of a sealed segment shorter than this stay resident (see
+/// [`Backlog::page_out`]; a restart keeps them the same way).
+pub fn min_paged() -> usize {
     MIN_PAGED.min(window())
 }
 
@@ -348,6 +352,35 @@ impl Backlog {
             Some(Run::Resident(locs)) => locs.push_back(loc),
             _ => push_run(runs, Run::Resident(VecDeque::from([loc]))),
         }
+    }
+
+    /// Queues `loc` below every queued message (recovery, which finds a
+    /// queue's messages newest first).
+    pub fn push_front(&mut self, loc: Loc) {
+        debug_assert!(self.first_seq().is_none_or(|s| loc.seq < s));
+        self.items += 1;
+        self.bytes += loc.body_len();
+        if let Runs::Few(few) = &mut self.runs {
+            if few.insert(0, loc) {
+                return;
+            }
+        }
+        let runs = self.many();
+        match runs.first_mut() {
+            Some(Run::Resident(locs)) => locs.push_front(loc),
+            _ => runs.insert(0, Run::Resident(VecDeque::from([loc]))),
+        }
+    }
+
+    /// Puts a paged run below every queued message (recovery).
+    pub fn push_front_paged(&mut self, p: Paged) {
+        debug_assert!(self.first_seq().is_none_or(|s| p.lo + p.count <= s));
+        if p.count == 0 {
+            return;
+        }
+        self.items += p.count;
+        self.bytes += p.body_bytes();
+        self.many().insert(0, Run::Paged(p));
     }
 
     /// Takes the head off, when it is resident.

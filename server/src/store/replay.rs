@@ -5,35 +5,99 @@
 //! Recovery hands over runs of messages, not locators: each becomes a paged
 //! run of the queue's backlog (see `queue::Backlog`), so a restart costs
 //! memory per (queue, segment), not per message, and the first take of a
-//! queue reads its window.
-
-use std::rc::Rc;
+//! queue reads its window. A run shorter than a paged run is worth comes
+//! as its messages, kept resident as a running shard keeps them.
+//!
+//! The queues are built in place as their runs come, newest first, each
+//! put below the ones before: nothing is collected per queue on the way
+//! (a million queues restart without a million lists to sort). A run that
+//! comes above one already there (a compaction copy in a newer segment of
+//! an older message) is set aside, and its queue rebuilt in order at the
+//! end.
 
 use super::state::State;
-use crate::idhash::IdMap;
+use crate::idhash::IdWalk;
 use crate::log::recovery::{FoundQueue, FoundRun, RunSink};
 use crate::log::writer::CatalogEntry;
-use crate::queue::{Backlog, Paged, Queue};
+use crate::log::Loc;
+use crate::queue::{self, Dropped, Paged, Queue};
 
 /// The queues of a shard as recovery finds them.
 #[derive(Default)]
 pub(super) struct Rebuild {
-    queues: IdMap<u32, (FoundQueue, Vec<FoundRun>)>,
+    /// By id, as recovery hands them over … (boxed as the queue table
+    /// keeps them: they move there without a copy)
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<Queue>>,
+    /// … and their ids, to find them by.
+    ids: Vec<u32>,
+    /// The runs of a segment come by id.
+    walk: IdWalk,
+    catalog: Vec<(u32, CatalogEntry)>,
+    /// Messages that came above some of their queue's (by position in
+    /// `queues`).
+    late: Vec<(usize, Piece)>,
+}
+
+/// A message or a paged run, with the Unix second its first message was
+/// enqueued.
+enum Piece {
+    Msg(Loc, u32),
+    Run(Paged, u32),
+}
+
+impl Piece {
+    fn seq(&self) -> u64 {
+        match self {
+            Piece::Msg(loc, _) => loc.seq,
+            Piece::Run(p, _) => p.lo,
+        }
+    }
 }
 
 impl RunSink for Rebuild {
     fn reserve(&mut self, queues: usize) {
-        self.queues.reserve(queues);
+        self.queues.reserve_exact(queues);
+        self.ids.reserve_exact(queues);
+        self.catalog.reserve_exact(queues);
     }
 
-    fn queue(&mut self, q: FoundQueue) {
-        self.queues.insert(q.id, (q, Vec::new()));
+    fn queue(&mut self, found: FoundQueue) {
+        debug_assert!(self.ids.last().is_none_or(|&last| last < found.id));
+        let name = found.name;
+        self.catalog.push((
+            found.id,
+            CatalogEntry {
+                name: name.clone(),
+                head: found.head,
+                tail: found.tail,
+                confirmed: found.confirmed,
+                restated: found.restated,
+            },
+        ));
+        self.ids.push(found.id);
+        self.queues
+            .push(Box::new(Queue::recovered(found.id, name, found.tail)));
+    }
+
+    fn resident_below(&self) -> u64 {
+        queue::min_paged() as u64
     }
 
     fn run(&mut self, queue: u32, run: FoundRun) {
-        if let Some((_, runs)) = self.queues.get_mut(&queue) {
-            runs.push(run);
-        }
+        let paged = Paged {
+            seg: run.seg,
+            lo: run.lo,
+            count: run.count,
+            rec_bytes: run.rec_bytes,
+            skip: run.skip,
+            pages: run.pages,
+        };
+        self.put(queue, Piece::Run(paged, run.time));
+    }
+
+    fn message(&mut self, queue: u32, loc: Loc, time: u32) {
+        self.put(queue, Piece::Msg(loc, time));
     }
 }
 
@@ -43,44 +107,76 @@ impl Rebuild {
         self.queues.len()
     }
 
-    /// Puts the queues into `state`; returns the log's catalog of them.
-    pub(super) fn install(self, state: &mut State) -> Vec<(u32, CatalogEntry)> {
-        let mut catalog = Vec::with_capacity(self.queues.len());
-        for (_, (found, mut runs)) in self.queues {
-            catalog.push((
-                found.id,
-                CatalogEntry {
-                    name: found.name.clone(),
-                    head: found.head,
-                    tail: found.tail,
-                    confirmed: found.confirmed,
-                    restated: found.restated,
-                },
-            ));
-            // They came newest segment first.
-            runs.sort_unstable_by_key(|r| r.lo);
-            let mut backlog = Backlog::default();
-            let mut times = Vec::with_capacity(runs.len());
-            for r in runs {
-                if times.last().is_none_or(|&(_, t)| t != r.time) {
-                    times.push((r.lo, r.time));
-                }
-                backlog.push_paged(Paged {
-                    seg: r.seg,
-                    lo: r.lo,
-                    count: r.count,
-                    rec_bytes: r.rec_bytes,
-                    skip: r.skip,
-                    pages: Rc::clone(&r.pages),
-                });
+    /// Puts `piece` below queue `id`'s messages, or aside when it is not
+    /// below them.
+    fn put(&mut self, id: u32, piece: Piece) {
+        let Some(i) = self.walk.find(&self.ids, id) else {
+            return;
+        };
+        let q = &mut self.queues[i];
+        if q.queued().first_seq().is_some_and(|s| s <= piece.seq()) {
+            self.late.push((i, piece));
+            return;
+        }
+        match piece {
+            Piece::Msg(loc, time) => {
+                q.queued_mut().push_front(loc);
+                q.enqueued_before(loc.seq, time);
             }
-            let q = Queue::recovered(found.id, found.name, found.tail, backlog, times);
+            Piece::Run(p, time) => {
+                q.enqueued_before(p.lo, time);
+                q.queued_mut().push_front_paged(p);
+            }
+        }
+    }
+
+    /// Rebuilds queue `i` in sequence order with `late` added.
+    fn merge_late(&mut self, i: usize, late: impl Iterator<Item = Piece>) {
+        let q = &mut self.queues[i];
+        let mut pieces: Vec<Piece> = late.collect();
+        while let Some(d) = q.queued_mut().drop_front() {
+            pieces.push(match d {
+                Dropped::One(loc) => Piece::Msg(loc, q.time_of(loc.seq).unwrap_or(0)),
+                Dropped::Run(p) => {
+                    let time = q.time_of(p.lo).unwrap_or(0);
+                    Piece::Run(p, time)
+                }
+            });
+        }
+        pieces.sort_unstable_by_key(Piece::seq);
+        let mut fresh = Queue::recovered(q.id(), q.name_rc(), q.tail());
+        for piece in pieces {
+            match piece {
+                Piece::Msg(loc, time) => {
+                    fresh.enqueued_at(loc.seq, time);
+                    fresh.queued_mut().push(loc);
+                }
+                Piece::Run(p, time) => {
+                    fresh.enqueued_at(p.lo, time);
+                    fresh.queued_mut().push_paged(p);
+                }
+            }
+        }
+        **q = fresh;
+    }
+
+    /// Puts the queues into `state`; returns the log's catalog of them.
+    pub(super) fn install(mut self, state: &mut State) -> Vec<(u32, CatalogEntry)> {
+        let mut late = std::mem::take(&mut self.late);
+        late.sort_by_key(|(i, _)| *i);
+        let mut late = late.into_iter().peekable();
+        while let Some(&(i, _)) = late.peek() {
+            let mine = std::iter::from_fn(|| late.next_if(|(j, _)| *j == i)).map(|(_, p)| p);
+            self.merge_late(i, mine);
+        }
+        state.names.reserve(self.queues.len());
+        for q in self.queues {
             state.items += q.queued().items();
             state.bytes += q.queued().bytes();
             state.fan_out_queues += usize::from(q.name().contains(&b'+'));
-            state.names.insert(q.name().into(), q.id());
-            state.queues.insert(q.id(), q);
+            state.names.insert(q.name_rc(), q.id());
+            state.queues.insert_boxed(q.id(), q);
         }
-        catalog
+        self.catalog
     }
 }

@@ -90,6 +90,11 @@ impl QueueTable {
         self.0.insert(id, Box::new(q)).map(|q| *q)
     }
 
+    /// Adds `q`, boxed already, as queue `id` (a new one).
+    pub(super) fn insert_boxed(&mut self, id: u32, q: Box<Queue>) {
+        self.0.insert(id, q);
+    }
+
     pub(super) fn remove(&mut self, id: &u32) -> Option<Queue> {
         self.0.remove(id).map(|q| *q)
     }
@@ -162,6 +167,11 @@ impl Names {
         let key = self.named(name, 0);
         let is = |n: &Named| queues.get(&n.id).is_some_and(|q| q.name() == name);
         self.by_hash.find(key.spread(), is).map(|n| n.id)
+    }
+
+    /// Room for `n` more names, made once.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.by_hash.reserve(n, Named::spread);
     }
 
     /// Names queue `id` `name` (a name no queue has).

@@ -28,7 +28,8 @@ fn confirmed_bytes(ranges: usize) -> u64 {
 
 /// A queue as a checkpoint restates it.
 pub struct CatalogEntry {
-    pub name: Box<[u8]>,
+    /// Shared with the store's queue.
+    pub name: Rc<[u8]>,
     /// Every message below is consumed.
     pub head: u64,
     pub tail: u64,
@@ -88,7 +89,7 @@ impl Catalog {
         for (id, q) in queues {
             *held.entry(q.restated).or_default() += created_bytes(&q.name);
             let q = Entry {
-                name: q.name.into(),
+                name: q.name,
                 head: q.head,
                 tail: q.tail,
                 confirmed: q.confirmed,

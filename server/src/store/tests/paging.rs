@@ -64,11 +64,17 @@ fn a_deep_backlog_pages_out_and_comes_back_in_order() {
         assert_eq!(s.stats().items, PER_QUEUE * 2 - 1500);
         s.close().await.unwrap();
     });
-    // A restart reads summaries: every message paged, nothing resident.
+    // A restart reads summaries: every message paged but for the odd run
+    // too short to be worth it (as a running shard keeps them), at most a
+    // few per queue and segment edge.
     let c = cfg.clone();
     run(move || async move {
         let s = Store::open(c).await.unwrap();
-        assert_eq!(resident(&s), 0);
+        assert!(
+            resident(&s) < 2 * 2 * crate::queue::min_paged(),
+            "{} locators resident",
+            resident(&s)
+        );
         check_totals(&s);
         assert!(get(&s, "q2").await.is_none(), "flushed");
         // A reliable read of a paged head, given back, comes back first.
