@@ -469,6 +469,17 @@ enum Buf {
 }
 
 impl Buf {
+    /// `bytes` where they are when aligned, else a copy.
+    fn aligned(bytes: Vec<u8>) -> Buf {
+        if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+            Buf::Read(bytes)
+        } else {
+            let mut buf = AlignedVec::<ALIGN>::with_capacity(bytes.len());
+            buf.extend_from_slice(&bytes);
+            Buf::Copied(buf)
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Buf::Read(v) => v,
@@ -501,11 +512,7 @@ impl LoadedIndex {
     /// Validates the file `bytes`, read in place where they are when that
     /// buffer is aligned (copied once otherwise).
     pub fn from_vec(bytes: Vec<u8>, first_lsn: u64) -> Result<LoadedIndex, String> {
-        if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
-            LoadedIndex::validate(Buf::Read(bytes), first_lsn)
-        } else {
-            LoadedIndex::from_bytes(&bytes, first_lsn)
-        }
+        LoadedIndex::validate(Buf::aligned(bytes), first_lsn)
     }
 
     fn validate(buf: Buf, first_lsn: u64) -> Result<LoadedIndex, String> {
@@ -591,7 +598,7 @@ pub async fn load(
 /// An index file's summary, validated once when loaded (trailer,
 /// checksum, bytecheck) and then read in place.
 pub struct LoadedSummary {
-    buf: AlignedVec<ALIGN>,
+    buf: Buf,
     file_len: u64,
     /// Length of the main archive, at the start of the file.
     main_len: usize,
@@ -599,13 +606,12 @@ pub struct LoadedSummary {
 
 impl LoadedSummary {
     /// Validates the summary `sum` of an index whose trailer is `t`.
-    fn validate(sum: &[u8], t: &Trailer, file_len: u64, first_lsn: u64) -> Result<Self, String> {
-        if crc32c::crc32c(sum) != t.sum_crc {
+    fn validate(sum: Vec<u8>, t: &Trailer, file_len: u64, first_lsn: u64) -> Result<Self, String> {
+        if crc32c::crc32c(&sum) != t.sum_crc {
             return Err("summary checksum mismatch".into());
         }
-        let mut buf = AlignedVec::<ALIGN>::with_capacity(sum.len());
-        buf.extend_from_slice(sum);
-        let idx = rkyv::access::<ArchivedSegmentSummary, rkyv::rancor::Error>(&buf)
+        let buf = Buf::aligned(sum);
+        let idx = rkyv::access::<ArchivedSegmentSummary, rkyv::rancor::Error>(buf.bytes())
             .map_err(|e| format!("invalid summary: {e}"))?;
         if idx.version.to_native() != INDEX_VERSION {
             return Err(format!("version {}", idx.version.to_native()));
@@ -623,7 +629,7 @@ impl LoadedSummary {
     /// The summary of the index file `bytes` (a whole file).
     pub fn from_bytes(bytes: &[u8], first_lsn: u64) -> Result<LoadedSummary, String> {
         let t = Trailer::parse(bytes, bytes.len())?;
-        let sum = &bytes[t.sum_off..t.sum_off + t.sum_len];
+        let sum = bytes[t.sum_off..t.sum_off + t.sum_len].to_vec();
         LoadedSummary::validate(sum, &t, bytes.len() as u64, first_lsn)
     }
 
@@ -631,7 +637,7 @@ impl LoadedSummary {
     pub fn get(&self) -> &ArchivedSegmentSummary {
         // SAFETY: `validate` checked exactly these bytes with bytecheck,
         // and `buf` is private and never changed after.
-        unsafe { rkyv::access_unchecked::<ArchivedSegmentSummary>(&self.buf) }
+        unsafe { rkyv::access_unchecked::<ArchivedSegmentSummary>(self.buf.bytes()) }
     }
 
     /// Size of the file.
@@ -645,16 +651,14 @@ impl LoadedSummary {
 /// `queue::Backlog`), one read per segment instead of one per run.
 pub struct EntryArea {
     /// The main archive, where every span's entries are.
-    buf: AlignedVec<ALIGN>,
+    buf: Buf,
 }
 
 impl EntryArea {
     /// Reads the main archive of the index file `file`, whose summary is
     /// `summary`.
     pub async fn read(file: &dyn DiskFile, summary: &LoadedSummary) -> io::Result<EntryArea> {
-        let raw = file.read_at(0, summary.main_len).await?;
-        let mut buf = AlignedVec::<ALIGN>::with_capacity(raw.len());
-        buf.extend_from_slice(&raw);
+        let buf = Buf::aligned(file.read_at(0, summary.main_len).await?);
         Ok(EntryArea { buf })
     }
 
@@ -666,13 +670,13 @@ impl EntryArea {
             .checked_mul(ENTRY_LEN)
             .and_then(|n| n.checked_add(at))
             .filter(|&end| {
-                end <= self.buf.len()
+                end <= self.buf.bytes().len()
                     && at.is_multiple_of(std::mem::align_of::<ArchivedIndexEntry>())
             });
         let Some(end) = end else {
             return Err(format!("the {count} entries at {at} are beyond the index"));
         };
-        let raw = &self.buf[at..end];
+        let raw = &self.buf.bytes()[at..end];
         if count.div_ceil(PAGE_ENTRIES) != span.pages.len() {
             return Err(format!("the entries at {at} have a wrong page count"));
         }
@@ -718,7 +722,7 @@ pub async fn load_summary(
     if sum.len() != t.sum_len {
         return Ok(Some(Err("short read".into())));
     }
-    Ok(Some(LoadedSummary::validate(&sum, &t, size, first_lsn)))
+    Ok(Some(LoadedSummary::validate(sum, &t, size, first_lsn)))
 }
 
 /// Where a span's entries are: its file offset, length and page
