@@ -392,29 +392,36 @@ fn summarise(index: &SegmentIndex, main: &[u8]) -> SegmentSummary {
 }
 
 /// Serialises an index into the file's bytes (both archives and the
-/// trailer), and returns its summary too.
-pub fn encode_with_summary(index: &SegmentIndex) -> (Vec<u8>, SegmentSummary) {
-    let main =
-        rkyv::to_bytes::<rkyv::rancor::Error>(index).expect("serialising an index cannot fail");
-    let summary = summarise(index, &main);
-    let sum =
-        rkyv::to_bytes::<rkyv::rancor::Error>(&summary).expect("serialising a summary cannot fail");
-    let sum_off = main.len().next_multiple_of(ALIGN);
-    let mut out = Vec::with_capacity(sum_off + sum.len() + TRAILER_LEN);
-    out.extend_from_slice(&main);
-    out.resize(sum_off, 0);
-    out.extend_from_slice(&sum);
-    out.extend_from_slice(&crc32c::crc32c(&main).to_le_bytes());
-    out.extend_from_slice(&(main.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&sum).to_le_bytes());
-    out.extend_from_slice(&(sum.len() as u32).to_le_bytes());
+/// trailer), and returns its summary too. Both archives are serialised
+/// into the one buffer the file is written from: at a million queues each
+/// is tens of megabytes, and a copy of them was the peak of a segment's
+/// sealing.
+pub fn encode_with_summary(index: &SegmentIndex) -> (AlignedVec<ALIGN>, SegmentSummary) {
+    let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(index, AlignedVec::new())
+        .expect("serialising an index cannot fail");
+    let main_len = out.len();
+    let summary = summarise(index, &out);
+    // The summary archive starts aligned, so read from there on its own
+    // it is laid out as if serialised alone (rkyv's pointers are relative).
+    let sum_off = main_len.next_multiple_of(ALIGN);
+    let mut padded = out;
+    padded.resize(sum_off, 0);
+    let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&summary, padded)
+        .expect("serialising a summary cannot fail");
+    let sum_len = out.len() - sum_off;
+    let main_crc = crc32c::crc32c(&out[..main_len]);
+    let sum_crc = crc32c::crc32c(&out[sum_off..]);
+    out.extend_from_slice(&main_crc.to_le_bytes());
+    out.extend_from_slice(&(main_len as u32).to_le_bytes());
+    out.extend_from_slice(&sum_crc.to_le_bytes());
+    out.extend_from_slice(&(sum_len as u32).to_le_bytes());
     out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
     (out, summary)
 }
 
 /// Serialises an index into the file's bytes.
 pub fn encode(index: &SegmentIndex) -> Vec<u8> {
-    encode_with_summary(index).0
+    encode_with_summary(index).0.into_vec()
 }
 
 /// The trailer of an index file of `file_len` bytes ending in `tail`.
@@ -1006,17 +1013,22 @@ impl EntryRead for ArchivedIndexEntry {
 pub async fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
     let file = disk.create(&tmp).await?;
-    let mut padded = bytes.to_vec();
-    padded.resize(
-        (bytes.len() as u64).next_multiple_of(BLOCK).max(BLOCK) as usize,
-        0,
-    );
-    let n = file.write_at(0, &padded).await?;
-    if n < bytes.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            "short index write",
-        ));
+    // Whole blocks as they are; the last one padded in a copy of its own
+    // (the file is cut to its length after).
+    let whole = bytes.len() / BLOCK as usize * BLOCK as usize;
+    let mut last = bytes[whole..].to_vec();
+    last.resize(BLOCK as usize, 0);
+    for (at, part) in [(0, &bytes[..whole]), (whole, &last[..])] {
+        if part.is_empty() {
+            continue;
+        }
+        let n = file.write_at(at as u64, part).await?;
+        if n < part.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short index write",
+            ));
+        }
     }
     file.truncate(bytes.len() as u64).await?;
     file.fdatasync().await?;
