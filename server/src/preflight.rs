@@ -35,8 +35,10 @@ pub const EXIT_IO_URING: i32 = 71;
 /// O_DIRECT there, or no file can be written): EX_CANTCREAT.
 pub const EXIT_DATA_DIR: i32 = 73;
 
-/// The seccomp profile shipped with mcqd, relative to the repository.
+/// mcqd's seccomp profile, relative to the repository, and the script
+/// that makes it from a container runtime's default profile.
 pub const SECCOMP_PROFILE: &str = "deploy/seccomp/mcqd.json";
+pub const PROFILE_MAKER: &str = "deploy/seccomp/mcqd-profile";
 
 /// The RLIMIT_MEMLOCK below which glommio refuses to build an executor
 /// (`MIN_MEMLOCK_LIMIT` in `Reactor::new`, vendor/glommio/src/sys/uring.rs),
@@ -215,8 +217,9 @@ impl fmt::Display for Problem {
                 f,
                 "io_uring is not available: {syscall} failed with ENOSYS under a seccomp filter \
                  (a container runtime whose profile does not know io_uring answers so, as might \
-                 Linux {kernel} itself); run mcqd with the seccomp profile {SECCOMP_PROFILE} \
-                 (`--security-opt seccomp={SECCOMP_PROFILE}`), on Linux 5.8 or newer with io_uring"
+                 Linux {kernel} itself); run mcqd under a profile that allows io_uring, which \
+                 {PROFILE_MAKER} makes (`--security-opt seccomp={SECCOMP_PROFILE}`), on Linux \
+                 5.8 or newer with io_uring"
             ),
             Problem::Missing { syscall, kernel, .. } => write!(
                 f,
@@ -251,8 +254,8 @@ impl fmt::Display for Problem {
                     Refusal::Seccomp => write!(
                         f,
                         "under a seccomp filter (container runtimes' default profiles block \
-                         io_uring); run mcqd with the profile {SECCOMP_PROFILE} (the default \
-                         plus io_uring): `docker run --security-opt \
+                         io_uring); run mcqd under your runtime's default profile plus io_uring, \
+                         which {PROFILE_MAKER} makes: `docker run --security-opt \
                          seccomp={SECCOMP_PROFILE}`, the same for podman, or in Kubernetes \
                          `seccompProfile: {{type: Localhost, localhostProfile: mcqd.json}}`"
                     ),
