@@ -374,3 +374,23 @@ fn io_uring_disabled_by_sysctl_is_named() {
     refused_with(&output_within(&mut command), 71, &words);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Guards against: exit statuses that scripts and supervisors cannot look
+/// up.
+#[test]
+fn help_lists_the_exit_statuses_and_the_checks() {
+    let out = output_within(Command::new(mcqd_bin()).arg("--help"));
+    let help = text(&out);
+    for line in [
+        "Exit statuses of the server:",
+        "  0   stopped cleanly",
+        "  1   any other failure",
+        "  2   a bad command line",
+        "  71  io_uring unusable",
+        "  73  the data directory cannot hold the log",
+        "  mcqd check [<server flags>]",
+        "  mcqd ping [-l <addr>] [-p <port>]",
+    ] {
+        assert!(help.contains(line), "want {line:?} in:\n{help}");
+    }
+}
