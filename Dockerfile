@@ -1,7 +1,7 @@
 # mcqd and mcq-loadgen in a Debian bookworm slim image. From the
 # repository's root (Podman and Buildah read a Dockerfile too):
 #
-#   docker build -t mcq .                     # or: podman build -t mcq .
+#   docker build -t mcq .       # or: podman build --format docker -t mcq .
 #   docker run -d --name mcq -p 22201:22201 -v mcq-data:/var/lib/mcq \
 #     --security-opt seccomp=deploy/seccomp/mcqd.json \
 #     --ulimit memlock=-1:-1 --stop-timeout 30 mcq

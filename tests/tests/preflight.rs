@@ -44,6 +44,17 @@ fn refused_with(out: &Output, status: i32, words: &[&str]) -> String {
     errors[0].to_string()
 }
 
+/// Asserts that the README quotes `line` (without its time) as mcqd
+/// prints it.
+fn quoted_in_readme(line: &str) {
+    let said = &line[line.find("ERROR ").unwrap()..];
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    assert!(
+        readme.lines().any(|l| l.trim() == said),
+        "the README does not quote, as its own line, {said:?}"
+    );
+}
+
 /// `tests/tools/without-io-uring <errno> <mcqd> <args>`, or `None` (and
 /// a skip) without Python's seccomp bindings.
 fn without_io_uring(errno: &str, args: &[&str]) -> Option<Command> {
@@ -96,6 +107,7 @@ fn io_uring_refused_by_seccomp_is_one_error_line_and_status_71() {
             "--security-opt seccomp=deploy/seccomp/mcqd.json",
         ],
     );
+    quoted_in_readme(&line);
     let Some(mut enosys) = without_io_uring("ENOSYS", &args) else {
         return;
     };
@@ -142,7 +154,7 @@ fn a_locked_memory_limit_below_glommios_is_status_71() {
             Ok(())
         });
     }
-    refused_with(
+    let line = refused_with(
         &output_within(&mut command),
         71,
         &[
@@ -151,6 +163,7 @@ fn a_locked_memory_limit_below_glommios_is_status_71() {
             "LimitMEMLOCK=infinity",
         ],
     );
+    quoted_in_readme(&line);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -371,7 +384,10 @@ fn io_uring_disabled_by_sysctl_is_named() {
         other => panic!("MCQ_IO_URING_DISABLED={other}: expected 1 or 2"),
     };
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    refused_with(&output_within(&mut command), 71, &words);
+    let line = refused_with(&output_within(&mut command), 71, &words);
+    if expected == 2 {
+        quoted_in_readme(&line);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
