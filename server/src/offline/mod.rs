@@ -37,6 +37,7 @@ Offline subcommands (read-only, safe beside a running server):
       checks every record, index file and the manifest; exits 1 on damage
   mcqd backup [-H <dir>] <dest>
       consistent copy of a (live) data directory; restore with `mcqd -H <dest>`
+
 Checks:
   mcqd check [<server flags>]
       what mcqd checks before it starts (io_uring, locked memory, O_DIRECT in
@@ -69,7 +70,7 @@ pub fn run_subcommand(args: &[OsString]) -> Option<i32> {
         "inspect" => inspect::main(rest()),
         "verify" => verify::main(rest()),
         "backup" => backup::main(rest()),
-        "check" => crate::preflight::check_main(rest(), crate::server::IO_MEMORY),
+        "check" => crate::preflight::check::main(rest(), crate::server::IO_MEMORY),
         "ping" => crate::ping::main(rest()),
         _ => return None,
     })
