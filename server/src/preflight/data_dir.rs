@@ -38,41 +38,63 @@ pub fn check(dir: &Path) -> Result<Passed, Problem> {
             },
         });
     }
-    write_probe(&at).map_err(|(what, error)| {
-        if error.raw_os_error() == Some(libc::EINVAL) {
-            Problem::NoDirect {
-                dir: at.clone(),
-                fs: fs.clone(),
-                error,
-            }
-        } else {
-            Problem::Unwritable {
-                dir: at.clone(),
-                what,
-                error,
-            }
-        }
-    })?;
-    let warning = (magic == OVERLAYFS_MAGIC).then(|| {
+    let full = judge_probe(&at, &fs, write_probe(&at))?;
+    let tried = match full {
+        Some(_) => "it is full, so no O_DIRECT write was tried",
+        None => "an O_DIRECT write there worked",
+    };
+    let overlay = (magic == OVERLAYFS_MAGIC).then(|| {
         format!(
             "the data directory {} is on overlayfs: in a container that is the container's own \
              layer, which goes with the container; mount a volume there",
             at.display()
         )
     });
+    let warning = match (full, overlay) {
+        (Some(full), Some(overlay)) => Some(format!("{full}; {overlay}")),
+        (full, overlay) => full.or(overlay),
+    };
     let found = if at == dir {
-        format!(
-            "{} is on {fs}; an O_DIRECT write there worked",
-            dir.display()
-        )
+        format!("{} is on {fs}; {tried}", dir.display())
     } else {
         format!(
-            "{} does not exist yet; {} is on {fs}, and an O_DIRECT write there worked",
+            "{} does not exist yet; {} is on {fs}; {tried}",
             dir.display(),
             at.display()
         )
     };
     Ok(Passed { found, warning })
+}
+
+/// What the probe in `at` (on `fs`) says: `Ok(None)` that O_DIRECT works,
+/// `Ok(Some(warning))` that the disk is full so it could not be tried
+/// (mcqd must still start on a full disk, so that consumers can drain
+/// it), `Err` a problem.
+fn judge_probe(
+    at: &Path,
+    fs: &str,
+    probed: Result<(), (&'static str, io::Error)>,
+) -> Result<Option<String>, Problem> {
+    let Err((what, error)) = probed else {
+        return Ok(None);
+    };
+    match error.raw_os_error() {
+        Some(libc::EINVAL) => Err(Problem::NoDirect {
+            dir: at.to_path_buf(),
+            fs: fs.to_string(),
+            error,
+        }),
+        Some(libc::ENOSPC | libc::EDQUOT) => Ok(Some(format!(
+            "the data directory {} is full ({error}): O_DIRECT could not be tried there; \
+             sets are refused until consumers free space",
+            at.display()
+        ))),
+        _ => Err(Problem::Unwritable {
+            dir: at.to_path_buf(),
+            what,
+            error,
+        }),
+    }
 }
 
 /// `dir`, or its nearest ancestor that exists.
@@ -165,6 +187,30 @@ mod tests {
         assert_eq!(
             existing_ancestor(Path::new("relative/not/there")),
             Path::new(".")
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_a_warning_and_einval_no_o_direct() {
+        let at = Path::new("/data");
+        let failed = |what, errno| Err((what, io::Error::from_raw_os_error(errno)));
+        assert!(judge_probe(at, "xfs", Ok(())).unwrap().is_none());
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let warning = judge_probe(at, "xfs", failed("write (O_DIRECT)", errno)).unwrap();
+            assert!(warning
+                .unwrap()
+                .starts_with("the data directory /data is full ("));
+        }
+        let refused = judge_probe(at, "overlayfs", failed("create (O_DIRECT)", libc::EINVAL));
+        assert!(
+            matches!(refused, Err(Problem::NoDirect { .. })),
+            "{refused:?}"
+        );
+        let denied = judge_probe(at, "xfs", failed("create (O_DIRECT)", libc::EACCES));
+        assert_eq!(
+            denied.unwrap_err().to_string(),
+            "cannot create (O_DIRECT) a probe file in the data directory /data: Permission \
+             denied (os error 13); it must be writable by mcqd's user, with some free space"
         );
     }
 
