@@ -410,3 +410,74 @@ fn help_lists_the_exit_statuses_and_the_checks() {
         assert!(help.contains(line), "want {line:?} in:\n{help}");
     }
 }
+
+/// Guards against: an executor glommio could not build (here: out of file
+/// descriptors while it sets up its rings) leaving mcqd waiting forever
+/// for it (issue 22). Open-file limits from a few descriptors up fail at
+/// each step of the start in turn; at none may mcqd hang, and where the
+/// executor itself cannot be built it says so.
+#[test]
+fn an_executor_that_cannot_be_built_ends_the_start() {
+    let dir = test_dir("preflight-nofile");
+    let mut could_not_start = Vec::new();
+    let mut said = String::new();
+    for nofile in 4..64u64 {
+        let data = dir.join(format!("data-{nofile}"));
+        let log_path = dir.join(format!("log-{nofile}"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(mcqd_bin());
+        command
+            .args(mcqd_args(&data))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        // SAFETY: setrlimit only, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let deadline = std::time::Instant::now() + mcq_tests::PATIENCE;
+        let serving = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                said.push_str(&format!("nofile {nofile}: {status}: {text}\n"));
+                if text.contains(" ERROR executor 0 could not start: ") {
+                    assert_eq!(status.code(), Some(1), "{text}");
+                    could_not_start.push(nofile);
+                }
+                break false;
+            }
+            if text.contains("listening on") {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "nofile {nofile}: neither serving nor stopped after {:?}:\n{text}",
+                    mcq_tests::PATIENCE
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if serving {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+    }
+    assert!(
+        !could_not_start.is_empty(),
+        "no open-file limit stopped the executor's own construction:\n{said}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

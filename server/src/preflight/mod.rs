@@ -196,6 +196,16 @@ impl fmt::Display for Problem {
                  locked-memory limit (RLIMIT_MEMLOCK, {}); {RAISE_MEMLOCK}",
                 bytes(*memlock)
             ),
+            Problem::Failed { syscall, error, .. }
+                if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            {
+                write!(
+                    f,
+                    "{syscall} failed: {error}: raise the open-files limit (RLIMIT_NOFILE): \
+                     `--ulimit nofile=65536:65536` for docker or podman run, `LimitNOFILE=` in a \
+                     systemd unit, `ulimit -n` in a shell"
+                )
+            }
             Problem::Failed { syscall, error, .. } => write!(f, "{syscall} failed: {error}"),
             Problem::Memlock { limit } => write!(
                 f,
@@ -363,6 +373,15 @@ mod tests {
                 },
                 71,
                 &["64 KiB", "5.12", "--ulimit memlock=-1:-1"],
+            ),
+            (
+                Problem::Failed {
+                    syscall: "io_uring_setup",
+                    error: io::Error::from_raw_os_error(libc::EMFILE),
+                    memlock: 64 << 10,
+                },
+                71,
+                &["Too many open files", "RLIMIT_NOFILE", "--ulimit nofile="],
             ),
             (
                 Problem::Memlock { limit: 64 << 10 },
