@@ -172,11 +172,14 @@ fn a_locked_memory_limit_below_glommios_is_status_71() {
 struct Tmpfs {
     dir: PathBuf,
     mounted: bool,
+    /// The test's directory, when the tmpfs is mounted in it.
+    parent: Option<PathBuf>,
 }
 
 impl Tmpfs {
     fn new(name: &str) -> Option<Tmpfs> {
-        let dir = test_dir(name).join("tmpfs");
+        let parent = test_dir(name);
+        let dir = parent.join("tmpfs");
         std::fs::create_dir_all(&dir).unwrap();
         let mounted = unsafe { libc::geteuid() } == 0
             && Command::new("mount")
@@ -185,8 +188,13 @@ impl Tmpfs {
                 .status()
                 .is_ok_and(|s| s.success());
         if mounted {
-            return Some(Tmpfs { dir, mounted });
+            return Some(Tmpfs {
+                dir,
+                mounted,
+                parent: Some(parent),
+            });
         }
+        let _ = std::fs::remove_dir_all(&parent);
         let shm = PathBuf::from(format!("/dev/shm/mcq-{name}-{}", std::process::id()));
         if std::fs::create_dir_all(&shm).is_err() {
             skip("no tmpfs: cannot mount one (not root) and no /dev/shm");
@@ -195,6 +203,7 @@ impl Tmpfs {
         Some(Tmpfs {
             dir: shm,
             mounted: false,
+            parent: None,
         })
     }
 }
@@ -205,6 +214,9 @@ impl Drop for Tmpfs {
             let _ = Command::new("umount").arg(&self.dir).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(parent) = &self.parent {
+            let _ = std::fs::remove_dir_all(parent);
+        }
     }
 }
 
