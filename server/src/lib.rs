@@ -45,6 +45,9 @@
 //!   ready and when it stops.
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
+//! - [`preflight`] is what mcqd checks before any executor starts (io_uring,
+//!   locked memory, O_DIRECT in the data directory) and `mcqd check`;
+//!   [`ping`] is `mcqd ping`, a health check.
 
 pub mod logging;
 
@@ -62,7 +65,9 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod offline;
+pub mod ping;
 pub mod port;
+pub mod preflight;
 pub mod protocol;
 pub mod queue;
 pub mod server;

@@ -8,6 +8,6 @@ fn main() {
     if let Err(e) = mcqd::server::run(config) {
         // The logger is installed first thing in `run`.
         log::error!("{e}");
-        std::process::exit(1);
+        std::process::exit(mcqd::preflight::exit_status(&e));
     }
 }

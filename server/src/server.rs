@@ -11,7 +11,9 @@
 //! # Why nothing may hang
 //! Any executor failing at start-up stops them all, and a failed executor
 //! still counts itself drained, since the others wait for every executor
-//! before closing their stores. A signal while stopping exits at once. A
+//! before closing their stores. An executor glommio cannot even build
+//! ends the start at once (the others would wait for it in the channel
+//! mesh, before opening anything). A signal while stopping exits at once. A
 //! panic anywhere aborts the process with a log line (the panic hook), as a
 //! panicking executor would otherwise leave its shards unreachable.
 
@@ -44,7 +46,7 @@ use executor::{executor_main, Finished, Layout, Progress, Sockets};
 /// Memory each executor registers with io_uring for DMA buffers. Kept small
 /// because an unprivileged user's RLIMIT_MEMLOCK is often 8 MiB for the whole
 /// process; I/O beyond it still works with ordinary allocations.
-const IO_MEMORY: usize = 2 << 20;
+pub const IO_MEMORY: usize = 2 << 20;
 
 /// Large message buffers (a body, the log's tail, a record read back) are
 /// allocated and freed many times a second under a stream of large
@@ -94,6 +96,12 @@ pub fn run(config: Config) -> io::Result<()> {
         .map(daemon::PidFile::write)
         .transpose()?;
     drop_root(&config, created)?;
+    // As the user mcqd runs as, before any executor: see `crate::preflight`.
+    for warning in crate::preflight::before_start(&config.data_dir, executors, IO_MEMORY)
+        .map_err(io::Error::other)?
+    {
+        log::warn!("{warning}");
+    }
     let layout = open_layout(&config, executors)?;
 
     let limits = SharedLimits::open(config.config.as_deref())
@@ -102,8 +110,17 @@ pub fn run(config: Config) -> io::Result<()> {
     block_stop_signals()?;
     let shared = shared_state(&config, limits, executors);
     let progress = Arc::new(Progress::default());
-    let handles = start_executors(&config, layout, listeners, &shared, &progress)?;
+    let mut handles = start_executors(&config, layout, listeners, &shared, &progress)?;
     let reason = serve_until_stopped(&config, layout, &shared, &progress, daemon);
+    if let Some(me) = progress.not_started.load(Ordering::SeqCst).checked_sub(1) {
+        let why = match handles.swap_remove(me).join() {
+            Err(e) => e.to_string(),
+            Ok(_) => "it ended at once".into(),
+        };
+        return Err(io::Error::other(format!(
+            "executor {me} could not start: {why}"
+        )));
+    }
     log::info!("stopping ({reason}): finishing requests in flight");
     crate::notify::stopping();
     shared.stopping.store(true, Ordering::SeqCst);
@@ -252,7 +269,8 @@ fn shared_state(config: &Config, limits: Arc<SharedLimits>, executors: usize) ->
     })
 }
 
-/// Starts one executor thread per socket, each pinned to a CPU.
+/// Starts one executor thread per socket, each pinned to a CPU this
+/// process may run on.
 fn start_executors(
     config: &Config,
     layout: Layout,
@@ -265,9 +283,7 @@ fn start_executors(
         mut metrics,
     } = listeners;
     let mesh = MeshBuilder::<Envelope, _>::full(layout.executors, 1024);
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cpus = allowed_cpus();
 
     let mut handles = Vec::new();
     for (me, socket) in sockets.into_iter().enumerate() {
@@ -278,27 +294,81 @@ fn start_executors(
             mesh.clone(),
         );
         let metrics = if me == 0 { metrics.take() } else { None };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(me % cpus))
+        let unstarted = Unstarted {
+            me,
+            progress: progress.clone(),
+            ran: false,
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[me % cpus.len()]))
             .name(&format!("mcqd-{me}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || async move {
-                crate::turn::take_turns_here();
-                let _finished = Finished(&progress.finished);
-                executor_main(
-                    me,
-                    layout,
-                    &config,
-                    Sockets { socket, metrics },
-                    shared,
-                    &progress,
-                    mesh,
-                )
-                .await
+            .spawn(move || {
+                unstarted.ran();
+                async move {
+                    crate::turn::take_turns_here();
+                    let _finished = Finished(&progress.finished);
+                    executor_main(
+                        me,
+                        layout,
+                        &config,
+                        Sockets { socket, metrics },
+                        shared,
+                        &progress,
+                        mesh,
+                    )
+                    .await
+                }
             })
             .map_err(|e| io::Error::other(format!("cannot start executor {me}: {e}")))?;
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// The CPUs this process may run on, in order: its affinity mask, which a
+/// container's cpuset (`docker run --cpuset-cpus`, Kubernetes' static CPU
+/// manager) or `taskset` narrows. Executors are pinned to these: pinned to
+/// CPU 0 in a container given CPU 1 only, glommio could not build them.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set we own; CPU_ISSET
+    // reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect();
+            if !allowed.is_empty() {
+                return allowed;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+/// Moved into an executor's start closure, which glommio calls only once
+/// it has built the executor: dropped without [`Unstarted::ran`], it tells
+/// the main thread that executor `me` never started.
+struct Unstarted {
+    me: usize,
+    progress: Arc<Progress>,
+    ran: bool,
+}
+
+impl Unstarted {
+    fn ran(mut self) {
+        self.ran = true;
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if !self.ran {
+            self.progress
+                .not_started
+                .store(self.me + 1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The main thread's watch while the executors serve: it reloads the limits
@@ -336,6 +406,8 @@ fn serve_until_stopped(
             return "the shutdown command".into();
         } else if progress.failed.load(Ordering::SeqCst) {
             return "an executor failed".into();
+        } else if progress.not_started.load(Ordering::SeqCst) != 0 {
+            return "an executor could not start".into();
         } else if !announced && progress.serving.load(Ordering::SeqCst) == layout.executors {
             announced = true;
             let metrics = config

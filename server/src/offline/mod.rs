@@ -37,7 +37,24 @@ Offline subcommands (read-only, safe beside a running server):
       checks every record, index file and the manifest; exits 1 on damage
   mcqd backup [-H <dir>] <dest>
       consistent copy of a (live) data directory; restore with `mcqd -H <dest>`
-Run `mcqd <subcommand> --help` for details.";
+
+Checks:
+  mcqd check [<server flags>]
+      what mcqd checks before it starts (io_uring, locked memory, O_DIRECT in
+      the data directory), one line each; exits 0, or 71 or 73 as below
+  mcqd ping [-l <addr>] [-p <port>]
+      asks a running mcqd for its version (a health check); exits 0 or 1
+Run `mcqd <subcommand> --help` for details.
+
+Exit statuses of the server:
+  0   stopped cleanly (SIGTERM, SIGINT, or the shutdown command)
+  1   any other failure to start or to run (the ERROR line says which)
+  2   a bad command line
+  71  io_uring unusable: missing (ENOSYS), refused (EPERM: seccomp,
+      kernel.io_uring_disabled, kernel.io_uring_group, a security module),
+      lacking operations mcqd needs, or RLIMIT_MEMLOCK below 512 KiB
+  73  the data directory cannot hold the log: in memory (tmpfs, ramfs),
+      refusing O_DIRECT, or not writable";
 
 /// Runs the subcommand `args[1]` names and returns its exit status, or
 /// `None` when `args[1]` is no subcommand (the server's flags follow).
@@ -53,6 +70,8 @@ pub fn run_subcommand(args: &[OsString]) -> Option<i32> {
         "inspect" => inspect::main(rest()),
         "verify" => verify::main(rest()),
         "backup" => backup::main(rest()),
+        "check" => crate::preflight::check::main(rest(), crate::server::IO_MEMORY),
+        "ping" => crate::ping::main(rest()),
         _ => return None,
     })
 }

@@ -46,6 +46,11 @@ pub(super) struct Progress {
     /// Executors whose thread is done (counted on every way out).
     pub(super) finished: AtomicUsize,
     pub(super) failed: AtomicBool,
+    /// An executor glommio could not build (its rings, its locked memory,
+    /// its CPU), as its number plus one; 0 while there is none. The others
+    /// then wait in the mesh for it forever, so the server cannot stop as
+    /// usual: nothing was opened yet, and it simply exits.
+    pub(super) not_started: AtomicUsize,
 }
 
 /// Counts an executor as finished when its main future ends, however it

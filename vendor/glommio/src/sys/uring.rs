@@ -200,34 +200,32 @@ impl Drop for UringBuffer {
     }
 }
 
-fn check_supported_operations(ops: &[uring_sys::IoRingOp]) -> bool {
+// mcq: an error to return, instead of a panic (no probe) or an exit (missing
+// operations); see MCQ-PATCH.md, change 3.
+fn check_supported_operations(ops: &[uring_sys::IoRingOp]) -> Result<(), String> {
     unsafe {
         let probe = uring_sys::io_uring_get_probe();
         if probe.is_null() {
-            panic!(
-                "Failed to register a probe. The most likely reason is that your kernel witnessed \
-                 Romulus killing Remus (too old!! kernel should be at least 5.8)"
-            );
+            return Err("io_uring cannot be used: no probe ring could be set up \
+                        (io_uring missing or refused; the kernel should be at least 5.8)"
+                .to_string());
         }
 
-        let mut ret = true;
+        let mut missing = Vec::new();
         for op in ops {
             let opint = *{ op as *const uring_sys::IoRingOp as *const libc::c_int };
-            let sup = uring_sys::io_uring_opcode_supported(probe, opint) > 0;
-            ret &= sup;
-            if !sup {
-                println!(
-                    "Yo kernel is so old it was with Hannibal when he crossed the Alps! Missing \
-                     {op:?}"
-                );
+            if uring_sys::io_uring_opcode_supported(probe, opint) <= 0 {
+                missing.push(format!("{op:?}"));
             }
         }
         uring_sys::io_uring_free_probe(probe);
-        if !ret {
-            eprintln!("Your kernel is older than Caesar. Bye");
-            std::process::exit(1);
+        if !missing.is_empty() {
+            return Err(format!(
+                "io_uring lacks operations glommio needs: {}",
+                missing.join(", ")
+            ));
         }
-        ret
+        Ok(())
     }
 }
 
@@ -258,7 +256,8 @@ static GLOMMIO_URING_OPS: &[IoRingOp] = &[
 ];
 
 lazy_static! {
-    static ref IO_URING_RECENT_ENOUGH: bool = check_supported_operations(GLOMMIO_URING_OPS);
+    static ref IO_URING_RECENT_ENOUGH: Result<(), String> =
+        check_supported_operations(GLOMMIO_URING_OPS);
 }
 
 fn fill_sqe<F>(
@@ -914,7 +913,9 @@ impl SleepableRing {
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
-        assert!(*IO_URING_RECENT_ENOUGH);
+        if let Err(e) = &*IO_URING_RECENT_ENOUGH {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, e.clone()));
+        }
         Ok(SleepableRing {
             ring: coop_ring(size)?,
             size,
