@@ -83,6 +83,15 @@ pub fn output_within(command: &mut Command) -> Output {
     finish_within(child, PATIENCE)
 }
 
+/// What a finished command printed: its stdout, then its stderr.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The mcqd binary under test: `MCQD_BIN`, or else the workspace's release
 /// build. Release, because these tests judge the program a user runs, and
 /// an unoptimised server on a busy machine turns timing into false
@@ -101,7 +110,8 @@ pub fn loadgen_bin() -> PathBuf {
     )
 }
 
-fn workspace() -> &'static Path {
+/// The repository's root.
+pub fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 

@@ -10,24 +10,14 @@
 //! stop`, start, get, with nothing lost.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use mcq_tests::{loadgen_bin, mcqd_bin, output_within, test_dir, third_party, Client, PATIENCE};
+use mcq_tests::{
+    loadgen_bin, mcqd_bin, output_within, test_dir, text, third_party, workspace, Client, PATIENCE,
+};
 use serde_json::{json, Value};
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The Dockerfile's instructions: (keyword, arguments), continuation lines
 /// joined, comments left out.

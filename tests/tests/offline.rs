@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mcq_tests::{mcqd_bin, output_within, soak_or, GetReply, Server, PATIENCE};
+use mcq_tests::{mcqd_bin, output_within, soak_or, text, GetReply, Server, PATIENCE};
 use serde_json::Value;
 
 const ARGS: [&str; 4] = ["-t", "2", "--segment-size", "1048576"];
@@ -107,14 +107,6 @@ fn waits_for(what: &str, done: impl Fn() -> bool) {
 
 fn mcqd(args: &[&str]) -> Output {
     output_within(Command::new(mcqd_bin()).args(args))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn json(out: &Output) -> Value {

@@ -15,19 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mcq_tests::{free_port, mcqd_bin, output_within, skip, test_dir, Server};
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use mcq_tests::{free_port, mcqd_bin, output_within, skip, test_dir, text, workspace, Server};
 
 /// A refused start: the status, exactly one ERROR line (returned), which
 /// contains every one of `words`, and no panic.

@@ -41,6 +41,7 @@ use rkyv::util::AlignedVec;
 use crate::disk::{Disk, DiskFile, BLOCK};
 use crate::idhash::IdMap;
 use crate::log::record::{self, Header, Kind};
+use crate::log::{Loc, Pos};
 
 /// Trailer magic, little-endian "MCQIDX03".
 pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"MCQIDX03");
@@ -66,6 +67,18 @@ pub struct IndexEntry {
     pub expires: u32,
     /// Unix second it was enqueued (for the age of a queue's head).
     pub time: u32,
+}
+
+impl IndexEntry {
+    /// Its locator, the entry being of segment `seg`.
+    pub fn loc(&self, seg: u32) -> Loc {
+        Loc {
+            seq: self.seq,
+            pos: Pos { seg, off: self.off },
+            len: self.len,
+            expires: self.expires,
+        }
+    }
 }
 
 /// What one segment says about one queue.

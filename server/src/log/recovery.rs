@@ -60,7 +60,7 @@ use smallvec::SmallVec;
 use super::confirmed::Confirmed;
 use super::segment::{self, BLOCK};
 use super::writer::Seg;
-use super::{Loc, Pos};
+use super::Loc;
 use crate::disk::{Disk, DiskFile};
 use crate::idhash::{IdMap, IdWalk};
 use crate::log::index::{
@@ -442,15 +442,7 @@ impl Replayer {
                 if live.confirmed.contains(e.seq) {
                     continue;
                 }
-                let loc = Loc {
-                    seq: e.seq,
-                    pos: Pos {
-                        seg: ord,
-                        off: e.off,
-                    },
-                    len: e.len,
-                    expires: e.expires,
-                };
+                let loc = e.loc(ord);
                 n += 1;
                 bytes += u64::from(e.len);
                 sink.message(qi.id(), loc, e.time);
@@ -713,16 +705,7 @@ pub async fn recover(
                     if count < sink.resident_below() {
                         for e in es.iter().rev().map(EntryRead::entry) {
                             seg.live_bytes += u64::from(e.len);
-                            let loc = Loc {
-                                seq: e.seq,
-                                pos: Pos {
-                                    seg: ord,
-                                    off: e.off,
-                                },
-                                len: e.len,
-                                expires: e.expires,
-                            };
-                            sink.message(id, loc, e.time);
+                            sink.message(id, e.loc(ord), e.time);
                         }
                         continue;
                     }

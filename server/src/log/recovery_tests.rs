@@ -4,6 +4,7 @@
 use super::*;
 use crate::log::record;
 use crate::log::segment::tests::Mem;
+use crate::log::Pos;
 
 /// A segment of ten records whose last one a crash cut short.
 fn torn_segment() -> Vec<u8> {

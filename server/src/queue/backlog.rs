@@ -715,12 +715,7 @@ impl Backlog {
         let mut window = VecDeque::with_capacity(n);
         let mut dropped = Vec::new();
         for e in &entries[..n] {
-            let loc = Loc {
-                seq: e.seq,
-                pos: Pos { seg, off: e.off },
-                len: e.len,
-                expires: e.expires,
-            };
+            let loc = e.loc(seg);
             p.rec_bytes -= u64::from(e.len);
             if damaged(e.off) {
                 dropped.push(loc);
