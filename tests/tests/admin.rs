@@ -438,5 +438,21 @@ fn start_up_errors_name_the_path_or_flag_at_fault() {
             .any(|l| l.contains("Permission denied") && l.contains(locked.to_str().unwrap())),
         "the path is not named:\n{log}"
     );
+    // One nobody cannot even reach (a private directory on the way, as a
+    // `mktemp -d` checkout has): the data directory is still the one named,
+    // not the last directory nobody could see.
+    if is_root() && uid_of("nobody").is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        let private = dir.join("private");
+        let inner = private.join("data");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let log = refused(&inner, &["-u", "nobody"]);
+        assert!(
+            log.lines()
+                .any(|l| l.contains("Permission denied") && l.contains(inner.to_str().unwrap())),
+            "the path is not named:\n{log}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

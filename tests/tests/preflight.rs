@@ -11,6 +11,7 @@
 //! here and run by `scripts/test` alone, after every other test, with the
 //! sysctl set (and restored) around it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -345,9 +346,19 @@ fn io_uring_disabled_by_sysctl_is_named() {
         expected.to_string(),
         "the sysctl is not set as told"
     );
-    // A world-writable place nobody can make its data directory in.
+    // A world-writable place nobody can make its data directory in, and
+    // a copy of the binary nobody can reach (a checkout in a private
+    // directory, such as a `mktemp -d`, would refuse it).
     let dir = PathBuf::from(format!("/var/tmp/mcq-e2e-sysctl-{}", std::process::id()));
-    let mut command = Command::new(mcqd_bin());
+    let bin_dir = PathBuf::from(format!(
+        "/var/tmp/mcq-e2e-sysctl-bin-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.join("mcqd");
+    std::fs::copy(mcqd_bin(), &bin).unwrap();
+    let mut command = Command::new(&bin);
     command.args(mcqd_args(&dir));
     let words: Vec<String> = match expected {
         2 => vec![
@@ -389,6 +400,7 @@ fn io_uring_disabled_by_sysctl_is_named() {
         quoted_in_readme(&line);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bin_dir);
 }
 
 /// Guards against: exit statuses that scripts and supervisors cannot look

@@ -97,10 +97,15 @@ fn judge_probe(
     }
 }
 
-/// `dir`, or its nearest ancestor that exists.
+/// `dir`, or its nearest ancestor that exists. Only a path that is
+/// certainly missing is passed over: one mcqd's user may not look at
+/// (EACCES on the way to it) is the one to name.
 fn existing_ancestor(dir: &Path) -> PathBuf {
+    let there = |p: &Path| {
+        std::fs::metadata(p).map_or_else(|e| e.kind() != io::ErrorKind::NotFound, |_| true)
+    };
     dir.ancestors()
-        .find(|p| p.as_os_str().is_empty() || p.exists())
+        .find(|p| p.as_os_str().is_empty() || there(p))
         .map(|p| {
             if p.as_os_str().is_empty() {
                 Path::new(".")
@@ -124,13 +129,13 @@ fn write_probe(dir: &Path) -> Result<(), (&'static str, io::Error)> {
         .mode(0o600)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
-        .map_err(|e| ("create (O_DIRECT)", e))?;
+        .map_err(|e| ("create (O_DIRECT) a probe file in", e))?;
     let block = Box::new(Block([0; 4096]));
     let written = file
         .write_all(&block.0)
-        .map_err(|e| ("write (O_DIRECT)", e));
+        .map_err(|e| ("write (O_DIRECT) a probe file in", e));
     drop(file);
-    let removed = std::fs::remove_file(&path).map_err(|e| ("remove", e));
+    let removed = std::fs::remove_file(&path).map_err(|e| ("remove a probe file in", e));
     written.and(removed)
 }
 
@@ -196,17 +201,26 @@ mod tests {
         let failed = |what, errno| Err((what, io::Error::from_raw_os_error(errno)));
         assert!(judge_probe(at, "xfs", Ok(())).unwrap().is_none());
         for errno in [libc::ENOSPC, libc::EDQUOT] {
-            let warning = judge_probe(at, "xfs", failed("write (O_DIRECT)", errno)).unwrap();
+            let warning =
+                judge_probe(at, "xfs", failed("write (O_DIRECT) a probe file in", errno)).unwrap();
             assert!(warning
                 .unwrap()
                 .starts_with("the data directory /data is full ("));
         }
-        let refused = judge_probe(at, "overlayfs", failed("create (O_DIRECT)", libc::EINVAL));
+        let refused = judge_probe(
+            at,
+            "overlayfs",
+            failed("create (O_DIRECT) a probe file in", libc::EINVAL),
+        );
         assert!(
             matches!(refused, Err(Problem::NoDirect { .. })),
             "{refused:?}"
         );
-        let denied = judge_probe(at, "xfs", failed("create (O_DIRECT)", libc::EACCES));
+        let denied = judge_probe(
+            at,
+            "xfs",
+            failed("create (O_DIRECT) a probe file in", libc::EACCES),
+        );
         assert_eq!(
             denied.unwrap_err().to_string(),
             "cannot create (O_DIRECT) a probe file in the data directory /data: Permission \

@@ -231,7 +231,7 @@ impl fmt::Display for Problem {
             ),
             Problem::Unwritable { dir, what, error } => write!(
                 f,
-                "cannot {what} a probe file in the data directory {}: {error}; it must be \
+                "cannot {what} the data directory {}: {error}; it must be \
                  writable by mcqd's user, with some free space",
                 dir.display()
             ),
