@@ -685,31 +685,23 @@ pub async fn recover(
                     seg.live += count;
                     items += count;
                     let skip = (a - lo) as usize;
-                    let Some(es) = entries else {
-                        seg.live_bytes += span.bytes.to_native();
-                        sink.run(
-                            id,
-                            FoundRun {
-                                seg: ord,
-                                lo,
-                                count,
-                                rec_bytes: span.bytes.to_native(),
-                                skip: 0,
-                                time: span.time.to_native(),
-                                pages: Rc::new(EntryPages::of(span)),
-                            },
-                        );
-                        continue;
-                    };
-                    let es = &es[skip..skip + count as usize];
-                    if count < sink.resident_below() {
-                        for e in es.iter().rev().map(EntryRead::entry) {
-                            seg.live_bytes += u64::from(e.len);
-                            sink.message(id, e.loc(ord), e.time);
+                    // What the run weighs and when it began: the span's
+                    // own figures when it is kept whole, else its entries'.
+                    let (rec_bytes, time) = match entries {
+                        None => (span.bytes.to_native(), span.time.to_native()),
+                        Some(es) => {
+                            let es = &es[skip..skip + count as usize];
+                            if count < sink.resident_below() {
+                                for e in es.iter().rev().map(EntryRead::entry) {
+                                    seg.live_bytes += u64::from(e.len);
+                                    sink.message(id, e.loc(ord), e.time);
+                                }
+                                continue;
+                            }
+                            let bytes = es.iter().map(|e| u64::from(e.len.to_native())).sum();
+                            (bytes, es[0].time.to_native())
                         }
-                        continue;
-                    }
-                    let rec_bytes = es.iter().map(|e| u64::from(e.len.to_native())).sum();
+                    };
                     seg.live_bytes += rec_bytes;
                     let pages = pages.get_or_insert_with(|| Rc::new(EntryPages::of(span)));
                     sink.run(
@@ -720,7 +712,7 @@ pub async fn recover(
                             count,
                             rec_bytes,
                             skip: skip as u32,
-                            time: es[0].time.to_native(),
+                            time,
                             pages: Rc::clone(pages),
                         },
                     );
