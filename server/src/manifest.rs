@@ -11,6 +11,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// The queue → shard hash: FNV-1a, 64 bit, of the name up to its first
 /// `+`, so a fan-out queue (`<parent>+<child>`) lives beside its parent and
@@ -113,7 +114,7 @@ pub fn upgrade_manifest(data_dir: &Path, shards: u32) -> io::Result<()> {
 /// Checks that every queue in shard `shard` hashes to it. A queue with a
 /// `+` in its name made before format 3 may not: that directory needs the
 /// queue emptied with the older mcqd first.
-pub fn check_queue_homes(shard: u32, shards: u32, names: &[Vec<u8>]) -> io::Result<()> {
+pub fn check_queue_homes(shard: u32, shards: u32, names: &[Rc<[u8]>]) -> io::Result<()> {
     for name in names {
         let home = shard_for(name, shards);
         if home != shard {

@@ -109,7 +109,7 @@ async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
                 Ok(()) => log.borrow_mut().set_disk_bytes(ord, new_size),
             }
         }
-        match super::recovery::write_index(&*disk, &dir, first_lsn, &index).await {
+        match super::recovery::write_index(&*disk, &dir, first_lsn, index).await {
             Ok((n, summary)) => {
                 log.borrow_mut().set_idx_bytes(ord, n);
                 queues.indexed(ord, &summary);

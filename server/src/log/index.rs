@@ -340,12 +340,12 @@ impl IndexBuilder {
 
 /// The spans of `msgs` (sorted by seq), whose entries start at byte
 /// `base` of the file, spaced [`ENTRY_LEN`], their bytes being `raw`.
-fn spans(msgs: &[IndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
+fn spans(msgs: &[ArchivedIndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     let mut i = 0;
     while i < msgs.len() {
         let mut j = i + 1;
-        while j < msgs.len() && msgs[j].seq == msgs[j - 1].seq + 1 {
+        while j < msgs.len() && msgs[j].seq.to_native() == msgs[j - 1].seq.to_native() + 1 {
             j += 1;
         }
         let at = base + i * ENTRY_LEN;
@@ -354,12 +354,15 @@ fn spans(msgs: &[IndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
             .map(crc32c::crc32c)
             .collect();
         out.push(Span {
-            lo: msgs[i].seq,
+            lo: msgs[i].seq.to_native(),
             count: (j - i) as u32,
             first: i as u32,
             at: at as u64,
-            bytes: msgs[i..j].iter().map(|m| u64::from(m.len)).sum(),
-            time: msgs[i].time,
+            bytes: msgs[i..j]
+                .iter()
+                .map(|m| u64::from(m.len.to_native()))
+                .sum(),
+            time: msgs[i].time.to_native(),
             pages,
         });
         i = j;
@@ -367,24 +370,31 @@ fn spans(msgs: &[IndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
     out
 }
 
-/// The summary of `index`, whose main archive is `main`.
-fn summarise(index: &SegmentIndex, main: &[u8]) -> SegmentSummary {
-    // SAFETY: `main` was serialised from `index` a moment ago.
+/// The summary of the index whose main archive is `main`, from the archive
+/// alone (the native index is gone by then, see [`encode_with_summary`]).
+fn summarise(main: &[u8]) -> SegmentSummary {
+    // SAFETY: `main` was serialised from a `SegmentIndex` a moment ago.
     let archived = unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(main) };
-    let queues = index
+    let queues = archived
         .queues
         .iter()
-        .zip(archived.queues.iter())
-        .map(|(q, a)| QueueSummary {
-            id: q.id,
-            created: q.created,
-            name: q.name.clone(),
-            deleted: q.deleted,
-            head: q.head,
-            tail: q.tail,
-            confirmed: q.confirmed.clone(),
+        .map(|a| QueueSummary {
+            id: a.id.to_native(),
+            created: a.created,
+            name: a.name.to_vec(),
+            deleted: a.deleted,
+            head: a.head.to_native(),
+            tail: a.tail.to_native(),
+            confirmed: a
+                .confirmed
+                .iter()
+                .map(|r| SeqRange {
+                    start: r.start.to_native(),
+                    end: r.end.to_native(),
+                })
+                .collect(),
             spans: spans(
-                &q.msgs,
+                a.msgs.as_slice(),
                 a.msgs.as_slice().as_ptr() as usize - main.as_ptr() as usize,
                 main,
             ),
@@ -392,33 +402,69 @@ fn summarise(index: &SegmentIndex, main: &[u8]) -> SegmentSummary {
         .collect();
     SegmentSummary {
         version: INDEX_VERSION,
-        first_lsn: index.first_lsn,
-        last_lsn: index.last_lsn,
-        data_len: index.data_len,
-        checkpoint: index.checkpoint,
-        live: index.live.clone(),
-        next_queue_id: index.next_queue_id,
-        max_queue_id: index.max_queue_id,
-        corrupt_records: index.corrupt_records,
+        first_lsn: archived.first_lsn.to_native(),
+        last_lsn: archived.last_lsn.to_native(),
+        data_len: archived.data_len.to_native(),
+        checkpoint: archived.checkpoint,
+        live: archived
+            .live
+            .iter()
+            .map(|r| IdRange {
+                first: r.first.to_native(),
+                end: r.end.to_native(),
+            })
+            .collect(),
+        next_queue_id: archived.next_queue_id.to_native(),
+        max_queue_id: archived.max_queue_id.to_native(),
+        corrupt_records: archived.corrupt_records.to_native(),
         queues,
     }
 }
 
+/// At least the bytes `summary` takes archived: its fixed parts, each
+/// variable part with room for its alignment. The buffer is grown once to
+/// this instead of doubling while the summary is serialised into it.
+fn archived_len(summary: &SegmentSummary) -> usize {
+    const SLACK: usize = 8;
+    let spans = |q: &QueueSummary| -> usize {
+        q.spans
+            .iter()
+            .map(|s| size_of::<ArchivedSpan>() + s.pages.len() * 4 + SLACK)
+            .sum()
+    };
+    size_of::<ArchivedSegmentSummary>()
+        + summary.live.len() * size_of::<ArchivedIdRange>()
+        + summary
+            .queues
+            .iter()
+            .map(|q| {
+                size_of::<ArchivedQueueSummary>()
+                    + q.name.len()
+                    + q.confirmed.len() * size_of::<ArchivedSeqRange>()
+                    + spans(q)
+                    + 3 * SLACK
+            })
+            .sum::<usize>()
+}
+
 /// Serialises an index into the file's bytes (both archives and the
 /// trailer), and returns its summary too. Both archives are serialised
-/// into the one buffer the file is written from: at a million queues each
-/// is tens of megabytes, and a copy of them was the peak of a segment's
-/// sealing.
-pub fn encode_with_summary(index: &SegmentIndex) -> (AlignedVec<ALIGN>, SegmentSummary) {
-    let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(index, AlignedVec::new())
+/// into the one buffer the file is written from, and the index is dropped
+/// once its archive is made, before the summary is: at a million queues
+/// each of these is tens of megabytes, and holding them all at once, with
+/// copies, was the peak of a segment's sealing.
+pub fn encode_with_summary(index: SegmentIndex) -> (AlignedVec<ALIGN>, SegmentSummary) {
+    let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&index, AlignedVec::new())
         .expect("serialising an index cannot fail");
+    drop(index);
     let main_len = out.len();
-    let summary = summarise(index, &out);
+    let summary = summarise(&out);
     // The summary archive starts aligned, so read from there on its own
     // it is laid out as if serialised alone (rkyv's pointers are relative).
     let sum_off = main_len.next_multiple_of(ALIGN);
     let mut padded = out;
     padded.resize(sum_off, 0);
+    padded.reserve_exact(archived_len(&summary) + TRAILER_LEN);
     let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&summary, padded)
         .expect("serialising a summary cannot fail");
     let sum_len = out.len() - sum_off;
@@ -434,7 +480,7 @@ pub fn encode_with_summary(index: &SegmentIndex) -> (AlignedVec<ALIGN>, SegmentS
 
 /// Serialises an index into the file's bytes.
 pub fn encode(index: &SegmentIndex) -> Vec<u8> {
-    encode_with_summary(index).0.into_vec()
+    encode_with_summary(index.clone()).0.into_vec()
 }
 
 /// The trailer of an index file of `file_len` bytes ending in `tail`.
@@ -1026,13 +1072,18 @@ impl EntryRead for ArchivedIndexEntry {
 pub async fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
     let file = disk.create(&tmp).await?;
-    // Whole blocks as they are; the last one padded in a copy of its own
-    // (the file is cut to its length after).
+    // Whole blocks as they are, in pieces (each write copies its piece into
+    // a DMA buffer: the whole file at once was tens of megabytes more at
+    // the peak of a seal); the last block padded in a copy of its own (the
+    // file is cut to its length after).
     let whole = bytes.len() / BLOCK as usize * BLOCK as usize;
     let mut last = bytes[whole..].to_vec();
     last.resize(BLOCK as usize, 0);
-    for (at, part) in [(0, &bytes[..whole]), (whole, &last[..])] {
-        if part.is_empty() {
+    let pieces = (0..whole)
+        .step_by(WRITE_PIECE)
+        .map(|at| (at, &bytes[at..whole.min(at + WRITE_PIECE)]));
+    for (at, part) in pieces.chain([(whole, &last[..])]) {
+        if part.is_empty() || (at == whole && whole == bytes.len()) {
             continue;
         }
         let n = file.write_at(at as u64, part).await?;
@@ -1048,6 +1099,9 @@ pub async fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Resul
     drop(file);
     disk.rename(&tmp, path).await
 }
+
+/// Bytes of an index file written at a time (a multiple of [`BLOCK`]).
+const WRITE_PIECE: usize = 1 << 20;
 
 #[cfg(test)]
 #[path = "index_tests.rs"]

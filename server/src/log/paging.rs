@@ -52,7 +52,7 @@ pub async fn read_window(
         let rebuilt = async {
             let (idx, _) =
                 super::recovery::scan_to_index(&label, &*seg_file, first_lsn, false).await?;
-            super::recovery::write_index(&*disk, &dir, first_lsn, &idx).await?;
+            super::recovery::write_index(&*disk, &dir, first_lsn, idx).await?;
             let file = disk.open(&path).await?;
             index::read_entries(&*file, pages, skip, n).await
         };

@@ -522,7 +522,7 @@ pub async fn write_index(
     disk: &dyn Disk,
     dir: &Path,
     first_lsn: u64,
-    index: &SegmentIndex,
+    index: SegmentIndex,
 ) -> io::Result<(u64, SegmentSummary)> {
     let (bytes, summary) = index::encode_with_summary(index);
     index::write_file(disk, &segment::idx_path(dir, first_lsn), &bytes).await?;
@@ -610,9 +610,10 @@ pub async fn recover(
                 } else {
                     rebuilt += 1;
                 }
-                let (idx_bytes, _) = write_index(disk, dir, first_lsn, &idx).await?;
                 replayer.summarise(ord, &idx);
-                (idx.data_len, idx.corrupt_records, idx_bytes)
+                let (data_len, corrupt) = (idx.data_len, idx.corrupt_records);
+                let (idx_bytes, _) = write_index(disk, dir, first_lsn, idx).await?;
+                (data_len, corrupt, idx_bytes)
             }
         };
         corrupt_records += u64::from(corrupt);

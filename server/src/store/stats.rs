@@ -6,6 +6,8 @@
 //! bytes a queue) rather than through a [`QueueStat`] each, and `stats`
 //! asks only for the queues it will list.
 
+use std::rc::Rc;
+
 use super::policy::now_secs;
 use super::Store;
 use crate::stats::{QueueLines, QueueStat, StoreStats};
@@ -74,13 +76,15 @@ impl Store {
         lines
     }
 
-    /// The names of this shard's queues, in no particular order.
-    pub fn queue_names(&self) -> Vec<Vec<u8>> {
+    /// The names of this shard's queues, in no particular order: shared
+    /// with the queues, not copied (a million names are checked at every
+    /// start).
+    pub fn queue_names(&self) -> Vec<Rc<[u8]>> {
         self.state
             .borrow()
             .queues
             .values()
-            .map(|q| q.name().to_vec())
+            .map(|q| q.name_rc())
             .collect()
     }
 
