@@ -110,10 +110,11 @@ async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
             }
         }
         match super::recovery::write_index(&*disk, &dir, first_lsn, index).await {
-            Ok((n, summary)) => {
-                log.borrow_mut().set_idx_bytes(ord, n);
-                queues.indexed(ord, &summary);
-                drop(summary);
+            Ok(encoded) => {
+                log.borrow_mut()
+                    .set_idx_bytes(ord, encoded.bytes().len() as u64);
+                queues.indexed(ord, encoded.summary());
+                drop(encoded);
                 crate::memory::trim();
             }
             Err(e) => {
@@ -380,7 +381,7 @@ impl Queues<'_> {
             .relocate(queue, seq, from, to, len, expires)
     }
 
-    fn indexed(&self, seg: u32, summary: &super::index::SegmentSummary) {
+    fn indexed(&self, seg: u32, summary: &super::index::ArchivedSegmentSummary) {
         self.unborrowed().indexed(seg, summary)
     }
 

@@ -370,117 +370,193 @@ fn spans(msgs: &[ArchivedIndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
     out
 }
 
-/// The summary of the index whose main archive is `main`, from the archive
-/// alone (the native index is gone by then, see [`encode_with_summary`]).
-fn summarise(main: &[u8]) -> SegmentSummary {
-    // SAFETY: `main` was serialised from a `SegmentIndex` a moment ago.
-    let archived = unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(main) };
-    let queues = archived
-        .queues
-        .iter()
-        .map(|a| QueueSummary {
-            id: a.id.to_native(),
-            created: a.created,
-            name: a.name.to_vec(),
-            deleted: a.deleted,
-            head: a.head.to_native(),
-            tail: a.tail.to_native(),
-            confirmed: a
-                .confirmed
-                .iter()
-                .map(|r| SeqRange {
-                    start: r.start.to_native(),
-                    end: r.end.to_native(),
-                })
-                .collect(),
-            spans: spans(
-                a.msgs.as_slice(),
-                a.msgs.as_slice().as_ptr() as usize - main.as_ptr() as usize,
-                main,
-            ),
-        })
-        .collect();
-    SegmentSummary {
-        version: INDEX_VERSION,
-        first_lsn: archived.first_lsn.to_native(),
-        last_lsn: archived.last_lsn.to_native(),
-        data_len: archived.data_len.to_native(),
-        checkpoint: archived.checkpoint,
-        live: archived
-            .live
+/// What one segment says of one queue, from its main archive `main` (`a`
+/// being in it).
+fn queue_summary(a: &ArchivedQueueIndex, main: &[u8]) -> QueueSummary {
+    QueueSummary {
+        id: a.id.to_native(),
+        created: a.created,
+        name: a.name.to_vec(),
+        deleted: a.deleted,
+        head: a.head.to_native(),
+        tail: a.tail.to_native(),
+        confirmed: a
+            .confirmed
             .iter()
-            .map(|r| IdRange {
-                first: r.first.to_native(),
+            .map(|r| SeqRange {
+                start: r.start.to_native(),
                 end: r.end.to_native(),
             })
             .collect(),
-        next_queue_id: archived.next_queue_id.to_native(),
-        max_queue_id: archived.max_queue_id.to_native(),
-        corrupt_records: archived.corrupt_records.to_native(),
-        queues,
+        spans: spans(
+            a.msgs.as_slice(),
+            a.msgs.as_slice().as_ptr() as usize - main.as_ptr() as usize,
+            main,
+        ),
     }
 }
 
-/// At least the bytes `summary` takes archived: its fixed parts, each
-/// variable part with room for its alignment. The buffer is grown once to
-/// this instead of doubling while the summary is serialised into it.
-fn archived_len(summary: &SegmentSummary) -> usize {
-    const SLACK: usize = 8;
-    let spans = |q: &QueueSummary| -> usize {
-        q.spans
-            .iter()
-            .map(|s| size_of::<ArchivedSpan>() + s.pages.len() * 4 + SLACK)
-            .sum()
-    };
-    size_of::<ArchivedSegmentSummary>()
-        + summary.live.len() * size_of::<ArchivedIdRange>()
-        + summary
-            .queues
-            .iter()
-            .map(|q| {
-                size_of::<ArchivedQueueSummary>()
-                    + q.name.len()
-                    + q.confirmed.len() * size_of::<ArchivedSeqRange>()
-                    + spans(q)
-                    + 3 * SLACK
-            })
-            .sum::<usize>()
+/// A [`SegmentSummary`] as it is written: archived straight from the main
+/// archive, one queue at a time, so that no native summary of every queue
+/// is ever held (at a million queues that was about 90 MB at the peak of a
+/// seal). It archives as the summary itself (`as = …`), byte for byte what
+/// serialising a native [`SegmentSummary`] gives (tested).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(
+    as = ArchivedSegmentSummary,
+    serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source)
+)]
+struct SummaryOf<'a> {
+    version: u32,
+    first_lsn: u64,
+    last_lsn: u64,
+    data_len: u64,
+    checkpoint: bool,
+    live: Vec<IdRange>,
+    next_queue_id: u32,
+    max_queue_id: u32,
+    corrupt_records: u32,
+    #[rkyv(with = QueueSummaries, omit_bounds)]
+    queues: MainQueues<'a>,
 }
 
-/// Serialises an index into the file's bytes (both archives and the
-/// trailer), and returns its summary too. Both archives are serialised
-/// into the one buffer the file is written from, and the index is dropped
-/// once its archive is made, before the summary is: at a million queues
-/// each of these is tens of megabytes, and holding them all at once, with
-/// copies, was the peak of a segment's sealing.
-pub fn encode_with_summary(index: SegmentIndex) -> (AlignedVec<ALIGN>, SegmentSummary) {
+/// The queues of a main archive, whose bytes are `main`.
+#[derive(Clone, Copy)]
+struct MainQueues<'a> {
+    index: &'a ArchivedSegmentIndex,
+    main: &'a [u8],
+}
+
+/// Archives [`MainQueues`] as the summary's queues.
+struct QueueSummaries;
+
+impl<'a> rkyv::with::ArchiveWith<MainQueues<'a>> for QueueSummaries {
+    type Archived = rkyv::vec::ArchivedVec<ArchivedQueueSummary>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(
+        field: &MainQueues<'a>,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.index.queues.len(), resolver, out);
+    }
+}
+
+impl<'a, S> rkyv::with::SerializeWith<MainQueues<'a>, S> for QueueSummaries
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    QueueSummary: rkyv::Serialize<S, Archived = ArchivedQueueSummary>,
+{
+    fn serialize_with(
+        field: &MainQueues<'a>,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        let MainQueues { index, main } = *field;
+        // Each queue's summary is built twice (rkyv writes what it points
+        // to first, then the array), and never all at once.
+        let queues = index.queues.iter().map(|a| queue_summary(a, main));
+        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueSummary, _, _>(queues, serializer)
+    }
+}
+
+impl<'a> SummaryOf<'a> {
+    /// The summary of the index whose main archive is `main`.
+    fn of(main: &'a [u8]) -> SummaryOf<'a> {
+        // SAFETY: `main` was serialised from a `SegmentIndex` a moment ago.
+        let index = unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(main) };
+        SummaryOf {
+            version: INDEX_VERSION,
+            first_lsn: index.first_lsn.to_native(),
+            last_lsn: index.last_lsn.to_native(),
+            data_len: index.data_len.to_native(),
+            checkpoint: index.checkpoint,
+            live: index
+                .live
+                .iter()
+                .map(|r| IdRange {
+                    first: r.first.to_native(),
+                    end: r.end.to_native(),
+                })
+                .collect(),
+            next_queue_id: index.next_queue_id.to_native(),
+            max_queue_id: index.max_queue_id.to_native(),
+            corrupt_records: index.corrupt_records.to_native(),
+            queues: MainQueues { index, main },
+        }
+    }
+}
+
+/// An index file's bytes, as made to be written, with its summary read in
+/// place.
+pub struct Encoded {
+    bytes: AlignedVec<ALIGN>,
+    sum_off: usize,
+    sum_len: usize,
+}
+
+impl Encoded {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn summary(&self) -> &ArchivedSegmentSummary {
+        // SAFETY: these bytes were serialised from a summary by
+        // `encode_with_summary`, starting aligned; `bytes` is private and
+        // never changed after.
+        unsafe {
+            rkyv::access_unchecked::<ArchivedSegmentSummary>(
+                &self.bytes[self.sum_off..self.sum_off + self.sum_len],
+            )
+        }
+    }
+}
+
+/// Serialises an index into the file's bytes: both archives and the
+/// trailer, in the one buffer the file is written from. The index is
+/// dropped once its archive is made, and the summary archived from that
+/// archive a queue at a time: at a million queues each of these is tens of
+/// megabytes, and holding them all at once, with copies, was the peak of a
+/// segment's sealing.
+pub fn encode_with_summary(index: SegmentIndex) -> Encoded {
     let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&index, AlignedVec::new())
         .expect("serialising an index cannot fail");
     drop(index);
     let main_len = out.len();
-    let summary = summarise(&out);
     // The summary archive starts aligned, so read from there on its own
     // it is laid out as if serialised alone (rkyv's pointers are relative).
     let sum_off = main_len.next_multiple_of(ALIGN);
-    let mut padded = out;
-    padded.resize(sum_off, 0);
-    padded.reserve_exact(archived_len(&summary) + TRAILER_LEN);
-    let mut out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&summary, padded)
-        .expect("serialising a summary cannot fail");
-    let sum_len = out.len() - sum_off;
-    let main_crc = crc32c::crc32c(&out[..main_len]);
-    let sum_crc = crc32c::crc32c(&out[sum_off..]);
+    let mut main = out;
+    main.resize(sum_off, 0);
+    // The summary is written after the main archive it reads, which stays
+    // where it is meanwhile: it goes to a buffer of its own, appended after.
+    let summary = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+        &SummaryOf::of(&main[..main_len]),
+        AlignedVec::<ALIGN>::new(),
+    )
+    .expect("serialising a summary cannot fail");
+    let sum_len = summary.len();
+    let main_crc = crc32c::crc32c(&main[..main_len]);
+    let sum_crc = crc32c::crc32c(&summary);
+    let mut out = main;
+    out.reserve_exact(sum_len + TRAILER_LEN);
+    out.extend_from_slice(&summary);
+    drop(summary);
     out.extend_from_slice(&main_crc.to_le_bytes());
     out.extend_from_slice(&(main_len as u32).to_le_bytes());
     out.extend_from_slice(&sum_crc.to_le_bytes());
     out.extend_from_slice(&(sum_len as u32).to_le_bytes());
     out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
-    (out, summary)
+    Encoded {
+        bytes: out,
+        sum_off,
+        sum_len,
+    }
 }
 
 /// Serialises an index into the file's bytes.
 pub fn encode(index: &SegmentIndex) -> Vec<u8> {
-    encode_with_summary(index.clone()).0.into_vec()
+    encode_with_summary(index.clone()).bytes.into_vec()
 }
 
 /// The trailer of an index file of `file_len` bytes ending in `tail`.
@@ -805,16 +881,6 @@ pub struct EntryPages {
 }
 
 impl EntryPages {
-    /// Where the entries of a span just written are (`span` native, as the
-    /// writer's summary has it).
-    pub fn of_native(span: &Span) -> EntryPages {
-        EntryPages {
-            at: span.at,
-            count: span.count,
-            pages: span.pages.clone().into(),
-        }
-    }
-
     pub fn of(span: &ArchivedSpan) -> EntryPages {
         EntryPages {
             at: span.at.to_native(),

@@ -154,5 +154,5 @@ pub trait Locators {
     /// Segment `seg`'s index file is written, saying `summary`: the
     /// queues may read their messages there from its entries from now on,
     /// instead of keeping their locators (see `queue::Backlog`).
-    fn indexed(&self, seg: u32, summary: &index::SegmentSummary);
+    fn indexed(&self, seg: u32, summary: &index::ArchivedSegmentSummary);
 }

@@ -65,7 +65,7 @@ use crate::disk::{Disk, DiskFile};
 use crate::idhash::{IdMap, IdWalk};
 use crate::log::index::{
     self, EntryArea, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead,
-    SegmentIndex, SegmentSummary,
+    SegmentIndex,
 };
 
 /// Everything recovery found besides the queues (those went to the
@@ -516,18 +516,18 @@ pub async fn scan_to_index(
     Ok((b.finish(), rep))
 }
 
-/// Writes `index` as the `.idx` of segment `first_lsn`; returns its size
-/// and summary.
+/// Writes `index` as the `.idx` of segment `first_lsn`; returns the
+/// file's bytes, its summary read in place.
 pub async fn write_index(
     disk: &dyn Disk,
     dir: &Path,
     first_lsn: u64,
     index: SegmentIndex,
-) -> io::Result<(u64, SegmentSummary)> {
-    let (bytes, summary) = index::encode_with_summary(index);
-    index::write_file(disk, &segment::idx_path(dir, first_lsn), &bytes).await?;
+) -> io::Result<index::Encoded> {
+    let encoded = index::encode_with_summary(index);
+    index::write_file(disk, &segment::idx_path(dir, first_lsn), encoded.bytes()).await?;
     disk.sync_dir(dir).await?;
-    Ok((bytes.len() as u64, summary))
+    Ok(encoded)
 }
 
 /// Recovers the shard in `dir` (see the module doc), handing its queues
@@ -612,7 +612,7 @@ pub async fn recover(
                 }
                 replayer.summarise(ord, &idx);
                 let (data_len, corrupt) = (idx.data_len, idx.corrupt_records);
-                let (idx_bytes, _) = write_index(disk, dir, first_lsn, idx).await?;
+                let idx_bytes = write_index(disk, dir, first_lsn, idx).await?.bytes().len() as u64;
                 (data_len, corrupt, idx_bytes)
             }
         };

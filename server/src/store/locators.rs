@@ -7,7 +7,7 @@ use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
 
 use super::state::State;
-use crate::log::index::{EntryPages, SegmentSummary};
+use crate::log::index::{ArchivedSegmentSummary, EntryPages};
 use crate::log::{Locators, Pos};
 use crate::queue::window;
 
@@ -45,11 +45,11 @@ impl Locators for StateLocators {
             .is_some_and(|q| q.holds_at(seq, at))
     }
 
-    fn indexed(&self, seg: u32, summary: &SegmentSummary) {
+    fn indexed(&self, seg: u32, summary: &ArchivedSegmentSummary) {
         let mut st = self.state();
         let st = &mut *st;
-        for qs in &summary.queues {
-            let Some(q) = st.queues.get_mut(&qs.id) else {
+        for qs in summary.queues.iter() {
+            let Some(q) = st.queues.get_mut(&qs.id.to_native()) else {
                 continue;
             };
             if q.queued().items() as usize <= window() || qs.spans.is_empty() {
@@ -58,7 +58,10 @@ impl Locators for StateLocators {
             let spans: Vec<(u64, u64, Rc<EntryPages>)> = qs
                 .spans
                 .iter()
-                .map(|s| (s.lo, u64::from(s.count), Rc::new(EntryPages::of_native(s))))
+                .map(|s| {
+                    let count = u64::from(s.count.to_native());
+                    (s.lo.to_native(), count, Rc::new(EntryPages::of(s)))
+                })
                 .collect();
             q.queued_mut().page_out(seg, &spans);
         }
