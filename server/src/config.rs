@@ -5,7 +5,7 @@
 //! Every size takes `K`, `M` or `G` (`crate::limits::size`, the parser the
 //! per-queue limits use).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,9 +37,22 @@ pub struct Config {
     #[arg(short = 'p', long, default_value_t = 22201)]
     pub port: u16,
 
-    /// Address to bind (no UDP listener, ever).
-    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
-    pub listen: IpAddr,
+    /// Addresses to listen on (no UDP listener, ever): `<addr>[:<port>]`,
+    /// comma-separated and/or repeated (`-l 127.0.0.1,10.0.0.5:22202`), an
+    /// IPv6 address with a port in brackets (`[::1]:22202`); without a port,
+    /// -p's. With -Z every listener speaks TLS except those prefixed
+    /// `notls:` (memcached's form: `-l 0.0.0.0,notls:127.0.0.1:22202`). On
+    /// the command line, -l replaces the config file's `listen` lines.
+    #[arg(
+        short = 'l',
+        long = "listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1",
+        value_delimiter = ',',
+        action = ArgAction::Append,
+        value_parser = parse_listen
+    )]
+    pub listen: Vec<Listen>,
 
     /// Connection limit; past it new connections get
     /// `SERVER_ERROR too many connections` and are closed.
@@ -122,6 +135,46 @@ pub struct Config {
     /// Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Serve TLS (memcached's -Z): every -l listener not prefixed `notls:`
+    /// speaks TLS 1.2 or 1.3 only, with the certificate of
+    /// `-o ssl_chain_cert=<pem>`. `refresh_certs` and SIGHUP reload the
+    /// certificate files for new connections.
+    #[arg(short = 'Z', long, help_heading = "TLS")]
+    pub enable_ssl: bool,
+
+    /// memcached's extended options, comma-separated, as many -o as wanted
+    /// (the config file's `extended` lines come first, a later value of an
+    /// option wins). mcqd reads its TLS ones:
+    /// `ssl_chain_cert=<pem>` (the certificate chain, required with -Z),
+    /// `ssl_key=<pem>` (its private key, if not in the chain file),
+    /// `ssl_ca_cert=<pem>` (CAs that sign client certificates),
+    /// `ssl_verify_mode=<n>` (client certificates: 0 not asked for, 1
+    /// checked if sent, 2 required, 3 required, as 2: rustls never
+    /// renegotiates), `ssl_min_version=<n>` (2 TLS 1.2, the default; 3 TLS
+    /// 1.3; 0 and 1, TLS 1.0 and 1.1, are refused), `ssl_session_cache`
+    /// (resumable sessions). Other options of memcached's are warned
+    /// about and ignored; an unknown `ssl_` one is an error.
+    #[arg(
+        short = 'o',
+        long = "extended",
+        value_name = "OPT[=VALUE],...",
+        value_delimiter = ',',
+        action = ArgAction::Append,
+        help_heading = "TLS"
+    )]
+    pub extended: Vec<String>,
+
+    /// How long a client has to finish its TLS handshake; until then it
+    /// holds one of -c's connection slots and nothing it sent is served.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_timeout,
+        help_heading = "TLS"
+    )]
+    pub ssl_handshake_timeout: Duration,
 
     /// More logging: -v adds connections and recovery details, -vv every
     /// rejected request; `verbosity <n>` changes it at runtime.
@@ -236,8 +289,21 @@ impl Config {
             )
         })?;
         let from_file = config_file_args(&text).map_err(in_file)?;
+        // -l is a list: given on the command line, it replaces the file's
+        // (as any other flag does) rather than adding to them. `-o`
+        // options add up, the command line's after the file's.
+        let cli_listen = <Config as clap::CommandFactory>::command()
+            .try_get_matches_from(&args)?
+            .value_source("listen")
+            == Some(clap::parser::ValueSource::CommandLine);
         let mut merged = vec![args[0].clone()];
-        merged.extend(from_file.into_iter().map(Into::into));
+        merged.extend(
+            from_file
+                .into_iter()
+                .filter(|pair| !(cli_listen && pair[0] == "--listen"))
+                .flatten()
+                .map(Into::into),
+        );
         merged.extend(args[1..].iter().cloned());
         Config::try_parse_from(merged)
     }
@@ -269,13 +335,169 @@ impl Config {
     /// the message names the flags.
     pub fn check(&self) -> Result<(), String> {
         let largest = self.largest_message();
-        match self.max_message_size {
-            Some(asked) if asked as u64 > largest => Err(format!(
+        if let Some(asked) = self.max_message_size.filter(|&a| a as u64 > largest) {
+            return Err(format!(
                 "-B {asked} is larger than a segment of {} bytes (--segment-size) can hold: the largest message it takes is {largest} bytes; lower -B or raise --segment-size",
                 self.segment_size
-            )),
-            _ => Ok(()),
+            ));
         }
+        self.tls()?;
+        let listeners = self.listeners();
+        if let Some(l) = self.listen.iter().find(|l| l.notls && !self.enable_ssl) {
+            return Err(format!(
+                "-l notls:{}: `notls:` is valid only with -Z (--enable-ssl); without it every listener is plaintext already",
+                l.ip
+            ));
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return Err(format!("-l: {} is given twice", l.addr));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every address to listen on (-l, with -p where it names no port),
+    /// and whether it speaks TLS.
+    pub fn listeners(&self) -> Vec<Listener> {
+        self.listen
+            .iter()
+            .map(|l| Listener {
+                addr: SocketAddr::new(l.ip, l.port.unwrap_or(self.port)),
+                tls: self.enable_ssl && !l.notls,
+            })
+            .collect()
+    }
+
+    /// The TLS settings of -Z and `-o ssl_…` (`None` without -Z); an error
+    /// names the option at fault.
+    pub fn tls(&self) -> Result<Option<TlsOptions>, String> {
+        Ok(self.extended_options()?.0)
+    }
+
+    /// `-o`: the TLS settings, and a warning for each option mcqd ignores.
+    fn extended_options(&self) -> Result<(Option<TlsOptions>, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        let mut opts = TlsOptions {
+            chain_cert: PathBuf::new(),
+            key: None,
+            ca_cert: None,
+            verify_mode: VerifyMode::None,
+            min_version: TlsVersion::Tls12,
+            session_cache: false,
+        };
+        let mut chain_cert = None;
+        let mut first_ssl = None;
+        for raw in self
+            .extended
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+        {
+            let (name, value) = match raw.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (raw, None),
+            };
+            if name.starts_with("ssl_") {
+                first_ssl.get_or_insert(name.to_string());
+            }
+            let value = |what: &str| {
+                value
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("-o {name}: missing its value (`{name}=<{what}>`)"))
+            };
+            let number = |what: &str| -> Result<i64, String> {
+                let v = value(what)?;
+                v.parse()
+                    .map_err(|_| format!("-o {name}={v}: could not parse `{v}` as a number"))
+            };
+            match name {
+                "ssl_chain_cert" => chain_cert = Some(PathBuf::from(value("pem file")?)),
+                "ssl_key" => opts.key = Some(PathBuf::from(value("pem file")?)),
+                "ssl_ca_cert" => opts.ca_cert = Some(PathBuf::from(value("pem file")?)),
+                "ssl_verify_mode" => {
+                    opts.verify_mode = match number("0|1|2|3")? {
+                        0 => VerifyMode::None,
+                        1 => VerifyMode::Request,
+                        2 => VerifyMode::Require,
+                        3 => VerifyMode::Once,
+                        n => {
+                            return Err(format!(
+                                "-o ssl_verify_mode={n}: invalid; 0 (none), 1 (request), 2 (require) or 3 (once)"
+                            ))
+                        }
+                    }
+                }
+                "ssl_min_version" => {
+                    opts.min_version = match number("0|1|2|3")? {
+                        2 => TlsVersion::Tls12,
+                        3 => TlsVersion::Tls13,
+                        n @ (0 | 1) => {
+                            return Err(format!(
+                                "-o ssl_min_version={n}: TLS 1.{n} is not supported; mcqd speaks TLS 1.2 and 1.3 only (ssl_min_version=2, the default, or 3)"
+                            ))
+                        }
+                        n => {
+                            return Err(format!(
+                                "-o ssl_min_version={n}: invalid; 2 (TLS 1.2, the default) or 3 (TLS 1.3)"
+                            ))
+                        }
+                    }
+                }
+                "ssl_session_cache" => opts.session_cache = true,
+                // memcached's SSL_FILETYPE_PEM.
+                "ssl_keyformat" => match number("1")? {
+                    1 => {}
+                    n => {
+                        return Err(format!(
+                            "-o ssl_keyformat={n}: mcqd reads PEM keys only (ssl_keyformat=1)"
+                        ))
+                    }
+                },
+                "ssl_ciphers" => warnings.push(format!(
+                    "-o {raw}: ignored: mcqd uses rustls's cipher suites (TLS 1.3: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; TLS 1.2: ECDHE with the same ciphers)"
+                )),
+                "ssl_wbuf_size" => warnings.push(format!(
+                    "-o {raw}: ignored: mcqd encrypts each batch of replies as it is written"
+                )),
+                "ssl_kernel_tls" => warnings.push(format!(
+                    "-o {raw}: ignored: mcqd does not offload TLS to the kernel"
+                )),
+                _ if name.starts_with("ssl_") => {
+                    return Err(format!(
+                        "-o {name}: unknown TLS option (mcqd knows ssl_chain_cert, ssl_key, ssl_ca_cert, ssl_verify_mode, ssl_min_version, ssl_session_cache, and ignores ssl_ciphers, ssl_wbuf_size, ssl_kernel_tls)"
+                    ))
+                }
+                _ => warnings.push(format!(
+                    "-o {raw}: a memcached option with no meaning in mcqd: ignored"
+                )),
+            }
+        }
+        if !self.enable_ssl {
+            return match first_ssl {
+                Some(name) => Err(format!(
+                    "-o {name} without -Z (--enable-ssl): TLS is off; add -Z to serve TLS"
+                )),
+                None => Ok((None, warnings)),
+            };
+        }
+        let Some(chain_cert) = chain_cert else {
+            return Err(
+                "-Z (--enable-ssl) needs a certificate: -o ssl_chain_cert=<pem>[,ssl_key=<pem>]"
+                    .into(),
+            );
+        };
+        opts.chain_cert = chain_cert;
+        if opts.verify_mode != VerifyMode::None && opts.ca_cert.is_none() {
+            return Err(format!(
+                "-o ssl_verify_mode={}: checking client certificates needs the CAs that sign them: -o ssl_ca_cert=<pem>",
+                opts.verify_mode as u8
+            ));
+        }
+        if self.listeners().iter().all(|l| !l.tls) {
+            warnings.push("-Z, but every -l listener is notls: nothing is served over TLS".into());
+        }
+        Ok((Some(opts), warnings))
     }
 
     /// The largest message body taken (`-B`).
@@ -320,6 +542,10 @@ impl Config {
                 self.port
             ));
         }
+        // Refused options are check()'s; only the warnings here.
+        if let Ok((_, extended)) = self.extended_options() {
+            warnings.extend(extended);
+        }
         let cores = cores();
         if self.executors() > cores {
             warnings.push(format!(
@@ -331,6 +557,117 @@ impl Config {
     }
 }
 
+/// One `-l` entry: `[notls:]<addr>[:<port>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub ip: IpAddr,
+    /// -p when absent.
+    pub port: Option<u16>,
+    /// `notls:`: plaintext beside -Z's TLS listeners.
+    pub notls: bool,
+}
+
+/// An address to listen on, as resolved from -l, -p and -Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// -Z's settings, from `-o ssl_…` (memcached's names and numbers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `ssl_chain_cert`: the server's certificate, then its chain.
+    pub chain_cert: PathBuf,
+    /// `ssl_key`: its private key; `None`: in the chain file.
+    pub key: Option<PathBuf>,
+    /// `ssl_ca_cert`: the CAs whose client certificates are accepted.
+    pub ca_cert: Option<PathBuf>,
+    pub verify_mode: VerifyMode,
+    pub min_version: TlsVersion,
+    /// `ssl_session_cache`: sessions may be resumed.
+    pub session_cache: bool,
+}
+
+/// `ssl_verify_mode`, memcached's (OpenSSL's) numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// 0: no client certificate asked for.
+    None = 0,
+    /// 1: asked for; one sent must be signed by `ssl_ca_cert`, but a client
+    /// may send none.
+    Request = 1,
+    /// 2: required and signed by `ssl_ca_cert`.
+    Require = 2,
+    /// 3: OpenSSL's "once" (do not ask again on renegotiation): rustls
+    /// never renegotiates, so the same as 2.
+    Once = 3,
+}
+
+/// `ssl_min_version`: 2 or 3 (memcached's 0 and 1, TLS 1.0 and 1.1, are
+/// refused: rustls speaks neither).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// `-l`: `[notls:]<addr>[:<port>]`, IPv6 with a port as `[<addr>]:<port>`.
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    let text = text.trim();
+    let (notls, rest) = match text.strip_prefix("notls:") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if ["btls:", "mtls:"].iter().any(|p| rest.starts_with(p)) {
+        return Err(format!(
+            "`{text}`: memcached's btls:/mtls: listeners are not supported; -o ssl_verify_mode sets client certificates for every TLS listener"
+        ));
+    }
+    let expected = || {
+        format!(
+            "expected `[notls:]<address>[:<port>]` (IPv6 with a port: `[::1]:22201`), got `{text}`"
+        )
+    };
+    let port = |p: &str| p.parse::<u16>().map_err(|_| expected());
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let (ip, after) = bracketed.split_once(']').ok_or_else(expected)?;
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| expected())?;
+        let port = match after {
+            "" => None,
+            _ => Some(port(after.strip_prefix(':').ok_or_else(expected)?)?),
+        };
+        return Ok(Listen {
+            ip: IpAddr::V6(ip),
+            port,
+            notls,
+        });
+    }
+    if let Ok(ip) = rest.parse::<IpAddr>() {
+        return Ok(Listen {
+            ip,
+            port: None,
+            notls,
+        });
+    }
+    let (ip, p) = rest.rsplit_once(':').ok_or_else(expected)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| expected())?;
+    Ok(Listen {
+        ip: IpAddr::V4(ip),
+        port: Some(port(p)?),
+        notls,
+    })
+}
+
+/// A timeout: a duration such as `10s` or `500ms`, more than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(e) => Err(format!("`{text}`: {e} (e.g. `10s`, `500ms`)")),
+    }
+}
+
 /// Cores this process may run on.
 fn cores() -> usize {
     std::thread::available_parallelism()
@@ -338,10 +675,10 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// Turns config file lines into long flags, up to the first `[queue …]`
+/// Turns config file lines into long flags (one `--name [value]` each), up to the first `[queue …]`
 /// section (those are per-queue limits: see `crate::limits`). Each line is
 /// checked alone, so that an error names its line.
-fn config_file_args(text: &str) -> Result<Vec<String>, String> {
+fn config_file_args(text: &str) -> Result<Vec<Vec<String>>, String> {
     let known: Vec<String> = <Config as clap::CommandFactory>::command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_string))
@@ -378,7 +715,7 @@ fn config_file_args(text: &str) -> Result<Vec<String>, String> {
         {
             return Err(at(clap_reason(&e)));
         }
-        args.extend(pair);
+        args.push(pair);
     }
     Ok(args)
 }

@@ -63,18 +63,22 @@ pub fn probe_port(addr: IpAddr, port: u16) -> io::Result<()> {
     Ok(())
 }
 
-/// Claims `addr:port` for this process (see [`probe_port`]); idempotent.
+/// Claims `addr:port` for this process (see [`probe_port`]); idempotent
+/// for each address (-l may name several).
 fn claim_address(addr: IpAddr, port: u16) -> io::Result<()> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-    static CLAIMED: std::sync::OnceLock<UnixDatagram> = std::sync::OnceLock::new();
-    if CLAIMED.get().is_some() {
+    static CLAIMED: std::sync::Mutex<Vec<(SocketAddr, UnixDatagram)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    let address = SocketAddr::new(addr, port);
+    if claimed.iter().any(|(a, _)| *a == address) {
         return Ok(());
     }
     let name = UnixAddr::from_abstract_name(format!("mcqd-listen-{addr}-{port}"))?;
     match UnixDatagram::bind_addr(&name) {
         Ok(socket) => {
-            let _ = CLAIMED.set(socket);
+            claimed.push((address, socket));
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(

@@ -76,6 +76,9 @@ pub enum Command {
     Reload,
     /// `shutdown` (Kestrel, memcached): stop as on SIGTERM, if enabled.
     Shutdown,
+    /// `refresh_certs` (memcached): load the TLS certificate files again
+    /// for new connections.
+    RefreshCerts,
 }
 
 /// One key of a `get`: a queue name and the options after it, Kestrel's
@@ -341,6 +344,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         b"quit" => command(Command::Quit),
         b"reload" if args.is_empty() => command(Command::Reload),
         b"shutdown" if args.is_empty() => command(Command::Shutdown),
+        b"refresh_certs" if args.is_empty() => command(Command::RefreshCerts),
         _ => reject(Reject::Error),
     }
 }

@@ -375,8 +375,10 @@ fn small_commands() {
         }
     );
     assert_eq!(cmd(b"quit\r\n"), Command::Quit);
+    assert_eq!(cmd(b"refresh_certs\r\n"), Command::RefreshCerts);
     for line in [
         &b"\r\n"[..],
+        b"refresh_certs now\r\n",
         b"stats items\r\n",
         b"verbosity\r\n",
         b"SET q 0 0 1\r\n",

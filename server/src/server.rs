@@ -19,7 +19,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,10 +28,11 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::{Config, TlsOptions};
 use crate::daemon::{self, context};
 use crate::limits::SharedLimits;
 use crate::manifest;
+use crate::net::TlsContext;
 use crate::port::{bound_socket, probe_port};
 use crate::shard::Envelope;
 use crate::shared::Shared;
@@ -74,6 +74,7 @@ fn keep_large_buffers() {
 /// [`crate::logging::install_panic_hook`]).
 pub fn run(config: Config) -> io::Result<()> {
     let mut config = checked(config)?;
+    let tls_options = tls_options(&config)?;
     if config.raise_core_limit {
         daemon::raise_core_limit();
     }
@@ -96,6 +97,15 @@ pub fn run(config: Config) -> io::Result<()> {
         .map(daemon::PidFile::write)
         .transpose()?;
     drop_root(&config, created)?;
+    // As the user mcqd runs as, so that what loads now loads again on
+    // `refresh_certs` and SIGHUP.
+    let tls = tls_options
+        .map(|options| TlsContext::load(options, config.ssl_handshake_timeout))
+        .transpose()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(tls) = &tls {
+        log::info!("TLS: {}", tls.describe());
+    }
     // As the user mcqd runs as, before any executor: see `crate::preflight`.
     for warning in crate::preflight::before_start(&config.data_dir, executors, IO_MEMORY)
         .map_err(io::Error::other)?
@@ -108,7 +118,7 @@ pub fn run(config: Config) -> io::Result<()> {
         .map(Arc::new)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     block_stop_signals()?;
-    let shared = shared_state(&config, limits, executors);
+    let shared = shared_state(&config, limits, executors, tls);
     let progress = Arc::new(Progress::default());
     let mut handles = start_executors(&config, layout, listeners, &shared, &progress)?;
     let reason = serve_until_stopped(&config, layout, &shared, &progress, daemon);
@@ -159,6 +169,24 @@ fn checked(config: Config) -> io::Result<Config> {
     Ok(config)
 }
 
+/// -Z's settings, their files' paths made absolute (before -d moves to /).
+fn tls_options(config: &Config) -> io::Result<Option<TlsOptions>> {
+    let Some(mut options) = config
+        .tls()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+    else {
+        return Ok(None);
+    };
+    options.chain_cert = absolute(&options.chain_cert, "-o ssl_chain_cert")?;
+    if let Some(key) = &options.key {
+        options.key = Some(absolute(key, "-o ssl_key")?);
+    }
+    if let Some(ca) = &options.ca_cert {
+        options.ca_cert = Some(absolute(ca, "-o ssl_ca_cert")?);
+    }
+    Ok(Some(options))
+}
+
 /// Creates the data directory if need be, resolves it to its canonical path
 /// and locks it: the lock, and whether mcqd created the directory.
 fn claim_data_dir(config: &mut Config) -> io::Result<(File, bool)> {
@@ -181,16 +209,20 @@ fn claim_data_dir(config: &mut Config) -> io::Result<(File, bool)> {
 
 /// What the executors will listen on, bound while mcqd may still be root.
 struct Listeners {
-    /// One socket per executor, bound to the port, not yet listening.
-    sockets: Vec<OwnedFd>,
+    /// Per executor, one socket per -l address (in `Config::listeners`'
+    /// order), bound, not yet listening.
+    sockets: Vec<Vec<OwnedFd>>,
     /// `--metrics`, listening already.
     metrics: Option<OwnedFd>,
 }
 
-/// Binds the port for every executor and the metrics address, after making
-/// sure no other server listens on the port.
+/// Binds every -l address for every executor and the metrics address,
+/// after making sure no other server listens on them.
 fn bind_listeners(config: &Config, executors: usize) -> io::Result<Listeners> {
-    probe_port(config.listen, config.port)?;
+    let addresses = config.listeners();
+    for listener in &addresses {
+        probe_port(listener.addr.ip(), listener.addr.port())?;
+    }
     // Bound here so that a taken address stops the start with the flag's
     // name; served by executor 0 (see `crate::metrics`).
     let metrics = match config.metrics {
@@ -201,9 +233,13 @@ fn bind_listeners(config: &Config, executors: usize) -> io::Result<Listeners> {
     };
     // Bound (not yet listening) here, so that a port below 1024 works with
     // -u: the executors listen on them once their shards are open.
-    let address = SocketAddr::new(config.listen, config.port);
     let sockets = (0..executors)
-        .map(|_| bound_socket(address, true))
+        .map(|_| {
+            addresses
+                .iter()
+                .map(|l| bound_socket(l.addr, true))
+                .collect::<io::Result<Vec<_>>>()
+        })
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Listeners { sockets, metrics })
 }
@@ -248,7 +284,12 @@ fn open_layout(config: &Config, executors: usize) -> io::Result<Layout> {
 
 /// What the executors share, as the server starts: no connections yet,
 /// every counter at zero.
-fn shared_state(config: &Config, limits: Arc<SharedLimits>, executors: usize) -> Arc<Shared> {
+fn shared_state(
+    config: &Config,
+    limits: Arc<SharedLimits>,
+    executors: usize,
+    tls: Option<TlsContext>,
+) -> Arc<Shared> {
     Arc::new(Shared {
         limits,
         shutdown_enabled: config.enable_shutdown,
@@ -266,6 +307,7 @@ fn shared_state(config: &Config, limits: Arc<SharedLimits>, executors: usize) ->
         counters: (0..executors)
             .map(|_| Arc::new(Counters::default()))
             .collect(),
+        tls,
     })
 }
 
@@ -286,7 +328,7 @@ fn start_executors(
     let cpus = allowed_cpus();
 
     let mut handles = Vec::new();
-    for (me, socket) in sockets.into_iter().enumerate() {
+    for (me, sockets) in sockets.into_iter().enumerate() {
         let (config, shared, progress, mesh) = (
             config.clone(),
             shared.clone(),
@@ -311,7 +353,10 @@ fn start_executors(
                         me,
                         layout,
                         &config,
-                        Sockets { socket, metrics },
+                        Sockets {
+                            listeners: sockets,
+                            metrics,
+                        },
                         shared,
                         &progress,
                         mesh,
@@ -372,8 +417,9 @@ impl Drop for Unstarted {
 }
 
 /// The main thread's watch while the executors serve: it reloads the limits
-/// on SIGHUP, tells systemd (and a `-d` parent) once every executor is
-/// serving, and returns why the server must stop.
+/// (and with -Z the TLS certificates) on SIGHUP, tells systemd (and a `-d`
+/// parent) once every executor is serving, and returns why the server must
+/// stop.
 fn serve_until_stopped(
     config: &Config,
     layout: Layout,
@@ -392,12 +438,22 @@ fn serve_until_stopped(
                     crate::notify::reloading();
                 }
                 let reloaded = shared.limits.reload();
+                let certs = shared.tls.as_ref().map(|tls| (tls, tls.refresh()));
                 if announced {
                     crate::notify::ready();
                 }
                 match reloaded {
                     Ok(()) => log::info!("SIGHUP: queue limits reloaded"),
                     Err(e) => log::warn!("SIGHUP: reload failed, the limits in force stay: {e}"),
+                }
+                match certs {
+                    Some((tls, Ok(()))) => {
+                        log::info!("SIGHUP: TLS certificates reloaded ({})", tls.describe())
+                    }
+                    Some((_, Err(e))) => {
+                        log::warn!("SIGHUP: the TLS certificates in force stay: {e}")
+                    }
+                    None => {}
                 }
                 continue;
             }
@@ -414,10 +470,18 @@ fn serve_until_stopped(
                 .metrics
                 .map(|addr| format!(", metrics at http://{addr}/metrics"))
                 .unwrap_or_default();
+            let listening: Vec<String> = config
+                .listeners()
+                .iter()
+                .map(|l| match l.tls {
+                    true => format!("{} (TLS)", l.addr),
+                    false if config.enable_ssl => format!("{} (notls)", l.addr),
+                    false => l.addr.to_string(),
+                })
+                .collect();
             log::info!(
-                "listening on {}:{} ({} executors, {} shards, sync {}, data {}{metrics})",
-                config.listen,
-                config.port,
+                "listening on {} ({} executors, {} shards, sync {}, data {}{metrics})",
+                listening.join(", "),
                 layout.executors,
                 layout.shards,
                 describe(config.sync_mode()),

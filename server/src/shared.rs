@@ -37,6 +37,9 @@ pub struct Shared {
     pub info: ServerInfo,
     /// Counters of every executor, summed by `stats`.
     pub counters: Vec<Arc<Counters>>,
+    /// -Z: the TLS certificates in force (`refresh_certs` and SIGHUP
+    /// reload them).
+    pub tls: Option<crate::net::TlsContext>,
 }
 
 /// Resolves once shutdown has been requested (polls the process-wide flag;

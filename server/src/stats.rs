@@ -17,6 +17,13 @@ pub struct Counters {
     pub cmd_set: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// TLS handshakes that failed or timed out (memcached's names).
+    pub ssl_handshake_errors: AtomicU64,
+    /// TLS connections rustls closed on a bad record after the handshake.
+    pub ssl_proto_errors: AtomicU64,
+    /// Full TLS handshakes with `ssl_session_cache`: sessions a client may
+    /// resume.
+    pub ssl_new_sessions: AtomicU64,
 }
 
 impl Counters {
@@ -31,7 +38,7 @@ impl Counters {
         }
     }
 
-    fn all(&self) -> [&AtomicU64; 6] {
+    fn all(&self) -> [&AtomicU64; 9] {
         [
             &self.cmd_get,
             &self.get_hits,
@@ -39,6 +46,9 @@ impl Counters {
             &self.cmd_set,
             &self.bytes_read,
             &self.bytes_written,
+            &self.ssl_handshake_errors,
+            &self.ssl_proto_errors,
+            &self.ssl_new_sessions,
         ]
     }
 }
@@ -116,7 +126,7 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
         .unwrap_or(0);
     let (user, system) = rusage();
     let count = |pick: fn(&Counters) -> &AtomicU64| Int(sum(shared, pick));
-    let stats = [
+    let mut stats = vec![
         ("pid", Fact, Int(std::process::id().into())),
         (
             "uptime",
@@ -174,6 +184,25 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
         ("get_waiters", Gauge, Int(store.get_waiters)),
         ("open_transactions", Gauge, Int(store.open_transactions)),
     ];
+    // With -Z only, as memcached.
+    if let Some(tls) = &shared.tls {
+        if tls.session_cache() {
+            stats.push(("ssl_new_sessions", Counter, count(|c| &c.ssl_new_sessions)));
+        }
+        stats.extend([
+            (
+                "ssl_handshake_errors",
+                Counter,
+                count(|c| &c.ssl_handshake_errors),
+            ),
+            ("ssl_proto_errors", Counter, count(|c| &c.ssl_proto_errors)),
+            (
+                "time_since_server_cert_refresh",
+                Gauge,
+                Int(tls.since_refresh().as_secs()),
+            ),
+        ]);
+    }
     stats
         .into_iter()
         .map(|(name, kind, value)| Stat { name, kind, value })

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 use super::dispatch::forget;
 use super::output::{finish, Output, Pending, FLUSH_AT};
+use super::tls::{self, Stream};
 use crate::logging;
 use crate::protocol::{self, Command, Parsed};
 use crate::shard::{Op, Router};
@@ -33,7 +32,7 @@ const BATCH_GET_BYTES: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     pub(super) router: Rc<Router>,
     pub(super) shared: Arc<Shared>,
     stop: StopSignal,
@@ -57,16 +56,23 @@ pub(super) struct Connection {
     /// The pending replies of the requests parsed together, kept between
     /// batches so that a batch allocates nothing.
     batch: Vec<Pending>,
+    /// The user the client's TLS certificate names (`tls::identity`),
+    /// set once by the handshake; `None` for plaintext, or TLS without a
+    /// client certificate. For authorization: the connection code does
+    /// not use it.
+    #[allow(dead_code)]
+    pub(super) tls_identity: Option<String>,
 }
 
 impl Connection {
     pub(super) fn new(
-        stream: TcpStream,
+        stream: Stream,
         router: Rc<Router>,
         shared: Arc<Shared>,
         stop: StopSignal,
         me: usize,
         reader: Reader,
+        tls_identity: Option<String>,
     ) -> Self {
         let counters = shared.counters[me].clone();
         Connection {
@@ -83,6 +89,7 @@ impl Connection {
             since_pause: 0,
             block: None,
             batch: Vec::new(),
+            tls_identity,
         }
     }
 
@@ -100,8 +107,19 @@ impl Connection {
     }
 
     pub(super) async fn run(&mut self) -> std::io::Result<()> {
+        let result = self.serve().await;
+        if let Err(e) = &result {
+            tls::count_error(&self.stream, e, &self.counters);
+        }
+        result
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
+            // Over TLS, everything rustls has decrypted comes back here at
+            // once; what does not fit in `chunk` comes back from the next
+            // read without waiting for the socket (see `tls`).
             let read = future::or(async { Some(self.stream.read(&mut chunk).await) }, async {
                 self.stop.wait().await;
                 None
@@ -301,6 +319,7 @@ impl Connection {
                     }
                 }
             }
+            self.stream.flush().await?;
             self.counters
                 .add(&self.counters.bytes_written, total as u64);
             self.output.clear();

@@ -165,6 +165,7 @@ impl Connection {
             Command::Shutdown if !self.shared.shutdown_enabled => {
                 ready("ERROR: shutdown not enabled")
             }
+            Command::RefreshCerts => ready(&super::tls::refresh_certs(&self.shared)),
             Command::Shutdown | Command::Quit => None,
         }
     }

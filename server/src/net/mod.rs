@@ -12,15 +12,28 @@
 //! where back-pressure on a client that sends faster than the log syncs
 //! belongs.
 //!
+//! # TLS
+//! With -Z a listener speaks TLS unless it is `notls:`. The handshake runs
+//! in the connection's task (so on every executor, not in one acceptor),
+//! within `--ssl-handshake-timeout`, before any request is read; after it
+//! the connection works exactly as a plaintext one, on a stream that is
+//! either (`tls::Stream`). A read over TLS takes everything rustls has
+//! decrypted without waiting for the socket again, so a pipeline never
+//! stalls on bytes buffered inside TLS. A client certificate's name is the
+//! connection's `tls_identity` (see `tls::identity`).
+//!
 //! # Layout
-//! `accept` takes connections and drains them at shutdown; `connection`
-//! reads, parses a batch and answers it; `dispatch` turns each request
-//! into operations on its shards; `output` awaits their replies and
-//! renders them, in request order.
+//! `accept` takes connections (and does their TLS handshake) and drains
+//! them at shutdown; `tls` holds the certificates in force, their reload
+//! and the stream; `connection` reads, parses a batch and answers it;
+//! `dispatch` turns each request into operations on its shards; `output`
+//! awaits their replies and renders them, in request order.
 
 mod accept;
 mod connection;
 mod dispatch;
 mod output;
+mod tls;
 
-pub use accept::serve;
+pub use accept::{serve, Listeners};
+pub use tls::{identity, TlsContext};

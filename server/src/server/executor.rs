@@ -8,7 +8,6 @@
 //! drained its connections.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,10 +99,11 @@ async fn all_opened(layout: Layout, config: &Config, progress: &Progress) -> boo
     true
 }
 
-/// What an executor listens on: its share of the port (bound, not yet
-/// listening) and, on executor 0 with `--metrics`, the metrics listener.
+/// What an executor listens on: its share of each -l address (bound, not
+/// yet listening, in `Config::listeners`' order) and, on executor 0 with
+/// `--metrics`, the metrics listener.
 pub(super) struct Sockets {
-    pub(super) socket: OwnedFd,
+    pub(super) listeners: Vec<OwnedFd>,
     pub(super) metrics: Option<OwnedFd>,
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn executor_main(
     progress: &Progress,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
 ) -> io::Result<()> {
-    let Sockets { socket, metrics } = sockets;
+    let Sockets { listeners, metrics } = sockets;
     let Layout {
         executors, shards, ..
     } = layout;
@@ -139,8 +139,8 @@ pub(super) async fn executor_main(
     let served = match opened {
         Ok(()) if shared.stopping.load(Ordering::SeqCst) => Ok(()),
         Ok(()) if !all_opened(layout, config, progress).await => Ok(()),
-        Ok(()) => match listen(socket, SocketAddr::new(config.listen, config.port)) {
-            Ok(listener) => {
+        Ok(()) => match listen_all(listeners, config) {
+            Ok(listeners) => {
                 if let Some(fd) = metrics {
                     // SAFETY: a listening socket we own; glommio takes it over.
                     let metrics = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
@@ -152,7 +152,7 @@ pub(super) async fn executor_main(
                     .detach();
                 }
                 progress.serving.fetch_add(1, Ordering::SeqCst);
-                net::serve(listener, router.clone(), shared.clone(), me).await;
+                net::serve(listeners, router.clone(), shared.clone(), me).await;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -178,6 +178,15 @@ pub(super) async fn executor_main(
         }
     }
     served.and(closed)
+}
+
+/// Listens on this executor's socket of each -l address.
+fn listen_all(sockets: Vec<OwnedFd>, config: &Config) -> io::Result<net::Listeners> {
+    sockets
+        .into_iter()
+        .zip(config.listeners())
+        .map(|(socket, l)| Ok((listen(socket, l.addr)?, l.tls)))
+        .collect()
 }
 
 /// Opens the shards executor `me` owns into `local`. Gives up early, with
