@@ -4,16 +4,17 @@
 //! # Why mcqd raises its own limit
 //! Every connection is a descriptor, and so is every segment file of the
 //! log. The soft limit is often 1024 (most shells, systemd's default for
-//! services) under a far higher hard limit (524288 under systemd, 1048576
-//! in Docker), and raising the soft limit up to the hard one needs no
-//! privilege: memcached does so, and so does mcqd. It raises it all the
+//! services) under a far higher hard limit (systemd's default is 524288),
+//! and raising the soft limit up to the hard one needs no privilege:
+//! memcached does so, and so does mcqd. It raises it all the
 //! way to the hard limit, not to a figure of its own: the log keeps every
 //! segment that holds a queued message open, so what mcqd needs grows with
 //! the backlog, which no flag bounds, and a segment file that cannot be
 //! opened stops its shard. A higher soft limit costs nothing here: what
 //! 1024 protects is select(2)'s fixed-size set, which mcqd never uses.
-//! Started as root (before `-u`), mcqd raises a hard limit too short for
-//! `-c` connections as well, up to `fs.nr_open`.
+//! With CAP_SYS_RESOURCE (root, before `-u` drops it; containers are not
+//! given it by default) mcqd raises a hard limit too short for `-c`
+//! connections as well, up to `fs.nr_open`.
 //!
 //! # Why an error, a warning, or neither
 //! Below what mcqd needs with no client ([`Needs::own`]) plus one
