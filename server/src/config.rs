@@ -55,7 +55,10 @@ pub struct Config {
     pub listen: Vec<Listen>,
 
     /// Connection limit; past it new connections get
-    /// `SERVER_ERROR too many connections` and are closed.
+    /// `SERVER_ERROR too many connections` and are closed. Lowered at
+    /// start, with a warning, when the hard open-file limit (RLIMIT_NOFILE)
+    /// cannot hold this many beside mcqd's own descriptors (mcqd raises the
+    /// soft limit to the hard one itself).
     #[arg(short = 'c', long, default_value_t = 1024)]
     pub max_connections: usize,
 

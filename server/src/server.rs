@@ -74,6 +74,14 @@ fn keep_large_buffers() {
 /// [`crate::logging::install_panic_hook`]).
 pub fn run(config: Config) -> io::Result<()> {
     let mut config = checked(config)?;
+    // First, as every later step takes descriptors, and while mcqd may
+    // still be root: see `crate::preflight::nofile`.
+    let (connections, warning) =
+        crate::preflight::nofile::raise(&config).map_err(io::Error::other)?;
+    if let Some(warning) = warning {
+        log::warn!("{warning}");
+    }
+    config.max_connections = connections as usize;
     let tls_options = tls_options(&config)?;
     if config.raise_core_limit {
         daemon::raise_core_limit();

@@ -16,7 +16,13 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
+use crate::logging;
 use crate::stats::{Counters, ServerInfo};
+
+/// The pause after a failed accept, and the longest it grows to while the
+/// process is out of descriptors (see [`StopSignal::accept`]).
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
 /// What every executor shares: limits and process-wide counters. Only
 /// atomics, touched at accept, close and `stats`, never per request.
@@ -75,22 +81,68 @@ impl StopSignal {
     }
 
     /// The next connection on `listener`, or `None` once shutdown has
-    /// begun. A failed accept is logged as `failed: <why>` and tried again
-    /// after a pause.
+    /// begun.
+    ///
+    /// Shutdown is looked at before every try: an accept that fails at
+    /// once would otherwise be all this loop ever saw, and a SIGTERM went
+    /// unheeded. With no descriptor free, every accept does: glommio first
+    /// tries a plain accept4(2), and the kernel takes the new connection's
+    /// descriptor before it looks for a connection, so it fails with EMFILE
+    /// at once for as long as the limit is reached.
+    ///
+    /// A failed accept is tried again after a pause, itself cut short by
+    /// shutdown: out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM) the pause doubles from 10 ms up to 1 s, since trying sooner
+    /// only spins until a connection closes; after other failures (a client
+    /// gone before it was accepted) it stays at 10 ms. Failures are logged
+    /// as `<failed>: <why>` at most once a second for the whole process
+    /// (every executor's listeners, `--metrics`' too, run out of the same
+    /// descriptors), with how many there were since the line before.
     pub async fn accept(&self, listener: &TcpListener, failed: &str) -> Option<TcpStream> {
+        static FAILURES: logging::Throttle = logging::Throttle::new(1000);
+        let mut pause = FIRST_PAUSE;
         loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
-                self.wait().await;
-                None
-            })
+            let accepted = future::or(
+                async {
+                    self.wait().await;
+                    None
+                },
+                async { Some(listener.accept().await) },
+            )
             .await;
-            match accepted? {
+            let error = match accepted? {
                 Ok(stream) => return Some(stream),
-                Err(e) => {
-                    log::warn!("{failed}: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
+                Err(e) => crate::disk::dma::to_io(e),
+            };
+            if let Some(n) = FAILURES.hit() {
+                log::warn!(
+                    "{failed}: {error} ({n} since the last such line; retrying after {} ms)",
+                    pause.as_millis()
+                );
             }
+            let stopped = future::or(
+                async {
+                    self.wait().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(pause).await;
+                    false
+                },
+            )
+            .await;
+            if stopped {
+                return None;
+            }
+            let starved = matches!(
+                error.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+            );
+            pause = if starved {
+                (pause * 2).min(LONGEST_PAUSE)
+            } else {
+                FIRST_PAUSE
+            };
         }
     }
 }

@@ -40,8 +40,8 @@ Offline subcommands (read-only, safe beside a running server):
 
 Checks:
   mcqd check [<server flags>]
-      what mcqd checks before it starts (io_uring, locked memory, O_DIRECT in
-      the data directory), one line each; exits 0, or 71 or 73 as below
+      what mcqd checks before it starts (open files, io_uring, locked memory,
+      O_DIRECT in the data directory), one line each; exits 0, or 71 or 73
   mcqd ping [-l <addr>] [-p <port>]
       asks a running mcqd for its version (a health check); exits 0 or 1
 Run `mcqd <subcommand> --help` for details.
@@ -52,7 +52,9 @@ Exit statuses of the server:
   2   a bad command line
   71  io_uring unusable: missing (ENOSYS), refused (EPERM: seccomp,
       kernel.io_uring_disabled, kernel.io_uring_group, a security module),
-      lacking operations mcqd needs, or RLIMIT_MEMLOCK below 512 KiB
+      lacking operations mcqd needs, or RLIMIT_MEMLOCK below 512 KiB; or
+      a hard RLIMIT_NOFILE below what mcqd needs to serve one connection
+      (mcqd raises the soft limit to the hard one itself)
   73  the data directory cannot hold the log: in memory (tmpfs, ramfs),
       refusing O_DIRECT, or not writable";
 

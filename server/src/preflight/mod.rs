@@ -24,6 +24,7 @@
 pub mod check;
 pub mod data_dir;
 pub mod memlock;
+pub mod nofile;
 pub mod uring;
 
 use std::fmt;
@@ -74,6 +75,11 @@ pub enum Problem {
     },
     /// RLIMIT_MEMLOCK below [`GLOMMIO_MIN_MEMLOCK`].
     Memlock { limit: u64 },
+    /// RLIMIT_NOFILE's hard limit below what mcqd needs to serve at all.
+    OpenFiles {
+        limit: nofile::Limit,
+        needs: nofile::Needs,
+    },
     /// The data directory is on a file system held in memory.
     InMemory { dir: PathBuf, fs: &'static str },
     /// An O_DIRECT open or write in the data directory failed with EINVAL.
@@ -201,7 +207,7 @@ impl fmt::Display for Problem {
             {
                 write!(
                     f,
-                    "{syscall} failed: {error}: raise the open-files limit (RLIMIT_NOFILE): \
+                    "{syscall} failed: {error}: raise the open-file limit (RLIMIT_NOFILE): \
                      `--ulimit nofile=65536:65536` for docker or podman run, `LimitNOFILE=` in a \
                      systemd unit, `ulimit -n` in a shell"
                 )
@@ -213,6 +219,17 @@ impl fmt::Display for Problem {
                  start an executor; {RAISE_MEMLOCK}",
                 bytes(*limit),
                 bytes(GLOMMIO_MIN_MEMLOCK)
+            ),
+            Problem::OpenFiles { limit, needs } => write!(
+                f,
+                "the hard open-file limit (RLIMIT_NOFILE) is {}, below the {} descriptors mcqd \
+                 needs to serve even one connection ({}), and {} for -c {}; {}",
+                limit.hard,
+                needs.to_run(),
+                needs.breakdown(),
+                needs.with_connections(),
+                needs.connections,
+                nofile::raise_it(needs.suggested())
             ),
             Problem::InMemory { dir, fs } => write!(
                 f,
