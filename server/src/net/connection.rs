@@ -12,6 +12,7 @@ use glommio::net::TcpStream;
 
 use super::dispatch::forget;
 use super::output::{finish, Output, Pending, FLUSH_AT};
+use crate::access::Session;
 use crate::logging;
 use crate::protocol::{self, Command, Parsed};
 use crate::shard::{Op, Router};
@@ -33,12 +34,12 @@ const BATCH_GET_BYTES: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Connection {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     pub(super) router: Rc<Router>,
     pub(super) shared: Arc<Shared>,
-    stop: StopSignal,
+    pub(super) stop: StopSignal,
     pub(super) counters: Arc<Counters>,
-    input: Vec<u8>,
+    pub(super) input: Vec<u8>,
     output: Output,
     /// Bytes of a refused data block still to be discarded.
     skip: u64,
@@ -57,6 +58,9 @@ pub(super) struct Connection {
     /// The pending replies of the requests parsed together, kept between
     /// batches so that a batch allocates nothing.
     batch: Vec<Pending>,
+    /// Who this connection is and what it may do: `None` without `-Y`
+    /// and `[user …]` sections (see `super::auth`).
+    pub(super) session: Option<Session>,
 }
 
 impl Connection {
@@ -69,6 +73,9 @@ impl Connection {
         reader: Reader,
     ) -> Self {
         let counters = shared.counters[me].clone();
+        let session = (shared.access.as_ref())
+            .filter(|a| a.required())
+            .map(|a| Session::new(a.clone()));
         Connection {
             stream,
             router,
@@ -83,6 +90,7 @@ impl Connection {
             since_pause: 0,
             block: None,
             batch: Vec::new(),
+            session,
         }
     }
 
@@ -100,6 +108,13 @@ impl Connection {
     }
 
     pub(super) async fn run(&mut self) -> std::io::Result<()> {
+        if self.must_authenticate() && !self.authenticate().await? {
+            return Ok(());
+        }
+        // Requests sent right behind the handshake.
+        if !self.input.is_empty() && self.answer_input().await? {
+            return Ok(());
+        }
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             let read = future::or(async { Some(self.stream.read(&mut chunk).await) }, async {
@@ -131,23 +146,8 @@ impl Connection {
                 }
             }
             self.input.extend_from_slice(fresh);
-            loop {
-                let mut batch = std::mem::take(&mut self.batch);
-                let close = self.parse_batch(&mut batch);
-                if batch.is_empty() && !close {
-                    self.batch = batch;
-                    break;
-                }
-                self.answer(&mut batch).await?;
-                // A deep pipeline's batch is not kept: the room for
-                // MAX_BATCH pending replies, per connection, would be a
-                // lasting cost of one burst.
-                if batch.capacity() <= KEEP_BATCH {
-                    self.batch = batch;
-                }
-                if close {
-                    return Ok(());
-                }
+            if self.answer_input().await? {
+                return Ok(());
             }
             if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
                 self.input.shrink_to(READ_CHUNK);
@@ -159,6 +159,29 @@ impl Connection {
             if self.since_pause >= turn::PIECE {
                 self.since_pause = 0;
                 turn::pause().await;
+            }
+        }
+    }
+
+    /// Answers every whole request in the input buffer; true when the
+    /// connection must close after them.
+    async fn answer_input(&mut self) -> std::io::Result<bool> {
+        loop {
+            let mut batch = std::mem::take(&mut self.batch);
+            let close = self.parse_batch(&mut batch);
+            if batch.is_empty() && !close {
+                self.batch = batch;
+                return Ok(false);
+            }
+            self.answer(&mut batch).await?;
+            // A deep pipeline's batch is not kept: the room for
+            // MAX_BATCH pending replies, per connection, would be a
+            // lasting cost of one burst.
+            if batch.capacity() <= KEEP_BATCH {
+                self.batch = batch;
+            }
+            if close {
+                return Ok(true);
             }
         }
     }
@@ -218,7 +241,10 @@ impl Connection {
                         close = true;
                         break;
                     }
-                    if command == Command::Shutdown && self.shared.shutdown_enabled {
+                    if command == Command::Shutdown
+                        && self.shared.shutdown_enabled
+                        && self.permitted(&command)
+                    {
                         log::info!("shutdown requested by a client");
                         self.shared.shutdown_requested.store(true, Ordering::SeqCst);
                         close = true;

@@ -16,9 +16,11 @@
 //! `accept` takes connections and drains them at shutdown; `connection`
 //! reads, parses a batch and answers it; `dispatch` turns each request
 //! into operations on its shards; `output` awaits their replies and
-//! renders them, in request order.
+//! renders them, in request order; `auth` is the `-Y` handshake and the
+//! permission check of each request.
 
 mod accept;
+mod auth;
 mod connection;
 mod dispatch;
 mod output;
