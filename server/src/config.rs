@@ -106,7 +106,8 @@ pub struct Config {
     pub shards: Option<u32>,
 
     /// Let the `shutdown` command stop the server (as SIGTERM does);
-    /// without this flag it answers `ERROR: shutdown not enabled`.
+    /// without this flag it answers `ERROR: shutdown not enabled`. With
+    /// -Y only users with `admin = *` may.
     #[arg(long)]
     pub enable_shutdown: bool,
 
@@ -119,7 +120,8 @@ pub struct Config {
 
     /// Serve Prometheus metrics (the `stats` counters, per-queue depth and
     /// counts, commit latency) over HTTP at `http://<ADDR:PORT>/metrics`.
-    /// Off by default.
+    /// Off by default. It names every queue: bind a private address, and
+    /// see --metrics-token-file.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
 

@@ -200,4 +200,31 @@ mod tests {
         assert_eq!(step(&[b'a'; MAX_LINE]), Step::More);
         assert_eq!(step(&[b'a'; MAX_LINE + 1]), Step::Close);
     }
+
+    proptest::proptest! {
+        /// Whatever a stranger sends: no panic, never more consumed than
+        /// there is, never more buffered than MAX_BUFFER before an answer.
+        #[test]
+        fn any_bytes_are_answered_within_bounds(
+            size in 0u32..20_000,
+            head in proptest::sample::select(vec!["set k 0 0 ", "set k 0 0 x", "get ", "", "set  a b c "]),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20_000),
+        ) {
+            let mut buf = format!("{head}{size}\r\n").into_bytes();
+            buf.extend_from_slice(&tail);
+            for end in [buf.len() / 3, buf.len() / 2, buf.len()] {
+                let part = &buf[..end];
+                match step(part) {
+                    Step::More => proptest::prop_assert!(part.len() < MAX_BUFFER),
+                    Step::Close => {}
+                    Step::Reply { consumed, .. } | Step::Attempt { consumed, .. } => {
+                        proptest::prop_assert!(consumed > 0 && consumed <= part.len())
+                    }
+                }
+            }
+            let mut random = tail.clone();
+            random.truncate(3000);
+            let _ = step(&random);
+        }
+    }
 }
