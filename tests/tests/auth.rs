@@ -183,6 +183,35 @@ fn pymemcache_authenticates_the_memcached_way() {
     );
 }
 
+#[test]
+fn php_memcache_authenticates_the_memcached_way() {
+    let dir = test_dir("auth-php");
+    let auth = write(&dir, "authfile", "php:pass word\n");
+    let server = Server::start("auth-php-srv", &["-t", "2", "-Y", auth.to_str().unwrap()]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join("auth.php")
+        .display()
+        .to_string();
+    let port = server.port.to_string();
+    let Some(mut cmd) = third_party(
+        "php",
+        &[&script, &port, "php", "pass word"],
+        &["-r", "exit(function_exists('memcache_connect') ? 0 : 1);"],
+        "PHP with the memcache extension (Debian: php-cli php-memcache)",
+    ) else {
+        return;
+    };
+    let out = output_within(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("session ok"),
+        "auth.php:\n{stdout}\n{stderr}\n{}",
+        server.log()
+    );
+}
+
 const PERMISSIONS: &str = "\
 # the flags, then who may do what
 [queue jobs]

@@ -112,6 +112,7 @@ impl Perms {
             Command::Delete { queue, .. } | Command::Flush { queue, .. } => {
                 self.admin.matches(queue)
             }
+            // `refresh_certs` (TLS) belongs here too.
             Command::FlushAll { .. }
             | Command::StatsReset
             | Command::Verbosity { .. }

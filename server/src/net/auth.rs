@@ -32,7 +32,9 @@ impl Connection {
     ///
     /// Called before [`Connection::run`], it spares the connection the
     /// `-Y` handshake; its requests are then checked against `user`'s
-    /// permissions.
+    /// permissions. On false the caller decides: with mutual TLS
+    /// required, close the connection (with `-Y` it would otherwise still
+    /// have to pass the handshake; without `-Y`, nothing restricts it).
     #[allow(dead_code)] // wired by the TLS listener
     pub(super) fn authenticated_by_certificate(&mut self, user: &str) -> bool {
         let Some(access) = self.shared.access.clone() else {
