@@ -122,7 +122,8 @@ pub struct Config {
     pub shards: Option<u32>,
 
     /// Let the `shutdown` command stop the server (as SIGTERM does);
-    /// without this flag it answers `ERROR: shutdown not enabled`.
+    /// without this flag it answers `ERROR: shutdown not enabled`. With
+    /// -Y only users with `admin = *` may.
     #[arg(long)]
     pub enable_shutdown: bool,
 
@@ -135,7 +136,8 @@ pub struct Config {
 
     /// Serve Prometheus metrics (the `stats` counters, per-queue depth and
     /// counts, commit latency) over HTTP at `http://<ADDR:PORT>/metrics`.
-    /// Off by default.
+    /// Off by default. It names every queue: bind a private address, and
+    /// see --metrics-token-file.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
 
@@ -178,6 +180,41 @@ pub struct Config {
         help_heading = "TLS"
     )]
     pub ssl_handshake_timeout: Duration,
+    /// Require authentication, as memcached's -Y: a connection's first
+    /// request must be `set <any key> <flags> <exptime> <bytes>` whose data
+    /// is `<user> <password>` (answered `STORED`; anything else first gets
+    /// `CLIENT_ERROR unauthenticated`). FILE has one `user:password` a
+    /// line; a password may be an argon2 hash (`mcqd hash-password`). The
+    /// config file's `[user <name>]` sections say which queues each user
+    /// may read, write and administer (without any: everything). `reload`
+    /// and SIGHUP read both again.
+    #[arg(
+        short = 'Y',
+        long,
+        value_name = "FILE",
+        help_heading = "Authentication and permissions"
+    )]
+    pub auth_file: Option<PathBuf>,
+
+    /// Seconds a connection has to authenticate (-Y) before it is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Authentication and permissions"
+    )]
+    pub auth_timeout: u64,
+
+    /// `--metrics` answers only requests carrying
+    /// `Authorization: Bearer <token>`, the token being this file's
+    /// content (without surrounding whitespace); others get 401.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Authentication and permissions"
+    )]
+    pub metrics_token_file: Option<PathBuf>,
 
     /// More logging: -v adds connections and recovery details, -vv every
     /// rejected request; `verbosity <n>` changes it at runtime.
@@ -548,6 +585,9 @@ impl Config {
         // Refused options are check()'s; only the warnings here.
         if let Ok((_, extended)) = self.extended_options() {
             warnings.extend(extended);
+        }
+        if self.metrics_token_file.is_some() && self.metrics.is_none() {
+            warnings.push("--metrics-token-file without --metrics: no metrics are served".into());
         }
         let cores = cores();
         if self.executors() > cores {

@@ -43,6 +43,8 @@
 //!   binds the listening port; [`daemon`] MemcacheQ's `-d`, `-P`, `-u` and
 //!   `-r`; [`logging`] the stderr log; [`notify`] tells systemd when it is
 //!   ready and when it stops.
+//! - [`access`] is who may connect and what they may do: `-Y`'s authfile
+//!   and handshake, the `[user …]` permissions, `mcqd hash-password`.
 //! - [`offline`] is `mcqd inspect`, `verify` and `backup`: read-only tools
 //!   on a data directory, beside the server rather than in its path.
 //! - [`preflight`] is what mcqd checks before any executor starts (io_uring,
@@ -51,6 +53,7 @@
 
 pub mod logging;
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod daemon;

@@ -110,13 +110,21 @@ impl Limits {
                 continue;
             }
             if let Some(header) = line.strip_prefix('[') {
+                if is_user_section(header) {
+                    // Permissions (crate::access::grants): its lines are
+                    // skipped here, as the flags before the first section.
+                    finish(&mut limits, current.take());
+                    continue;
+                }
                 let pattern = header
                     .strip_suffix(']')
                     .and_then(|h| h.trim().strip_prefix("queue "))
                     .map(str::trim)
                     .filter(|p| !p.is_empty() && !p.contains(char::is_whitespace))
                     .ok_or_else(|| {
-                        at(format!("expected `[queue <name or prefix*>]`, got `{raw}`"))
+                        at(format!(
+                            "expected `[queue <name or prefix*>]` or `[user <name>]`, got `{raw}`"
+                        ))
                     })?;
                 if pattern[..pattern.len() - 1].contains('*') {
                     return Err(at(format!("`*` may only end a pattern: `{pattern}`")));
@@ -175,6 +183,14 @@ impl Limits {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Limits::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// A `[user …]` section's header (after its `[`).
+fn is_user_section(header: &str) -> bool {
+    let h = header.strip_suffix(']').unwrap_or(header).trim();
+    h == "user"
+        || h.strip_prefix("user")
+            .is_some_and(|u| u.starts_with(char::is_whitespace))
 }
 
 fn count(v: &str) -> Result<u64, String> {
@@ -269,13 +285,26 @@ impl SharedLimits {
 
     /// Reads the config file again. On an error the limits in force stay.
     pub fn reload(&self) -> Result<(), String> {
-        let Some(path) = &self.path else {
-            return Err("mcqd was started without a config file (-f)".into());
-        };
-        let limits = Limits::load(path)?;
+        match self.read()? {
+            Some(limits) => {
+                self.install(limits);
+                Ok(())
+            }
+            None => Err("mcqd was started without a config file (-f)".into()),
+        }
+    }
+
+    /// The limits of the config file as it is now (`None` without one),
+    /// for [`SharedLimits::install`] once everything else reloaded is good
+    /// too (`crate::access::reload`).
+    pub fn read(&self) -> Result<Option<Limits>, String> {
+        self.path.as_deref().map(Limits::load).transpose()
+    }
+
+    /// Puts `limits` in force.
+    pub fn install(&self, limits: Limits) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(())
     }
 }
 
@@ -306,6 +335,16 @@ mod tests {
     }
 
     #[test]
+    fn user_sections_are_skipped() {
+        let l = Limits::parse(
+            "[queue a]\nmax_items = 1\n[user alice]\nread = a\n[user *]\nwrite = *\n[queue b]\nmax_items = 2\n",
+        )
+        .unwrap();
+        assert_eq!(l.for_queue(b"a").max_items, Some(1));
+        assert_eq!(l.for_queue(b"b").max_items, Some(2));
+    }
+
+    #[test]
     fn bad_sections_name_their_line() {
         for (text, line) in [
             ("[queue]\n", 1),
@@ -317,6 +356,7 @@ mod tests {
             ("[queue a]\nmax_age = 10\n", 2),
             ("[queue a]\nmax_bytes\n", 2),
             ("[queue a]\ndiscard_old_when_full = maybe\n", 2),
+            ("[username]\n", 1),
         ] {
             let e = Limits::parse(text).unwrap_err();
             assert!(e.starts_with(&format!("line {line}:")), "{text:?}: {e}");

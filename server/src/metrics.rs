@@ -15,6 +15,15 @@
 //!
 //! The HTTP side is the least a scraper needs: one request per
 //! connection, answered with `Connection: close`.
+//!
+//! # Who may scrape
+//! The page names every queue and its counts, whoever asks: bind it to
+//! an address only the monitoring system reaches (the default is none;
+//! `127.0.0.1:9150` keeps it on the host). With `--metrics-token-file` a
+//! request must also carry `Authorization: Bearer <token>` (Prometheus:
+//! `authorization: { credentials_file: … }`), else it gets
+//! `401 Unauthorized`; the token is compared in constant time. It is
+//! not a user of `-Y`: the page is not filtered by permissions.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -74,6 +83,16 @@ async fn answer(
     if !matches!(version, Some(b"HTTP/1.0" | b"HTTP/1.1")) || parts.next().is_some() {
         return respond(&mut stream, "400 Bad Request", "bad request line\n").await;
     }
+    if let Some(token) = &shared.metrics_token {
+        if !bearer_matches(&head, token) {
+            return respond(
+                &mut stream,
+                "401 Unauthorized",
+                "a bearer token is required\n",
+            )
+            .await;
+        }
+    }
     let path = target
         .unwrap_or_default()
         .split(|&b| b == b'?')
@@ -91,14 +110,36 @@ async fn answer(
     respond(&mut stream, "200 OK", &body).await
 }
 
+/// Whether the request head carries `Authorization: Bearer <token>`.
+fn bearer_matches(head: &[u8], token: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+        if !name.trim_ascii().eq_ignore_ascii_case(b"authorization") {
+            return None;
+        }
+        let value = value[1..].trim_ascii();
+        let (scheme, credentials) = value.split_at(value.iter().position(|&b| b == b' ')?);
+        scheme
+            .eq_ignore_ascii_case(b"bearer")
+            .then(|| credentials.trim_ascii())
+    });
+    given.is_some_and(|g| g.len() == token.len() && bool::from(g.ct_eq(token)))
+}
+
 async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     let content_type = if status.starts_with("200") {
         "text/plain; version=0.0.4; charset=utf-8"
     } else {
         "text/plain; charset=utf-8"
     };
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer realm=\"mcqd\"\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -210,6 +251,24 @@ pub fn label_value(name: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        let head = |auth: &str| format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n");
+        let ok = |auth: &str| bearer_matches(head(auth).as_bytes(), b"s3cret");
+        assert!(ok("Authorization: Bearer s3cret"));
+        assert!(ok("authorization:bearer   s3cret  "));
+        assert!(!ok("Authorization: Bearer s3cre"));
+        assert!(!ok("Authorization: Bearer s3crets"));
+        assert!(!ok("Authorization: Basic s3cret"));
+        assert!(!ok("X-Authorization: Bearer s3cret"));
+        assert!(!ok(""));
+        // Not from the request line.
+        assert!(!bearer_matches(
+            b"GET /Authorization: Bearer s3cret HTTP/1.1\r\n\r\n",
+            b"s3cret"
+        ));
+    }
 
     #[test]
     fn label_values_escape_and_never_collide() {

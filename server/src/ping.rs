@@ -64,7 +64,8 @@ fn reachable(listen: IpAddr) -> IpAddr {
     }
 }
 
-/// Sends `version` and returns the `VERSION …` line.
+/// Sends `version` and returns the `VERSION …` line (or the refusal of a
+/// server that wants authentication first).
 fn ask_version(address: SocketAddr, patience: Duration) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&address, patience)?;
     stream.set_read_timeout(Some(patience))?;
@@ -75,6 +76,9 @@ fn ask_version(address: SocketAddr, patience: Duration) -> io::Result<String> {
     let line = line.trim_end();
     if line.starts_with("VERSION ") {
         Ok(line.to_string())
+    } else if line == crate::access::handshake::UNAUTHENTICATED {
+        // -Y: it answers, which is all a health check asks.
+        Ok(format!("{line} (authentication required: it answers)"))
     } else {
         Err(io::Error::other(format!(
             "answered {line:?} to `version`, not a VERSION line"

@@ -125,8 +125,22 @@ pub fn run(config: Config) -> io::Result<()> {
     let limits = SharedLimits::open(config.config.as_deref())
         .map(Arc::new)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // Read as the user mcqd runs as, who must be able to read them again
+    // at a reload.
+    let access = crate::access::Access::open(
+        config.auth_file.as_deref(),
+        config.config.as_deref(),
+        Duration::from_secs(config.auth_timeout),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+    .map(Arc::new);
+    let metrics_token = config
+        .metrics_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
     block_stop_signals()?;
-    let shared = shared_state(&config, limits, executors, tls);
+    let shared = shared_state(&config, limits, executors, tls, access, metrics_token);
     let progress = Arc::new(Progress::default());
     let mut handles = start_executors(&config, layout, listeners, &shared, &progress)?;
     let reason = serve_until_stopped(&config, layout, &shared, &progress, daemon);
@@ -173,6 +187,9 @@ fn checked(config: Config) -> io::Result<Config> {
     }
     if let Some(path) = &config.config {
         config.config = Some(absolute(path, "-f")?);
+    }
+    if let Some(path) = &config.auth_file {
+        config.auth_file = Some(absolute(path, "-Y")?);
     }
     Ok(config)
 }
@@ -297,9 +314,13 @@ fn shared_state(
     limits: Arc<SharedLimits>,
     executors: usize,
     tls: Option<TlsContext>,
+    access: Option<Arc<crate::access::Access>>,
+    metrics_token: Option<Box<[u8]>>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         limits,
+        access,
+        metrics_token,
         shutdown_enabled: config.enable_shutdown,
         shutdown_requested: AtomicBool::new(false),
         max_connections: config.max_connections,
@@ -317,6 +338,23 @@ fn shared_state(
             .collect(),
         tls,
     })
+}
+
+/// `--metrics-token-file`: the token, without surrounding whitespace.
+fn read_token(path: &Path) -> io::Result<Box<[u8]>> {
+    let text = std::fs::read(path)
+        .map_err(|e| context(format!("--metrics-token-file {}", path.display()), e))?;
+    let token = text.trim_ascii();
+    if token.is_empty() || token.iter().any(|b| !b.is_ascii_graphic()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--metrics-token-file {}: the token must be one word of printable ASCII",
+                path.display()
+            ),
+        ));
+    }
+    Ok(token.into())
 }
 
 /// Starts one executor thread per socket, each pinned to a CPU this
@@ -445,14 +483,14 @@ fn serve_until_stopped(
                 if announced {
                     crate::notify::reloading();
                 }
-                let reloaded = shared.limits.reload();
+                let reloaded = crate::access::reload(shared);
                 let certs = shared.tls.as_ref().map(|tls| (tls, tls.refresh()));
                 if announced {
                     crate::notify::ready();
                 }
                 match reloaded {
-                    Ok(()) => log::info!("SIGHUP: queue limits reloaded"),
-                    Err(e) => log::warn!("SIGHUP: reload failed, the limits in force stay: {e}"),
+                    Ok(what) => log::info!("SIGHUP: {what}"),
+                    Err(e) => log::warn!("SIGHUP: reload failed, everything in force stays: {e}"),
                 }
                 match certs {
                     Some((tls, Ok(()))) => {

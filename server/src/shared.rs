@@ -29,6 +29,11 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 pub struct Shared {
     /// Per-queue limits (`reload` swaps them).
     pub limits: Arc<crate::limits::SharedLimits>,
+    /// Authentication and permissions (`-Y`, `[user …]` sections); `None`
+    /// without either, when nothing is checked.
+    pub access: Option<Arc<crate::access::Access>>,
+    /// `--metrics-token-file`'s token.
+    pub metrics_token: Option<Box<[u8]>>,
     /// `shutdown` is allowed (`--enable-shutdown`) …
     pub shutdown_enabled: bool,
     /// … and was asked for: the main thread stops the server as on SIGTERM.

@@ -24,6 +24,14 @@ pub struct Counters {
     /// Full TLS handshakes with `ssl_session_cache`: sessions a client may
     /// resume.
     pub ssl_new_sessions: AtomicU64,
+    /// Handshakes (`-Y`), as memcached counts them: every `username
+    /// password` checked or refused, …
+    pub auth_cmds: AtomicU64,
+    /// … and those refused (a wrong password, or one from an address the
+    /// rate limit blocks).
+    pub auth_errors: AtomicU64,
+    /// Requests an authenticated user may not make (`[user …]`).
+    pub permission_denied: AtomicU64,
 }
 
 impl Counters {
@@ -38,7 +46,7 @@ impl Counters {
         }
     }
 
-    fn all(&self) -> [&AtomicU64; 9] {
+    fn all(&self) -> [&AtomicU64; 12] {
         [
             &self.cmd_get,
             &self.get_hits,
@@ -49,6 +57,9 @@ impl Counters {
             &self.ssl_handshake_errors,
             &self.ssl_proto_errors,
             &self.ssl_new_sessions,
+            &self.auth_cmds,
+            &self.auth_errors,
+            &self.permission_denied,
         ]
     }
 }
@@ -155,6 +166,13 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
         ("cmd_set", Counter, count(|c| &c.cmd_set)),
         ("bytes_read", Counter, count(|c| &c.bytes_read)),
         ("bytes_written", Counter, count(|c| &c.bytes_written)),
+        ("auth_cmds", Counter, count(|c| &c.auth_cmds)),
+        ("auth_errors", Counter, count(|c| &c.auth_errors)),
+        (
+            "permission_denied",
+            Counter,
+            count(|c| &c.permission_denied),
+        ),
         ("curr_queues", Gauge, Int(store.queues)),
         ("curr_items", Gauge, Int(store.items)),
         ("bytes", Gauge, Int(store.bytes)),
@@ -211,9 +229,15 @@ pub fn general(shared: &Shared, store: &StoreStats) -> Vec<Stat> {
 
 /// Writes the whole `stats` reply, `END` included: the general lines, then
 /// Kestrel's per-queue lines for `queues` (the first by name), then, if
-/// that left some of the `store.queues` queues out, how many
+/// that left some of the `of` queues they were chosen from out, how many
 /// (`STAT queues_omitted <n>`; see `--stats-queues`).
-pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queues: &[QueueStat]) {
+pub fn write_stats(
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    store: &StoreStats,
+    queues: &[QueueStat],
+    of: u64,
+) {
     for stat in general(shared, store) {
         reply::stat(out, stat.name.as_bytes(), stat.value);
     }
@@ -235,7 +259,7 @@ pub fn write_stats(out: &mut Vec<u8>, shared: &Shared, store: &StoreStats, queue
         line("waiters", q.waiters);
         line("open_transactions", q.open_transactions);
     }
-    let omitted = store.queues.saturating_sub(queues.len() as u64);
+    let omitted = of.saturating_sub(queues.len() as u64);
     if omitted > 0 {
         reply::stat(out, b"queues_omitted", omitted);
     }
@@ -276,6 +300,19 @@ impl QueueLines {
 
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
+    }
+
+    /// The lines of the queues `keep` says yes to (`stats queue` for a
+    /// user who may read only some queues).
+    pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) -> QueueLines {
+        let mut kept = QueueLines::default();
+        for i in 0..self.len() {
+            if keep(self.name(i)) {
+                kept.starts.push(kept.bytes.len());
+                kept.bytes.extend_from_slice(self.line(i));
+            }
+        }
+        kept
     }
 
     /// Line `i`, `\r\n` included.
@@ -431,6 +468,19 @@ mod tests {
         let want = "STAT a 1/0\r\nSTAT b 2/2\r\nSTAT c 3/1\r\nSTAT ca 5/0\r\n\
                     STAT d 4/4\r\nSTAT q10 7/7\r\nSTAT z 9/1\r\nEND\r\n";
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn queue_lines_filtered_by_name() {
+        let a = lines(&[("a", 1, 0), ("b.1", 3, 1), ("b.2", 4, 4), ("c", 7, 7)]);
+        let kept = a.retain(|name| name.starts_with(b"b."));
+        let mut out = Vec::new();
+        write_queue_lines(&mut out, &[kept, a.retain(|n| n == b"c")]);
+        assert_eq!(
+            out,
+            b"STAT b.1 3/1\r\nSTAT b.2 4/4\r\nSTAT c 7/7\r\nEND\r\n"
+        );
+        assert!(a.retain(|_| false).is_empty());
     }
 
     #[test]

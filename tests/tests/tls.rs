@@ -656,6 +656,47 @@ fn mutual_tls() {
     assert_eq!(stat(&stats, "ssl_handshake_errors"), 4, "{stats:?}");
 }
 
+/// A client certificate naming a user of the config file's `[user …]`
+/// sections logs the connection in as that user, with no `-Y` handshake:
+/// that user's permissions apply. One naming nobody known is closed,
+/// since without `-Y` nothing else would restrict it.
+#[test]
+fn a_client_certificate_logs_in_as_the_user_it_names() {
+    let dir = test_dir("tls-identity");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    certs.serve("server1");
+    let ca = certs.path("ca.pem");
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let alice = certs.client_with(Some("alice"), &versions);
+    for (sections, known) in [
+        ("[user alice]\nread = a*\nwrite = a*\n", true),
+        ("[user carol]\nread = *\nwrite = *\n", false),
+    ] {
+        let conf = dir.join(if known { "known.conf" } else { "unknown.conf" });
+        std::fs::write(&conf, sections).unwrap();
+        let mut args = certs.args(&format!("ssl_verify_mode=2,ssl_ca_cert={ca}"));
+        args.extend(["-f".into(), conf.display().to_string()]);
+        let server = start("tls-identity", &args);
+        let mut tls = Tls::open(server.port, alice.clone());
+        if known {
+            tls.expect("set a1 0 0 2\r\nok\r\n", "STORED\r\n");
+            tls.expect(
+                "set b1 0 0 2\r\nno\r\n",
+                "CLIENT_ERROR permission denied\r\n",
+            );
+            tls.expect("get a1\r\n", "VALUE a1 0 2\r\nok\r\nEND\r\n");
+            tls.expect("get b1\r\n", "CLIENT_ERROR permission denied\r\n");
+        } else {
+            tls.send(b"set a1 0 0 2\r\nok\r\n");
+            let closed = tls.try_read_until(b"\r\n");
+            assert!(closed.is_err(), "an unknown user was served: {closed:?}");
+            wait_for_log(&server, "who is in neither the authfile nor a [user");
+        }
+    }
+}
+
 /// ssl_verify_mode=1: a client certificate is checked if sent, and not
 /// required.
 #[test]

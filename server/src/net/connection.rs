@@ -11,6 +11,7 @@ use futures_lite::future;
 use super::dispatch::forget;
 use super::output::{finish, Output, Pending, FLUSH_AT};
 use super::tls::{self, Stream};
+use crate::access::Session;
 use crate::logging;
 use crate::protocol::{self, Command, Parsed};
 use crate::shard::{Op, Router};
@@ -32,12 +33,12 @@ const BATCH_GET_BYTES: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Connection {
-    stream: Stream,
+    pub(super) stream: Stream,
     pub(super) router: Rc<Router>,
     pub(super) shared: Arc<Shared>,
-    stop: StopSignal,
+    pub(super) stop: StopSignal,
     pub(super) counters: Arc<Counters>,
-    input: Vec<u8>,
+    pub(super) input: Vec<u8>,
     output: Output,
     /// Bytes of a refused data block still to be discarded.
     skip: u64,
@@ -58,10 +59,12 @@ pub(super) struct Connection {
     batch: Vec<Pending>,
     /// The user the client's TLS certificate names (`tls::identity`),
     /// set once by the handshake; `None` for plaintext, or TLS without a
-    /// client certificate. For authorization: the connection code does
-    /// not use it.
-    #[allow(dead_code)]
+    /// client certificate. It logs the connection in as that user (see
+    /// [`Connection::serve`]).
     pub(super) tls_identity: Option<String>,
+    /// Who this connection is and what it may do: `None` without `-Y`
+    /// and `[user …]` sections (see `super::auth`).
+    pub(super) session: Option<Session>,
 }
 
 impl Connection {
@@ -75,6 +78,9 @@ impl Connection {
         tls_identity: Option<String>,
     ) -> Self {
         let counters = shared.counters[me].clone();
+        let session = (shared.access.as_ref())
+            .filter(|a| a.required())
+            .map(|a| Session::new(a.clone()));
         Connection {
             stream,
             router,
@@ -90,6 +96,7 @@ impl Connection {
             block: None,
             batch: Vec::new(),
             tls_identity,
+            session,
         }
     }
 
@@ -114,7 +121,30 @@ impl Connection {
         result
     }
 
+    /// A client certificate naming a known user logs the connection in as
+    /// that user, with no `-Y` handshake. One naming nobody known falls
+    /// back to the handshake with `-Y`; without `-Y` (permissions from
+    /// `[user …]` sections for certificate holders only) the connection
+    /// is closed, since it would otherwise be unrestricted.
     async fn serve(&mut self) -> std::io::Result<()> {
+        if let Some(user) = self.tls_identity.clone() {
+            if self.shared.access.is_some()
+                && !self.authenticated_by_certificate(&user)
+                && !self.must_authenticate()
+            {
+                log::info!(
+                    "a client certificate names {user}, who is in neither the authfile nor a [user …] section: connection closed"
+                );
+                return Ok(());
+            }
+        }
+        if self.must_authenticate() && !self.authenticate().await? {
+            return Ok(());
+        }
+        // Requests sent right behind the handshake.
+        if !self.input.is_empty() && self.answer_input().await? {
+            return Ok(());
+        }
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             // Over TLS, everything rustls has decrypted comes back here at
@@ -149,23 +179,8 @@ impl Connection {
                 }
             }
             self.input.extend_from_slice(fresh);
-            loop {
-                let mut batch = std::mem::take(&mut self.batch);
-                let close = self.parse_batch(&mut batch);
-                if batch.is_empty() && !close {
-                    self.batch = batch;
-                    break;
-                }
-                self.answer(&mut batch).await?;
-                // A deep pipeline's batch is not kept: the room for
-                // MAX_BATCH pending replies, per connection, would be a
-                // lasting cost of one burst.
-                if batch.capacity() <= KEEP_BATCH {
-                    self.batch = batch;
-                }
-                if close {
-                    return Ok(());
-                }
+            if self.answer_input().await? {
+                return Ok(());
             }
             if self.input.capacity() > 4 * READ_CHUNK && self.input.len() < READ_CHUNK {
                 self.input.shrink_to(READ_CHUNK);
@@ -177,6 +192,29 @@ impl Connection {
             if self.since_pause >= turn::PIECE {
                 self.since_pause = 0;
                 turn::pause().await;
+            }
+        }
+    }
+
+    /// Answers every whole request in the input buffer; true when the
+    /// connection must close after them.
+    async fn answer_input(&mut self) -> std::io::Result<bool> {
+        loop {
+            let mut batch = std::mem::take(&mut self.batch);
+            let close = self.parse_batch(&mut batch);
+            if batch.is_empty() && !close {
+                self.batch = batch;
+                return Ok(false);
+            }
+            self.answer(&mut batch).await?;
+            // A deep pipeline's batch is not kept: the room for
+            // MAX_BATCH pending replies, per connection, would be a
+            // lasting cost of one burst.
+            if batch.capacity() <= KEEP_BATCH {
+                self.batch = batch;
+            }
+            if close {
+                return Ok(true);
             }
         }
     }
@@ -236,7 +274,10 @@ impl Connection {
                         close = true;
                         break;
                     }
-                    if command == Command::Shutdown && self.shared.shutdown_enabled {
+                    if command == Command::Shutdown
+                        && self.shared.shutdown_enabled
+                        && self.permitted(&command)
+                    {
                         log::info!("shutdown requested by a client");
                         self.shared.shutdown_requested.store(true, Ordering::SeqCst);
                         close = true;

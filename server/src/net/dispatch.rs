@@ -16,6 +16,11 @@ impl Connection {
     /// Starts one request; `None` when it wants no reply at all.
     /// `body_crc` is a `set`'s `crc32c(body)` when computed already.
     pub(super) fn submit(&mut self, command: Command, body_crc: Option<u32>) -> Option<Pending> {
+        // Without -Y and [user …] sections there is no session: this test
+        // is all the request path pays.
+        if self.session.is_some() && !self.permitted(&command) {
+            return self.denied(&command);
+        }
         let router = &self.router;
         let c = &self.counters;
         let ready = |line: &str| Some(Pending::line(line));
@@ -128,14 +133,23 @@ impl Connection {
             }
             Command::Stats => {
                 let limit = self.shared.stats_queues;
-                let (general, queues) = router.ask_stats_first(limit);
+                let only = self.readable_only();
+                let (general, queues) = match only {
+                    None => self.router.ask_stats_first(limit),
+                    // The first `limit` readable ones may be anywhere.
+                    Some(_) => self.router.ask_stats(),
+                };
                 Some(Pending::Stats {
                     general,
                     queues,
                     limit,
+                    only,
                 })
             }
-            Command::StatsQueue => Some(Pending::StatsQueue(self.router.ask_queue_lines())),
+            Command::StatsQueue => Some(Pending::StatsQueue {
+                parts: self.router.ask_queue_lines(),
+                only: self.readable_only(),
+            }),
             Command::StatsReset => {
                 for counters in &self.shared.counters {
                     counters.reset();
@@ -152,13 +166,13 @@ impl Connection {
                     ready("OK")
                 }
             }
-            Command::Reload => match self.shared.limits.reload() {
-                Ok(()) => {
-                    log::info!("reload: queue limits reloaded");
+            Command::Reload => match crate::access::reload(&self.shared) {
+                Ok(what) => {
+                    log::info!("reload: {what}");
                     ready("Reloaded config.")
                 }
                 Err(e) => {
-                    log::warn!("reload failed, the limits in force stay: {e}");
+                    log::warn!("reload failed, everything in force stays: {e}");
                     ready(&format!("SERVER_ERROR reload failed: {e}").replace(['\r', '\n'], " "))
                 }
             },

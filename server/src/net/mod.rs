@@ -27,9 +27,11 @@
 //! them at shutdown; `tls` holds the certificates in force, their reload
 //! and the stream; `connection` reads, parses a batch and answers it;
 //! `dispatch` turns each request into operations on its shards; `output`
-//! awaits their replies and renders them, in request order.
+//! awaits their replies and renders them, in request order; `auth` is the
+//! `-Y` handshake and the permission check of each request.
 
 mod accept;
+mod auth;
 mod connection;
 mod dispatch;
 mod output;

@@ -6,7 +6,11 @@
 //! and a storage error becomes a reply line in one place
 //! ([`server_error`]).
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
+
+use crate::access::Perms;
 
 use crate::protocol::reply;
 use crate::shard::{all_queue_lines, all_stats, OpFuture, OpReply};
@@ -37,12 +41,21 @@ pub(super) enum Pending {
     },
     /// `stats`: each shard's counters, then its first `limit` queues'
     /// (of which the first `limit` overall are listed).
+    ///
+    /// `only`: the permissions of a user who may read only some queues:
+    /// only those are listed (`queues` then has every queue, and the first
+    /// `limit` of the readable ones are listed).
     Stats {
         general: Vec<OpFuture>,
         queues: Vec<OpFuture>,
         limit: usize,
+        only: Option<Arc<Perms>>,
     },
-    StatsQueue(Vec<OpFuture>),
+    /// `stats queue`; `only` as for `Stats`.
+    StatsQueue {
+        parts: Vec<OpFuture>,
+        only: Option<Arc<Perms>>,
+    },
 }
 
 impl Pending {
@@ -182,13 +195,27 @@ pub(super) async fn finish(
             general,
             queues,
             limit,
+            only,
         } => {
             let (total, mut queues) = all_stats(general, queues).await;
+            let of = match only {
+                Some(perms) => {
+                    queues.retain(|q| perms.read.matches(&q.name));
+                    queues.len() as u64
+                }
+                None => total.queues,
+            };
             queues.truncate(limit);
-            crate::stats::write_stats(out, shared, &total, &queues);
+            crate::stats::write_stats(out, shared, &total, &queues, of);
         }
-        Pending::StatsQueue(parts) => {
-            crate::stats::write_queue_lines(out, &all_queue_lines(parts).await);
+        Pending::StatsQueue { parts, only } => {
+            let mut lines = all_queue_lines(parts).await;
+            if let Some(perms) = only {
+                for shard in &mut lines {
+                    *shard = shard.retain(|name| perms.read.matches(name));
+                }
+            }
+            crate::stats::write_queue_lines(out, &lines);
         }
     }
 }

@@ -115,6 +115,15 @@ impl Stream {
         }
     }
 
+    /// The client's address.
+    pub(super) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.peer_addr(),
+            Stream::Tls(s) => s.get_ref().0.peer_addr(),
+        }
+        .map_err(crate::disk::dma::to_io)
+    }
+
     /// Closes the stream (over TLS, with a close_notify first).
     pub(super) async fn close(&mut self) -> io::Result<()> {
         match self {

@@ -44,6 +44,11 @@ Checks:
       O_DIRECT in the data directory), one line each; exits 0, or 71 or 73
   mcqd ping [-l <addr>] [-p <port>]
       asks a running mcqd for its version (a health check); exits 0 or 1
+
+Authentication:
+  mcqd hash-password [--user <name>]
+      an argon2id hash of the password on standard input, for the authfile (-Y)
+
 Run `mcqd <subcommand> --help` for details.
 
 Exit statuses of the server:
@@ -74,6 +79,7 @@ pub fn run_subcommand(args: &[OsString]) -> Option<i32> {
         "backup" => backup::main(rest()),
         "check" => crate::preflight::check::main(rest(), crate::server::IO_MEMORY),
         "ping" => crate::ping::main(rest()),
+        "hash-password" => crate::access::hash::main(rest()),
         _ => return None,
     })
 }
