@@ -118,6 +118,74 @@ impl Certs {
         ]);
     }
 
+    /// A client certificate for `name` signed by `ca` but valid only from
+    /// `start` to `end` (`YYYYMMDDHHMMSSZ`): `openssl ca`, since `x509
+    /// -req` cannot date one in the past.
+    fn dated_leaf(&self, name: &str, ca: &str, start: &str, end: &str) {
+        std::fs::write(
+            self.dir.join(format!("{name}.ext")),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let cnf = format!("{name}-ca.cnf");
+        std::fs::write(
+            self.dir.join(&cnf),
+            format!(
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = {name}-index.txt\n\
+                 new_certs_dir = .\nserial = {name}-serial\ndefault_md = sha256\n\
+                 policy = any\n[any]\ncommonName = supplied\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(self.dir.join(format!("{name}-index.txt")), "").unwrap();
+        std::fs::write(
+            self.dir.join(format!("{name}-serial")),
+            format!("{:016x}\n", rand_serial()),
+        )
+        .unwrap();
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            &cnf,
+            "-cert",
+            &format!("{ca}.pem"),
+            "-keyfile",
+            &format!("{ca}.key"),
+            "-in",
+            &format!("{name}.csr"),
+            "-out",
+            &format!("{name}.pem"),
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
+    /// A self-signed client certificate for `name` (its own CA).
+    fn self_signed(&self, name: &str) {
+        self.ca(name, name);
+    }
+
     /// Copies `name`'s certificate and key to `cert.pem` and `key.pem`,
     /// the files the server is started with (and reloads).
     fn serve(&self, name: &str) {
@@ -695,6 +763,42 @@ fn a_client_certificate_logs_in_as_the_user_it_names() {
             wait_for_log(&server, "who is in neither the authfile nor a [user");
         }
     }
+}
+
+/// Mutual TLS refuses a client certificate of the right CA that has
+/// expired, one not valid yet, and a self-signed one, on TLS 1.2 and 1.3;
+/// the CA's valid one still gets in.
+#[test]
+fn expired_and_self_signed_client_certificates_are_refused() {
+    let dir = test_dir("tls-dated");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    certs.serve("server1");
+    certs.dated_leaf("expired", "ca", "20200101000000Z", "20200102000000Z");
+    certs.dated_leaf("early", "ca", "20990101000000Z", "20990102000000Z");
+    certs.self_signed("eve");
+    let ca = certs.path("ca.pem");
+    let args = certs.args(&format!("ssl_verify_mode=2,ssl_ca_cert={ca}"));
+    let server = start("tls-dated", &args);
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    for who in ["expired", "early", "eve"] {
+        for v in [&versions[..1], &versions[1..]] {
+            let refused =
+                Tls::connect(server.port, certs.client_with(Some(who), v)).and_then(|mut tls| {
+                    tls.stream.write_all(b"version\r\n")?;
+                    tls.try_read_until(b"\r\n")
+                });
+            assert!(refused.is_err(), "{who} {v:?} was served: {refused:?}");
+        }
+    }
+    let alice = certs.client_with(Some("alice"), &versions);
+    let mut tls = Tls::open(server.port, alice.clone());
+    tls.expect("set m 0 0 2\r\nok\r\n", "STORED\r\n");
+    let stats = wait_for_stats(server.port, &alice, |s| {
+        stat(s, "ssl_handshake_errors") >= 6
+    });
+    assert_eq!(stat(&stats, "ssl_handshake_errors"), 6, "{stats:?}");
 }
 
 /// ssl_verify_mode=1: a client certificate is checked if sent, and not
