@@ -64,6 +64,8 @@
             pkgs.systemd # systemd-analyze, for tests/tests/deploy.rs
             pkgs.cargo-deb # the Debian packages (tests/tests/deploy.rs)
             pkgs.dpkg # dpkg-deb, to check them
+            pkgs.openssl # test certificates (tests/tests/tls.rs)
+            pkgs.stunnel # a client without TLS through it (tests/tests/tls.rs)
             php
             python
             pkgs.hyperfine

@@ -801,6 +801,71 @@ fn expired_and_self_signed_client_certificates_are_refused() {
     assert_eq!(stat(&stats, "ssl_handshake_errors"), 6, "{stats:?}");
 }
 
+/// A client without TLS (PHP's memcache extension) through a local
+/// stunnel in client mode, as the README shows: the MemcacheQ session
+/// works unchanged over TLS.
+#[test]
+fn php_memcache_through_stunnel() {
+    let dir = test_dir("tls-stunnel");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    let Some(mut stunnel) =
+        third_party("stunnel", &[], &["-version"], "stunnel (Debian: stunnel4)")
+    else {
+        return;
+    };
+    let php_session = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join("session.php");
+    let php_session = php_session.display().to_string();
+    let local = free_port();
+    let Some(mut php) = third_party(
+        "php",
+        &[&php_session, &local.to_string()],
+        &["-r", "exit(function_exists('memcache_connect') ? 0 : 1);"],
+        "PHP with the memcache extension (Debian: php-cli php-memcache)",
+    ) else {
+        return;
+    };
+    certs.serve("server1");
+    let server = start("tls-stunnel", &certs.args(""));
+    let conf = dir.join("stunnel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\n[mcqd]\nclient = yes\naccept = 127.0.0.1:{local}\n\
+             connect = 127.0.0.1:{}\nCAfile = {}\nverifyChain = yes\ncheckHost = localhost\n",
+            server.port,
+            certs.path("ca.pem")
+        ),
+    )
+    .unwrap();
+    let mut tunnel = stunnel
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stunnel starts");
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", local)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "stunnel never listened on {local}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = output_within(&mut php);
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("session ok"),
+        "php through stunnel:\n{}",
+        text(&out)
+    );
+}
+
 /// ssl_verify_mode=1: a client certificate is checked if sent, and not
 /// required.
 #[test]
