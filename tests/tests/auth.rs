@@ -644,3 +644,110 @@ fn mcqd_ping_sees_a_server_that_wants_authentication() {
         output_within(Command::new(mcqd_bin()).args(["ping", "-p", &server.port.to_string()]));
     assert!(out.status.success(), "{}", mcq_tests::text(&out));
 }
+
+/// A connection to `port` from `from` (a loopback address other than
+/// 127.0.0.1: the fuzz run below must not get 127.0.0.1 rate-limited).
+fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is
+    // closed on every error path and handed to a TcpStream otherwise.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let local = addr(from, 0);
+        let remote = addr([127, 0, 0, 1], port);
+        if libc::bind(fd, (&raw const local).cast(), len) != 0
+            || libc::connect(fd, (&raw const remote).cast(), len) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// A fuzz run of the state before authentication: random bytes, and the
+/// handshake with bytes flipped, its length wrong, cut short or followed
+/// by garbage, each on its own connection (from 127.0.0.2, which the rate
+/// limit may well block meanwhile). Afterwards nothing panicked, and a
+/// real client logs in and is served.
+#[test]
+fn fuzzed_input_before_authentication_costs_no_uptime() {
+    let dir = test_dir("auth-fuzz");
+    let auth = write(&dir, "authfile", "alice:secret\n");
+    let server = Server::start("auth-fuzz-srv", &["-t", "1", "-Y", auth.to_str().unwrap()]);
+    let hello = handshake("alice", "secret");
+    let mut state = (std::process::id() as u64) << 17 | 1;
+    let seed = state;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let rounds = if mcq_tests::soak() { 3000 } else { 300 };
+    for _ in 0..rounds {
+        let mut bytes = match next() % 4 {
+            0 => (0..next() % 4096).map(|_| next() as u8).collect(),
+            1 => {
+                let mut h = hello.clone();
+                for _ in 0..=next() % 4 {
+                    let at = (next() % h.len() as u64) as usize;
+                    h[at] ^= 1 << (next() % 8);
+                }
+                h
+            }
+            2 => hello[..(next() % hello.len() as u64) as usize].to_vec(),
+            _ => {
+                let n = next() % 20_000;
+                let mut h = format!("set auth 0 0 {n}\r\n").into_bytes();
+                h.extend((0..next() % 2048).map(|_| next() as u8));
+                h
+            }
+        };
+        if next() % 4 == 0 {
+            // Requests behind it (a flipped byte may leave the handshake
+            // valid: they are then served, which is right).
+            bytes.extend_from_slice(b"get q\r\nversion\r\n");
+        }
+        let Ok(mut socket) = connect_from([127, 0, 0, 2], server.port) else {
+            continue;
+        };
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = socket.write_all(&bytes);
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match socket.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    let mut c = client_as(&server, "alice", "secret");
+    c.expect(b"set fuzz 0 0 2\r\nok\r\n", b"STORED\r\n");
+    c.expect(b"get fuzz\r\n", b"VALUE fuzz 0 2\r\nok\r\nEND\r\n");
+    let stats = c.stats();
+    let errors: u64 = stats["auth_errors"].parse().unwrap();
+    assert!(
+        errors > 0,
+        "seed {seed}: no handshake was refused: {stats:?}"
+    );
+    let log = server.log();
+    assert!(!log.contains("panic"), "seed {seed}: a panic:\n{log}");
+}

@@ -866,6 +866,112 @@ fn php_memcache_through_stunnel() {
     );
 }
 
+/// A small deterministic generator for the fuzz runs below (xorshift).
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// The first flight of a real TLS client (its ClientHello records).
+fn client_hello(certs: &Certs) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(certs.client(), name).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Sends `bytes` on a fresh connection to `port`, then reads what comes
+/// back until the server closes or a short while passes: whatever the
+/// server does with them, it must not be to serve them or to fall over.
+fn throw(port: u16, bytes: &[u8]) {
+    let Ok(mut socket) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _ = socket.write_all(bytes);
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match socket.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A fuzz run of the TLS listener: random bytes, and a real ClientHello
+/// with bytes flipped, cut short or followed by garbage, each on its own
+/// connection. Afterwards the server has not panicked, still serves a
+/// real client, and counted the failures.
+#[test]
+fn fuzzed_handshakes_cost_no_uptime() {
+    let dir = test_dir("tls-fuzz");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    certs.serve("server1");
+    let server = start("tls-fuzz", &certs.args(""));
+    let hello = client_hello(&certs);
+    let seed = rand_serial() | 1;
+    let mut noise = Noise(seed);
+    let rounds = if mcq_tests::soak() { 3000 } else { 300 };
+    for _ in 0..rounds {
+        let bytes = match noise.below(4) {
+            0 => {
+                let n = noise.below(4096) as usize;
+                noise.bytes(n)
+            }
+            1 => {
+                let mut h = hello.clone();
+                for _ in 0..=noise.below(8) {
+                    let at = noise.below(h.len() as u64) as usize;
+                    h[at] ^= 1 << noise.below(8);
+                }
+                h
+            }
+            2 => hello[..noise.below(hello.len() as u64) as usize].to_vec(),
+            _ => {
+                let mut h = hello.clone();
+                let n = noise.below(2048) as usize;
+                h.extend(noise.bytes(n));
+                h
+            }
+        };
+        throw(server.port, &bytes);
+    }
+    let client = certs.client();
+    let mut tls = Tls::open(server.port, client.clone());
+    tls.expect("set fuzz 0 0 2\r\nok\r\n", "STORED\r\n");
+    tls.expect("get fuzz\r\n", "VALUE fuzz 0 2\r\nok\r\nEND\r\n");
+    let stats = tls.stats();
+    assert!(
+        stat(&stats, "ssl_handshake_errors") > 0,
+        "seed {seed}: {stats:?}"
+    );
+    let log = server.log();
+    assert!(!log.contains("panic"), "seed {seed}: a panic:\n{log}");
+}
+
 /// ssl_verify_mode=1: a client certificate is checked if sent, and not
 /// required.
 #[test]
