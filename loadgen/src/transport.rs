@@ -34,6 +34,9 @@ struct Tls {
     config: Arc<ClientConfig>,
     /// `--tls-name`; otherwise the host of each server.
     name: Option<ServerName<'static>>,
+    /// `--cert`: the server's verdict on it comes after the client has
+    /// finished its TLS 1.3 handshake, so one round trip confirms it.
+    client_cert: bool,
 }
 
 impl Connector {
@@ -49,6 +52,7 @@ impl Connector {
                     Some(n) => Some(server_name(n)?),
                     None => None,
                 },
+                client_cert: args.cert.is_some(),
             })
         } else {
             None
@@ -104,6 +108,17 @@ impl Connector {
                 Stream::Tls(Box::new(TlsStream { conn, sock }))
             }
         };
+        if self.tls.as_ref().is_some_and(|t| t.client_cert) && self.auth.is_none() {
+            let line = request_line(&mut stream, b"version\r\n").map_err(|e| {
+                format!("{name}: TLS handshake failed: client certificate not accepted: {e}")
+            })?;
+            if !line.starts_with(b"VERSION ") {
+                return Err(format!(
+                    "{name}: `version` answered `{}`",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+        }
         if let Some((req, user)) = &self.auth {
             authenticate(&mut stream, req)
                 .map_err(|e| format!("{name}: authentication as `{user}` failed: {e}"))?;
@@ -118,6 +133,19 @@ impl Connector {
 
 /// Sends the `set` handshake and requires `STORED`.
 fn authenticate(s: &mut Stream, req: &[u8]) -> Result<(), String> {
+    let line = request_line(s, req)?;
+    if line == b"STORED" {
+        Ok(())
+    } else {
+        Err(format!(
+            "server replied `{}`",
+            String::from_utf8_lossy(&line)
+        ))
+    }
+}
+
+/// Sends `req` and reads one reply line (without its CRLF).
+fn request_line(s: &mut Stream, req: &[u8]) -> Result<Vec<u8>, String> {
     s.write_all(req).map_err(|e| e.to_string())?;
     s.flush().map_err(|e| e.to_string())?;
     let mut line = Vec::new();
@@ -133,14 +161,8 @@ fn authenticate(s: &mut Stream, req: &[u8]) -> Result<(), String> {
             return Err("reply line too long".into());
         }
     }
-    if line == b"STORED\r\n" {
-        Ok(())
-    } else {
-        Err(format!(
-            "server replied `{}`",
-            String::from_utf8_lossy(&line[..line.len() - 2])
-        ))
-    }
+    line.truncate(line.len() - 2);
+    Ok(line)
 }
 
 /// The host part of `HOST:PORT` (`[v6]:PORT` too).

@@ -277,11 +277,15 @@ fn mutual_tls() {
     );
     // A client certificate from another CA is refused: the run fails.
     let (cert, key) = (certs.path("mallory.pem"), certs.path("mallory.key"));
-    refused(
+    let err = refused(
         &server,
         &[
             "--tls", "--ca", &ca, "--cert", &cert, "--key", &key, "-n", "10",
         ],
+    );
+    assert!(
+        err.contains("client certificate not accepted") && err.trim_end().lines().count() == 1,
+        "{err}"
     );
     let err = refused(&server, &["--tls", "--ca", &ca, "--cert", &cert]);
     assert!(err.contains("--key"), "{err}");
