@@ -165,6 +165,36 @@ pub struct Args {
     /// Seed for the request generators (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// Connect with TLS (rustls; TLS 1.2 and 1.3). Needs --ca. The TLS
+    /// handshake (and --auth) happen before the run, so connection setup is
+    /// not measured; the run measures what TLS adds to each request.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: the CA certificates (PEM) to verify the server with.
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    pub ca: Option<PathBuf>,
+
+    /// With --tls: a client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "PEM", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+
+    /// With --tls: the client certificate's private key (PEM); needs --cert.
+    #[arg(long, value_name = "PEM", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+
+    /// With --tls: the name to verify the server's certificate for (a DNS
+    /// name or an IP address). Default: the host of each --server.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_name: Option<String>,
+
+    /// Authenticate every connection the memcached way (mcqd -Y, memcached
+    /// -Y): its first request is `set auth 0 0 <n>` with `USER PASSWORD` as
+    /// the data, and it must be answered STORED. After the TLS handshake
+    /// with --tls.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub auth: Option<String>,
 }
 
 /// `10s`, `250ms`, `100us`, `2m`, `1h`, or a bare number of seconds.

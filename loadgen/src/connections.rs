@@ -6,11 +6,11 @@
 //! gets follows from its number alone, so a run is laid out the same way
 //! every time.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::cli::Args;
 use crate::engine::{ConnSpec, Role};
+use crate::transport::Connector;
 use crate::workload::Workload;
 
 /// Every server's name and its first address.
@@ -26,14 +26,6 @@ pub fn resolve(servers: &[String]) -> Result<Vec<(String, SocketAddr)>, String> 
             Ok((s.clone(), addr))
         })
         .collect()
-}
-
-pub fn connect(addr: &SocketAddr, name: &str, timeout: Duration) -> Result<TcpStream, String> {
-    let s = TcpStream::connect_timeout(addr, timeout)
-        .map_err(|e| format!("cannot connect to {name}: {e}"))?;
-    s.set_nodelay(true)
-        .map_err(|e| format!("{name}: TCP_NODELAY: {e}"))?;
-    Ok(s)
 }
 
 /// The run's connections, open and assigned.
@@ -54,6 +46,7 @@ pub fn open(
     args: &Args,
     servers: &[(String, SocketAddr)],
     threads: usize,
+    connector: &Connector,
 ) -> Result<Layout, String> {
     let pairs = args.workload == Workload::Pairs;
     let n_conns = if pairs {
@@ -82,7 +75,7 @@ pub fn open(
             (Role::Mixed, id % servers.len())
         };
         let (name, addr) = &servers[server_idx];
-        let stream = connect(addr, name, args.timeout)?;
+        let stream = connector.connect(addr, name, args.timeout)?;
         let scheduled = !matches!(role, Role::Consumer(_));
         per_thread[id % threads].push(ConnSpec {
             id: id as u32,

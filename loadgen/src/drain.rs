@@ -9,13 +9,13 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::connections::connect;
 use crate::engine::Plan;
 use crate::protocol::{self, parse_reply, GetKind, GetOptions, Parsed, Reply};
 use crate::schedule::now_ns;
+use crate::transport::Stream;
 use crate::verify::ConsumerLog;
 
 /// Drains every server; returns the log of what came out and how many of
@@ -54,7 +54,7 @@ fn drain(
     consumer_id: u32,
     log: &mut ConsumerLog,
 ) -> Result<u64, String> {
-    let mut s = connect(addr, name, timeout)?;
+    let mut s = plan.connector.connect(addr, name, timeout)?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let n_queues = plan.names.len() as u32;
@@ -131,12 +131,7 @@ fn drain(
 
 /// Reads until `buf[start..]` begins with a whole reply (or garbage, which
 /// the caller's parse reports).
-fn read_reply(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    start: usize,
-    name: &str,
-) -> Result<(), String> {
+fn read_reply(s: &mut Stream, buf: &mut Vec<u8>, start: usize, name: &str) -> Result<(), String> {
     while let Parsed::Incomplete { .. } = parse_reply(&buf[start..]) {
         let mut chunk = [0u8; 65536];
         let n = s

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cli`] — flags, parsed into typed values.
 //! - [`connections`] — resolving servers, opening and assigning the connections.
+//! - [`transport`] — TCP, TLS and authentication; the plaintext or TLS stream.
 //! - [`workload`] — what each request is: op mix, queue choice, sizes, bodies.
 //! - [`protocol`] — request encoding and the incremental reply parser.
 //! - [`reliable`] — `--reliable`: what a connection holds open, which get next.
@@ -31,6 +32,7 @@ mod reliable;
 mod report;
 mod schedule;
 mod stats;
+mod transport;
 mod verify;
 mod workload;
 
@@ -85,7 +87,8 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     let get_options = GetOptions::new(args.get_wait.map(|w| w.as_millis() as u64));
     let threads = args.threads.min(args.connections);
-    let layout = connections::open(args, &servers, threads)?;
+    let connector = Arc::new(transport::Connector::new(args)?);
+    let layout = connections::open(args, &servers, threads, &connector)?;
     let n_conns = layout.n_conns;
 
     let warmup = args.warmup.as_nanos() as u64;
@@ -121,6 +124,7 @@ fn run(args: &Args) -> Result<u8, String> {
         miss_backoff: args.miss_backoff.as_nanos() as u64,
         busy_poll: args.busy_poll.as_nanos() as u64,
         reconnect: args.reconnect,
+        connector,
         reliable: args.reliable,
         seed,
     });

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use crate::poll;
@@ -17,6 +17,7 @@ use crate::protocol::{parse_reply, GetKind, Parsed};
 use crate::reliable::Reads;
 use crate::schedule::now_ns;
 use crate::stats::Abort;
+use crate::transport::Stream;
 
 use super::{ConnSpec, Role, Worker};
 
@@ -52,7 +53,7 @@ pub(super) enum State {
 /// A connection as its thread sees it.
 pub(super) struct Conn {
     pub(super) id: u32,
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) server: String,
     pub(super) addr: SocketAddr,
     /// Reconnecting: when the socket was lost.
@@ -225,6 +226,24 @@ impl Worker {
         }
         c.wbuf.clear();
         c.wpos = 0;
+        // TLS: what rustls encrypted but the socket did not take yet.
+        match c.stream.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !c.want_out {
+                    c.want_out = true;
+                    let fd = c.stream.as_raw_fd();
+                    let _ = self
+                        .ep
+                        .modify(fd, poll::IN | poll::OUT | poll::ERR, ci as u64);
+                }
+                return;
+            }
+            Err(e) => {
+                self.abort(ci, Abort::Closed, format!("write failed: {e}"));
+                return;
+            }
+        }
         if c.want_out {
             c.want_out = false;
             let fd = c.stream.as_raw_fd();

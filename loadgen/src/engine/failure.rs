@@ -7,7 +7,6 @@
 //! waits `--timeout` for a reply, or cannot reconnect within it, is given
 //! up too; and consumers that never see their queue run dry are stopped.
 
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -136,8 +135,19 @@ impl Worker {
     /// One attempt to give a connection a new socket; on success it picks
     /// up where it was (its open-loop backlog is still due).
     fn reconnect(&mut self, ci: usize, now: u64) {
-        let stream = TcpStream::connect_timeout(&self.conns[ci].addr, Duration::from_millis(100))
-            .and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|_| s));
+        let c = &self.conns[ci];
+        let stream = self
+            .plan
+            .connector
+            .connect(&c.addr, &c.server, Duration::from_millis(100))
+            .map_err(|e| {
+                // TLS and authentication failures say why; a refused TCP
+                // connection is the restart being waited for.
+                if !e.starts_with("cannot connect") {
+                    eprintln!("mcq-loadgen: connection {}: {e}", c.id);
+                }
+            })
+            .and_then(|s| s.set_nonblocking(true).map(|_| s).map_err(|_| ()));
         let c = &mut self.conns[ci];
         let stream = match stream {
             Ok(stream) => stream,

@@ -5,13 +5,15 @@
 //! read-only, the few counters every thread touches are atomics, and all
 //! results travel back as messages, so no thread ever waits for another.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
 use crate::protocol::GetOptions;
 use crate::stats::Counters;
+use crate::transport::{Connector, Stream};
 use crate::verify::{ConsumerLog, ProducerLog};
 use crate::workload::{KeyChooser, Pattern, SizeDist, Workload};
 
@@ -43,6 +45,8 @@ pub struct Plan {
     pub busy_poll: u64,
     /// Re-establish connections the server closed (crash tests).
     pub reconnect: bool,
+    /// How connections are opened (TLS, authentication), for reconnects.
+    pub connector: Arc<Connector>,
     /// Gets are reliable reads (`/open`, `/close/open`; see [`crate::reliable`]).
     pub reliable: bool,
     pub seed: u64,
@@ -67,7 +71,7 @@ pub enum Role {
 /// A connected socket and what it is for.
 pub struct ConnSpec {
     pub id: u32,
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub server: String,
     pub addr: SocketAddr,
     pub role: Role,
