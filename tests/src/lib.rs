@@ -9,6 +9,8 @@
 //! builds it first. Data directories live under `target/e2e/`, never on
 //! tmpfs, where O_DIRECT quietly turns into buffered I/O.
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

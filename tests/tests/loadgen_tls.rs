@@ -4,131 +4,12 @@
 //! error and a non-zero exit. Certificates are made at test time with the
 //! `openssl` CLI, as in tls.rs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Instant;
 
-use mcq_tests::{
-    free_port, loadgen_bin, output_within, test_dir, text, third_party, Client, Server,
-};
+use mcq_tests::certs::Certs;
+use mcq_tests::{free_port, loadgen_bin, output_within, test_dir, text, Client, Server};
 use serde_json::Value;
-
-/// A CA, a server certificate for 127.0.0.1 and localhost signed by it, a
-/// client certificate `alice` from it and `mallory` from another CA.
-struct Certs {
-    dir: PathBuf,
-}
-
-impl Certs {
-    /// `None` (and the test skipped, or failed under CI) without the
-    /// openssl CLI.
-    fn make(dir: &Path) -> Option<Certs> {
-        third_party(
-            "openssl",
-            &[],
-            &["version"],
-            "the openssl CLI (Debian: openssl)",
-        )?;
-        let dir = dir.join("certs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let certs = Certs { dir };
-        certs.ca("ca", "mcq test CA");
-        certs.ca("rogue-ca", "someone else's CA");
-        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
-        let client = "extendedKeyUsage=clientAuth\n";
-        certs.leaf("server", "/CN=server", "ca", server);
-        certs.leaf("alice", "/CN=alice", "ca", client);
-        certs.leaf("mallory", "/CN=mallory", "rogue-ca", client);
-        Some(certs)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = output_within(Command::new("openssl").args(args).current_dir(&self.dir));
-        assert!(out.status.success(), "openssl {args:?}:\n{}", text(&out));
-    }
-
-    fn ca(&self, name: &str, subject: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={subject}"),
-        ]);
-    }
-
-    fn leaf(&self, name: &str, subject: &str, ca: &str, extensions: &str) {
-        std::fs::write(self.dir.join(format!("{name}.ext")), extensions).unwrap();
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subject,
-        ]);
-        let serial = format!("0x{:x}", rand_serial());
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-set_serial",
-            &serial,
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-
-    /// `-Z` with the server certificate and `extra` options.
-    fn args(&self, extra: &str) -> Vec<String> {
-        let mut o = format!(
-            "ssl_chain_cert={},ssl_key={}",
-            self.path("server.pem"),
-            self.path("server.key")
-        );
-        if !extra.is_empty() {
-            o = format!("{o},{extra}");
-        }
-        vec!["-Z".into(), "-o".into(), o]
-    }
-}
-
-fn rand_serial() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() >> 2
-}
 
 /// mcqd with TLS on its port (`tls_args`, maybe none) and a plaintext
 /// listener beside it for the test's own `stats`; the plaintext port.
@@ -237,6 +118,7 @@ fn set_and_get_over_tls() {
     let Some(certs) = Certs::make(&dir) else {
         return;
     };
+    certs.serve("server1");
     let (server, plain) = start("lg-tls-srv", certs.args(""), &[]);
     let ca = certs.path("ca.pem");
     set_then_get(&server, plain, &["--tls", "--ca", &ca], None);
@@ -265,6 +147,7 @@ fn mutual_tls() {
     let Some(certs) = Certs::make(&dir) else {
         return;
     };
+    certs.serve("server1");
     let extra = format!("ssl_verify_mode=2,ssl_ca_cert={}", certs.path("ca.pem"));
     let (server, plain) = start("lg-mtls-srv", certs.args(&extra), &[]);
     let ca = certs.path("ca.pem");
@@ -338,6 +221,7 @@ fn tls_and_authentication() {
     let Some(certs) = Certs::make(&dir) else {
         return;
     };
+    certs.serve("server1");
     let auth = authfile(&dir);
     let (server, plain) = start("lg-tls-auth-srv", certs.args(""), &["-Y", &auth]);
     let ca = certs.path("ca.pem");
