@@ -358,6 +358,20 @@ impl Server {
     }
 
     /// Everything mcqd wrote to stderr so far.
+    /// The log once it contains `what`, waiting up to [`PATIENCE`] for it:
+    /// a reply can reach the client before the line logged with it
+    /// reaches the harness.
+    pub fn log_with(&self, what: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if log.contains(what) || Instant::now() > deadline {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

@@ -49,15 +49,22 @@ fn items(server: &Server) -> u64 {
 }
 
 /// RSS once the server has indexed what it was given (its maintenance
-/// pages sealed segments out): the lowest of a few samples a moment apart.
+/// pages sealed segments out): the lowest of samples 400 ms apart, taken
+/// until none was lower for 5 s (at most a minute: on a busy machine the
+/// index of the last sealed segment can take seconds to be written).
 fn settled_rss(server: &Server) -> u64 {
-    (0..5)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(400));
-            rss(server.pid())
-        })
-        .min()
-        .unwrap()
+    let start = std::time::Instant::now();
+    let mut low = u64::MAX;
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(5) && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(400));
+        let now = rss(server.pid());
+        if now + (1 << 20) <= low || low == u64::MAX {
+            since = std::time::Instant::now();
+        }
+        low = low.min(now);
+    }
+    low
 }
 
 #[test]

@@ -287,7 +287,15 @@ fn cargo() -> Option<Command> {
 }
 
 fn run_ok(command: &mut Command) -> String {
-    let out = output_within(command);
+    // A build (cargo deb builds the release binary) on a busy 2-core
+    // machine takes minutes: bounded, but not by the harness's PATIENCE.
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let out = mcq_tests::finish_within(child, Duration::from_secs(1800));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
