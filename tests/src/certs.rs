@@ -77,8 +77,8 @@ impl Certs {
         ]);
     }
 
-    pub fn leaf(&self, name: &str, subject: &str, ca: &str, extensions: &str) {
-        std::fs::write(self.dir.join(format!("{name}.ext")), extensions).unwrap();
+    /// A new key `<name>.key` and its signing request `<name>.csr`.
+    fn request(&self, name: &str, subject: &str) {
         self.openssl(&[
             "req",
             "-new",
@@ -94,6 +94,11 @@ impl Certs {
             "-subj",
             subject,
         ]);
+    }
+
+    pub fn leaf(&self, name: &str, subject: &str, ca: &str, extensions: &str) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), extensions).unwrap();
+        self.request(name, subject);
         let serial = format!("0x{:x}", rand_serial());
         self.openssl(&[
             "x509",
@@ -140,21 +145,7 @@ impl Certs {
             format!("{:016x}\n", rand_serial()),
         )
         .unwrap();
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        self.request(name, &format!("/CN={name}"));
         self.openssl(&[
             "ca",
             "-batch",

@@ -701,6 +701,25 @@ impl Client {
     }
 }
 
+/// Sends `bytes` on `socket`, then reads what comes back until the server
+/// closes it or a short while passes: for fuzz runs, where whatever the
+/// server does with the bytes, it must not be to serve them or fall over.
+pub fn throw(mut socket: TcpStream, bytes: &[u8]) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _ = socket.write_all(bytes);
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match socket.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Runs a third-party client program. When the program (or its library) is
 /// missing it skips loudly on a developer's machine and fails under CI, so CI
 /// can never silently skip it.

@@ -169,15 +169,9 @@ fn start(name: &str, args: &[String]) -> Server {
 }
 
 fn wait_for_log(server: &Server, what: &str) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = server.log();
-        if log.contains(what) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "no {what:?} in the log:\n{log}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let log = server.log_with(what);
+    assert!(log.contains(what), "no {what:?} in the log:\n{log}");
+    log
 }
 
 /// Waits until `stats` (asked over a fresh TLS connection) satisfies
@@ -715,28 +709,6 @@ fn client_hello(certs: &Certs) -> Vec<u8> {
     out
 }
 
-/// Sends `bytes` on a fresh connection to `port`, then reads what comes
-/// back until the server closes or a short while passes: whatever the
-/// server does with them, it must not be to serve them or to fall over.
-fn throw(port: u16, bytes: &[u8]) {
-    let Ok(mut socket) = TcpStream::connect(("127.0.0.1", port)) else {
-        return;
-    };
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let _ = socket.write_all(bytes);
-    let _ = socket.shutdown(std::net::Shutdown::Write);
-    let mut sink = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match socket.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-}
-
 /// A fuzz run of the TLS listener: random bytes, and a real ClientHello
 /// with bytes flipped, cut short or followed by garbage, each on its own
 /// connection. Afterwards the server has not panicked, still serves a
@@ -775,7 +747,9 @@ fn fuzzed_handshakes_cost_no_uptime() {
                 h
             }
         };
-        throw(server.port, &bytes);
+        if let Ok(socket) = TcpStream::connect(("127.0.0.1", server.port)) {
+            mcq_tests::throw(socket, &bytes);
+        }
     }
     let client = certs.client();
     let mut tls = Tls::open(server.port, client.clone());
