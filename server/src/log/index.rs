@@ -191,6 +191,15 @@ pub struct SegmentSummary {
 }
 
 /// Builds a [`SegmentIndex`] from the records of a segment, in log order.
+///
+/// The open segment's builder lives as long as the segment, so it keeps
+/// what it is fed flat: one entry per message, tagged with its queue, and
+/// a small record only for the queues that have records other than
+/// messages (`Created`, `Consumed`, …). At a million queues of a message
+/// or two each, a `QueueIndex` per queue with a vector of its own cost
+/// about 200 bytes per queue in the open segment; this costs 32 per message
+/// and about 50 per queue created in it. [`IndexBuilder::finish`] groups
+/// the entries by queue once, at seal.
 #[derive(Default)]
 pub struct IndexBuilder {
     first_lsn: u64,
@@ -201,8 +210,29 @@ pub struct IndexBuilder {
     next_queue_id: u32,
     max_queue_id: u32,
     pub corrupt_records: u32,
-    /// Found by id on every record appended: integer-hashed.
-    queues: IdMap<u32, QueueIndex>,
+    /// Every `Enqueued` record, in log order, with its queue's id.
+    msgs: Vec<(u32, IndexEntry)>,
+    /// What the other records say, by queue id (integer-hashed: found on
+    /// every such record).
+    queues: IdMap<u32, QueueFacts>,
+    /// `Confirmed` records, in log order, with their queue's id (rare:
+    /// reliable reads confirmed out of order).
+    confirmed: Vec<(u32, SeqRange)>,
+}
+
+/// What the records of a segment other than messages say of one queue.
+#[derive(Default)]
+struct QueueFacts {
+    created: bool,
+    deleted: bool,
+    /// The messages and confirmations of the queue among the first
+    /// `cleared_msgs` of `msgs` (`cleared_confirmed` of `confirmed`) came
+    /// before its `Deleted` record, and are dropped.
+    cleared_msgs: u32,
+    cleared_confirmed: u32,
+    head: u64,
+    tail: u64,
+    name: Box<[u8]>,
 }
 
 impl IndexBuilder {
@@ -213,11 +243,8 @@ impl IndexBuilder {
         }
     }
 
-    fn queue(&mut self, id: u32) -> &mut QueueIndex {
-        self.queues.entry(id).or_insert_with(|| QueueIndex {
-            id,
-            ..QueueIndex::default()
-        })
+    fn queue(&mut self, id: u32) -> &mut QueueFacts {
+        self.queues.entry(id).or_default()
     }
 
     /// Feeds one valid record found at `off`.
@@ -228,7 +255,7 @@ impl IndexBuilder {
                 if let Some((head, tail, name)) = record::parse_created(body) {
                     let q = self.queue(h.queue);
                     q.created = true;
-                    q.name = name.to_vec();
+                    q.name = name.into();
                     q.head = q.head.max(head);
                     q.tail = q.tail.max(tail);
                 }
@@ -245,24 +272,26 @@ impl IndexBuilder {
                 q.head = q.head.max(h.seq);
             }
             Kind::Deleted => {
+                let (msgs, confirmed) = (self.msgs.len() as u32, self.confirmed.len() as u32);
                 let q = self.queue(h.queue);
                 q.deleted = true;
-                q.msgs.clear();
-                q.confirmed.clear();
+                q.cleared_msgs = msgs;
+                q.cleared_confirmed = confirmed;
             }
             Kind::Confirmed => {
                 if let Some(end) = record::parse_confirmed(body) {
-                    let q = self.queue(h.queue);
-                    q.confirmed.push(SeqRange { start: h.seq, end });
+                    self.queue(h.queue);
+                    self.confirmed
+                        .push((h.queue, SeqRange { start: h.seq, end }));
                 }
             }
             Kind::Checkpoint => {
                 // Format 4 and before: the queues restated before it.
                 let mut ids: Vec<(u32, u32)> = self
                     .queues
-                    .values()
-                    .filter(|q| q.created)
-                    .map(|q| (q.id, q.id + 1))
+                    .iter()
+                    .filter(|(_, q)| q.created)
+                    .map(|(&id, _)| (id, id + 1))
                     .collect();
                 ids.extend(record::parse_checkpoint(body).into_iter().flatten());
                 ids.sort_unstable();
@@ -297,15 +326,16 @@ impl IndexBuilder {
     }
 
     fn message(&mut self, h: &Header, off: u64) {
-        let q = self.queue(h.queue);
-        q.tail = q.tail.max(h.seq + 1);
-        q.msgs.push(IndexEntry {
-            seq: h.seq,
-            off: off as u32,
-            len: (record::HEADER_LEN + h.len as usize) as u32,
-            expires: h.expires,
-            time: (h.time / 1_000_000).min(u64::from(u32::MAX)) as u32,
-        });
+        self.msgs.push((
+            h.queue,
+            IndexEntry {
+                seq: h.seq,
+                off: off as u32,
+                len: (record::HEADER_LEN + h.len as usize) as u32,
+                expires: h.expires,
+                time: (h.time / 1_000_000).min(u64::from(u32::MAX)) as u32,
+            },
+        ));
     }
 
     pub fn last_lsn(&self) -> u64 {
@@ -318,23 +348,227 @@ impl IndexBuilder {
 
     /// The finished index, queues sorted by id, messages by seq.
     pub fn finish(self) -> SegmentIndex {
-        let mut queues: Vec<QueueIndex> = self.queues.into_values().collect();
-        queues.sort_by_key(|q| q.id);
-        for q in &mut queues {
-            q.msgs.sort_by_key(|m| m.seq);
+        self.sorted().to_native()
+    }
+
+    /// The finished index, still flat: what a sealed segment keeps until
+    /// its index is written (see [`FlatIndex`]).
+    pub fn sorted(self) -> FlatIndex {
+        let IndexBuilder {
+            mut msgs,
+            queues: mut facts,
+            mut confirmed,
+            ..
+        } = self;
+        let table = &facts;
+        let kept = |at: usize, id: u32, cleared: fn(&QueueFacts) -> u32| {
+            table.get(&id).is_none_or(|q| at as u32 >= cleared(q))
+        };
+        let mut at = 0;
+        msgs.retain(|(id, _)| {
+            at += 1;
+            kept(at - 1, *id, |q| q.cleared_msgs)
+        });
+        let mut at = 0;
+        confirmed.retain(|(id, _)| {
+            at += 1;
+            kept(at - 1, *id, |q| q.cleared_confirmed)
+        });
+        // Stable: a sequence number met twice keeps its log order.
+        msgs.sort_by_key(|(id, m)| (*id, m.seq));
+        confirmed.sort_by_key(|(id, _)| *id);
+        let mut ids: Vec<u32> = facts.keys().copied().collect();
+        let mut last = None;
+        for &(id, _) in &msgs {
+            if last != Some(id) && !facts.contains_key(&id) {
+                ids.push(id);
+            }
+            last = Some(id);
         }
-        SegmentIndex {
-            version: INDEX_VERSION,
-            first_lsn: self.first_lsn,
-            last_lsn: self.last_lsn,
-            data_len: self.data_len,
-            checkpoint: self.checkpoint,
-            live: self.live,
-            next_queue_id: self.next_queue_id,
-            max_queue_id: self.max_queue_id,
-            corrupt_records: self.corrupt_records,
+        ids.sort_unstable();
+        let (mut m, mut c) = (0, 0);
+        let queues = ids
+            .into_iter()
+            .map(|id| {
+                let f = facts.remove(&id).unwrap_or_default();
+                let mut tail = f.tail;
+                while m < msgs.len() && msgs[m].0 == id {
+                    tail = tail.max(msgs[m].1.seq + 1);
+                    m += 1;
+                }
+                while c < confirmed.len() && confirmed[c].0 == id {
+                    c += 1;
+                }
+                FlatQueue {
+                    id,
+                    created: f.created,
+                    deleted: f.deleted,
+                    head: f.head,
+                    tail,
+                    name: f.name,
+                    msgs_end: m as u32,
+                    confirmed_end: c as u32,
+                }
+            })
+            .collect();
+        FlatIndex {
+            header: SegmentIndex {
+                version: INDEX_VERSION,
+                first_lsn: self.first_lsn,
+                last_lsn: self.last_lsn,
+                data_len: self.data_len,
+                checkpoint: self.checkpoint,
+                live: self.live,
+                next_queue_id: self.next_queue_id,
+                max_queue_id: self.max_queue_id,
+                corrupt_records: self.corrupt_records,
+                queues: Vec::new(),
+            },
             queues,
+            msgs: msgs.into_iter().map(|(_, m)| m).collect(),
+            confirmed: confirmed.into_iter().map(|(_, r)| r).collect(),
         }
+    }
+}
+
+/// A finished index kept flat: the queues in one vector, their messages
+/// and confirmations each in one vector, grouped by queue. A sealed
+/// segment waits in this form for its index to be written, which archives
+/// it straight from here ([`MainOf`]) without a [`SegmentIndex`] of every
+/// queue: at a million queues that was about 60 MB at a seal's peak.
+pub struct FlatIndex {
+    /// Everything but the queues (left empty).
+    header: SegmentIndex,
+    queues: Vec<FlatQueue>,
+    msgs: Vec<IndexEntry>,
+    confirmed: Vec<SeqRange>,
+}
+
+/// One queue of a [`FlatIndex`]: its messages end at `msgs_end` of the
+/// index's `msgs` and start where the previous queue's end.
+struct FlatQueue {
+    id: u32,
+    created: bool,
+    deleted: bool,
+    head: u64,
+    tail: u64,
+    name: Box<[u8]>,
+    msgs_end: u32,
+    confirmed_end: u32,
+}
+
+impl FlatIndex {
+    /// Queue `i` as a [`QueueIndex`].
+    fn queue(&self, i: usize) -> QueueIndex {
+        let q = &self.queues[i];
+        let (m, c) = match i.checked_sub(1) {
+            Some(p) => (self.queues[p].msgs_end, self.queues[p].confirmed_end),
+            None => (0, 0),
+        };
+        QueueIndex {
+            id: q.id,
+            created: q.created,
+            name: q.name.to_vec(),
+            deleted: q.deleted,
+            head: q.head,
+            tail: q.tail,
+            msgs: self.msgs[m as usize..q.msgs_end as usize].to_vec(),
+            confirmed: self.confirmed[c as usize..q.confirmed_end as usize].to_vec(),
+        }
+    }
+
+    pub fn to_native(&self) -> SegmentIndex {
+        SegmentIndex {
+            queues: (0..self.queues.len()).map(|i| self.queue(i)).collect(),
+            ..self.header.clone()
+        }
+    }
+}
+
+/// A main archive's source: a built index, or one a scan made.
+pub trait MainSource {
+    /// Its main archive.
+    fn archive(&self) -> AlignedVec<ALIGN>;
+}
+
+impl MainSource for SegmentIndex {
+    fn archive(&self) -> AlignedVec<ALIGN> {
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, AlignedVec::new())
+            .expect("serialising an index cannot fail")
+    }
+}
+
+impl MainSource for FlatIndex {
+    fn archive(&self) -> AlignedVec<ALIGN> {
+        let h = &self.header;
+        let main = MainOf {
+            version: h.version,
+            first_lsn: h.first_lsn,
+            last_lsn: h.last_lsn,
+            data_len: h.data_len,
+            checkpoint: h.checkpoint,
+            live: h.live.clone(),
+            next_queue_id: h.next_queue_id,
+            max_queue_id: h.max_queue_id,
+            corrupt_records: h.corrupt_records,
+            queues: self,
+        };
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&main, AlignedVec::new())
+            .expect("serialising an index cannot fail")
+    }
+}
+
+/// A [`SegmentIndex`] as a [`FlatIndex`] archives it: one queue at a time,
+/// byte for byte what serialising the native index gives (tested).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(
+    as = ArchivedSegmentIndex,
+    serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source)
+)]
+struct MainOf<'a> {
+    version: u32,
+    first_lsn: u64,
+    last_lsn: u64,
+    data_len: u64,
+    checkpoint: bool,
+    live: Vec<IdRange>,
+    next_queue_id: u32,
+    max_queue_id: u32,
+    corrupt_records: u32,
+    #[rkyv(with = FlatQueues, omit_bounds)]
+    queues: &'a FlatIndex,
+}
+
+/// Archives a [`FlatIndex`]'s queues as the main archive's.
+struct FlatQueues;
+
+impl<'a> rkyv::with::ArchiveWith<&'a FlatIndex> for FlatQueues {
+    type Archived = rkyv::vec::ArchivedVec<ArchivedQueueIndex>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(
+        field: &&'a FlatIndex,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.queues.len(), resolver, out);
+    }
+}
+
+impl<'a, S> rkyv::with::SerializeWith<&'a FlatIndex, S> for FlatQueues
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    QueueIndex: rkyv::Serialize<S, Archived = ArchivedQueueIndex>,
+{
+    fn serialize_with(
+        field: &&'a FlatIndex,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        let flat: &FlatIndex = field;
+        // Each queue is built twice (rkyv writes what it points to first,
+        // then the array), and never all at once.
+        let queues = (0..flat.queues.len()).map(|i| flat.queue(i));
+        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueIndex, _, _>(queues, serializer)
     }
 }
 
@@ -518,9 +752,8 @@ impl Encoded {
 /// archive a queue at a time: at a million queues each of these is tens of
 /// megabytes, and holding them all at once, with copies, was the peak of a
 /// segment's sealing.
-pub fn encode_with_summary(index: SegmentIndex) -> Encoded {
-    let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&index, AlignedVec::new())
-        .expect("serialising an index cannot fail");
+pub fn encode_with_summary(index: impl MainSource) -> Encoded {
+    let out = index.archive();
     drop(index);
     let main_len = out.len();
     // The summary archive starts aligned, so read from there on its own

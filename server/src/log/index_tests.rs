@@ -3,6 +3,10 @@
 use super::*;
 
 fn sample() -> SegmentIndex {
+    sample_builder().finish()
+}
+
+fn sample_builder() -> IndexBuilder {
     let mut b = IndexBuilder::new(100);
     let mut buf = vec![];
     let mut off = 0u64;
@@ -30,7 +34,7 @@ fn sample() -> SegmentIndex {
     put(&mut b, h(Kind::Consumed, 1, 104, 1, 0), &[]);
     let end = record::confirmed_body(4);
     put(&mut b, h(Kind::Confirmed, 1, 105, 3, 8), &end);
-    b.finish()
+    b
 }
 
 #[test]
@@ -72,6 +76,10 @@ fn encode_validate_and_reject_every_flipped_byte() {
 /// An index of queue 1 with messages 0..300 and 400..700 (two spans), of
 /// varying lengths, and queue 2 with one message.
 fn spanned() -> SegmentIndex {
+    spanned_builder().finish()
+}
+
+fn spanned_builder() -> IndexBuilder {
     let mut b = IndexBuilder::new(7);
     let mut off = 0u64;
     let mut put = |b: &mut IndexBuilder, queue: u32, seq: u64, len: u32| {
@@ -92,7 +100,7 @@ fn spanned() -> SegmentIndex {
         put(&mut b, 1, seq, (seq % 7) as u32 * 10);
     }
     put(&mut b, 2, 5, 3);
-    b.finish()
+    b
 }
 
 #[test]
@@ -212,4 +220,80 @@ fn a_window_is_read_in_place_and_a_damaged_page_is_refused() {
             .unwrap()
             .is_err());
     });
+}
+
+/// Queues fed interleaved and out of order: 9 with messages before and
+/// after its `Deleted` record, 4 with only a `Region` record, 6 with
+/// confirmations on both sides of its deletion, 2 with messages alone.
+fn interleaved_builder() -> IndexBuilder {
+    let mut b = IndexBuilder::new(50);
+    let mut off = 0u64;
+    let mut lsn = 50;
+    let mut put = |b: &mut IndexBuilder, kind, queue, seq: u64, body: &[u8]| {
+        let h = Header {
+            kind,
+            queue,
+            lsn,
+            seq,
+            time: 0,
+            flags: 0,
+            expires: 0,
+            len: body.len() as u32,
+        };
+        b.record(&h, body, off);
+        lsn += 1;
+        off += h.record_len() as u64;
+    };
+    let created = record::created_body(3, 3, b"nine");
+    put(&mut b, Kind::Created, 9, 0, &created);
+    put(&mut b, Kind::Enqueued, 9, 4, b"a");
+    put(&mut b, Kind::Enqueued, 2, 1, b"b");
+    put(&mut b, Kind::Enqueued, 9, 3, b"c");
+    put(&mut b, Kind::Confirmed, 6, 1, &record::confirmed_body(2));
+    put(&mut b, Kind::Region, 4, 7, &[]);
+    put(&mut b, Kind::Deleted, 9, 0, &[]);
+    put(&mut b, Kind::Deleted, 6, 0, &[]);
+    put(&mut b, Kind::Enqueued, 2, 0, b"d");
+    put(&mut b, Kind::Enqueued, 9, 5, b"e");
+    put(&mut b, Kind::Confirmed, 6, 4, &record::confirmed_body(5));
+    put(&mut b, Kind::Consumed, 2, 1, &[]);
+    b
+}
+
+#[test]
+fn a_deletion_drops_what_came_before_it_only() {
+    let idx = interleaved_builder().finish();
+    let ids: Vec<u32> = idx.queues.iter().map(|q| q.id).collect();
+    assert_eq!(ids, [2, 4, 6, 9]);
+    let [two, four, six, nine] = &idx.queues[..] else {
+        unreachable!()
+    };
+    let seqs = |q: &QueueIndex| q.msgs.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!((seqs(two), two.head, two.tail), (vec![0, 1], 1, 2));
+    assert_eq!((four.msgs.len(), four.tail), (0, 8));
+    assert!(six.deleted);
+    assert_eq!(six.confirmed, [SeqRange { start: 4, end: 5 }]);
+    assert!(nine.created && nine.deleted);
+    assert_eq!(
+        (&nine.name[..], seqs(nine), nine.tail),
+        (&b"nine"[..], vec![5], 6)
+    );
+}
+
+#[test]
+fn a_flat_index_archives_as_its_native_one() {
+    for b in [sample_builder(), spanned_builder(), interleaved_builder()] {
+        let flat = b.sorted();
+        let native = flat.to_native();
+        assert_eq!(
+            encode_with_summary(flat).bytes(),
+            encode_with_summary(native).bytes()
+        );
+    }
+    let empty = IndexBuilder::new(3).sorted();
+    let native = empty.to_native();
+    assert_eq!(
+        encode_with_summary(empty).bytes(),
+        encode_with_summary(native).bytes()
+    );
 }

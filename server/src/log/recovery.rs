@@ -522,7 +522,7 @@ pub async fn write_index(
     disk: &dyn Disk,
     dir: &Path,
     first_lsn: u64,
-    index: SegmentIndex,
+    index: impl index::MainSource,
 ) -> io::Result<index::Encoded> {
     let encoded = index::encode_with_summary(index);
     index::write_file(disk, &segment::idx_path(dir, first_lsn), encoded.bytes()).await?;

@@ -204,7 +204,7 @@ impl Log {
         if let Some(seg) = self.segs.get_mut(old) {
             seg.sealed = true;
             seg.data_len = end;
-            seg.pending_index = Some(builder.finish());
+            seg.pending_index = Some(builder.sorted());
         }
         let mut seg = Seg::new(next_lsn, None, spare.size);
         seg.spare = Some(spare);

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use super::Log;
 use crate::disk::DiskFile;
-use crate::log::index::SegmentIndex;
+use crate::log::index::FlatIndex;
 use crate::log::readahead::{ReadAhead, Source};
 
 /// The segments by ordinal; a new one gets the next ordinal.
@@ -101,7 +101,7 @@ pub struct Seg {
     /// Its final bytes are written (and, if sealed, synced).
     pub(in crate::log) complete: bool,
     /// Index to write once `complete`.
-    pub(super) pending_index: Option<SegmentIndex>,
+    pub(super) pending_index: Option<FlatIndex>,
     /// Highest lsn of a record that made one of its messages dead.
     pub(in crate::log) dead_lsn: u64,
     /// Compaction gave up on it (an unreadable record keeps it live).

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::catalog::restatement_bytes;
 use super::{Log, NoRoom, Seg, Spare};
 use crate::disk::DiskFile;
-use crate::log::index::SegmentIndex;
+use crate::log::index::FlatIndex;
 use crate::log::record::{self, Header, Kind, HEADER_LEN};
 use crate::log::{Pos, SyncMode};
 
@@ -17,7 +17,7 @@ pub(in crate::log) struct IndexJob {
     pub first_lsn: u64,
     pub data_len: u64,
     pub file: Option<Rc<dyn DiskFile>>,
-    pub index: SegmentIndex,
+    pub index: FlatIndex,
 }
 
 /// A sealed segment worth compacting.
