@@ -105,7 +105,7 @@ impl Store {
             log_segments: log.segments,
             log_disk_bytes: log.disk_bytes,
             log_corrupt_records: log.corrupt_records,
-            cache_bytes: st.cache.bytes() as u64,
+            cache_bytes: st.cache.held() as u64,
             readahead,
             get_waiters: self.waiters.count() as u64,
             open_transactions: st.queues.values().map(|q| q.open_count() as u64).sum(),
