@@ -254,6 +254,18 @@ impl Stream {
         self.tcp().shutdown(how)
     }
 
+    /// Ends the connection cleanly, as far as a non-blocking socket with
+    /// nothing outstanding allows: TLS sends its close_notify alert, then
+    /// the socket sends its FIN. The descriptor closes when the stream is
+    /// dropped.
+    pub fn close(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.conn.send_close_notify();
+            let _ = t.send_pending();
+        }
+        let _ = self.shutdown(Shutdown::Write);
+    }
+
     /// Sends what TLS still holds encrypted; `WouldBlock` if the socket is
     /// full before it is all out. Always done for plaintext.
     pub fn flush_tls(&mut self) -> io::Result<()> {
