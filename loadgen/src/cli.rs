@@ -162,9 +162,9 @@ pub struct Args {
     /// set handshake with --auth. N = 1 sends every request on a fresh
     /// connection. With --pipeline it issues at most N requests per
     /// connection and closes it once all are answered. The report adds the
-    /// connections opened, per second, and the set-up time (connect + TLS
-    /// + auth) by percentile. Set-up is blocking in the generator thread,
-    /// so use --threads to open connections in parallel.
+    /// connections opened, per second, and their set-up time (connect, TLS
+    /// handshake and auth) by percentile. Set-up blocks the generator
+    /// thread, so use --threads to open connections in parallel.
     #[arg(long, value_name = "N")]
     pub reconnect_every: Option<u64>,
 

@@ -467,7 +467,10 @@ mod tests {
         let mut out = Vec::new();
         print_summary(&results(None), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains("connections  ") && !text.contains("conn setup"), "{text}");
+        assert!(
+            !text.contains("connections  ") && !text.contains("conn setup"),
+            "{text}"
+        );
         let json = serde_json::to_value(results(None)).unwrap();
         assert_eq!(json["connections_opened"], 40);
         assert!(json["churn"].is_null());

@@ -28,12 +28,7 @@ pub enum Abort {
 }
 
 impl Abort {
-    pub const ALL: [Abort; 4] = [
-        Abort::Desync,
-        Abort::Closed,
-        Abort::Timeout,
-        Abort::Connect,
-    ];
+    pub const ALL: [Abort; 4] = [Abort::Desync, Abort::Closed, Abort::Timeout, Abort::Connect];
     pub fn name(self) -> &'static str {
         match self {
             Abort::Desync => "desync",

@@ -3,8 +3,9 @@
 //! writes, plaintext or TLS.
 //!
 //! The TLS handshake and the authentication run blocking, before the
-//! connection is handed to its thread (and again on a reconnect), so they
-//! are never measured as request latency. Afterwards the engine drives the
+//! connection is handed to its thread (and again on a reconnect, or for each
+//! new connection of `--reconnect-every`, which times them separately), so
+//! they are never measured as request latency. Afterwards the engine drives the
 //! stream non-blocking: a TLS read decrypts what rustls holds and what the
 //! socket has; a TLS write encrypts into rustls and sends as much as the
 //! socket takes, and [`Stream::flush_tls`] sends the rest once it is

@@ -267,7 +267,9 @@ impl Server {
                 return;
             }
             answered += 1;
-            self.seen.most_requests.fetch_max(answered, Ordering::SeqCst);
+            self.seen
+                .most_requests
+                .fetch_max(answered, Ordering::SeqCst);
             if r.buffer().is_empty() && w.flush().is_err() {
                 return;
             }
@@ -888,7 +890,9 @@ fn reconnect_every_replaces_connections_after_n_requests() {
     assert_eq!(j["errors"], 0, "{out}");
     assert!(j["ops"].as_u64().unwrap() >= 1000, "{out}");
     let opened = j["connections_opened"].as_u64().unwrap();
-    assert!(opened >= 200, "{out}");
+    // 1000 requests on sockets of at most 5; each connection's last socket
+    // may carry fewer, and none is opened with nothing to send.
+    assert!((200..=204).contains(&opened), "{out}");
     assert_eq!(count(&seen.accepted), opened, "{out}");
     assert!(count(&seen.most_requests) <= 5, "{out}");
     let churn = &j["churn"];
@@ -898,9 +902,15 @@ fn reconnect_every_replaces_connections_after_n_requests() {
     assert!(churn["opened_per_sec"].as_f64().unwrap() > 0.0, "{out}");
     assert_eq!(churn["setup_us"]["count"].as_u64().unwrap(), opened - 4);
     assert_spectrum(&churn["setup_us"]);
-    assert!(out.contains(&format!("connections  {opened} opened")), "{out}");
+    assert!(
+        out.contains(&format!("connections  {opened} opened")),
+        "{out}"
+    );
     assert!(out.contains("conn setup"), "{out}");
-    assert!(!out.contains("reconnected"), "a deliberate close is no crash: {out}");
+    assert!(
+        !out.contains("reconnected"),
+        "a deliberate close is no crash: {out}"
+    );
 }
 
 /// Without `--reconnect-every` the connections made at the start are all
@@ -962,7 +972,12 @@ fn reconnect_every_with_reliable_verified_pairs() {
     let v = &j["verify"];
     assert_eq!(v["passed"], true, "{out}");
     assert_eq!(v["received"], j["sets"], "{out}");
-    for field in ["redelivered", "open_at_disconnect", "reconnects", "duplicates"] {
+    for field in [
+        "redelivered",
+        "open_at_disconnect",
+        "reconnects",
+        "duplicates",
+    ] {
         assert_eq!(v[field], 0, "{field}: {out}");
     }
     assert_eq!(count(&seen.put_back), 0, "{out}");

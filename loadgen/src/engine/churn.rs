@@ -8,8 +8,10 @@
 //! the run's connector (TCP, TLS, `--auth`), as it does after a crash, but
 //! `retired` keeps it out of everything that counts failures: no abort, no
 //! crash reconnect for `--verify`, not dead at the end. The next socket is
-//! opened only when the connection has something to send, so a run that
-//! ends opens no connection it will not use.
+//! opened only when the connection has something to send: in closed loop a
+//! request claimed for it, so a run that ends opens no connection it will
+//! not use; in open loop as long as the run is on, so that the socket is
+//! ready when the next request is due.
 
 use std::os::fd::AsRawFd;
 
@@ -58,15 +60,21 @@ impl Worker {
 
     /// Whether a retired connection has something to send, and so needs a
     /// new socket: a consumer until it finishes; otherwise a request that
-    /// is waiting, or (open loop) the run is still on, or (closed loop) the
-    /// budget and the clock would let it issue one.
+    /// is waiting, or (open loop) the run is still on, or (closed loop) a
+    /// request the budget and the clock let it claim now. That claim is
+    /// kept for the new socket's first request, so no connection is opened
+    /// that has nothing to send.
     pub(super) fn has_work(&mut self, ci: usize, now: u64) -> bool {
         let c = &self.conns[ci];
         match c.role {
             Role::Consumer(_) => !c.consumer_finished,
-            _ if c.parked.is_some() || !c.backlog.is_empty() => true,
+            _ if c.parked.is_some() || !c.backlog.is_empty() || c.claimed => true,
             _ if self.sched.is_some() => !self.stopping,
-            _ => self.may_claim(now),
+            _ => {
+                let claimed = self.claim(now);
+                self.conns[ci].claimed = claimed;
+                claimed
+            }
         }
     }
 }

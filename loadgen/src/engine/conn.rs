@@ -100,6 +100,9 @@ pub(super) struct Conn {
     /// Closed on purpose (`--reconnect-every`), not lost: its next socket
     /// is churn, not a crash reconnect.
     pub(super) retired: bool,
+    /// Closed loop, retired: a request already claimed from the budget,
+    /// for the next socket to send first.
+    pub(super) claimed: bool,
 }
 
 impl Conn {
@@ -134,6 +137,7 @@ impl Conn {
             dirty: false,
             socket_requests: 0,
             retired: false,
+            claimed: false,
         }
     }
 

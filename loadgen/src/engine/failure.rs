@@ -102,6 +102,7 @@ impl Worker {
         }
         c.state = State::Dead;
         c.retired = false;
+        c.claimed = false;
         self.killed += 1;
         c.inflight.clear();
         c.backlog.clear();

@@ -56,7 +56,7 @@ impl Worker {
         }
         let intended = if self.sched.is_some() {
             self.conns[ci].backlog.pop_front()?
-        } else if self.claim(now) {
+        } else if std::mem::take(&mut self.conns[ci].claimed) || self.claim(now) {
             now
         } else {
             return None;

@@ -404,6 +404,7 @@ impl Worker {
                 || (c.inflight.is_empty()
                     && c.backlog.is_empty()
                     && c.parked.is_none()
+                    && !c.claimed
                     && c.reads.held() == 0
                     && match c.role {
                         Role::Consumer(_) => c.consumer_finished,

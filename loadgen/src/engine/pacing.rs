@@ -166,31 +166,6 @@ impl Worker {
         true
     }
 
-    /// Whether [`Self::claim`] would let a closed-loop request go now,
-    /// without claiming it; like `claim`, it notices the end of the run and
-    /// an exhausted budget. Other threads may claim in between, so a yes can
-    /// turn out wrong; a no cannot.
-    pub(super) fn may_claim(&mut self, now: u64) -> bool {
-        if self.stopping {
-            return false;
-        }
-        if self.plan.end.is_some_and(|end| now >= end) {
-            self.stopping = true;
-            return false;
-        }
-        let Some(budget) = &self.shared.budget else {
-            return true;
-        };
-        if now < self.plan.measure_start || self.allowance > 0 {
-            return true;
-        }
-        if budget.load(Ordering::Relaxed) == 0 {
-            self.stopping = true;
-            return false;
-        }
-        true
-    }
-
     /// `--miss-backoff`: consumers whose pause after a miss is over may ask
     /// again.
     pub(super) fn resume_backed_off_consumers(&mut self, now: u64) {
