@@ -1,8 +1,9 @@
 //! Opening the connections and deciding what each one does.
 //!
 //! Everything is connected before the first request, so that connection
-//! setup is never measured and a server that refuses connections fails the
-//! run at once. Which server, thread, role and schedule slot a connection
+//! setup is never measured as request latency (`--reconnect-every` times the
+//! connections it opens later on their own) and a server that refuses
+//! connections fails the run at once. Which server, thread, role and schedule slot a connection
 //! gets follows from its number alone, so a run is laid out the same way
 //! every time.
 

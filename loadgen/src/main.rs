@@ -124,6 +124,7 @@ fn run(args: &Args) -> Result<u8, String> {
         miss_backoff: args.miss_backoff.as_nanos() as u64,
         busy_poll: args.busy_poll.as_nanos() as u64,
         reconnect: args.reconnect,
+        reconnect_every: args.reconnect_every,
         connector,
         reliable: args.reliable,
         seed,
@@ -210,6 +211,13 @@ fn run(args: &Args) -> Result<u8, String> {
             .collect(),
         bytes_sent: totals.counters.bytes_sent,
         bytes_received: totals.counters.bytes_received,
+        connections_opened: n_conns as u64 + totals.counters.opened_all,
+        churn: args.reconnect_every.map(|every| report::Churn {
+            reconnect_every: every,
+            opened: totals.counters.opened,
+            opened_per_sec: totals.counters.opened as f64 / duration_s,
+            setup_us: report::percentiles(&totals.setup),
+        }),
         latency_us: report::percentiles(&intervals.total_hist),
         e2e_latency_us: report::percentiles(&intervals.total_e2e),
         send_lag_us: report::percentiles(&totals.send_lag),
@@ -348,6 +356,8 @@ struct Totals {
     last_complete: u64,
     /// Open loop: every measured request sent records its send lag.
     send_lag: Histogram<u64>,
+    /// Set-up time of the connections opened in the measured window.
+    setup: Histogram<u64>,
     gets_in_doubt: u64,
     reconnects: u64,
     dead: u64,
@@ -361,6 +371,7 @@ impl Totals {
             consumer_logs: Vec::new(),
             last_complete: measure_start,
             send_lag: new_hist(),
+            setup: new_hist(),
             gets_in_doubt: 0,
             reconnects: 0,
             dead: 0,
@@ -371,6 +382,7 @@ impl Totals {
             t.reconnects += out.reconnects;
             t.dead += out.dead;
             let _ = t.send_lag.add(&out.send_lag);
+            let _ = t.setup.add(&out.setup);
             t.producer_logs.extend(out.producers);
             if let Some(c) = out.consumer {
                 t.consumer_logs.push(c);

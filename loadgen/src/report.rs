@@ -124,6 +124,19 @@ impl Backlog {
     }
 }
 
+/// `--reconnect-every`: the connections opened while the run went on.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Churn {
+    /// `--reconnect-every`: requests per connection.
+    pub reconnect_every: u64,
+    /// Connections opened inside the measured window (those opened before
+    /// the run or during the warm-up are not).
+    pub opened: u64,
+    pub opened_per_sec: f64,
+    /// Their set-up time: TCP connect, TLS handshake, authentication.
+    pub setup_us: Option<Percentiles>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Results {
     /// The full command line.
@@ -152,6 +165,10 @@ pub struct Results {
     pub errors_by_kind: BTreeMap<String, u64>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Every connection opened: the first ones, churn (`--reconnect-every`)
+    /// and reconnects after failures, warm-up included.
+    pub connections_opened: u64,
+    pub churn: Option<Churn>,
     pub latency_us: Option<Percentiles>,
     pub e2e_latency_us: Option<Percentiles>,
     /// Open loop: how late requests went out relative to their due time.
@@ -241,6 +258,13 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
         human_bytes(r.bytes_received),
         human_bytes((r.bytes_received as f64 / secs) as u64)
     )?;
+    if let Some(c) = &r.churn {
+        writeln!(
+            out,
+            "  connections  {} opened, {} in the measured window ({:.1}/s), a new one every {} requests",
+            r.connections_opened, c.opened, c.opened_per_sec, c.reconnect_every
+        )?;
+    }
     writeln!(
         out,
         "  latency (us)       p50       p75       p90       p99     p99.9    p99.99       max      mean"
@@ -251,6 +275,9 @@ pub fn print_summary(r: &Results, out: &mut impl Write) -> io::Result<()> {
     }
     if r.send_lag_us.is_some() {
         spectrum_row(out, "send lag", &r.send_lag_us)?;
+    }
+    if let Some(c) = &r.churn {
+        spectrum_row(out, "conn setup", &c.setup_us)?;
     }
     if let Some(o) = &r.open_loop {
         writeln!(
@@ -368,6 +395,85 @@ mod tests {
         // A window without a whole interval, or nothing produced: no verdict.
         assert!(Backlog::judge(&growing, s, s + s / 2, 30_000, 16).is_none());
         assert!(Backlog::judge(&growing, s, 4 * s, 0, 16).is_none());
+    }
+
+    fn results(churn: Option<Churn>) -> Results {
+        Results {
+            config: "mcq-loadgen".into(),
+            servers: vec!["127.0.0.1:1".into()],
+            workload: "get".into(),
+            connections: 4,
+            threads: 1,
+            pipeline: 1,
+            queues: 4,
+            value_size: "100".into(),
+            key_dist: "uniform".into(),
+            warmup_s: 0.0,
+            reliable: false,
+            duration_s: 2.0,
+            rate_target: None,
+            ops: 200,
+            ops_per_sec: 100.0,
+            sets: 0,
+            gets: 200,
+            hits: 0,
+            misses: 200,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            connections_opened: 40,
+            churn,
+            latency_us: None,
+            e2e_latency_us: None,
+            send_lag_us: None,
+            open_loop: None,
+            backlog: None,
+            verify: None,
+        }
+    }
+
+    #[test]
+    fn churn_is_reported_only_when_asked_for() {
+        let mut h = new_hist();
+        for v in [1_000_000u64, 2_000_000, 3_000_000] {
+            h.record(v).unwrap();
+        }
+        let churn = Churn {
+            reconnect_every: 5,
+            opened: 36,
+            opened_per_sec: 18.0,
+            setup_us: percentiles(&h),
+        };
+        let mut out = Vec::new();
+        print_summary(&results(Some(churn)), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "  connections  40 opened, 36 in the measured window (18.0/s), a new one every 5 requests\n"
+            ),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.contains("conn setup")).unwrap();
+        let cols: Vec<f64> = row
+            .split_whitespace()
+            .skip(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        // p50 and max, in microseconds (3 significant digits).
+        assert!((cols[0] - 2000.0).abs() < 2.0, "{row}");
+        assert!((cols[6] - 3000.0).abs() < 3.0, "{row}");
+
+        let mut out = Vec::new();
+        print_summary(&results(None), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("connections  ") && !text.contains("conn setup"),
+            "{text}"
+        );
+        let json = serde_json::to_value(results(None)).unwrap();
+        assert_eq!(json["connections_opened"], 40);
+        assert!(json["churn"].is_null());
     }
 
     #[test]

@@ -22,15 +22,19 @@ pub enum Abort {
     Closed,
     /// Requests outstanding and no reply for `--timeout`.
     Timeout,
+    /// `--reconnect-every`: a new connection could not be opened (and
+    /// `--reconnect` did not ask to keep trying).
+    Connect,
 }
 
 impl Abort {
-    pub const ALL: [Abort; 3] = [Abort::Desync, Abort::Closed, Abort::Timeout];
+    pub const ALL: [Abort; 4] = [Abort::Desync, Abort::Closed, Abort::Timeout, Abort::Connect];
     pub fn name(self) -> &'static str {
         match self {
             Abort::Desync => "desync",
             Abort::Closed => "connection_closed",
             Abort::Timeout => "timeout",
+            Abort::Connect => "connect_failed",
         }
     }
 }
@@ -46,7 +50,7 @@ pub struct Counters {
     /// Error replies by [`ErrorKind`] (index = position in `ErrorKind::ALL`).
     pub reply_errors: [u64; 4],
     /// Aborted connections by [`Abort`] kind.
-    pub aborts: [u64; 3],
+    pub aborts: [u64; 4],
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// Completed requests including the warm-up (for the progress line).
@@ -58,6 +62,11 @@ pub struct Counters {
     /// Open loop: measured requests that were due but still waiting for a
     /// free pipeline slot when the run ended, and so never sent.
     pub unsent: u64,
+    /// Connections opened while the run went on (churn and reconnects),
+    /// warm-up included; those opened before it are not counted here.
+    pub opened_all: u64,
+    /// Of those, the ones opened inside the measured window.
+    pub opened: u64,
 }
 
 impl Counters {
@@ -79,6 +88,8 @@ impl Counters {
         self.stored_all += o.stored_all;
         self.taken_all += o.taken_all;
         self.unsent += o.unsent;
+        self.opened_all += o.opened_all;
+        self.opened += o.opened;
     }
 
     #[inline]
@@ -125,10 +136,18 @@ mod tests {
         let mut b = Counters::default();
         b.reply_error(ErrorKind::ServerError);
         b.abort(Abort::Desync);
+        b.abort(Abort::Connect);
         b.ops = 4;
+        b.opened = 2;
+        b.opened_all = 3;
+        a.opened = 1;
         a.merge(&b);
         assert_eq!(a.ops, 7);
-        assert_eq!(a.errors(), 3);
-        assert_eq!(a.errors_by_kind(), vec![("SERVER_ERROR", 2), ("desync", 1)]);
+        assert_eq!(a.errors(), 4);
+        assert_eq!((a.opened, a.opened_all), (3, 3));
+        assert_eq!(
+            a.errors_by_kind(),
+            vec![("SERVER_ERROR", 2), ("desync", 1), ("connect_failed", 1)]
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! writes, plaintext or TLS.
 //!
 //! The TLS handshake and the authentication run blocking, before the
-//! connection is handed to its thread (and again on a reconnect), so they
-//! are never measured as request latency. Afterwards the engine drives the
+//! connection is handed to its thread (and again on a reconnect, or for each
+//! new connection of `--reconnect-every`, which times them separately), so
+//! they are never measured as request latency. Afterwards the engine drives the
 //! stream non-blocking: a TLS read decrypts what rustls holds and what the
 //! socket has; a TLS write encrypts into rustls and sends as much as the
 //! socket takes, and [`Stream::flush_tls`] sends the rest once it is
@@ -252,6 +253,18 @@ impl Stream {
 
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.tcp().shutdown(how)
+    }
+
+    /// Ends the connection cleanly, as far as a non-blocking socket with
+    /// nothing outstanding allows: TLS sends its close_notify alert, then
+    /// the socket sends its FIN. The descriptor closes when the stream is
+    /// dropped.
+    pub fn close(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.conn.send_close_notify();
+            let _ = t.send_pending();
+        }
+        let _ = self.shutdown(Shutdown::Write);
     }
 
     /// Sends what TLS still holds encrypted; `WouldBlock` if the socket is

@@ -49,6 +49,10 @@ struct Seen {
     put_back: AtomicU64,
     /// Open messages forgotten (`Faults::forget_open`).
     forgotten: AtomicU64,
+    /// Connections accepted.
+    accepted: AtomicU64,
+    /// The most requests answered on one connection.
+    most_requests: AtomicU64,
 }
 
 /// Starts a FIFO memcache queue server; with `lose_nth = Some(n)` the n-th
@@ -79,6 +83,7 @@ fn start_faulty(faults: Faults) -> (String, Arc<Seen>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
+            seen_too.accepted.fetch_add(1, Ordering::SeqCst);
             conns.lock().unwrap().push(conn.try_clone().unwrap());
             let server = Server {
                 queues: queues.clone(),
@@ -183,6 +188,7 @@ impl Server {
         let mut r = BufReader::new(conn.try_clone().unwrap());
         let mut w = BufWriter::new(conn);
         let mut line = Vec::new();
+        let mut answered = 0;
         loop {
             line.clear();
             match r.read_until(b'\n', &mut line) {
@@ -260,6 +266,10 @@ impl Server {
             if w.write_all(&reply).is_err() {
                 return;
             }
+            answered += 1;
+            self.seen
+                .most_requests
+                .fetch_max(answered, Ordering::SeqCst);
             if r.buffer().is_empty() && w.flush().is_err() {
                 return;
             }
@@ -848,4 +858,160 @@ fn fake_server_reliable_reads_by_the_bytes() {
     talk(&mut b, "get q/t=20/close/open\r\n", "END\r\n");
     talk(&mut b, "get q/peek\r\n", "CLIENT_ERROR bad get option\r\n");
     assert_eq!(count(&seen.closed), 2);
+}
+
+/// `--reconnect-every`: pipelined mixed traffic over two threads, every
+/// connection replaced after 5 requests. The server sees every connection
+/// the report counts, none carries more than 5 requests although the
+/// pipeline is 8 deep, and a deliberate close is no error.
+#[test]
+fn reconnect_every_replaces_connections_after_n_requests() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("churn-mixed.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--pipeline",
+        "8",
+        "--requests",
+        "1000",
+        "--reconnect-every",
+        "5",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["errors"], 0, "{out}");
+    assert!(j["ops"].as_u64().unwrap() >= 1000, "{out}");
+    let opened = j["connections_opened"].as_u64().unwrap();
+    // 1000 requests on sockets of at most 5; each connection's last socket
+    // may carry fewer, and none is opened with nothing to send.
+    assert!((200..=204).contains(&opened), "{out}");
+    assert_eq!(count(&seen.accepted), opened, "{out}");
+    assert!(count(&seen.most_requests) <= 5, "{out}");
+    let churn = &j["churn"];
+    assert_eq!(churn["reconnect_every"], 5);
+    // No warm-up: all but the first 4 were opened in the measured window.
+    assert_eq!(churn["opened"].as_u64().unwrap(), opened - 4, "{out}");
+    assert!(churn["opened_per_sec"].as_f64().unwrap() > 0.0, "{out}");
+    assert_eq!(churn["setup_us"]["count"].as_u64().unwrap(), opened - 4);
+    assert_spectrum(&churn["setup_us"]);
+    assert!(
+        out.contains(&format!("connections  {opened} opened")),
+        "{out}"
+    );
+    assert!(out.contains("conn setup"), "{out}");
+    assert!(
+        !out.contains("reconnected"),
+        "a deliberate close is no crash: {out}"
+    );
+}
+
+/// Without `--reconnect-every` the connections made at the start are all
+/// there is, and the report has no churn.
+#[test]
+fn without_reconnect_every_connections_last_the_run() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("no-churn.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "3",
+        "--requests",
+        "300",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["connections_opened"], 3);
+    assert!(j["churn"].is_null());
+    assert_eq!(count(&seen.accepted), 3);
+    assert!(!out.contains("conn setup"), "{out}");
+}
+
+/// Churn with reliable reads and verified pairs: a connection confirms what
+/// it holds open before it closes, so no close puts a message back, and
+/// every message arrives once.
+#[test]
+fn reconnect_every_with_reliable_verified_pairs() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("churn-reliable.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--workload",
+        "pairs",
+        "--connections",
+        "4",
+        "--queues",
+        "2",
+        "--requests",
+        "300",
+        "--get-wait",
+        "100ms",
+        "--reliable",
+        "--verify",
+        "--reconnect-every",
+        "3",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["errors"], 0, "{out}");
+    let v = &j["verify"];
+    assert_eq!(v["passed"], true, "{out}");
+    assert_eq!(v["received"], j["sets"], "{out}");
+    for field in [
+        "redelivered",
+        "open_at_disconnect",
+        "reconnects",
+        "duplicates",
+    ] {
+        assert_eq!(v[field], 0, "{field}: {out}");
+    }
+    assert_eq!(count(&seen.put_back), 0, "{out}");
+    // 300 sets alone take 100 producer connections.
+    assert!(j["connections_opened"].as_u64().unwrap() >= 100, "{out}");
+}
+
+/// Open loop: requests due while a connection is being replaced still go
+/// out, on the next connection.
+#[test]
+fn reconnect_every_in_open_loop() {
+    let (addr, seen) = start_faulty(Faults::default());
+    let json = tmp("churn-open.json");
+    let (code, out) = run(&[
+        "--server",
+        &addr,
+        "--connections",
+        "2",
+        "--rate",
+        "400",
+        "--requests",
+        "200",
+        "--reconnect-every",
+        "1",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let j = read_json(&json);
+    assert_eq!(j["errors"], 0, "{out}");
+    assert_eq!(j["ops"], 200, "{out}");
+    let opened = j["connections_opened"].as_u64().unwrap();
+    assert!(opened >= 200, "{out}");
+    assert_eq!(count(&seen.accepted), opened);
+    assert_eq!(count(&seen.most_requests), 1, "{out}");
 }

@@ -1,8 +1,9 @@
 //! mcq-loadgen over TLS and with memcached-style authentication, against
 //! the real mcqd (`-Z`, `-Y`): what the generator counts is what the server
 //! counted, mutual TLS, and a refused password or certificate is a clear
-//! error and a non-zero exit. Certificates are made at test time with the
-//! `openssl` CLI, as in tls.rs.
+//! error and a non-zero exit; connection churn (`--reconnect-every`) opens
+//! as many connections as the server accepted. Certificates are made at
+//! test time with the `openssl` CLI, as in tls.rs.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -233,4 +234,96 @@ fn tls_and_authentication() {
     );
     let err = refused(&server, &["--tls", "--ca", &ca, "--auth", "alice:nope"]);
     assert!(err.contains("CLIENT_ERROR authentication failure"), "{err}");
+}
+
+/// `--reconnect-every 5` for 200 sets: every connection is replaced after 5
+/// requests, so at least 40 connections are opened (4 of them at the
+/// start), each through TCP, the TLS handshake (with `--tls`) and
+/// `--auth` (when given); mcqd accepted every one, and no request failed.
+fn churn(server: &Server, plain: u16, args: &[&str], login: Option<&[u8]>) {
+    let before = stat(&stats(plain, login), "total_connections");
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--workload", "set", "-n", "200", "--reconnect-every", "5"])
+        .collect();
+    let (out, report) = loadgen(server, &args);
+    assert!(out.status.success(), "{args:?}:\n{}", text(&out));
+    let report = report.unwrap();
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    assert!(report["sets"].as_u64().unwrap() >= 200, "{report}");
+    let opened = report["connections_opened"].as_u64().unwrap();
+    // At most 5 requests a socket, fewer only on each connection's last.
+    assert!((40..=44).contains(&opened), "{report}");
+    let churn = &report["churn"];
+    assert_eq!(churn["reconnect_every"], 5, "{report}");
+    // No warm-up: all but the first 4 were opened in the measured window.
+    assert_eq!(churn["opened"].as_u64(), Some(opened - 4), "{report}");
+    assert_eq!(
+        churn["setup_us"]["count"].as_u64(),
+        Some(opened - 4),
+        "{report}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("connections  {opened} opened")) && stdout.contains("conn setup"),
+        "{stdout}"
+    );
+    let s = stats(plain, login);
+    // The test's own `stats` connection counts too.
+    let after = stat(&s, "total_connections");
+    assert!(
+        after - before >= opened,
+        "{before} -> {after}, {opened} opened"
+    );
+    assert_eq!(
+        stat(&s, "cmd_set"),
+        report["sets"].as_u64().unwrap(),
+        "{s:?}"
+    );
+    if args.contains(&"--tls") {
+        assert_eq!(stat(&s, "ssl_handshake_errors"), 0, "{s:?}");
+        assert_eq!(stat(&s, "ssl_proto_errors"), 0, "{s:?}");
+    }
+    if login.is_some() {
+        // Every connection authenticated, and the test's two.
+        assert_eq!(stat(&s, "auth_cmds"), opened + 2, "{s:?}");
+        assert_eq!(stat(&s, "auth_errors"), 0, "{s:?}");
+    }
+}
+
+#[test]
+fn reconnect_every_over_tls() {
+    let dir = test_dir("lg-tls-churn");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    certs.serve("server1");
+    let (server, plain) = start("lg-tls-churn-srv", certs.args(""), &[]);
+    let ca = certs.path("ca.pem");
+    churn(&server, plain, &["--tls", "--ca", &ca], None);
+}
+
+#[test]
+fn reconnect_every_over_tls_with_authentication() {
+    let dir = test_dir("lg-tls-auth-churn");
+    let Some(certs) = Certs::make(&dir) else {
+        return;
+    };
+    certs.serve("server1");
+    let auth = authfile(&dir);
+    let (server, plain) = start("lg-tls-auth-churn-srv", certs.args(""), &["-Y", &auth]);
+    let ca = certs.path("ca.pem");
+    churn(
+        &server,
+        plain,
+        &["--tls", "--ca", &ca, "--auth", "alice:s3cret pass"],
+        Some(LOGIN),
+    );
+}
+
+#[test]
+fn reconnect_every_in_plaintext() {
+    let (server, plain) = start("lg-plain-churn-srv", Vec::new(), &[]);
+    churn(&server, plain, &[], None);
 }

@@ -45,7 +45,9 @@ pub(super) struct Pending {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
     Live,
-    /// Lost its socket; `--reconnect` is trying to get a new one.
+    /// Lost its socket; `--reconnect` is trying to get a new one. Or
+    /// (`retired`) closed it after `--reconnect-every` requests, and opens
+    /// a new one once it has something to send.
     Reconnecting,
     Dead,
 }
@@ -93,6 +95,14 @@ pub(super) struct Conn {
     pub(super) last_rx: u64,
     /// On the worker's list of connections to top up.
     pub(super) dirty: bool,
+    /// Requests issued on the current socket (`--reconnect-every`).
+    pub(super) socket_requests: u64,
+    /// Closed on purpose (`--reconnect-every`), not lost: its next socket
+    /// is churn, not a crash reconnect.
+    pub(super) retired: bool,
+    /// Closed loop, retired: a request already claimed from the budget,
+    /// for the next socket to send first.
+    pub(super) claimed: bool,
 }
 
 impl Conn {
@@ -125,6 +135,9 @@ impl Conn {
             resume_at: 0,
             last_rx: 0,
             dirty: false,
+            socket_requests: 0,
+            retired: false,
+            claimed: false,
         }
     }
 

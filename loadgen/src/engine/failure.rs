@@ -6,6 +6,8 @@
 //! reconnects (`--reconnect`, crash tests) or is given up; a connection that
 //! waits `--timeout` for a reply, or cannot reconnect within it, is given
 //! up too; and consumers that never see their queue run dry are stopped.
+//! The reconnect path also opens the next socket of a connection that
+//! `--reconnect-every` retired ([`churn`](super::churn)); that is no failure.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -99,6 +101,8 @@ impl Worker {
             self.reconnecting -= 1;
         }
         c.state = State::Dead;
+        c.retired = false;
+        c.claimed = false;
         self.killed += 1;
         c.inflight.clear();
         c.backlog.clear();
@@ -111,14 +115,21 @@ impl Worker {
     }
 
     /// Tries again every connection whose pause is over, and gives up those
-    /// down for longer than `--timeout`.
+    /// down for longer than `--timeout`. A retired connection
+    /// (`--reconnect-every`) gets its next socket once it has something to
+    /// send; until then it is idle, not down.
     pub(super) fn try_reconnects(&mut self, now: u64) {
         for ci in 0..self.conns.len() {
             let c = &self.conns[ci];
             if c.state != State::Reconnecting || now < c.retry_at {
                 continue;
             }
-            if now - c.down_since > self.plan.timeout {
+            if c.retired && !self.has_work(ci, now) {
+                self.conns[ci].down_since = now;
+                continue;
+            }
+            let c = &self.conns[ci];
+            if now.saturating_sub(c.down_since) > self.plan.timeout {
                 eprintln!(
                     "mcq-loadgen: connection {} to {}: could not reconnect within {:.1} s; giving up",
                     c.id,
@@ -133,29 +144,48 @@ impl Worker {
     }
 
     /// One attempt to give a connection a new socket; on success it picks
-    /// up where it was (its open-loop backlog is still due).
+    /// up where it was (its open-loop backlog is still due). A crashed
+    /// server's restart is waited for in short attempts; a retired
+    /// connection's next socket gets `--timeout`, as the first one did, and
+    /// without `--reconnect` one that cannot be opened is given up.
     fn reconnect(&mut self, ci: usize, now: u64) {
         let c = &self.conns[ci];
+        let retired = c.retired;
+        let timeout = if retired {
+            Duration::from_nanos(self.plan.timeout)
+        } else {
+            Duration::from_millis(100)
+        };
+        let started = now_ns();
         let stream = self
             .plan
             .connector
-            .connect(&c.addr, &c.server, Duration::from_millis(100))
-            .map_err(|e| {
-                // TLS and authentication failures say why; a refused TCP
-                // connection is the restart being waited for.
-                if !e.starts_with("cannot connect") {
-                    eprintln!("mcq-loadgen: connection {}: {e}", c.id);
-                }
-            })
-            .and_then(|s| s.set_nonblocking(true).map(|_| s).map_err(|_| ()));
-        let c = &mut self.conns[ci];
+            .connect(&c.addr, &c.server, timeout)
+            .and_then(|s| {
+                s.set_nonblocking(true)
+                    .map(|_| s)
+                    .map_err(|e| format!("{}: {e}", c.server))
+            });
         let stream = match stream {
             Ok(stream) => stream,
-            Err(_) => {
-                c.retry_at = now_ns() + RETRY_NS;
+            Err(e) => {
+                // TLS and authentication failures say why; a refused TCP
+                // connection is the restart being waited for, unless the
+                // connection was closed on purpose.
+                if retired || !e.starts_with("cannot connect") {
+                    eprintln!("mcq-loadgen: connection {}: {e}", c.id);
+                }
+                if retired && !self.plan.reconnect {
+                    self.counters.abort(Abort::Connect);
+                    self.kill(ci);
+                } else {
+                    self.conns[ci].retry_at = now_ns() + RETRY_NS;
+                }
                 return;
             }
         };
+        self.count_opened(started, now_ns());
+        let c = &mut self.conns[ci];
         if self
             .ep
             .add(stream.as_raw_fd(), poll::IN | poll::ERR, ci as u64)
@@ -164,18 +194,35 @@ impl Worker {
             c.retry_at = now + RETRY_NS;
             return;
         }
-        eprintln!(
-            "mcq-loadgen: connection {} to {}: reconnected after {:.2} s",
-            c.id,
-            c.server,
-            (now - c.down_since) as f64 / 1e9
-        );
+        if !retired {
+            eprintln!(
+                "mcq-loadgen: connection {} to {}: reconnected after {:.2} s",
+                c.id,
+                c.server,
+                (now - c.down_since) as f64 / 1e9
+            );
+            self.reconnects += 1;
+        }
         c.stream = stream;
         c.state = State::Live;
-        c.last_rx = now;
+        c.retired = false;
+        c.socket_requests = 0;
+        c.last_rx = now_ns();
         self.reconnecting -= 1;
-        self.reconnects += 1;
         self.mark_dirty(ci);
+    }
+
+    /// Counts a connection opened during the run; inside the measured
+    /// window its set-up time (`started` to `done`: connect, TLS handshake,
+    /// authentication) is recorded too.
+    fn count_opened(&mut self, started: u64, done: u64) {
+        self.counters.opened_all += 1;
+        let plan = &*self.plan;
+        if started >= plan.measure_start && plan.end.is_none_or(|end| started < end) {
+            self.counters.opened += 1;
+            self.setup
+                .saturating_record(done.saturating_sub(started).max(1));
+        }
     }
 
     /// Aborts every connection that has waited `--timeout` for a reply.

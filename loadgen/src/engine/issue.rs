@@ -31,7 +31,7 @@ impl Worker {
 
     /// A producer or mixed connection: one drawn request per free slot.
     fn fill_drawn(&mut self, ci: usize, now: u64) {
-        while self.conns[ci].inflight.len() < self.plan.pipeline {
+        while self.conns[ci].inflight.len() < self.plan.pipeline && self.has_room(ci) {
             let Some((intended, is_set, queue)) = self.next_request(ci, now) else {
                 break;
             };
@@ -56,7 +56,7 @@ impl Worker {
         }
         let intended = if self.sched.is_some() {
             self.conns[ci].backlog.pop_front()?
-        } else if self.claim(now) {
+        } else if std::mem::take(&mut self.conns[ci].claimed) || self.claim(now) {
             now
         } else {
             return None;
@@ -73,6 +73,7 @@ impl Worker {
             return;
         }
         while self.conns[ci].inflight.len() < self.plan.pipeline
+            && self.has_room(ci)
             && (!self.plan.reliable || self.conns[ci].reads.may_send(queue))
         {
             self.issue(ci, now, now, false, queue);
@@ -118,7 +119,7 @@ impl Worker {
         }
     }
 
-    fn issue_close(&mut self, ci: usize, queue: u32, now: u64) {
+    pub(super) fn issue_close(&mut self, ci: usize, queue: u32, now: u64) {
         let plan = &*self.plan;
         let c = &mut self.conns[ci];
         c.reads.send_close(queue);
@@ -168,6 +169,7 @@ impl Worker {
             measured,
             after_done,
         };
+        c.socket_requests += 1;
         c.await_reply(pending, now);
     }
 

@@ -22,11 +22,14 @@
 //! - [`issue`] — encoding requests into a connection's pipeline.
 //! - [`complete`] — accounting for each reply.
 //! - [`failure`] — broken connections, reconnects, timeouts, giving up.
+//! - [`churn`] — `--reconnect-every`: closing a connection on purpose and
+//!   opening the next through the same reconnect path.
 //! - [`interrupt`] — Ctrl-C.
 //!
 //! This file holds the [`Worker`] itself and its loop: one wake-up's work,
 //! in order, and when the thread is done.
 
+mod churn;
 mod complete;
 mod conn;
 mod failure;
@@ -73,6 +76,8 @@ pub struct Worker {
     hist: Histogram<u64>,
     e2e: Histogram<u64>,
     send_lag: Histogram<u64>,
+    /// Set-up time of the connections opened in the measured window.
+    setup: Histogram<u64>,
     interval: u64,
     stopping: bool,
     allowance: u64,
@@ -168,6 +173,7 @@ impl Worker {
             hist: new_hist(),
             e2e: new_hist(),
             send_lag: new_hist(),
+            setup: new_hist(),
             interval: 0,
             stopping: false,
             allowance: 0,
@@ -311,8 +317,12 @@ impl Worker {
             self.read(ci);
             if self.conns[ci].state == State::Live {
                 let now = now_ns();
-                self.fill(ci, now);
-                self.flush(ci);
+                if self.socket_spent(ci) {
+                    self.retire(ci, now);
+                } else {
+                    self.fill(ci, now);
+                    self.flush(ci);
+                }
             }
         }
     }
@@ -353,7 +363,12 @@ impl Worker {
             consumer: self.consumer.take(),
             gets_in_doubt: self.gets_in_doubt,
             reconnects: self.reconnects,
-            dead: self.conns.iter().filter(|c| c.state != State::Live).count() as u64,
+            dead: self
+                .conns
+                .iter()
+                .filter(|c| c.state != State::Live && !c.retired)
+                .count() as u64,
+            setup: std::mem::replace(&mut self.setup, new_hist()),
         };
         let _ = self.tx.send(Msg::Done {
             thread: self.index,
@@ -376,7 +391,9 @@ impl Worker {
     }
 
     /// Whether the thread may end: every connection dead, finished, or a
-    /// producer still reconnecting when nothing more is due.
+    /// producer still reconnecting when nothing more is due. A connection
+    /// retired by `--reconnect-every` has nothing in flight or held, so it
+    /// is finished by the same rule as a live one.
     fn all_done(&self) -> bool {
         self.conns.iter().all(|c| {
             c.state == State::Dead
@@ -387,6 +404,7 @@ impl Worker {
                 || (c.inflight.is_empty()
                     && c.backlog.is_empty()
                     && c.parked.is_none()
+                    && !c.claimed
                     && c.reads.held() == 0
                     && match c.role {
                         Role::Consumer(_) => c.consumer_finished,

@@ -45,6 +45,9 @@ pub struct Plan {
     pub busy_poll: u64,
     /// Re-establish connections the server closed (crash tests).
     pub reconnect: bool,
+    /// `--reconnect-every`: requests per connection before it is closed and
+    /// replaced by a new one (connection churn).
+    pub reconnect_every: Option<u64>,
     /// How connections are opened (TLS, authentication), for reconnects.
     pub connector: Arc<Connector>,
     /// Gets are reliable reads (`/open`, `/close/open`; see [`crate::reliable`]).
@@ -115,4 +118,7 @@ pub struct ThreadOut {
     pub reconnects: u64,
     /// Connections given up for good.
     pub dead: u64,
+    /// Set-up time (connect, TLS handshake, authentication) of the
+    /// connections opened in the measured window, in ns.
+    pub setup: Histogram<u64>,
 }
