@@ -193,8 +193,18 @@ fn client_config(
     }
     // ring has no post-quantum key exchange (see server/src/net/tls.rs): the
     // same choice as the server's.
+    // X25519 first, as OpenSSL and browsers offer it (rustls 0.23.48 puts
+    // P-384 first for ring, whose P-384 is slow): the handshake measured is
+    // the one real clients make.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![
+            rustls::crypto::ring::kx_group::X25519,
+            rustls::crypto::ring::kx_group::SECP256R1,
+            rustls::crypto::ring::kx_group::SECP384R1,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?
