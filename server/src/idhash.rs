@@ -43,6 +43,126 @@ impl Hasher for IdHasher {
 /// A `HashMap` keyed by the server's own integers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// Values by id, kept side by side in one vector and found through a table
+/// of positions.
+///
+/// For the tables with an entry per queue (the store's queues, the log's
+/// catalog). A hash table holding them in place has slots of a whole entry,
+/// up to half of them empty after it grows; boxed, each costs an
+/// allocation, and a restart of a million queues made a million of them per
+/// table (malloc was the largest share of its CPU). Here a slot is 8 bytes
+/// and the entries are one allocation, in no particular order: removing one
+/// moves the last into its place.
+pub struct IdSlab<T> {
+    at: IdMap<u32, u32>,
+    /// The ids of `items`, in the same order.
+    ids: Vec<u32>,
+    items: Vec<T>,
+}
+
+impl<T> Default for IdSlab<T> {
+    fn default() -> Self {
+        IdSlab {
+            at: IdMap::default(),
+            ids: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl<T> IdSlab<T> {
+    pub fn with_capacity(n: usize) -> IdSlab<T> {
+        IdSlab {
+            at: IdMap::with_capacity_and_hasher(n, Default::default()),
+            ids: Vec::with_capacity(n),
+            items: Vec::with_capacity(n),
+        }
+    }
+
+    /// `items`, whose ids are `ids` (distinct), taken as they are.
+    pub fn from_parts(ids: Vec<u32>, items: Vec<T>) -> IdSlab<T> {
+        assert_eq!(ids.len(), items.len());
+        let mut at = IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+        for (i, &id) in ids.iter().enumerate() {
+            let was = at.insert(id, u32::try_from(i).expect("fewer than 2^32 entries"));
+            assert!(was.is_none(), "id {id} twice");
+        }
+        IdSlab { at, ids, items }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn contains_key(&self, id: &u32) -> bool {
+        self.at.contains_key(id)
+    }
+
+    pub fn get(&self, id: &u32) -> Option<&T> {
+        self.at.get(id).map(|&i| &self.items[i as usize])
+    }
+
+    pub fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
+        self.at.get(id).map(|&i| &mut self.items[i as usize])
+    }
+
+    /// Adds `v` as `id`; the value it replaced, if any.
+    pub fn insert(&mut self, id: u32, v: T) -> Option<T> {
+        match self.at.get(&id) {
+            Some(&i) => Some(std::mem::replace(&mut self.items[i as usize], v)),
+            None => {
+                let i = u32::try_from(self.items.len()).expect("fewer than 2^32 entries");
+                self.at.insert(id, i);
+                self.ids.push(id);
+                self.items.push(v);
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &u32) -> Option<T> {
+        let i = self.at.remove(id)? as usize;
+        self.ids.swap_remove(i);
+        let v = self.items.swap_remove(i);
+        if let Some(&moved) = self.ids.get(i) {
+            self.at.insert(moved, i as u32);
+        }
+        // Give back what a mass deletion left unused.
+        if self.items.capacity() > 1024 && self.items.len() < self.items.capacity() / 4 {
+            let keep = self.items.len() * 2;
+            self.ids.shrink_to(keep);
+            self.items.shrink_to(keep);
+            self.at.shrink_to(keep);
+        }
+        Some(v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> + '_ {
+        self.ids.iter().copied().zip(&self.items)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.items.iter()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.items.iter_mut()
+    }
+}
+
+impl<T> std::ops::Index<&u32> for IdSlab<T> {
+    type Output = T;
+
+    /// Entry `id`, which must exist.
+    fn index(&self, id: &u32) -> &T {
+        &self.items[self.at[id] as usize]
+    }
+}
+
 /// Finds ids in a sorted list that are mostly asked for in ascending
 /// order (recovery reads each segment's queues by id): galloping forward
 /// from the last one found, so a walk over the list touches it in order
@@ -77,6 +197,37 @@ impl IdWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slab_finds_what_it_holds_after_removals() {
+        let mut s = IdSlab::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut x = 7u64;
+        for step in 0..20_000u32 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = (x >> 40) as u32 % 3000;
+            if x.is_multiple_of(3) {
+                assert_eq!(s.remove(&id), model.remove(&id), "step {step}");
+            } else {
+                assert_eq!(s.insert(id, step), model.insert(id, step), "step {step}");
+            }
+            assert_eq!(s.len(), model.len());
+        }
+        for (id, v) in &model {
+            assert_eq!(s.get(id), Some(v));
+            assert_eq!(s[id], *v);
+        }
+        let mut all: Vec<(u32, u32)> = s.iter().map(|(id, v)| (id, *v)).collect();
+        all.sort_unstable();
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        for id in 0..3000 {
+            s.remove(&id);
+        }
+        assert!(s.is_empty());
+        assert!(s.items.capacity() <= 1024 * 2 && s.ids.capacity() <= 1024 * 2);
+    }
 
     #[test]
     fn sequential_keys_spread_over_the_high_bits() {

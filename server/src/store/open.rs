@@ -51,7 +51,7 @@ impl Store {
         let mut rec = recovery::recover(&*disk, &config.dir, &label, &mut recovered).await?;
         let unverified = std::mem::take(&mut rec.unverified);
         let mut state = State {
-            queues: QueueTable::with_capacity(recovered.len()),
+            queues: QueueTable::default(),
             names: Names::default(),
             items: 0,
             bytes: 0,
@@ -75,6 +75,10 @@ impl Store {
             region_min: config.region_min,
         };
         let mut log = Log::new(disk.clone(), cfg, rec, catalog);
+        // Recovery's own tables are freed by now: give their pages back
+        // rather than keep them as free heap (tens of MB at a million
+        // queues).
+        crate::memory::trim();
         log.reads().set_budget(config.readahead_bytes);
         let path = log.next_segment_path();
         let size = log.small_segment_size();

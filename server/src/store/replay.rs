@@ -15,7 +15,7 @@
 //! an older message) is set aside, and its queue rebuilt in order at the
 //! end.
 
-use super::state::State;
+use super::state::{QueueTable, State};
 use crate::idhash::IdWalk;
 use crate::log::recovery::{FoundQueue, FoundRun, RunSink};
 use crate::log::writer::CatalogEntry;
@@ -25,10 +25,9 @@ use crate::queue::{self, Dropped, Paged, Queue};
 /// The queues of a shard as recovery finds them.
 #[derive(Default)]
 pub(super) struct Rebuild {
-    /// By id, as recovery hands them over … (boxed as the queue table
-    /// keeps them: they move there without a copy)
-    #[allow(clippy::vec_box)]
-    queues: Vec<Box<Queue>>,
+    /// By id, as recovery hands them over … (laid out as the queue table
+    /// keeps them: they become it without a copy)
+    queues: Vec<Queue>,
     /// … and their ids, to find them by.
     ids: Vec<u32>,
     /// The runs of a segment come by id.
@@ -77,7 +76,7 @@ impl RunSink for Rebuild {
         ));
         self.ids.push(found.id);
         self.queues
-            .push(Box::new(Queue::recovered(found.id, name, found.tail)));
+            .push(Queue::recovered(found.id, name, found.tail));
     }
 
     fn resident_below(&self) -> u64 {
@@ -102,11 +101,6 @@ impl RunSink for Rebuild {
 }
 
 impl Rebuild {
-    /// How many queues.
-    pub(super) fn len(&self) -> usize {
-        self.queues.len()
-    }
-
     /// Puts `piece` below queue `id`'s messages, or aside when it is not
     /// below them.
     fn put(&mut self, id: u32, piece: Piece) {
@@ -157,7 +151,7 @@ impl Rebuild {
                 }
             }
         }
-        **q = fresh;
+        *q = fresh;
     }
 
     /// Puts the queues into `state`; returns the log's catalog of them.
@@ -170,13 +164,14 @@ impl Rebuild {
             self.merge_late(i, mine);
         }
         state.names.reserve(self.queues.len());
-        for q in self.queues {
+        for q in &self.queues {
             state.items += q.queued().items();
             state.bytes += q.queued().bytes();
             state.fan_out_queues += usize::from(q.name().contains(&b'+'));
             state.names.insert(q.name_rc(), q.id());
-            state.queues.insert_boxed(q.id(), q);
         }
+        debug_assert!(state.queues.is_empty());
+        state.queues = QueueTable::from_parts(self.ids, self.queues);
         self.catalog
     }
 }

@@ -17,7 +17,7 @@ use super::paging::PageWait;
 use super::regions::RegionJob;
 use super::Store;
 use crate::cache::HotCache;
-use crate::idhash::IdMap;
+use crate::idhash::{IdMap, IdSlab};
 use crate::limits::{Limits, QueueLimits};
 use crate::log::record;
 use crate::log::writer::MessageMeta;
@@ -63,59 +63,8 @@ pub(super) struct State {
     pub(super) damaged: Vec<(u32, u64, u64)>,
 }
 
-/// The queues by id.
-///
-/// Each queue is boxed: a hash table's slots are all the same size and up
-/// to half of them are empty right after it grows, so a million queues
-/// held in place took ~2M slots of a whole `Queue` each (~300 MB); boxed,
-/// an empty slot is 16 bytes.
-#[derive(Default)]
-pub(super) struct QueueTable(IdMap<u32, Box<Queue>>);
-
-impl QueueTable {
-    pub(super) fn with_capacity(n: usize) -> QueueTable {
-        QueueTable(IdMap::with_capacity_and_hasher(n, Default::default()))
-    }
-
-    pub(super) fn get(&self, id: &u32) -> Option<&Queue> {
-        self.0.get(id).map(|q| &**q)
-    }
-
-    pub(super) fn get_mut(&mut self, id: &u32) -> Option<&mut Queue> {
-        self.0.get_mut(id).map(|q| &mut **q)
-    }
-
-    /// Adds `q` as queue `id`; the queue it replaced, if any.
-    pub(super) fn insert(&mut self, id: u32, q: Queue) -> Option<Queue> {
-        self.0.insert(id, Box::new(q)).map(|q| *q)
-    }
-
-    /// Adds `q`, boxed already, as queue `id` (a new one).
-    pub(super) fn insert_boxed(&mut self, id: u32, q: Box<Queue>) {
-        self.0.insert(id, q);
-    }
-
-    pub(super) fn remove(&mut self, id: &u32) -> Option<Queue> {
-        self.0.remove(id).map(|q| *q)
-    }
-
-    pub(super) fn values(&self) -> impl Iterator<Item = &Queue> + '_ {
-        self.0.values().map(|q| &**q)
-    }
-
-    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Queue> + '_ {
-        self.0.values_mut().map(|q| &mut **q)
-    }
-}
-
-impl std::ops::Index<&u32> for QueueTable {
-    type Output = Queue;
-
-    /// Queue `id`, which must exist.
-    fn index(&self, id: &u32) -> &Queue {
-        &self.0[id]
-    }
-}
+/// The queues by id, side by side (see [`IdSlab`]).
+pub(super) type QueueTable = IdSlab<Queue>;
 
 /// Queue ids by name.
 ///

@@ -11,13 +11,12 @@
 //! where it was last restated, and the catalog keeps the live ids as
 //! ranges, up to date with every change, for the next checkpoint. Queues
 //! are found by id on every set and get, so they are hashed with the
-//! server's integer hasher, not SipHash, and boxed (an empty slot of the
-//! table is then 16 bytes, not a whole entry), with the name shared with
-//! the store's.
+//! server's integer hasher, not SipHash, and kept side by side
+//! ([`IdSlab`]), with the name shared with the store's.
 
 use std::rc::Rc;
 
-use crate::idhash::IdMap;
+use crate::idhash::{IdMap, IdSlab};
 use crate::log::confirmed::Confirmed;
 use crate::log::record;
 
@@ -42,7 +41,7 @@ pub struct CatalogEntry {
 /// The live queues by id, and the id the next new queue gets (ids are never
 /// reused: a record of a deleted queue must not name a new one).
 pub(super) struct Catalog {
-    queues: IdMap<u32, Box<Entry>>,
+    queues: IdSlab<Entry>,
     next_id: u32,
     /// The live ids as ascending `[first, end)` ranges.
     live: Vec<(u32, u32)>,
@@ -75,8 +74,22 @@ fn created_bytes(name: &[u8]) -> u64 {
 
 impl Catalog {
     pub(super) fn new(queues: Vec<(u32, CatalogEntry)>, next_id: u32) -> Catalog {
-        let mut table = IdMap::with_capacity_and_hasher(queues.len(), Default::default());
         let mut ids: Vec<u32> = queues.iter().map(|(id, _)| *id).collect();
+        let mut held = IdMap::default();
+        let entries = queues
+            .into_iter()
+            .map(|(_, q)| {
+                *held.entry(q.restated).or_default() += created_bytes(&q.name);
+                Entry {
+                    name: q.name,
+                    head: q.head,
+                    tail: q.tail,
+                    confirmed: q.confirmed,
+                    restated: q.restated,
+                }
+            })
+            .collect();
+        let table = IdSlab::from_parts(ids.clone(), entries);
         ids.sort_unstable();
         let mut live: Vec<(u32, u32)> = Vec::new();
         for id in ids {
@@ -84,18 +97,6 @@ impl Catalog {
                 Some((_, end)) if *end == id => *end += 1,
                 _ => live.push((id, id + 1)),
             }
-        }
-        let mut held = IdMap::default();
-        for (id, q) in queues {
-            *held.entry(q.restated).or_default() += created_bytes(&q.name);
-            let q = Entry {
-                name: q.name,
-                head: q.head,
-                tail: q.tail,
-                confirmed: q.confirmed,
-                restated: q.restated,
-            };
-            table.insert(id, Box::new(q));
         }
         Catalog {
             queues: table,
@@ -123,7 +124,7 @@ impl Catalog {
             confirmed: Confirmed::default(),
             restated: seg,
         };
-        self.queues.insert(id, Box::new(q));
+        self.queues.insert(id, q);
         // Ids only grow: the new one ends the last range or starts one.
         match self.live.last_mut() {
             Some((_, end)) if *end == id => *end += 1,
@@ -183,7 +184,7 @@ impl Catalog {
     }
 
     pub(super) fn get(&self, id: u32) -> Option<&Entry> {
-        self.queues.get(&id).map(|q| &**q)
+        self.queues.get(&id)
     }
 
     /// Queue `id` is restated in segment `seg`.
@@ -242,7 +243,7 @@ mod tests {
     #[test]
     fn live_ranges_follow_every_change() {
         let ranges = |c: &Catalog| {
-            let mut ids: Vec<u32> = c.queues.keys().copied().collect();
+            let mut ids: Vec<u32> = c.queues.iter().map(|(id, _)| id).collect();
             ids.sort_unstable();
             assert_eq!(c.ids().collect::<Vec<_>>(), ids);
             c.live().to_vec()
