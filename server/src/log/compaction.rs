@@ -112,7 +112,7 @@ async fn write_indexes(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
         match super::recovery::write_index(&*disk, &dir, first_lsn, index).await {
             Ok(encoded) => {
                 log.borrow_mut()
-                    .set_idx_bytes(ord, encoded.bytes().len() as u64);
+                    .set_idx_bytes(ord, encoded.file_len() as u64);
                 queues.indexed(ord, encoded.summary());
                 drop(encoded);
                 crate::memory::trim();

@@ -721,75 +721,88 @@ impl<'a> SummaryOf<'a> {
     }
 }
 
-/// An index file's bytes, as made to be written, with its summary read in
-/// place.
+/// An index file's bytes, as made to be written, in its three parts: the
+/// main archive (padded to the summary's alignment), the summary and the
+/// trailer. Kept apart, not in one buffer, so that a seal never holds a
+/// second copy of the summary, and the main archive, the larger part, can
+/// be dropped once written ([`Encoded::written`]) while the summary is
+/// still read in place.
 pub struct Encoded {
-    bytes: AlignedVec<ALIGN>,
-    sum_off: usize,
-    sum_len: usize,
+    main: AlignedVec<ALIGN>,
+    summary: AlignedVec<ALIGN>,
+    trailer: [u8; TRAILER_LEN],
+    file_len: usize,
 }
 
 impl Encoded {
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The file's parts, in order.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.main, &self.summary, &self.trailer]
+    }
+
+    /// The file's bytes in one piece (tests and the offline tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+
+    pub fn file_len(&self) -> usize {
+        self.file_len
+    }
+
+    /// The file is written: the main archive is not needed any more.
+    pub fn written(&mut self) {
+        self.main = AlignedVec::new();
     }
 
     pub fn summary(&self) -> &ArchivedSegmentSummary {
         // SAFETY: these bytes were serialised from a summary by
-        // `encode_with_summary`, starting aligned; `bytes` is private and
-        // never changed after.
-        unsafe {
-            rkyv::access_unchecked::<ArchivedSegmentSummary>(
-                &self.bytes[self.sum_off..self.sum_off + self.sum_len],
-            )
-        }
+        // `encode_with_summary`, in a buffer of their own; `summary` is
+        // private and never changed after.
+        unsafe { rkyv::access_unchecked::<ArchivedSegmentSummary>(&self.summary) }
     }
 }
 
-/// Serialises an index into the file's bytes: both archives and the
-/// trailer, in the one buffer the file is written from. The index is
-/// dropped once its archive is made, and the summary archived from that
-/// archive a queue at a time: at a million queues each of these is tens of
-/// megabytes, and holding them all at once, with copies, was the peak of a
-/// segment's sealing.
+/// Serialises an index into the file's parts: both archives and the
+/// trailer. The index is dropped once its archive is made, and the summary
+/// archived from that archive a queue at a time: at a million queues each
+/// of these is tens of megabytes, and holding them all at once, with
+/// copies, was the peak of a segment's sealing.
 pub fn encode_with_summary(index: impl MainSource) -> Encoded {
-    let out = index.archive();
+    let mut main = index.archive();
     drop(index);
-    let main_len = out.len();
+    let main_len = main.len();
     // The summary archive starts aligned, so read from there on its own
     // it is laid out as if serialised alone (rkyv's pointers are relative).
     let sum_off = main_len.next_multiple_of(ALIGN);
-    let mut main = out;
     main.resize(sum_off, 0);
-    // The summary is written after the main archive it reads, which stays
-    // where it is meanwhile: it goes to a buffer of its own, appended after.
     let summary = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
         &SummaryOf::of(&main[..main_len]),
         AlignedVec::<ALIGN>::new(),
     )
     .expect("serialising a summary cannot fail");
     let sum_len = summary.len();
-    let main_crc = crc32c::crc32c(&main[..main_len]);
-    let sum_crc = crc32c::crc32c(&summary);
-    let mut out = main;
-    out.reserve_exact(sum_len + TRAILER_LEN);
-    out.extend_from_slice(&summary);
-    drop(summary);
-    out.extend_from_slice(&main_crc.to_le_bytes());
-    out.extend_from_slice(&(main_len as u32).to_le_bytes());
-    out.extend_from_slice(&sum_crc.to_le_bytes());
-    out.extend_from_slice(&(sum_len as u32).to_le_bytes());
-    out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
+    let mut trailer = [0u8; TRAILER_LEN];
+    let words = [
+        crc32c::crc32c(&main[..main_len]),
+        main_len as u32,
+        crc32c::crc32c(&summary),
+        sum_len as u32,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        trailer[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    trailer[16..].copy_from_slice(&INDEX_MAGIC.to_le_bytes());
     Encoded {
-        bytes: out,
-        sum_off,
-        sum_len,
+        main,
+        summary,
+        trailer,
+        file_len: sum_off + sum_len + TRAILER_LEN,
     }
 }
 
 /// Serialises an index into the file's bytes.
 pub fn encode(index: &SegmentIndex) -> Vec<u8> {
-    encode_with_summary(index.clone()).bytes.into_vec()
+    encode_with_summary(index.clone()).to_vec()
 }
 
 /// The trailer of an index file of `file_len` bytes ending in `tail`.
@@ -1368,32 +1381,42 @@ impl EntryRead for ArchivedIndexEntry {
 
 /// Writes `bytes` to `path` crash-safely: temp file, fdatasync, rename,
 /// directory fsync (done by the caller, who may batch it).
-pub async fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub async fn write_file(disk: &dyn Disk, path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
     let file = disk.create(&tmp).await?;
-    // Whole blocks as they are, in pieces (each write copies its piece into
+    // In pieces gathered from the parts (each write copies its piece into
     // a DMA buffer: the whole file at once was tens of megabytes more at
-    // the peak of a seal); the last block padded in a copy of its own (the
+    // the peak of a seal); the last piece padded to a whole block (the
     // file is cut to its length after).
-    let whole = bytes.len() / BLOCK as usize * BLOCK as usize;
-    let mut last = bytes[whole..].to_vec();
-    last.resize(BLOCK as usize, 0);
-    let pieces = (0..whole)
-        .step_by(WRITE_PIECE)
-        .map(|at| (at, &bytes[at..whole.min(at + WRITE_PIECE)]));
-    for (at, part) in pieces.chain([(whole, &last[..])]) {
-        if part.is_empty() || (at == whole && whole == bytes.len()) {
-            continue;
-        }
-        let n = file.write_at(at as u64, part).await?;
-        if n < part.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short index write",
-            ));
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut bytes = parts.iter().flat_map(|p| p.chunks(WRITE_PIECE));
+    let mut piece: Vec<u8> =
+        Vec::with_capacity(WRITE_PIECE.min(len.next_multiple_of(BLOCK as usize)));
+    let mut at = 0u64;
+    let mut next = bytes.next();
+    while let Some(chunk) = next {
+        let room = WRITE_PIECE - piece.len();
+        let (now, later) = chunk.split_at(room.min(chunk.len()));
+        piece.extend_from_slice(now);
+        next = if later.is_empty() {
+            bytes.next()
+        } else {
+            Some(later)
+        };
+        if piece.len() == WRITE_PIECE || next.is_none() {
+            piece.resize(piece.len().next_multiple_of(BLOCK as usize), 0);
+            let n = file.write_at(at, &piece).await?;
+            if n < piece.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short index write",
+                ));
+            }
+            at += piece.len() as u64;
+            piece.clear();
         }
     }
-    file.truncate(bytes.len() as u64).await?;
+    file.truncate(len as u64).await?;
     file.fdatasync().await?;
     drop(file);
     disk.rename(&tmp, path).await

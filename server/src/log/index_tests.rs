@@ -107,7 +107,7 @@ fn spanned_builder() -> IndexBuilder {
 fn the_summary_names_spans_and_their_pages() {
     let idx = spanned();
     let encoded = encode_with_summary(idx.clone());
-    let bytes = encoded.bytes();
+    let bytes = &encoded.to_vec()[..];
     let loaded = LoadedSummary::from_bytes(bytes, 7).unwrap();
     let s = loaded.get();
     assert_eq!(s.queues.len(), 2);
@@ -140,7 +140,7 @@ fn the_summary_names_spans_and_their_pages() {
 /// is byte for byte what a native summary of the same index serialises to.
 fn summary_is_what_a_native_one_serialises_to(idx: &SegmentIndex, first_lsn: u64) {
     let encoded = encode_with_summary(idx.clone());
-    let bytes = encoded.bytes();
+    let bytes = &encoded.to_vec()[..];
     let loaded = LoadedSummary::from_bytes(bytes, first_lsn).unwrap();
     let native: SegmentSummary =
         rkyv::deserialize::<SegmentSummary, rkyv::rancor::Error>(loaded.get()).unwrap();
@@ -189,7 +189,7 @@ fn a_window_is_read_in_place_and_a_damaged_page_is_refused() {
     crate::testutil::run(move || async move {
         let disk = SimDisk::new();
         let path = std::path::Path::new("/i.idx");
-        write_file(&disk, path, &bytes).await.unwrap();
+        write_file(&disk, path, &[&bytes]).await.unwrap();
         let summary = LoadedSummary::from_bytes(&bytes, 7).unwrap();
         let pages = EntryPages::of(&summary.get().queues[0].spans[1]);
         let file = disk.open(path).await.unwrap();
@@ -212,7 +212,7 @@ fn a_window_is_read_in_place_and_a_damaged_page_is_refused() {
         let mut bad = bytes.clone();
         bad[pages.at as usize + 200 * ENTRY_LEN] ^= 1;
         let bad_path = std::path::Path::new("/bad.idx");
-        write_file(&disk, bad_path, &bad).await.unwrap();
+        write_file(&disk, bad_path, &[&bad]).await.unwrap();
         let file = disk.open(bad_path).await.unwrap();
         assert!(read_entries(&*file, &pages, 0, 10).await.unwrap().is_ok());
         assert!(read_entries(&*file, &pages, 165, 10)
@@ -286,14 +286,45 @@ fn a_flat_index_archives_as_its_native_one() {
         let flat = b.sorted();
         let native = flat.to_native();
         assert_eq!(
-            encode_with_summary(flat).bytes(),
-            encode_with_summary(native).bytes()
+            encode_with_summary(flat).to_vec(),
+            encode_with_summary(native).to_vec()
         );
     }
     let empty = IndexBuilder::new(3).sorted();
     let native = empty.to_native();
     assert_eq!(
-        encode_with_summary(empty).bytes(),
-        encode_with_summary(native).bytes()
+        encode_with_summary(empty).to_vec(),
+        encode_with_summary(native).to_vec()
     );
+}
+
+#[test]
+fn a_file_is_written_whole_from_its_parts() {
+    use crate::disk::sim::SimDisk;
+    use crate::disk::Disk;
+    let part = |n: usize, b: u8| (0..n).map(|i| b ^ (i % 251) as u8).collect::<Vec<u8>>();
+    let cases = [
+        vec![
+            part(3, 1),
+            part(WRITE_PIECE + 5, 2),
+            part(0, 3),
+            part(100, 4),
+        ],
+        vec![part(WRITE_PIECE, 5), part(BLOCK as usize, 6)],
+        vec![part(2 * WRITE_PIECE + 4095, 7)],
+        vec![part(0, 8), part(24, 9)],
+    ];
+    crate::testutil::run(move || async move {
+        let disk = SimDisk::new();
+        for (i, parts) in cases.iter().enumerate() {
+            let path = std::path::PathBuf::from(format!("/{i}.idx"));
+            let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            write_file(&disk, &path, &slices).await.unwrap();
+            let whole = parts.concat();
+            let file = disk.open(&path).await.unwrap();
+            assert_eq!(file.size().await.unwrap(), whole.len() as u64, "case {i}");
+            let got = file.read_at(0, whole.len()).await.unwrap();
+            assert_eq!(&got[..whole.len()], &whole[..], "case {i}");
+        }
+    });
 }

@@ -524,8 +524,9 @@ pub async fn write_index(
     first_lsn: u64,
     index: impl index::MainSource,
 ) -> io::Result<index::Encoded> {
-    let encoded = index::encode_with_summary(index);
-    index::write_file(disk, &segment::idx_path(dir, first_lsn), encoded.bytes()).await?;
+    let mut encoded = index::encode_with_summary(index);
+    index::write_file(disk, &segment::idx_path(dir, first_lsn), &encoded.parts()).await?;
+    encoded.written();
     disk.sync_dir(dir).await?;
     Ok(encoded)
 }
@@ -612,7 +613,7 @@ pub async fn recover(
                 }
                 replayer.summarise(ord, &idx);
                 let (data_len, corrupt) = (idx.data_len, idx.corrupt_records);
-                let idx_bytes = write_index(disk, dir, first_lsn, idx).await?.bytes().len() as u64;
+                let idx_bytes = write_index(disk, dir, first_lsn, idx).await?.file_len() as u64;
                 (data_len, corrupt, idx_bytes)
             }
         };
