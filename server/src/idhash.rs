@@ -110,6 +110,25 @@ impl<T> IdSlab<T> {
         self.at.get(id).map(|&i| &mut self.items[i as usize])
     }
 
+    /// Entry `id`, made with `T::default()` if absent.
+    pub fn get_or_default(&mut self, id: u32) -> &mut T
+    where
+        T: Default,
+    {
+        let next = u32::try_from(self.items.len()).expect("fewer than 2^32 entries");
+        let i = *self.at.entry(id).or_insert(next);
+        if i == next {
+            self.ids.push(id);
+            self.items.push(T::default());
+        }
+        &mut self.items[i as usize]
+    }
+
+    /// The ids and the entries, in the same (no particular) order.
+    pub fn into_parts(self) -> (Vec<u32>, Vec<T>) {
+        (self.ids, self.items)
+    }
+
     /// Adds `v` as `id`; the value it replaced, if any.
     pub fn insert(&mut self, id: u32, v: T) -> Option<T> {
         match self.at.get(&id) {
@@ -222,9 +241,13 @@ mod tests {
         let mut all: Vec<(u32, u32)> = s.iter().map(|(id, v)| (id, *v)).collect();
         all.sort_unstable();
         assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        *s.get_or_default(5000) += 1;
+        *s.get_or_default(5000) += 1;
+        assert_eq!(s[&5000], 2);
         for id in 0..3000 {
             s.remove(&id);
         }
+        s.remove(&5000);
         assert!(s.is_empty());
         assert!(s.items.capacity() <= 1024 * 2 && s.ids.capacity() <= 1024 * 2);
     }

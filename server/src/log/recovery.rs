@@ -62,7 +62,7 @@ use super::segment::{self, BLOCK};
 use super::writer::Seg;
 use super::Loc;
 use crate::disk::{Disk, DiskFile};
-use crate::idhash::{IdMap, IdWalk};
+use crate::idhash::{IdSlab, IdWalk};
 use crate::log::index::{
     self, EntryArea, EntryPages, EntryRead, IndexBuilder, IndexRead, QueueMsgs, QueueRead,
     SegmentIndex,
@@ -319,7 +319,7 @@ impl LiveQueues {
 /// index at a time for each pass.
 #[derive(Default)]
 pub struct Replayer {
-    queues: IdMap<u32, QState>,
+    queues: IdSlab<QState>,
     live: LiveQueues,
     authority: u32,
     /// The authority's checkpoint: the queues alive when it was started.
@@ -354,7 +354,7 @@ impl Replayer {
             .max(idx.max_queue_id().saturating_add(1));
         self.max_lsn = self.max_lsn.max(idx.last_lsn());
         for qi in idx.queues() {
-            let q = self.queues.entry(qi.id()).or_default();
+            let q = self.queues.get_or_default(qi.id());
             if let Some(n) = qi.created() {
                 q.name = Some(n.into());
                 q.created_in = Some(ord);
@@ -385,8 +385,8 @@ impl Replayer {
             let i = named.partition_point(|&(_, end)| end <= id);
             named.get(i).is_some_and(|&(first, _)| first <= id)
         };
-        let mut alive: Vec<(u32, QState)> = std::mem::take(&mut self.queues)
-            .into_iter()
+        let (ids, found) = std::mem::take(&mut self.queues).into_parts();
+        let mut alive: Vec<(u32, QState)> = (ids.into_iter().zip(found))
             .filter(|(id, q)| match q.created_in {
                 Some(c) => {
                     (c >= authority || in_checkpoint(*id))
