@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// A record's header, at time 0, without flags or expiry.
+fn header(kind: Kind, queue: u32, lsn: u64, seq: u64, len: u32) -> Header {
+    Header {
+        kind,
+        queue,
+        lsn,
+        seq,
+        time: 0,
+        flags: 0,
+        expires: 0,
+        len,
+    }
+}
+
 fn sample() -> SegmentIndex {
     sample_builder().finish()
 }
@@ -16,16 +30,7 @@ fn sample_builder() -> IndexBuilder {
         b.record(&h, body, off);
         off += buf.len() as u64;
     };
-    let h = |kind, queue, lsn, seq, len| Header {
-        kind,
-        queue,
-        lsn,
-        seq,
-        time: 0,
-        flags: 0,
-        expires: 0,
-        len,
-    };
+    let h = header;
     let cb = record::created_body(0, 0, b"alpha");
     put(&mut b, h(Kind::Created, 1, 100, 0, cb.len() as u32), &cb);
     put(&mut b, h(Kind::Checkpoint, 0, 101, 2, 0), &[]);
@@ -230,16 +235,7 @@ fn interleaved_builder() -> IndexBuilder {
     let mut off = 0u64;
     let mut lsn = 50;
     let mut put = |b: &mut IndexBuilder, kind, queue, seq: u64, body: &[u8]| {
-        let h = Header {
-            kind,
-            queue,
-            lsn,
-            seq,
-            time: 0,
-            flags: 0,
-            expires: 0,
-            len: body.len() as u32,
-        };
+        let h = header(kind, queue, lsn, seq, body.len() as u32);
         b.record(&h, body, off);
         lsn += 1;
         off += h.record_len() as u64;
