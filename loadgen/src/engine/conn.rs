@@ -206,6 +206,16 @@ impl Conn {
     }
 }
 
+/// The socket took less than there is to send: epoll reports connection
+/// `ci` writable too, until [`Worker::flush`] has sent everything.
+fn want_writable(ep: &poll::Epoll, c: &mut Conn, ci: usize) {
+    if !c.want_out {
+        c.want_out = true;
+        let fd = c.stream.as_raw_fd();
+        let _ = ep.modify(fd, poll::IN | poll::OUT | poll::ERR, ci as u64);
+    }
+}
+
 impl Worker {
     /// Writes out the connection's write buffer, as far as the socket takes.
     pub(super) fn flush(&mut self, ci: usize) {
@@ -221,13 +231,7 @@ impl Worker {
                 }
                 Ok(n) => c.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.want_out {
-                        c.want_out = true;
-                        let fd = c.stream.as_raw_fd();
-                        let _ = self
-                            .ep
-                            .modify(fd, poll::IN | poll::OUT | poll::ERR, ci as u64);
-                    }
+                    want_writable(&self.ep, c, ci);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -243,13 +247,7 @@ impl Worker {
         match c.stream.flush_tls() {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !c.want_out {
-                    c.want_out = true;
-                    let fd = c.stream.as_raw_fd();
-                    let _ = self
-                        .ep
-                        .modify(fd, poll::IN | poll::OUT | poll::ERR, ci as u64);
-                }
+                want_writable(&self.ep, c, ci);
                 return;
             }
             Err(e) => {
