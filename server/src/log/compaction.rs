@@ -395,9 +395,10 @@ impl Queues<'_> {
 
 /// How fast the scrub reads. It runs right after a start, which is when
 /// consumers come back to a backlog: read at the disk's speed it competed
-/// with their cold reads of the same segments, and a cold drain of 5M
-/// messages ran at 0.6–0.7 of the rate it has with the scrub paced
-/// (`bench-results/`). Paced, it verifies a 15 GB backlog in about 8
+/// with their cold reads of the same segments, and a cold drain by one
+/// connection ran at 0.54–0.80 of the rate it has with the scrub paced,
+/// by 16 connections at 0.89–0.96 (`bench-results/`, the backlog runs at
+/// 20e56c5). Paced, it verifies a 15 GB backlog in about 8
 /// minutes, with a few percent of a disk's bandwidth.
 const SCRUB_BYTES_PER_SEC: u64 = 32 << 20;
 
