@@ -372,6 +372,8 @@ fn start_executors(
     } = listeners;
     let mesh = MeshBuilder::<Envelope, _>::full(layout.executors, 1024);
     let cpus = allowed_cpus();
+    // Before the executors are pinned: the thread keeps this process's CPUs.
+    crate::disk::start_closer();
 
     let mut handles = Vec::new();
     for (me, sockets) in sockets.into_iter().enumerate() {

@@ -2,13 +2,14 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::GlommioError;
 
-use super::{Disk, DiskFile, IoFuture, Started, BLOCK};
+use super::{closer, Disk, DiskFile, IoFuture, Started, BLOCK};
 use crate::turn;
 
 /// The pieces of one large read in flight at once. The device serves
@@ -100,6 +101,14 @@ pub struct Dma {
 
 fn opened(file: DmaFile, dsync: bool) -> Rc<dyn DiskFile> {
     Rc::new(Dma { file, dsync })
+}
+
+impl Drop for Dma {
+    /// The last close of a drained segment frees its blocks: not on the
+    /// executor (see `closer`). glommio then closes the placeholder.
+    fn drop(&mut self) {
+        closer::hand_over(self.file.as_raw_fd());
+    }
 }
 
 impl Disk for DmaDisk {

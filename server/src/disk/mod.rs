@@ -28,8 +28,10 @@
 //!   tell a full disk (ENOSPC, EDQUOT) from a failing one (EIO).
 //! - A file handle stays valid across a rename of its path, and a removed
 //!   file's handle stays readable until dropped, as on POSIX.
-//! - Dropping the last handle closes the file.
+//! - Dropping the last handle closes the file (the production disk does
+//!   the closing on a thread of its own: `closer`).
 
+mod closer;
 pub mod dma;
 pub mod mount;
 #[cfg(any(test, feature = "sim"))]
@@ -40,6 +42,8 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
+
+pub use closer::start as start_closer;
 
 /// The device block size; writes are aligned to it.
 pub const BLOCK: u64 = 4096;
