@@ -363,11 +363,10 @@ impl Worker {
             consumer: self.consumer.take(),
             gets_in_doubt: self.gets_in_doubt,
             reconnects: self.reconnects,
-            dead: self
-                .conns
-                .iter()
-                .filter(|c| c.state != State::Live && !c.retired)
-                .count() as u64,
+            // Given up, not merely down: a producer whose socket broke after
+            // it had sent everything may end while still reconnecting, and
+            // nothing it had to do was lost (its lost replies are counted).
+            dead: self.conns.iter().filter(|c| c.state == State::Dead).count() as u64,
             setup: std::mem::replace(&mut self.setup, new_hist()),
         };
         let _ = self.tx.send(Msg::Done {
