@@ -110,6 +110,18 @@ impl<T> IdSlab<T> {
         self.at.get(id).map(|&i| &mut self.items[i as usize])
     }
 
+    /// Where entry `id` is among the entries: its place until a removal
+    /// moves the last entry into the place it frees.
+    pub fn position(&self, id: &u32) -> Option<u32> {
+        self.at.get(id).copied()
+    }
+
+    /// The entry at `pos`, found without the table (a caller that keeps
+    /// positions saves its two cold reads).
+    pub fn at_position(&self, pos: u32) -> Option<&T> {
+        self.items.get(pos as usize)
+    }
+
     /// Entry `id`, made with `T::default()` if absent.
     pub fn get_or_default(&mut self, id: u32) -> &mut T
     where

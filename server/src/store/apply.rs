@@ -145,12 +145,12 @@ impl Store {
     pub(super) fn apply_delete(&self, queue: &[u8]) -> Reply<bool> {
         let (mut st, mut log) = self.both();
         let st = &mut *st;
-        let Some(id) = st.unname(queue) else {
+        let Some(q) = st.remove_queue(queue) else {
             return Reply::now(Ok(false));
         };
+        let id = q.id();
         st.fan_out_queues -= usize::from(queue.contains(&b'+'));
         let lsn = log.delete_queue(id);
-        let q = st.queues.remove(&id).expect("queue exists");
         for loc in q.queued().resident().chain(q.open_locs()) {
             log.release(loc.pos.seg, loc.len, lsn);
             st.cache.remove((id, loc.seq));

@@ -164,11 +164,12 @@ impl Rebuild {
             self.merge_late(i, mine);
         }
         state.names.reserve(self.queues.len());
-        for q in &self.queues {
+        for (pos, q) in self.queues.iter().enumerate() {
             state.items += q.queued().items();
             state.bytes += q.queued().bytes();
             state.fan_out_queues += usize::from(q.name().contains(&b'+'));
-            state.names.insert(q.name_rc(), q.id());
+            // The table below keeps the queues in this order.
+            state.names.insert(q.name_rc(), q.id(), pos as u32);
         }
         debug_assert!(state.queues.is_empty());
         state.queues = QueueTable::from_parts(self.ids, self.queues);

@@ -73,12 +73,16 @@ pub(super) type QueueTable = IdSlab<Queue>;
 /// (the largest share of a many-queue fill's CPU). The names are the
 /// clients', so they are hashed with std's keyed SipHash.
 ///
-/// The table holds each queue's id and its name's hash, not the name: the
-/// name is its [`Queue`]'s (shared with the log's catalog), found through
-/// the [`QueueTable`] to tell names of one hash apart. A slot is then 8
-/// bytes where a name and an id took 24, and a million queues take up to
-/// two million slots. Only fan-out queues (a `+` in the name) are also
-/// kept by name, in order, for [`State::children`]'s prefix search;
+/// The table holds each queue's id, its position in the [`QueueTable`] and
+/// its name's hash, not the name: the name is its [`Queue`]'s (shared with
+/// the log's catalog), read at that position to tell names of one hash
+/// apart. A slot is then 12 bytes where a name and an id took 24, and a
+/// million queues take up to two million slots. The position spares a
+/// lookup the QueueTable's own table of positions, two cold reads of the
+/// six a set to one of a million queues paid here; so queues enter and
+/// leave the two tables together ([`Names::add_queue`],
+/// [`Names::remove_queue`]). Only fan-out queues (a `+` in the name) are
+/// also kept by name, in order, for [`State::children`]'s prefix search;
 /// `stats` sorts when it reports.
 #[derive(Default)]
 pub(super) struct Names {
@@ -87,11 +91,13 @@ pub(super) struct Names {
     fan_out: BTreeMap<Rc<[u8]>, u32>,
 }
 
-/// A queue in [`Names`]: its id, and 32 bits of its name's hash (all the
-/// table needs to place it again as it grows).
+/// A queue in [`Names`]: its id, its position in the [`QueueTable`], and
+/// 32 bits of its name's hash (all the table needs to place it again as it
+/// grows).
 #[derive(Clone, Copy)]
 struct Named {
     id: u32,
+    pos: u32,
     hash: u32,
 }
 
@@ -104,17 +110,20 @@ impl Named {
 }
 
 impl Names {
-    fn named(&self, name: &[u8], id: u32) -> Named {
+    fn named(&self, name: &[u8], id: u32, pos: u32) -> Named {
         Named {
             id,
+            pos,
             hash: self.hasher.hash_one(name) as u32,
         }
     }
 
     /// The id of queue `name` among `queues`.
     pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
-        let key = self.named(name, 0);
-        let is = |n: &Named| queues.get(&n.id).is_some_and(|q| q.name() == name);
+        let key = self.named(name, 0, 0);
+        let is = |n: &Named| {
+            n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
+        };
         self.by_hash.find(key.spread(), is).map(|n| n.id)
     }
 
@@ -123,9 +132,10 @@ impl Names {
         self.by_hash.reserve(n, Named::spread);
     }
 
-    /// Names queue `id` `name` (a name no queue has).
-    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32) {
-        let named = self.named(&name, id);
+    /// Names queue `id` `name` (a name no queue has), at position `pos`
+    /// of the [`QueueTable`].
+    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32, pos: u32) {
+        let named = self.named(&name, id, pos);
         self.by_hash
             .insert_unique(named.spread(), named, Named::spread);
         if name.contains(&b'+') {
@@ -133,15 +143,41 @@ impl Names {
         }
     }
 
-    /// Forgets queue `name` among `queues` (before it leaves them); its id.
-    pub(super) fn remove(&mut self, name: &[u8], queues: &QueueTable) -> Option<u32> {
-        let key = self.named(name, 0);
-        let is = |n: &Named| queues.get(&n.id).is_some_and(|q| q.name() == name);
-        let (named, _) = self.by_hash.find_entry(key.spread(), is).ok()?.remove();
+    /// Adds `q` (a queue whose name no queue has) to `queues` and names it.
+    pub(super) fn add_queue(&mut self, q: Queue, queues: &mut QueueTable) {
+        let pos = u32::try_from(queues.len()).expect("fewer than 2^32 queues");
+        self.insert(q.name_rc(), q.id(), pos);
+        let was = queues.insert(q.id(), q);
+        debug_assert!(was.is_none(), "a queue id twice");
+    }
+
+    /// Removes queue `name` from `queues` and forgets its name; the queue.
+    /// The table moves its last queue into the freed position, and that
+    /// queue's entry here follows it.
+    pub(super) fn remove_queue(&mut self, name: &[u8], queues: &mut QueueTable) -> Option<Queue> {
+        let key = self.named(name, 0, 0);
+        let is = |n: &Named| {
+            n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
+        };
+        let (gone, _) = self.by_hash.find_entry(key.spread(), is).ok()?.remove();
         if name.contains(&b'+') {
             self.fan_out.remove(name);
         }
-        Some(named.id)
+        let last = u32::try_from(queues.len() - 1).expect("fewer than 2^32 queues");
+        if gone.pos != last {
+            let moved = queues.at_position(last).expect("the last queue").name();
+            let key = self.named(moved, 0, 0);
+            let entry = self
+                .by_hash
+                .find_mut(key.spread(), |n| n.pos == last)
+                .expect("the last queue is named");
+            entry.pos = gone.pos;
+        }
+        let q = queues
+            .remove(&gone.id)
+            .expect("a named queue is in the table");
+        debug_assert_eq!(q.id(), gone.id);
+        Some(q)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -213,10 +249,9 @@ impl State {
         self.names.get(name, &self.queues)
     }
 
-    /// Forgets the name of queue `name` (which is about to be removed);
-    /// its id.
-    pub(super) fn unname(&mut self, name: &[u8]) -> Option<u32> {
-        self.names.remove(name, &self.queues)
+    /// Removes queue `name` from both tables; the queue.
+    pub(super) fn remove_queue(&mut self, name: &[u8]) -> Option<Queue> {
+        self.names.remove_queue(name, &mut self.queues)
     }
 
     /// The id of queue `name`, creating it (logged) if it does not exist.
@@ -227,8 +262,7 @@ impl State {
         let name: Rc<[u8]> = name.into();
         let (id, _) = log.create_queue(name.clone());
         self.fan_out_queues += usize::from(name.contains(&b'+'));
-        self.names.insert(name.clone(), id);
-        self.queues.insert(id, Queue::new(id, name));
+        self.names.add_queue(Queue::new(id, name), &mut self.queues);
         id
     }
 
@@ -340,8 +374,7 @@ mod tests {
         let mut queues = QueueTable::default();
         for (i, name) in list.iter().enumerate() {
             let name: Rc<[u8]> = Rc::from(*name);
-            names.insert(name.clone(), i as u32);
-            queues.insert(i as u32, Queue::new(i as u32, name));
+            names.add_queue(Queue::new(i as u32, name), &mut queues);
         }
         (names, queues)
     }
@@ -369,9 +402,10 @@ mod tests {
         assert_eq!(order(&queues, 2), all[..2]);
         assert!(order(&queues, 0).is_empty());
         assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [1, 4]);
-        assert_eq!(names.remove(b"a+x", &queues), Some(1));
-        queues.remove(&1);
-        assert_eq!(names.remove(b"a+x", &queues), None);
+        let gone = names.remove_queue(b"a+x", &mut queues);
+        assert_eq!(gone.map(|q| q.id()), Some(1));
+        assert!(names.remove_queue(b"a+x", &mut queues).is_none());
+        assert!(!queues.contains_key(&1));
         assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [4]);
         assert!(names.fan_out_from(b"b+").next().is_none());
         assert_eq!(names.len(), 5);
@@ -383,17 +417,55 @@ mod tests {
     fn names_are_found_after_growth() {
         let list: Vec<Vec<u8>> = (0..20_000).map(|i| format!("q{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = list.iter().map(|n| &n[..]).collect();
-        let (mut names, queues) = tables(&refs);
+        let (mut names, mut queues) = tables(&refs);
         for (i, name) in refs.iter().enumerate() {
             assert_eq!(names.get(name, &queues), Some(i as u32));
         }
         assert_eq!(names.get(b"q20000", &queues), None);
         for (i, name) in refs.iter().enumerate().step_by(2) {
-            assert_eq!(names.remove(name, &queues), Some(i as u32));
+            let gone = names.remove_queue(name, &mut queues);
+            assert_eq!(gone.map(|q| q.id()), Some(i as u32));
         }
         for (i, name) in refs.iter().enumerate() {
             let want = (i % 2 == 1).then_some(i as u32);
             assert_eq!(names.get(name, &queues), want);
+        }
+    }
+
+    /// Removing a queue moves the table's last queue into its position:
+    /// the names follow, through any order of adds and removals, and every
+    /// entry names the queue at the position it keeps.
+    #[test]
+    fn names_follow_the_queues_they_name_through_removals() {
+        let mut names = Names::default();
+        let mut queues = QueueTable::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut next_id = 0u32;
+        let mut x = 11u64;
+        for step in 0..30_000u32 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let name = format!("q{}", (x >> 40) % 2000).into_bytes();
+            if x % 5 < 2 {
+                let gone = names.remove_queue(&name, &mut queues).map(|q| q.id());
+                assert_eq!(gone, model.remove(&name), "step {step}");
+            } else if !model.contains_key(&name) {
+                let rc: Rc<[u8]> = Rc::from(&name[..]);
+                names.add_queue(Queue::new(next_id, rc), &mut queues);
+                model.insert(name, next_id);
+                next_id += 1;
+            }
+            assert_eq!(names.len(), model.len());
+            assert_eq!(queues.len(), model.len());
+        }
+        for (name, &id) in &model {
+            assert_eq!(names.get(name, &queues), Some(id));
+        }
+        for n in names.by_hash.iter() {
+            let q = queues.at_position(n.pos).unwrap();
+            assert_eq!(q.id(), n.id);
+            assert_eq!(queues.position(&n.id), Some(n.pos));
         }
     }
 
