@@ -365,6 +365,8 @@ impl Store {
 mod tests {
     use std::rc::Rc;
 
+    use std::collections::btree_map::{BTreeMap, Entry};
+
     use super::{Names, QueueTable};
     use crate::queue::Queue;
 
@@ -439,7 +441,7 @@ mod tests {
     fn names_follow_the_queues_they_name_through_removals() {
         let mut names = Names::default();
         let mut queues = QueueTable::default();
-        let mut model = std::collections::BTreeMap::new();
+        let mut model = BTreeMap::new();
         let mut next_id = 0u32;
         let mut x = 11u64;
         for step in 0..30_000u32 {
@@ -450,10 +452,10 @@ mod tests {
             if x % 5 < 2 {
                 let gone = names.remove_queue(&name, &mut queues).map(|q| q.id());
                 assert_eq!(gone, model.remove(&name), "step {step}");
-            } else if !model.contains_key(&name) {
-                let rc: Rc<[u8]> = Rc::from(&name[..]);
+            } else if let Entry::Vacant(e) = model.entry(name) {
+                let rc: Rc<[u8]> = Rc::from(&e.key()[..]);
                 names.add_queue(Queue::new(next_id, rc), &mut queues);
-                model.insert(name, next_id);
+                e.insert(next_id);
                 next_id += 1;
             }
             assert_eq!(names.len(), model.len());
