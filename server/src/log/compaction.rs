@@ -58,7 +58,8 @@ pub async fn maintenance(locators: Rc<dyn Locators>, log: SharedLog) {
             locators: &*locators,
             log: &log,
         };
-        if write_indexes(&queues, &log).await.is_err() || delete_dead(&log).await.is_err() {
+        if write_indexes(&queues, &log).await.is_err() || delete_dead(&queues, &log).await.is_err()
+        {
             break;
         }
         ensure_spare(&log).await;
@@ -137,7 +138,7 @@ const RESTATE_CHUNK: usize = 4096;
 /// records name is restated in the open segment (see `Log::restate`). Its
 /// index summary names them; without one (its index could not be written),
 /// every queue is restated.
-async fn restate_dead(log: &SharedLog) {
+async fn restate_dead(queues: &Queues<'_>, log: &SharedLog) {
     let (disk, dir) = {
         let l = log.borrow();
         (l.disk().clone(), l.dir().to_path_buf())
@@ -151,7 +152,9 @@ async fn restate_dead(log: &SharedLog) {
         };
         let ids = log.borrow().to_restate(ord, named);
         for chunk in ids.chunks(RESTATE_CHUNK) {
-            let res = log.borrow_mut().restate(ord, chunk);
+            // Nothing runs between the two: the tails are current.
+            let tails = queues.tails(chunk);
+            let res = log.borrow_mut().restate(ord, chunk, &tails);
             match res {
                 Ok(()) => {}
                 // Another round once the write or the spare is there.
@@ -178,8 +181,8 @@ async fn restate_dead(log: &SharedLog) {
 }
 
 /// Step 2.
-async fn delete_dead(log: &SharedLog) -> Result<(), ()> {
-    restate_dead(log).await;
+async fn delete_dead(queues: &Queues<'_>, log: &SharedLog) -> Result<(), ()> {
+    restate_dead(queues, log).await;
     let (cands, target) = log.borrow().dead_segments();
     if cands.is_empty() {
         return Ok(());
@@ -390,6 +393,10 @@ impl Queues<'_> {
 
     fn drop_damaged(&self, seg: u32, from: u64, to: u64) -> Vec<u32> {
         self.unborrowed().drop_damaged(seg, from, to)
+    }
+
+    fn tails(&self, ids: &[u32]) -> Vec<Option<u64>> {
+        self.unborrowed().tails(ids)
     }
 }
 

@@ -155,4 +155,8 @@ pub trait Locators {
     /// queues may read their messages there from its entries from now on,
     /// instead of keeping their locators (see `queue::Backlog`).
     fn indexed(&self, seg: u32, summary: &index::ArchivedSegmentSummary);
+    /// The tail (the next sequence number: every message below it was
+    /// set) of each of queues `ids`, in their order (`None`: no such
+    /// queue). A restatement records it.
+    fn tails(&self, ids: &[u32]) -> Vec<Option<u64>>;
 }

@@ -45,6 +45,13 @@ impl Locators for StateLocators {
             .is_some_and(|q| q.holds_at(seq, at))
     }
 
+    fn tails(&self, ids: &[u32]) -> Vec<Option<u64>> {
+        let st = self.state();
+        ids.iter()
+            .map(|id| st.queues.get(id).map(|q| q.tail()))
+            .collect()
+    }
+
     fn indexed(&self, seg: u32, summary: &ArchivedSegmentSummary) {
         let mut st = self.state();
         let st = &mut *st;

@@ -69,7 +69,6 @@ impl RunSink for Rebuild {
             CatalogEntry {
                 name: name.clone(),
                 head: found.head,
-                tail: found.tail,
                 confirmed: found.confirmed,
                 restated: found.restated,
             },

@@ -138,9 +138,9 @@ impl Log {
     }
 
     /// Message `h` of its queue is logged, its record in segment `seg`:
-    /// the queue's tail and the segment's live count take it in.
+    /// the segment's live count takes it in. (The queue's tail is the
+    /// store's: see `catalog`.)
     fn enqueued(&mut self, h: &Header, seg: u32) {
-        self.catalog.enqueued(h.queue, h.seq);
         if let Some(s) = self.segs.get_mut(seg) {
             s.count_live((HEADER_LEN + h.len as usize) as u32);
         }

@@ -97,17 +97,33 @@ impl Log {
 
     /// Restates queues `ids` (from [`Log::to_restate`]) in the open segment,
     /// for the deletion of segment `ord`: a `Created` record with the
-    /// queue's counters, and its out-of-order confirmations. Restating is
-    /// what lets a segment go, so it may use the consumers' reserve. Stops
-    /// at the first queue there is no room for now; the caller tries again.
-    pub(in crate::log) fn restate(&mut self, ord: u32, ids: &[u32]) -> Result<(), NoRoom> {
-        for &id in ids {
+    /// queue's counters, and its out-of-order confirmations. `tails` are
+    /// theirs, from [`Locators::tails`](crate::log::Locators::tails), asked
+    /// since the last set. Restating is what lets a segment go, so it may
+    /// use the consumers' reserve. Stops at the first queue there is no
+    /// room for now; the caller tries again.
+    pub(in crate::log) fn restate(
+        &mut self,
+        ord: u32,
+        ids: &[u32],
+        tails: &[Option<u64>],
+    ) -> Result<(), NoRoom> {
+        debug_assert_eq!(ids.len(), tails.len());
+        for (&id, &tail) in ids.iter().zip(tails) {
             let Some(q) = self.catalog.get(id).filter(|q| q.restated <= ord) else {
                 continue;
             };
+            // The store and the catalog take a queue in and out in the same
+            // step, so the store has every queue restated; were one missing,
+            // its head is the least tail it can have.
+            debug_assert!(
+                tail.is_some(),
+                "queue {id} is in the catalog, not the store"
+            );
+            let tail = tail.unwrap_or(q.head);
             self.make_room(restatement_bytes(q), false)?;
             let q = self.catalog.get(id).expect("making room changes no queue");
-            let body = record::created_body(q.head, q.tail, &q.name);
+            let body = record::created_body(q.head, tail.max(q.head), &q.name);
             let confirmed: Vec<(u64, u64)> = q.confirmed.ranges().collect();
             let mut lsn = self.append(Kind::Created, id, 0, &body).1;
             for (start, end) in confirmed {
