@@ -78,8 +78,8 @@ pub(super) type QueueTable = IdSlab<Queue>;
 /// the log's catalog), read at that position to tell names of one hash
 /// apart. A slot is then 12 bytes where a name and an id took 24, and a
 /// million queues take up to two million slots. The position spares a
-/// lookup the QueueTable's own table of positions, two cold reads of the
-/// six a set to one of a million queues paid here; so queues enter and
+/// lookup in the QueueTable's own table of positions, two cold reads of
+/// the six a set to one of a million queues paid here; so queues enter and
 /// leave the two tables together ([`Names::add_queue`],
 /// [`Names::remove_queue`]). Only fan-out queues (a `+` in the name) are
 /// also kept by name, in order, for [`State::children`]'s prefix search;
@@ -124,7 +124,9 @@ impl Names {
         let is = |n: &Named| {
             n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
         };
-        self.by_hash.find(key.spread(), is).map(|n| n.id)
+        let found = self.by_hash.find(key.spread(), is)?;
+        debug_assert_eq!(queues.at_position(found.pos).map(Queue::id), Some(found.id));
+        Some(found.id)
     }
 
     /// Room for `n` more names, made once.

@@ -18,7 +18,8 @@
 //! tail (the next sequence number): the store's queue has it, and
 //! maintenance asks for it when it restates ([`crate::log::Locators::tails`]).
 //! Kept here too, it was a lookup on every set, three cold reads among a
-//! million queues: a tenth of the CPU of a fill of a million queues.
+//! million queues: 0.43 of 4.8 µs of CPU per set in a profile of a fill of
+//! a million queues.
 
 use std::rc::Rc;
 
