@@ -110,14 +110,10 @@ impl<T> IdSlab<T> {
         self.at.get(id).map(|&i| &mut self.items[i as usize])
     }
 
-    /// Where entry `id` is among the entries: its place until a removal
-    /// moves the last entry into the place it frees.
-    pub fn position(&self, id: &u32) -> Option<u32> {
-        self.at.get(id).copied()
-    }
-
-    /// The entry at `pos`, found without the table (a caller that keeps
-    /// positions saves its two cold reads).
+    /// The entry at `pos`: a new entry's place is the number of entries
+    /// before it ([`IdSlab::from_parts`] keeps their order), until a removal
+    /// moves the last entry into the place it frees. Found without the
+    /// table: a caller that keeps positions saves its two cold reads.
     pub fn at_position(&self, pos: u32) -> Option<&T> {
         self.items.get(pos as usize)
     }

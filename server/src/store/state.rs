@@ -118,13 +118,25 @@ impl Names {
         }
     }
 
-    /// The id of queue `name` among `queues`.
-    pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
+    /// Where queue `name` is looked for (its hash, spread), and how its
+    /// slot is told from others there: by the hash kept, then by the name
+    /// of the queue at the slot's position in `queues`.
+    fn lookup<'a>(
+        &self,
+        name: &'a [u8],
+        queues: &'a QueueTable,
+    ) -> (u64, impl Fn(&Named) -> bool + 'a) {
         let key = self.named(name, 0, 0);
-        let is = |n: &Named| {
+        let is = move |n: &Named| {
             n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
         };
-        let found = self.by_hash.find(key.spread(), is)?;
+        (key.spread(), is)
+    }
+
+    /// The id of queue `name` among `queues`.
+    pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
+        let (hash, is) = self.lookup(name, queues);
+        let found = self.by_hash.find(hash, is)?;
         debug_assert_eq!(queues.at_position(found.pos).map(Queue::id), Some(found.id));
         Some(found.id)
     }
@@ -157,21 +169,18 @@ impl Names {
     /// The table moves its last queue into the freed position, and that
     /// queue's entry here follows it.
     pub(super) fn remove_queue(&mut self, name: &[u8], queues: &mut QueueTable) -> Option<Queue> {
-        let key = self.named(name, 0, 0);
-        let is = |n: &Named| {
-            n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
-        };
-        let (gone, _) = self.by_hash.find_entry(key.spread(), is).ok()?.remove();
+        let (hash, is) = self.lookup(name, queues);
+        let (gone, _) = self.by_hash.find_entry(hash, is).ok()?.remove();
         if name.contains(&b'+') {
             self.fan_out.remove(name);
         }
         let last = u32::try_from(queues.len() - 1).expect("fewer than 2^32 queues");
         if gone.pos != last {
             let moved = queues.at_position(last).expect("the last queue").name();
-            let key = self.named(moved, 0, 0);
+            let hash = self.named(moved, 0, 0).spread();
             let entry = self
                 .by_hash
-                .find_mut(key.spread(), |n| n.pos == last)
+                .find_mut(hash, |n| n.pos == last)
                 .expect("the last queue is named");
             entry.pos = gone.pos;
         }
@@ -365,9 +374,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
-
     use std::collections::btree_map::{BTreeMap, Entry};
+    use std::rc::Rc;
 
     use super::{Names, QueueTable};
     use crate::queue::Queue;
@@ -469,7 +477,7 @@ mod tests {
         for n in names.by_hash.iter() {
             let q = queues.at_position(n.pos).unwrap();
             assert_eq!(q.id(), n.id);
-            assert_eq!(queues.position(&n.id), Some(n.pos));
+            assert!(std::ptr::eq(queues.get(&n.id).unwrap(), q));
         }
     }
 
