@@ -516,11 +516,7 @@ struct FlatQueue {
 impl FlatIndex {
     /// Queue `i` as a [`QueueIndex`].
     fn queue(&self, i: usize) -> QueueIndex {
-        let q = &self.queues[i];
-        let (m, c) = match i.checked_sub(1) {
-            Some(p) => (self.queues[p].msgs_end, self.queues[p].confirmed_end),
-            None => (0, 0),
-        };
+        let q = self.queue_of(i);
         QueueIndex {
             id: q.id,
             created: q.created,
@@ -528,8 +524,27 @@ impl FlatIndex {
             deleted: q.deleted,
             head: q.head,
             tail: q.tail,
-            msgs: self.msgs[m as usize..q.msgs_end as usize].to_vec(),
-            confirmed: self.confirmed[c as usize..q.confirmed_end as usize].to_vec(),
+            msgs: q.msgs.to_vec(),
+            confirmed: q.confirmed.to_vec(),
+        }
+    }
+
+    /// Queue `i`, borrowed, as it archives.
+    fn queue_of(&self, i: usize) -> QueueOf<'_> {
+        let q = &self.queues[i];
+        let (m, c) = match i.checked_sub(1) {
+            Some(p) => (self.queues[p].msgs_end, self.queues[p].confirmed_end),
+            None => (0, 0),
+        };
+        QueueOf {
+            id: q.id,
+            created: q.created,
+            name: &q.name,
+            deleted: q.deleted,
+            head: q.head,
+            tail: q.tail,
+            msgs: &self.msgs[m as usize..q.msgs_end as usize],
+            confirmed: &self.confirmed[c as usize..q.confirmed_end as usize],
         }
     }
 
@@ -614,75 +629,274 @@ impl<'a> rkyv::with::ArchiveWith<&'a FlatIndex> for FlatQueues {
 impl<'a, S> rkyv::with::SerializeWith<&'a FlatIndex, S> for FlatQueues
 where
     S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-    QueueIndex: rkyv::Serialize<S, Archived = ArchivedQueueIndex>,
+    S::Error: rkyv::rancor::Source,
 {
     fn serialize_with(
         field: &&'a FlatIndex,
         serializer: &mut S,
     ) -> Result<Self::Resolver, S::Error> {
         let flat: &FlatIndex = field;
-        // Each queue is built twice (rkyv writes what it points to first,
-        // then the array), and never all at once.
-        let queues = (0..flat.queues.len()).map(|i| flat.queue(i));
-        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueIndex, _, _>(queues, serializer)
+        // rkyv builds each item twice (it writes what an item points to
+        // first, then the array): a `QueueOf` is only slices of the flat
+        // index, so neither pass allocates.
+        let queues = (0..flat.queues.len()).map(|i| flat.queue_of(i));
+        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueOf, _, _>(queues, serializer)
     }
+}
+
+/// A queue of a [`FlatIndex`] as its [`QueueIndex`] archives, borrowed
+/// from the flat index's vectors.
+///
+/// Built as a `QueueIndex`, each queue of a seal cost two vectors and a
+/// copy of its name, twice over: at a million queues of a message or two,
+/// that was most of an index's encoding, and encoding indexes a sixth of
+/// the server's CPU in a fill of a million queues.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(
+    as = ArchivedQueueIndex,
+    serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source)
+)]
+struct QueueOf<'a> {
+    id: u32,
+    created: bool,
+    #[rkyv(with = AsVec, omit_bounds)]
+    name: &'a [u8],
+    deleted: bool,
+    head: u64,
+    tail: u64,
+    #[rkyv(with = AsVec, omit_bounds)]
+    msgs: &'a [IndexEntry],
+    #[rkyv(with = AsVec, omit_bounds)]
+    confirmed: &'a [SeqRange],
+}
+
+/// Archives a borrowed slice as the vector it stands for.
+struct AsVec;
+
+impl<T: rkyv::Archive> rkyv::with::ArchiveWith<&[T]> for AsVec {
+    type Archived = rkyv::vec::ArchivedVec<T::Archived>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(field: &&[T], resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<T, S> rkyv::with::SerializeWith<&[T], S> for AsVec
+where
+    T: rkyv::Serialize<S>,
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(field: &&[T], serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_slice(field, serializer)
+    }
+}
+
+/// One queue's [`QueueSummary`] as it archives, read from the main archive
+/// `main` as it is written: nothing is copied or allocated (see
+/// [`QueueOf`]).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(
+    as = ArchivedQueueSummary,
+    serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source)
+)]
+struct SummaryOfQueue<'a> {
+    id: u32,
+    created: bool,
+    #[rkyv(with = AsVec, omit_bounds)]
+    name: &'a [u8],
+    deleted: bool,
+    head: u64,
+    tail: u64,
+    #[rkyv(with = Confirmed, omit_bounds)]
+    confirmed: &'a [ArchivedSeqRange],
+    #[rkyv(with = AsSpans, omit_bounds)]
+    spans: Spans<'a>,
+}
+
+impl<'a> SummaryOfQueue<'a> {
+    /// What one segment says of one queue, from its main archive `main`
+    /// (`a` being in it).
+    fn of(a: &'a ArchivedQueueIndex, main: &'a [u8]) -> SummaryOfQueue<'a> {
+        let msgs = a.msgs.as_slice();
+        SummaryOfQueue {
+            id: a.id.to_native(),
+            created: a.created,
+            name: a.name.as_slice(),
+            deleted: a.deleted,
+            head: a.head.to_native(),
+            tail: a.tail.to_native(),
+            confirmed: a.confirmed.as_slice(),
+            spans: Spans {
+                msgs,
+                base: msgs.as_ptr() as usize - main.as_ptr() as usize,
+                raw: main,
+                first: 0,
+                count: 1 + msgs.windows(2).filter(|w| !follows(&w[0], &w[1])).count(),
+            }
+            .nonempty(),
+        }
+    }
+}
+
+/// Archives the main archive's confirmed ranges as the summary's (the
+/// same ranges, made native to be archived again).
+struct Confirmed;
+
+impl rkyv::with::ArchiveWith<&[ArchivedSeqRange]> for Confirmed {
+    type Archived = rkyv::vec::ArchivedVec<ArchivedSeqRange>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(
+        field: &&[ArchivedSeqRange],
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<&[ArchivedSeqRange], S> for Confirmed
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(
+        field: &&[ArchivedSeqRange],
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        let ranges = field.iter().map(|r| SeqRange {
+            start: r.start.to_native(),
+            end: r.end.to_native(),
+        });
+        rkyv::vec::ArchivedVec::serialize_from_iter::<SeqRange, _, _>(ranges, serializer)
+    }
+}
+
+/// Whether `b` is the message after `a`.
+fn follows(a: &ArchivedIndexEntry, b: &ArchivedIndexEntry) -> bool {
+    b.seq.to_native() == a.seq.to_native() + 1
 }
 
 /// The spans of `msgs` (sorted by seq), whose entries start at byte
-/// `base` of the file, spaced [`ENTRY_LEN`], their bytes being `raw`.
-fn spans(msgs: &[ArchivedIndexEntry], base: usize, raw: &[u8]) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    let mut i = 0;
-    while i < msgs.len() {
-        let mut j = i + 1;
-        while j < msgs.len() && msgs[j].seq.to_native() == msgs[j - 1].seq.to_native() + 1 {
-            j += 1;
-        }
-        let at = base + i * ENTRY_LEN;
-        let pages = raw[at..base + j * ENTRY_LEN]
-            .chunks(PAGE_ENTRIES * ENTRY_LEN)
-            .map(crc32c::crc32c)
-            .collect();
-        out.push(Span {
-            lo: msgs[i].seq.to_native(),
-            count: (j - i) as u32,
-            first: i as u32,
-            at: at as u64,
-            bytes: msgs[i..j]
-                .iter()
-                .map(|m| u64::from(m.len.to_native()))
-                .sum(),
-            time: msgs[i].time.to_native(),
-            pages,
-        });
-        i = j;
-    }
-    out
+/// `base` of the file, spaced [`ENTRY_LEN`], its bytes being `raw`:
+/// `count` of them, the first starting at the queue's entry `first`.
+#[derive(Clone, Copy)]
+struct Spans<'a> {
+    msgs: &'a [ArchivedIndexEntry],
+    base: usize,
+    raw: &'a [u8],
+    count: usize,
+    first: u32,
 }
 
-/// What one segment says of one queue, from its main archive `main` (`a`
-/// being in it).
-fn queue_summary(a: &ArchivedQueueIndex, main: &[u8]) -> QueueSummary {
-    QueueSummary {
-        id: a.id.to_native(),
-        created: a.created,
-        name: a.name.to_vec(),
-        deleted: a.deleted,
-        head: a.head.to_native(),
-        tail: a.tail.to_native(),
-        confirmed: a
-            .confirmed
-            .iter()
-            .map(|r| SeqRange {
-                start: r.start.to_native(),
-                end: r.end.to_native(),
-            })
-            .collect(),
-        spans: spans(
-            a.msgs.as_slice(),
-            a.msgs.as_slice().as_ptr() as usize - main.as_ptr() as usize,
-            main,
-        ),
+impl<'a> Spans<'a> {
+    /// No messages make no spans.
+    fn nonempty(self) -> Spans<'a> {
+        Spans {
+            count: if self.msgs.is_empty() { 0 } else { self.count },
+            ..self
+        }
+    }
+}
+
+impl<'a> Iterator for Spans<'a> {
+    type Item = SpanOf<'a>;
+
+    fn next(&mut self) -> Option<SpanOf<'a>> {
+        let msgs = self.msgs;
+        let first = msgs.first()?;
+        let mut j = 1;
+        while j < msgs.len() && follows(&msgs[j - 1], &msgs[j]) {
+            j += 1;
+        }
+        let at = self.base;
+        let span = SpanOf {
+            lo: first.seq.to_native(),
+            count: j as u32,
+            first: self.first,
+            at: at as u64,
+            bytes: msgs[..j].iter().map(|m| u64::from(m.len.to_native())).sum(),
+            time: first.time.to_native(),
+            pages: &self.raw[at..at + j * ENTRY_LEN],
+        };
+        self.msgs = &msgs[j..];
+        self.base += j * ENTRY_LEN;
+        self.first += j as u32;
+        self.count -= 1;
+        Some(span)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.count, Some(self.count))
+    }
+}
+
+impl ExactSizeIterator for Spans<'_> {}
+
+/// One [`Span`] as it archives: its pages' checksums are computed as they
+/// are written, from the entries' bytes (`pages`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(
+    as = ArchivedSpan,
+    serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source)
+)]
+struct SpanOf<'a> {
+    lo: u64,
+    count: u32,
+    first: u32,
+    at: u64,
+    bytes: u64,
+    time: u32,
+    #[rkyv(with = PageCrcs, omit_bounds)]
+    pages: &'a [u8],
+}
+
+/// Archives a queue's [`Spans`] as the summary's vector of spans.
+struct AsSpans;
+
+impl<'a> rkyv::with::ArchiveWith<Spans<'a>> for AsSpans {
+    type Archived = rkyv::vec::ArchivedVec<ArchivedSpan>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(field: &Spans<'a>, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.count, resolver, out);
+    }
+}
+
+impl<'a, S> rkyv::with::SerializeWith<Spans<'a>, S> for AsSpans
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    S::Error: rkyv::rancor::Source,
+{
+    fn serialize_with(field: &Spans<'a>, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_iter::<SpanOf, _, _>(*field, serializer)
+    }
+}
+
+/// Archives the entries' bytes of a span as the crc32c of each of its
+/// pages ([`PAGE_ENTRIES`] entries).
+struct PageCrcs;
+
+const PAGE_BYTES: usize = PAGE_ENTRIES * ENTRY_LEN;
+
+impl rkyv::with::ArchiveWith<&[u8]> for PageCrcs {
+    type Archived = rkyv::vec::ArchivedVec<rkyv::rend::u32_le>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(field: &&[u8], resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len().div_ceil(PAGE_BYTES), resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<&[u8], S> for PageCrcs
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(field: &&[u8], serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        // `u32` archives with no resolver of its own, so each page is
+        // checksummed once.
+        let crcs = field.chunks(PAGE_BYTES).map(crc32c::crc32c);
+        rkyv::vec::ArchivedVec::serialize_from_iter::<u32, _, _>(crcs, serializer)
     }
 }
 
@@ -736,17 +950,17 @@ impl<'a> rkyv::with::ArchiveWith<MainQueues<'a>> for QueueSummaries {
 impl<'a, S> rkyv::with::SerializeWith<MainQueues<'a>, S> for QueueSummaries
 where
     S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-    QueueSummary: rkyv::Serialize<S, Archived = ArchivedQueueSummary>,
+    S::Error: rkyv::rancor::Source,
 {
     fn serialize_with(
         field: &MainQueues<'a>,
         serializer: &mut S,
     ) -> Result<Self::Resolver, S::Error> {
         let MainQueues { index, main } = *field;
-        // Each queue's summary is built twice (rkyv writes what it points
-        // to first, then the array), and never all at once.
-        let queues = index.queues.iter().map(|a| queue_summary(a, main));
-        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueSummary, _, _>(queues, serializer)
+        // Each queue's summary is made twice (rkyv writes what it points
+        // to first, then the array), of borrowed slices.
+        let queues = index.queues.iter().map(|a| SummaryOfQueue::of(a, main));
+        rkyv::vec::ArchivedVec::serialize_from_iter::<SummaryOfQueue, _, _>(queues, serializer)
     }
 }
 
