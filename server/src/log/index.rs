@@ -218,6 +218,9 @@ pub struct IndexBuilder {
     /// `Confirmed` records, in log order, with their queue's id (rare:
     /// reliable reads confirmed out of order).
     confirmed: Vec<(u32, SeqRange)>,
+    /// The names of the queues created in the segment, end to end (see
+    /// [`QueueFacts::name`]): one allocation, not one per queue.
+    names: Vec<u8>,
 }
 
 /// What the records of a segment other than messages say of one queue.
@@ -232,7 +235,8 @@ struct QueueFacts {
     cleared_confirmed: u32,
     head: u64,
     tail: u64,
-    name: Box<[u8]>,
+    /// Where its name is in the builder's `names`.
+    name: std::ops::Range<u32>,
 }
 
 impl IndexBuilder {
@@ -253,9 +257,12 @@ impl IndexBuilder {
         match h.kind {
             Kind::Created => {
                 if let Some((head, tail, name)) = record::parse_created(body) {
+                    let at = self.names.len() as u32;
+                    self.names.extend_from_slice(name);
+                    let end = self.names.len() as u32;
                     let q = self.queue(h.queue);
                     q.created = true;
-                    q.name = name.into();
+                    q.name = at..end;
                     q.head = q.head.max(head);
                     q.tail = q.tail.max(tail);
                 }
@@ -358,6 +365,7 @@ impl IndexBuilder {
             mut msgs,
             queues: mut facts,
             mut confirmed,
+            names,
             ..
         } = self;
         let table = &facts;
@@ -427,6 +435,7 @@ impl IndexBuilder {
             queues,
             msgs,
             confirmed: confirmed.into_iter().map(|(_, r)| r).collect(),
+            names,
         }
     }
 }
@@ -498,6 +507,8 @@ pub struct FlatIndex {
     queues: Vec<FlatQueue>,
     msgs: Vec<IndexEntry>,
     confirmed: Vec<SeqRange>,
+    /// The queues' names, end to end.
+    names: Vec<u8>,
 }
 
 /// One queue of a [`FlatIndex`]: its messages end at `msgs_end` of the
@@ -508,7 +519,8 @@ struct FlatQueue {
     deleted: bool,
     head: u64,
     tail: u64,
-    name: Box<[u8]>,
+    /// Where its name is in the index's `names`.
+    name: std::ops::Range<u32>,
     msgs_end: u32,
     confirmed_end: u32,
 }
@@ -539,7 +551,7 @@ impl FlatIndex {
         QueueOf {
             id: q.id,
             created: q.created,
-            name: &q.name,
+            name: &self.names[q.name.start as usize..q.name.end as usize],
             deleted: q.deleted,
             head: q.head,
             tail: q.tail,
@@ -584,8 +596,17 @@ impl MainSource for FlatIndex {
             corrupt_records: h.corrupt_records,
             queues: self,
         };
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&main, AlignedVec::new())
-            .expect("serialising an index cannot fail")
+        // About its size, so that the buffer is not copied as it grows.
+        let size = 4096
+            + self.queues.len() * std::mem::size_of::<ArchivedQueueIndex>()
+            + self.names.len()
+            + self.msgs.len() * ENTRY_LEN
+            + self.confirmed.len() * std::mem::size_of::<ArchivedSeqRange>();
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+            &main,
+            AlignedVec::with_capacity(size),
+        )
+        .expect("serialising an index cannot fail")
     }
 }
 
@@ -1045,9 +1066,16 @@ pub fn encode_with_summary(index: impl MainSource) -> Encoded {
     // it is laid out as if serialised alone (rkyv's pointers are relative).
     let sum_off = main_len.next_multiple_of(ALIGN);
     main.resize(sum_off, 0);
+    let of = SummaryOf::of(&main[..main_len]);
+    // About its size when most queues have a span, as at many queues.
+    let size = 4096
+        + of.queues.index.queues.len()
+            * (std::mem::size_of::<ArchivedQueueSummary>()
+                + std::mem::size_of::<ArchivedSpan>()
+                + 16);
     let summary = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
-        &SummaryOf::of(&main[..main_len]),
-        AlignedVec::<ALIGN>::new(),
+        &of,
+        AlignedVec::<ALIGN>::with_capacity(size),
     )
     .expect("serialising a summary cannot fail");
     let sum_len = summary.len();
