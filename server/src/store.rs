@@ -64,6 +64,7 @@ mod gate;
 mod lifecycle;
 mod locators;
 mod moves;
+mod names;
 mod open;
 mod out_of_line;
 mod paging;

@@ -5,13 +5,10 @@
 //! a request change all of them in one synchronous step.
 
 use std::cell::RefMut;
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
-
+use super::names::Names;
 use super::out_of_line::OutOfLine;
 use super::paging::PageWait;
 use super::regions::RegionJob;
@@ -65,147 +62,6 @@ pub(super) struct State {
 
 /// The queues by id, side by side (see [`IdSlab`]).
 pub(super) type QueueTable = IdSlab<Queue>;
-
-/// Queue ids by name.
-///
-/// Every request looks its queue up by name, so this is a hash table: a
-/// B-tree of a million names took ~20 comparisons of cold keys per set
-/// (the largest share of a many-queue fill's CPU). The names are the
-/// clients', so they are hashed with std's keyed SipHash.
-///
-/// The table holds each queue's id, its position in the [`QueueTable`] and
-/// its name's hash, not the name: the name is its [`Queue`]'s (shared with
-/// the log's catalog), read at that position to tell names of one hash
-/// apart. A slot is then 12 bytes where a name and an id took 24, and a
-/// million queues take up to two million slots. The position spares a
-/// lookup in the QueueTable's own table of positions, two cold reads of
-/// the six a set to one of a million queues paid here; so queues enter and
-/// leave the two tables together ([`Names::add_queue`],
-/// [`Names::remove_queue`]). Only fan-out queues (a `+` in the name) are
-/// also kept by name, in order, for [`State::children`]'s prefix search;
-/// `stats` sorts when it reports.
-#[derive(Default)]
-pub(super) struct Names {
-    by_hash: HashTable<Named>,
-    hasher: RandomState,
-    fan_out: BTreeMap<Rc<[u8]>, u32>,
-}
-
-/// A queue in [`Names`]: its id, its position in the [`QueueTable`], and
-/// 32 bits of its name's hash (all the table needs to place it again as it
-/// grows).
-#[derive(Clone, Copy)]
-struct Named {
-    id: u32,
-    pos: u32,
-    hash: u32,
-}
-
-impl Named {
-    /// The hash the table places it by: the 32 bits kept, in the high bits
-    /// too (where the table takes its control bytes from).
-    fn spread(&self) -> u64 {
-        u64::from(self.hash) << 32 | u64::from(self.hash)
-    }
-}
-
-impl Names {
-    fn named(&self, name: &[u8], id: u32, pos: u32) -> Named {
-        Named {
-            id,
-            pos,
-            hash: self.hasher.hash_one(name) as u32,
-        }
-    }
-
-    /// Where queue `name` is looked for (its hash, spread), and how its
-    /// slot is told from others there: by the hash kept, then by the name
-    /// of the queue at the slot's position in `queues`.
-    fn lookup<'a>(
-        &self,
-        name: &'a [u8],
-        queues: &'a QueueTable,
-    ) -> (u64, impl Fn(&Named) -> bool + 'a) {
-        let key = self.named(name, 0, 0);
-        let is = move |n: &Named| {
-            n.hash == key.hash && queues.at_position(n.pos).is_some_and(|q| q.name() == name)
-        };
-        (key.spread(), is)
-    }
-
-    /// The id of queue `name` among `queues`.
-    pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
-        let (hash, is) = self.lookup(name, queues);
-        let found = self.by_hash.find(hash, is)?;
-        debug_assert_eq!(queues.at_position(found.pos).map(Queue::id), Some(found.id));
-        Some(found.id)
-    }
-
-    /// Room for `n` more names, made once.
-    pub(super) fn reserve(&mut self, n: usize) {
-        self.by_hash.reserve(n, Named::spread);
-    }
-
-    /// Names queue `id` `name` (a name no queue has), at position `pos`
-    /// of the [`QueueTable`].
-    pub(super) fn insert(&mut self, name: Rc<[u8]>, id: u32, pos: u32) {
-        let named = self.named(&name, id, pos);
-        self.by_hash
-            .insert_unique(named.spread(), named, Named::spread);
-        if name.contains(&b'+') {
-            self.fan_out.insert(name, id);
-        }
-    }
-
-    /// Adds `q` (a queue whose name no queue has) to `queues` and names it.
-    pub(super) fn add_queue(&mut self, q: Queue, queues: &mut QueueTable) {
-        let pos = u32::try_from(queues.len()).expect("fewer than 2^32 queues");
-        self.insert(q.name_rc(), q.id(), pos);
-        let was = queues.insert(q.id(), q);
-        debug_assert!(was.is_none(), "a queue id twice");
-    }
-
-    /// Removes queue `name` from `queues` and forgets its name; the queue.
-    /// The table moves its last queue into the freed position, and that
-    /// queue's entry here follows it.
-    pub(super) fn remove_queue(&mut self, name: &[u8], queues: &mut QueueTable) -> Option<Queue> {
-        let (hash, is) = self.lookup(name, queues);
-        let (gone, _) = self.by_hash.find_entry(hash, is).ok()?.remove();
-        if name.contains(&b'+') {
-            self.fan_out.remove(name);
-        }
-        let last = u32::try_from(queues.len() - 1).expect("fewer than 2^32 queues");
-        if gone.pos != last {
-            let moved = queues.at_position(last).expect("the last queue").name();
-            let hash = self.named(moved, 0, 0).spread();
-            let entry = self
-                .by_hash
-                .find_mut(hash, |n| n.pos == last)
-                .expect("the last queue is named");
-            entry.pos = gone.pos;
-        }
-        let q = queues
-            .remove(&gone.id)
-            .expect("a named queue is in the table");
-        debug_assert_eq!(q.id(), gone.id);
-        Some(q)
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    /// The fan-out queues whose names start with `prefix`, in order.
-    fn fan_out_from<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
-        self.fan_out
-            .range::<[u8], _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(name, _)| name.starts_with(prefix))
-            .map(|(_, &id)| id)
-    }
-}
 
 impl QueueTable {
     /// The first `n` `(name, id)` by name, in order (every one if `n` is
@@ -374,31 +230,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::btree_map::{BTreeMap, Entry};
-    use std::rc::Rc;
-
-    use super::{Names, QueueTable};
-    use crate::queue::Queue;
-
-    /// Queue `i` named `list[i]`, in both tables.
-    fn tables(list: &[&[u8]]) -> (Names, QueueTable) {
-        let mut names = Names::default();
-        let mut queues = QueueTable::default();
-        for (i, name) in list.iter().enumerate() {
-            let name: Rc<[u8]> = Rc::from(*name);
-            names.add_queue(Queue::new(i as u32, name), &mut queues);
-        }
-        (names, queues)
-    }
+    use crate::store::names::tests::tables;
 
     #[test]
-    fn names_are_found_and_listed_in_order() {
+    fn queues_are_listed_in_order() {
         let list: [&[u8]; 6] = [b"b", b"a+x", b"c", b"a", b"a+y", b"ab"];
-        let (mut names, mut queues) = tables(&list);
-        assert_eq!(names.len(), 6);
-        assert_eq!(names.get(b"c", &queues), Some(2));
-        assert!(names.get(b"a+y", &queues).is_some() && names.get(b"d", &queues).is_none());
-        let order = |queues: &QueueTable, n: usize| -> Vec<Vec<u8>> {
+        let (_, queues) = tables(&list);
+        let order = |n: usize| -> Vec<Vec<u8>> {
             queues
                 .first_by_name(n)
                 .into_iter()
@@ -409,76 +247,10 @@ mod tests {
             .iter()
             .map(|n| n.as_bytes().to_vec())
             .collect();
-        assert_eq!(order(&queues, usize::MAX), all);
-        assert_eq!(order(&queues, 6), all);
-        assert_eq!(order(&queues, 2), all[..2]);
-        assert!(order(&queues, 0).is_empty());
-        assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [1, 4]);
-        let gone = names.remove_queue(b"a+x", &mut queues);
-        assert_eq!(gone.map(|q| q.id()), Some(1));
-        assert!(names.remove_queue(b"a+x", &mut queues).is_none());
-        assert!(!queues.contains_key(&1));
-        assert_eq!(names.fan_out_from(b"a+").collect::<Vec<_>>(), [4]);
-        assert!(names.fan_out_from(b"b+").next().is_none());
-        assert_eq!(names.len(), 5);
-    }
-
-    /// Many names, so that the table grows and places them again from the
-    /// hashes it keeps: every one is found, and no other.
-    #[test]
-    fn names_are_found_after_growth() {
-        let list: Vec<Vec<u8>> = (0..20_000).map(|i| format!("q{i}").into_bytes()).collect();
-        let refs: Vec<&[u8]> = list.iter().map(|n| &n[..]).collect();
-        let (mut names, mut queues) = tables(&refs);
-        for (i, name) in refs.iter().enumerate() {
-            assert_eq!(names.get(name, &queues), Some(i as u32));
-        }
-        assert_eq!(names.get(b"q20000", &queues), None);
-        for (i, name) in refs.iter().enumerate().step_by(2) {
-            let gone = names.remove_queue(name, &mut queues);
-            assert_eq!(gone.map(|q| q.id()), Some(i as u32));
-        }
-        for (i, name) in refs.iter().enumerate() {
-            let want = (i % 2 == 1).then_some(i as u32);
-            assert_eq!(names.get(name, &queues), want);
-        }
-    }
-
-    /// Removing a queue moves the table's last queue into its position:
-    /// the names follow, through any order of adds and removals, and every
-    /// entry names the queue at the position it keeps.
-    #[test]
-    fn names_follow_the_queues_they_name_through_removals() {
-        let mut names = Names::default();
-        let mut queues = QueueTable::default();
-        let mut model = BTreeMap::new();
-        let mut next_id = 0u32;
-        let mut x = 11u64;
-        for step in 0..30_000u32 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let name = format!("q{}", (x >> 40) % 2000).into_bytes();
-            if x % 5 < 2 {
-                let gone = names.remove_queue(&name, &mut queues).map(|q| q.id());
-                assert_eq!(gone, model.remove(&name), "step {step}");
-            } else if let Entry::Vacant(e) = model.entry(name) {
-                let rc: Rc<[u8]> = Rc::from(&e.key()[..]);
-                names.add_queue(Queue::new(next_id, rc), &mut queues);
-                e.insert(next_id);
-                next_id += 1;
-            }
-            assert_eq!(names.len(), model.len());
-            assert_eq!(queues.len(), model.len());
-        }
-        for (name, &id) in &model {
-            assert_eq!(names.get(name, &queues), Some(id));
-        }
-        for n in names.by_hash.iter() {
-            let q = queues.at_position(n.pos).unwrap();
-            assert_eq!(q.id(), n.id);
-            assert!(std::ptr::eq(queues.get(&n.id).unwrap(), q));
-        }
+        assert_eq!(order(usize::MAX), all);
+        assert_eq!(order(6), all);
+        assert_eq!(order(2), all[..2]);
+        assert!(order(0).is_empty());
     }
 
     /// Sorting by the first eight bytes, then the whole name, is sorting
