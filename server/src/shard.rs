@@ -367,6 +367,23 @@ impl Router {
         shard_for(queue, self.shards)
     }
 
+    /// Starts fetching what the requests for `queues` will read, on the
+    /// stores of this executor that hold them (see [`Store::prefetch`]).
+    pub fn prefetch(&self, queues: &[&[u8]]) {
+        for (shard, store) in self.local.iter().enumerate() {
+            if let Some(store) = store {
+                let mine = |q: &&[u8]| self.shards == 1 || self.shard_of(q) as usize == shard;
+                store.prefetch(queues.iter().copied().filter(mine));
+            }
+        }
+    }
+
+    /// Whether prefetching pays on any of this executor's stores (see
+    /// [`Store::prefetch_pays`]).
+    pub fn prefetch_pays(&self) -> bool {
+        self.local_stores().any(Store::prefetch_pays)
+    }
+
     /// This executor's own stores.
     pub fn local_stores(&self) -> impl Iterator<Item = &Store> {
         self.local.iter().flatten()

@@ -148,3 +148,39 @@ fn a_queue_costs_well_under_a_kilobyte() {
     println!("RSS {before} KiB -> {after} KiB: {per_queue} bytes per queue");
     assert!(per_queue < 1000, "{per_queue} bytes per queue");
 }
+
+/// Among enough queues, a connection parses a batch of pipelined requests
+/// before it submits them (to fetch their queues' lookups into the cache
+/// together): the replies still come in the requests' order, refused ones
+/// included, and each request sees what the ones before it did.
+#[test]
+fn a_pipelined_batch_among_many_queues_is_answered_in_order() {
+    let server = Server::start(
+        "many-queues-batch",
+        &["-t", "1", "--sync", "none", "-B", "1024"],
+    );
+    let mut c = server.client();
+    set_each(&mut c, (0..70_000).map(name));
+    let mut req = Vec::new();
+    let mut want = Vec::new();
+    let mut step = |r: &[u8], w: &[u8]| {
+        req.extend_from_slice(r);
+        want.extend_from_slice(w);
+    };
+    step(b"set mq000001 0 0 1\r\ny\r\n", b"STORED\r\n");
+    step(b"get mq000001\r\n", b"VALUE mq000001 0 1\r\nx\r\nEND\r\n");
+    step(b"bogus\r\n", b"ERROR\r\n");
+    step(b"get mq000001\r\n", b"VALUE mq000001 0 1\r\ny\r\nEND\r\n");
+    let mut big = b"set mq000002 0 0 1025\r\n".to_vec();
+    big.extend_from_slice(&[b'z'; 1025]);
+    big.extend_from_slice(b"\r\n");
+    step(&big, b"SERVER_ERROR object too large for cache\r\n");
+    step(b"get mq000002\r\n", b"VALUE mq000002 0 1\r\nx\r\nEND\r\n");
+    step(b"get mq000002\r\n", b"END\r\n");
+    step(b"set fresh 0 0 2\r\nab\r\n", b"STORED\r\n");
+    step(b"get nosuchqueue\r\n", b"END\r\n");
+    step(b"get fresh\r\n", b"VALUE fresh 0 2\r\nab\r\nEND\r\n");
+    step(b"delete mq000003\r\n", b"DELETED\r\n");
+    step(b"get mq000003\r\n", b"END\r\n");
+    c.expect(&req, &want);
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_lite::future;
+use smallvec::SmallVec;
 
 use super::dispatch::forget;
 use super::output::{finish, Output, Pending, FLUSH_AT};
@@ -57,6 +58,9 @@ pub(super) struct Connection {
     /// The pending replies of the requests parsed together, kept between
     /// batches so that a batch allocates nothing.
     batch: Vec<Pending>,
+    /// Requests parsed and not yet submitted (see
+    /// [`Connection::submit_parsed`]), kept for the same reason.
+    parsed: Vec<Command>,
     /// The user the client's TLS certificate names (`tls::identity`),
     /// set once by the handshake; `None` for plaintext, or TLS without a
     /// client certificate. It logs the connection in as that user (see
@@ -95,6 +99,7 @@ impl Connection {
             since_pause: 0,
             block: None,
             batch: Vec::new(),
+            parsed: Vec::new(),
             tls_identity,
             session,
         }
@@ -245,11 +250,14 @@ impl Connection {
     /// [`MAX_BATCH`]), pushing their pending replies onto `batch`. Returns
     /// whether the connection must close after them.
     fn parse_batch(&mut self, batch: &mut Vec<Pending>) -> bool {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        // Among few queues, each request is submitted as it is parsed.
+        let defer = self.router.prefetch_pays();
         let mut used = 0;
         let mut close = false;
         let max_gets = (BATCH_GET_BYTES / self.shared.max_message_size.max(1)).max(16);
         let mut gets = 0;
-        while batch.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
+        while batch.len() + parsed.len() < MAX_BATCH && gets < max_gets && self.skip == 0 {
             match protocol::parse(&self.input[used..], self.shared.max_message_size) {
                 Parsed::Incomplete => {
                     // A large data block that is really arriving (its first
@@ -274,6 +282,11 @@ impl Connection {
                         close = true;
                         break;
                     }
+                    if command == Command::Shutdown {
+                        // Whether it is permitted may depend on a request
+                        // before it (a login).
+                        self.submit_parsed(&mut parsed, batch);
+                    }
                     if command == Command::Shutdown
                         && self.shared.shutdown_enabled
                         && self.permitted(&command)
@@ -286,8 +299,9 @@ impl Connection {
                     if let Command::Get { keys, .. } = &command {
                         gets += keys.len();
                     }
-                    if let Some(pending) = self.submit(command, None) {
-                        batch.push(pending);
+                    parsed.push(command);
+                    if !defer {
+                        self.submit_parsed(&mut parsed, batch);
                     }
                 }
                 Parsed::Reject {
@@ -305,6 +319,7 @@ impl Connection {
                     let now = skip.min(available);
                     used += now as usize;
                     self.skip = skip - now;
+                    self.submit_parsed(&mut parsed, batch);
                     batch.push(Pending::line(reject.line()));
                 }
                 Parsed::Fatal(line) => {
@@ -312,6 +327,7 @@ impl Connection {
                         "rejected request, connection closed ({line}): {}",
                         logging::escape(&self.input[used..])
                     );
+                    self.submit_parsed(&mut parsed, batch);
                     batch.push(Pending::line(line));
                     close = true;
                     used = self.input.len();
@@ -319,8 +335,35 @@ impl Connection {
                 }
             }
         }
+        self.submit_parsed(&mut parsed, batch);
+        self.parsed = parsed;
         self.input.drain(..used);
         close
+    }
+
+    /// Submits the requests `parsed` (emptying it), in order, pushing their
+    /// pending replies onto `batch`. First the stores are asked to fetch
+    /// what the requests' queues' lookups will read, all at once (see
+    /// `Store::prefetch`): among many queues, each would otherwise wait
+    /// for its own cold reads in turn. So among many queues a batch's
+    /// requests are parsed first and submitted together.
+    fn submit_parsed(&mut self, parsed: &mut Vec<Command>, batch: &mut Vec<Pending>) {
+        if parsed.len() > 1 {
+            let mut queues: SmallVec<[&[u8]; 64]> = SmallVec::new();
+            for c in parsed.iter() {
+                match c {
+                    Command::Set { queue, .. } => queues.push(queue),
+                    Command::Get { keys, .. } => queues.extend(keys.iter().map(|k| &k.queue[..])),
+                    _ => {}
+                }
+            }
+            self.router.prefetch(&queues);
+        }
+        for command in parsed.drain(..) {
+            if let Some(pending) = self.submit(command, None) {
+                batch.push(pending);
+            }
+        }
     }
 
     /// Awaits the batch's replies in order and writes them, leaving

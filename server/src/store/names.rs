@@ -95,6 +95,36 @@ impl Names {
         queues.at_position(self.slots[i].pos()?).map(Queue::id)
     }
 
+    /// Starts fetching the slot where a lookup of `name` begins into the
+    /// cache (see [`Names::prefetch_queue`]); the hash it is found by.
+    pub(super) fn prefetch_slot(&self, name: &[u8]) -> u32 {
+        let hash = self.hash(name);
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[self.home(hash)]);
+        }
+        hash
+    }
+
+    /// Starts fetching the queue the slot of `hash` names, if that slot,
+    /// fetched by [`Names::prefetch_slot`] a little before, has the hash.
+    ///
+    /// Among a million queues, a lookup waits for two cold reads, the slot
+    /// then the queue: about a sixth of a set's CPU, on this workload, and
+    /// the largest part of what such a set costs more than a set among 16
+    /// queues. A connection parses a batch of pipelined requests before it
+    /// submits them: fetching every request's slot, then every one's queue,
+    /// lets those reads overlap instead of waiting for each in turn.
+    pub(super) fn prefetch_queue(&self, hash: u32, queues: &QueueTable) {
+        let Some(&s) = self.slots.get(self.home(hash)) else {
+            return;
+        };
+        if s.hash == hash {
+            if let Some(q) = s.pos().and_then(|pos| queues.at_position(pos)) {
+                prefetch(q);
+            }
+        }
+    }
+
     /// Room for `n` more names, made once.
     pub(super) fn reserve(&mut self, n: usize) {
         let want = (2 * (self.len + n)).next_power_of_two().max(MIN_SLOTS);
@@ -210,6 +240,20 @@ impl Names {
     }
 }
 
+/// Asks the CPU to bring `*p`'s cache line in, without waiting for it.
+#[inline]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and never faults;
+    // `p` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(p).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::collections::btree_map::{BTreeMap, Entry};
@@ -266,6 +310,21 @@ pub(super) mod tests {
         assert_eq!(names.len(), 5);
         check(&names, &queues);
         assert_eq!(Names::default().get(b"a", &queues), None);
+    }
+
+    /// A prefetch is only a hint: on an empty table, for a name no queue
+    /// has, or one that is there, it changes nothing.
+    #[test]
+    fn prefetching_changes_nothing() {
+        let (names, queues) = tables(&[b"a", b"b"]);
+        let empty = Names::default();
+        empty.prefetch_queue(empty.prefetch_slot(b"a"), &queues);
+        for name in [&b"a"[..], b"b", b"zz"] {
+            names.prefetch_queue(names.prefetch_slot(name), &queues);
+        }
+        assert_eq!(names.get(b"a", &queues), Some(0));
+        assert_eq!(names.get(b"zz", &queues), None);
+        check(&names, &queues);
     }
 
     /// Many names, so that the table grows and places them again from the

@@ -21,6 +21,10 @@ use crate::log::writer::MessageMeta;
 use crate::log::{Log, Pos};
 use crate::queue::Queue;
 
+/// Queues from which [`Store::prefetch`] pays: 64Ki queues' records take
+/// about 10 MiB.
+const PREFETCH_MIN_QUEUES: usize = 1 << 16;
+
 /// The queues of one shard.
 ///
 /// # Borrow order
@@ -221,6 +225,30 @@ impl State {
 }
 
 impl Store {
+    /// Starts fetching what looking up `names` will read into the cache,
+    /// all of them at once (see `Names::prefetch_queue`). Only a hint:
+    /// nothing changes, and a table borrowed elsewhere is left alone.
+    pub fn prefetch<'a>(&self, names: impl Iterator<Item = &'a [u8]>) {
+        let Ok(st) = self.state.try_borrow() else {
+            return;
+        };
+        let mut hashes: smallvec::SmallVec<[u32; 64]> = smallvec::SmallVec::new();
+        hashes.extend(names.map(|n| st.names.prefetch_slot(n)));
+        for h in hashes {
+            st.names.prefetch_queue(h, &st.queues);
+        }
+    }
+
+    /// Whether [`Store::prefetch`] pays: only among enough queues that
+    /// their tables outgrow the CPU's caches. (Among a few, everything a
+    /// lookup reads is cached already, and deferring a batch's requests to
+    /// fetch for all of them first costs more than it saves.)
+    pub fn prefetch_pays(&self) -> bool {
+        self.state
+            .try_borrow()
+            .is_ok_and(|st| st.names.len() >= PREFETCH_MIN_QUEUES)
+    }
+
     /// The queue table and the log, borrowed in that order (see [`State`]).
     pub(super) fn both(&self) -> (RefMut<'_, State>, RefMut<'_, Log>) {
         let state = self.state.borrow_mut();
