@@ -7,6 +7,7 @@
 //! 64-bit golden ratio spreads small sequential integers over the high
 //! bits, where hashbrown takes its control bytes from.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -40,6 +41,9 @@ impl Hasher for IdHasher {
     }
 }
 
+/// No hint: no entry has id `u32::MAX` at position `u32::MAX`.
+const NO_HINT: (u32, u32, u64) = (u32::MAX, u32::MAX, u64::MAX);
+
 /// A `HashMap` keyed by the server's own integers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
@@ -58,6 +62,11 @@ pub struct IdSlab<T> {
     /// The ids of `items`, in the same order.
     ids: Vec<u32>,
     items: Vec<T>,
+    /// Where an id was last said to be ([`IdSlab::note`]): `(id, position,
+    /// removals then)`.
+    hint: Cell<(u32, u32, u64)>,
+    /// Removals so far (the only change that moves an entry).
+    removals: u64,
 }
 
 impl<T> Default for IdSlab<T> {
@@ -66,6 +75,8 @@ impl<T> Default for IdSlab<T> {
             at: IdMap::default(),
             ids: Vec::new(),
             items: Vec::new(),
+            hint: Cell::new(NO_HINT),
+            removals: 0,
         }
     }
 }
@@ -76,6 +87,8 @@ impl<T> IdSlab<T> {
             at: IdMap::with_capacity_and_hasher(n, Default::default()),
             ids: Vec::with_capacity(n),
             items: Vec::with_capacity(n),
+            hint: Cell::new(NO_HINT),
+            removals: 0,
         }
     }
 
@@ -87,7 +100,13 @@ impl<T> IdSlab<T> {
             let was = at.insert(id, u32::try_from(i).expect("fewer than 2^32 entries"));
             assert!(was.is_none(), "id {id} twice");
         }
-        IdSlab { at, ids, items }
+        IdSlab {
+            at,
+            ids,
+            items,
+            hint: Cell::new(NO_HINT),
+            removals: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -103,11 +122,31 @@ impl<T> IdSlab<T> {
     }
 
     pub fn get(&self, id: &u32) -> Option<&T> {
-        self.at.get(id).map(|&i| &self.items[i as usize])
+        self.position(*id).map(|i| &self.items[i as usize])
     }
 
     pub fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
-        self.at.get(id).map(|&i| &mut self.items[i as usize])
+        self.position(*id).map(|i| &mut self.items[i as usize])
+    }
+
+    /// Where entry `id` is: the hint's position if it is `id`'s and no
+    /// removal has moved an entry since, else the table's.
+    fn position(&self, id: u32) -> Option<u32> {
+        let (hinted, pos, removals) = self.hint.get();
+        if hinted == id && removals == self.removals {
+            return Some(pos);
+        }
+        self.at.get(&id).copied()
+    }
+
+    /// Entry `id` is at `pos` (a caller that found it by position says
+    /// so): lookups of `id` go there without the table until another hint
+    /// or a removal. A request finds its queue by name, then by id a few
+    /// times: among a million queues the table's lookup was a cold read or
+    /// two on every request.
+    pub fn note(&self, id: u32, pos: u32) {
+        debug_assert_eq!(self.ids.get(pos as usize), Some(&id));
+        self.hint.set((id, pos, self.removals));
     }
 
     /// The entry at `pos`: a new entry's place is the number of entries
@@ -153,6 +192,7 @@ impl<T> IdSlab<T> {
 
     pub fn remove(&mut self, id: &u32) -> Option<T> {
         let i = self.at.remove(id)? as usize;
+        self.removals += 1;
         self.ids.swap_remove(i);
         let v = self.items.swap_remove(i);
         if let Some(&moved) = self.ids.get(i) {
@@ -186,7 +226,8 @@ impl<T> std::ops::Index<&u32> for IdSlab<T> {
 
     /// Entry `id`, which must exist.
     fn index(&self, id: &u32) -> &T {
-        &self.items[self.at[id] as usize]
+        let i = self.position(*id).expect("an entry with this id");
+        &self.items[i as usize]
     }
 }
 
@@ -258,6 +299,28 @@ mod tests {
         s.remove(&5000);
         assert!(s.is_empty());
         assert!(s.items.capacity() <= 1024 * 2 && s.ids.capacity() <= 1024 * 2);
+    }
+
+    /// A hint is followed only while it holds: a removal (which moves the
+    /// last entry) or another hint ends it.
+    #[test]
+    fn a_hint_is_followed_only_while_it_holds() {
+        let mut s = IdSlab::default();
+        for id in 10..15u32 {
+            s.insert(id, id * 100);
+        }
+        s.note(11, 1);
+        assert_eq!(
+            (s.get(&11), s.get(&14), s[&12]),
+            (Some(&1100), Some(&1400), 1200)
+        );
+        s.remove(&11); // 14 moves to position 1
+        assert_eq!((s.get(&11), s.get(&14)), (None, Some(&1400)));
+        s.note(14, 1);
+        *s.get_mut(&14).unwrap() += 1;
+        assert_eq!((s[&14], s.get(&10)), (1401, Some(&1000)));
+        s.insert(14, 7); // replaced in place
+        assert_eq!(s.get(&14), Some(&7));
     }
 
     #[test]

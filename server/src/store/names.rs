@@ -62,8 +62,10 @@ impl Names {
         (self.hasher.hash_one(name) >> 32) as u32
     }
 
-    /// The slot where a probe for `hash` starts: its top bits.
+    /// The slot where a probe for `hash` starts: its top bits (the table
+    /// has slots).
     fn home(&self, hash: u32) -> usize {
+        debug_assert!(!self.slots.is_empty());
         let bits = self.slots.len().trailing_zeros();
         ((u64::from(hash) << bits) >> 32) as usize
     }
@@ -89,10 +91,15 @@ impl Names {
         }
     }
 
-    /// The id of queue `name` among `queues`.
+    /// The id of queue `name` among `queues`, whose table is told where
+    /// the queue is ([`QueueTable::note`]), so that the rest of the request
+    /// finds it by id without another lookup.
     pub(super) fn get(&self, name: &[u8], queues: &QueueTable) -> Option<u32> {
         let i = self.find(name, queues)?;
-        queues.at_position(self.slots[i].pos()?).map(Queue::id)
+        let pos = self.slots[i].pos()?;
+        let id = queues.at_position(pos)?.id();
+        queues.note(id, pos);
+        Some(id)
     }
 
     /// Starts fetching the slot where a lookup of `name` begins into the
@@ -115,14 +122,28 @@ impl Names {
     /// submits them: fetching every request's slot, then every one's queue,
     /// lets those reads overlap instead of waiting for each in turn.
     pub(super) fn prefetch_queue(&self, hash: u32, queues: &QueueTable) {
-        let Some(&s) = self.slots.get(self.home(hash)) else {
-            return;
-        };
-        if s.hash == hash {
-            if let Some(q) = s.pos().and_then(|pos| queues.at_position(pos)) {
-                prefetch(q);
-            }
+        if let Some(q) = self.at_home(hash, queues) {
+            prefetch(q);
         }
+    }
+
+    /// Starts fetching the name of the queue the slot of `hash` names
+    /// (read to tell it from others of its hash), that queue having been
+    /// fetched by [`Names::prefetch_queue`] a little before.
+    pub(super) fn prefetch_name(&self, hash: u32, queues: &QueueTable) {
+        if let Some(q) = self.at_home(hash, queues) {
+            prefetch(q.name());
+        }
+    }
+
+    /// The queue in the home slot of `hash`, if that slot has the hash.
+    fn at_home<'a>(&self, hash: u32, queues: &'a QueueTable) -> Option<&'a Queue> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let s = self.slots[self.home(hash)];
+        (s.hash == hash).then_some(())?;
+        queues.at_position(s.pos()?)
     }
 
     /// Room for `n` more names, made once.
@@ -242,7 +263,7 @@ impl Names {
 
 /// Asks the CPU to bring `*p`'s cache line in, without waiting for it.
 #[inline]
-fn prefetch<T>(p: &T) {
+fn prefetch<T: ?Sized>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing architecturally and never faults;
     // `p` is a valid reference anyway.

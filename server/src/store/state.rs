@@ -234,8 +234,11 @@ impl Store {
         };
         let mut hashes: smallvec::SmallVec<[u32; 64]> = smallvec::SmallVec::new();
         hashes.extend(names.map(|n| st.names.prefetch_slot(n)));
-        for h in hashes {
+        for &h in &hashes {
             st.names.prefetch_queue(h, &st.queues);
+        }
+        for &h in &hashes {
+            st.names.prefetch_name(h, &st.queues);
         }
     }
 
