@@ -299,9 +299,10 @@ impl Connection {
                     if let Command::Get { keys, .. } = &command {
                         gets += keys.len();
                     }
-                    parsed.push(command);
-                    if !defer {
-                        self.submit_parsed(&mut parsed, batch);
+                    if defer {
+                        parsed.push(command);
+                    } else if let Some(pending) = self.submit(command, None) {
+                        batch.push(pending);
                     }
                 }
                 Parsed::Reject {
