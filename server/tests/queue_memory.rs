@@ -5,7 +5,7 @@
 //! The bytes are glibc's chunk sizes for what is requested, so that a
 //! layout that fits one more field into the same chunk costs nothing here
 //! either. The shard's hash tables are not counted (their slot sizes are
-//! `store::state`'s to keep small).
+//! `store::names`' and `idhash`'s to keep small).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
