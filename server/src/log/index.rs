@@ -631,38 +631,51 @@ struct MainOf<'a> {
     queues: &'a FlatIndex,
 }
 
-/// Archives a [`FlatIndex`]'s queues as the main archive's.
-struct FlatQueues;
+/// Declares `$with`, an rkyv wrapper that archives a field of type
+/// `$field` as a vector of `$item`s made from it one at a time, with no
+/// vector of its own: `$len` of them, and `$items` iterating over them, both
+/// of the field, named `$f`. rkyv runs the iterator twice (it writes what an
+/// item points to first, then the array), so an item is made of borrowed
+/// slices and costs nothing to make.
+macro_rules! archive_vec_from_iter {
+    (
+        $(#[$doc:meta])*
+        $with:ident: <$lt:lifetime> $field:ty => [$item:ty as $archived:ty],
+        |$f:ident| len: $len:expr, items: $items:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        struct $with;
 
-impl<'a> rkyv::with::ArchiveWith<&'a FlatIndex> for FlatQueues {
-    type Archived = rkyv::vec::ArchivedVec<ArchivedQueueIndex>;
-    type Resolver = rkyv::vec::VecResolver;
+        impl<$lt> rkyv::with::ArchiveWith<$field> for $with {
+            type Archived = rkyv::vec::ArchivedVec<$archived>;
+            type Resolver = rkyv::vec::VecResolver;
 
-    fn resolve_with(
-        field: &&'a FlatIndex,
-        resolver: Self::Resolver,
-        out: rkyv::Place<Self::Archived>,
-    ) {
-        rkyv::vec::ArchivedVec::resolve_from_len(field.queues.len(), resolver, out);
-    }
+            fn resolve_with(
+                $f: &$field,
+                resolver: Self::Resolver,
+                out: rkyv::Place<Self::Archived>,
+            ) {
+                rkyv::vec::ArchivedVec::resolve_from_len($len, resolver, out);
+            }
+        }
+
+        impl<$lt, S> rkyv::with::SerializeWith<$field, S> for $with
+        where
+            S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+            S::Error: rkyv::rancor::Source,
+        {
+            fn serialize_with($f: &$field, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+                rkyv::vec::ArchivedVec::serialize_from_iter::<$item, _, _>($items, serializer)
+            }
+        }
+    };
 }
 
-impl<'a, S> rkyv::with::SerializeWith<&'a FlatIndex, S> for FlatQueues
-where
-    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-    S::Error: rkyv::rancor::Source,
-{
-    fn serialize_with(
-        field: &&'a FlatIndex,
-        serializer: &mut S,
-    ) -> Result<Self::Resolver, S::Error> {
-        let flat: &FlatIndex = field;
-        // rkyv builds each item twice (it writes what an item points to
-        // first, then the array): a `QueueOf` is only slices of the flat
-        // index, so neither pass allocates.
-        let queues = (0..flat.queues.len()).map(|i| flat.queue_of(i));
-        rkyv::vec::ArchivedVec::serialize_from_iter::<QueueOf, _, _>(queues, serializer)
-    }
+archive_vec_from_iter! {
+    /// Archives a [`FlatIndex`]'s queues as the main archive's.
+    FlatQueues: <'a> &'a FlatIndex => [QueueOf<'_> as ArchivedQueueIndex],
+    |flat| len: flat.queues.len(),
+    items: (0..flat.queues.len()).map(|i| flat.queue_of(i)),
 }
 
 /// A queue of a [`FlatIndex`] as its [`QueueIndex`] archives, borrowed
@@ -760,37 +773,15 @@ impl<'a> SummaryOfQueue<'a> {
     }
 }
 
-/// Archives the main archive's confirmed ranges as the summary's (the
-/// same ranges, made native to be archived again).
-struct Confirmed;
-
-impl rkyv::with::ArchiveWith<&[ArchivedSeqRange]> for Confirmed {
-    type Archived = rkyv::vec::ArchivedVec<ArchivedSeqRange>;
-    type Resolver = rkyv::vec::VecResolver;
-
-    fn resolve_with(
-        field: &&[ArchivedSeqRange],
-        resolver: Self::Resolver,
-        out: rkyv::Place<Self::Archived>,
-    ) {
-        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
-    }
-}
-
-impl<S> rkyv::with::SerializeWith<&[ArchivedSeqRange], S> for Confirmed
-where
-    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-{
-    fn serialize_with(
-        field: &&[ArchivedSeqRange],
-        serializer: &mut S,
-    ) -> Result<Self::Resolver, S::Error> {
-        let ranges = field.iter().map(|r| SeqRange {
-            start: r.start.to_native(),
-            end: r.end.to_native(),
-        });
-        rkyv::vec::ArchivedVec::serialize_from_iter::<SeqRange, _, _>(ranges, serializer)
-    }
+archive_vec_from_iter! {
+    /// Archives the main archive's confirmed ranges as the summary's (the
+    /// same ranges, made native to be archived again).
+    Confirmed: <'a> &'a [ArchivedSeqRange] => [SeqRange as ArchivedSeqRange],
+    |ranges| len: ranges.len(),
+    items: ranges.iter().map(|r| SeqRange {
+        start: r.start.to_native(),
+        end: r.end.to_native(),
+    }),
 }
 
 /// Whether `b` is the message after `a`.
@@ -872,53 +863,22 @@ struct SpanOf<'a> {
     pages: &'a [u8],
 }
 
-/// Archives a queue's [`Spans`] as the summary's vector of spans.
-struct AsSpans;
-
-impl<'a> rkyv::with::ArchiveWith<Spans<'a>> for AsSpans {
-    type Archived = rkyv::vec::ArchivedVec<ArchivedSpan>;
-    type Resolver = rkyv::vec::VecResolver;
-
-    fn resolve_with(field: &Spans<'a>, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
-        rkyv::vec::ArchivedVec::resolve_from_len(field.count, resolver, out);
-    }
+archive_vec_from_iter! {
+    /// Archives a queue's [`Spans`] as the summary's vector of spans.
+    AsSpans: <'a> Spans<'a> => [SpanOf<'_> as ArchivedSpan],
+    |spans| len: spans.count,
+    items: *spans,
 }
-
-impl<'a, S> rkyv::with::SerializeWith<Spans<'a>, S> for AsSpans
-where
-    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-    S::Error: rkyv::rancor::Source,
-{
-    fn serialize_with(field: &Spans<'a>, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
-        rkyv::vec::ArchivedVec::serialize_from_iter::<SpanOf, _, _>(*field, serializer)
-    }
-}
-
-/// Archives the entries' bytes of a span as the crc32c of each of its
-/// pages ([`PAGE_ENTRIES`] entries).
-struct PageCrcs;
 
 const PAGE_BYTES: usize = PAGE_ENTRIES * ENTRY_LEN;
 
-impl rkyv::with::ArchiveWith<&[u8]> for PageCrcs {
-    type Archived = rkyv::vec::ArchivedVec<rkyv::rend::u32_le>;
-    type Resolver = rkyv::vec::VecResolver;
-
-    fn resolve_with(field: &&[u8], resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
-        rkyv::vec::ArchivedVec::resolve_from_len(field.len().div_ceil(PAGE_BYTES), resolver, out);
-    }
-}
-
-impl<S> rkyv::with::SerializeWith<&[u8], S> for PageCrcs
-where
-    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-{
-    fn serialize_with(field: &&[u8], serializer: &mut S) -> Result<Self::Resolver, S::Error> {
-        // `u32` archives with no resolver of its own, so each page is
-        // checksummed once.
-        let crcs = field.chunks(PAGE_BYTES).map(crc32c::crc32c);
-        rkyv::vec::ArchivedVec::serialize_from_iter::<u32, _, _>(crcs, serializer)
-    }
+archive_vec_from_iter! {
+    /// Archives the entries' bytes of a span as the crc32c of each of its
+    /// pages ([`PAGE_ENTRIES`] entries). A `u32` archives with no resolver
+    /// of its own, so each page is checksummed once.
+    PageCrcs: <'a> &'a [u8] => [u32 as rkyv::rend::u32_le],
+    |entries| len: entries.len().div_ceil(PAGE_BYTES),
+    items: entries.chunks(PAGE_BYTES).map(crc32c::crc32c),
 }
 
 /// A [`SegmentSummary`] as it is written: archived straight from the main
@@ -952,37 +912,12 @@ struct MainQueues<'a> {
     main: &'a [u8],
 }
 
-/// Archives [`MainQueues`] as the summary's queues.
-struct QueueSummaries;
-
-impl<'a> rkyv::with::ArchiveWith<MainQueues<'a>> for QueueSummaries {
-    type Archived = rkyv::vec::ArchivedVec<ArchivedQueueSummary>;
-    type Resolver = rkyv::vec::VecResolver;
-
-    fn resolve_with(
-        field: &MainQueues<'a>,
-        resolver: Self::Resolver,
-        out: rkyv::Place<Self::Archived>,
-    ) {
-        rkyv::vec::ArchivedVec::resolve_from_len(field.index.queues.len(), resolver, out);
-    }
-}
-
-impl<'a, S> rkyv::with::SerializeWith<MainQueues<'a>, S> for QueueSummaries
-where
-    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
-    S::Error: rkyv::rancor::Source,
-{
-    fn serialize_with(
-        field: &MainQueues<'a>,
-        serializer: &mut S,
-    ) -> Result<Self::Resolver, S::Error> {
-        let MainQueues { index, main } = *field;
-        // Each queue's summary is made twice (rkyv writes what it points
-        // to first, then the array), of borrowed slices.
-        let queues = index.queues.iter().map(|a| SummaryOfQueue::of(a, main));
-        rkyv::vec::ArchivedVec::serialize_from_iter::<SummaryOfQueue, _, _>(queues, serializer)
-    }
+archive_vec_from_iter! {
+    /// Archives [`MainQueues`] as the summary's queues, each one's summary
+    /// made of borrowed slices of the main archive.
+    QueueSummaries: <'a> MainQueues<'a> => [SummaryOfQueue<'_> as ArchivedQueueSummary],
+    |queues| len: queues.index.queues.len(),
+    items: queues.index.queues.iter().map(|a| SummaryOfQueue::of(a, queues.main)),
 }
 
 impl<'a> SummaryOf<'a> {
