@@ -42,7 +42,7 @@ use crate::log::{Loc, Pos};
 mod backlog;
 #[cfg(feature = "sim")]
 pub use backlog::set_window;
-pub use backlog::{min_paged, window, Backlog, Dropped, PageJob, Paged, LOW_WATER, WINDOW};
+pub use backlog::{min_paged, window, window_for, Backlog, Dropped, PageJob, Paged, WINDOW};
 
 /// Who holds an open message: one connection, unique in the process.
 pub type Reader = u64;

@@ -167,6 +167,11 @@ impl Store {
     /// when its reader confirms it ([`Store::confirm`]).
     pub fn take(&self, queue: &[u8], take: Take) -> Reply<Option<Message>> {
         self.refresh_limits();
+        if !self.gate.is_open() {
+            // It waits in line: its window, if it needs one, is read
+            // meanwhile, beside the reads of the takes ahead of it.
+            self.read_ahead_of(queue);
+        }
         match take {
             Take::Pop => self.when_room(queue, |s, q| s.room_for_take(q, true), Store::apply_get),
             Take::Open(reader) => self.when_room(

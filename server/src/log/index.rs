@@ -1349,6 +1349,12 @@ pub async fn load_summary(
 /// Where a span's entries are: its file offset, length and page
 /// checksums, as a queue keeps them for a run it pages in from a sealed
 /// segment.
+///
+/// A queue keeps one per segment it has messages in: ten thousand deep
+/// queues over hundreds of segments keep millions. So a span of one page
+/// (up to [`PAGE_ENTRIES`] messages, the usual one when many queues share
+/// the segments) keeps its checksum in place, with no allocation of its
+/// own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryPages {
     /// Byte offset in the index file of the span's first entry.
@@ -1356,15 +1362,37 @@ pub struct EntryPages {
     /// Entries in the span.
     pub count: u32,
     /// crc32c of each [`PAGE_ENTRIES`] entries from the first.
-    pub pages: Box<[u32]>,
+    crcs: PageCrcList,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PageCrcList {
+    One(u32),
+    Many(Box<[u32]>),
 }
 
 impl EntryPages {
+    /// The span at `at` of `count` entries whose pages' checksums are
+    /// `crcs`.
+    pub fn new(at: u64, count: u32, crcs: impl ExactSizeIterator<Item = u32>) -> EntryPages {
+        let mut crcs = crcs.peekable();
+        let crcs = match (crcs.len(), crcs.peek()) {
+            (1, Some(&crc)) => PageCrcList::One(crc),
+            _ => PageCrcList::Many(crcs.collect()),
+        };
+        EntryPages { at, count, crcs }
+    }
+
     pub fn of(span: &ArchivedSpan) -> EntryPages {
-        EntryPages {
-            at: span.at.to_native(),
-            count: span.count.to_native(),
-            pages: span.pages.iter().map(|c| c.to_native()).collect(),
+        let crcs = span.pages.iter().map(|c| c.to_native());
+        EntryPages::new(span.at.to_native(), span.count.to_native(), crcs)
+    }
+
+    /// The checksums of its pages.
+    pub fn crcs(&self) -> &[u32] {
+        match &self.crcs {
+            PageCrcList::One(crc) => std::slice::from_ref(crc),
+            PageCrcList::Many(crcs) => crcs,
         }
     }
 }
@@ -1383,7 +1411,8 @@ pub async fn read_entries(
     if n == 0 {
         return Ok(Ok(Vec::new()));
     }
-    if from + n > count || count.div_ceil(PAGE_ENTRIES) != pages.pages.len() {
+    let crcs = pages.crcs();
+    if from + n > count || count.div_ceil(PAGE_ENTRIES) != crcs.len() {
         return Ok(Err(format!("entries {from}+{n} beyond a span of {count}")));
     }
     let (p0, p1) = (from / PAGE_ENTRIES, (from + n - 1) / PAGE_ENTRIES + 1);
@@ -1395,7 +1424,7 @@ pub async fn read_entries(
         return Ok(Err(format!("short read of entries at {start}")));
     }
     for (k, page) in raw.chunks(PAGE_ENTRIES * ENTRY_LEN).enumerate() {
-        if crc32c::crc32c(page) != pages.pages[p0 + k] {
+        if crc32c::crc32c(page) != crcs[p0 + k] {
             return Ok(Err(format!(
                 "page {} of the entries at {} does not verify",
                 p0 + k,

@@ -47,13 +47,18 @@ use smallvec::SmallVec;
 use crate::log::index::{EntryPages, IndexEntry};
 use crate::log::{record, Loc, Pos};
 
-/// Messages kept resident at the head: what a window read brings in, and
-/// what a sealed segment's paging leaves in memory for a consumer that
-/// keeps up.
+/// Messages kept resident at the head, at most: what a window read brings
+/// in, and what a sealed segment's paging leaves in memory for a consumer
+/// that keeps up. A window is read ahead once fewer than half a window
+/// are left before a paged run.
 pub const WINDOW: usize = 1024;
-/// A window is read ahead once fewer than this many resident messages are
-/// left before a paged run.
-pub const LOW_WATER: usize = WINDOW / 2;
+/// Locators a shard keeps resident at its queues' heads, all queues
+/// together: with more queues than `HEAD_BUDGET / WINDOW` each keeps a
+/// smaller window ([`window_for`]), so that ten thousand deep queues do
+/// not hold ten million locators (240 MB) that no consumer may read soon.
+const HEAD_BUDGET: usize = 1 << 20;
+/// The smallest window, however many queues share the budget.
+const MIN_WINDOW: usize = 32;
 /// Shorter stretches of a segment stay resident when it is paged out:
 /// a paged run costs more than that many locators.
 const MIN_PAGED: usize = 8;
@@ -79,8 +84,12 @@ pub fn window() -> usize {
     WINDOW
 }
 
-fn low_water() -> usize {
-    window() / 2
+/// The window of each of `queues` queues that share a shard's budget of
+/// resident head locators: [`window`] for up to a thousand of them, less
+/// for more, never below [`MIN_WINDOW`].
+pub fn window_for(queues: usize) -> usize {
+    let max = window();
+    (HEAD_BUDGET / queues.max(1)).clamp(MIN_WINDOW.min(max), max)
 }
 
 /// Runs of a sealed segment shorter than this stay resident (see
@@ -645,21 +654,22 @@ impl Backlog {
                         return Ok(());
                     }
                 }
-                Run::Paged(p) => return Err(job(p)),
+                Run::Paged(p) => return Err(job(p, window())),
             }
         }
         Ok(())
     }
 
-    /// The window of the first paged run, if there is one.
-    pub fn next_window(&self) -> Option<PageJob> {
-        self.paged().next().map(job)
+    /// The window of the first paged run, if there is one: up to `window`
+    /// messages.
+    pub fn next_window(&self, window: usize) -> Option<PageJob> {
+        self.paged().next().map(|p| job(p, window))
     }
 
-    /// The window to read ahead, if fewer than [`LOW_WATER`] messages are
-    /// resident before the first paged run.
+    /// The window (up to `window` messages) to read ahead, if fewer than
+    /// half that many are resident before the first paged run.
     #[inline]
-    pub fn page_job(&self) -> Option<PageJob> {
+    pub fn page_job(&self, window: usize) -> Option<PageJob> {
         let runs = self.run_list()?; // the usual case: a few, nothing paged
         if runs.len() <= 1 && !matches!(runs.first(), Some(Run::Paged(_))) {
             return None;
@@ -669,11 +679,11 @@ impl Backlog {
             match run {
                 Run::Resident(locs) => {
                     resident += locs.len();
-                    if resident >= low_water() {
+                    if resident >= window / 2 {
                         return None;
                     }
                 }
-                Run::Paged(p) => return Some(job(p)),
+                Run::Paged(p) => return Some(job(p, window)),
             }
         }
         None
@@ -743,34 +753,46 @@ impl Backlog {
 
     /// Segment `seg`'s index is written, with the spans `spans` of this
     /// queue (`(lo, count, pages)`): its resident messages there beyond
-    /// the head window become paged runs. Returns how many locators left
+    /// the first `window` become paged runs. Returns how many locators left
     /// memory.
-    pub fn page_out(&mut self, seg: u32, spans: &[(u64, u64, Rc<EntryPages>)]) -> usize {
-        if spans.is_empty() || self.items as usize <= window() {
+    pub fn page_out(
+        &mut self,
+        seg: u32,
+        spans: &[(u64, u64, Rc<EntryPages>)],
+        window: usize,
+    ) -> usize {
+        if spans.is_empty() || self.items as usize <= window {
             return 0;
         }
         let mut kept = 0usize;
         let mut paged = 0usize;
         let runs = self.many();
-        let old = std::mem::take(runs);
-        for run in old {
-            let locs = match run {
-                Run::Resident(locs) if kept + locs.len() > window() => locs,
+        // In place: a deep queue has a run per segment, and only its
+        // resident runs past the window change (usually the last one, the
+        // sealed segment's), so the others are not moved.
+        let mut i = 0;
+        while i < runs.len() {
+            match &runs[i] {
+                Run::Resident(locs) if kept + locs.len() > window => {}
                 Run::Resident(locs) => {
                     kept += locs.len();
-                    runs.push(Run::Resident(locs));
+                    i += 1;
                     continue;
                 }
-                paged_run => {
-                    runs.push(paged_run);
+                Run::Paged(_) => {
+                    i += 1;
                     continue;
                 }
+            }
+            let Run::Resident(locs) = runs.remove(i) else {
+                unreachable!("a resident run")
             };
+            let mut out: Vec<Run> = Vec::new();
             let mut rest: VecDeque<Loc> = VecDeque::new();
             let mut k = 0;
             let locs: Vec<Loc> = locs.into();
             while k < locs.len() {
-                if kept < window() {
+                if kept < window {
                     rest.push_back(locs[k]);
                     kept += 1;
                     k += 1;
@@ -792,9 +814,9 @@ impl Backlog {
                     }
                     if end - k >= min_paged() {
                         if !rest.is_empty() {
-                            runs.push(Run::Resident(std::mem::take(&mut rest)));
+                            out.push(Run::Resident(std::mem::take(&mut rest)));
                         }
-                        runs.push(Run::Paged(Paged {
+                        out.push(Run::Paged(Paged {
                             seg,
                             lo: l.seq,
                             count: (end - k) as u64,
@@ -812,8 +834,12 @@ impl Backlog {
                 k = stop;
             }
             if !rest.is_empty() {
-                runs.push(Run::Resident(rest));
+                out.push(Run::Resident(rest));
             }
+            let n = out.len();
+            reserve_runs(runs, n);
+            runs.insert_many(i, out);
+            i += n;
         }
         // Neighbouring resident runs join again.
         let mut i = 0;
@@ -831,10 +857,23 @@ impl Backlog {
 /// Appends a run; a few runs take room for themselves only (a queue that
 /// has messages in two or three segments after a restart, of a million).
 fn push_run(runs: &mut RunList, run: Run) {
-    if runs.len() < 4 {
-        runs.reserve_exact(1);
-    }
+    reserve_runs(runs, 1);
     runs.push(run);
+}
+
+/// Makes room for `n` more runs: exactly while there are a few, then a
+/// quarter more at a time, not double. Ten thousand deep queues keep a run
+/// per segment each, millions of them, and doubling would leave up to half
+/// of that memory unused.
+fn reserve_runs(runs: &mut RunList, n: usize) {
+    if runs.len() + n > runs.capacity() {
+        let more = if runs.len() < 4 {
+            n
+        } else {
+            n.max(runs.len() / 4)
+        };
+        runs.reserve_exact(more);
+    }
 }
 
 /// The run holding `seq`, by position.
@@ -858,12 +897,12 @@ fn merge_at(runs: &mut RunList, i: usize) {
     }
 }
 
-fn job(p: &Paged) -> PageJob {
+fn job(p: &Paged, window: usize) -> PageJob {
     PageJob {
         seg: p.seg,
         lo: p.lo,
         skip: p.skip,
-        n: (p.count as usize).min(window()),
+        n: (p.count as usize).min(window),
         pages: p.pages.clone(),
     }
 }

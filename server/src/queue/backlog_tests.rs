@@ -26,11 +26,8 @@ fn entry(seq: u64, body: u32) -> IndexEntry {
 }
 
 fn pages(count: u64) -> Rc<EntryPages> {
-    Rc::new(EntryPages {
-        at: 0,
-        count: count as u32,
-        pages: vec![0; (count as usize).div_ceil(crate::log::index::PAGE_ENTRIES)].into(),
-    })
+    let n = (count as usize).div_ceil(crate::log::index::PAGE_ENTRIES);
+    Rc::new(EntryPages::new(0, count as u32, std::iter::repeat_n(0, n)))
 }
 
 /// The counters are those of what is queued, which is in sequence order.
@@ -107,10 +104,33 @@ fn deep(n: u64) -> Backlog {
     for seq in 0..n {
         b.push(loc(seq, 0, 8));
     }
-    let out = b.page_out(0, &[(0, n, pages(n))]);
+    let out = b.page_out(0, &[(0, n, pages(n))], WINDOW);
     assert_eq!(out as u64, n - WINDOW as u64);
     check(&b);
     b
+}
+
+#[test]
+fn many_queues_share_the_head_budget() {
+    assert_eq!(window_for(1), WINDOW);
+    assert_eq!(window_for(1024), WINDOW);
+    assert_eq!(window_for(10_000), 104);
+    assert_eq!(window_for(1_000_000), MIN_WINDOW);
+    // Paging out with a smaller window keeps that many, and a window read
+    // brings in as many.
+    let mut b = Backlog::default();
+    for seq in 0..5000 {
+        b.push(loc(seq, 0, 8));
+    }
+    let w = window_for(10_000);
+    assert_eq!(b.page_out(0, &[(0, 5000, pages(5000))], w), 5000 - w);
+    assert_eq!(b.resident().count(), w);
+    assert!(b.page_job(w).is_none(), "a full window is resident");
+    while b.resident().count() >= w / 2 {
+        b.pop();
+    }
+    assert_eq!(b.page_job(w).map(|j| (j.lo, j.n)), Some((w as u64, w)));
+    check(&b);
 }
 
 #[test]
@@ -126,17 +146,17 @@ fn paging_out_keeps_the_head_window_and_the_counters() {
     assert_eq!(b.items(), 5000);
     // A segment the queue has nothing in pages nothing.
     let mut b = deep(2000);
-    assert_eq!(b.page_out(7, &[(0, 2000, pages(2000))]), 0);
+    assert_eq!(b.page_out(7, &[(0, 2000, pages(2000))], WINDOW), 0);
 }
 
 #[test]
 fn a_window_read_ahead_comes_in_before_the_head_runs_dry() {
     let mut b = deep(3000);
-    assert!(b.page_job().is_none(), "a full window is resident");
-    while b.resident().count() >= LOW_WATER {
+    assert!(b.page_job(WINDOW).is_none(), "a full window is resident");
+    while b.resident().count() >= WINDOW / 2 {
         b.pop();
     }
-    let job = b.page_job().expect("read ahead");
+    let job = b.page_job(WINDOW).expect("read ahead");
     assert_eq!(
         (job.seg, job.lo, job.skip as usize, job.n),
         (0, WINDOW as u64, WINDOW, WINDOW)
@@ -166,7 +186,7 @@ fn a_window_read_ahead_comes_in_before_the_head_runs_dry() {
             }
         }
     }
-    let want: Vec<u64> = (LOW_WATER as u64 + 1..3000)
+    let want: Vec<u64> = ((WINDOW / 2) as u64 + 1..3000)
         .filter(|&s| s != 1100)
         .collect();
     assert_eq!(seqs[seqs.len() - want.len()..], want[..]);
@@ -260,7 +280,7 @@ fn a_few_messages_are_kept_in_place() {
     assert!(b.contains(0) && !b.contains(2) && b.holds_at(1, loc(1, 0, 2).pos));
     assert!(b.relocate(1, loc(1, 0, 2).pos, Pos { seg: 3, off: 0 }, 30, 0));
     assert!(b.holds_at(1, Pos { seg: 3, off: 0 }));
-    assert_eq!(b.page_job().map(|j| j.lo), None);
+    assert_eq!(b.page_job(WINDOW).map(|j| j.lo), None);
     assert!(b.ready(|_| true).is_ok());
     b.push(loc(2, 0, 3));
     check(&b);

@@ -70,7 +70,7 @@ impl Store {
         st.items -= 1;
         st.bytes -= loc.body_len();
         drop(log);
-        let ahead = q.queued().page_job().is_some();
+        let ahead = q.queued().page_job(st.window).is_some();
         let held = st.held((id, loc.seq), true);
         drop(table);
         if ahead {

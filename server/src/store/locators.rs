@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::state::State;
 use crate::log::index::{ArchivedSegmentSummary, EntryPages};
 use crate::log::{Locators, Pos};
-use crate::queue::window;
+use crate::queue::window_for;
 
 /// The queue table, for maintenance, which asks only between its borrows
 /// of the log: the second half of the borrow order documented at
@@ -55,11 +55,12 @@ impl Locators for StateLocators {
     fn indexed(&self, seg: u32, summary: &ArchivedSegmentSummary) {
         let mut st = self.state();
         let st = &mut *st;
+        st.window = window_for(summary.queues.len());
         for qs in summary.queues.iter() {
             let Some(q) = st.queues.get_mut(&qs.id.to_native()) else {
                 continue;
             };
-            if q.queued().items() as usize <= window() || qs.spans.is_empty() {
+            if q.queued().items() as usize <= st.window || qs.spans.is_empty() {
                 continue;
             }
             let spans: Vec<(u64, u64, Rc<EntryPages>)> = qs
@@ -70,7 +71,7 @@ impl Locators for StateLocators {
                     (s.lo.to_native(), count, Rc::new(EntryPages::of(s)))
                 })
                 .collect();
-            q.queued_mut().page_out(seg, &spans);
+            q.queued_mut().page_out(seg, &spans, st.window);
         }
     }
 

@@ -23,6 +23,7 @@ use crate::disk::Disk;
 use crate::idhash::IdMap;
 use crate::log::writer::LogConfig;
 use crate::log::{commit, compaction, recovery, segment, Locators, Log};
+use crate::queue;
 
 impl Store {
     /// Opens (or creates) the shard described by `config` on the real disk
@@ -64,9 +65,16 @@ impl Store {
             regions: IdMap::default(),
             new_regions: Vec::new(),
             paging: IdMap::default(),
+            window: queue::window(),
             damaged: Vec::new(),
         };
         let catalog = recovered.install(&mut state);
+        let deep = state
+            .queues
+            .values()
+            .filter(|q| q.queued().items() > 0)
+            .count();
+        state.window = queue::window_for(deep);
         let cfg = LogConfig {
             dir: config.dir.clone(),
             label,

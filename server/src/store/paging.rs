@@ -9,7 +9,10 @@
 //! resident message before a paged run (the first after a restart, or one
 //! that outran the read) waits at the gate, in order, for the read
 //! ([`Store::page_in`]); every later request of the shard waits behind it,
-//! so replies keep their order.
+//! so replies keep their order. A take that joins that line starts its own
+//! window's read as it joins ([`Store::read_ahead_of`]): the cold takes of
+//! many queues (after a restart, every queue's head is paged) then wait for
+//! reads that overlap, not for one read after another.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -47,6 +50,18 @@ impl PageWait {
 }
 
 impl Store {
+    /// Starts reading `queue`'s next window if it is due (see
+    /// [`Store::read_ahead`]). A take held in line at the gate calls it:
+    /// after a restart every queue's head is paged, and cold takes of many
+    /// queues would otherwise each read its window only at its turn, one
+    /// after another, holding the shard's producers behind them.
+    pub(super) fn read_ahead_of(&self, queue: &[u8]) {
+        let id = self.state.borrow().id_of(queue);
+        if let Some(id) = id {
+            self.read_ahead(id);
+        }
+    }
+
     /// Starts reading queue `id`'s next window if its resident head is low
     /// and no read is in flight for it (a take calls it once its queue's
     /// `page_job` says a window is due).
@@ -57,7 +72,7 @@ impl Store {
                 && st
                     .queues
                     .get(&id)
-                    .is_some_and(|q| q.queued().page_job().is_some())
+                    .is_some_and(|q| q.queued().page_job(st.window).is_some())
         };
         if wanted {
             let store = self.clone();
@@ -80,7 +95,9 @@ impl Store {
         }
         let job = {
             let st = self.state.borrow();
-            st.queues.get(&id).and_then(|q| q.queued().next_window())
+            st.queues
+                .get(&id)
+                .and_then(|q| q.queued().next_window(st.window))
         };
         let Some(job) = job else {
             return Ok(());

@@ -59,6 +59,11 @@ pub(super) struct State {
     pub(super) new_regions: Vec<RegionJob>,
     /// Window reads in flight, by queue.
     pub(super) paging: IdMap<u32, Rc<PageWait>>,
+    /// Messages a queue keeps resident at its head: what a window read
+    /// brings in and what a seal leaves ([`crate::queue::window_for`] the queues
+    /// the last sealed segment held, or that hold messages after a
+    /// restart).
+    pub(super) window: usize,
     /// Stretches `(seg, from, to)` the scrub found damaged: a window read
     /// from there drops their messages (resident ones are dropped at once).
     pub(super) damaged: Vec<(u32, u64, u64)>,
