@@ -165,3 +165,36 @@ fn a_crash_with_a_deep_backlog_loses_nothing_acknowledged() {
         s.close().await.unwrap();
     });
 }
+
+/// After a restart every queue's head is paged: the first takes of many
+/// queues, pipelined, wait in line at the gate, and their window reads
+/// overlap rather than follow one another (each read as its take joins
+/// the line, not at its turn).
+#[test]
+fn cold_takes_in_line_read_their_windows_together() {
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        fill(&s, 4, 100).await;
+        s.close().await.unwrap();
+    });
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        let takes: Vec<_> = (0..4).map(|q| s.get(format!("q{q}").as_bytes())).collect();
+        assert_eq!(
+            s.state.borrow().paging.len(),
+            4,
+            "every held take's window is being read"
+        );
+        for (q, take) in takes.into_iter().enumerate() {
+            let m = take.await.unwrap().unwrap();
+            assert_eq!(m.body.into_vec(), body(q, 0, 100));
+        }
+        for q in 0..4 {
+            assert_eq!(get(&s, &format!("q{q}")).await.unwrap(), body(q, 1, 100));
+        }
+        s.close().await.unwrap();
+    });
+}
