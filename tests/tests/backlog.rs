@@ -72,8 +72,13 @@ fn memory_does_not_grow_with_the_backlog() {
     const MIB: u64 = 1 << 20;
     // 16 MiB segments: the open segment's locators (which stay in memory,
     // bounded by its size) then vary by at most a few MiB with where the
-    // fill stops in it; what is asserted is that nothing grows with the
-    // depth.
+    // fill stops in it. What is asserted is that nothing grows with the
+    // depth: 8M more messages would add 64 MiB at 8 bytes each. The
+    // allocator's free chunks are the noise: with the heap in use the same
+    // (69-74 MiB, glibc's malloc_stats), a running server's RSS has been
+    // 9 to 23 MiB above its figure at 1M queued, since bodies churning
+    // through the hot cache fill the holes the log's buffers leave as they
+    // grow. A restarted server has not churned, so its bound is tight.
     let args = ["-t", "1", "--sync", "none", "--segment-size", "16M"];
     let mut server = Server::start("backlog-rss", &args);
     fill(&server, 1_000_000);
@@ -82,35 +87,35 @@ fn memory_does_not_grow_with_the_backlog() {
     server.kill9();
     server.restart_with(&args);
     let restarted_1m = settled_rss(&server);
-    fill(&server, 4_000_000);
+    fill(&server, 8_000_000);
     let n = items(&server);
     assert!(
-        n >= 4_900_000,
+        n >= 8_900_000,
         "{n} queued (a kill -9 in `none` may lose the last ms)"
     );
-    let at_5m = settled_rss(&server);
+    let at_9m = settled_rss(&server);
     server.kill9();
     server.restart_with(&args);
     assert_eq!(items(&server), n);
-    let restarted_5m = settled_rss(&server);
+    let restarted_9m = settled_rss(&server);
     eprintln!(
-        "RSS MiB: 1M {} (restarted {}), 5M {} (restarted {})",
+        "RSS MiB: 1M {} (restarted {}), 9M {} (restarted {})",
         at_1m / MIB,
         restarted_1m / MIB,
-        at_5m / MIB,
-        restarted_5m / MIB
+        at_9m / MIB,
+        restarted_9m / MIB
     );
     assert!(
-        at_5m <= at_1m + 16 * MIB,
-        "RSS grew from {} MiB at 1M queued to {} MiB at 5M",
+        at_9m <= at_1m + 32 * MIB,
+        "RSS grew from {} MiB at 1M queued to {} MiB at 9M",
         at_1m / MIB,
-        at_5m / MIB
+        at_9m / MIB
     );
     assert!(
-        restarted_5m <= restarted_1m + 16 * MIB,
-        "RSS after a restart grew from {} MiB (1M queued) to {} MiB (5M)",
+        restarted_9m <= restarted_1m + 16 * MIB,
+        "RSS after a restart grew from {} MiB (1M queued) to {} MiB (9M)",
         restarted_1m / MIB,
-        restarted_5m / MIB
+        restarted_9m / MIB
     );
     // And the backlog is all there, every queue readable.
     let mut c = server.client();
