@@ -105,7 +105,7 @@ pub struct Config {
     pub no_sync: bool,
 
     /// Size of one segment file, in bytes or with K, M, G (a multiple of
-    /// 4096, at least 64K). A run's first segment and the consumers' spare
+    /// 4096, from 64K to 2G). A run's first segment and the consumers' spare
     /// are 8M (at most this), so an idle shard takes 16M.
     #[arg(long, default_value = "64M", value_parser = parse_segment_size)]
     pub segment_size: u64,
@@ -806,9 +806,11 @@ fn parse_sync(text: &str) -> Result<SyncMode, String> {
 
 fn parse_segment_size(text: &str) -> Result<u64, String> {
     let size = crate::limits::size(text)?;
-    if size < 64 * 1024 || !size.is_multiple_of(4096) {
+    // A record's place in its segment is a 32-bit offset, and so is what
+    // a queue counts of one segment; 2G keeps both well inside.
+    if !(64 << 10..=2 << 30).contains(&size) || !size.is_multiple_of(4096) {
         return Err(format!(
-            "must be a multiple of 4096 and at least 64K, got {size}"
+            "must be a multiple of 4096 from 64K to 2G, got {size}"
         ));
     }
     Ok(size)

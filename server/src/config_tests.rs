@@ -189,6 +189,7 @@ fn sizes_take_units() {
         &["--max-disk", "lots"],
         &["--segment-size", "4K"],
         &["--segment-size", "65537"],
+        &["--segment-size", "3G"],
         &["-m", "1T"],
     ] {
         let e = Config::try_parse_from(std::iter::once(&"mcqd").chain(bad))

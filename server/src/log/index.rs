@@ -1348,27 +1348,34 @@ pub async fn load_summary(
 
 /// Where a span's entries are: its file offset, length and page
 /// checksums, as a queue keeps them for a run it pages in from a sealed
-/// segment.
+/// segment. Cloned cheaply: by value, or by a reference count.
 ///
 /// A queue keeps one per segment it has messages in: ten thousand deep
 /// queues over hundreds of segments keep millions. So a span of one page
 /// (up to [`PAGE_ENTRIES`] messages, the usual one when many queues share
-/// the segments) keeps its checksum in place, with no allocation of its
-/// own.
+/// the segments) is 16 bytes in place with no allocation; a longer one
+/// shares one allocation among the runs and windows that name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EntryPages {
-    /// Byte offset in the index file of the span's first entry.
-    pub at: u64,
-    /// Entries in the span.
-    pub count: u32,
-    /// crc32c of each [`PAGE_ENTRIES`] entries from the first.
-    crcs: PageCrcList,
-}
+pub struct EntryPages(Pages);
+
+const _: () = assert!(std::mem::size_of::<EntryPages>() == 16);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum PageCrcList {
-    One(u32),
-    Many(Box<[u32]>),
+enum Pages {
+    /// One page at an offset below 4 GiB.
+    One {
+        at: u32,
+        count: u16,
+        crc: u32,
+    },
+    Many(Rc<ManyPages>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ManyPages {
+    at: u64,
+    count: u32,
+    crcs: Box<[u32]>,
 }
 
 impl EntryPages {
@@ -1376,11 +1383,20 @@ impl EntryPages {
     /// `crcs`.
     pub fn new(at: u64, count: u32, crcs: impl ExactSizeIterator<Item = u32>) -> EntryPages {
         let mut crcs = crcs.peekable();
-        let crcs = match (crcs.len(), crcs.peek()) {
-            (1, Some(&crc)) => PageCrcList::One(crc),
-            _ => PageCrcList::Many(crcs.collect()),
-        };
-        EntryPages { at, count, crcs }
+        let one = (
+            u32::try_from(at),
+            u16::try_from(count),
+            crcs.len(),
+            crcs.peek(),
+        );
+        EntryPages(match one {
+            (Ok(at), Ok(count), 1, Some(&crc)) => Pages::One { at, count, crc },
+            _ => Pages::Many(Rc::new(ManyPages {
+                at,
+                count,
+                crcs: crcs.collect(),
+            })),
+        })
     }
 
     pub fn of(span: &ArchivedSpan) -> EntryPages {
@@ -1388,11 +1404,27 @@ impl EntryPages {
         EntryPages::new(span.at.to_native(), span.count.to_native(), crcs)
     }
 
-    /// The checksums of its pages.
+    /// Byte offset in the index file of the span's first entry.
+    pub fn at(&self) -> u64 {
+        match &self.0 {
+            Pages::One { at, .. } => u64::from(*at),
+            Pages::Many(m) => m.at,
+        }
+    }
+
+    /// Entries in the span.
+    pub fn count(&self) -> u32 {
+        match &self.0 {
+            Pages::One { count, .. } => u32::from(*count),
+            Pages::Many(m) => m.count,
+        }
+    }
+
+    /// crc32c of each [`PAGE_ENTRIES`] entries from the first.
     pub fn crcs(&self) -> &[u32] {
-        match &self.crcs {
-            PageCrcList::One(crc) => std::slice::from_ref(crc),
-            PageCrcList::Many(crcs) => crcs,
+        match &self.0 {
+            Pages::One { crc, .. } => std::slice::from_ref(crc),
+            Pages::Many(m) => &m.crcs,
         }
     }
 }
@@ -1407,7 +1439,7 @@ pub async fn read_entries(
     from: usize,
     n: usize,
 ) -> io::Result<Result<Vec<IndexEntry>, String>> {
-    let count = pages.count as usize;
+    let count = pages.count() as usize;
     if n == 0 {
         return Ok(Ok(Vec::new()));
     }
@@ -1418,7 +1450,7 @@ pub async fn read_entries(
     let (p0, p1) = (from / PAGE_ENTRIES, (from + n - 1) / PAGE_ENTRIES + 1);
     let first = p0 * PAGE_ENTRIES;
     let end = (p1 * PAGE_ENTRIES).min(count);
-    let start = pages.at + (first * ENTRY_LEN) as u64;
+    let start = pages.at() + (first * ENTRY_LEN) as u64;
     let raw = file.read_at(start, (end - first) * ENTRY_LEN).await?;
     if raw.len() != (end - first) * ENTRY_LEN {
         return Ok(Err(format!("short read of entries at {start}")));
@@ -1428,7 +1460,7 @@ pub async fn read_entries(
             return Ok(Err(format!(
                 "page {} of the entries at {} does not verify",
                 p0 + k,
-                pages.at
+                pages.at()
             )));
         }
     }

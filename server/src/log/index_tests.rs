@@ -215,7 +215,7 @@ fn a_window_is_read_in_place_and_a_damaged_page_is_refused() {
             .is_err());
         // One flipped byte in the second page.
         let mut bad = bytes.clone();
-        bad[pages.at as usize + 200 * ENTRY_LEN] ^= 1;
+        bad[pages.at() as usize + 200 * ENTRY_LEN] ^= 1;
         let bad_path = std::path::Path::new("/bad.idx");
         write_file(&disk, bad_path, &[&bad]).await.unwrap();
         let file = disk.open(bad_path).await.unwrap();

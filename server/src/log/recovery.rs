@@ -121,14 +121,14 @@ pub trait Replay {
 pub struct FoundRun {
     pub seg: u32,
     pub lo: u64,
-    pub count: u64,
+    pub count: u32,
     /// Sum of its record lengths.
-    pub rec_bytes: u64,
+    pub rec_bytes: u32,
     /// Index of `lo`'s entry among its span's.
     pub skip: u32,
     /// Unix second its first message was enqueued.
     pub time: u32,
-    pub pages: Rc<EntryPages>,
+    pub pages: EntryPages,
 }
 
 /// Where [`recover`] hands what it finds: the store builds its queues from
@@ -705,17 +705,25 @@ pub async fn recover(
                         }
                     };
                     seg.live_bytes += rec_bytes;
-                    let pages = pages.get_or_insert_with(|| Rc::new(EntryPages::of(span)));
+                    // Within one segment, whose offsets are 32-bit.
+                    let rec_bytes = u32::try_from(rec_bytes).map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: a span of {rec_bytes} bytes", idx_path.display()),
+                        )
+                    })?;
+                    let pages = pages.get_or_insert_with(|| EntryPages::of(span));
                     sink.run(
                         id,
                         FoundRun {
                             seg: ord,
                             lo: a,
-                            count,
+                            // At most the span's count, a u32.
+                            count: count as u32,
                             rec_bytes,
                             skip: skip as u32,
                             time,
-                            pages: Rc::clone(pages),
+                            pages: pages.clone(),
                         },
                     );
                 }

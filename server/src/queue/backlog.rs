@@ -40,7 +40,6 @@
 //! allocate on every set).
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 use smallvec::SmallVec;
 
@@ -206,18 +205,25 @@ enum Run {
 pub struct Paged {
     pub seg: u32,
     pub lo: u64,
-    pub count: u64,
+    /// At most a segment's records: a `u32`, as the segment's size
+    /// (`--segment-size`, at most 2 GiB) is.
+    pub count: u32,
     /// Sum of their record lengths (headers included).
-    pub rec_bytes: u64,
+    pub rec_bytes: u32,
     /// Index of `lo`'s entry among the span's (see `pages`).
     pub skip: u32,
     /// Where the span's entries are in the index file.
-    pub pages: Rc<EntryPages>,
+    pub pages: EntryPages,
 }
 
 impl Paged {
+    /// The sequence number after its last message.
+    pub fn end(&self) -> u64 {
+        self.lo + u64::from(self.count)
+    }
+
     pub fn body_bytes(&self) -> u64 {
-        self.rec_bytes - self.count * record::HEADER_LEN as u64
+        u64::from(self.rec_bytes) - u64::from(self.count) * record::HEADER_LEN as u64
     }
 }
 
@@ -229,7 +235,7 @@ pub struct PageJob {
     pub lo: u64,
     pub skip: u32,
     pub n: usize,
-    pub pages: Rc<EntryPages>,
+    pub pages: EntryPages,
 }
 
 /// What [`Backlog::drain`] hands over for each message or run it drops.
@@ -255,7 +261,7 @@ impl Backlog {
         if p.count == 0 {
             return;
         }
-        self.items += p.count;
+        self.items += u64::from(p.count);
         self.bytes += p.body_bytes();
         push_run(self.many(), Run::Paged(p));
     }
@@ -339,7 +345,7 @@ impl Backlog {
             Runs::Few(few) => few.as_slice().last().map(|l| l.seq),
             Runs::Many(runs) => match runs.last()? {
                 Run::Resident(locs) => locs.back().map(|l| l.seq),
-                Run::Paged(p) => Some(p.lo + p.count - 1),
+                Run::Paged(p) => Some(p.end() - 1),
             },
         }
     }
@@ -383,11 +389,11 @@ impl Backlog {
 
     /// Puts a paged run below every queued message (recovery).
     pub fn push_front_paged(&mut self, p: Paged) {
-        debug_assert!(self.first_seq().is_none_or(|s| p.lo + p.count <= s));
+        debug_assert!(self.first_seq().is_none_or(|s| p.end() <= s));
         if p.count == 0 {
             return;
         }
-        self.items += p.count;
+        self.items += u64::from(p.count);
         self.bytes += p.body_bytes();
         self.many().insert(0, Run::Paged(p));
     }
@@ -425,7 +431,7 @@ impl Backlog {
                 let Run::Paged(p) = runs.remove(0) else {
                     unreachable!()
                 };
-                self.items -= p.count;
+                self.items -= u64::from(p.count);
                 self.bytes -= p.body_bytes();
                 self.settle();
                 return Some(Dropped::Run(p));
@@ -548,7 +554,7 @@ impl Backlog {
                 p.lo += 1;
                 p.count -= 1;
                 p.skip += 1;
-                p.rec_bytes -= u64::from(len);
+                p.rec_bytes -= len;
                 let empty = p.count == 0;
                 let loc = Loc {
                     seq,
@@ -726,7 +732,7 @@ impl Backlog {
         let mut dropped = Vec::new();
         for e in &entries[..n] {
             let loc = e.loc(seg);
-            p.rec_bytes -= u64::from(e.len);
+            p.rec_bytes -= e.len;
             if damaged(e.off) {
                 dropped.push(loc);
             } else {
@@ -734,7 +740,7 @@ impl Backlog {
             }
         }
         p.lo += n as u64;
-        p.count -= n as u64;
+        p.count -= n as u32;
         p.skip += n as u32;
         if p.count == 0 {
             runs.remove(i);
@@ -755,12 +761,7 @@ impl Backlog {
     /// queue (`(lo, count, pages)`): its resident messages there beyond
     /// the first `window` become paged runs. Returns how many locators left
     /// memory.
-    pub fn page_out(
-        &mut self,
-        seg: u32,
-        spans: &[(u64, u64, Rc<EntryPages>)],
-        window: usize,
-    ) -> usize {
+    pub fn page_out(&mut self, seg: u32, spans: &[(u64, u64, EntryPages)], window: usize) -> usize {
         if spans.is_empty() || self.items as usize <= window {
             return 0;
         }
@@ -819,8 +820,8 @@ impl Backlog {
                         out.push(Run::Paged(Paged {
                             seg,
                             lo: l.seq,
-                            count: (end - k) as u64,
-                            rec_bytes: locs[k..end].iter().map(|l| u64::from(l.len)).sum(),
+                            count: (end - k) as u32,
+                            rec_bytes: locs[k..end].iter().map(|l| l.len).sum(),
                             skip: (l.seq - lo) as u32,
                             pages: pages.clone(),
                         }));
@@ -880,7 +881,7 @@ fn reserve_runs(runs: &mut RunList, n: usize) {
 fn run_of(runs: &RunList, seq: u64) -> Option<usize> {
     let i = runs.partition_point(|r| match r {
         Run::Resident(locs) => locs.back().is_some_and(|l| l.seq < seq),
-        Run::Paged(p) => p.lo + p.count <= seq,
+        Run::Paged(p) => p.end() <= seq,
     });
     (i < runs.len()).then_some(i)
 }

@@ -25,15 +25,15 @@ fn entry(seq: u64, body: u32) -> IndexEntry {
     }
 }
 
-fn pages(count: u64) -> Rc<EntryPages> {
+fn pages(count: u64) -> EntryPages {
     let n = (count as usize).div_ceil(crate::log::index::PAGE_ENTRIES);
-    Rc::new(EntryPages::new(0, count as u32, std::iter::repeat_n(0, n)))
+    EntryPages::new(0, count as u32, std::iter::repeat_n(0, n))
 }
 
 /// The counters are those of what is queued, which is in sequence order.
 fn check(b: &Backlog) {
     let resident: Vec<&Loc> = b.resident().collect();
-    let paged: u64 = b.paged().map(|p| p.count).sum();
+    let paged: u64 = b.paged().map(|p| u64::from(p.count)).sum();
     assert_eq!(b.items(), resident.len() as u64 + paged);
     let bytes = resident.iter().map(|l| l.body_len()).sum::<u64>()
         + b.paged().map(Paged::body_bytes).sum::<u64>();
@@ -56,7 +56,7 @@ fn check(b: &Backlog) {
                     .all(|(a, z)| a.seq < z.seq));
                 (locs[0].seq, locs.back().unwrap().seq)
             }
-            Run::Paged(p) => (p.lo, p.lo + p.count - 1),
+            Run::Paged(p) => (p.lo, p.end() - 1),
         };
         assert!(last.is_none_or(|l| l < first), "runs in sequence order");
         last = Some(end);
@@ -140,7 +140,7 @@ fn paging_out_keeps_the_head_window_and_the_counters() {
     let p: Vec<&Paged> = b.paged().collect();
     assert_eq!(
         (p.len(), p[0].lo, p[0].count),
-        (1, WINDOW as u64, 5000 - WINDOW as u64)
+        (1, WINDOW as u64, 5000 - WINDOW as u32)
     );
     assert_eq!(p[0].skip as usize, WINDOW);
     assert_eq!(b.items(), 5000);
@@ -310,7 +310,7 @@ fn a_few_messages_are_kept_in_place() {
         seg: 0,
         lo: 0,
         count: 2,
-        rec_bytes: 2 * (record::HEADER_LEN as u64 + 8),
+        rec_bytes: 2 * (record::HEADER_LEN as u32 + 8),
         skip: 0,
         pages: pages(2),
     });
@@ -323,4 +323,22 @@ fn a_few_messages_are_kept_in_place() {
     b.pop().unwrap();
     check(&b);
     assert!(few(&b));
+}
+
+/// Ten thousand deep queues keep a paged run per segment each, millions
+/// of them: a run of one page is its 40 bytes, with no allocation behind
+/// it (docs/format.md, "Memory per queue").
+#[test]
+fn a_paged_run_of_one_page_is_40_bytes() {
+    assert_eq!(std::mem::size_of::<Run>(), 40);
+    let one = EntryPages::new(4096, 170, std::iter::once(7));
+    assert_eq!((one.at(), one.count(), one.crcs()), (4096, 170, &[7][..]));
+    let long = EntryPages::new(1 << 33, 171, [1, 2].into_iter());
+    assert_eq!(
+        (long.at(), long.count(), long.crcs()),
+        (1 << 33, 171, &[1, 2][..])
+    );
+    // Past 4 GiB into the index, a page keeps its offset in full.
+    let far = EntryPages::new(1 << 33, 3, std::iter::once(9));
+    assert_eq!((far.at(), far.count(), far.crcs()), (1 << 33, 3, &[9][..]));
 }

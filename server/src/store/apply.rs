@@ -158,7 +158,7 @@ impl Store {
         // Paged messages were written out of the hot cache long ago, or
         // are evicted from it in their turn: they go a run at a time.
         for p in q.queued().paged() {
-            log.release_run(p.seg, p.count, p.rec_bytes, lsn);
+            log.release_run(p.seg, u64::from(p.count), u64::from(p.rec_bytes), lsn);
         }
         st.items -= q.queued().items();
         st.bytes -= q.queued().bytes();

@@ -213,7 +213,7 @@ impl State {
         q.forget_times();
         let span = |d: &Dropped| match d {
             Dropped::One(loc) => (loc.seq, loc.seq + 1),
-            Dropped::Run(p) => (p.lo, p.lo + p.count),
+            Dropped::Run(p) => (p.lo, p.end()),
         };
         let (Some(first), Some(last)) = (dropped.first(), dropped.last()) else {
             return 0;
@@ -230,10 +230,10 @@ impl State {
                     n += 1;
                 }
                 Dropped::Run(p) => {
-                    log.release_run(p.seg, p.count, p.rec_bytes, lsn);
-                    self.items -= p.count;
+                    log.release_run(p.seg, u64::from(p.count), u64::from(p.rec_bytes), lsn);
+                    self.items -= u64::from(p.count);
                     self.bytes -= p.body_bytes();
-                    n += p.count;
+                    n += u64::from(p.count);
                 }
             }
         }
