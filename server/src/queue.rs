@@ -77,11 +77,26 @@ pub struct Queue {
     /// came from (see [`Queue::limits`]).
     limits: Option<Arc<QueueLimits>>,
     limits_generation: u64,
-    /// Enqueue times, run-length: `(first seq, Unix second)` for each
-    /// second in which messages still unconsumed were set. For the age of
-    /// the head (`stats`) at a cost of one entry per second of sets, not
-    /// per message; the usual one is kept inline.
-    times: SmallVec<[(u64, u32); 1]>,
+    /// Enqueue times, run-length: one [`Stamp`] for each second in which
+    /// messages still unconsumed were set, at most [`MAX_TIMES`] (see
+    /// [`Queue::make_time_room`]). For the age of the head (`stats`,
+    /// `max_age`) at a cost of one entry per second of sets, not per
+    /// message; the usual one is kept inline.
+    times: SmallVec<[Stamp; 1]>,
+}
+
+/// Enqueue-time entries a queue keeps at most (1 KiB): past that, a
+/// message's time is late by about a 32nd of the time its queue's backlog
+/// spans.
+pub const MAX_TIMES: usize = 64;
+
+/// Messages from `seq` up to the next stamp's were set from Unix second
+/// `lo` to `hi`: one second, unless neighbours were merged.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    seq: u64,
+    lo: u32,
+    hi: u32,
 }
 
 impl Queue {
@@ -169,8 +184,8 @@ impl Queue {
     /// The Unix second message `seq` was enqueued (to the second it was
     /// noted: see [`Queue::enqueued_at`]).
     pub fn time_of(&self, seq: u64) -> Option<u32> {
-        let i = self.times.partition_point(|&(s, _)| s <= seq);
-        Some(self.times.get(i.checked_sub(1)?)?.1)
+        let i = self.times.partition_point(|t| t.seq <= seq);
+        Some(self.times.get(i.checked_sub(1)?)?.hi)
     }
 
     /// Messages dropped because they expired.
@@ -208,8 +223,13 @@ impl Queue {
     /// Notes that message `seq` was enqueued at Unix second `at` (in seq
     /// order).
     pub fn enqueued_at(&mut self, seq: u64, at: u32) {
-        if self.times.last().is_none_or(|&(_, t)| t != at) {
-            self.times.push((seq, at));
+        if self.times.last().is_none_or(|t| t.hi != at) {
+            self.make_time_room();
+            self.times.push(Stamp {
+                seq,
+                lo: at,
+                hi: at,
+            });
         }
     }
 
@@ -217,9 +237,41 @@ impl Queue {
     /// Unix second `at` (recovery, which finds messages newest first).
     pub fn enqueued_before(&mut self, seq: u64, at: u32) {
         match self.times.first_mut() {
-            Some((first, t)) if *t == at => *first = seq,
-            _ => self.times.insert(0, (seq, at)),
+            Some(first) if first.lo == at => first.seq = seq,
+            _ => {
+                self.make_time_room();
+                self.times.insert(
+                    0,
+                    Stamp {
+                        seq,
+                        lo: at,
+                        hi: at,
+                    },
+                );
+            }
         }
+    }
+
+    /// Makes room for one more time, at most [`MAX_TIMES`] kept: a queue
+    /// set once a second for a day would otherwise keep an entry per
+    /// message. The two neighbours whose seconds together span the least
+    /// merge, and a message's time is the last second of its stamp: it may
+    /// seem younger than it is, by at most that span, never older, so
+    /// `max_age` never drops one early.
+    fn make_time_room(&mut self) {
+        let n = self.times.len();
+        if n < MAX_TIMES {
+            return;
+        }
+        let t = &self.times;
+        let span = |i: usize| t[i].lo.min(t[i + 1].lo).abs_diff(t[i].hi.max(t[i + 1].hi));
+        let Some(i) = (0..n - 1).min_by_key(|&i| span(i)) else {
+            return;
+        };
+        let next = self.times.remove(i + 1);
+        let merged = &mut self.times[i];
+        merged.lo = merged.lo.min(next.lo);
+        merged.hi = merged.hi.max(next.hi);
     }
 
     /// The Unix second the head message was enqueued.
@@ -237,9 +289,9 @@ impl Queue {
     /// still need its own, so nothing at or above [`Queue::low`] goes).
     fn trim_times(&mut self) {
         let low = self.low();
-        if self.times.len() >= 2 && self.times[1].0 <= low {
+        if self.times.len() >= 2 && self.times[1].seq <= low {
             // Keep the last run starting at or below `low`.
-            let at = self.times.partition_point(|&(seq, _)| seq <= low);
+            let at = self.times.partition_point(|t| t.seq <= low);
             self.times.drain(..at - 1);
             if self.times.len() == 1 {
                 self.times.shrink_to_fit(); // back inline
@@ -419,6 +471,40 @@ mod tests {
         q.pop();
         assert_eq!(q.head_time(), None);
         assert_eq!(q.times.len(), 1);
+    }
+
+    /// A queue set once a second for hours keeps 64 times, not one per
+    /// message; each message's time is then late by less than the
+    /// backlog's span over 32, and never early.
+    #[test]
+    fn times_are_bounded_and_never_early() {
+        let mut q = Queue::new(1, b"q".to_vec());
+        let at = |seq: u64| 1_000_000 + seq as u32 * 3 + (seq as u32 % 7);
+        for i in 0..10_000u64 {
+            let seq = q.push(0, (i as u32 % 1000) * 64, 58, 0);
+            q.enqueued_at(seq, at(seq));
+            assert!(q.times.len() <= MAX_TIMES);
+        }
+        let span = at(9_999) - at(0);
+        for seq in (0..10_000).step_by(97) {
+            let noted = q.time_of(seq).unwrap();
+            assert!(noted >= at(seq), "{seq}: noted {noted}, set {}", at(seq));
+            assert!(
+                noted - at(seq) <= span / 32,
+                "{seq}: {noted} vs {}",
+                at(seq)
+            );
+        }
+        // Recovery notes them newest first: the same bound.
+        let mut r = Queue::new(2, b"r".to_vec());
+        for seq in (0..10_000).rev() {
+            r.enqueued_before(seq, at(seq));
+            assert!(r.times.len() <= MAX_TIMES);
+        }
+        for seq in (0..10_000).step_by(97) {
+            let noted = r.time_of(seq).unwrap();
+            assert!(noted >= at(seq) && noted - at(seq) <= span / 32);
+        }
     }
 
     /// What a queue costs before any message: the struct alone (it lives
