@@ -758,10 +758,10 @@ impl Backlog {
     }
 
     /// Segment `seg`'s index is written, with the spans `spans` of this
-    /// queue (`(lo, count, pages)`): its resident messages there beyond
+    /// queue (`(lo, pages)`): its resident messages there beyond
     /// the first `window` become paged runs. Returns how many locators left
     /// memory.
-    pub fn page_out(&mut self, seg: u32, spans: &[(u64, u64, EntryPages)], window: usize) -> usize {
+    pub fn page_out(&mut self, seg: u32, spans: &[(u64, EntryPages)], window: usize) -> usize {
         if spans.is_empty() || self.items as usize <= window {
             return 0;
         }
@@ -801,15 +801,16 @@ impl Backlog {
                 }
                 // The longest stretch from k that one span covers whole.
                 let l = locs[k];
+                let span_end = |lo: u64, pages: &EntryPages| lo + u64::from(pages.count());
                 let span = spans
                     .iter()
-                    .find(|(lo, count, _)| (*lo..lo + count).contains(&l.seq));
+                    .find(|(lo, pages)| (*lo..span_end(*lo, pages)).contains(&l.seq));
                 let mut end = k;
-                if let (Some((lo, count, pages)), true) = (span, l.pos.seg == seg) {
+                if let (Some((lo, pages)), true) = (span, l.pos.seg == seg) {
                     while end < locs.len()
                         && locs[end].pos.seg == seg
                         && locs[end].seq == l.seq + (end - k) as u64
-                        && locs[end].seq < lo + count
+                        && locs[end].seq < span_end(*lo, pages)
                     {
                         end += 1;
                     }

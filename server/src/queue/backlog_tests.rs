@@ -104,7 +104,7 @@ fn deep(n: u64) -> Backlog {
     for seq in 0..n {
         b.push(loc(seq, 0, 8));
     }
-    let out = b.page_out(0, &[(0, n, pages(n))], WINDOW);
+    let out = b.page_out(0, &[(0, pages(n))], WINDOW);
     assert_eq!(out as u64, n - WINDOW as u64);
     check(&b);
     b
@@ -123,7 +123,7 @@ fn many_queues_share_the_head_budget() {
         b.push(loc(seq, 0, 8));
     }
     let w = window_for(10_000);
-    assert_eq!(b.page_out(0, &[(0, 5000, pages(5000))], w), 5000 - w);
+    assert_eq!(b.page_out(0, &[(0, pages(5000))], w), 5000 - w);
     assert_eq!(b.resident().count(), w);
     assert!(b.page_job(w).is_none(), "a full window is resident");
     while b.resident().count() >= w / 2 {
@@ -146,7 +146,7 @@ fn paging_out_keeps_the_head_window_and_the_counters() {
     assert_eq!(b.items(), 5000);
     // A segment the queue has nothing in pages nothing.
     let mut b = deep(2000);
-    assert_eq!(b.page_out(7, &[(0, 2000, pages(2000))], WINDOW), 0);
+    assert_eq!(b.page_out(7, &[(0, pages(2000))], WINDOW), 0);
 }
 
 #[test]

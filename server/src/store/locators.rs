@@ -63,13 +63,10 @@ impl Locators for StateLocators {
             if q.queued().items() as usize <= st.window || qs.spans.is_empty() {
                 continue;
             }
-            let spans: Vec<(u64, u64, EntryPages)> = qs
+            let spans: Vec<(u64, EntryPages)> = qs
                 .spans
                 .iter()
-                .map(|s| {
-                    let count = u64::from(s.count.to_native());
-                    (s.lo.to_native(), count, EntryPages::of(s))
-                })
+                .map(|s| (s.lo.to_native(), EntryPages::of(s)))
                 .collect();
             q.queued_mut().page_out(seg, &spans, st.window);
         }
