@@ -99,6 +99,17 @@ struct Stamp {
     hi: u32,
 }
 
+impl Stamp {
+    /// Messages from `seq` set in second `at`.
+    fn new(seq: u64, at: u32) -> Stamp {
+        Stamp {
+            seq,
+            lo: at,
+            hi: at,
+        }
+    }
+}
+
 impl Queue {
     pub fn new(id: u32, name: impl Into<Rc<[u8]>>) -> Queue {
         Queue {
@@ -225,11 +236,7 @@ impl Queue {
     pub fn enqueued_at(&mut self, seq: u64, at: u32) {
         if self.times.last().is_none_or(|t| t.hi != at) {
             self.make_time_room();
-            self.times.push(Stamp {
-                seq,
-                lo: at,
-                hi: at,
-            });
+            self.times.push(Stamp::new(seq, at));
         }
     }
 
@@ -240,14 +247,7 @@ impl Queue {
             Some(first) if first.lo == at => first.seq = seq,
             _ => {
                 self.make_time_room();
-                self.times.insert(
-                    0,
-                    Stamp {
-                        seq,
-                        lo: at,
-                        hi: at,
-                    },
-                );
+                self.times.insert(0, Stamp::new(seq, at));
             }
         }
     }
