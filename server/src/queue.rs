@@ -252,6 +252,48 @@ impl Queue {
         }
     }
 
+    /// Notes the times of messages below every one noted, `(seq, second)`
+    /// in seq order (recovery, which finds a deep queue's runs newest first
+    /// and hands them over at once): stamps of neighbours whose seconds
+    /// together span less than a 63rd of the whole merge on the way, so
+    /// this costs one pass where noting them one at a time would look for
+    /// the pair to merge each time. The same bound: never early, late by
+    /// less than the span over 32.
+    pub fn enqueued_below(&mut self, below: &[(u64, u32)]) {
+        let newer = std::mem::take(&mut self.times);
+        let stamps = below.iter().map(|&(seq, at)| Stamp::new(seq, at));
+        let lo = stamps
+            .clone()
+            .chain(newer.iter().copied())
+            .map(|t| t.lo)
+            .min();
+        let hi = stamps
+            .clone()
+            .chain(newer.iter().copied())
+            .map(|t| t.hi)
+            .max();
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return;
+        };
+        let width = (hi - lo) / (MAX_TIMES as u32 - 1);
+        self.times
+            .reserve_exact((below.len() + newer.len()).min(MAX_TIMES));
+        for t in stamps.chain(newer) {
+            match self.times.last_mut() {
+                Some(last) if t.hi.max(last.hi) - t.lo.min(last.lo) <= width => {
+                    last.lo = last.lo.min(t.lo);
+                    last.hi = last.hi.max(t.hi);
+                }
+                _ => {
+                    // Seconds out of order (a clock set back) can make
+                    // more groups than that: merged as one at a time.
+                    self.make_time_room();
+                    self.times.push(t);
+                }
+            }
+        }
+    }
+
     /// Makes room for one more time, at most [`MAX_TIMES`] kept: a queue
     /// set once a second for a day would otherwise keep an entry per
     /// message. The two neighbours whose seconds together span the least
@@ -504,6 +546,33 @@ mod tests {
         for seq in (0..10_000).step_by(97) {
             let noted = r.time_of(seq).unwrap();
             assert!(noted >= at(seq) && noted - at(seq) <= span / 32);
+        }
+        // … or a deep queue's at once, below the few noted one at a time.
+        let mut b = Queue::new(3, b"b".to_vec());
+        for seq in (9_990..10_000).rev() {
+            b.enqueued_before(seq, at(seq));
+        }
+        let below: Vec<(u64, u32)> = (0..9_990).map(|seq| (seq, at(seq))).collect();
+        b.enqueued_below(&below);
+        assert!(b.times.len() <= MAX_TIMES, "{}", b.times.len());
+        for seq in 0..10_000 {
+            let noted = b.time_of(seq).unwrap();
+            assert!(noted >= at(seq), "{seq}: noted {noted}, set {}", at(seq));
+            assert!(
+                noted - at(seq) <= span / 32,
+                "{seq}: {noted} vs {}",
+                at(seq)
+            );
+        }
+        // Seconds out of order still keep the bound on how many.
+        let mut c = Queue::new(4, b"c".to_vec());
+        let shuffled: Vec<(u64, u32)> = (0..5_000)
+            .map(|seq| (seq, at(seq * 7919 % 5_000)))
+            .collect();
+        c.enqueued_below(&shuffled);
+        assert!(c.times.len() <= MAX_TIMES);
+        for &(seq, set) in shuffled.iter().step_by(13) {
+            assert!(c.time_of(seq).unwrap() >= set, "never early");
         }
     }
 

@@ -369,6 +369,13 @@ impl Backlog {
         }
     }
 
+    /// Makes room for `runs` more runs, exactly (recovery, which knows how
+    /// many a queue's pieces make).
+    pub fn reserve_runs(&mut self, runs: usize) {
+        let list = self.many();
+        list.reserve_exact(runs.saturating_sub(list.capacity() - list.len()));
+    }
+
     /// Queues `loc` below every queued message (recovery, which finds a
     /// queue's messages newest first).
     pub fn push_front(&mut self, loc: Loc) {
@@ -385,17 +392,6 @@ impl Backlog {
             Some(Run::Resident(locs)) => locs.push_front(loc),
             _ => runs.insert(0, Run::Resident(VecDeque::from([loc]))),
         }
-    }
-
-    /// Puts a paged run below every queued message (recovery).
-    pub fn push_front_paged(&mut self, p: Paged) {
-        debug_assert!(self.first_seq().is_none_or(|s| p.end() <= s));
-        if p.count == 0 {
-            return;
-        }
-        self.items += u64::from(p.count);
-        self.bytes += p.body_bytes();
-        self.many().insert(0, Run::Paged(p));
     }
 
     /// Takes the head off, when it is resident.

@@ -198,3 +198,65 @@ fn cold_takes_in_line_read_their_windows_together() {
         s.close().await.unwrap();
     });
 }
+
+/// A queue with long runs in some segments and a stray message or two in
+/// others (kept as locators) comes back in order after a restart: recovery
+/// meets its newest strays first, then stacks its runs and the strays
+/// between them, and turns the stack over below those at the end.
+#[test]
+fn runs_and_stray_messages_of_one_queue_restart_in_order() {
+    const ROUNDS: u64 = 4;
+    const STRETCH: u64 = 1500;
+    const FILLER: u64 = 3000;
+    const STRAY_EVERY: u64 = 700;
+    let strays = FILLER.div_ceil(STRAY_EVERY);
+    let dir = test_dir();
+    let cfg = config(dir.path());
+    let c = cfg.clone();
+    run(move || async move {
+        let s = Store::open(c).await.unwrap();
+        let (mut n, mut f) = (0u64, 0u64);
+        for _ in 0..ROUNDS {
+            // A stretch of "mixed" alone: paged runs in a few segments …
+            for _ in 0..STRETCH {
+                set(&s, "mixed", body(0, n, 100)).await;
+                n += 1;
+            }
+            // … then one now and then among others: fewer per segment
+            // than a paged run is worth.
+            for i in 0..FILLER {
+                set(&s, "filler", body(1, f, 100)).await;
+                f += 1;
+                if i % STRAY_EVERY == 0 {
+                    set(&s, "mixed", body(0, n, 100)).await;
+                    n += 1;
+                }
+            }
+        }
+        s.settle().await;
+        s.close().await.unwrap();
+    });
+    run(move || async move {
+        let s = Store::open(cfg).await.unwrap();
+        check_totals(&s);
+        let mixed = ROUNDS * (STRETCH + strays);
+        assert_eq!(s.stats().items, mixed + ROUNDS * FILLER);
+        for i in 0..mixed {
+            assert_eq!(
+                get(&s, "mixed").await.unwrap(),
+                body(0, i, 100),
+                "mixed {i}"
+            );
+        }
+        assert!(get(&s, "mixed").await.is_none());
+        for i in 0..ROUNDS * FILLER {
+            assert_eq!(
+                get(&s, "filler").await.unwrap(),
+                body(1, i, 100),
+                "filler {i}"
+            );
+        }
+        check_totals(&s);
+        s.close().await.unwrap();
+    });
+}
