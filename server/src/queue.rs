@@ -126,8 +126,9 @@ impl Queue {
 
     /// A queue as recovery finds it, before its messages: `tail` messages
     /// enqueued so far. Recovery then queues its messages, with their
-    /// times, oldest first ([`Backlog::push`], [`Queue::enqueued_at`]) or
-    /// newest first ([`Backlog::push_front`], [`Queue::enqueued_before`]).
+    /// times, oldest first ([`Backlog::push`], [`Queue::enqueued_at`]),
+    /// newest first ([`Backlog::push_front`], [`Queue::enqueued_before`]),
+    /// or a deep queue's all at once below those ([`Queue::enqueued_below`]).
     pub fn recovered(id: u32, name: Rc<[u8]>, tail: u64) -> Queue {
         let mut q = Queue::new(id, name);
         q.tail = tail;
